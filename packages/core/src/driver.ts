@@ -1,0 +1,130 @@
+import type { Readable } from 'node:stream';
+
+/**
+ * A storage driver keeps container image layers and container root filesystems on
+ * the host, the way moby's graphdrivers and containerd's snapshotters do.
+ *
+ * ## Glossary
+ * - **layer**: a filesystem tree named by an id. A layer may have a *parent*; its
+ *   contents are the parent's contents plus its own changes.
+ * - **image layer**: made with {@link StorageDriver.create}; filled once with
+ *   {@link StorageDriver.applyDiff}, then read-only.
+ * - **container layer**: made with {@link StorageDriver.createReadWrite}; the
+ *   writable top of a container's root filesystem.
+ * - **changeset**: an OCI layer tar: additions and modifications as entries,
+ *   deletions as `.wh.<name>`, a directory replaced wholesale marked by `.wh..wh..opq`.
+ *
+ * ## Importing a layer
+ * ```ts
+ * await driver.create(layerId, parentId);          // empty layer on top of its parent
+ * const bytes = await driver.applyDiff(layerId, parentId, tarStream);
+ * ```
+ *
+ * ## Running a container
+ * ```ts
+ * await driver.createReadWrite(containerId, topImageLayerId);
+ * const rootfs = await driver.get(containerId);    // mounts; counts references
+ * // … run the container with `rootfs` as its root …
+ * await driver.put(containerId);                   // the last put unmounts
+ * const tar = await driver.diff(containerId, topImageLayerId); // commit it
+ * ```
+ *
+ * ## Rules every driver keeps
+ * - Ids are validated before any file is touched (`ERR_INVALID_ID`).
+ * - A layer is visible to {@link StorageDriver.exists} only once complete; a crash
+ *   mid-create leaves nothing that `exists()` reports, and the next open cleans up.
+ * - `remove` of a mounted layer, or of one with children, fails with
+ *   `ERR_LAYER_IN_USE` and deletes nothing.
+ */
+export interface StorageDriver {
+  /** `'overlay2' | 'vfs' | 'btrfs' | 'zfs' | 'devicemapper' | 'aufs'`. */
+  readonly name: string;
+  /** Absolute path of the driver's home, `${root}/${name}`. */
+  readonly home: string;
+
+  /** Creates an image layer (read-only once its applyDiff is done). */
+  create(id: string, parent?: string | null, opts?: CreateOptions): Promise<void>;
+  /** Creates a container layer, writable. */
+  createReadWrite(id: string, parent?: string | null, opts?: CreateOptions): Promise<void>;
+  /** True when the layer exists and is complete. */
+  exists(id: string): Promise<boolean>;
+  /** Deletes a layer; `ERR_LAYER_IN_USE` when it is mounted or has children. */
+  remove(id: string): Promise<void>;
+
+  /** Mounts the layer (or counts one more user) and returns the root of its filesystem. */
+  get(id: string, opts?: { mountLabel?: string }): Promise<string>;
+  /** Drops one user; the last `put` unmounts. `ERR_NOT_MOUNTED` without a `get`. */
+  put(id: string): Promise<void>;
+
+  /** The OCI changeset between `parent` (default: the layer's own parent) and the layer, as an uncompressed tar. */
+  diff(id: string, parent?: string | null): Promise<Readable>;
+  /** The paths that differ between `parent` and the layer. */
+  changes(id: string, parent?: string | null): Promise<Change[]>;
+  /** Applies an OCI changeset (or a plain tar) to the layer; returns the bytes of file content applied. */
+  applyDiff(id: string, parent: string | null | undefined, tar: Readable | AsyncIterable<Uint8Array>): Promise<number>;
+  /** The bytes of file content the changeset between `parent` and the layer would carry. */
+  diffSize(id: string, parent?: string | null): Promise<number>;
+
+  /** Human-readable key/value pairs, e.g. `['Backing Filesystem', 'extfs']`. */
+  status(): Promise<Array<[string, string]>>;
+  /** Driver-specific facts about a layer, e.g. overlay2's `LowerDir`, `UpperDir`, `WorkDir`, `MergedDir`. */
+  metadata(id: string): Promise<Record<string, string>>;
+  /** Unmounts everything this driver mounted and releases the home lock. Safe to call twice. */
+  cleanup(): Promise<void>;
+}
+
+export interface CreateOptions {
+  /** Per-layer options, e.g. `{ size: '64M' }` for a quota where the driver supports one. */
+  storageOpt?: Record<string, string>;
+  /** SELinux mount label, passed through to mounts where the driver supports it. */
+  mountLabel?: string;
+}
+
+export type ChangeKind = 'add' | 'modify' | 'delete';
+
+/** One changed path; `path` is absolute within the layer: `'/etc/hosts'`. */
+export interface Change {
+  path: string;
+  kind: ChangeKind;
+}
+
+/** What a driver says about itself before it is opened. */
+export interface ProbeResult {
+  name: string;
+  /** Lower is preferred: overlay2 1, btrfs 2, zfs 3, devicemapper 4, aufs 5, vfs 6. */
+  priority: number;
+  usable: boolean;
+  /** Why the driver cannot be used here, in words a person can act on. */
+  reason?: string;
+  /** Backing filesystem name of the driver home (moby's names: `extfs`, `xfs`, `btrfs`, …). */
+  backingFs?: string;
+}
+
+/** What the registry passes a driver factory when probing or opening. */
+export interface DriverContext {
+  /** The storage root; the driver's home is `${root}/${name}`. */
+  root: string;
+  /** Absolute path of the driver home. */
+  home: string;
+  /** Driver options, named as moby names them (`overlay2.size`, `btrfs.min_space`, …). */
+  options: Record<string, string>;
+  /** Milliseconds to wait for the home lock before `ERR_LOCKED`; 0 = fail at once. */
+  lockTimeoutMs: number;
+}
+
+/** A driver as the registry knows it: a name, a priority, a probe and an opener. */
+export interface DriverFactory {
+  readonly name: string;
+  readonly priority: number;
+  /**
+   * When true, auto-selection picks this driver only if the backing filesystem of the
+   * root is the driver's own (btrfs, zfs), as moby does.
+   */
+  readonly requiresOwnFilesystem?: boolean;
+  /** Says whether the driver can run here, and why not. Must not create or change anything. */
+  probe(ctx: DriverContext): Promise<ProbeResult>;
+  /** Opens (creating the home if needed) and returns a ready driver. */
+  open(ctx: DriverContext): Promise<StorageDriver>;
+  /** True when `${root}/${name}` already holds layers (prior-driver detection). */
+  hasLayers(ctx: DriverContext): Promise<boolean>;
+}

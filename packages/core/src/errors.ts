@@ -1,0 +1,70 @@
+/**
+ * Every failure cairn raises is a {@link CairnError} with one of these stable codes.
+ * Callers branch on `code`, never on the message.
+ */
+export const ErrorCodes = [
+  'ERR_INVALID_ID',
+  'ERR_LAYER_NOT_FOUND',
+  'ERR_LAYER_EXISTS',
+  'ERR_PARENT_NOT_FOUND',
+  'ERR_LAYER_IN_USE',
+  'ERR_NOT_MOUNTED',
+  'ERR_NOT_SUPPORTED',
+  'ERR_PREREQUISITES',
+  'ERR_INCOMPATIBLE_FS',
+  'ERR_MAX_DEPTH',
+  'ERR_UNSAFE_ARCHIVE',
+  'ERR_INVALID_ARCHIVE',
+  'ERR_QUOTA_UNSUPPORTED',
+  'ERR_NO_SPACE',
+  'ERR_LOCKED',
+  'ERR_MULTIPLE_PRIOR_DRIVERS',
+  'ERR_INVALID_OPTION',
+  'ERR_DRIVER_NOT_FOUND',
+] as const;
+
+export type ErrorCode = (typeof ErrorCodes)[number];
+
+export interface CairnErrorDetails {
+  /** The layer id, path, archive entry or option the error is about. */
+  subject?: string;
+  /** The underlying error (an errno error from fs or @cairn/sys, usually). */
+  cause?: unknown;
+}
+
+/** The one error class of the library: a stable {@link ErrorCode} plus a message a person can act on. */
+export class CairnError extends Error {
+  readonly code: ErrorCode;
+  readonly subject: string | undefined;
+
+  constructor(code: ErrorCode, message: string, details: CairnErrorDetails = {}) {
+    super(message, details.cause === undefined ? undefined : { cause: details.cause });
+    this.name = 'CairnError';
+    this.code = code;
+    this.subject = details.subject;
+  }
+}
+
+export function isCairnError(err: unknown, code?: ErrorCode): err is CairnError {
+  return err instanceof CairnError && (code === undefined || err.code === code);
+}
+
+/** The errno code of a Node or @cairn/sys error (`'ENOENT'`, …), or undefined. */
+export function errnoCode(err: unknown): string | undefined {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' ? code : undefined;
+}
+
+/**
+ * Turns an out-of-space errno into ERR_NO_SPACE; anything else is returned unchanged.
+ * Drivers wrap their write paths with this so a full disk is a value, not a crash.
+ */
+export function translateSpaceError(err: unknown, what: string): unknown {
+  const code = errnoCode(err);
+  if (code === 'ENOSPC' || code === 'EDQUOT') {
+    return new CairnError('ERR_NO_SPACE',
+      `${what}: no space left (${code}). Free space on the backing filesystem or raise the layer's size quota.`,
+      { cause: err });
+  }
+  return err;
+}

@@ -1,0 +1,31 @@
+import { assertValidId, isValidId, normalizeParent, CairnError } from '@cairn/core';
+
+describe('layer ids', () => {
+  test.each(['a', 'A9', '_x', 'abc.def-ghi_1', 'x'.repeat(128), 'sha256-' + 'f'.repeat(64)])('accepts %s', (id) => {
+    expect(isValidId(id)).toBe(true);
+    expect(() => assertValidId(id)).not.toThrow();
+  });
+
+  test.each(['', '.', '..', '.hidden', '-flag', 'a/b', '../x', 'a b', 'x'.repeat(129), 'é', 'a\0b', 'a\nb'])(
+    'rejects %j with ERR_INVALID_ID', (id) => {
+      expect(isValidId(id)).toBe(false);
+      let thrown: unknown;
+      try { assertValidId(id); } catch (err) { thrown = err; }
+      expect(thrown).toBeInstanceOf(CairnError);
+      expect((thrown as CairnError).code).toBe('ERR_INVALID_ID');
+    });
+
+  test('rejects non-strings with ERR_INVALID_ID', () => {
+    for (const v of [undefined, null, 7, {}, ['a']]) {
+      expect(() => assertValidId(v)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ID' }));
+    }
+  });
+
+  test('an absent parent is null, a bad parent is ERR_INVALID_ID', () => {
+    expect(normalizeParent(undefined)).toBeNull();
+    expect(normalizeParent(null)).toBeNull();
+    expect(normalizeParent('')).toBeNull();
+    expect(normalizeParent('p1')).toBe('p1');
+    expect(() => normalizeParent('../p')).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ID' }));
+  });
+});

@@ -1,0 +1,24 @@
+// Prints, after the jest summary, which real backends ran and which were skipped and why.
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+export default class BackendReporter {
+  onRunComplete() {
+    const dir = process.env.CAIRN_BACKEND_LOG;
+    if (!dir) return;
+    const seen = new Map();
+    let files = [];
+    try { files = readdirSync(dir); } catch { return; }
+    for (const f of files) {
+      for (const line of readFileSync(join(dir, f), 'utf8').split('\n')) {
+        if (!line) continue;
+        const { backend, ran, reason } = JSON.parse(line);
+        const prev = seen.get(backend);
+        if (!prev || (prev.ran && !ran)) seen.set(backend, { ran, reason });
+      }
+    }
+    if (seen.size === 0) return;
+    const lines = [...seen.entries()].sort().map(([b, s]) => s.ran ? `  ran      ${b}` : `  skipped  ${b}: ${s.reason}`);
+    process.stdout.write(`\nbackends:\n${lines.join('\n')}\n`);
+  }
+}
