@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs the Debian packages cairn's full test suite needs, and nothing else.
+# Idempotent: apt is only touched when something is missing. Run as root.
+#
+#   btrfs-progs   mkfs.btrfs for the loopback btrfs tests (btrfs driver, registry, vfs reflinks)
+#   xfsprogs      mkfs.xfs for loopback xfs (d_type probe, project quota)
+#   e2fsprogs     mkfs.ext4 for loopback ext4
+#   util-linux    losetup, mount, unshare
+#   attr          getfattr/setfattr, used by tests to cross-check xattrs with an independent tool
+#   tar           GNU tar: reference archives and the benchmark baseline
+set -euo pipefail
+
+packages=(btrfs-progs xfsprogs e2fsprogs util-linux attr tar)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all packages present (${packages[*]})"
+  exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps: missing ${missing[*]}; run this script as root" >&2
+  exit 1
+fi
+
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}"
