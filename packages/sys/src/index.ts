@@ -1,1 +1,158 @@
-export {};
+/**
+ * @cairn/sys — the Linux syscalls Node lacks, as a small Node-API addon: mount(2) and the new
+ * mount API, umount2(2), mknod(2), l*xattr(2) (never following symlinks), utimensat(2) with
+ * nanoseconds, flock(2) and dev_t packing.
+ *
+ * Async functions run on the libuv thread pool and return promises; `*Sync` variants exist
+ * for hot loops (layer extraction) where a ~µs call beats a promise round-trip.
+ *
+ * Failures are Node-style `Error`s, like node:fs errors: `code` ('EPERM', 'ENOENT', …),
+ * `errno` (negative, as in node:fs), `syscall` ('mount', 'fsconfig', …), `path`, and for
+ * mounts `dest` (the target), with messages such as
+ * "EPERM: operation not permitted, mount 'src' -> 'target'".
+ * Arguments of the wrong type throw `TypeError` synchronously.
+ * @packageDocumentation
+ */
+import { native } from './native.js';
+
+/** Node-style error thrown or rejected by every call in this package. */
+export interface SysError extends Error {
+  code: string;
+  errno: number;
+  syscall: string;
+  path?: string;
+  dest?: string;
+  /** fsMount only: the fsconfig key the kernel refused. */
+  param?: string;
+}
+
+/** Flag values from the C headers this addon was compiled against. */
+export const constants = native.constants as {
+  readonly MS_RDONLY: number; readonly MS_NOSUID: number; readonly MS_NODEV: number;
+  readonly MS_NOEXEC: number; readonly MS_REMOUNT: number; readonly MS_BIND: number;
+  readonly MS_REC: number; readonly MS_PRIVATE: number; readonly MS_SLAVE: number;
+  readonly MS_SHARED: number; readonly MS_NOATIME: number; readonly MS_RELATIME: number;
+  readonly MNT_FORCE: number; readonly MNT_DETACH: number; readonly MNT_EXPIRE: number;
+  readonly UMOUNT_NOFOLLOW: number;
+  readonly XATTR_CREATE: number; readonly XATTR_REPLACE: number;
+  readonly S_IFCHR: number; readonly S_IFBLK: number; readonly S_IFIFO: number;
+  readonly S_IFSOCK: number; readonly S_IFREG: number; readonly S_IFDIR: number;
+  readonly S_IFLNK: number;
+  readonly LOCK_SH: number; readonly LOCK_EX: number; readonly LOCK_UN: number; readonly LOCK_NB: number;
+};
+
+/** mount(2). `fstype`/`data` null pass NULL (bind mounts, remounts, propagation changes). */
+export function mount(source: string, target: string, fstype: string | null, flags: number, data?: string | null): Promise<void> {
+  return native.mount(source, target, fstype, flags, data ?? null);
+}
+
+/** Like mount, but relative paths in `source`/`target`/`data` resolve against `cwd`: the call runs
+ *  on a thread that did unshare(CLONE_FS) + chdir(cwd), so the process's cwd never changes.
+ *  (overlay2 needs this when absolute lowerdir paths do not fit in one page of mount data.) */
+export function mountAt(cwd: string, source: string, target: string, fstype: string | null, flags: number, data?: string | null): Promise<void> {
+  return native.mountAt(cwd, source, target, fstype, flags, data ?? null);
+}
+
+/** umount2(2); `flags` are MNT_* / UMOUNT_NOFOLLOW (default 0). */
+export function umount2(target: string, flags?: number): Promise<void> {
+  return native.umount2(target, flags ?? 0);
+}
+
+/** The new mount API: fsopen(fstype) → fsconfig for each param (value null = FSCONFIG_SET_FLAG,
+ *  else FSCONFIG_SET_STRING; params applied in order, so `lowerdir+` may repeat, one layer per
+ *  call, lifting the one-page limit) → FSCONFIG_CMD_CREATE → fsmount(attrFlags) → move_mount to
+ *  target. `cwd` as in mountAt (relative paths in values). On failure the error message includes
+ *  the kernel's log messages read from the fs context fd, when any; `syscall` names the failing
+ *  step, `path` is the target and `param` the refused key. attr flags: readOnly →
+ *  MOUNT_ATTR_RDONLY. */
+export function fsMount(
+  fstype: string,
+  source: string | null,
+  params: Array<[string, string | null]>,
+  target: string,
+  opts?: { readOnly?: boolean; cwd?: string },
+): Promise<void> {
+  return native.fsMount(fstype, source, params, target, opts?.readOnly ?? false, opts?.cwd ?? null);
+}
+
+/** true when this kernel has fsopen (the new mount API). Probed once per process. */
+export function hasNewMountApi(): boolean {
+  return native.hasNewMountApi();
+}
+
+/** mknod(2); `mode` includes the S_IF* type bits (e.g. `constants.S_IFCHR | 0o000` for a whiteout). */
+export function mknodSync(path: string, mode: number, major: number, minor: number): void {
+  native.mknodSync(path, mode, major, minor);
+}
+
+/** mknod(2) on the thread pool. */
+export function mknod(path: string, mode: number, major: number, minor: number): Promise<void> {
+  return native.mknod(path, mode, major, minor);
+}
+
+/** lsetxattr(2): sets an xattr on `path` itself (a symlink is not followed). Value is raw bytes. */
+export function lsetxattrSync(path: string, name: string, value: Buffer | Uint8Array, flags?: number): void {
+  native.lsetxattrSync(path, name, value, flags);
+}
+
+/** lgetxattr(2): the raw value, or null when the attribute does not exist (ENODATA). */
+export function lgetxattrSync(path: string, name: string): Buffer | null {
+  return native.lgetxattrSync(path, name);
+}
+
+/** llistxattr(2): attribute names visible to this process. */
+export function llistxattrSync(path: string): string[] {
+  return native.llistxattrSync(path);
+}
+
+/** lremovexattr(2); ENODATA when the attribute does not exist. */
+export function lremovexattrSync(path: string, name: string): void {
+  native.lremovexattrSync(path, name);
+}
+
+/** lsetxattr(2) on the thread pool. */
+export function lsetxattr(path: string, name: string, value: Buffer | Uint8Array, flags?: number): Promise<void> {
+  return native.lsetxattr(path, name, value, flags);
+}
+
+/** lgetxattr(2) on the thread pool; null on ENODATA. */
+export function lgetxattr(path: string, name: string): Promise<Buffer | null> {
+  return native.lgetxattr(path, name);
+}
+
+/** llistxattr(2) on the thread pool. */
+export function llistxattr(path: string): Promise<string[]> {
+  return native.llistxattr(path);
+}
+
+/** lremovexattr(2) on the thread pool. */
+export function lremovexattr(path: string, name: string): Promise<void> {
+  return native.lremovexattr(path, name);
+}
+
+/** utimensat(AT_FDCWD, path, [atime, mtime], AT_SYMLINK_NOFOLLOW) with nanosecond bigints
+ *  (Node's utimes goes through a double and loses nanoseconds). */
+export function lutimesNsSync(path: string, atimeNs: bigint, mtimeNs: bigint): void {
+  native.lutimesNsSync(path, atimeNs, mtimeNs);
+}
+
+/** flock(2): returns false when LOCK_NB was given and the lock is held elsewhere (EWOULDBLOCK).
+ *  Without LOCK_NB this blocks the calling thread (the event loop) until the lock is granted. */
+export function flockSync(fd: number, operation: number): boolean {
+  return native.flockSync(fd, operation);
+}
+
+/** The major number of a dev_t, as glibc's gnu_dev_major (Stats.rdev is a number). */
+export function major(dev: number | bigint): number {
+  return native.major(dev);
+}
+
+/** The minor number of a dev_t, as glibc's gnu_dev_minor. */
+export function minor(dev: number | bigint): number {
+  return native.minor(dev);
+}
+
+/** Packs a dev_t as glibc's gnu_dev_makedev. */
+export function makedev(major: number, minor: number): number {
+  return native.makedev(major, minor);
+}

@@ -1,0 +1,62 @@
+// Shared helpers for the cairn_sys addon: argument checks that throw TypeError, Node-style
+// errno errors, and a promise-returning worker that runs one blocking job on the libuv pool.
+#pragma once
+
+#include <napi.h>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace cairn {
+
+// What a failed syscall leaves behind, so the JS thread can build the Error later
+// (a worker thread must not touch napi values).
+struct SysError {
+  int err = 0;              // errno; 0 means success
+  std::string syscall;      // 'mount', 'fsconfig', …
+  std::string path;         // empty = not set
+  std::string dest;         // empty = not set
+  std::string detail;       // appended to the message, e.g. kernel log lines from an fs context
+  std::string param;        // fsconfig key that failed (set as err.param)
+  bool hasPath = false;
+  bool hasDest = false;
+
+  void Set(int e, const char* sc) { err = e; syscall = sc; }
+};
+
+// Builds `Error` with code/errno/syscall/path/dest like Node's uvException:
+// "EPERM: operation not permitted, mount 'src' -> 'dst'".
+Napi::Error MakeSysError(Napi::Env env, const SysError& e);
+[[noreturn]] void ThrowSysError(Napi::Env env, const SysError& e);
+
+// Argument readers: throw Napi::TypeError naming the argument when the type is wrong.
+std::string ArgString(const Napi::CallbackInfo& info, size_t i, const char* name);
+bool ArgOptString(const Napi::CallbackInfo& info, size_t i, const char* name, std::string* out);
+int64_t ArgInt(const Napi::CallbackInfo& info, size_t i, const char* name);
+int64_t ArgOptInt(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t dflt);
+uint64_t ArgUint64(const Napi::CallbackInfo& info, size_t i, const char* name);
+std::vector<char> ArgBytes(const Napi::CallbackInfo& info, size_t i, const char* name);
+
+// Result carried from the worker thread back to the JS thread.
+struct JobResult {
+  SysError error;
+  bool isNull = false;                 // resolve with null (e.g. xattr ENODATA)
+  bool hasBytes = false;               // resolve with a Buffer
+  std::vector<char> bytes;
+  bool hasList = false;                // resolve with string[]
+  std::vector<std::string> list;
+};
+
+// Runs `job` on the libuv thread pool and settles a Promise with its JobResult
+// (undefined unless the job asked for null / bytes / a list).
+Napi::Value RunAsync(Napi::Env env, const char* name, std::function<void(JobResult&)> job);
+
+// The JS value a successful JobResult stands for.
+Napi::Value ResultValue(Napi::Env env, JobResult& r);
+Napi::Object Constants(Napi::Env env);
+
+void InitMount(Napi::Env env, Napi::Object exports);
+void InitFiles(Napi::Env env, Napi::Object exports);
+
+}  // namespace cairn
