@@ -8,9 +8,10 @@
 #   util-linux    losetup, mount, unshare
 #   attr          getfattr/setfattr, used by tests to cross-check xattrs with an independent tool
 #   tar           GNU tar: reference archives and the benchmark baseline
+#   zfs-fuse      the only ZFS on a kernel without the zfs module: daemon + zfs/zpool for the zfs driver tests
 set -euo pipefail
 
-packages=(btrfs-progs xfsprogs e2fsprogs util-linux attr tar)
+packages=(btrfs-progs xfsprogs e2fsprogs util-linux attr tar zfs-fuse)
 
 missing=()
 for p in "${packages[@]}"; do
