@@ -6,3 +6,5 @@ export * from './refcount.js';
 export * from './staging.js';
 export * from './mountinfo.js';
 export * from './backingfs.js';
+export * from './changes.js';
+export * from './copytree.js';
