@@ -8,3 +8,4 @@ export * from './mountinfo.js';
 export * from './backingfs.js';
 export * from './changes.js';
 export * from './copytree.js';
+export * from './archive/index.js';

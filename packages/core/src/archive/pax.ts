@@ -1,0 +1,49 @@
+// PAX extended header records: `"<len> <key>=<value>\n"`, where <len> counts the whole
+// record in bytes. Values are kept as bytes: SCHILY.xattr values are binary (a
+// security.capability blob is not UTF-8), and decoding them as text — what tar-stream
+// does — corrupts them. Only keys we know to be text are decoded.
+
+/** One record, in archive order (GNU sparse 0.0 repeats keys, so order matters). */
+export type PaxRecord = [key: string, value: Buffer];
+
+/** Parses the body of an 'x' or 'g' header; returns null when it is malformed. */
+export function parsePax(body: Buffer): PaxRecord[] | null {
+  const records: PaxRecord[] = [];
+  let pos = 0;
+  while (pos < body.length) {
+    // Trailing NUL padding after the last record is tolerated (some writers pad).
+    if (body[pos] === 0) break;
+    let len = 0;
+    let i = pos;
+    while (i < body.length && body[i]! >= 0x30 && body[i]! <= 0x39) {
+      len = len * 10 + (body[i]! - 0x30);
+      i++;
+      if (len > body.length) return null;
+    }
+    if (i === pos || body[i] !== 0x20 || len <= i - pos + 1 || pos + len > body.length) return null;
+    const end = pos + len;
+    if (body[end - 1] !== 0x0a) return null;
+    const eq = body.indexOf(0x3d, i + 1);
+    if (eq < 0 || eq >= end - 1 || eq === i + 1) return null;
+    const key = body.toString('utf8', i + 1, eq);
+    records.push([key, body.subarray(eq + 1, end - 1)]);
+    pos = end;
+  }
+  return records;
+}
+
+/** Encodes one record, computing the self-including length prefix. */
+export function encodePaxRecord(key: string, value: Buffer | string): Buffer {
+  const k = Buffer.from(key, 'utf8');
+  const v = typeof value === 'string' ? Buffer.from(value, 'utf8') : value;
+  const rest = 1 + k.length + 1 + v.length + 1; // ' ' key '=' value '\n'
+  let len = rest + String(rest).length;
+  if (String(len).length !== String(rest).length) len = rest + String(len).length;
+  const out = Buffer.allocUnsafe(len);
+  let pos = out.write(`${len} `, 0, 'latin1');
+  pos += k.copy(out, pos);
+  out[pos++] = 0x3d;
+  pos += v.copy(out, pos);
+  out[pos] = 0x0a;
+  return out;
+}

@@ -1,0 +1,152 @@
+// Low-level tar header fields: offsets, numeric encodings (octal and GNU base-256),
+// checksums. Pure functions over 512-byte blocks; the reader and writer share them.
+
+export const BLOCK = 512;
+
+/** Byte offsets of the ustar header fields (POSIX.1-1988, plus GNU's extensions). */
+export const F = {
+  name: [0, 100],
+  mode: [100, 8],
+  uid: [108, 8],
+  gid: [116, 8],
+  size: [124, 12],
+  mtime: [136, 12],
+  chksum: [148, 8],
+  typeflag: [156, 1],
+  linkname: [157, 100],
+  magic: [257, 6],
+  version: [263, 2],
+  uname: [265, 32],
+  gname: [297, 32],
+  devmajor: [329, 8],
+  devminor: [337, 8],
+  prefix: [345, 155],
+  // GNU header only (these overlap ustar's prefix):
+  gnuAtime: [345, 12],
+  gnuSparse: [386, 96],
+  gnuIsExtended: [482, 1],
+  gnuRealSize: [483, 12],
+} as const satisfies Record<string, readonly [number, number]>;
+
+/** The largest value an octal field of `width` bytes holds (one byte goes to the terminator). */
+export function octalMax(width: number): number {
+  return 8 ** (width - 1) - 1;
+}
+
+/**
+ * Reads a numeric field: octal ASCII (space/NUL padded) or GNU base-256 when the first
+ * byte has its high bit set. Returns null when the field is malformed, so the caller can
+ * name the entry in its error.
+ */
+export function readNumber(block: Uint8Array, off: number, width: number): number | null {
+  const first = block[off]!;
+  if (first & 0x80) {
+    // Base-256, big-endian. 0x80 in the first byte flags a positive number (its other
+    // bits are value bits); a leading 0xff makes the whole field two's complement.
+    let value = 0n;
+    for (let i = 0; i < width; i++) {
+      const byte = i === 0 && first !== 0xff ? first & 0x7f : block[off + i]!;
+      value = (value << 8n) | BigInt(byte);
+    }
+    if (first === 0xff) value -= 1n << BigInt(8 * width);
+    if (value > BigInt(Number.MAX_SAFE_INTEGER) || value < BigInt(Number.MIN_SAFE_INTEGER)) return null;
+    return Number(value);
+  }
+  let i = off;
+  const end = off + width;
+  while (i < end && (block[i] === 0x20 || block[i] === 0)) {
+    if (block[i] === 0) return 0; // an empty (all-NUL) field reads as 0
+    i++;
+  }
+  let value = 0;
+  for (; i < end; i++) {
+    const c = block[i]!;
+    if (c >= 0x30 && c <= 0x37) {
+      value = value * 8 + (c - 0x30);
+    } else if (c === 0x20 || c === 0) {
+      break;
+    } else {
+      return null;
+    }
+  }
+  for (; i < end; i++) {
+    // Only padding may follow the digits.
+    if (block[i] !== 0x20 && block[i] !== 0) return null;
+  }
+  return value;
+}
+
+/** Writes `value` as zero-padded octal with a NUL terminator; base-256 when it does not fit. */
+export function writeNumber(block: Uint8Array, off: number, width: number, value: number): void {
+  if (value >= 0 && value <= octalMax(width)) {
+    const digits = value.toString(8).padStart(width - 1, '0');
+    for (let i = 0; i < width - 1; i++) block[off + i] = digits.charCodeAt(i);
+    block[off + width - 1] = 0;
+    return;
+  }
+  let v = BigInt(value);
+  for (let i = width - 1; i >= 0; i--) {
+    block[off + i] = Number(v & 0xffn);
+    v >>= 8n;
+  }
+  block[off] = value < 0 ? 0xff : 0x80;
+}
+
+/** Reads a NUL-terminated text field as UTF-8. */
+export function readString(block: Uint8Array, off: number, width: number): string {
+  let end = off;
+  const max = off + width;
+  while (end < max && block[end] !== 0) end++;
+  return Buffer.from(block.buffer, block.byteOffset + off, end - off).toString('utf8');
+}
+
+/** True when every byte of the block is zero (an end-of-archive marker). */
+export function isZeroBlock(block: Uint8Array): boolean {
+  for (let i = 0; i < BLOCK; i++) if (block[i] !== 0) return false;
+  return true;
+}
+
+/**
+ * Header checksums: the unsigned byte sum with the checksum field read as spaces, and
+ * the signed sum some historic tars (old Sun tar) wrote. A header is valid if its stored
+ * value matches either.
+ */
+export function checksums(block: Uint8Array): { unsigned: number; signed: number } {
+  let unsigned = 0;
+  let signed = 0;
+  for (let i = 0; i < BLOCK; i++) {
+    const b = i >= 148 && i < 156 ? 0x20 : block[i]!;
+    unsigned += b;
+    signed += b > 127 ? b - 256 : b;
+  }
+  return { unsigned, signed };
+}
+
+/** Fills in the checksum field of a header being written (six octal digits, NUL, space). */
+export function sealChecksum(block: Uint8Array): void {
+  const sum = checksums(block).unsigned;
+  const digits = sum.toString(8).padStart(6, '0');
+  for (let i = 0; i < 6; i++) block[148 + i] = digits.charCodeAt(i);
+  block[154] = 0;
+  block[155] = 0x20;
+}
+
+/** Parses a PAX time value (`"1700000000.123456789"`, `"-1.5"`) into nanoseconds. */
+export function parsePaxTime(text: string): bigint | null {
+  const m = /^(-?)(\d+)(?:\.(\d*))?$/.exec(text);
+  if (!m) return null;
+  const frac = (m[3] ?? '').slice(0, 9).padEnd(9, '0');
+  const ns = BigInt(m[2]!) * 1_000_000_000n + BigInt(frac);
+  return m[1] === '-' ? -ns : ns;
+}
+
+/** Formats nanoseconds as a PAX time with no trailing zeros in the fraction. */
+export function formatPaxTime(ns: bigint): string {
+  const negative = ns < 0n;
+  const abs = negative ? -ns : ns;
+  const sec = abs / 1_000_000_000n;
+  const frac = abs % 1_000_000_000n;
+  let text = sec.toString();
+  if (frac !== 0n) text += '.' + frac.toString().padStart(9, '0').replace(/0+$/, '');
+  return negative ? '-' + text : text;
+}

@@ -1,0 +1,151 @@
+// A small tar writer: ustar headers plus PAX records only where ustar cannot say it.
+// Ours rather than tar-stream's pack because tar-stream caps uid/gid at 262143, writes
+// whole-second mtimes, turns mode 0 into 0644 and encodes PAX values as UTF-8 text,
+// which corrupts binary xattrs such as security.capability (measured; toolchain notes).
+// Headers are deterministic: no uname/gname, no atime/ctime, fixed PAX header names,
+// so the same tree always packs to the same bytes.
+import { Readable } from 'node:stream';
+import { CairnError } from '../errors.js';
+import type { TarEntryType } from './entry.js';
+import { encodePaxRecord } from './pax.js';
+import { BLOCK, F, formatPaxTime, octalMax, sealChecksum, writeNumber } from './tar-fields.js';
+
+/** What the writer needs to know about an entry. */
+export interface TarHeaderInput {
+  /** Relative path; a directory gets its trailing '/' added if missing. */
+  name: string;
+  type: TarEntryType;
+  /** Permission bits with setuid/setgid/sticky; other bits are dropped. */
+  mode: number;
+  uid?: number;
+  gid?: number;
+  /** Content bytes (files only). */
+  size?: number;
+  mtimeNs?: bigint;
+  linkname?: string;
+  devmajor?: number;
+  devminor?: number;
+  /** Written as `SCHILY.xattr.<name>` PAX records, values byte for byte. */
+  xattrs?: ReadonlyMap<string, Uint8Array>;
+}
+
+/** An entry to pack: its header and, for files, content of exactly `header.size` bytes. */
+export interface TarSourceEntry {
+  header: TarHeaderInput;
+  body?: Uint8Array | AsyncIterable<Uint8Array> | Iterable<Uint8Array>;
+}
+
+const TYPEFLAG: Record<TarEntryType, number> = {
+  file: 0x30, hardlink: 0x31, symlink: 0x32, char: 0x33, block: 0x34, dir: 0x35, fifo: 0x36,
+};
+
+const ZEROES = Buffer.alloc(2 * BLOCK);
+
+/** The end-of-archive marker: two zero blocks. */
+export function tarTrailer(): Buffer {
+  return Buffer.alloc(2 * BLOCK);
+}
+
+/**
+ * Encodes the header block(s) of one entry: a PAX 'x' header when needed (long name or
+ * link, ids or size beyond octal, fractional or out-of-range mtime, xattrs), then the
+ * ustar header.
+ */
+export function encodeHeader(h: TarHeaderInput): Buffer {
+  const name = h.type === 'dir' && !h.name.endsWith('/') ? h.name + '/' : h.name;
+  const uid = h.uid ?? 0;
+  const gid = h.gid ?? 0;
+  const size = h.type === 'file' ? h.size ?? 0 : 0;
+  const mtimeNs = h.mtimeNs ?? 0n;
+  let sec = mtimeNs / 1_000_000_000n;
+  if (mtimeNs < 0n && mtimeNs % 1_000_000_000n !== 0n) sec -= 1n; // floor for times before 1970
+  const linkname = h.linkname ?? '';
+  const records: Buffer[] = [];
+
+  const nameBytes = Buffer.from(name, 'utf8');
+  const linkBytes = Buffer.from(linkname, 'utf8');
+  if (nameBytes.length > F.name[1]) records.push(encodePaxRecord('path', nameBytes));
+  if (linkBytes.length > F.linkname[1]) records.push(encodePaxRecord('linkpath', linkBytes));
+  if (uid > octalMax(F.uid[1])) records.push(encodePaxRecord('uid', String(uid)));
+  if (gid > octalMax(F.gid[1])) records.push(encodePaxRecord('gid', String(gid)));
+  if (size > octalMax(F.size[1])) records.push(encodePaxRecord('size', String(size)));
+  if (mtimeNs % 1_000_000_000n !== 0n || sec < 0n || sec > BigInt(octalMax(F.mtime[1]))) {
+    records.push(encodePaxRecord('mtime', formatPaxTime(mtimeNs)));
+  }
+  if (h.xattrs) {
+    for (const key of [...h.xattrs.keys()].sort()) {
+      if (key.includes('=') || key.includes('\0')) {
+        throw new CairnError('ERR_INVALID_ARCHIVE', `Cannot pack xattr "${key}" of ${name}: the name cannot be written in a PAX record.`, { subject: name });
+      }
+      const v = h.xattrs.get(key)!;
+      records.push(encodePaxRecord('SCHILY.xattr.' + key, Buffer.from(v.buffer, v.byteOffset, v.byteLength)));
+    }
+  }
+
+  const main = Buffer.alloc(BLOCK);
+  nameBytes.copy(main, F.name[0], 0, Math.min(nameBytes.length, F.name[1]));
+  writeNumber(main, F.mode[0], F.mode[1], h.mode & 0o7777);
+  writeNumber(main, F.uid[0], F.uid[1], uid);
+  writeNumber(main, F.gid[0], F.gid[1], gid);
+  writeNumber(main, F.size[0], F.size[1], size);
+  writeNumber(main, F.mtime[0], F.mtime[1], Number(sec));
+  main[F.typeflag[0]] = TYPEFLAG[h.type];
+  linkBytes.copy(main, F.linkname[0], 0, Math.min(linkBytes.length, F.linkname[1]));
+  main.write('ustar\x0000', F.magic[0], 'latin1');
+  writeNumber(main, F.devmajor[0], F.devmajor[1], h.devmajor ?? 0);
+  writeNumber(main, F.devminor[0], F.devminor[1], h.devminor ?? 0);
+  sealChecksum(main);
+  if (records.length === 0) return main;
+
+  const pax = Buffer.concat(records);
+  const paxHeader = Buffer.alloc(BLOCK);
+  const base = name.replace(/\/$/, '').split('/').pop()!.replace(/[^\x20-\x7e]/g, '_').slice(0, 80);
+  paxHeader.write('PaxHeaders/' + base, F.name[0], 'latin1');
+  writeNumber(paxHeader, F.mode[0], F.mode[1], 0o644);
+  writeNumber(paxHeader, F.uid[0], F.uid[1], 0);
+  writeNumber(paxHeader, F.gid[0], F.gid[1], 0);
+  writeNumber(paxHeader, F.size[0], F.size[1], pax.length);
+  writeNumber(paxHeader, F.mtime[0], F.mtime[1], 0);
+  paxHeader[F.typeflag[0]] = 0x78; // 'x'
+  paxHeader.write('ustar\x0000', F.magic[0], 'latin1');
+  writeNumber(paxHeader, F.devmajor[0], F.devmajor[1], 0);
+  writeNumber(paxHeader, F.devminor[0], F.devminor[1], 0);
+  sealChecksum(paxHeader);
+  const pad = (BLOCK - (pax.length % BLOCK)) % BLOCK;
+  return Buffer.concat([paxHeader, pax, ZEROES.subarray(0, pad), main]);
+}
+
+/**
+ * Packs entries into a tar stream, ending with the two-zero-block trailer. Entries are
+ * pulled one at a time and bodies chunk by chunk as the reader consumes the stream, so
+ * memory stays flat. A body that is not exactly `header.size` bytes fails the stream
+ * with `ERR_INVALID_ARCHIVE` (a file that changed size while it was being packed).
+ */
+export function packEntries(entries: AsyncIterable<TarSourceEntry> | Iterable<TarSourceEntry>): Readable {
+  return Readable.from(generateTar(entries), { objectMode: false, highWaterMark: 256 * 1024 });
+}
+
+async function* generateTar(entries: AsyncIterable<TarSourceEntry> | Iterable<TarSourceEntry>): AsyncGenerator<Buffer> {
+  for await (const { header, body } of entries) {
+    yield encodeHeader(header);
+    if (header.type !== 'file') continue;
+    const size = header.size ?? 0;
+    let written = 0;
+    if (body !== undefined) {
+      const chunks = body instanceof Uint8Array ? [body] : body;
+      for await (const chunk of chunks) {
+        written += chunk.length;
+        if (written > size) break;
+        yield Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+      }
+    }
+    if (written !== size) {
+      throw new CairnError('ERR_INVALID_ARCHIVE',
+        `Cannot pack ${header.name}: its content is ${written > size ? 'longer' : 'shorter'} than the ${size} bytes in its header (did the file change while it was being packed?).`,
+        { subject: header.name });
+    }
+    const pad = (BLOCK - (size % BLOCK)) % BLOCK;
+    if (pad > 0) yield ZEROES.subarray(0, pad);
+  }
+  yield tarTrailer();
+}
