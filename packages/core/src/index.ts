@@ -9,3 +9,4 @@ export * from './backingfs.js';
 export * from './changes.js';
 export * from './copytree.js';
 export * from './archive/index.js';
+export * from './naivediff.js';

@@ -1,2 +1,4 @@
 export * from './backends.js';
 export * from './loopfs.js';
+export * from './tree.js';
+export * from './conformance.js';

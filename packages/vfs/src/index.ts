@@ -1,1 +1,56 @@
-export {};
+import { access, constants as fsConstants, readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { CairnError, acquireHomeLock, detectBackingFs, errnoCode, nearestExistingPath } from '@cairn/core';
+import type { DriverContext, DriverFactory, ProbeResult, StorageDriver } from '@cairn/core';
+import { VfsDriver } from './driver.js';
+
+export { VfsDriver } from './driver.js';
+export { VfsLayout } from './layout.js';
+export type { LayerMeta } from './meta.js';
+
+/** Rejects `vfs.*` driver options: vfs has none yet (other drivers' options are ignored). */
+function checkOptions(options: Record<string, string>): void {
+  for (const key of Object.keys(options)) {
+    if (key.startsWith('vfs.')) {
+      throw new CairnError('ERR_INVALID_OPTION', `unknown vfs driver option ${JSON.stringify(key)}: the vfs driver takes no options`, { subject: key });
+    }
+  }
+}
+
+/**
+ * The vfs driver as the registry sees it: last in moby's priority order (6), usable
+ * wherever the home can be written, since it needs nothing from the kernel but a
+ * filesystem.
+ */
+export const vfsDriver: DriverFactory = {
+  name: 'vfs',
+  priority: 6,
+
+  async probe(ctx: DriverContext): Promise<ProbeResult> {
+    const existing = await nearestExistingPath(ctx.home);
+    const backingFs = (await detectBackingFs(existing)).name;
+    try {
+      await access(existing, fsConstants.W_OK);
+    } catch (err) {
+      return { name: 'vfs', priority: 6, usable: false, backingFs, reason: `${existing} is not writable (${errnoCode(err) ?? String(err)}); run as root or choose another root` };
+    }
+    return { name: 'vfs', priority: 6, usable: true, backingFs };
+  },
+
+  async open(ctx: DriverContext): Promise<StorageDriver> {
+    checkOptions(ctx.options);
+    return VfsDriver.open(ctx.home, {
+      lockTimeoutMs: ctx.lockTimeoutMs,
+      acquireLock: (home, timeoutMs) => acquireHomeLock(home, { timeoutMs }),
+    });
+  },
+
+  async hasLayers(ctx: DriverContext): Promise<boolean> {
+    try {
+      return (await readdir(join(ctx.home, 'dir'))).length > 0;
+    } catch (err) {
+      if (errnoCode(err) === 'ENOENT' || errnoCode(err) === 'ENOTDIR') return false;
+      throw err;
+    }
+  },
+};

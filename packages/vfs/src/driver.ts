@@ -1,0 +1,371 @@
+import { constants as fsConstants } from 'node:fs';
+import { chmod, chown, copyFile, mkdir, readdir, realpath, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { basename, join } from 'node:path';
+import type { Readable } from 'node:stream';
+import {
+  CairnError, MountRefs, NaiveDiff, STAGING_DIR, TRASH_DIR, applyLayer, assertValidId, commitStaged, copyTree,
+  detectBackingFs, discardDir, errnoCode, fsyncDir, isValidId, makeStagingDir, normalizeParent, readMountInfo, sweepLeftovers,
+  translateSpaceError,
+} from '@cairn/core';
+import type { Change, CreateOptions, HomeLock, StorageDriver } from '@cairn/core';
+import { constants as sysConstants, mount, umount2 } from '@cairn/sys';
+import { VfsLayout } from './layout.js';
+import { readMeta, removeMeta, writeMeta } from './meta.js';
+import type { LayerMeta } from './meta.js';
+
+/** An entry of the in-memory layer table; `committed` is false while create() is still copying. */
+interface LayerState extends LayerMeta {
+  committed: boolean;
+}
+
+/**
+ * The vfs driver: every layer is a full copy of its parent (cloned extent by extent
+ * where the filesystem has reflinks: btrfs, xfs with reflink=1), as moby's vfs. It runs
+ * anywhere and is the reference the other drivers are measured against.
+ *
+ * ## Crash safety: the order of things on disk
+ * - create: the metadata file (parent, kind) is written and fsynced *first*, then the
+ *   tree is copied into `.staging/` and renamed to `dir/<id>`. So a layer directory
+ *   never exists without its metadata. A crash before the rename leaves a metadata file
+ *   without a directory (and a staging leftover): open() deletes both. `exists()` is
+ *   true only once `dir/<id>` is there.
+ * - remove: `dir/<id>` is renamed into `.trash/` first (the layer is gone at that
+ *   instant), then the metadata is deleted, then the disk reclaimed.
+ * - applyDiff: applied to a staged (reflinked where possible) copy; only a complete
+ *   apply is swapped in, with the swap journaled in the metadata (`replacing`), so a
+ *   failed or interrupted apply leaves the layer exactly as it was (or, after a crash
+ *   between the two renames of the swap, exactly as the finished apply left it).
+ *
+ * ## Read-only image layers
+ * moby's vfs hands out image layers writable. cairn's contract says an image layer is
+ * read-only once its applyDiff is done, so `get` of such a layer bind-mounts its
+ * directory read-only onto itself (same path as Docker's layout), and the last `put`
+ * unmounts it. Mounts found under the home at open (left by a crash) are unmounted.
+ * Container layers and image layers not yet applied are handed out as plain directories.
+ */
+export class VfsDriver implements StorageDriver {
+  readonly name = 'vfs';
+  private readonly layout: VfsLayout;
+  private readonly layers = new Map<string, LayerState>();
+  private readonly refs: MountRefs;
+  private readonly naive: NaiveDiff;
+  private closed = false;
+
+  private constructor(readonly home: string, private readonly lock: HomeLock, private readonly reflink: boolean) {
+    this.layout = new VfsLayout(home);
+    this.refs = new MountRefs({
+      mount: (id) => this.mountLayer(id),
+      unmount: (id, path) => this.unmountLayer(id, path),
+    });
+    this.naive = new NaiveDiff({
+      get: (id) => this.get(id),
+      put: (id) => this.put(id),
+      parentOf: async (id) => this.committed(id).parent,
+    }, { whiteouts: 'delete' });
+  }
+
+  /**
+   * Opens (creating if needed) the home, takes its lock for the driver's lifetime,
+   * repairs what a crash left behind, and loads the layer table.
+   */
+  static async open(home: string, opts: { lockTimeoutMs?: number; acquireLock: (home: string, timeoutMs: number) => Promise<HomeLock> }): Promise<VfsDriver> {
+    await mkdir(home, { recursive: true, mode: 0o700 });
+    const lock = await opts.acquireLock(home, opts.lockTimeoutMs ?? 0);
+    try {
+      const layout = new VfsLayout(home);
+      await mkdir(layout.layersDir, { recursive: true, mode: 0o700 });
+      await mkdir(layout.metaDir, { recursive: true, mode: 0o700 });
+      await unmountStale(layout.layersDir);
+      const reflink = await probeReflink(home);
+      const driver = new VfsDriver(home, lock, reflink);
+      await driver.recover();
+      return driver;
+    } catch (err) {
+      await lock.release();
+      throw err;
+    }
+  }
+
+  /** Brings disk and table in line after a crash; see the class comment for the orders relied on. */
+  private async recover(): Promise<void> {
+    const { layout } = this;
+    for (const name of await readdir(layout.metaDir)) {
+      const id = layout.idOfMetaFile(name);
+      if (id === null) {
+        await rm(join(layout.metaDir, name), { force: true }); // a temp file of an interrupted write
+        continue;
+      }
+      const meta = await readMeta(join(layout.metaDir, name));
+      const dirPresent = await isDir(layout.layerPath(id));
+      if (meta.replacing !== undefined) {
+        const staged = join(this.home, STAGING_DIR, basename(meta.replacing));
+        // Crash between "old tree to trash" and "staged tree into place": finish the swap.
+        if (!dirPresent && await isDir(staged)) await rename(staged, layout.layerPath(id));
+        delete meta.replacing;
+        if (dirPresent || await isDir(layout.layerPath(id))) await writeMeta(layout.metaPath(id), meta);
+      }
+      if (!await isDir(layout.layerPath(id))) {
+        await removeMeta(layout.metaPath(id)); // create died before its rename
+        continue;
+      }
+      this.layers.set(id, { ...meta, committed: true });
+    }
+    // A directory without metadata predates cairn (Docker's own vfs layout): adopt it as a base layer.
+    for (const id of await readdir(layout.layersDir)) {
+      if (this.layers.has(id) || !isValidId(id)) continue;
+      const meta: LayerMeta = { parent: null, kind: 'container', sealed: false };
+      await writeMeta(layout.metaPath(id), meta);
+      this.layers.set(id, { ...meta, committed: true });
+    }
+    await sweepLeftovers(this.home);
+  }
+
+  create(id: string, parent?: string | null, opts?: CreateOptions): Promise<void> {
+    return this.createLayer(id, parent, opts, 'image');
+  }
+
+  createReadWrite(id: string, parent?: string | null, opts?: CreateOptions): Promise<void> {
+    return this.createLayer(id, parent, opts, 'container');
+  }
+
+  private async createLayer(id: string, parent: string | null | undefined, opts: CreateOptions | undefined, kind: LayerMeta['kind']): Promise<void> {
+    assertValidId(id);
+    const parentId = normalizeParent(parent);
+    checkStorageOpt(opts?.storageOpt);
+    await this.refs.withLock(id, async () => {
+      if (this.layers.has(id)) {
+        throw new CairnError('ERR_LAYER_EXISTS', `layer ${id} already exists; remove it first or pick another id`, { subject: id });
+      }
+      // Claim the id and register under the parent at once, so a concurrent remove of the
+      // parent sees this child (ERR_LAYER_IN_USE) for the whole time it is being copied.
+      await this.withParentLock(parentId, async () => {
+        if (parentId !== null && !this.layers.get(parentId)?.committed) {
+          throw new CairnError('ERR_PARENT_NOT_FOUND', `cannot create layer ${id}: parent layer ${parentId} does not exist`, { subject: parentId });
+        }
+        this.layers.set(id, { parent: parentId, kind, sealed: false, committed: false });
+      });
+      let staged: string | null = null;
+      try {
+        await writeMeta(this.layout.metaPath(id), { parent: parentId, kind, sealed: false });
+        staged = await makeStagingDir(this.home, id);
+        if (parentId === null) {
+          await chown(staged, 0, 0);
+          await chmod(staged, 0o755);
+        } else {
+          await copyTree(this.layout.layerPath(parentId), staged, { reflink: this.reflink ? 'always' : 'never' });
+        }
+        await commitStaged(staged, this.layout.layerPath(id));
+        this.layers.get(id)!.committed = true;
+      } catch (err) {
+        if (staged) await rm(staged, { recursive: true, force: true }).catch(() => undefined);
+        await removeMeta(this.layout.metaPath(id)).catch(() => undefined);
+        this.layers.delete(id);
+        throw translateSpaceError(err, `creating vfs layer ${id}`);
+      }
+    });
+  }
+
+  private withParentLock<T>(parentId: string | null, fn: () => Promise<T>): Promise<T> {
+    return parentId === null ? fn() : this.refs.withLock(parentId, fn);
+  }
+
+  async exists(id: string): Promise<boolean> {
+    assertValidId(id);
+    return this.layers.get(id)?.committed === true;
+  }
+
+  async remove(id: string): Promise<void> {
+    assertValidId(id);
+    await this.refs.withLock(id, async () => {
+      const layer = this.layers.get(id);
+      if (!layer) return; // as moby: removing what is not there is not an error
+      if (this.refs.isMounted(id)) {
+        throw new CairnError('ERR_LAYER_IN_USE', `layer ${id} is mounted (${this.refs.count(id)} user(s)); put it before removing it`, { subject: id });
+      }
+      const children = this.childrenOf(id);
+      if (children.length > 0) {
+        throw new CairnError('ERR_LAYER_IN_USE', `layer ${id} has child layers (${children.slice(0, 5).join(', ')}${children.length > 5 ? ', …' : ''}); remove them first`, { subject: id });
+      }
+      await discardDir(this.home, this.layout.layerPath(id), id);
+      this.layers.delete(id);
+      await removeMeta(this.layout.metaPath(id));
+    });
+  }
+
+  async get(id: string, _opts?: { mountLabel?: string }): Promise<string> {
+    assertValidId(id);
+    return this.refs.get(id);
+  }
+
+  async put(id: string): Promise<void> {
+    assertValidId(id);
+    return this.refs.put(id);
+  }
+
+  private async mountLayer(id: string): Promise<string> {
+    const layer = this.committed(id);
+    const path = this.layout.layerPath(id);
+    if (layer.sealed) {
+      // Bind onto itself, then make that bind read-only (a bind mount ignores MS_RDONLY on the first call).
+      await mount(path, path, null, sysConstants.MS_BIND);
+      try {
+        await mount('none', path, null, sysConstants.MS_BIND | sysConstants.MS_REMOUNT | sysConstants.MS_RDONLY);
+      } catch (err) {
+        await umount2(path, sysConstants.MNT_DETACH).catch(() => undefined);
+        throw err;
+      }
+    }
+    return path;
+  }
+
+  private async unmountLayer(id: string, path: string): Promise<void> {
+    if (this.layers.get(id)?.sealed) await umount2(path);
+  }
+
+  async diff(id: string, parent?: string | null): Promise<Readable> {
+    this.validateDiffArgs(id, parent);
+    return this.naive.diff(id, parent);
+  }
+
+  async changes(id: string, parent?: string | null): Promise<Change[]> {
+    this.validateDiffArgs(id, parent);
+    return this.naive.changes(id, parent);
+  }
+
+  async diffSize(id: string, parent?: string | null): Promise<number> {
+    this.validateDiffArgs(id, parent);
+    return this.naive.diffSize(id, parent);
+  }
+
+  private validateDiffArgs(id: string, parent: string | null | undefined): void {
+    assertValidId(id);
+    if (parent !== undefined) normalizeParent(parent);
+    this.committed(id);
+  }
+
+  /**
+   * Applies a changeset to a staged copy of the layer and swaps it in only when the
+   * whole tar applied, so a corrupt or truncated tar leaves the layer untouched. The
+   * copy is a reflink where the filesystem clones, a byte copy elsewhere.
+   *
+   * Refused (ERR_LAYER_IN_USE) while the layer is mounted (the swap would pull the tree
+   * from under its users) or has children (they were copied from the old tree).
+   */
+  async applyDiff(id: string, parent: string | null | undefined, tar: Readable | AsyncIterable<Uint8Array>): Promise<number> {
+    assertValidId(id);
+    normalizeParent(parent); // validated only: the layer already holds its parent's tree
+    return this.refs.withLock(id, async () => {
+      const layer = this.committed(id);
+      if (this.refs.isMounted(id)) {
+        throw new CairnError('ERR_LAYER_IN_USE', `cannot apply a diff to layer ${id} while it is mounted; put it first`, { subject: id });
+      }
+      const children = this.childrenOf(id);
+      if (children.length > 0) {
+        throw new CairnError('ERR_LAYER_IN_USE', `cannot apply a diff to layer ${id}: layers ${children.join(', ')} were created on it`, { subject: id });
+      }
+      const path = this.layout.layerPath(id);
+      const staged = await makeStagingDir(this.home, id);
+      let bytes: number;
+      try {
+        await copyTree(path, staged, { reflink: this.reflink ? 'always' : 'never' });
+        bytes = await applyLayer(staged, tar, { whiteouts: 'delete' });
+      } catch (err) {
+        await rm(staged, { recursive: true, force: true }).catch(() => undefined);
+        throw translateSpaceError(err, `applying a diff to vfs layer ${id}`);
+      }
+      const { committed: _c, ...meta } = layer;
+      await fsyncDir(staged);
+      await writeMeta(this.layout.metaPath(id), { ...meta, replacing: basename(staged) });
+      const trash = join(this.home, TRASH_DIR, `${id}-applied-${Date.now()}`);
+      await mkdir(join(this.home, TRASH_DIR), { recursive: true, mode: 0o700 });
+      await rename(path, trash);
+      await rename(staged, path);
+      await fsyncDir(this.layout.layersDir);
+      const sealed = layer.kind === 'image';
+      await writeMeta(this.layout.metaPath(id), { parent: layer.parent, kind: layer.kind, sealed });
+      layer.sealed = sealed;
+      await rm(trash, { recursive: true, force: true }).catch(() => undefined);
+      return bytes;
+    });
+  }
+
+  async status(): Promise<Array<[string, string]>> {
+    const fs = await detectBackingFs(this.home);
+    return [
+      ['Backing Filesystem', fs.name],
+      ['Reflink', this.reflink ? 'yes' : 'no'],
+      ['Layers', String([...this.layers.values()].filter((l) => l.committed).length)],
+    ];
+  }
+
+  async metadata(id: string): Promise<Record<string, string>> {
+    assertValidId(id);
+    this.committed(id);
+    return {};
+  }
+
+  async cleanup(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    const errors = await this.refs.unmountAll();
+    await this.lock.release();
+    if (errors.length > 0) {
+      throw new CairnError('ERR_LAYER_IN_USE', `vfs cleanup could not unmount ${errors.length} read-only layer view(s): ${String(errors[0])}`, { cause: errors[0] });
+    }
+  }
+
+  /** The layer's state, or ERR_LAYER_NOT_FOUND when it does not exist (or is still being created). */
+  private committed(id: string): LayerState {
+    const layer = this.layers.get(id);
+    if (!layer?.committed) {
+      throw new CairnError('ERR_LAYER_NOT_FOUND', `layer ${id} does not exist in ${this.home}`, { subject: id });
+    }
+    return layer;
+  }
+
+  private childrenOf(id: string): string[] {
+    return [...this.layers].filter(([, l]) => l.parent === id).map(([child]) => child);
+  }
+}
+
+/** Rejects storage options vfs cannot honour, before anything is created. */
+function checkStorageOpt(storageOpt: Record<string, string> | undefined): void {
+  for (const key of Object.keys(storageOpt ?? {})) {
+    if (key.toLowerCase() === 'size') {
+      throw new CairnError('ERR_QUOTA_UNSUPPORTED',
+        'the vfs driver cannot enforce a size quota yet; create the layer without storageOpt.size or use overlay2 on xfs with pquota',
+        { subject: key });
+    }
+    throw new CairnError('ERR_INVALID_OPTION', `storage option ${JSON.stringify(key)} is not supported by the vfs driver`, { subject: key });
+  }
+}
+
+async function isDir(path: string): Promise<boolean> {
+  try {
+    return (await stat(path)).isDirectory();
+  } catch (err) {
+    if (errnoCode(err) === 'ENOENT') return false;
+    throw err;
+  }
+}
+
+/** Whether files in `home` can be cloned (FICLONE): asked once, at open. */
+async function probeReflink(home: string): Promise<boolean> {
+  const dir = await makeStagingDir(home, 'reflink-probe');
+  try {
+    await writeFile(join(dir, 'a'), 'probe');
+    await copyFile(join(dir, 'a'), join(dir, 'b'), fsConstants.COPYFILE_FICLONE_FORCE);
+    return true;
+  } catch {
+    return false;
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** Unmounts read-only views a previous process left under `layersDir` (it died holding them). */
+async function unmountStale(layersDir: string): Promise<void> {
+  const real = await realpath(layersDir);
+  const mounts = (await readMountInfo()).filter((m) => m.mountPoint.startsWith(`${real}/`));
+  for (const m of mounts.reverse()) await umount2(m.mountPoint, sysConstants.MNT_DETACH).catch(() => undefined);
+}
