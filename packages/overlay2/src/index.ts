@@ -1,1 +1,42 @@
-export {};
+/**
+ * @cairn/overlay2 — the overlay2 storage driver on the kernel's overlayfs, with Docker's
+ * exact on-disk layout (`l/` short links, `link`, `lower`, `diff/`, `work/`, `merged/`).
+ * @packageDocumentation
+ */
+import { CairnError } from '@cairn/core';
+import type { DriverContext, DriverFactory, ProbeResult } from '@cairn/core';
+import { Overlay2Driver } from './driver.js';
+import { listLayerIds } from './links.js';
+import { Layout } from './layout.js';
+import { probeOverlay } from './probe.js';
+
+export { Overlay2Driver, IMAGE_LAYER_XATTR, parseOptions } from './driver.js';
+export type { Overlay2Options } from './driver.js';
+export * from './layout.js';
+export { planOverlayMount, performMount, detachMount, mountData, PAGE_SIZE } from './mount.js';
+export type { MountSpec, OverlayMountRequest } from './mount.js';
+export { probeOverlay, inUserNamespace } from './probe.js';
+export type { OverlayFeatures, OverlayProbe } from './probe.js';
+export { upperChanges } from './changes.js';
+export { repairLinks } from './links.js';
+export type { LinkRepairReport } from './links.js';
+
+/** overlay2 as the registry knows it: priority 1, the first choice wherever overlayfs works. */
+export const overlay2Driver: DriverFactory = {
+  name: 'overlay2',
+  priority: 1,
+  async probe(ctx: DriverContext): Promise<ProbeResult> {
+    try {
+      const p = await probeOverlay(ctx.home);
+      if (p.usable) return { name: 'overlay2', priority: 1, usable: true, backingFs: p.features.backingFs };
+      return { name: 'overlay2', priority: 1, usable: false, reason: p.reason, ...(p.backingFs ? { backingFs: p.backingFs } : {}) };
+    } catch (err) {
+      const reason = err instanceof CairnError ? err.message : `probe failed: ${(err as Error).message}`;
+      return { name: 'overlay2', priority: 1, usable: false, reason };
+    }
+  },
+  open: (ctx: DriverContext) => Overlay2Driver.open(ctx),
+  async hasLayers(ctx: DriverContext): Promise<boolean> {
+    return (await listLayerIds(new Layout(ctx.home))).length > 0;
+  },
+};

@@ -102,6 +102,7 @@ static Napi::Object InitCairnSys(Napi::Env env, Napi::Object exports) {
   exports.Set("constants", cairn::Constants(env));
   cairn::InitMount(env, exports);
   cairn::InitFiles(env, exports);
+  cairn::InitBtrfs(env, exports);
   return exports;
 }
 

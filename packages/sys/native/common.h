@@ -58,5 +58,6 @@ Napi::Object Constants(Napi::Env env);
 
 void InitMount(Napi::Env env, Napi::Object exports);
 void InitFiles(Napi::Env env, Napi::Object exports);
+void InitBtrfs(Napi::Env env, Napi::Object exports);  // btrfs.cc (btrfs driver)
 
 }  // namespace cairn

@@ -156,3 +156,4 @@ export function minor(dev: number | bigint): number {
 export function makedev(major: number, minor: number): number {
   return native.makedev(major, minor);
 }
+export * from './btrfs.js';

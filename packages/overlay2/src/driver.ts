@@ -1,0 +1,432 @@
+import { chmod, chown, mkdir, readFile, readlink, rmdir, stat, symlink, unlink, writeFile } from 'node:fs/promises';
+import type { Readable } from 'node:stream';
+import {
+  CairnError, KeyedMutex, MountRefs, NaiveDiff, acquireHomeLock, assertValidId, commitStaged, discardDir,
+  errnoCode, makeStagingDir, normalizeParent, readMountInfo, sweepLeftovers,
+} from '@cairn/core';
+import type { Change, CreateOptions, DriverContext, HomeLock, StorageDriver } from '@cairn/core';
+import * as sys from '@cairn/sys';
+import {
+  COMMITTED_FILE_MODE, DEFAULT_MAX_DEPTH, DIFF_MODE, HOME_MODE, KERNEL_MAX_DEPTH, LAYER_DIR_MODE, LINK_FILE_MODE,
+  LOWER_FILE_MODE, Layout, WORK_MODE, assertDepth, childLowers, formatLowerFile, generateShortName, parseLowerFile,
+} from './layout.js';
+import { ensureSymlink, listLayerIds, readLinkFile, repairLinks } from './links.js';
+import { detachMount, performMount, planOverlayMount } from './mount.js';
+import type { MountSpec } from './mount.js';
+import { probeOverlay } from './probe.js';
+import type { OverlayFeatures } from './probe.js';
+import { NativeDiff } from './diff.js';
+
+/**
+ * Marks a layer made with `create` (an image layer) so that it is mounted read-only,
+ * also after a restart. An xattr on `<id>/`, not a file, so the directory listing stays
+ * exactly Docker's. Layers from a Docker store lack it; for them moby's own rule
+ * applies: a layer with `committed` (it has children) mounts read-only.
+ */
+export const IMAGE_LAYER_XATTR = 'trusted.cairn.image-layer';
+
+/** Driver options overlay2 understands, as moby names them. */
+export interface Overlay2Options {
+  /** Most lower layers a layer may sit on (moby: 128). Up to 500 with the new mount API. */
+  maxDepth: number;
+}
+
+export function parseOptions(options: Record<string, string>, newMountApi: boolean): Overlay2Options {
+  const out: Overlay2Options = { maxDepth: DEFAULT_MAX_DEPTH };
+  for (const [key, value] of Object.entries(options)) {
+    switch (key) {
+      case 'overlay2.maxDepth': {
+        const n = Number(value);
+        if (!Number.isInteger(n) || n < 1 || n > KERNEL_MAX_DEPTH) {
+          throw new CairnError('ERR_INVALID_OPTION', `overlay2.maxDepth must be an integer from 1 to ${KERNEL_MAX_DEPTH} (overlayfs' own limit), got ${JSON.stringify(value)}`, { subject: key });
+        }
+        if (n > DEFAULT_MAX_DEPTH && !newMountApi) {
+          throw new CairnError('ERR_NOT_SUPPORTED', `overlay2.maxDepth=${n} needs the new mount API (fsopen, lowerdir+; Linux 6.8 or later), which this kernel lacks; use at most ${DEFAULT_MAX_DEPTH}`, { subject: key });
+        }
+        out.maxDepth = n;
+        break;
+      }
+      case 'overlay2.size':
+      case 'overlay2.override_kernel_check':
+        break; // size: quota (see quota.ts); override_kernel_check: accepted and ignored, as moby does
+      default:
+        throw new CairnError('ERR_INVALID_OPTION', `unknown option ${key} for overlay2 (known: overlay2.maxDepth, overlay2.size)`, { subject: key });
+    }
+  }
+  return out;
+}
+
+export class Overlay2Driver implements StorageDriver {
+  readonly name = 'overlay2';
+  readonly layout: Layout;
+  private readonly refs: MountRefs;
+  /** Serialises create and remove against each other: "has children?" must not race a new child. */
+  private readonly tree = new KeyedMutex();
+  private readonly imageLayers = new Set<string>();
+  private readonly naive: NaiveDiff;
+  private readonly native: NativeDiff;
+  private closed = false;
+
+  private constructor(
+    readonly home: string,
+    readonly features: OverlayFeatures,
+    readonly options: Overlay2Options,
+    private readonly lock: HomeLock,
+  ) {
+    this.layout = new Layout(home);
+    this.refs = new MountRefs({ mount: (id) => this.mountLayer(id), unmount: (id, path) => this.unmountLayer(id, path) });
+    this.naive = new NaiveDiff({ get: (id) => this.get(id), put: (id) => this.put(id), parentOf: (id) => this.parentOf(id) }, { whiteouts: 'overlay' });
+    this.native = new NativeDiff(this.layout, features.userXattr);
+  }
+
+  /** Probes, takes the home lock, sweeps leftovers, repairs links and adopts live mounts. */
+  static async open(ctx: DriverContext): Promise<Overlay2Driver> {
+    const probe = await probeOverlay(ctx.home);
+    if (!probe.usable) throw new CairnError(probe.code, `overlay2 cannot run on ${ctx.home}: ${probe.reason}`, { subject: ctx.home });
+    const options = parseOptions(ctx.options, probe.features.newMountApi);
+    await mkdir(ctx.home, { recursive: true, mode: HOME_MODE });
+    await chmod(ctx.home, HOME_MODE);
+    const lock = await acquireHomeLock(ctx.home, { timeoutMs: ctx.lockTimeoutMs });
+    try {
+      const driver = new Overlay2Driver(ctx.home, probe.features, options, lock);
+      await driver.recover();
+      return driver;
+    } catch (err) {
+      await lock.release();
+      throw err;
+    }
+  }
+
+  private async recover(): Promise<void> {
+    await mkdir(this.layout.linkDir, { recursive: true, mode: 0o700 });
+    const mounts = await readMountInfo();
+    const mounted = new Set(mounts.filter((m) => m.fsType === 'overlay').map((m) => m.mountPoint));
+    // A crash between mounting and renaming can leave a mount inside a staged dir: detach it before rm.
+    await sweepLeftovers(this.home, async (path) => {
+      for (const point of mounted) if (point.startsWith(`${path}/`)) await detachMount(point).catch(() => undefined);
+    });
+    await repairLinks(this.layout);
+    for (const id of await listLayerIds(this.layout)) {
+      const merged = this.layout.mergedDir(id);
+      if (mounted.has(merged)) this.refs.adopt(id, merged, 1);
+      else await rmdir(merged).catch(() => undefined); // a stale mount point from a crash
+    }
+  }
+
+  // ---- lifecycle -------------------------------------------------------------------
+
+  create(id: string, parent?: string | null, opts?: CreateOptions): Promise<void> {
+    return this.createLayer(id, parent, opts, true);
+  }
+
+  createReadWrite(id: string, parent?: string | null, opts?: CreateOptions): Promise<void> {
+    return this.createLayer(id, parent, opts, false);
+  }
+
+  private async createLayer(id: string, parentArg: string | null | undefined, opts: CreateOptions | undefined, image: boolean): Promise<void> {
+    assertValidId(id);
+    const parent = normalizeParent(parentArg);
+    this.checkStorageOpt(id, opts, image);
+    this.assertOpen();
+    await this.tree.run('', () => this.refs.withLock(id, async () => {
+      if (await this.exists(id)) throw new CairnError('ERR_LAYER_EXISTS', `layer ${id} already exists; remove it first or pick another id`, { subject: id });
+      let lowers: string[] = [];
+      let rootOwner: { uid: number; gid: number } | null = null;
+      if (parent !== null) {
+        if (!(await this.exists(parent))) throw new CairnError('ERR_PARENT_NOT_FOUND', `cannot create layer ${id}: parent layer ${parent} does not exist`, { subject: parent });
+        const parentShort = await this.shortNameOf(parent);
+        lowers = childLowers(parentShort, await this.readLowers(parent));
+        assertDepth(lowers, this.options.maxDepth, id);
+        const st = await stat(this.layout.diffDir(parent));
+        rootOwner = { uid: st.uid, gid: st.gid };
+      }
+      const short = generateShortName();
+      const staged = await makeStagingDir(this.home, id, LAYER_DIR_MODE);
+      try {
+        await chmod(staged, LAYER_DIR_MODE);
+        await mkdir(`${staged}/diff`, { mode: DIFF_MODE });
+        await chmod(`${staged}/diff`, DIFF_MODE);
+        if (rootOwner) await chown(`${staged}/diff`, rootOwner.uid, rootOwner.gid);
+        await writeFile(`${staged}/link`, short, { mode: LINK_FILE_MODE });
+        if (parent !== null) {
+          await writeFile(`${staged}/lower`, formatLowerFile(lowers), { mode: LOWER_FILE_MODE });
+          await mkdir(`${staged}/work`, { mode: WORK_MODE });
+          await chmod(`${staged}/work`, WORK_MODE);
+        }
+        if (image) await sys.lsetxattr(staged, IMAGE_LAYER_XATTR, Buffer.from('1')).catch(() => undefined);
+        // The link dangles until the rename below; an open after a crash here sweeps it.
+        await symlink(this.layout.linkTarget(id), this.layout.linkPath(short));
+        if (parent !== null) await writeFile(this.layout.committedFile(parent), '', { mode: COMMITTED_FILE_MODE, flag: 'a' });
+        await commitStaged(staged, this.layout.layerDir(id));
+      } catch (err) {
+        await unlink(this.layout.linkPath(short)).catch(() => undefined);
+        await discardDir(this.home, staged, id).catch(() => undefined);
+        throw err;
+      }
+      if (image) this.imageLayers.add(id);
+    }));
+  }
+
+  private checkStorageOpt(id: string, opts: CreateOptions | undefined, image: boolean): void {
+    for (const key of Object.keys(opts?.storageOpt ?? {})) {
+      if (key !== 'size') throw new CairnError('ERR_INVALID_OPTION', `unknown storage option ${key} for overlay2 (known: size)`, { subject: id });
+      if (image) throw new CairnError('ERR_QUOTA_UNSUPPORTED', `layer ${id}: a size quota applies to container layers (createReadWrite) only; image layers made with create are read-only`, { subject: id });
+      throw new CairnError('ERR_QUOTA_UNSUPPORTED', `layer ${id}: overlay2 size quotas need an xfs backing filesystem mounted with prjquota (this one is ${this.features.backingFs})`, { subject: id });
+    }
+  }
+
+  async exists(id: string): Promise<boolean> {
+    assertValidId(id);
+    try {
+      return (await stat(this.layout.layerDir(id))).isDirectory();
+    } catch (err) {
+      if (errnoCode(err) === 'ENOENT') return false;
+      throw err;
+    }
+  }
+
+  async remove(id: string): Promise<void> {
+    assertValidId(id);
+    this.assertOpen();
+    await this.tree.run('', () => this.refs.withLock(id, async () => {
+      if (!(await this.exists(id))) return; // as moby: removing what is not there succeeds
+      if (this.refs.isMounted(id)) {
+        throw new CairnError('ERR_LAYER_IN_USE', `layer ${id} is mounted (${this.refs.count(id)} users); put() it before removing`, { subject: id });
+      }
+      const child = await this.findChild(id);
+      if (child !== undefined) throw new CairnError('ERR_LAYER_IN_USE', `layer ${id} has a child layer ${child}; remove the child first`, { subject: id });
+      const short = await readLinkFile(this.layout, id);
+      // Out of sight first (atomic rename), then the link: a crash in between leaves a
+      // dangling l/ entry, which the next open sweeps.
+      await discardDir(this.home, this.layout.layerDir(id), id);
+      if (short !== undefined) await unlink(this.layout.linkPath(short)).catch(() => undefined);
+      this.imageLayers.delete(id);
+    }));
+  }
+
+  /** A layer whose nearest lower is `id`'s link, if any. */
+  private async findChild(id: string): Promise<string | undefined> {
+    const short = await readLinkFile(this.layout, id);
+    if (short === undefined) return undefined;
+    const entry = `l/${short}`;
+    for (const other of await listLayerIds(this.layout)) {
+      if (other === id) continue;
+      const lowers = await this.readLowers(other).catch(() => []);
+      if (lowers[0] === entry) return other;
+    }
+    return undefined;
+  }
+
+  // ---- mounting ----------------------------------------------------------------------
+
+  async get(id: string, _opts?: { mountLabel?: string }): Promise<string> {
+    assertValidId(id);
+    this.assertOpen();
+    return this.refs.get(id);
+  }
+
+  async put(id: string): Promise<void> {
+    assertValidId(id);
+    await this.refs.put(id);
+  }
+
+  /** The mount spec `get` would use (exposed for tests and `metadata`). */
+  async mountSpecFor(id: string): Promise<MountSpec | null> {
+    const lowers = await this.readLowers(id);
+    if (lowers.length === 0) return null;
+    return planOverlayMount({
+      home: this.home, id, lowers, readOnly: await this.isReadOnly(id),
+      indexOff: this.features.indexOff, userXattr: this.features.userXattr, newMountApi: this.features.newMountApi,
+    });
+  }
+
+  private async mountLayer(id: string): Promise<string> {
+    if (!(await this.exists(id))) throw new CairnError('ERR_LAYER_NOT_FOUND', `layer ${id} does not exist`, { subject: id });
+    await this.ensureOwnLink(id);
+    const spec = await this.mountSpecFor(id);
+    // moby: a layer without lowers is used as is; there is nothing to overlay.
+    if (spec === null) return this.layout.diffDir(id);
+    await this.ensureLowerLinks(id);
+    const merged = this.layout.mergedDir(id);
+    await mkdir(merged, { mode: 0o700 }).catch((err) => { if (errnoCode(err) !== 'EEXIST') throw err; });
+    try {
+      await performMount(spec);
+    } catch (err) {
+      await rmdir(merged).catch(() => undefined);
+      throw new CairnError(errnoCode(err) === 'EPERM' ? 'ERR_PREREQUISITES' : 'ERR_NOT_SUPPORTED',
+        `cannot mount layer ${id}: ${(err as Error).message}`, { subject: id, cause: err });
+    }
+    return merged;
+  }
+
+  private async unmountLayer(id: string, path: string): Promise<void> {
+    if (path === this.layout.diffDir(id)) return;
+    try {
+      await detachMount(path);
+    } catch (err) {
+      // EINVAL: not a mount point any more (someone unmounted it behind our back).
+      if (errnoCode(err) !== 'EINVAL' && errnoCode(err) !== 'ENOENT') throw err;
+    }
+    await rmdir(path).catch(() => undefined);
+  }
+
+  /** An image layer (made with `create`, or a Docker layer that has children) has no upper when mounted. */
+  private async isReadOnly(id: string): Promise<boolean> {
+    if (this.imageLayers.has(id)) return true;
+    const marked = await sys.lgetxattr(this.layout.layerDir(id), IMAGE_LAYER_XATTR).catch(() => null);
+    if (marked !== null) {
+      this.imageLayers.add(id);
+      return true;
+    }
+    try {
+      await stat(this.layout.committedFile(id));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  private async ensureOwnLink(id: string): Promise<void> {
+    const short = await readLinkFile(this.layout, id);
+    if (short === undefined) {
+      await repairLinks(this.layout);
+      return;
+    }
+    await ensureSymlink(this.layout, id, short);
+  }
+
+  private async ensureLowerLinks(id: string): Promise<void> {
+    for (const entry of await this.readLowers(id)) {
+      try {
+        await stat(`${this.home}/${entry}`);
+      } catch {
+        await repairLinks(this.layout);
+        return;
+      }
+    }
+  }
+
+  // ---- reading the layout -----------------------------------------------------------
+
+  async shortNameOf(id: string): Promise<string> {
+    let short = await readLinkFile(this.layout, id);
+    if (short === undefined) {
+      await repairLinks(this.layout);
+      short = await readLinkFile(this.layout, id);
+    }
+    if (short === undefined) short = generateShortName();
+    return short;
+  }
+
+  /** The layer's `lower` entries (`l/…`), nearest parent first; [] for a base layer. */
+  async readLowers(id: string): Promise<string[]> {
+    try {
+      return parseLowerFile(await readFile(this.layout.lowerFile(id), 'utf8'), id);
+    } catch (err) {
+      if (errnoCode(err) === 'ENOENT') return [];
+      throw err;
+    }
+  }
+
+  /** The layer's parent id, found through its first lower's `l/` link; null for a base layer. */
+  async parentOf(id: string): Promise<string | null> {
+    const lowers = await this.readLowers(id);
+    if (lowers.length === 0) return null;
+    return this.idOfLower(lowers[0]!);
+  }
+
+  /** Resolves an `l/<short>` entry to the layer id its symlink points at. */
+  async idOfLower(entry: string): Promise<string> {
+    const target = await readlink(`${this.home}/${entry}`);
+    const m = /^\.\.\/([^/]+)\/diff$/.exec(target);
+    if (!m) throw new CairnError('ERR_LAYER_NOT_FOUND', `link ${entry} points at ${target}, not at a layer`, { subject: entry });
+    return m[1]!;
+  }
+
+  // ---- diffs --------------------------------------------------------------------------
+
+  /** Native diff applies when `parent` is the layer's direct parent and the kernel writes plain changesets. */
+  private async useNative(id: string, parent: string | null | undefined): Promise<boolean> {
+    if (!this.features.nativeDiff) return false;
+    const direct = await this.parentOf(id);
+    const wanted = parent === undefined ? direct : normalizeParent(parent);
+    return wanted === direct;
+  }
+
+  async diff(id: string, parent?: string | null): Promise<Readable> {
+    await this.assertLayer(id);
+    if (await this.useNative(id, parent)) return this.native.diff(id);
+    return this.naive.diff(id, parent);
+  }
+
+  async changes(id: string, parent?: string | null): Promise<Change[]> {
+    await this.assertLayer(id);
+    if (await this.useNative(id, parent)) return this.native.changes(id, await this.readLowers(id));
+    return this.naive.changes(id, parent);
+  }
+
+  async applyDiff(id: string, parent: string | null | undefined, tar: Readable | AsyncIterable<Uint8Array>): Promise<number> {
+    await this.assertLayer(id);
+    if (await this.useNative(id, parent)) return this.native.applyDiff(id, tar);
+    return this.naive.applyDiff(id, parent, tar);
+  }
+
+  async diffSize(id: string, parent?: string | null): Promise<number> {
+    await this.assertLayer(id);
+    if (await this.useNative(id, parent)) return this.native.diffSize(id);
+    return this.naive.diffSize(id, parent);
+  }
+
+  private async assertLayer(id: string): Promise<void> {
+    assertValidId(id);
+    this.assertOpen();
+    if (!(await this.exists(id))) throw new CairnError('ERR_LAYER_NOT_FOUND', `layer ${id} does not exist`, { subject: id });
+  }
+
+  // ---- reporting ----------------------------------------------------------------------
+
+  async status(): Promise<Array<[string, string]>> {
+    return [
+      ['Backing Filesystem', this.features.backingFs],
+      ['Supports d_type', String(this.features.dType)],
+      ['Using metacopy', String(this.features.metacopy)],
+      ['Native Overlay Diff', String(this.features.nativeDiff)],
+      ['userxattr', String(this.features.userXattr)],
+    ];
+  }
+
+  async metadata(id: string): Promise<Record<string, string>> {
+    await this.assertLayer(id);
+    const out: Record<string, string> = {
+      WorkDir: this.layout.workDir(id),
+      MergedDir: this.layout.mergedDir(id),
+      UpperDir: this.layout.diffDir(id),
+    };
+    const lowers = await this.readLowers(id);
+    if (lowers.length > 0) {
+      const ids = await Promise.all(lowers.map((l) => this.idOfLower(l)));
+      out.LowerDir = ids.map((l) => this.layout.diffDir(l)).join(':');
+    }
+    return out;
+  }
+
+  /** Mount count of a layer (for tests and diagnostics). */
+  mountCount(id: string): number {
+    return this.refs.count(id);
+  }
+
+  async cleanup(): Promise<void> {
+    if (this.closed) return;
+    const errors = await this.refs.unmountAll();
+    this.closed = true;
+    await this.lock.release();
+    if (errors.length > 0) {
+      throw new CairnError('ERR_LAYER_IN_USE', `overlay2 cleanup: ${errors.length} layer(s) could not be unmounted: ${errors.map((e) => (e as Error).message).join('; ')}`, { cause: errors[0] });
+    }
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new CairnError('ERR_NOT_SUPPORTED', `the overlay2 driver on ${this.home} was cleaned up; open it again`, { subject: this.home });
+  }
+}
+
