@@ -20,7 +20,14 @@ class Job : public Napi::AsyncWorker {
   Napi::Promise Promise() const { return deferred_.Promise(); }
 
  protected:
-  void Execute() override { job_(result_); }
+  void Execute() override {
+    // An exception escaping a pool thread would abort the process; reject instead.
+    try {
+      job_(result_);
+    } catch (const std::exception& e) {
+      SetError(std::string("cairn_sys: ") + e.what());
+    }
+  }
 
   void OnOK() override {
     Napi::Env env = Env();

@@ -3,7 +3,9 @@
 
 #include <uv.h>
 
+#include <cctype>
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <limits>
 
@@ -13,16 +15,27 @@ namespace {
 
 // libuv's names and descriptions are what Node itself prints ("ENOENT: no such file or
 // directory"), so errors from this addon read exactly like errors from node:fs.
+// The _r variants: uv_err_name leaks a string for errnos libuv does not know.
+bool UvKnows(int err, char* buf, size_t size) {
+  uv_err_name_r(-err, buf, size);
+  return std::strncmp(buf, "Unknown", 7) != 0;
+}
+
 std::string ErrCode(int err) {
-  const char* name = uv_err_name(-err);
-  if (name != nullptr && std::strncmp(name, "Unknown", 7) != 0) return name;
-  const char* gnu = strerrorname_np(err);
-  return gnu != nullptr ? gnu : "E" + std::to_string(err);
+  char buf[64];
+  if (UvKnows(err, buf, sizeof(buf))) return buf;
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 32))
+  if (const char* gnu = strerrorname_np(err)) return gnu;
+#endif
+  return "E" + std::to_string(err);  // never a real name, but stable and greppable
 }
 
 std::string ErrDescription(int err) {
-  const char* name = uv_err_name(-err);
-  if (name != nullptr && std::strncmp(name, "Unknown", 7) != 0) return uv_strerror(-err);
+  char buf[128];
+  if (UvKnows(err, buf, sizeof(buf))) {
+    uv_strerror_r(-err, buf, sizeof(buf));
+    return buf;
+  }
   // libuv does not know e.g. ENOTBLK/ESTALE: fall back to libc's text, lower-cased like libuv's.
   std::string s = std::strerror(err);
   if (!s.empty()) s[0] = static_cast<char>(std::tolower(static_cast<unsigned char>(s[0])));
@@ -74,7 +87,9 @@ bool ArgOptString(const Napi::CallbackInfo& info, size_t i, const char* name, st
 int64_t ArgInt(const Napi::CallbackInfo& info, size_t i, const char* name) {
   if (!info[i].IsNumber()) ThrowType(info.Env(), name, "an integer");
   double d = info[i].As<Napi::Number>().DoubleValue();
-  if (d != static_cast<double>(static_cast<int64_t>(d))) ThrowType(info.Env(), name, "an integer");
+  // Range check first: casting NaN or ±2^63 and beyond to int64_t is undefined behaviour.
+  if (!(d >= -9007199254740991.0 && d <= 9007199254740991.0) || d != std::trunc(d))
+    ThrowType(info.Env(), name, "an integer");
   return static_cast<int64_t>(d);
 }
 
@@ -92,7 +107,7 @@ uint64_t ArgUint64(const Napi::CallbackInfo& info, size_t i, const char* name) {
   }
   if (info[i].IsNumber()) {
     double d = info[i].As<Napi::Number>().DoubleValue();
-    if (!(d >= 0) || d >= 18446744073709551616.0 || d != static_cast<double>(static_cast<uint64_t>(d)))
+    if (!(d >= 0 && d <= 9007199254740991.0) || d != std::trunc(d))
       ThrowType(info.Env(), name, "a non-negative integer");
     return static_cast<uint64_t>(d);
   }

@@ -9,6 +9,7 @@
 
 #include <cerrno>
 #include <memory>
+#include <system_error>
 #include <thread>
 
 // Syscall numbers of the new mount API (Linux 5.2); one table for all architectures.
@@ -49,19 +50,25 @@ struct Fd {
 // never change. A dedicated thread is needed: a pool thread that unshared would keep the
 // private cwd for every later fs call it runs.
 void WithPrivateCwd(const std::string& cwd, SysError& err, const std::function<void()>& body) {
-  std::thread t([&] {
-    if (unshare(CLONE_FS) != 0) {
-      err.Set(errno, "unshare");
-      return;
-    }
-    if (chdir(cwd.c_str()) != 0) {
-      err.Set(errno, "chdir");
-      err.path = cwd;
-      err.hasPath = true;
-      return;
-    }
-    body();
-  });
+  std::thread t;
+  try {
+    t = std::thread([&] {
+      if (unshare(CLONE_FS) != 0) {
+        err.Set(errno, "unshare");
+        return;
+      }
+      if (chdir(cwd.c_str()) != 0) {
+        err.Set(errno, "chdir");
+        err.path = cwd;
+        err.hasPath = true;
+        return;
+      }
+      body();
+    });
+  } catch (const std::system_error& e) {
+    err.Set(e.code().value() != 0 ? e.code().value() : EAGAIN, "pthread_create");
+    return;
+  }
   t.join();
 }
 

@@ -128,3 +128,15 @@ describe('errors look like node:fs errors', () => {
     expect(thrown(() => umount2('a\0b')).name).toBe('TypeError');
   });
 });
+
+test('an async failure carries the stack of the calling code', async () => {
+  async function callerWithAName(): Promise<void> {
+    await umount2(join(s.dir, 'not-mounted'));
+  }
+  await mkdir(join(s.dir, 'not-mounted'));
+  const err = (await callerWithAName().catch((e: unknown) => e)) as SysError;
+  expect(err.code).toBe('EINVAL');
+  // The first frame is the call site in this file, not addon internals.
+  expect(err.stack).toMatch(/^Error: EINVAL: invalid argument, umount2 '.*'\n\s+at .*mount\.test\.ts:\d+:\d+\)/);
+  expect(err.stack).toContain('callerWithAName');
+});
