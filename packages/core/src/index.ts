@@ -10,3 +10,4 @@ export * from './changes.js';
 export * from './copytree.js';
 export * from './archive/index.js';
 export * from './naivediff.js';
+export * from './lock.js';
