@@ -131,6 +131,19 @@ test('a create-time failure names the create step', async () => {
   expect(err.message).toMatch(/fsconfig '.*' \(create overlay/);
 });
 
+test('no file descriptors leak from successful or failed fsMount calls', async () => {
+  const m = join(s.dir, 'm');
+  await mkdir(m);
+  const before = (await readdir('/proc/self/fd')).length;
+  for (let i = 0; i < 30; i++) {
+    await fsMount('tmpfs', null, [], m);
+    await umount2(m);
+    await expect(fsMount('overlay', 'overlay', [['bogus', null]], m)).rejects.toMatchObject({ syscall: 'fsconfig' });
+    await expect(fsMount('tmpfs', null, [], join(s.dir, 'absent'))).rejects.toMatchObject({ syscall: 'move_mount' });
+  }
+  expect((await readdir('/proc/self/fd')).length).toBeLessThanOrEqual(before + 2);
+});
+
 test('params must be [key, value] pairs', () => {
   expect(() => fsMount('tmpfs', null, [['size'] as unknown as [string, string]], s.dir)).toThrow(/must be a \[key, value\] pair/);
   expect(() => fsMount('tmpfs', null, [['size', 5 as unknown as string]], s.dir)).toThrow(/string or null/);

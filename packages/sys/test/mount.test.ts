@@ -1,4 +1,4 @@
-import { mkdir, writeFile, readFile, readdir, open } from 'node:fs/promises';
+import { mkdir, writeFile, readFile, readdir, open, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { mount, mountAt, umount2, constants } from '@cairn/sys';
 import type { SysError } from '@cairn/sys';
@@ -79,6 +79,20 @@ test('mountAt resolves a relative overlay lowerdir against cwd and leaves proces
   expect(await readFile(join(merged, 'a'), 'utf8')).toBe('from l1');
   // Relative paths in this thread still resolve against the unchanged process cwd.
   await expect(readFile('l1/a')).rejects.toMatchObject({ code: 'ENOENT' });
+});
+
+test('mountAt leaves the thread pool resolving relative paths against the process cwd', async () => {
+  const layers = join(s.dir, 'layers');
+  await mkdir(join(layers, 'only-here'), { recursive: true });
+  for (let i = 0; i < 8; i++) {
+    await mkdir(join(layers, `t${i}`));
+    await mountAt(layers, 'tmpfs', `t${i}`, 'tmpfs', 0);
+  }
+  // Enough concurrent stats to land on every libuv pool thread.
+  const rel = await Promise.allSettled(Array.from({ length: 64 }, () => stat('only-here')));
+  expect(rel.every((r) => r.status === 'rejected')).toBe(true);
+  const abs = await Promise.all(Array.from({ length: 64 }, () => stat(join(process.cwd(), '.'))));
+  expect(abs).toHaveLength(64);
 });
 
 test('mountAt with a relative target mounts under cwd', async () => {
