@@ -10,18 +10,19 @@ import {
   COMMITTED_FILE_MODE, DEFAULT_MAX_DEPTH, DIFF_MODE, HOME_MODE, KERNEL_MAX_DEPTH, LAYER_DIR_MODE, LINK_FILE_MODE,
   LOWER_FILE_MODE, Layout, WORK_MODE, assertDepth, childLowers, formatLowerFile, generateShortName, parseLowerFile,
 } from './layout.js';
-import { ensureSymlink, listLayerIds, readLinkFile, repairLinks } from './links.js';
-import { detachMount, performMount, planOverlayMount } from './mount.js';
+import { ensureSymlink, idFromLinkTarget, listLayerIds, readLinkFile, repairLinks } from './links.js';
+import { detachMount, performMount, planOverlayMount, planReadOnlyBind } from './mount.js';
 import type { MountSpec } from './mount.js';
 import { probeOverlay } from './probe.js';
 import type { OverlayFeatures } from './probe.js';
 import { NativeDiff } from './diff.js';
 
 /**
- * Marks a layer made with `create` (an image layer) so that it is mounted read-only,
- * also after a restart. An xattr on `<id>/`, not a file, so the directory listing stays
- * exactly Docker's. Layers from a Docker store lack it; for them moby's own rule
- * applies: a layer with `committed` (it has children) mounts read-only.
+ * Marks a layer made with `create` (an image layer): `created` until its applyDiff is
+ * done, then `applied`, after which it mounts read-only, also after a restart. An xattr
+ * on `<id>/`, not a file, so the directory listing stays exactly Docker's. Layers from a
+ * Docker store lack it; for them moby's own rule applies: a layer with `committed` (it
+ * has children) mounts read-only.
  */
 export const IMAGE_LAYER_XATTR = 'trusted.cairn.image-layer';
 
@@ -62,7 +63,8 @@ export class Overlay2Driver implements StorageDriver {
   private readonly refs: MountRefs;
   /** Serialises create and remove against each other: "has children?" must not race a new child. */
   private readonly tree = new KeyedMutex();
-  private readonly imageLayers = new Set<string>();
+  /** Image layers whose applyDiff is done (cache of the xattr). */
+  private readonly sealedLayers = new Set<string>();
   private readonly naive: NaiveDiff;
   private readonly native: NativeDiff;
   private closed = false;
@@ -100,7 +102,7 @@ export class Overlay2Driver implements StorageDriver {
   private async recover(): Promise<void> {
     await mkdir(this.layout.linkDir, { recursive: true, mode: 0o700 });
     const mounts = await readMountInfo();
-    const mounted = new Set(mounts.filter((m) => m.fsType === 'overlay').map((m) => m.mountPoint));
+    const mounted = new Set(mounts.map((m) => m.mountPoint));
     // A crash between mounting and renaming can leave a mount inside a staged dir: detach it before rm.
     await sweepLeftovers(this.home, async (path) => {
       for (const point of mounted) if (point.startsWith(`${path}/`)) await detachMount(point).catch(() => undefined);
@@ -153,7 +155,7 @@ export class Overlay2Driver implements StorageDriver {
           await mkdir(`${staged}/work`, { mode: WORK_MODE });
           await chmod(`${staged}/work`, WORK_MODE);
         }
-        if (image) await sys.lsetxattr(staged, IMAGE_LAYER_XATTR, Buffer.from('1')).catch(() => undefined);
+        if (image) await sys.lsetxattr(staged, IMAGE_LAYER_XATTR, Buffer.from('created')).catch(() => undefined);
         // The link dangles until the rename below; an open after a crash here sweeps it.
         await symlink(this.layout.linkTarget(id), this.layout.linkPath(short));
         if (parent !== null) await writeFile(this.layout.committedFile(parent), '', { mode: COMMITTED_FILE_MODE, flag: 'a' });
@@ -163,7 +165,6 @@ export class Overlay2Driver implements StorageDriver {
         await discardDir(this.home, staged, id).catch(() => undefined);
         throw err;
       }
-      if (image) this.imageLayers.add(id);
     }));
   }
 
@@ -200,7 +201,7 @@ export class Overlay2Driver implements StorageDriver {
       // dangling l/ entry, which the next open sweeps.
       await discardDir(this.home, this.layout.layerDir(id), id);
       if (short !== undefined) await unlink(this.layout.linkPath(short)).catch(() => undefined);
-      this.imageLayers.delete(id);
+      this.sealedLayers.delete(id);
     }));
   }
 
@@ -233,7 +234,9 @@ export class Overlay2Driver implements StorageDriver {
   /** The mount spec `get` would use (exposed for tests and `metadata`). */
   async mountSpecFor(id: string): Promise<MountSpec | null> {
     const lowers = await this.readLowers(id);
-    if (lowers.length === 0) return null;
+    if (lowers.length === 0) {
+      return (await this.isImageLayer(id)) ? planReadOnlyBind(this.layout.diffDir(id), this.layout.mergedDir(id)) : null;
+    }
     return planOverlayMount({
       home: this.home, id, lowers, readOnly: await this.isReadOnly(id),
       indexOff: this.features.indexOff, userXattr: this.features.userXattr, newMountApi: this.features.newMountApi,
@@ -246,7 +249,7 @@ export class Overlay2Driver implements StorageDriver {
     const spec = await this.mountSpecFor(id);
     // moby: a layer without lowers is used as is; there is nothing to overlay.
     if (spec === null) return this.layout.diffDir(id);
-    await this.ensureLowerLinks(id);
+    if (spec.type === 'overlay') await this.ensureLowerLinks(id);
     const merged = this.layout.mergedDir(id);
     await mkdir(merged, { mode: 0o700 }).catch((err) => { if (errnoCode(err) !== 'EEXIST') throw err; });
     try {
@@ -272,18 +275,31 @@ export class Overlay2Driver implements StorageDriver {
 
   /** An image layer (made with `create`, or a Docker layer that has children) has no upper when mounted. */
   private async isReadOnly(id: string): Promise<boolean> {
-    if (this.imageLayers.has(id)) return true;
-    const marked = await sys.lgetxattr(this.layout.layerDir(id), IMAGE_LAYER_XATTR).catch(() => null);
-    if (marked !== null) {
-      this.imageLayers.add(id);
-      return true;
-    }
+    if (await this.isImageLayer(id)) return true;
     try {
       await stat(this.layout.committedFile(id));
       return true;
     } catch {
       return false;
     }
+  }
+
+  /** Made with `create` and applied: read-only from now on. */
+  private async isImageLayer(id: string): Promise<boolean> {
+    if (this.sealedLayers.has(id)) return true;
+    const marked = await sys.lgetxattr(this.layout.layerDir(id), IMAGE_LAYER_XATTR).catch(() => null);
+    if (marked?.toString() !== 'applied') return false;
+    this.sealedLayers.add(id);
+    return true;
+  }
+
+  /** After applyDiff: an image layer becomes read-only (the contract), a container layer stays as it is. */
+  private async sealIfImageLayer(id: string): Promise<void> {
+    const dir = this.layout.layerDir(id);
+    const marked = await sys.lgetxattr(dir, IMAGE_LAYER_XATTR).catch(() => null);
+    if (marked?.toString() !== 'created') return;
+    await sys.lsetxattr(dir, IMAGE_LAYER_XATTR, Buffer.from('applied'));
+    this.sealedLayers.add(id);
   }
 
   private async ensureOwnLink(id: string): Promise<void> {
@@ -338,9 +354,9 @@ export class Overlay2Driver implements StorageDriver {
   /** Resolves an `l/<short>` entry to the layer id its symlink points at. */
   async idOfLower(entry: string): Promise<string> {
     const target = await readlink(`${this.home}/${entry}`);
-    const m = /^\.\.\/([^/]+)\/diff$/.exec(target);
-    if (!m) throw new CairnError('ERR_LAYER_NOT_FOUND', `link ${entry} points at ${target}, not at a layer`, { subject: entry });
-    return m[1]!;
+    const id = idFromLinkTarget(target);
+    if (id === undefined) throw new CairnError('ERR_LAYER_NOT_FOUND', `link ${entry} points at ${target}, not at a layer`, { subject: entry });
+    return id;
   }
 
   // ---- diffs --------------------------------------------------------------------------
@@ -367,8 +383,9 @@ export class Overlay2Driver implements StorageDriver {
 
   async applyDiff(id: string, parent: string | null | undefined, tar: Readable | AsyncIterable<Uint8Array>): Promise<number> {
     await this.assertLayer(id);
-    if (await this.useNative(id, parent)) return this.native.applyDiff(id, tar);
-    return this.naive.applyDiff(id, parent, tar);
+    const bytes = (await this.useNative(id, parent)) ? await this.native.applyDiff(id, tar) : await this.naive.applyDiff(id, parent, tar);
+    await this.sealIfImageLayer(id);
+    return bytes;
   }
 
   async diffSize(id: string, parent?: string | null): Promise<number> {

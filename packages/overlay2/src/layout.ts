@@ -74,22 +74,38 @@ export function isShortName(name: string): boolean {
   return SHORT_NAME_PATTERN.test(name);
 }
 
+/**
+ * The directory name of a layer: its id, except for the one valid id that would collide
+ * with the `l/` link directory. Docker's ids are 64 hex digits and never `l`, so a Docker
+ * store never meets this; cairn stores layer `l` as `.l` (ids cannot start with '.').
+ */
+export function layerDirName(id: string): string {
+  return id === LINK_DIR ? `.${LINK_DIR}` : id;
+}
+
+/** The layer id stored in directory `name`, or undefined when `name` is not a layer directory. */
+export function idFromDirName(name: string): string | undefined {
+  if (name === `.${LINK_DIR}`) return LINK_DIR;
+  if (name === LINK_DIR || name.startsWith('.')) return undefined;
+  return name;
+}
+
 /** Paths of one driver home. Ids must have been validated (core's assertValidId) first. */
 export class Layout {
   constructor(readonly home: string) {}
 
   get linkDir(): string { return join(this.home, LINK_DIR); }
-  layerDir(id: string): string { return join(this.home, id); }
-  diffDir(id: string): string { return join(this.home, id, DIFF_DIR); }
-  workDir(id: string): string { return join(this.home, id, WORK_DIR); }
-  mergedDir(id: string): string { return join(this.home, id, MERGED_DIR); }
-  linkFile(id: string): string { return join(this.home, id, LINK_FILE); }
-  lowerFile(id: string): string { return join(this.home, id, LOWER_FILE); }
-  committedFile(id: string): string { return join(this.home, id, COMMITTED_FILE); }
+  layerDir(id: string): string { return join(this.home, layerDirName(id)); }
+  diffDir(id: string): string { return join(this.layerDir(id), DIFF_DIR); }
+  workDir(id: string): string { return join(this.layerDir(id), WORK_DIR); }
+  mergedDir(id: string): string { return join(this.layerDir(id), MERGED_DIR); }
+  linkFile(id: string): string { return join(this.layerDir(id), LINK_FILE); }
+  lowerFile(id: string): string { return join(this.layerDir(id), LOWER_FILE); }
+  committedFile(id: string): string { return join(this.layerDir(id), COMMITTED_FILE); }
   /** Absolute path of the `l/<short>` symlink. */
   linkPath(short: string): string { return join(this.home, LINK_DIR, short); }
   /** What an `l/<short>` symlink points at: relative, so a moved or copied home keeps working. */
-  linkTarget(id: string): string { return `../${id}/${DIFF_DIR}`; }
+  linkTarget(id: string): string { return `../${layerDirName(id)}/${DIFF_DIR}`; }
 
   /** `l/A:l/B…` entries (relative to the home) made absolute, as mount options want them. */
   absoluteLowers(lowers: readonly string[]): string[] {

@@ -1,6 +1,6 @@
 import { readdir, readFile, readlink, symlink, unlink, writeFile } from 'node:fs/promises';
 import { errnoCode, isValidId } from '@cairn/core';
-import { LINK_FILE_MODE, Layout, generateShortName, isShortName, parseLinkFile } from './layout.js';
+import { LINK_FILE_MODE, Layout, generateShortName, idFromDirName, isShortName, parseLinkFile } from './layout.js';
 
 /**
  * Keeping `l/` and the per-layer `link` files consistent. After a power loss either can
@@ -21,7 +21,8 @@ export interface LinkRepairReport {
 /** The layer id an `l/` symlink target names (`../<id>/diff`), or undefined. */
 export function idFromLinkTarget(target: string): string | undefined {
   const m = /^\.\.\/([^/]+)\/diff$/.exec(target);
-  return m && isValidId(m[1]) ? m[1] : undefined;
+  const id = m ? idFromDirName(m[1]!) : undefined;
+  return id !== undefined && isValidId(id) ? id : undefined;
 }
 
 /** Reads a layer's short name, or undefined when the link file is missing or corrupt. */
@@ -43,7 +44,12 @@ export async function listLayerIds(layout: Layout): Promise<string[]> {
     if (errnoCode(err) === 'ENOENT') return [];
     throw err;
   }
-  return entries.filter((e) => e.isDirectory() && e.name !== 'l' && isValidId(e.name)).map((e) => e.name);
+  const ids: string[] = [];
+  for (const e of entries) {
+    const id = e.isDirectory() ? idFromDirName(e.name) : undefined;
+    if (id !== undefined && isValidId(id)) ids.push(id);
+  }
+  return ids;
 }
 
 /** Makes `l/<short>` point at the layer's diff, replacing a wrong or dangling entry. */

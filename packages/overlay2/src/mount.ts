@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import { CairnError } from '@cairn/core';
 import * as sys from '@cairn/sys';
-import { DIFF_DIR, MERGED_DIR, WORK_DIR } from './layout.js';
+import { DIFF_DIR, MERGED_DIR, WORK_DIR, layerDirName } from './layout.js';
 
 /**
  * Overlay mounts as data, the way containerd's snapshotters return `mount.Mount`
@@ -10,8 +10,10 @@ import { DIFF_DIR, MERGED_DIR, WORK_DIR } from './layout.js';
  * is pure and tested without root.
  */
 export interface MountSpec {
-  type: 'overlay';
-  source: 'overlay';
+  /** `bind`: a read-only bind mount of `source` (image base layers, which have nothing to overlay). */
+  type: 'overlay' | 'bind';
+  /** `overlay`, or the directory bound for `bind`. */
+  source: string;
   /** Mount point; relative to `cwd` when `cwd` is set. */
   target: string;
   /** When set, every relative path in target/options resolves against this directory. */
@@ -20,7 +22,7 @@ export interface MountSpec {
   /**
    * `mount`: classic mount(2), options joined by ',' into one page of data.
    * `fsmount`: the new mount API, one fsconfig call per option, so `lowerdir+` can repeat
-   * and there is no page limit on the total.
+   * and there is no page limit on the total. `bind` specs always use `mount`.
    */
   method: 'mount' | 'fsmount';
   /** In order; `[key, null]` is a flag option. */
@@ -69,11 +71,12 @@ function tail(req: OverlayMountRequest): Array<[string, string | null]> {
 
 function layerPaths(req: OverlayMountRequest, base: string) {
   const at = (...parts: string[]) => (base === '' ? parts.join('/') : join(base, ...parts));
+  const dir = layerDirName(req.id);
   return {
-    lowers: [...(req.readOnly ? [at(req.id, DIFF_DIR)] : []), ...req.lowers.map((l) => at(l))],
-    upper: at(req.id, DIFF_DIR),
-    work: at(req.id, WORK_DIR),
-    target: at(req.id, MERGED_DIR),
+    lowers: [...(req.readOnly ? [at(dir, DIFF_DIR)] : []), ...req.lowers.map((l) => at(l))],
+    upper: at(dir, DIFF_DIR),
+    work: at(dir, WORK_DIR),
+    target: at(dir, MERGED_DIR),
   };
 }
 
@@ -124,8 +127,28 @@ export function planOverlayMount(req: OverlayMountRequest): MountSpec {
   return { ...base, method: 'fsmount', target: abs.target, cwd: null, options };
 }
 
+/**
+ * A base image layer has nothing to overlay (moby hands out its diff dir as is), but the
+ * contract says an image layer is read-only once applied: so cairn binds it read-only.
+ */
+export function planReadOnlyBind(source: string, target: string): MountSpec {
+  return { type: 'bind', source, target, cwd: null, readOnly: true, method: 'mount', options: [] };
+}
+
 /** The one function in the driver that mounts. */
 export async function performMount(spec: MountSpec): Promise<void> {
+  if (spec.type === 'bind') {
+    const { MS_BIND, MS_REMOUNT, MS_RDONLY } = sys.constants;
+    await sys.mount(spec.source, spec.target, null, MS_BIND);
+    try {
+      // A bind mount takes MS_RDONLY only on a remount of itself.
+      await sys.mount(spec.source, spec.target, null, MS_BIND | MS_REMOUNT | MS_RDONLY);
+    } catch (err) {
+      await detachMount(spec.target).catch(() => undefined);
+      throw err;
+    }
+    return;
+  }
   if (spec.method === 'fsmount') {
     await sys.fsMount(spec.type, spec.source, spec.options, spec.target, { readOnly: spec.readOnly, ...(spec.cwd ? { cwd: spec.cwd } : {}) });
     return;

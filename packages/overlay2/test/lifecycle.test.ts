@@ -1,8 +1,9 @@
 import { existsSync } from 'node:fs';
 import { lstat, mkdir, readFile, readdir, readlink, rm, stat, symlink, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { CairnError, STAGING_DIR } from '@cairn/core';
-import { describeBackend } from '@cairn/testkit';
+import { describeBackend, tarOf } from '@cairn/testkit';
 import type { Overlay2Driver } from '@cairn/overlay2';
 import { makeHome, overlayMissing, overlayMountsUnder } from './helpers.js';
 import type { Home } from './helpers.js';
@@ -11,6 +12,10 @@ const missing = await overlayMissing();
 
 async function mode(path: string): Promise<number> {
   return (await lstat(path)).mode & 0o7777;
+}
+
+async function emptyTar(): Promise<Readable> {
+  return Readable.from([await tarOf([{ name: 'etc/', type: 'directory' }])]);
 }
 
 async function code(p: Promise<unknown>): Promise<string | undefined> {
@@ -97,9 +102,10 @@ describeBackend('overlayfs', missing, () => {
     expect(existsSync(root)).toBe(false);
   });
 
-  test('a layer made with create mounts read-only (no upper); writes fail with EROFS', async () => {
+  test('a layer made with create mounts read-only (no upper) once applied; writes fail with EROFS', async () => {
     await d.create('base');
     await d.create('img', 'base');
+    await d.applyDiff('img', 'base', await emptyTar());
     const root = await d.get('img');
     try {
       await expect(writeFile(join(root, 'x'), 'no')).rejects.toMatchObject({ code: 'EROFS' });
@@ -111,9 +117,20 @@ describeBackend('overlayfs', missing, () => {
     }
   });
 
-  test('the read-only marking of create layers survives a reopen', async () => {
+  test('the read-only marking of create layers survives a reopen; a base image layer is bound read-only', async () => {
     await d.create('base');
+    await d.applyDiff('base', null, await emptyTar());
     await d.create('img', 'base');
+    await d.applyDiff('img', 'base', await emptyTar());
+    await d.cleanup();
+    d = await h.open();
+    const baseRoot = await d.get('base');
+    try {
+      expect(baseRoot).toBe(join(h.home, 'base', 'merged'));
+      await expect(writeFile(join(baseRoot, 'x'), 'no')).rejects.toMatchObject({ code: 'EROFS' });
+    } finally {
+      await d.put('base');
+    }
     await d.cleanup();
     d = await h.open();
     const root = await d.get('img');

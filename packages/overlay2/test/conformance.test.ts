@@ -1,0 +1,8 @@
+import { describeBackend, driverConformanceSuite } from '@cairn/testkit';
+import { harness, overlayMissing } from './helpers.js';
+
+const missing = await overlayMissing();
+
+describeBackend('overlayfs', missing, () => {
+  driverConformanceSuite('overlay2', () => harness(), { depth: 128, quota: false });
+});
