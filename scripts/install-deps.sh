@@ -12,6 +12,9 @@
 set -euo pipefail
 
 packages=(btrfs-progs xfsprogs e2fsprogs util-linux attr tar zfs-fuse)
+# devicemapper: the test VM (qemu, busybox initramfs, kmod) and the dm/lvm tools run in it;
+# the kernel cache itself is built by scripts/vm/prepare.sh
+packages+=(qemu-system-x86 busybox-static kmod lvm2 thin-provisioning-tools xz-utils)
 
 missing=()
 for p in "${packages[@]}"; do
