@@ -1,4 +1,5 @@
 import type { Readable } from 'node:stream';
+import type { ErrorCode } from './errors.js';
 
 /**
  * A storage driver keeps container image layers and container root filesystems on
@@ -98,6 +99,16 @@ export interface ProbeResult {
   reason?: string;
   /** Backing filesystem name of the driver home (moby's names: `extfs`, `xfs`, `btrfs`, …). */
   backingFs?: string;
+  /**
+   * When unusable, the code an explicit open fails with: `ERR_NOT_SUPPORTED` (kernel or
+   * host lacks it), `ERR_INCOMPATIBLE_FS` (wrong backing fs), `ERR_PREREQUISITES` (a tool
+   * or privilege is missing). Defaults to `ERR_NOT_SUPPORTED`.
+   */
+  code?: ErrorCode;
+  /** Set by the registry's `probe()`: true for the one driver `openDriver` would pick. */
+  chosen?: boolean;
+  /** Set by the registry's `probe()`: true when the driver's home already holds layers. */
+  prior?: boolean;
 }
 
 /** What the registry passes a driver factory when probing or opening. */
@@ -121,6 +132,11 @@ export interface DriverFactory {
    * root is the driver's own (btrfs, zfs), as moby does.
    */
   readonly requiresOwnFilesystem?: boolean;
+  /**
+   * Option-name prefixes this driver owns (`dm` for devicemapper's `dm.basesize`);
+   * defaults to `[name]`. The registry hands the driver only options under these.
+   */
+  readonly optionPrefixes?: readonly string[];
   /** Says whether the driver can run here, and why not. Must not create or change anything. */
   probe(ctx: DriverContext): Promise<ProbeResult>;
   /** Opens (creating the home if needed) and returns a ready driver. */

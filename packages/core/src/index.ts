@@ -11,3 +11,4 @@ export * from './copytree.js';
 export * from './archive/index.js';
 export * from './naivediff.js';
 export * from './lock.js';
+export * from './registry.js';
