@@ -12,3 +12,4 @@ export * from './archive/index.js';
 export * from './naivediff.js';
 export * from './lock.js';
 export * from './registry.js';
+export * from './units.js';

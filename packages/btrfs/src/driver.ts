@@ -1,0 +1,387 @@
+import { lstat, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { release as kernelRelease } from 'node:os';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import {
+  CairnError, KeyedMutex, MountRefs, NaiveDiff, acquireHomeLock, assertValidId, detectBackingFs, errnoCode,
+  formatByteSize, fsyncDir, normalizeParent,
+} from '@cairn/core';
+import type { Change, CreateOptions, HomeLock, StorageDriver } from '@cairn/core';
+import { btrfsFsInfo, btrfsGetFlags, btrfsSetReadOnly, btrfsSnapshot, btrfsSubvolCreate, btrfsSubvolId, BTRFS_SUBVOL_RDONLY } from '@cairn/sys';
+import { BtrfsLayout, idOfMetaFile, isLeftoverName } from './layout.js';
+import { readMeta, removeMeta, writeMeta } from './meta.js';
+import type { LayerMeta } from './meta.js';
+import { parseDriverOptions, parseStorageOpt } from './options.js';
+import type { BtrfsOptions } from './options.js';
+import { spaceError } from './space.js';
+import { SUBVOLUME_ROOT_INO, destroyQgroups, destroySubvolumeTree, limitSubvolume, qgroupLimit, quotaEnabled } from './subvolume.js';
+
+/** One lock key for everything that changes the layer table (create, remove), so a parent cannot vanish under a snapshot. */
+const TABLE = 'layer-table';
+/** Qgroups the kernel would not destroy yet (EBUSY), retried on open and cleanup. */
+const PENDING_QGROUPS_FILE = 'qgroups-pending.json';
+
+export interface BtrfsOpenOptions {
+  /** Driver options (`btrfs.min_space`, `btrfs.size`). */
+  options?: Record<string, string>;
+  /** Milliseconds to wait for the home lock; 0 fails at once with ERR_LOCKED. */
+  lockTimeoutMs?: number;
+}
+
+/**
+ * The btrfs driver, as moby's: every layer is a btrfs subvolume under
+ * `${home}/subvolumes/<id>`; a layer with a parent is a snapshot of the parent's
+ * subvolume, so creating one costs a few metadata blocks whatever the parent's size.
+ * `get` returns the subvolume's path: there is nothing to mount.
+ *
+ * ## Crash safety
+ * - create: the subvolume is made under a staging name inside subvolumes/
+ *   (`.staging-<id>-…`), its qgroup limit set, the metadata written and fsynced, and only
+ *   then renamed to `<id>`. A failure destroys the staging subvolume and the metadata;
+ *   a crash leaves a staging subvolume (and maybe metadata without a layer), which the
+ *   next open destroys.
+ * - remove: the subvolume is renamed to `.trash-<id>-…` (the layer is gone at that
+ *   instant), the metadata deleted, then the subvolume (with any subvolumes a container
+ *   created inside it) and its qgroup destroyed. If destroying fails, the trash is
+ *   destroyed on the next open; remove itself has already succeeded.
+ *
+ * ## Read-only image layers
+ * A layer made with `create` gets the subvolume read-only flag (BTRFS_SUBVOL_RDONLY)
+ * when its applyDiff is done; writes then fail with EROFS. Its children are writable
+ * snapshots of it. `createReadWrite` layers stay writable.
+ *
+ * ## Quota
+ * `storageOpt.size` (or the `btrfs.size` default for container layers) becomes a limit
+ * on the subvolume's level-0 qgroup, when quotas are enabled on the filesystem. The
+ * driver never enables quotas itself (that rescans the whole filesystem and changes
+ * every other user's accounting): without them, `size` is ERR_QUOTA_UNSUPPORTED with the
+ * command an administrator would run. A snapshot inherits its parent's limit (btrfs does
+ * not copy qgroup limits to snapshots). Writes past the limit fail with EDQUOT;
+ * applyDiff reports that as ERR_NO_SPACE.
+ */
+export class BtrfsDriver implements StorageDriver {
+  readonly name = 'btrfs';
+  private readonly layout: BtrfsLayout;
+  private readonly layers = new Map<string, LayerMeta>();
+  private readonly refs: MountRefs;
+  private readonly naive: NaiveDiff;
+  private readonly table = new KeyedMutex();
+  private pendingQgroups: number[] = [];
+  private closed = false;
+
+  private constructor(
+    readonly home: string,
+    private readonly lock: HomeLock,
+    private readonly fsid: string,
+    private readonly opts: BtrfsOptions,
+  ) {
+    this.layout = new BtrfsLayout(home);
+    this.refs = new MountRefs({
+      mount: async (id) => {
+        if (!this.layers.has(id)) throw notFound(id);
+        return this.layout.subvolume(id);
+      },
+      unmount: async () => undefined, // nothing was mounted: the path is the subvolume itself
+    });
+    this.naive = new NaiveDiff({
+      get: (id) => this.get(id),
+      put: (id) => this.put(id),
+      parentOf: async (id) => this.meta(id).parent,
+    }, { whiteouts: 'delete' });
+  }
+
+  /**
+   * Opens (creating if needed) the home on a btrfs filesystem, takes its lock for the
+   * driver's lifetime, destroys what interrupted creates and removes left behind, and
+   * loads the layer table.
+   */
+  static async open(home: string, openOpts: BtrfsOpenOptions = {}): Promise<BtrfsDriver> {
+    const opts = parseDriverOptions(openOpts.options ?? {});
+    const fs = await detectBackingFs(home);
+    if (fs.name !== 'btrfs') throw incompatible(home, fs.name);
+    await mkdir(home, { recursive: true, mode: 0o700 });
+    const lock = await acquireHomeLock(home, { timeoutMs: openOpts.lockTimeoutMs ?? 0 });
+    try {
+      const layout = new BtrfsLayout(home);
+      await mkdir(layout.subvolumesDir, { recursive: true, mode: 0o700 });
+      await mkdir(layout.metaDir, { recursive: true, mode: 0o700 });
+      const { fsid } = await btrfsFsInfo(home);
+      const driver = new BtrfsDriver(home, lock, fsid, opts);
+      await driver.recover();
+      return driver;
+    } catch (err) {
+      await lock.release();
+      throw err;
+    }
+  }
+
+  // ---- lifecycle ----
+
+  create(id: string, parent?: string | null, opts?: CreateOptions): Promise<void> {
+    return this.createLayer(id, parent, opts, 'image');
+  }
+
+  createReadWrite(id: string, parent?: string | null, opts?: CreateOptions): Promise<void> {
+    return this.createLayer(id, parent, opts, 'container');
+  }
+
+  async exists(id: string): Promise<boolean> {
+    assertValidId(id);
+    return this.layers.has(id);
+  }
+
+  async remove(id: string): Promise<void> {
+    assertValidId(id);
+    const trash = await this.table.run(TABLE, () => this.refs.withLock(id, async () => {
+      if (!this.layers.has(id)) return null; // as moby: removing an unknown layer is not an error
+      if (this.refs.isMounted(id)) {
+        throw new CairnError('ERR_LAYER_IN_USE',
+          `cannot remove layer ${id}: it is in use (${this.refs.count(id)} get() without put())`, { subject: id });
+      }
+      const children = [...this.layers].filter(([, m]) => m.parent === id).map(([child]) => child);
+      if (children.length > 0) {
+        throw new CairnError('ERR_LAYER_IN_USE',
+          `cannot remove layer ${id}: layers ${children.slice(0, 5).join(', ')}${children.length > 5 ? ', …' : ''} are built on it; remove them first`,
+          { subject: id });
+      }
+      const name = this.layout.trashName(id);
+      await rename(this.layout.subvolume(id), join(this.layout.subvolumesDir, name));
+      this.layers.delete(id);
+      await fsyncDir(this.layout.subvolumesDir);
+      await removeMeta(this.layout.metaFile(id));
+      return name;
+    }));
+    // Committed: the layer is gone. Reclaiming the disk may fail; the next open retries.
+    if (trash !== null) await this.reclaim(trash).catch(() => undefined);
+  }
+
+  async get(id: string, _opts?: { mountLabel?: string }): Promise<string> {
+    assertValidId(id);
+    return this.refs.get(id);
+  }
+
+  async put(id: string): Promise<void> {
+    assertValidId(id);
+    await this.refs.put(id);
+  }
+
+  // ---- changesets ----
+
+  diff(id: string, parent?: string | null): Promise<Readable> {
+    return this.naive.diff(id, parent);
+  }
+
+  changes(id: string, parent?: string | null): Promise<Change[]> {
+    return this.naive.changes(id, parent);
+  }
+
+  diffSize(id: string, parent?: string | null): Promise<number> {
+    return this.naive.diffSize(id, parent);
+  }
+
+  /**
+   * Applies a changeset into the layer's subvolume. An image layer is read-only after
+   * this (also when the apply fails: it was handed out sealed or is to be removed);
+   * its flag is lifted for the apply, so applying twice works.
+   */
+  async applyDiff(id: string, parent: string | null | undefined, tar: Readable | AsyncIterable<Uint8Array>): Promise<number> {
+    assertValidId(id);
+    normalizeParent(parent);
+    const meta = this.meta(id);
+    const path = this.layout.subvolume(id);
+    if (meta.kind === 'image') await btrfsSetReadOnly(path, false);
+    try {
+      return await this.naive.applyDiff(id, parent, tar);
+    } catch (err) {
+      throw spaceError(err, `applying a layer to ${id}`);
+    } finally {
+      if (meta.kind === 'image' && this.layers.has(id)) await btrfsSetReadOnly(path, true);
+    }
+  }
+
+  // ---- information ----
+
+  /**
+   * moby's btrfs driver prints "Build Version" and "Library Version" of the btrfs-progs
+   * it was compiled with; cairn links no libbtrfs (it calls the kernel's ioctls), so it
+   * reports what does matter here: the filesystem, its quota state and the options.
+   */
+  async status(): Promise<Array<[string, string]>> {
+    const status: Array<[string, string]> = [
+      ['Backing Filesystem', 'btrfs'],
+      ['Filesystem UUID', this.fsid],
+      ['Kernel Version', kernelRelease()],
+      ['Interface', 'btrfs ioctls (linux/btrfs.h) via @cairn/sys'],
+      ['Quota Enabled', String(await quotaEnabled(this.fsid))],
+    ];
+    if (this.opts.minSpace !== null) status.push(['Min Space', formatByteSize(this.opts.minSpace)]);
+    if (this.opts.defaultSize !== null) status.push(['Default Container Size', formatByteSize(this.opts.defaultSize)]);
+    status.push(['Layers', String(this.layers.size)]);
+    return status;
+  }
+
+  async metadata(id: string): Promise<Record<string, string>> {
+    assertValidId(id);
+    const meta = this.meta(id);
+    const path = this.layout.subvolume(id);
+    const subvolId = await btrfsSubvolId(path);
+    const out: Record<string, string> = {
+      Path: path,
+      SubvolumeId: String(subvolId),
+      ReadOnly: String(((await btrfsGetFlags(path)) & BTRFS_SUBVOL_RDONLY) !== 0),
+    };
+    if (meta.parent !== null) out.Parent = meta.parent;
+    const limit = await qgroupLimit(this.fsid, subvolId);
+    if (limit !== null) out.Quota = String(limit);
+    return out;
+  }
+
+  async cleanup(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.refs.unmountAll(); // only drops counts: nothing is mounted
+    await this.retryPendingQgroups().catch(() => undefined);
+    await this.lock.release();
+  }
+
+  // ---- internals ----
+
+  private meta(id: string): LayerMeta {
+    const meta = this.layers.get(id);
+    if (!meta) throw notFound(id);
+    return meta;
+  }
+
+  private async createLayer(id: string, parent: string | null | undefined, opts: CreateOptions | undefined, kind: LayerMeta['kind']): Promise<void> {
+    assertValidId(id);
+    const parentId = normalizeParent(parent);
+    let size = parseStorageOpt(opts?.storageOpt, this.opts);
+    if (size === null && kind === 'container') size = this.opts.defaultSize;
+    await this.table.run(TABLE, async () => {
+      if (this.closed) throw new CairnError('ERR_PREREQUISITES', `the btrfs driver on ${this.home} was cleaned up; open it again`, { subject: id });
+      if (this.layers.has(id)) throw new CairnError('ERR_LAYER_EXISTS', `layer ${id} already exists`, { subject: id });
+      const parentMeta = parentId === null ? null : this.layers.get(parentId);
+      if (parentMeta === undefined) {
+        throw new CairnError('ERR_PARENT_NOT_FOUND', `cannot create layer ${id}: parent layer ${parentId} does not exist`, { subject: parentId ?? id });
+      }
+      if (size === null && parentMeta?.sizeBytes !== undefined) size = parentMeta.sizeBytes;
+
+      const dir = this.layout.subvolumesDir;
+      const staging = this.layout.stagingName(id);
+      const stagingPath = join(dir, staging);
+      const meta: LayerMeta = { parent: parentId, kind, ...(size === null ? {} : { sizeBytes: size }) };
+      let made = false;
+      try {
+        if (parentId === null) await btrfsSubvolCreate(dir, staging);
+        else await btrfsSnapshot(this.layout.subvolume(parentId), dir, staging, { readOnly: false });
+        made = true;
+        if (size !== null) await this.limit(stagingPath, size, id);
+        await writeMeta(this.layout.metaFile(id), meta);
+        await rename(stagingPath, this.layout.subvolume(id));
+        await fsyncDir(dir);
+      } catch (err) {
+        await this.rollback(id, made ? staging : null);
+        throw spaceError(err, `creating layer ${id}`);
+      }
+      this.layers.set(id, meta);
+    });
+  }
+
+  private async limit(path: string, bytes: number, id: string): Promise<void> {
+    try {
+      await limitSubvolume(path, bytes);
+    } catch (err) {
+      if (errnoCode(err) === 'ENOTCONN') {
+        throw new CairnError('ERR_QUOTA_UNSUPPORTED',
+          `cannot give layer ${id} a size of ${formatByteSize(bytes)}: quotas are not enabled on the btrfs filesystem holding ${this.home}. ` +
+          'cairn never enables them itself; an administrator can run `btrfs quota enable <mountpoint>`, or create the layer without a size.',
+          { subject: id, cause: err });
+      }
+      throw err;
+    }
+  }
+
+  /** Undoes a failed create: the staging subvolume (if made) and the metadata file. Never throws. */
+  private async rollback(id: string, staging: string | null): Promise<void> {
+    if (staging !== null) await this.reclaim(staging).catch(() => undefined);
+    await removeMeta(this.layout.metaFile(id)).catch(() => undefined);
+  }
+
+  /** Destroys a staging or trash subvolume under subvolumes/ with everything nested in it, and its qgroups. */
+  private async reclaim(name: string): Promise<void> {
+    const path = join(this.layout.subvolumesDir, name);
+    const st = await lstat(path).catch((err: unknown) => {
+      if (errnoCode(err) === 'ENOENT') return null;
+      throw err;
+    });
+    if (st === null) return;
+    if (!st.isDirectory() || st.ino !== SUBVOLUME_ROOT_INO) {
+      await rm(path, { recursive: true, force: true }); // not a subvolume (never made by us): plain delete
+      return;
+    }
+    const ids = await destroySubvolumeTree(this.layout.subvolumesDir, name);
+    const busy = await destroyQgroups(this.home, ids);
+    if (busy.length > 0) {
+      this.pendingQgroups.push(...busy);
+      await this.savePendingQgroups();
+    }
+  }
+
+  /**
+   * Open-time repair: destroys leftover staging/trash subvolumes, drops metadata whose
+   * subvolume never got its final name, adopts subvolumes without metadata (a home
+   * written by moby) as base container layers, and retries qgroups left pending.
+   */
+  private async recover(): Promise<void> {
+    const names = await readdir(this.layout.subvolumesDir);
+    for (const name of names) if (isLeftoverName(name)) await this.reclaim(name);
+
+    const present = new Set(names.filter((n) => !isLeftoverName(n)));
+    for (const file of await readdir(this.layout.metaDir)) {
+      const id = idOfMetaFile(file);
+      const path = join(this.layout.metaDir, file);
+      if (id === null) {
+        if (file !== PENDING_QGROUPS_FILE) await rm(path, { force: true }); // temp files of an interrupted write
+      } else if (!present.has(id)) {
+        await removeMeta(path);
+      } else {
+        this.layers.set(id, await readMeta(path));
+      }
+    }
+    for (const id of present) {
+      if (this.layers.has(id) || idOfMetaFile(`${id}.json`) === null) continue;
+      const meta: LayerMeta = { parent: null, kind: 'container' };
+      await writeMeta(this.layout.metaFile(id), meta);
+      this.layers.set(id, meta);
+    }
+    try {
+      this.pendingQgroups = JSON.parse(await readFile(join(this.layout.metaDir, PENDING_QGROUPS_FILE), 'utf8')) as number[];
+    } catch {
+      this.pendingQgroups = [];
+    }
+    await this.retryPendingQgroups();
+  }
+
+  private async retryPendingQgroups(): Promise<void> {
+    if (this.pendingQgroups.length === 0) return;
+    this.pendingQgroups = await destroyQgroups(this.home, this.pendingQgroups.filter((n) => Number.isSafeInteger(n)));
+    await this.savePendingQgroups();
+  }
+
+  private async savePendingQgroups(): Promise<void> {
+    const path = join(this.layout.metaDir, PENDING_QGROUPS_FILE);
+    if (this.pendingQgroups.length === 0) await rm(path, { force: true });
+    else await writeFile(path, JSON.stringify(this.pendingQgroups));
+  }
+}
+
+function notFound(id: string): CairnError {
+  return new CairnError('ERR_LAYER_NOT_FOUND', `layer ${id} does not exist`, { subject: id });
+}
+
+/** ERR_INCOMPATIBLE_FS for a home that is not on btrfs. */
+export function incompatible(home: string, fsName: string): CairnError {
+  return new CairnError('ERR_INCOMPATIBLE_FS',
+    `backing filesystem is ${fsName}, not btrfs: the btrfs driver keeps layers as btrfs subvolumes, so its home (${home}) must be on a btrfs filesystem`,
+    { subject: home });
+}

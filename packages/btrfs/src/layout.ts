@@ -1,0 +1,63 @@
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { isValidId } from '@cairn/core';
+
+/**
+ * Where the btrfs driver keeps things, as Docker's btrfs graphdriver does:
+ *
+ * ```
+ * ${root}/btrfs/
+ *   subvolumes/<id>            one btrfs subvolume per layer (snapshots of their parents)
+ *   subvolumes/.staging-<id>-<rand>   a create in progress (renamed to <id> when complete)
+ *   subvolumes/.trash-<id>-<rand>     a removed layer whose subvolume is being destroyed
+ *   meta/<id>.json             cairn's own record: parent, kind, size quota
+ *   .cairn-lock                the home lock
+ * ```
+ *
+ * Staging and trash live *inside* subvolumes/ because a subvolume can only be renamed
+ * within the subvolume that holds it, and rename is what makes create and remove atomic.
+ * Layer ids never start with '.', so these names cannot clash with a layer.
+ */
+export class BtrfsLayout {
+  readonly subvolumesDir: string;
+  readonly metaDir: string;
+
+  constructor(readonly home: string) {
+    this.subvolumesDir = join(home, 'subvolumes');
+    this.metaDir = join(home, 'meta');
+  }
+
+  /** The subvolume (and the path `get` returns) of a layer. */
+  subvolume(id: string): string {
+    return join(this.subvolumesDir, id);
+  }
+
+  metaFile(id: string): string {
+    return join(this.metaDir, `${id}.json`);
+  }
+
+  /** A fresh name under subvolumes/ for a create in progress. */
+  stagingName(id: string): string {
+    return `${STAGING_PREFIX}${id}-${randomBytes(6).toString('hex')}`;
+  }
+
+  /** A fresh name under subvolumes/ for a layer being destroyed. */
+  trashName(id: string): string {
+    return `${TRASH_PREFIX}${id}-${randomBytes(6).toString('hex')}`;
+  }
+}
+
+export const STAGING_PREFIX = '.staging-';
+export const TRASH_PREFIX = '.trash-';
+
+/** True for names under subvolumes/ that an interrupted create or remove left behind. */
+export function isLeftoverName(name: string): boolean {
+  return name.startsWith(STAGING_PREFIX) || name.startsWith(TRASH_PREFIX);
+}
+
+/** The layer id a meta/ file name stands for, or null for anything else (temp files). */
+export function idOfMetaFile(name: string): string | null {
+  if (!name.endsWith('.json')) return null;
+  const id = name.slice(0, -'.json'.length);
+  return isValidId(id) ? id : null;
+}
