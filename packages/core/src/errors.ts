@@ -21,6 +21,8 @@ export const ErrorCodes = [
   'ERR_MULTIPLE_PRIOR_DRIVERS',
   'ERR_INVALID_OPTION',
   'ERR_DRIVER_NOT_FOUND',
+  /** A kernel or backend tool refused an operation for a reason none of the codes above names (the message carries its output). */
+  'ERR_BACKEND_FAILED',
 ] as const;
 
 export type ErrorCode = (typeof ErrorCodes)[number];
