@@ -3,6 +3,7 @@ import { mkdtemp, readdir, rm, statfs, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { CairnError, errnoCode } from './errors.js';
 import { findMountOf } from './mountinfo.js';
+import type { MountInfoEntry } from './mountinfo.js';
 
 /**
  * statfs(2) f_type values and the names moby prints for them (its fstype.FsNames table,
@@ -75,16 +76,21 @@ export async function nearestExistingPath(path: string): Promise<string> {
  */
 export async function detectBackingFs(path: string): Promise<BackingFs> {
   const existing = await nearestExistingPath(path);
-  const stats = await statfs(existing);
-  const magic = stats.type >>> 0;
-  const name = FS_MAGIC_NAMES.get(magic) ?? UNKNOWN_FS_NAME;
-  if (magic !== FS_MAGIC_FUSE) return { name, magic };
+  const magic = (await statfs(existing)).type >>> 0;
+  return nameBackingFs(magic, magic === FS_MAGIC_FUSE ? await findMountOf(existing) : undefined);
+}
 
-  const mount = await findMountOf(existing);
+/**
+ * Names a filesystem from its statfs magic and, for FUSE, the mount that holds the path
+ * (its fstype is `fuse.<subtype>`; `fuse.zfs` is zfs-fuse, reported as `zfs`).
+ */
+export function nameBackingFs(magic: number, mount?: Pick<MountInfoEntry, 'fsType'>): BackingFs {
+  const name = FS_MAGIC_NAMES.get(magic >>> 0) ?? UNKNOWN_FS_NAME;
+  if (magic >>> 0 !== FS_MAGIC_FUSE) return { name, magic: magic >>> 0 };
   const match = mount ? /^fuse(?:blk)?\.(.+)$/.exec(mount.fsType) : null;
-  if (!match) return { name, magic };
+  if (!match) return { name, magic: FS_MAGIC_FUSE };
   const fuseSubtype = match[1]!;
-  return { name: fuseSubtype === 'zfs' ? 'zfs' : name, magic, fuseSubtype };
+  return { name: fuseSubtype === 'zfs' ? 'zfs' : name, magic: FS_MAGIC_FUSE, fuseSubtype };
 }
 
 /**

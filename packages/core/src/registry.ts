@@ -1,4 +1,4 @@
-import { isAbsolute, join, normalize } from 'node:path';
+import { isAbsolute, join, resolve } from 'node:path';
 import { detectBackingFs } from './backingfs.js';
 import type { DriverContext, DriverFactory, ProbeResult, StorageDriver } from './driver.js';
 import { CairnError, isCairnError } from './errors.js';
@@ -93,7 +93,7 @@ function checkSetup(opts: OpenOptions): Setup {
   if (!Number.isFinite(lockTimeoutMs) || lockTimeoutMs < 0) {
     throw new CairnError('ERR_INVALID_OPTION', `lockTimeoutMs must be a number of milliseconds >= 0, got ${String(lockTimeoutMs)}`);
   }
-  return { root: normalize(opts.root), options, registry, lockTimeoutMs };
+  return { root: resolve(opts.root), options, registry, lockTimeoutMs };
 }
 
 function ownPrefixes(factory: DriverFactory): readonly string[] {

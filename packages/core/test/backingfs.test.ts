@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import {
-  detectBackingFs, findMountOf, parseMountInfo, readMountInfo, supportsDType, unescapeMountField,
+  detectBackingFs, findMountOf, nameBackingFs, parseMountInfo, readMountInfo, supportsDType, unescapeMountField,
 } from '@cairn/core';
 import { describeBackend, loopFsMissing, makeLoopFs } from '@cairn/testkit';
 import type { LoopFs } from '@cairn/testkit';
@@ -40,6 +40,28 @@ describe('mountinfo parsing', () => {
     const table = await readMountInfo();
     expect(table.some((m) => m.mountPoint === '/')).toBe(true);
     expect(new Set(table.map((m) => m.mountId)).size).toBe(table.length);
+  });
+});
+
+describe('nameBackingFs (the statfs magic table)', () => {
+  test.each([
+    [0xef53, 'extfs'], [0x58465342, 'xfs'], [0x9123683e, 'btrfs'], [0x2fc12fc1, 'zfs'],
+    [0x794c7630, 'overlayfs'], [0x01021994, 'tmpfs'], [0x6969, 'nfs'], [0xf15f, 'ecryptfs'],
+    [0x61756673, 'aufs'], [0x73717368, 'squashfs'], [0xff534d42, 'cifs'], [0x12345678, '<unknown>'],
+  ])('magic %i is %s, as docker info prints it', (magic, name) => {
+    expect(nameBackingFs(magic)).toEqual({ name, magic });
+  });
+
+  test('a negative (signed) f_type is read as unsigned', () => {
+    expect(nameBackingFs(0x9123683e | 0)).toEqual({ name: 'btrfs', magic: 0x9123683e });
+  });
+
+  test('FUSE is named by its mountinfo subtype only for zfs-fuse', () => {
+    expect(nameBackingFs(0x65735546, { fsType: 'fuse.zfs' })).toEqual({ name: 'zfs', magic: 0x65735546, fuseSubtype: 'zfs' });
+    expect(nameBackingFs(0x65735546, { fsType: 'fuse.sshfs' })).toEqual({ name: 'fuse', magic: 0x65735546, fuseSubtype: 'sshfs' });
+    expect(nameBackingFs(0x65735546, { fsType: 'fuseblk.ntfs' })).toMatchObject({ name: 'fuse', fuseSubtype: 'ntfs' });
+    expect(nameBackingFs(0x65735546, { fsType: 'fuse' })).toEqual({ name: 'fuse', magic: 0x65735546 });
+    expect(nameBackingFs(0x65735546)).toEqual({ name: 'fuse', magic: 0x65735546 });
   });
 });
 
