@@ -51,6 +51,15 @@ function buildTree(root: string): string[] {
   fs.chmodSync(p('tmp'), 0o1777);
   fs.chmodSync(p('private'), 0o700);
   lsetxattrSync(p('etc/cap'), 'security.capability', CAPABILITY); // after chown, which clears it
+  // A setgid directory: files made in it take its group, so a root:root file inside
+  // must be chowned on apply even though root creates it.
+  fs.mkdirSync(p('sgid'));
+  fs.chownSync(p('sgid'), 0, 100);
+  fs.chmodSync(p('sgid'), 0o2775);
+  fs.writeFileSync(p('sgid/rootfile'), 'r');
+  fs.chownSync(p('sgid/rootfile'), 0, 0);
+  fs.writeFileSync(p('sgid/all-perms'), 'umask must not cut these');
+  fs.chmodSync(p('sgid/all-perms'), 0o777);
   const paths: string[] = [];
   const walk = (rel: string) => {
     for (const n of fs.readdirSync(p(rel)).sort()) {
@@ -81,7 +90,7 @@ describe('applyLayer', () => {
     const changes: Change[] = paths.map((p) => ({ path: '/' + p, kind: 'add' }));
     const bytes = await applyLayer(dst, exportChanges(src, changes));
     expect(withoutRoot(snapshotTree(dst))).toEqual(withoutRoot(snapshotTree(src)));
-    expect(bytes).toBe(1_500_000 + 20 + 0 + 6 + 10 + 10 + 6 + 9); // each inode's content once
+    expect(bytes).toBe(1_500_000 + 20 + 0 + 6 + 10 + 10 + 6 + 9 + 1 + 24); // each inode's content once
     expect(lgetxattrSync(path.join(dst, 'etc/cap'), 'security.capability')).toEqual(CAPABILITY);
   });
 

@@ -47,6 +47,13 @@ export interface ApplyOptions {
 
 const OPEN_NEW = fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW;
 
+/** The process umask, read once (it decides whether a new file's mode needs a chmod). */
+let umaskCache: number | undefined;
+function umask(): number {
+  umaskCache ??= process.umask();
+  return umaskCache;
+}
+
 /**
  * Applies a layer tar into `dir`; resolves to the number of file-content bytes written.
  *
@@ -117,17 +124,23 @@ class LayerWriter implements TarHandler {
   private readonly mode: WhiteoutMode;
   private readonly noDevices: boolean;
   private readonly ownership: boolean;
-  /** Relative paths known to be real directories (not symlinks) in this apply. */
-  private readonly knownDirs = new Set<string>(['']);
+  /**
+   * Relative paths known to be real directories (not symlinks) in this apply, each with
+   * whether it has the setgid bit (new files in it then take its group, not ours).
+   */
+  private readonly knownDirs = new Map<string, boolean>();
   /** Relative paths this apply wrote (delete mode: opaque dirs keep them). */
   private readonly unpacked = new Set<string>();
   private readonly dirTimes: Array<{ rel: string; abs: string; atimeNs: bigint; mtimeNs: bigint }> = [];
-  private file: { fd: number; abs: string; entry: TarEntry } | undefined;
+  private file: { fd: number; abs: string; entry: TarEntry; inSetgidDir: boolean } | undefined;
+  private readonly euid = process.geteuid?.() ?? -1;
+  private readonly egid = process.getegid?.() ?? -1;
 
   constructor(private readonly root: string, opts: ApplyOptions) {
     this.mode = opts.whiteouts ?? 'delete';
     this.noDevices = opts.noDevices ?? false;
     this.ownership = opts.ownership ?? process.getuid?.() === 0;
+    this.knownDirs.set('', (fs.statSync(root).mode & 0o2000) !== 0);
   }
 
   entry(e: TarEntry): void {
@@ -163,20 +176,22 @@ class LayerWriter implements TarHandler {
           if (st) this.remove(rel, abs, st);
           fs.mkdirSync(abs, 0o700);
         }
-        this.knownDirs.add(rel);
         this.applyDirMetadata(rel, abs, e);
         return;
       }
       case 'file': {
+        // Created with its final permission bits (less the umask); end() fixes up only
+        // what open cannot express, saving a syscall per file in the common case.
+        const perm = e.mode & 0o777;
         let fd: number;
         try {
-          fd = fs.openSync(abs, OPEN_NEW, 0o600);
+          fd = fs.openSync(abs, OPEN_NEW, perm);
         } catch (err) {
           if (errnoCode(err) !== 'EEXIST') throw err;
           this.remove(rel, abs);
-          fd = fs.openSync(abs, OPEN_NEW, 0o600);
+          fd = fs.openSync(abs, OPEN_NEW, perm);
         }
-        this.file = { fd, abs, entry: e };
+        this.file = { fd, abs, entry: e, inSetgidDir: this.knownDirs.get(parentParts.join('/')) === true };
         return; // content arrives through data(); metadata in end()
       }
       case 'symlink':
@@ -224,8 +239,12 @@ class LayerWriter implements TarHandler {
     if (!f) return;
     const e = f.entry;
     if (e.sparse) fs.ftruncateSync(f.fd, e.sparse.realSize);
-    if (this.ownership) fs.fchownSync(f.fd, e.uid, e.gid);
-    fs.fchmodSync(f.fd, e.mode);
+    // A new file already belongs to us; chown only when the entry says otherwise. Then
+    // chmod when open's mode fell short: umask, setuid/setgid/sticky, or a chown (which
+    // clears setuid/setgid).
+    const chown = this.ownership && (e.uid !== this.euid || e.gid !== this.egid || f.inSetgidDir);
+    if (chown) fs.fchownSync(f.fd, e.uid, e.gid);
+    if (chown || e.mode > 0o777 || (e.mode & umask()) !== 0) fs.fchmodSync(f.fd, e.mode);
     fs.closeSync(f.fd);
     this.file = undefined;
     this.applyXattrs(f.abs, e);
@@ -312,6 +331,7 @@ class LayerWriter implements TarHandler {
     let curRel = '';
     let curAbs = this.root;
     for (const part of parts) {
+      const parentSetgid = this.knownDirs.get(curRel) === true;
       curRel = curRel === '' ? part : curRel + '/' + part;
       curAbs = curAbs + '/' + part;
       if (this.knownDirs.has(curRel)) continue;
@@ -319,6 +339,8 @@ class LayerWriter implements TarHandler {
       if (st === null) {
         if (!create) return null;
         fs.mkdirSync(curAbs, 0o755);
+        this.knownDirs.set(curRel, parentSetgid); // Linux: a new dir inherits setgid
+        continue;
       } else if (st.isSymbolicLink()) {
         throw unsafeEntry(entryName, `its path goes through the symlink "${curRel}"`);
       } else if (!st.isDirectory()) {
@@ -326,7 +348,7 @@ class LayerWriter implements TarHandler {
           `Invalid layer archive: entry "${printable(entryName)}" needs "${curRel}" to be a directory, but it is not.`,
           { subject: entryName });
       }
-      this.knownDirs.add(curRel);
+      this.knownDirs.set(curRel, (st.mode & 0o2000) !== 0);
     }
     return abs;
   }
@@ -363,12 +385,13 @@ class LayerWriter implements TarHandler {
 
   private forgetDirs(rel: string): void {
     const prefix = rel + '/';
-    for (const d of this.knownDirs) if (d === rel || d.startsWith(prefix)) this.knownDirs.delete(d);
+    for (const d of this.knownDirs.keys()) if (d === rel || d.startsWith(prefix)) this.knownDirs.delete(d);
   }
 
   private applyDirMetadata(rel: string, abs: string, e: TarEntry): void {
     if (this.ownership) fs.lchownSync(abs, e.uid, e.gid);
     fs.chmodSync(abs, e.mode); // abs was just verified (or made) a real directory
+    this.knownDirs.set(rel, (e.mode & 0o2000) !== 0);
     this.applyXattrs(abs, e);
     const [atimeNs, mtimeNs] = times(e);
     this.dirTimes.push({ rel, abs, atimeNs, mtimeNs });

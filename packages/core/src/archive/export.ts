@@ -47,7 +47,7 @@ export function exportOverlayUpper(dir: string): Readable {
   return packEntries(walkEntries(dir));
 }
 
-async function* changeEntries(dir: string, changes: readonly Change[], overlay: boolean): AsyncGenerator<TarSourceEntry> {
+function* changeEntries(dir: string, changes: readonly Change[], overlay: boolean): Generator<TarSourceEntry> {
   const inodes = new Map<string, string>();
   for (const change of changes) {
     const parts = splitEntryPath(change.path.replace(/^\/+/, ''));
@@ -61,7 +61,7 @@ async function* changeEntries(dir: string, changes: readonly Change[], overlay: 
   }
 }
 
-async function* walkEntries(dir: string): AsyncGenerator<TarSourceEntry> {
+function* walkEntries(dir: string): Generator<TarSourceEntry> {
   const inodes = new Map<string, string>();
   // Depth-first, children in byte order: parents precede children, output is stable.
   const stack: string[][] = [fs.readdirSync(dir).sort().reverse().map((n) => n)];

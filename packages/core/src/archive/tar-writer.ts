@@ -125,27 +125,82 @@ export function packEntries(entries: AsyncIterable<TarSourceEntry> | Iterable<Ta
   return Readable.from(generateTar(entries), { objectMode: false, highWaterMark: 256 * 1024 });
 }
 
+/** Small pieces (headers, padding, small files) are coalesced into chunks of this size. */
+const BATCH = 64 * 1024;
+
+/**
+ * Yields the archive in ~64 KiB chunks. Sync entry lists and sync bodies (what
+ * exportChanges produces) are walked without awaiting, so a layer of many small files
+ * costs one promise per 64 KiB rather than several per file.
+ */
 async function* generateTar(entries: AsyncIterable<TarSourceEntry> | Iterable<TarSourceEntry>): AsyncGenerator<Buffer> {
-  for await (const { header, body } of entries) {
-    yield encodeHeader(header);
-    if (header.type !== 'file') continue;
-    const size = header.size ?? 0;
-    let written = 0;
-    if (body !== undefined) {
-      const chunks = body instanceof Uint8Array ? [body] : body;
-      for await (const chunk of chunks) {
-        written += chunk.length;
-        if (written > size) break;
-        yield Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+  let parts: Buffer[] = [];
+  let bytes = 0;
+  const take = (): Buffer => {
+    const out = parts.length === 1 ? parts[0]! : Buffer.concat(parts, bytes);
+    parts = [];
+    bytes = 0;
+    return out;
+  };
+  const add = (buf: Buffer): void => {
+    parts.push(buf);
+    bytes += buf.length;
+  };
+
+  const syncEntries = Symbol.iterator in entries ? (entries as Iterable<TarSourceEntry>) : undefined;
+  const source: AsyncIterator<TarSourceEntry> | Iterator<TarSourceEntry> = syncEntries
+    ? syncEntries[Symbol.iterator]()
+    : (entries as AsyncIterable<TarSourceEntry>)[Symbol.asyncIterator]();
+  for (;;) {
+    const step = syncEntries ? (source as Iterator<TarSourceEntry>).next() : await source.next();
+    if (step.done) break;
+    const { header, body } = step.value;
+    add(encodeHeader(header));
+    if (header.type === 'file') {
+      const size = header.size ?? 0;
+      let written = 0;
+      const chunks = body === undefined ? [] : body instanceof Uint8Array ? [body] : body;
+      const sync = Symbol.iterator in chunks ? (chunks as Iterable<Uint8Array>)[Symbol.iterator]() : undefined;
+      const async = sync ? undefined : (chunks as AsyncIterable<Uint8Array>)[Symbol.asyncIterator]();
+      let drained = false;
+      try {
+        for (;;) {
+          const next = sync ? sync.next() : await async!.next();
+          if (next.done) break;
+          const chunk = next.value;
+          written += chunk.length;
+          if (written > size) {
+            sync?.return?.();
+            await async?.return?.();
+            break;
+          }
+          const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+          if (buf.length >= BATCH) {
+            if (bytes > 0) yield take();
+            yield buf;
+          } else {
+            add(buf);
+            if (bytes >= BATCH) yield take();
+          }
+        }
+        drained = true;
+      } finally {
+        // A consumer that stops early must not leave a body's file descriptor open.
+        if (!drained) {
+          sync?.return?.();
+          await async?.return?.();
+        }
       }
+      if (written !== size) {
+        throw new CairnError('ERR_INVALID_ARCHIVE',
+          `Cannot pack ${header.name}: its content is ${written > size ? 'longer' : 'shorter'} than the ${size} bytes in its header (did the file change while it was being packed?).`,
+          { subject: header.name });
+      }
+      const pad = (BLOCK - (size % BLOCK)) % BLOCK;
+      if (pad > 0) add(ZEROES.subarray(0, pad));
     }
-    if (written !== size) {
-      throw new CairnError('ERR_INVALID_ARCHIVE',
-        `Cannot pack ${header.name}: its content is ${written > size ? 'longer' : 'shorter'} than the ${size} bytes in its header (did the file change while it was being packed?).`,
-        { subject: header.name });
-    }
-    const pad = (BLOCK - (size % BLOCK)) % BLOCK;
-    if (pad > 0) yield ZEROES.subarray(0, pad);
+    if (bytes >= BATCH) yield take();
   }
-  yield tarTrailer();
+  add(tarTrailer());
+  yield take();
 }
