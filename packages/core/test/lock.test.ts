@@ -29,8 +29,12 @@ const children: ChildProcess[] = [];
 async function childLock(home: string, releaseAfterMs = 0): Promise<{ child: ChildProcess; first: string }> {
   const child = spawn(process.execPath, ['-e', CHILD, ADDON, join(home, HOME_LOCK_FILE), String(releaseAfterMs)], { stdio: ['ignore', 'pipe', 'inherit'] });
   children.push(child);
-  const [chunk] = await once(child.stdout!, 'data') as [Buffer];
-  return { child, first: chunk.toString().trim() };
+  // A child that dies before saying anything fails the test now rather than at the jest timeout.
+  const first = await Promise.race([
+    once(child.stdout!, 'data').then(([chunk]) => String(chunk).trim()),
+    once(child, 'exit').then(([code, signal]) => { throw new Error(`lock child exited early (${String(code ?? signal)})`); }),
+  ]);
+  return { child, first };
 }
 
 async function kill(child: ChildProcess, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
