@@ -13,3 +13,4 @@ export * from './naivediff.js';
 export * from './lock.js';
 export * from './registry.js';
 export * from './units.js';
+export * from './xfsquota.js';

@@ -2,9 +2,9 @@ import { chmod, chown, mkdir, readFile, readlink, rmdir, stat, symlink, unlink, 
 import type { Readable } from 'node:stream';
 import {
   CairnError, KeyedMutex, MountRefs, NaiveDiff, acquireHomeLock, assertValidId, commitStaged, discardDir,
-  errnoCode, makeStagingDir, normalizeParent, readMountInfo, sweepLeftovers,
+  errnoCode, makeStagingDir, normalizeParent, parseByteSize, readMountInfo, requireXfsProjectQuota, sweepLeftovers,
 } from '@cairn/core';
-import type { Change, CreateOptions, DriverContext, HomeLock, StorageDriver } from '@cairn/core';
+import type { Change, CreateOptions, DriverContext, HomeLock, ProjectQuota, StorageDriver } from '@cairn/core';
 import * as sys from '@cairn/sys';
 import {
   COMMITTED_FILE_MODE, DEFAULT_MAX_DEPTH, DIFF_MODE, HOME_MODE, KERNEL_MAX_DEPTH, LAYER_DIR_MODE, LINK_FILE_MODE,
@@ -30,10 +30,12 @@ export const IMAGE_LAYER_XATTR = 'trusted.cairn.image-layer';
 export interface Overlay2Options {
   /** Most lower layers a layer may sit on (moby: 128). Up to 500 with the new mount API. */
   maxDepth: number;
+  /** `overlay2.size`: default size quota of container layers, bytes; 0 = none. */
+  defaultSize: number;
 }
 
 export function parseOptions(options: Record<string, string>, newMountApi: boolean): Overlay2Options {
-  const out: Overlay2Options = { maxDepth: DEFAULT_MAX_DEPTH };
+  const out: Overlay2Options = { maxDepth: DEFAULT_MAX_DEPTH, defaultSize: 0 };
   for (const [key, value] of Object.entries(options)) {
     switch (key) {
       case 'overlay2.maxDepth': {
@@ -48,8 +50,10 @@ export function parseOptions(options: Record<string, string>, newMountApi: boole
         break;
       }
       case 'overlay2.size':
+        out.defaultSize = parseByteSize(value, key);
+        break;
       case 'overlay2.override_kernel_check':
-        break; // size: quota (see quota.ts); override_kernel_check: accepted and ignored, as moby does
+        break; // accepted and ignored, as moby does
       default:
         throw new CairnError('ERR_INVALID_OPTION', `unknown option ${key} for overlay2 (known: overlay2.maxDepth, overlay2.size)`, { subject: key });
     }
@@ -68,6 +72,8 @@ export class Overlay2Driver implements StorageDriver {
   private readonly naive: NaiveDiff;
   private readonly native: NativeDiff;
   private closed = false;
+  /** Project quota control, found on first need (or at open when overlay2.size is set). */
+  private quota: ProjectQuota | null = null;
 
   private constructor(
     readonly home: string,
@@ -88,9 +94,12 @@ export class Overlay2Driver implements StorageDriver {
     const options = parseOptions(ctx.options, probe.features.newMountApi);
     await mkdir(ctx.home, { recursive: true, mode: HOME_MODE });
     await chmod(ctx.home, HOME_MODE);
+    // moby refuses overlay2.size at start-up where it cannot be enforced, rather than ignoring it.
+    const quota = options.defaultSize > 0 ? await requireXfsProjectQuota(ctx.home, 'overlay2.size') : null;
     const lock = await acquireHomeLock(ctx.home, { timeoutMs: ctx.lockTimeoutMs });
     try {
       const driver = new Overlay2Driver(ctx.home, probe.features, options, lock);
+      driver.quota = quota;
       await driver.recover();
       return driver;
     } catch (err) {
@@ -128,8 +137,9 @@ export class Overlay2Driver implements StorageDriver {
   private async createLayer(id: string, parentArg: string | null | undefined, opts: CreateOptions | undefined, image: boolean): Promise<void> {
     assertValidId(id);
     const parent = normalizeParent(parentArg);
-    this.checkStorageOpt(id, opts, image);
+    const size = this.sizeFor(id, opts, image);
     this.assertOpen();
+    const quota = size > 0 ? await this.quotaControl(id) : null;
     await this.tree.run('', () => this.refs.withLock(id, async () => {
       if (await this.exists(id)) throw new CairnError('ERR_LAYER_EXISTS', `layer ${id} already exists; remove it first or pick another id`, { subject: id });
       let lowers: string[] = [];
@@ -156,6 +166,8 @@ export class Overlay2Driver implements StorageDriver {
           await chmod(`${staged}/work`, WORK_MODE);
         }
         if (image) await sys.lsetxattr(staged, IMAGE_LAYER_XATTR, Buffer.from('created')).catch(() => undefined);
+        // On the layer dir, as moby does: diff/ and work/ inherit the project id.
+        if (quota) await quota.setLimit(staged, size);
         // The link dangles until the rename below; an open after a crash here sweeps it.
         await symlink(this.layout.linkTarget(id), this.layout.linkPath(short));
         if (parent !== null) await writeFile(this.layout.committedFile(parent), '', { mode: COMMITTED_FILE_MODE, flag: 'a' });
@@ -168,12 +180,20 @@ export class Overlay2Driver implements StorageDriver {
     }));
   }
 
-  private checkStorageOpt(id: string, opts: CreateOptions | undefined, image: boolean): void {
-    for (const key of Object.keys(opts?.storageOpt ?? {})) {
+  /** The quota a new layer gets, in bytes (0 = none); refuses what overlay2 cannot do. */
+  private sizeFor(id: string, opts: CreateOptions | undefined, image: boolean): number {
+    let size = image ? 0 : this.options.defaultSize;
+    for (const [key, value] of Object.entries(opts?.storageOpt ?? {})) {
       if (key !== 'size') throw new CairnError('ERR_INVALID_OPTION', `unknown storage option ${key} for overlay2 (known: size)`, { subject: id });
       if (image) throw new CairnError('ERR_QUOTA_UNSUPPORTED', `layer ${id}: a size quota applies to container layers (createReadWrite) only; image layers made with create are read-only`, { subject: id });
-      throw new CairnError('ERR_QUOTA_UNSUPPORTED', `layer ${id}: overlay2 size quotas need an xfs backing filesystem mounted with prjquota (this one is ${this.features.backingFs})`, { subject: id });
+      size = parseByteSize(value, 'storage option size');
     }
+    return size;
+  }
+
+  private async quotaControl(id: string): Promise<ProjectQuota> {
+    this.quota ??= await requireXfsProjectQuota(this.home, `cannot give layer ${id} a size quota`);
+    return this.quota;
   }
 
   async exists(id: string): Promise<boolean> {
