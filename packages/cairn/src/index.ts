@@ -28,6 +28,10 @@ export { detectBackingFs, supportsDType } from '@cairn/core';
 export type { BackingFs } from '@cairn/core';
 export { vfsDriver };
 
+// Building and reading layer tars (for runtimes that commit containers or make layers).
+export { packEntries, readTar } from '@cairn/core';
+export type { TarSourceEntry, TarHeaderInput, TarItem, TarEntry } from '@cairn/core';
+
 /** The drivers this package registers on import, in priority order. */
 export const builtinDrivers = [vfsDriver] as const;
 
