@@ -53,8 +53,10 @@ export function isCairnError(err: unknown, code?: ErrorCode): err is CairnError 
 
 /** The errno code of a Node or @cairn/sys error (`'ENOENT'`, …), or undefined. */
 export function errnoCode(err: unknown): string | undefined {
-  const code = (err as { code?: unknown } | null)?.code;
-  return typeof code === 'string' ? code : undefined;
+  const e = err as { code?: unknown; errno?: unknown } | null;
+  // Node 20's libuv has no name for EDQUOT (122): it reports code 'UNKNOWN' and errno -122.
+  if (e && (e.errno === -122 || e.errno === 122) && (e.code === undefined || e.code === 'UNKNOWN')) return 'EDQUOT';
+  return typeof e?.code === 'string' ? e.code : undefined;
 }
 
 /**

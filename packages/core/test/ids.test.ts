@@ -29,3 +29,16 @@ describe('layer ids', () => {
     expect(() => normalizeParent('../p')).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ID' }));
   });
 });
+
+describe('space errors', () => {
+  test('ENOSPC and an unnamed EDQUOT (Node reports errno -122 as UNKNOWN) become ERR_NO_SPACE', async () => {
+    const { translateSpaceError, errnoCode } = await import('@cairn/core');
+    const unnamed = Object.assign(new Error('UNKNOWN: unknown error, write'), { code: 'UNKNOWN', errno: -122 });
+    expect(errnoCode(unnamed)).toBe('EDQUOT');
+    expect(translateSpaceError(unnamed, 'applying layer x')).toMatchObject({ code: 'ERR_NO_SPACE' });
+    const enospc = Object.assign(new Error('ENOSPC'), { code: 'ENOSPC', errno: -28 });
+    expect(translateSpaceError(enospc, 'x')).toMatchObject({ code: 'ERR_NO_SPACE' });
+    const eio = Object.assign(new Error('EIO'), { code: 'EIO', errno: -5 });
+    expect(translateSpaceError(eio, 'x')).toBe(eio);
+  });
+});
