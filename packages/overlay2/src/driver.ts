@@ -269,11 +269,18 @@ export class Overlay2Driver implements StorageDriver {
     const spec = await this.mountSpecFor(id);
     // moby: a layer without lowers is used as is; there is nothing to overlay.
     if (spec === null) return this.layout.diffDir(id);
-    if (spec.type === 'overlay') await this.ensureLowerLinks(id);
     const merged = this.layout.mergedDir(id);
     await mkdir(merged, { mode: 0o700 }).catch((err) => { if (errnoCode(err) !== 'EEXIST') throw err; });
     try {
-      await performMount(spec);
+      try {
+        await performMount(spec);
+      } catch (err) {
+        // A lost l/ link shows up as ENOENT from the mount; checking all lowers up front
+        // would cost a stat per layer on every get (128 on a deep stack), so repair on failure.
+        if (errnoCode(err) !== 'ENOENT' || spec.type !== 'overlay') throw err;
+        await repairLinks(this.layout);
+        await performMount(spec);
+      }
     } catch (err) {
       await rmdir(merged).catch(() => undefined);
       throw new CairnError(errnoCode(err) === 'EPERM' ? 'ERR_PREREQUISITES' : 'ERR_NOT_SUPPORTED',
@@ -329,17 +336,6 @@ export class Overlay2Driver implements StorageDriver {
       return;
     }
     await ensureSymlink(this.layout, id, short);
-  }
-
-  private async ensureLowerLinks(id: string): Promise<void> {
-    for (const entry of await this.readLowers(id)) {
-      try {
-        await stat(`${this.home}/${entry}`);
-      } catch {
-        await repairLinks(this.layout);
-        return;
-      }
-    }
   }
 
   // ---- reading the layout -----------------------------------------------------------
