@@ -15,6 +15,8 @@
  * @packageDocumentation
  */
 import { defaultRegistry } from '@cairn/core';
+import { overlay2Driver } from '@cairn/overlay2';
+import { btrfsDriver } from '@cairn/btrfs';
 import { vfsDriver } from '@cairn/vfs';
 
 export { CairnError, ErrorCodes, isCairnError, isValidId } from '@cairn/core';
@@ -26,13 +28,13 @@ export { Registry, defaultRegistry, openDriver, probe } from '@cairn/core';
 export type { OpenOptions, ProbeOptions } from '@cairn/core';
 export { detectBackingFs, supportsDType } from '@cairn/core';
 export type { BackingFs } from '@cairn/core';
-export { vfsDriver };
+export { overlay2Driver, btrfsDriver, vfsDriver };
 
 // Building and reading layer tars (for runtimes that commit containers or make layers).
 export { packEntries, readTar } from '@cairn/core';
 export type { TarSourceEntry, TarHeaderInput, TarItem, TarEntry } from '@cairn/core';
 
 /** The drivers this package registers on import, in priority order. */
-export const builtinDrivers = [vfsDriver] as const;
+export const builtinDrivers = [overlay2Driver, btrfsDriver, vfsDriver] as const;
 
 for (const factory of builtinDrivers) defaultRegistry.register(factory);

@@ -1,0 +1,31 @@
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+
+const run = promisify(execFile);
+const repo = join(import.meta.dirname ?? new URL('.', import.meta.url).pathname, '..', '..', '..');
+
+// The README promises `npm run demo` works; this runs the same example against the built
+// packages (CI builds before testing) and checks what it reports, on the real driver.
+test('the quickstart example stores a three-layer image, runs a container layer and reports its exact changes', async () => {
+  const root = await mkdtemp(join(tmpdir(), 'cairn-quickstart-'));
+  try {
+    const { stdout } = await run(process.execPath, [join(repo, 'examples/quickstart/run.mjs')], {
+      env: { ...process.env, CAIRN_ROOT: root, NODE_OPTIONS: '' },
+    });
+    expect(stdout).toMatch(/using the overlay2 driver/);
+    expect(stdout).toMatch(/\/etc: +app\.conf os-release\n/);          // /etc/motd deleted by a whiteout
+    expect(stdout).toMatch(/\/app\/cache: +fresh\.txt\n/);            // opaque dir hid stale.txt
+    const changes = stdout.split('changes made by the container:\n')[1]!.split('\n\n')[0]!.trim().split('\n').map((l) => l.trim().split(/ +/));
+    expect(changes).toEqual([
+      ['modify', '/app'], ['add', '/app/data.json'], ['modify', '/etc'], ['delete', '/etc/app.conf'], ['modify', '/etc/os-release'],
+    ]);
+    expect(stdout).toMatch(/overlay2 +chosen +on extfs/);
+    expect(readFileSync('/proc/self/mountinfo', 'utf8')).not.toContain(root);
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+});
