@@ -16,7 +16,8 @@ export interface CopyTreeOptions {
    * `auto` (default) clones file extents where the filesystem can (btrfs, xfs with
    * reflink=1) and copies bytes where it cannot, deciding on the first file and keeping
    * that answer for the rest of the copy; `always` fails with ERR_NOT_SUPPORTED when a
-   * clone is impossible; `never` always copies bytes.
+   * clone is impossible; `never` does not ask for a clone (the kernel's copy_file_range
+   * may still share extents on btrfs/xfs since Linux 5.19).
    */
   reflink?: ReflinkMode;
 }
