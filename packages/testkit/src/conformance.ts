@@ -215,6 +215,17 @@ export function driverConformanceSuite(name: string, factory: () => Promise<Driv
       await expectCode(d.put('l'), 'ERR_NOT_MOUNTED');
     }));
 
+    test('16 concurrent gets return one path; 16 concurrent puts release it so remove succeeds', () => withDriver(async (d) => {
+      await d.createReadWrite('l');
+      const paths = await Promise.all(Array.from({ length: 16 }, () => d.get('l')));
+      expect(new Set(paths).size).toBe(1);
+      await expectCode(d.remove('l'), 'ERR_LAYER_IN_USE');
+      await Promise.all(Array.from({ length: 16 }, () => d.put('l')));
+      await expectCode(d.put('l'), 'ERR_NOT_MOUNTED');
+      await d.remove('l');
+      expect(await d.exists('l')).toBe(false);
+    }));
+
     test('put without get is ERR_NOT_MOUNTED', () => withDriver(async (d) => {
       await d.create('l');
       await expectCode(d.put('l'), 'ERR_NOT_MOUNTED');
