@@ -28,9 +28,11 @@ export const F = {
   gnuRealSize: [483, 12],
 } as const satisfies Record<string, readonly [number, number]>;
 
+const OCTAL_MAX: number[] = Array.from({ length: 13 }, (_, w) => (w === 0 ? 0 : 8 ** (w - 1) - 1));
+
 /** The largest value an octal field of `width` bytes holds (one byte goes to the terminator). */
 export function octalMax(width: number): number {
-  return 8 ** (width - 1) - 1;
+  return OCTAL_MAX[width] ?? 8 ** (width - 1) - 1;
 }
 
 /**
@@ -79,8 +81,10 @@ export function readNumber(block: Uint8Array, off: number, width: number): numbe
 /** Writes `value` as zero-padded octal with a NUL terminator; base-256 when it does not fit. */
 export function writeNumber(block: Uint8Array, off: number, width: number, value: number): void {
   if (value >= 0 && value <= octalMax(width)) {
-    const digits = value.toString(8).padStart(width - 1, '0');
-    for (let i = 0; i < width - 1; i++) block[off + i] = digits.charCodeAt(i);
+    const digits = value.toString(8);
+    const lead = width - 1 - digits.length;
+    for (let i = 0; i < lead; i++) block[off + i] = 0x30;
+    for (let i = 0; i < digits.length; i++) block[off + lead + i] = digits.charCodeAt(i);
     block[off + width - 1] = 0;
     return;
   }
@@ -106,25 +110,28 @@ export function isZeroBlock(block: Uint8Array): boolean {
   return true;
 }
 
-/**
- * Header checksums: the unsigned byte sum with the checksum field read as spaces, and
- * the signed sum some historic tars (old Sun tar) wrote. A header is valid if its stored
- * value matches either.
- */
-export function checksums(block: Uint8Array): { unsigned: number; signed: number } {
-  let unsigned = 0;
-  let signed = 0;
+/** The standard header checksum: the unsigned byte sum, the checksum field read as spaces. */
+export function checksum(block: Uint8Array): number {
+  let sum = 8 * 0x20;
+  for (let i = 0; i < 148; i++) sum += block[i]!;
+  for (let i = 156; i < BLOCK; i++) sum += block[i]!;
+  return sum;
+}
+
+/** The signed-byte sum some historic tars (old Sun tar) wrote; accepted as well. */
+export function signedChecksum(block: Uint8Array): number {
+  let sum = 8 * 0x20;
   for (let i = 0; i < BLOCK; i++) {
-    const b = i >= 148 && i < 156 ? 0x20 : block[i]!;
-    unsigned += b;
-    signed += b > 127 ? b - 256 : b;
+    if (i >= 148 && i < 156) continue;
+    const b = block[i]!;
+    sum += b > 127 ? b - 256 : b;
   }
-  return { unsigned, signed };
+  return sum;
 }
 
 /** Fills in the checksum field of a header being written (six octal digits, NUL, space). */
 export function sealChecksum(block: Uint8Array): void {
-  const sum = checksums(block).unsigned;
+  const sum = checksum(block);
   const digits = sum.toString(8).padStart(6, '0');
   for (let i = 0; i < 6; i++) block[148 + i] = digits.charCodeAt(i);
   block[154] = 0;

@@ -11,7 +11,7 @@
 import { CairnError } from '../errors.js';
 import type { SparseMap, SparseSegment, TarEntry, TarEntryType } from './entry.js';
 import { parsePax, type PaxRecord } from './pax.js';
-import { BLOCK, F, checksums, isZeroBlock, parsePaxTime, readNumber, readString } from './tar-fields.js';
+import { BLOCK, F, checksum, isZeroBlock, parsePaxTime, readNumber, readString, signedChecksum } from './tar-fields.js';
 
 /** Receives the parse, synchronously. Throwing from a callback aborts the parse. */
 export interface TarHandler {
@@ -177,9 +177,8 @@ export class TarParser {
       throw this.invalid(`a zero block at byte ${at - BLOCK} is followed by more entries`);
     }
     const stored = readNumber(block, F.chksum[0], F.chksum[1]);
-    const sums = checksums(block);
     this.entryName = readString(block, F.name[0], F.name[1]);
-    if (stored === null || (stored !== sums.unsigned && stored !== sums.signed)) {
+    if (stored === null || (stored !== checksum(block) && stored !== signedChecksum(block))) {
       throw this.invalid(`header checksum mismatch at byte ${at}`);
     }
     const flag = block[F.typeflag[0]] === 0 ? '0' : String.fromCharCode(block[F.typeflag[0]]!);
