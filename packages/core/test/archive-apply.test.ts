@@ -178,6 +178,21 @@ describe('applyLayer', () => {
     await expect(applyLayer(dst, chunked(whole.subarray(0, 60_000), 8192))).rejects.toMatchObject({ code: 'ERR_INVALID_ARCHIVE' });
     expect(fs.readdirSync(dst)).toEqual(['done']);
   });
+  rootOnly('a full filesystem is ERR_NO_SPACE, and the half-written file is removed', async () => {
+    const small = path.join(work, 'small');
+    fs.mkdirSync(small);
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=256k', 'tmpfs', small]);
+    try {
+      const stream = packEntries([
+        { header: { name: 'fits', type: 'file', mode: 0o644, size: 10 }, body: Buffer.alloc(10) },
+        { header: { name: 'too-big', type: 'file', mode: 0o644, size: 1 << 20 }, body: Buffer.alloc(1 << 20) },
+      ]);
+      await expect(applyLayer(small, stream)).rejects.toMatchObject({ code: 'ERR_NO_SPACE', name: 'CairnError' });
+      expect(fs.readdirSync(small)).toEqual(['fits']);
+    } finally {
+      execFileSync('umount', [small]);
+    }
+  });
 });
 
 describe('whiteouts', () => {

@@ -208,6 +208,17 @@ describe('readTar on archives from tar-stream and by hand', () => {
     expect(names).toEqual(['f1', 'f2']);
     expect(source.readableEnded).toBe(true);
   });
+  test('breaking out of the iteration releases (destroys) the input stream', async () => {
+    const tar = Buffer.concat([
+      encodeHeader({ name: 'a', type: 'dir', mode: 0o755 }), encodeHeader({ name: 'b', type: 'dir', mode: 0o755 }), tarTrailer(),
+    ]);
+    const source = chunked(tar, 512);
+    for await (const { header } of readTar(source)) {
+      expect(header.name).toBe('a/');
+      break;
+    }
+    expect(source.destroyed).toBe(true);
+  });
 });
 
 describe('TarWriter round trips', () => {
