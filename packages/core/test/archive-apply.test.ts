@@ -278,6 +278,21 @@ describe('whiteouts', () => {
     expect(tar.equals(await streamToBuffer(exportChanges(src, [...changes].reverse())))).toBe(true);
   });
 
+  rootOnly("exportChanges with whiteouts: 'overlay' turns 0/0 char devices and opaque dirs into OCI whiteouts", async () => {
+    const upper = path.join(work, 'upper');
+    fs.mkdirSync(path.join(upper, 'o'), { recursive: true });
+    mknodSync(path.join(upper, 'gone'), fs.constants.S_IFCHR, 0, 0);
+    mknodSync(path.join(upper, 'null'), fs.constants.S_IFCHR | 0o666, 1, 3);
+    lsetxattrSync(path.join(upper, 'o'), 'trusted.overlay.opaque', Buffer.from('y'));
+    const changes: Change[] = ['/gone', '/null', '/o'].map((p) => ({ path: p, kind: 'add' }));
+    const overlay = await readAll(exportChanges(upper, changes, { whiteouts: 'overlay' }));
+    expect(overlay.map((e) => [e.header.name, e.header.type])).toEqual([
+      ['.wh.gone', 'file'], ['null', 'char'], ['o/', 'dir'], ['o/.wh..wh..opq', 'file'],
+    ]);
+    const plain = await readAll(exportChanges(upper, changes));
+    expect(plain.map((e) => [e.header.name, e.header.type])).toEqual([['gone', 'char'], ['null', 'char'], ['o/', 'dir']]);
+  });
+
   rootOnly('exportOverlayUpper packs a kernel-made upper dir; applying it in delete mode reproduces the merged view', async () => {
     const lower = path.join(work, 'lower');
     const upper = path.join(work, 'upper');
