@@ -70,7 +70,7 @@ function umask(): number {
  */
 export async function applyLayer(dir: string, tar: Readable | AsyncIterable<Uint8Array>, opts: ApplyOptions = {}): Promise<number> {
   const root = path.resolve(dir);
-  if (!fs.statSync(root).isDirectory()) {
+  if (!fs.statSync(root, { throwIfNoEntry: false })?.isDirectory()) {
     throw new CairnError('ERR_LAYER_NOT_FOUND', `Cannot apply a layer into ${root}: it is not a directory.`, { subject: root });
   }
   const writer = new LayerWriter(root, opts);
