@@ -1,0 +1,70 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { delimiter, join } from 'node:path';
+import { release } from 'node:os';
+import { detectBackingFs, isCairnError } from '@cairn/core';
+import type { DriverContext, ProbeResult } from '@cairn/core';
+import { parseOptions } from './options.js';
+
+export const NAME = 'devicemapper';
+export const PRIORITY = 4;
+
+function onPath(cmd: string): boolean {
+  return (process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin').split(delimiter)
+    .some((d) => d !== '' && existsSync(join(d, cmd)));
+}
+
+/** Whether the running kernel has `module` built in or installed as a loadable module. */
+function kernelHasModule(module: string): boolean {
+  if (existsSync(`/sys/module/${module.replace(/-/g, '_')}`)) return true;
+  const dir = `/lib/modules/${release()}`;
+  for (const file of ['modules.builtin', 'modules.dep']) {
+    try {
+      const text = readFileSync(join(dir, file), 'utf8');
+      if (new RegExp(`/${module.replace(/[-_]/g, '[-_]')}\\.ko`).test(text)) return true;
+    } catch { /* no such list: the kernel has no module tree here */ }
+  }
+  return false;
+}
+
+/** Why the kernel cannot run thin pools, or null when it can. */
+export function kernelMissing(): string | null {
+  const dm = existsSync('/dev/mapper/control') || existsSync('/sys/class/misc/device-mapper') || kernelHasModule('dm-mod');
+  if (!dm) {
+    return `the running kernel (${release()}) has no device-mapper: no /dev/mapper/control and no dm-mod module. ` +
+      'Use a kernel built with CONFIG_BLK_DEV_DM and CONFIG_DM_THIN_PROVISIONING (scripts/run-in-vm.sh runs one under qemu)';
+  }
+  if (!kernelHasModule('dm-thin-pool')) {
+    return `the running kernel (${release()}) has device-mapper but no thin-pool target (dm-thin-pool); build it with CONFIG_DM_THIN_PROVISIONING`;
+  }
+  return null;
+}
+
+/** Says whether devicemapper can run here; touches nothing (no module loads, no devices). */
+export async function probeDevicemapper(ctx: DriverContext): Promise<ProbeResult> {
+  const base: ProbeResult = { name: NAME, priority: PRIORITY, usable: false };
+  try {
+    base.backingFs = (await detectBackingFs(ctx.root)).name;
+  } catch { /* leave unknown */ }
+  let opts;
+  try {
+    opts = parseOptions(ctx.options);
+  } catch (err) {
+    return { ...base, code: isCairnError(err) ? err.code : 'ERR_INVALID_OPTION', reason: (err as Error).message };
+  }
+  const kernel = kernelMissing();
+  if (kernel) return { ...base, code: 'ERR_NOT_SUPPORTED', reason: kernel };
+  if (process.getuid?.() !== 0) {
+    return { ...base, code: 'ERR_PREREQUISITES', reason: 'devicemapper needs root (it creates device-mapper devices and mounts them)' };
+  }
+  const tools: Array<[string, string]> = [['dmsetup', 'lvm2'], [opts.fs === 'xfs' ? 'mkfs.xfs' : 'mkfs.ext4', opts.fs === 'xfs' ? 'xfsprogs' : 'e2fsprogs']];
+  if (!opts.thinPoolDev && !opts.directLvmDevice) tools.push(['losetup', 'util-linux']);
+  if (opts.directLvmDevice) tools.push(['lvcreate', 'lvm2'], ['blkid', 'util-linux']);
+  const missing = tools.filter(([cmd]) => !onPath(cmd));
+  if (missing.length > 0) {
+    return {
+      ...base, code: 'ERR_PREREQUISITES',
+      reason: `missing ${missing.map(([c]) => c).join(', ')}; install ${[...new Set(missing.map(([, p]) => p))].join(' ')}`,
+    };
+  }
+  return { ...base, usable: true };
+}
