@@ -1,0 +1,67 @@
+import { createGunzip } from 'node:zlib';
+import { Readable } from 'node:stream';
+import { Decompress } from 'fzstd';
+import { CairnError } from '@cairn/core';
+
+export type Compression = 'none' | 'gzip' | 'zstd';
+
+/** Names the compression of a blob from its first bytes (gzip 1f 8b, zstd 28 b5 2f fd). */
+export function detectCompression(head: Uint8Array): Compression {
+  if (head.length >= 2 && head[0] === 0x1f && head[1] === 0x8b) return 'gzip';
+  if (head.length >= 4 && head[0] === 0x28 && head[1] === 0xb5 && head[2] === 0x2f && head[3] === 0xfd) return 'zstd';
+  return 'none';
+}
+
+/**
+ * The uncompressed bytes of a layer blob, whatever its compression (sniffed, not taken
+ * from the media type: docker save's layer.tar and mislabelled blobs exist). gzip runs
+ * in zlib's thread pool, so it overlaps the JS-side hashing and applying; zstd goes
+ * through fzstd (pure JS, streaming) since Node 20's zlib has no zstd.
+ */
+export async function* decompressed(input: AsyncIterable<Uint8Array>): AsyncGenerator<Buffer> {
+  const it = input[Symbol.asyncIterator]();
+  let first = await it.next();
+  while (!first.done && first.value.length === 0) first = await it.next();
+  if (first.done) return;
+  const rest: AsyncIterable<Uint8Array> = {
+    [Symbol.asyncIterator]: () => ({
+      next: () => it.next(),
+      return: async () => { await it.return?.(); return { done: true, value: undefined }; },
+    }),
+  };
+  const head = Buffer.from(first.value.buffer, first.value.byteOffset, first.value.byteLength);
+  const kind = detectCompression(head);
+  async function* all(): AsyncGenerator<Buffer> {
+    yield head;
+    for await (const c of rest) yield Buffer.from(c.buffer, c.byteOffset, c.byteLength);
+  }
+  if (kind === 'none') {
+    yield* all();
+  } else if (kind === 'gzip') {
+    const gunzip = createGunzip();
+    const src = Readable.from(all());
+    src.on('error', (e) => gunzip.destroy(e));
+    src.pipe(gunzip);
+    try {
+      for await (const c of gunzip) yield c as Buffer;
+    } catch (err) {
+      throw new CairnError('ERR_INVALID_ARCHIVE', `a gzip layer blob is corrupt or truncated: ${(err as Error).message}`, { cause: err });
+    } finally {
+      src.destroy();
+    }
+  } else {
+    let out: Buffer[] = [];
+    const z = new Decompress((chunk) => { out.push(Buffer.from(chunk)); /* a copy: fzstd may reuse its window buffer */ });
+    try {
+      for await (const c of all()) {
+        z.push(c);
+        if (out.length) { const ready = out; out = []; yield* ready; }
+      }
+      z.push(new Uint8Array(0), true);
+    } catch (err) {
+      if (err instanceof CairnError) throw err;
+      throw new CairnError('ERR_INVALID_ARCHIVE', `a zstd layer blob is corrupt or truncated: ${(err as Error).message}`, { cause: err });
+    }
+    yield* out;
+  }
+}

@@ -1,0 +1,73 @@
+// exportImage: a `docker save` tarball. manifest.json (what every `docker load` reads)
+// plus an OCI layout (oci-layout, index.json, blobs/sha256/…) over the same blobs, as
+// docker ≥ 25 writes it, so the result loads into docker, podman and containerd alike.
+// Layer blobs are the uncompressed tars, rebuilt byte for byte, named by their diff id.
+import { Readable } from 'node:stream';
+import { encodeHeader, tarTrailer } from '@cairn/core';
+import { hexOf, sha256Of } from './digest.js';
+import type { LayerStore } from './store.js';
+
+const LAYER_TYPE = 'application/vnd.oci.image.layer.v1.tar';
+const CONFIG_TYPE = 'application/vnd.oci.image.config.v1+json';
+const MANIFEST_TYPE = 'application/vnd.oci.image.manifest.v1+json';
+
+function pad(size: number): Buffer {
+  return Buffer.alloc((512 - (size % 512)) % 512);
+}
+
+function* file(name: string, data: Buffer): Generator<Buffer> {
+  yield encodeHeader({ name, type: 'file', mode: 0o644, size: data.length });
+  yield data;
+  yield pad(data.length);
+}
+
+/** Streams a docker-save tarball of the given images (by tag, id or id prefix). */
+export function exportImage(store: LayerStore, refs: readonly string[]): Readable {
+  return Readable.from((async function* () {
+    const written = new Set<string>();
+    const manifest: Array<{ Config: string; RepoTags: string[]; Layers: string[] }> = [];
+    const index: Array<Record<string, unknown>> = [];
+    yield* file('oci-layout', Buffer.from('{"imageLayoutVersion":"1.0.0"}'));
+    for (const ref of refs) {
+      const img = store.image(ref);
+      const explicit = img.tags.includes(ref) || img.tags.includes(`${ref}:latest`);
+      const tags = explicit ? [img.tags.find((t) => t === ref || t === `${ref}:latest`)!] : img.tags;
+      const config = await store.imageConfig(img.id);
+      const layerPaths: string[] = [];
+      const descs: Array<Record<string, unknown>> = [];
+      for (const chain of img.layers) {
+        const l = store.layer(chain);
+        const path = `blobs/sha256/${hexOf(l.diffId)}`;
+        layerPaths.push(path);
+        descs.push({ mediaType: LAYER_TYPE, digest: l.diffId, size: l.tarSize });
+        if (written.has(path)) continue;
+        written.add(path);
+        yield encodeHeader({ name: path, type: 'file', mode: 0o644, size: l.tarSize });
+        let n = 0;
+        for await (const c of store.exportLayer(chain)) { n += (c as Buffer).length; yield c as Buffer; }
+        if (n !== l.tarSize) throw new Error(`layer ${chain} rebuilt to ${n} bytes, expected ${l.tarSize}`);
+        yield pad(n);
+      }
+      const configPath = `blobs/sha256/${hexOf(img.id)}`;
+      if (!written.has(configPath)) { written.add(configPath); yield* file(configPath, config); }
+      const ociManifest = Buffer.from(JSON.stringify({
+        schemaVersion: 2, mediaType: MANIFEST_TYPE,
+        config: { mediaType: CONFIG_TYPE, digest: img.id, size: config.length }, layers: descs,
+      }));
+      const mDigest = sha256Of(ociManifest);
+      const mPath = `blobs/sha256/${hexOf(mDigest)}`;
+      if (!written.has(mPath)) { written.add(mPath); yield* file(mPath, ociManifest); }
+      manifest.push({ Config: configPath, RepoTags: tags, Layers: layerPaths });
+      const refNames = tags.length ? tags : [undefined];
+      for (const t of refNames) {
+        index.push({
+          mediaType: MANIFEST_TYPE, digest: mDigest, size: ociManifest.length,
+          ...(t ? { annotations: { 'io.containerd.image.name': t, 'org.opencontainers.image.ref.name': t.slice(t.lastIndexOf(':') + 1) } } : {}),
+        });
+      }
+    }
+    yield* file('index.json', Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests: index })));
+    yield* file('manifest.json', Buffer.from(JSON.stringify(manifest)));
+    yield tarTrailer();
+  })());
+}
