@@ -215,6 +215,7 @@ export class LayerStore {
     }
 
     const image: ImageInfo = { id: desc.id, tags: [], diffIds: desc.diffIds, layers: chains };
+    await mkdir(this.layout.images, { recursive: true });
     await writeFileAtomic(this.layout.image(desc.id), desc.config);
     this.imageMap.set(desc.id, this.imageMap.get(desc.id) ?? image);
     const tags = [...desc.tags, ...(opts.tag ? [normalizeTag(opts.tag)] : [])];

@@ -1,0 +1,142 @@
+import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { openDriver, defaultRegistry, isValidId, readTar, type StorageDriver } from '@cairn/core';
+import { vfsDriver } from '@cairn/vfs';
+import { overlay2Driver } from '@cairn/overlay2';
+import { LayerStore, chainIds, exportImage } from '@cairn/image';
+import { configFor, sampleLayers, sha, tarDir, writeDockerSave, writeOciLayout, type Compress } from './fixture.js';
+
+for (const f of [vfsDriver, overlay2Driver]) defaultRegistry.register(f);
+
+async function collect(r: AsyncIterable<unknown>): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for await (const c of r) parts.push(c as Buffer);
+  return Buffer.concat(parts);
+}
+
+async function readTree(root: string): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  const walk = async (d: string, rel: string) => {
+    for (const e of await readdir(d, { withFileTypes: true })) {
+      const p = `${rel}/${e.name}`;
+      if (e.isDirectory()) { out[p] = 'dir'; await walk(join(d, e.name), p); }
+      else if (e.isSymbolicLink()) out[p] = 'link';
+      else out[p] = (await readFile(join(d, e.name))).length + ':' + sha(await readFile(join(d, e.name))).slice(7, 19);
+    }
+  };
+  await walk(root, '');
+  return out;
+}
+
+describe.each(['vfs', 'overlay2'])('layer store on %s', (driverName) => {
+  let root: string;
+  let work: string;
+  let driver: StorageDriver;
+  let store: LayerStore;
+
+  beforeEach(async () => {
+    root = await mkdtemp(join(tmpdir(), 'cairn-image-'));
+    work = await mkdtemp(join(tmpdir(), 'cairn-image-src-'));
+    driver = await openDriver({ root, driver: driverName });
+    store = await LayerStore.open(driver);
+  });
+  afterEach(async () => {
+    await driver.cleanup();
+    await rm(root, { recursive: true, force: true });
+    await rm(work, { recursive: true, force: true });
+  });
+
+  test.each<[string, Compress]>([['docker-save tarball', 'none'], ['gzip OCI archive', 'gzip'], ['zstd OCI layout dir', 'zstd']])(
+    'imports a %s, builds the merged tree and exports every layer byte for byte', async (kind, how) => {
+      const layers = await sampleLayers();
+      const dir = join(work, 'img');
+      let src = dir;
+      if (kind.startsWith('docker')) { await writeDockerSave(dir, layers, 'demo:1', how); src = join(work, 'img.tar'); tarDir(dir, src); }
+      else if (kind.includes('archive')) { await writeOciLayout(dir, layers, 'demo:1', how); src = join(work, 'img.tar'); tarDir(dir, src); }
+      else await writeOciLayout(dir, layers, 'demo:1', how);
+      const events: number[] = [];
+      const [img] = await store.importImage(src, { onProgress: (p) => events.push(p.layersDone) });
+      expect(img!.tags).toEqual(['demo:1']);
+      expect(img!.layers).toEqual(chainIds(layers.map(sha)));
+      expect(events[events.length - 1]).toBe(3);
+      const c = await store.createContainer('demo:1', 'c1');
+      const rootfs = await driver.get(c.mountId);
+      try {
+        const tree = await readTree(rootfs);
+        expect(Object.keys(tree).sort()).toEqual(['/app', '/app/data.json', '/bin', '/bin/big', '/etc', '/etc/app.conf', '/etc/link', '/etc/os-release']);
+      } finally { await driver.put(c.mountId); }
+      for (const [i, chain] of img!.layers.entries()) {
+        const out = await collect(store.exportLayer(chain));
+        expect(sha(out)).toBe(sha(layers[i]!));
+      }
+    });
+
+  test('a second import of the same layers is free and a shared base is stored once', async () => {
+    const layers = await sampleLayers();
+    await writeDockerSave(join(work, 'a'), layers, 'a:1');
+    await writeDockerSave(join(work, 'b'), layers.slice(0, 2), 'b:1', 'none', configFor(layers.slice(0, 2), { created: 'b' }));
+    await store.importImage(join(work, 'a'));
+    const bytes: number[] = [];
+    await store.importImage(join(work, 'a'), { tag: 'a:again', onProgress: (p) => bytes.push(p.bytesTotal) });
+    expect(bytes.every((b) => b === 0)).toBe(true);
+    await store.importImage(join(work, 'b'));
+    expect(store.layers()).toHaveLength(3);
+    expect(store.images()).toHaveLength(2);
+    expect(store.image('a:again').tags).toEqual(['a:1', 'a:again']);
+    expect(store.refcount(store.image('b:1').layers[1]!)).toBe(2); // child layer of a + image b
+  });
+
+  test('a layer whose content does not match its diff id fails the import and leaves nothing behind', async () => {
+    const layers = await sampleLayers();
+    const config = configFor([layers[0]!, layers[1]!, layers[0]!]); // claims the wrong third layer
+    await writeDockerSave(join(work, 'bad'), layers, 'bad:1', 'gzip', config);
+    await expect(store.importImage(join(work, 'bad'))).rejects.toMatchObject({ code: 'ERR_INVALID_ARCHIVE', message: expect.stringMatching(/diff id/) });
+    expect(store.layers()).toHaveLength(0);
+    expect(store.images()).toHaveLength(0);
+    const home = await readdir(driver.home).catch(() => []);
+    const reopened = await LayerStore.open(driver);
+    expect(reopened.layers()).toHaveLength(0);
+    // No driver layer survives: the only entries left in the home are the driver's own bookkeeping.
+    for (const name of home.filter((n) => isValidId(n) && n !== 'l')) expect(await driver.exists(name)).toBe(false);
+  });
+
+  test('releasing the last reference removes the layers, and a container pins its image', async () => {
+    const layers = await sampleLayers();
+    await writeDockerSave(join(work, 'a'), layers, 'a:1');
+    const [img] = await store.importImage(join(work, 'a'));
+    await store.createContainer('a:1', 'web');
+    const cacheIds = img!.layers.map((l) => store.layer(l).cacheId);
+    for (const id of cacheIds) expect(await driver.exists(id)).toBe(true);
+    await expect(store.removeImage('a:1')).rejects.toMatchObject({ code: 'ERR_LAYER_IN_USE' });
+    await store.removeContainer('web');
+    const r = await store.removeImage('a:1');
+    expect(r.layersRemoved).toEqual([...img!.layers].reverse());
+    for (const id of cacheIds) expect(await driver.exists(id)).toBe(false);
+    const reopened = await LayerStore.open(driver);
+    expect(reopened.layers()).toHaveLength(0);
+    expect(reopened.images()).toHaveLength(0);
+  });
+
+  test('exportImage writes a docker-save tarball that imports again to the same image id and layers', async () => {
+    const layers = await sampleLayers();
+    await writeDockerSave(join(work, 'a'), layers, 'a:1');
+    const [img] = await store.importImage(join(work, 'a'));
+    const out = join(work, 'out.tar');
+    await writeFile(out, await collect(exportImage(store, ['a:1'])));
+    const names: string[] = [];
+    for await (const item of readTar((await import('node:fs')).createReadStream(out))) names.push(item.header.name);
+    expect(names).toEqual(expect.arrayContaining(['manifest.json', 'index.json', 'oci-layout', ...layers.map((l) => `blobs/sha256/${sha(l).slice(7)}`)]));
+    const root2 = await mkdtemp(join(tmpdir(), 'cairn-image-2-'));
+    const d2 = await openDriver({ root: root2, driver: 'vfs' });
+    try {
+      const s2 = await LayerStore.open(d2);
+      const [again] = await s2.importImage(out);
+      expect(again!.id).toBe(img!.id);
+      expect(again!.tags).toEqual(['a:1']);
+    } finally {
+      await d2.cleanup();
+      await rm(root2, { recursive: true, force: true });
+    }
+  });
+});
