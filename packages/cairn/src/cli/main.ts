@@ -1,0 +1,182 @@
+#!/usr/bin/env node
+// The `cairn` command: one subcommand per verb of the layer store and the driver.
+// Every command opens the driver, does one thing, and releases it (except `mount`,
+// which must leave its mount in place for `umount` in a later process to find).
+import { pipeline } from 'node:stream/promises';
+import { resolve } from 'node:path';
+import { Command, CommanderError, Option } from 'commander';
+import { CairnError, openDriver, probe, type StorageDriver } from '../index.js';
+import { LayerStore, exportImage } from '@cairn/image';
+import { exitCodeOf } from './exit-codes.js';
+import { importReporter } from './progress.js';
+
+interface Globals { root: string; driver?: string; storageOpt: string[]; json?: boolean }
+
+const program = new Command('cairn')
+  .description('Container image layers on Docker-grade storage drivers (overlay2, btrfs, vfs, …)')
+  .addOption(new Option('--root <dir>', 'storage root').default('/var/lib/cairn').env('CAIRN_ROOT'))
+  .option('--driver <name>', 'storage driver (default: auto-select as moby does)')
+  .option('--storage-opt <key=value>', 'driver option, e.g. overlay2.size=10G (repeatable)', (v: string, prev: string[]) => [...prev, v], [] as string[])
+  .option('--json', 'machine-readable output')
+  .exitOverride()
+  .showHelpAfterError();
+
+const globals = (): Globals => program.opts<Globals>();
+
+function options(): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const kv of globals().storageOpt) {
+    const eq = kv.indexOf('=');
+    if (eq <= 0) throw new CairnError('ERR_INVALID_OPTION', `--storage-opt ${kv}: expected key=value, e.g. overlay2.size=10G`, { subject: kv });
+    out[kv.slice(0, eq)] = kv.slice(eq + 1);
+  }
+  return out;
+}
+
+async function withStore<T>(fn: (store: LayerStore, driver: StorageDriver) => Promise<T>, keepMounts = false): Promise<T> {
+  const g = globals();
+  const driver = await openDriver({ root: resolve(g.root), options: options(), ...(g.driver ? { driver: g.driver } : {}) });
+  try {
+    return await fn(await LayerStore.open(driver), driver);
+  } finally {
+    if (!keepMounts) await driver.cleanup();
+  }
+}
+
+function print(rows: Array<Record<string, unknown>>, columns: string[]): void {
+  if (globals().json) { process.stdout.write(JSON.stringify(rows, null, 2) + '\n'); return; }
+  const cells = [columns.map((c) => c.toUpperCase()), ...rows.map((r) => columns.map((c) => String(r[c] ?? '')))];
+  const widths = columns.map((_, i) => Math.max(...cells.map((r) => r[i]!.length)));
+  for (const r of cells) process.stdout.write(r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ') + '\n');
+}
+
+const short = (d: string | null | undefined) => (d ? d.slice(7, 19) : '');
+
+function probeCommand(name: string, description: string, withFixes: boolean) {
+  program.command(name).description(description).action(async () => {
+    const results = await probe({ root: resolve(globals().root), options: options() });
+    print(results.map((r) => ({
+      driver: r.name, status: r.chosen ? 'chosen' : r.usable ? 'usable' : 'unusable', backingFs: r.backingFs ?? '',
+      ...(withFixes || globals().json ? { reason: r.reason ?? '' } : {}), ...(globals().json ? { code: r.code, prior: r.prior } : {}),
+    })), withFixes ? ['driver', 'status', 'backingFs', 'reason'] : ['driver', 'status', 'backingFs']);
+  });
+}
+probeCommand('probe', 'which driver would be used here', false);
+probeCommand('doctor', 'which driver would be used, and why every other was rejected (with what to fix)', true);
+
+program.command('info').description('status of the driver in use').action(() => withStore(async (store, driver) => {
+  const status = await driver.status();
+  const rows = [['Storage Driver', driver.name], ['Home', driver.home], ...status,
+    ['Images', String(store.images().length)], ['Layers', String(store.layers().length)], ['Containers', String(store.containers().length)]];
+  if (globals().json) process.stdout.write(JSON.stringify(Object.fromEntries(rows), null, 2) + '\n');
+  else for (const [k, v] of rows) process.stdout.write(`${k}: ${v}\n`);
+}));
+
+program.command('import').argument('<path>', 'docker save tarball, OCI archive or OCI layout directory')
+  .option('--tag <name:tag>', 'also tag the imported image').option('--sequential', 'apply layers one at a time even on overlay2')
+  .description('import an image (layers plain, gzip or zstd; diff ids verified)')
+  .action((path: string, o: { tag?: string; sequential?: boolean }) => withStore(async (store) => {
+    const rep = importReporter();
+    try {
+      const imgs = await store.importImage(resolve(path), { onProgress: rep.onProgress, ...(o.tag ? { tag: o.tag } : {}), ...(o.sequential ? { parallel: false } : {}) });
+      rep.stop();
+      print(imgs.map((i) => ({ id: i.id, tags: i.tags.join(','), layers: i.layers.length })), ['id', 'tags', 'layers']);
+    } finally { rep.stop(); }
+  }));
+
+program.command('images').description('list images').action(() => withStore(async (store) => {
+  print(store.images().map((i) => ({
+    id: globals().json ? i.id : short(i.id), tags: globals().json ? i.tags : i.tags.join(',') || '<none>', layers: i.layers.length,
+    size: i.layers.reduce((a, l) => a + store.layer(l).size, 0),
+  })), ['id', 'tags', 'layers', 'size']);
+}));
+
+program.command('layers').description('list layers by chain id').action(() => withStore(async (store) => {
+  const j = globals().json;
+  print(store.layers().map((l) => ({
+    chainId: j ? l.chainId : short(l.chainId), diffId: j ? l.diffId : short(l.diffId), parent: j ? l.parent : short(l.parent),
+    size: l.size, refcount: store.refcount(l.chainId), ...(j ? { cacheId: l.cacheId, tarSize: l.tarSize, exact: l.exact } : {}),
+  })), ['chainId', 'diffId', 'parent', 'size', 'refcount']);
+}));
+
+program.command('create').argument('<image>').argument('<name>').description('create a container layer on top of an image')
+  .action((image: string, name: string) => withStore(async (store) => {
+    const c = await store.createContainer(image, name);
+    process.stdout.write(globals().json ? JSON.stringify(c) + '\n' : `${c.name}\n`);
+  }));
+
+program.command('mount').argument('<name>').description('mount a container layer and print its root path (stays mounted until `cairn umount`)')
+  .action((name: string) => withStore(async (store, driver) => {
+    process.stdout.write(`${await driver.get(store.container(name).mountId)}\n`);
+  }, true));
+
+program.command('umount').argument('<name>').description('unmount a container layer')
+  .action((name: string) => withStore(async (store, driver) => { await driver.put(store.container(name).mountId); }, true));
+
+const parentCache = (store: LayerStore, name: string) => {
+  const c = store.container(name);
+  return { c, parent: c.parent ? store.layer(c.parent).cacheId : null };
+};
+
+program.command('changes').argument('<name>').description('paths a container changed (A/C/D)').action((name: string) => withStore(async (store, driver) => {
+  const { c, parent } = parentCache(store, name);
+  const changes = await driver.changes(c.mountId, parent);
+  if (globals().json) process.stdout.write(JSON.stringify(changes, null, 2) + '\n');
+  else for (const ch of changes) process.stdout.write(`${{ add: 'A', modify: 'C', delete: 'D' }[ch.kind]} ${ch.path}\n`);
+}));
+
+program.command('diff').argument('<name>').description("write a container's changes as an OCI layer tar to stdout")
+  .action((name: string) => withStore(async (store, driver) => {
+    const { c, parent } = parentCache(store, name);
+    await pipeline(await driver.diff(c.mountId, parent), process.stdout);
+  }));
+
+program.command('export').argument('<images...>').description('write a docker save tarball of images to stdout')
+  .action((images: string[]) => withStore(async (store) => { await pipeline(exportImage(store, images), process.stdout); }));
+
+program.command('rm').argument('<names...>').description('remove container layers').action((names: string[]) => withStore(async (store) => {
+  for (const n of names) { await store.removeContainer(n); process.stdout.write(`${n}\n`); }
+}));
+
+program.command('rmi').argument('<images...>').description('untag/remove images; layers go with their last user').action((refs: string[]) => withStore(async (store) => {
+  const out = [];
+  for (const r of refs) out.push(await store.removeImage(r));
+  if (globals().json) { process.stdout.write(JSON.stringify(out, null, 2) + '\n'); return; }
+  for (const r of out) {
+    for (const t of r.untagged) process.stdout.write(`Untagged: ${t}\n`);
+    if (r.deleted) process.stdout.write(`Deleted: ${r.deleted}\n`);
+    for (const l of r.layersRemoved) process.stdout.write(`Deleted layer: ${l}\n`);
+  }
+}));
+
+program.command('du').description('disk use of layers, images and containers').action(() => withStore(async (store, driver) => {
+  const layers = store.layers();
+  const rows: Array<Record<string, unknown>> = [
+    { kind: 'layers', count: layers.length, bytes: layers.reduce((a, l) => a + l.size, 0) },
+    { kind: 'images', count: store.images().length, bytes: store.images().reduce((a, i) => a + i.layers.reduce((b, l) => b + store.layer(l).size, 0), 0) },
+  ];
+  let cbytes = 0;
+  for (const c of store.containers()) cbytes += await driver.diffSize(c.mountId, c.parent ? store.layer(c.parent).cacheId : null);
+  rows.push({ kind: 'containers', count: store.containers().length, bytes: cbytes });
+  print(rows, ['kind', 'count', 'bytes']);
+}));
+
+program.command('gc').description('remove untagged unused images and what interrupted operations left').action(() => withStore(async (store) => {
+  const r = await store.gc();
+  if (globals().json) process.stdout.write(JSON.stringify(r, null, 2) + '\n');
+  else process.stdout.write(`removed ${r.imagesRemoved.length} images, ${r.layersRemoved.length} layers, ${r.orphansRemoved.length} orphaned driver layers\n`);
+}));
+
+for (const cmd of program.commands) cmd.exitOverride().showHelpAfterError();
+
+try {
+  await program.parseAsync(process.argv);
+} catch (err) {
+  if (err instanceof CommanderError) {
+    process.exitCode = err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.exitCode === 0 ? 0 : 2;
+  } else {
+    const code = (err as { code?: string }).code;
+    process.stderr.write(`cairn: ${code && code.startsWith('ERR_') ? `${code}: ` : ''}${(err as Error).message ?? String(err)}\n`);
+    process.exitCode = exitCodeOf(err);
+  }
+}
