@@ -175,3 +175,4 @@ export function makedev(major: number, minor: number): number {
   return native.makedev(major, minor);
 }
 export * from './btrfs.js';
+export * from './quota.js';
