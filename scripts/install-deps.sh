@@ -15,6 +15,9 @@ packages=(btrfs-progs xfsprogs e2fsprogs util-linux attr tar zfs-fuse)
 # devicemapper: the test VM (qemu, busybox initramfs, kmod) and the dm/lvm tools run in it;
 # the kernel cache itself is built by scripts/vm/prepare.sh
 packages+=(qemu-system-x86 busybox-static kmod lvm2 thin-provisioning-tools xz-utils)
+# overlay2 Docker compatibility: a private Debian dockerd 20.10 (with containerd, runc) builds a
+# reference image; busybox-static is its offline base image
+packages+=(docker.io busybox-static)
 
 missing=()
 for p in "${packages[@]}"; do

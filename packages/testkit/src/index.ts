@@ -2,3 +2,4 @@ export * from './backends.js';
 export * from './loopfs.js';
 export * from './tree.js';
 export * from './conformance.js';
+export * from './dockerd.js';
