@@ -14,3 +14,4 @@ export * from './lock.js';
 export * from './registry.js';
 export * from './units.js';
 export * from './xfsquota.js';
+export * from './migrate.js';
