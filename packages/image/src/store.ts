@@ -1,11 +1,13 @@
 import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, rm, unlink, writeFile } from 'node:fs/promises';
+import { pipeline } from 'node:stream/promises';
 import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
 import pLimit from 'p-limit';
 import { CairnError, KeyedMutex, assertValidId, fsyncDir, type StorageDriver } from '@cairn/core';
 import { readSmall, writeFileAtomic } from './atomic.js';
-import { chainIds, hexOf, isDigest } from './digest.js';
+import { chainIdOf, chainIds, hexOf, isDigest, sha256Of } from './digest.js';
 import { decompressed } from './decompress.js';
 import { describeSource, normalizeTag, type ImageDescription } from './describe.js';
 import { StoreLayout } from './layout.js';
@@ -323,6 +325,66 @@ export class LayerStore {
       const c: ContainerInfo = { name, mountId, parent, image: img.id };
       this.containerMap.set(name, c);
       return c;
+    });
+  }
+
+  /**
+   * Commits a container's changes as a new image on top of its image, as `docker commit`
+   * does: the container's diff becomes a layer (shared if an identical one exists), the
+   * image config gains its diff id and a history entry. The container is left as it is.
+   */
+  async commitContainer(name: string, opts: { tag?: string; comment?: string } = {}): Promise<ImageInfo> {
+    return this.mutex.run('store', async () => {
+      const c = this.container(name);
+      const base = this.image(c.image);
+      const parentCache = c.parent ? this.layer(c.parent).cacheId : null;
+
+      // The diff id must be known before the layer is applied (applyLayer verifies it), so
+      // the changeset is spooled to a file once, hashed on the way.
+      await mkdir(this.layout.tmp, { recursive: true });
+      const spool = join(this.layout.tmp, `commit-${randomBytes(6).toString('hex')}.tar`);
+      try {
+        const hash = createHash('sha256');
+        const diff = await this.driver.diff(c.mountId, parentCache);
+        await pipeline(diff, async function* (source: AsyncIterable<Buffer>) {
+          for await (const chunk of source) { hash.update(chunk); yield chunk; }
+        }, createWriteStream(spool));
+        const diffId = `sha256:${hash.digest('hex')}`;
+        const chainId = chainIdOf(c.parent, diffId);
+
+        if (!this.layerMap.has(chainId)) {
+          const cacheId = randomBytes(32).toString('hex');
+          await writeFileAtomic(this.layout.intent(cacheId), cacheId);
+          try {
+            await this.driver.create(cacheId, parentCache);
+            const applied = await this.applyLayer(cacheId, parentCache, diffId, createReadStream(spool), () => undefined);
+            await this.commitLayer({ chainId, diffId, parent: c.parent, cacheId, ...applied });
+          } catch (err) {
+            await this.driver.remove(cacheId).catch(() => undefined);
+            await unlink(this.layout.intent(cacheId)).catch(() => undefined);
+            throw err;
+          }
+        }
+
+        const config = JSON.parse((await readFile(this.layout.image(base.id))).toString('utf8')) as {
+          rootfs?: { type?: string; diff_ids?: string[] }; history?: unknown[]; created?: string;
+        };
+        const created = new Date().toISOString();
+        config.created = created;
+        config.rootfs = { type: 'layers', diff_ids: [...base.diffIds, diffId] };
+        config.history = [...(config.history ?? []), { created, created_by: `cairn commit ${name}`, ...(opts.comment ? { comment: opts.comment } : {}) }];
+        const configBytes = Buffer.from(JSON.stringify(config));
+        const id = sha256Of(configBytes);
+        await mkdir(this.layout.images, { recursive: true });
+        await writeFileAtomic(this.layout.image(id), configBytes);
+        const image: ImageInfo = { id, tags: [], diffIds: [...base.diffIds, diffId], layers: [...base.layers, chainId] };
+        this.imageMap.set(id, this.imageMap.get(id) ?? image);
+        if (opts.tag) this.tags.set(normalizeTag(opts.tag), id);
+        await this.saveRepositories();
+        return this.imageMap.get(id)!;
+      } finally {
+        await rm(spool, { force: true });
+      }
     });
   }
 

@@ -118,6 +118,36 @@ describe.each(['vfs', 'overlay2'])('layer store on %s', (driverName) => {
     expect(reopened.images()).toHaveLength(0);
   });
 
+  test('commitContainer turns a container\'s changes into a new image layer whose tree equals the container', async () => {
+    await writeDockerSave(join(work, 'a'), await sampleLayers(), 'a:1');
+    const [img] = await store.importImage(join(work, 'a'));
+    const c = await store.createContainer('a:1', 'box');
+    const rootfs = await driver.get(c.mountId);
+    await writeFile(join(rootfs, 'etc/added'), 'new\n');
+    await rm(join(rootfs, 'etc/app.conf'));
+    const containerTree = await readTree(rootfs);
+    await driver.put(c.mountId);
+
+    const committed = await store.commitContainer('box', { tag: 'a:2', comment: 'test commit' });
+    expect(committed.tags).toEqual(['a:2']);
+    expect(committed.layers.slice(0, -1)).toEqual(img!.layers);
+    expect(committed.diffIds).toHaveLength(img!.diffIds.length + 1);
+    const config = JSON.parse((await store.imageConfig('a:2')).toString());
+    expect(config.rootfs.diff_ids).toEqual(committed.diffIds);
+    expect(config.history.at(-1)).toMatchObject({ created_by: 'cairn commit box', comment: 'test commit' });
+
+    // The new top layer seen through a fresh container is exactly what the old container showed.
+    const c2 = await store.createContainer('a:2', 'box2');
+    const root2 = await driver.get(c2.mountId);
+    try {
+      expect(await readTree(root2)).toEqual(containerTree);
+    } finally {
+      await driver.put(c2.mountId);
+    }
+    // The committed layer exports byte for byte as the diff it was made from (its diff id).
+    expect(sha(await collect(store.exportLayer(committed.layers.at(-1)!)))).toBe(committed.diffIds.at(-1));
+  });
+
   test('exportImage writes a docker-save tarball that imports again to the same image id and layers', async () => {
     const layers = await sampleLayers();
     await writeDockerSave(join(work, 'a'), layers, 'a:1');
