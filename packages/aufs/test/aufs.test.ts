@@ -1,0 +1,278 @@
+import { chmod, mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { applyLayer, packEntries, readTar } from '@cairn/core';
+import type { DriverContext, StorageDriver, TarSourceEntry } from '@cairn/core';
+import { lutimesNsSync } from '@cairn/sys';
+import { AufsDriver, aufsDriver, aufsMissingReason } from '@cairn/aufs';
+import { expectCode, expectSameTree, snapshotTree } from '@cairn/testkit';
+
+const T = 1_600_000_000_000_000_000n; // a fixed mtime, in ns
+
+function context(root: string): DriverContext {
+  return { root, home: join(root, 'aufs'), options: {}, lockTimeoutMs: 0 };
+}
+
+/** Writes a file (or makes a dir) and pins its mode and mtime, so trees compare exactly. */
+async function put(path: string, content: string | null, mode = content === null ? 0o755 : 0o644): Promise<void> {
+  if (content === null) await mkdir(path, { recursive: true });
+  else await writeFile(path, content);
+  await chmod(path, mode);
+  lutimesNsSync(path, T, T);
+}
+
+/** Pins every directory's mtime to T, deepest first (adding a child moved them). */
+async function pinDirTimes(dir: string): Promise<void> {
+  for (const e of await readdir(dir, { withFileTypes: true })) if (e.isDirectory()) await pinDirTimes(join(dir, e.name));
+  lutimesNsSync(dir, T, T);
+}
+
+/**
+ * A store laid out as Docker's aufs driver writes it: three layers base ← mid ← top,
+ * each diff dir with moby's bookkeeping (`.wh..wh.aufs`, `.wh..wh.plnk/`, `.wh..wh.orph/`),
+ * deletions as `.wh.` files and a replaced directory as `.wh..wh..opq`.
+ */
+async function writeDockerStore(home: string): Promise<void> {
+  for (const id of ['base', 'mid', 'top']) {
+    await mkdir(join(home, 'mnt', id), { recursive: true });
+    const d = join(home, 'diff', id);
+    await mkdir(join(d, '.wh..wh.plnk'), { recursive: true });
+    await mkdir(join(d, '.wh..wh.orph'), { recursive: true });
+    await writeFile(join(d, '.wh..wh.aufs'), '');
+  }
+  const base = join(home, 'diff', 'base');
+  await put(join(base, 'etc'), null);
+  await put(join(base, 'etc/passwd'), 'root:x:0:0::/root:/bin/sh\n');
+  await put(join(base, 'etc/shadow'), 'root:*::0:::::\n', 0o640);
+  await put(join(base, 'bin'), null);
+  await put(join(base, 'bin/sh'), '#!busybox\n', 0o755);
+  await symlink('/bin/sh', join(base, 'bin/ash'));
+  lutimesNsSync(join(base, 'bin/ash'), T, T);
+  await put(join(base, 'var'), null);
+  await put(join(base, 'var/cache'), null);
+  await put(join(base, 'var/cache/old'), 'stale');
+
+  const mid = join(home, 'diff', 'mid');
+  await put(join(mid, 'etc'), null);
+  await put(join(mid, 'etc/passwd'), 'root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/app:/bin/sh\n');
+  await put(join(mid, 'etc/.wh.shadow'), '', 0o444);
+  await put(join(mid, 'var'), null);
+  await put(join(mid, 'var/cache'), null);
+  await put(join(mid, 'var/cache/.wh..wh..opq'), '', 0o444);
+  await put(join(mid, 'var/cache/new'), 'fresh');
+  await put(join(mid, 'app'), 'binary', 0o755);
+
+  const top = join(home, 'diff', 'top');
+  await put(join(top, '.wh.app'), '', 0o444);
+  await put(join(top, 'tmp'), null, 0o1777);
+  await put(join(top, 'tmp/x'), 'scratch');
+
+  await mkdir(join(home, 'layers'), { recursive: true });
+  await writeFile(join(home, 'layers', 'base'), '');
+  await writeFile(join(home, 'layers', 'mid'), 'base\n');
+  await writeFile(join(home, 'layers', 'top'), 'mid\nbase\n');
+  for (const id of ['base', 'mid', 'top']) await pinDirTimes(join(home, 'diff', id));
+}
+
+/** The merged tree Docker would show for `top`, built directly. */
+async function writeExpectedTop(dir: string): Promise<void> {
+  await put(join(dir, 'etc'), null);
+  await put(join(dir, 'etc/passwd'), 'root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/app:/bin/sh\n');
+  await put(join(dir, 'bin'), null);
+  await put(join(dir, 'bin/sh'), '#!busybox\n', 0o755);
+  await symlink('/bin/sh', join(dir, 'bin/ash'));
+  await put(join(dir, 'var'), null);
+  await put(join(dir, 'var/cache'), null);
+  await put(join(dir, 'var/cache/new'), 'fresh');
+  await put(join(dir, 'tmp'), null, 0o1777);
+  await put(join(dir, 'tmp/x'), 'scratch');
+  lutimesNsSync(join(dir, 'bin/ash'), T, T);
+  await pinDirTimes(dir);
+}
+
+async function tarNames(stream: Readable): Promise<string[]> {
+  const names: string[] = [];
+  for await (const item of readTar(stream)) names.push(item.header.name);
+  return names;
+}
+
+const file = (name: string, content: string, mode = 0o644): TarSourceEntry => ({
+  header: { name, type: 'file', mode, uid: 0, gid: 0, size: Buffer.byteLength(content), mtimeNs: T },
+  body: Buffer.from(content),
+});
+const dir = (name: string, mode = 0o755): TarSourceEntry => ({ header: { name, type: 'dir', mode, uid: 0, gid: 0, mtimeNs: T } });
+
+async function bufferOf(stream: Readable): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of stream) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
+}
+
+describe('aufs driver on a kernel without aufs', () => {
+  let root: string;
+  let opened: StorageDriver[];
+  const open = async (): Promise<AufsDriver> => {
+    const d = await aufsDriver.open(context(root)) as AufsDriver;
+    opened.push(d);
+    return d;
+  };
+
+  beforeEach(async () => {
+    root = await mkdtemp(join(tmpdir(), 'cairn-aufs-'));
+    opened = [];
+  });
+  afterEach(async () => {
+    for (const d of opened) await d.cleanup().catch(() => undefined);
+    await rm(root, { recursive: true, force: true });
+  });
+
+  test('this machine has no aufs: the probe says so with a reason, and hasLayers still sees a Docker store', async () => {
+    expect(await aufsMissingReason()).toMatch(/no aufs/);
+    const probe = await aufsDriver.probe(context(root));
+    expect(probe).toMatchObject({ name: 'aufs', priority: 5, usable: false, code: 'ERR_NOT_SUPPORTED' });
+    expect(probe.reason).toMatch(/overlay2/);
+    expect(await aufsDriver.hasLayers(context(root))).toBe(false);
+    await writeDockerStore(join(root, 'aufs'));
+    expect(await aufsDriver.hasLayers(context(root))).toBe(true);
+  });
+
+  test('a store Docker wrote opens: every layer listed with its parent from layers/<id>', async () => {
+    await writeDockerStore(join(root, 'aufs'));
+    const d = await open();
+    expect((await d.listLayers()).sort((a, b) => a.id.localeCompare(b.id))).toEqual([
+      { id: 'base', parent: null }, { id: 'mid', parent: 'base' }, { id: 'top', parent: 'mid' },
+    ]);
+    expect(await d.exists('top')).toBe(true);
+    expect(await d.exists('nope')).toBe(false);
+  });
+
+  test("diff of a Docker layer is its diff dir: .wh. files are the OCI whiteouts, aufs' own .wh..wh. entries are left out", async () => {
+    await writeDockerStore(join(root, 'aufs'));
+    const d = await open();
+    expect(await tarNames(await d.diff('mid'))).toEqual([
+      'app', 'etc/', 'etc/.wh.shadow', 'etc/passwd', 'var/', 'var/cache/', 'var/cache/.wh..wh..opq', 'var/cache/new',
+    ]);
+    expect(await tarNames(await d.diff('top'))).toEqual(['.wh.app', 'tmp/', 'tmp/x']);
+    expect(await d.diffSize('mid')).toBe('root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/app:/bin/sh\n'.length + 'fresh'.length + 'binary'.length);
+  });
+
+  test('exporting the three diffs and applying them in order gives the tree Docker mounts for the top layer', async () => {
+    await writeDockerStore(join(root, 'aufs'));
+    const d = await open();
+    const out = join(root, 'unpacked');
+    await mkdir(out);
+    for (const id of ['base', 'mid', 'top']) await applyLayer(out, await d.diff(id), { whiteouts: 'delete' });
+    const expected = join(root, 'expected');
+    await mkdir(expected);
+    await writeExpectedTop(expected);
+    expectSameTree(await snapshotTree(out), await snapshotTree(expected));
+  });
+
+  test('changes are read from the branches: deletions by .wh. file, an opaque dir deletes what it hid, parents of changes are modified', async () => {
+    await writeDockerStore(join(root, 'aufs'));
+    const d = await open();
+    expect(await d.changes('mid')).toEqual([
+      { path: '/app', kind: 'add' },
+      { path: '/etc', kind: 'modify' },
+      { path: '/etc/passwd', kind: 'modify' },
+      { path: '/etc/shadow', kind: 'delete' },
+      { path: '/var', kind: 'modify' },
+      { path: '/var/cache', kind: 'modify' },
+      { path: '/var/cache/new', kind: 'add' },
+      { path: '/var/cache/old', kind: 'delete' },
+    ]);
+    expect(await d.changes('top')).toEqual([
+      { path: '/app', kind: 'delete' },
+      { path: '/tmp', kind: 'add' },
+      { path: '/tmp/x', kind: 'add' },
+    ]);
+    expect(await d.changes('base')).toContainEqual({ path: '/bin/ash', kind: 'add' });
+    expect((await d.changes('base')).map((c) => c.path)).not.toContain('/.wh..wh.plnk');
+  });
+
+  test('a whiteout of a name that no lower layer has is no change', async () => {
+    await writeDockerStore(join(root, 'aufs'));
+    await put(join(root, 'aufs/diff/top/.wh.never-existed'), '', 0o444);
+    const d = await open();
+    expect((await d.changes('top')).map((c) => c.path)).not.toContain('/never-existed');
+  });
+
+  test('create writes layers/<id> as Docker does: the parent, then its ancestors, one a line', async () => {
+    const d = await open();
+    await d.create('a', null);
+    await d.create('b', 'a');
+    await d.createReadWrite('c', 'b');
+    const home = join(root, 'aufs');
+    expect(await readFile(join(home, 'layers/a'), 'utf8')).toBe('');
+    expect(await readFile(join(home, 'layers/b'), 'utf8')).toBe('a\n');
+    expect(await readFile(join(home, 'layers/c'), 'utf8')).toBe('b\na\n');
+    expect((await stat(join(home, 'diff/c'))).mode & 0o777).toBe(0o755);
+    expect((await stat(join(home, 'mnt/c'))).isDirectory()).toBe(true);
+    await expectCode(d.create('b', 'a'), 'ERR_LAYER_EXISTS');
+    await expectCode(d.create('z', 'missing'), 'ERR_PARENT_NOT_FOUND');
+    await expectCode(d.create('../x', null), 'ERR_INVALID_ID');
+    await expectCode(d.create('q', null, { storageOpt: { size: '1G' } }), 'ERR_QUOTA_UNSUPPORTED');
+  });
+
+  test('applyDiff stores whiteouts as aufs .wh. files and diff gives back the same changeset', async () => {
+    const d = await open();
+    await d.create('base', null);
+    await d.applyDiff('base', null, packEntries([dir('etc'), file('etc/gone', 'x'), dir('opt'), file('opt/old', 'o')]));
+    await d.create('l1', 'base');
+    const entries = [dir('etc'), file('etc/.wh.gone', '', 0o600), file('etc/new', 'new content'), dir('opt'), file('opt/.wh..wh..opq', '', 0o600), file('opt/fresh', 'f')];
+    const bytes = await d.applyDiff('l1', 'base', packEntries(entries));
+    expect(bytes).toBe('new content'.length + 'f'.length);
+    const diffDir = join(root, 'aufs/diff/l1');
+    expect((await stat(join(diffDir, 'etc/.wh.gone'))).isFile()).toBe(true);
+    expect((await stat(join(diffDir, 'opt/.wh..wh..opq'))).isFile()).toBe(true);
+    expect(await bufferOf(await d.diff('l1'))).toEqual(await bufferOf(packEntries(entries)));
+    expect(await d.changes('l1')).toEqual([
+      { path: '/etc', kind: 'modify' }, { path: '/etc/gone', kind: 'delete' }, { path: '/etc/new', kind: 'add' },
+      { path: '/opt', kind: 'modify' }, { path: '/opt/fresh', kind: 'add' }, { path: '/opt/old', kind: 'delete' },
+    ]);
+    expect(await d.diffSize('l1')).toBe(bytes);
+  });
+
+  test('a truncated tar leaves the layer as it was', async () => {
+    const d = await open();
+    await d.create('a', null);
+    await d.applyDiff('a', null, packEntries([file('keep', 'kept')]));
+    const whole = await bufferOf(packEntries([file('big', 'y'.repeat(100_000))]));
+    await expectCode(d.applyDiff('a', null, Readable.from([whole.subarray(0, 5000)])), 'ERR_INVALID_ARCHIVE');
+    expect(await readdir(join(root, 'aufs/diff/a'))).toEqual(['keep']);
+    expect(await tarNames(await d.diff('a'))).toEqual(['keep']);
+  });
+
+  test('get is ERR_NOT_SUPPORTED with the reason; a diff against a non-parent needs a mount and says so too', async () => {
+    const d = await open();
+    await d.create('a', null);
+    await d.create('b', 'a');
+    const err = await d.get('b').then(() => null, (e: unknown) => e as Error);
+    expect(err).toMatchObject({ name: 'CairnError', code: 'ERR_NOT_SUPPORTED' });
+    expect(err!.message).toMatch(/no aufs/);
+    await expectCode(d.diff('b', null), 'ERR_NOT_SUPPORTED');
+    await expectCode(d.put('b'), 'ERR_NOT_MOUNTED');
+  });
+
+  test('remove refuses a layer with children, then removes leaf to root; a reopen sees what is left', async () => {
+    const d = await open();
+    await d.create('a', null);
+    await d.create('b', 'a');
+    await expectCode(d.remove('a'), 'ERR_LAYER_IN_USE');
+    await d.remove('b');
+    const home = join(root, 'aufs');
+    expect(await readdir(join(home, 'layers'))).toEqual(['a']);
+    expect(await readdir(join(home, 'diff'))).toEqual(['a']);
+    await d.cleanup();
+    const again = await open();
+    expect(await again.listLayers()).toEqual([{ id: 'a', parent: null }]);
+    await again.remove('a');
+    expect(await again.exists('a')).toBe(false);
+  });
+
+  test('a second open of the same home while the first holds it is ERR_LOCKED', async () => {
+    await open();
+    await expectCode(aufsDriver.open(context(root)), 'ERR_LOCKED');
+  });
+});
