@@ -10,12 +10,14 @@
  * (checked below), so cairn's in-place trees are compared with the other xattrs dropped.
  */
 import { execFile } from 'node:child_process';
-import { chmod, mkdir, mkdtemp, rm, symlink, writeFile, copyFile } from 'node:fs/promises';
+import { createWriteStream } from 'node:fs';
+import { chmod, copyFile, mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
 import { promisify } from 'node:util';
 import type { Change } from '@cairn/core';
-import { LayerStore } from '@cairn/image';
+import { LayerStore, exportImage } from '@cairn/image';
 import { Overlay2Driver } from '@cairn/overlay2';
 import * as sys from '@cairn/sys';
 import { describeBackend, dockerdMissing, expectSameTree, snapshotTree, startDockerd } from '@cairn/testkit';
@@ -83,6 +85,12 @@ async function gnuTar(args: string[]): Promise<void> {
   await run('tar', ['--xattrs', '--xattrs-include=*', '--numeric-owner', ...args], { maxBuffer: 64 * 1024 * 1024 });
 }
 
+/** `docker export` of a container into `file`; resolves the file's path. */
+async function dockerExport(dockerd: DockerdFixture, cid: string, file: string): Promise<string> {
+  await dockerd.docker(['export', '-o', file, cid]);
+  return file;
+}
+
 describeBackend('dockerd', missing, () => {
   let dockerd: DockerdFixture;
   let work: string;
@@ -96,6 +104,10 @@ describeBackend('dockerd', missing, () => {
   let imageId: string;
   let exportTree: TreeSnapshot;
   let saveTar: string;
+  /** Docker's id of the container created from the image. */
+  let containerId: string;
+  /** The store holding the image re-imported from docker save (set by that test). */
+  let reimported: LayerStore | undefined;
   const fresh: Home[] = [];
 
   beforeAll(async () => {
@@ -126,16 +138,12 @@ describeBackend('dockerd', missing, () => {
     imageId = (await dockerd.docker(['image', 'inspect', 'cairn-compat:1', '--format', '{{.Id}}'])).trim();
 
     const cid = (await dockerd.docker(['create', 'cairn-compat:1', '/bin/sh'])).trim();
+    containerId = cid;
     const cgraph = JSON.parse(await dockerd.docker(['container', 'inspect', cid, '--format', '{{json .GraphDriver.Data}}']));
     containerLayer = idOf(cgraph.UpperDir);
     initLayer = `${containerLayer}-init`;
-    const exported = join(work, 'export.tar');
-    await writeFile(exported, await new Promise<Buffer>((resolve, reject) => {
-      execFile('/usr/bin/docker', ['--host', dockerd.host, 'export', cid], { encoding: 'buffer', maxBuffer: 256 * 1024 * 1024 },
-        (err, out) => (err ? reject(err) : resolve(out)));
-    }));
     await mkdir(join(work, 'export'));
-    await gnuTar(['-C', join(work, 'export'), '-xpf', exported]);
+    await gnuTar(['-C', join(work, 'export'), '-xpf', await dockerExport(dockerd, cid, join(work, 'export.tar'))]);
     exportTree = await snapshotTree(join(work, 'export'));
 
     saveTar = join(work, 'save.tar');
@@ -232,6 +240,7 @@ describeBackend('dockerd', missing, () => {
     const target = await home.open();
     const store = await LayerStore.open(target);
     const [img] = await store.importImage(saveTar);
+    reimported = store;
     expect(img!.id).toBe(imageId);
     expect(img!.layers).toHaveLength(layers.length);
     for (const [i, chainId] of img!.layers.entries()) {
@@ -245,6 +254,35 @@ describeBackend('dockerd', missing, () => {
         await driver.put(layers[i]!);
         await target.put(cacheId);
       }
+    }
+  });
+
+  test('docker load of the image cairn exports from its re-imported layers gives Docker the same image id and tree', async () => {
+    expect(reimported).toBeDefined();
+    // Remove Docker's own copy first, or load would find the layers already there.
+    await dockerd.docker(['rm', containerId]);
+    await dockerd.docker(['rmi', 'cairn-compat:1']);
+    await expect(dockerd.docker(['image', 'inspect', imageId])).rejects.toThrow(/No such image/);
+
+    const tarball = join(work, 'cairn-export.tar');
+    await pipeline(exportImage(reimported!, ['cairn-compat:1']), createWriteStream(tarball));
+    expect(await dockerd.docker(['load', '-i', tarball])).toContain('cairn-compat:1');
+    expect((await dockerd.docker(['image', 'inspect', 'cairn-compat:1', '--format', '{{.Id}}'])).trim()).toBe(imageId);
+
+    const cid = (await dockerd.docker(['create', 'cairn-compat:1', '/bin/sh'])).trim();
+    const cgraph = JSON.parse(await dockerd.docker(['container', 'inspect', cid, '--format', '{{json .GraphDriver.Data}}']));
+    const initDiff = (cgraph.LowerDir as string).split(':')[0]!; // the nearest lower: <id>-init/diff
+    expect(initDiff).toMatch(/-init\/diff$/);
+    const initPaths = [...(await snapshotTree(initDiff)).keys()].filter((p) => p !== '/');
+    const dir = join(work, 'export-after-load');
+    await mkdir(dir);
+    await gnuTar(['-C', dir, '-xpf', await dockerExport(dockerd, cid, join(work, 'export-after-load.tar'))]);
+    const top = layers[layers.length - 1]!;
+    const mounted = await driver.get(top);
+    try {
+      expectSameTree(asDockerTar(await snapshotTree(dir)), asDockerTar(await snapshotTree(mounted)), { ignorePaths: initPaths });
+    } finally {
+      await driver.put(top);
     }
   });
 });
