@@ -11,7 +11,7 @@
  */
 import { execFile } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
-import { chmod, copyFile, mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, lstat, mkdir, mkdtemp, readdir, readlink, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -91,6 +91,22 @@ async function dockerExport(dockerd: DockerdFixture, cid: string, file: string):
   return file;
 }
 
+/** Every entry of an overlay2 home one level into each layer dir, with its mode: `{ '<id>': ['diff 40755', …] }`. */
+async function listLayout(home: string): Promise<Record<string, string[]>> {
+  const out: Record<string, string[]> = {};
+  for (const name of (await readdir(home)).sort()) {
+    const st = await lstat(join(home, name));
+    if (!st.isDirectory()) { out[name] = [st.mode.toString(8)]; continue; }
+    const entries: string[] = [];
+    for (const e of (await readdir(join(home, name))).sort()) {
+      const est = await lstat(join(home, name, e));
+      entries.push(`${e} ${est.mode.toString(8)}${est.isSymbolicLink() ? ` -> ${await readlink(join(home, name, e))}` : ''}`);
+    }
+    out[name] = entries;
+  }
+  return out;
+}
+
 describeBackend('dockerd', missing, () => {
   let dockerd: DockerdFixture;
   let work: string;
@@ -108,6 +124,8 @@ describeBackend('dockerd', missing, () => {
   let containerId: string;
   /** The store holding the image re-imported from docker save (set by that test). */
   let reimported: LayerStore | undefined;
+  /** The copied store's overlay2 layout before cairn opened it. */
+  let layoutBefore: Record<string, string[]>;
   const fresh: Home[] = [];
 
   beforeAll(async () => {
@@ -153,6 +171,7 @@ describeBackend('dockerd', missing, () => {
     inPlace = await makeHome('cairn-dockerd-copy-');
     await rm(inPlace.root, { recursive: true });
     await run('cp', ['-a', dockerd.dataRoot, inPlace.root]);
+    layoutBefore = await listLayout(inPlace.home);
     driver = await inPlace.open();
   }, 170_000);
 
@@ -283,6 +302,29 @@ describeBackend('dockerd', missing, () => {
       expectSameTree(asDockerTar(await snapshotTree(dir)), asDockerTar(await snapshotTree(mounted)), { ignorePaths: initPaths });
     } finally {
       await driver.put(top);
+    }
+  });
+
+  test('after cairn used the copied store it keeps Docker\'s layout, and a second dockerd on that copy exports the same image tree', async () => {
+    await driver.cleanup();
+    const after = await listLayout(inPlace.home);
+    // cairn's home lock is its only addition (a dot name, which no layer id can have).
+    expect(Object.keys(after).filter((k) => !(k in layoutBefore))).toEqual(['.cairn-lock']);
+    delete after['.cairn-lock'];
+    expect(after).toEqual(layoutBefore);
+
+    const second = await startDockerd({ dataRoot: inPlace.root });
+    try {
+      expect((await second.docker(['image', 'inspect', 'cairn-compat:1', '--format', '{{.Id}}'])).trim()).toBe(imageId);
+      const cid = (await second.docker(['create', 'cairn-compat:1', '/bin/sh'])).trim();
+      const cgraph = JSON.parse(await second.docker(['container', 'inspect', cid, '--format', '{{json .GraphDriver.Data}}']));
+      const initPaths = [...(await snapshotTree((cgraph.LowerDir as string).split(':')[0]!)).keys()].filter((p) => p !== '/');
+      const dir = join(work, 'export-second');
+      await mkdir(dir);
+      await gnuTar(['-C', dir, '-xpf', await dockerExport(second, cid, join(work, 'export-second.tar'))]);
+      expectSameTree(asDockerTar(await snapshotTree(dir)), exportTree, { ignorePaths: initPaths });
+    } finally {
+      await second.stop();
     }
   });
 });

@@ -111,20 +111,22 @@ function descendantsOf(pid: number): number[] {
 /**
  * Starts a private dockerd with the overlay2 driver and waits until `docker version`
  * answers (containerd included). `baseDir` is where its temp dir goes (default: the OS
- * temp dir; keep it short, unix socket paths are limited to 107 bytes).
+ * temp dir; keep it short, unix socket paths are limited to 107 bytes). `dataRoot` runs
+ * the daemon on an existing data root (e.g. a copy another daemon wrote) instead of a new
+ * one in the temp dir; it is left in place by {@link DockerdFixture.stop}.
  */
-export async function startDockerd(opts: { baseDir?: string; startTimeoutMs?: number } = {}): Promise<DockerdFixture> {
+export async function startDockerd(opts: { baseDir?: string; dataRoot?: string; startTimeoutMs?: number } = {}): Promise<DockerdFixture> {
   const missing = dockerdMissing();
   if (missing) throw new Error(missing);
   const dir = await mkdtemp(join(opts.baseDir ?? tmpdir(), 'cairn-dockerd-'));
-  const dataRoot = join(dir, 'data');
+  const dataRoot = opts.dataRoot ?? join(dir, 'data');
   const execRoot = join(dir, 'exec');
   const socket = join(dir, 'docker.sock');
   const host = `unix://${socket}`;
   const logFile = join(dir, 'dockerd.log');
   const configFile = join(dir, 'daemon.json');
   const clientConfig = join(dir, 'client');
-  await mkdir(dataRoot, { mode: 0o710 });
+  if (!opts.dataRoot) await mkdir(dataRoot, { mode: 0o710 });
   await mkdir(execRoot, { mode: 0o700 });
   await mkdir(clientConfig, { mode: 0o700 });
   // An empty config so /etc/docker/daemon.json on the host cannot change the daemon.
@@ -182,7 +184,7 @@ export async function startDockerd(opts: { baseDir?: string; startTimeoutMs?: nu
       if (!await waitGone(c, 5_000)) try { process.kill(c, 'SIGKILL'); } catch { /* gone */ }
     }
     // dockerd leaves mounts behind when killed (netns, overlay merged dirs, shm).
-    const mounts = (await readMountInfo()).filter((m) => m.mountPoint.startsWith(`${dir}/`));
+    const mounts = (await readMountInfo()).filter((m) => m.mountPoint.startsWith(`${dir}/`) || m.mountPoint.startsWith(`${dataRoot}/`));
     for (const m of mounts.reverse()) await sys.umount2(m.mountPoint, sys.constants.MNT_DETACH).catch(() => undefined);
     if (!o.keepDir) await rm(dir, { recursive: true, force: true });
   };
