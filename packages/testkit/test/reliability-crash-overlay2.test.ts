@@ -1,0 +1,69 @@
+// kill -9 at random moments while a child process creates, applies, mounts and removes
+// overlay2 layers; after each kill the home must reopen clean (see testkit/src/crash.ts).
+import { readdir, readFile, readlink, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { overlay2Driver } from '@cairn/overlay2';
+import { describeBackend, makeLoopFs, runCrashTrials } from '@cairn/testkit';
+import type { LoopFs } from '@cairn/testkit';
+import { crashSeed, crashTrials, overlayMissing } from './reliability-helpers.js';
+
+/**
+ * Layer ids overlay2 has on disk, plus a marker for every inconsistency between the
+ * layer directories and the l/ short links (a dangling link, a layer whose link file
+ * names no l/ entry), so the harness reports them as orphans.
+ */
+async function overlay2OnDisk(home: string): Promise<string[]> {
+  const out: string[] = [];
+  const layers = (await readdir(home)).filter((n) => n !== 'l' && !n.startsWith('.'));
+  const shorts = new Set(await readdir(join(home, 'l')).catch(() => [] as string[]));
+  for (const id of layers) {
+    out.push(id);
+    const short = (await readFile(join(home, id, 'link'), 'utf8').catch(() => '')).trim();
+    if (!shorts.has(short)) out.push(`missing-l/${id}`);
+  }
+  for (const short of shorts) {
+    const target = await readlink(join(home, 'l', short));
+    if (!(await stat(join(home, 'l', target)).then(() => true, () => false))) out.push(`dangling-l/${short}`);
+  }
+  return out;
+}
+
+/** What overlay2's probe leaves in the home when killed mid-probe: its scratch dir, maybe with a live mount. */
+async function probeLeftovers(home: string): Promise<string[]> {
+  return (await readdir(home).catch(() => [] as string[])).filter((n) => n.startsWith('.cairn-overlay-probe-')).map((n) => join(home, n));
+}
+
+describeBackend('overlay', overlayMissing(), () => {
+  // On a tmpfs: a SIGKILL keeps the page cache, so fsync is pure cost here (power loss is tested apart).
+  let fs: LoopFs;
+  beforeAll(async () => { fs = await makeLoopFs('tmpfs', { sizeMiB: 512 }); });
+  afterAll(async () => { await fs?.dispose(); });
+
+  test(`overlay2 survives ${crashTrials(200)} SIGKILLs at random moments with every finished layer intact, no orphans, no mounts`, async () => {
+    const seed = crashSeed();
+    const report = await runCrashTrials({ base: fs.dir, factory: overlay2Driver, trials: crashTrials(200), seed, listOnDisk: overlay2OnDisk, knownDefect: probeLeftovers, tolerateTornApply: true, log: (l) => console.log(l) });
+    console.log(`overlay2 crash trials (seed ${seed}): ${JSON.stringify(report)}`);
+    expect(report.trials).toBe(crashTrials(200));
+    expect(report.finished).toBeLessThan(report.trials / 2);
+  }, 600_000);
+
+  // Known defect (reported): probeOverlay mounts a scratch overlay in the home itself
+  // (.cairn-overlay-probe-*/merged); a kill mid-probe leaves dir and mount, and no later
+  // open sweeps them. Passes once overlay2's open cleans up its own probe leftovers.
+  test.failing('a kill during open leaves no overlay probe scratch directory or mount behind', async () => {
+    const seed = crashSeed();
+    const report = await runCrashTrials({ base: fs.dir, factory: overlay2Driver, trials: 30, seed, openKillShare: 1, listOnDisk: overlay2OnDisk, knownDefect: probeLeftovers });
+    console.log(`overlay2 open-kill trials (seed ${seed}): ${JSON.stringify(report)}`);
+    expect(report.knownDefectHits).toBe(0);
+  }, 300_000);
+
+  // Known defect (reported): overlay2's applyDiff writes straight into diff/ of a layer
+  // exists() already reports, so a kill mid-apply leaves a torn layer that looks
+  // complete. vfs stages and swaps; overlay2 would need to apply into a staged diff/
+  // (or mark the layer incomplete until the apply ends). Passes once it is all-or-nothing.
+  test.failing('a kill during applyDiff leaves the layer as it was or fully applied, never torn', async () => {
+    const seed = crashSeed();
+    const report = await runCrashTrials({ base: fs.dir, factory: overlay2Driver, trials: 40, seed, openKillShare: 0, listOnDisk: overlay2OnDisk, knownDefect: probeLeftovers });
+    console.log(`overlay2 torn-apply trials (seed ${seed}): ${JSON.stringify(report)}`);
+  }, 300_000);
+});
