@@ -3,3 +3,4 @@ export * from './loopfs.js';
 export * from './tree.js';
 export * from './conformance.js';
 export * from './dockerd.js';
+export * from './crash.js';
