@@ -3,11 +3,11 @@ import type { Hash } from 'node:crypto';
 import { open, readFile, rename } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { PassThrough, Transform } from 'node:stream';
-import type { Readable, TransformCallback } from 'node:stream';
+import type { TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { TarParser, classifyWhiteout } from './archive/index.js';
 import type { TarEntry, TarHandler } from './archive/index.js';
-import type { StorageDriver } from './driver.js';
+import type { Change, StorageDriver } from './driver.js';
 import { CairnError, errnoCode } from './errors.js';
 import { assertValidId, normalizeParent } from './ids.js';
 import { fsyncDir } from './staging.js';
@@ -41,7 +41,7 @@ export interface MigrateProgress {
   total: number;
   /** `copied` this run, or `already` (verified by an earlier, interrupted run). */
   outcome: 'copied' | 'already';
-  /** Canonical digest of the layer's changeset (see changesetDigest), equal on both sides. */
+  /** Canonical digest of the layer's changeset (see layerDigest), equal on both sides. */
   digest: string;
   /** File-content bytes applied (0 for `already`). */
   bytes: number;
@@ -78,8 +78,8 @@ interface Journal {
 /**
  * Moves every layer of `from` into `to`, keeping ids, parents and contents: parents
  * first, each as `from.diff(id, parent)` → `to.create(id, parent)` + `to.applyDiff`,
- * then verified by comparing the canonical digest of the source changeset with that of
- * `to.diff(id, parent)`. The source is only read.
+ * then verified by comparing the canonical digest (see layerDigest) of the layer on both
+ * sides. The source is only read.
  *
  * Resumable: `${to.home}/.cairn-migrate.json` records the layer in progress and every
  * verified layer, written atomically before and after each copy. A second call skips
@@ -103,7 +103,7 @@ export async function migrate(from: StorageDriver, to: StorageDriver, opts: Migr
         if (journal.inProgress === id) {
           await to.remove(id); // half applied when the last run stopped
         } else {
-          const [theirs, ours] = await Promise.all([changesetDigest(await to.diff(id, parent)), changesetDigest(await from.diff(id, parent))]);
+          const [theirs, ours] = await Promise.all([layerDigest(to, id, parent), layerDigest(from, id, parent)]);
           if (theirs !== ours) {
             throw new CairnError('ERR_LAYER_EXISTS',
               `layer ${id} is already in the ${to.name} store with different contents; remove it from ${to.home} or migrate into another root`, { subject: id });
@@ -116,7 +116,7 @@ export async function migrate(from: StorageDriver, to: StorageDriver, opts: Migr
         ({ digest, bytes } = await copyLayer(from, to, layer));
         outcome = 'copied';
       } else {
-        digest = await changesetDigest(await to.diff(id, parent));
+        digest = await layerDigest(to, id, parent);
       }
       journal.inProgress = null;
       journal.verified[id] = digest;
@@ -141,8 +141,8 @@ async function copyLayer(from: StorageDriver, to: StorageDriver, layer: LayerRef
     const source = await from.diff(id, parent);
     const feed = new PassThrough({ highWaterMark: 1 << 20 });
     const [bytes] = await Promise.all([to.applyDiff(id, parent, feed), pipeline(source, hasher, feed)]);
-    const sourceDigest = hasher.digest();
-    const targetDigest = await changesetDigest(await to.diff(id, parent));
+    const sourceDigest = hasher.digest(await from.changes(id, parent));
+    const targetDigest = await layerDigest(to, id, parent);
     if (targetDigest !== sourceDigest) {
       throw new CairnError('ERR_BACKEND_FAILED',
         `layer ${id} differs after migration to ${to.name} (source ${sourceDigest}, target ${targetDigest}); the copy was removed and the source is untouched`,
@@ -225,16 +225,15 @@ async function writeJournal(path: string, journal: Journal): Promise<void> {
 }
 
 /**
- * A digest of what a changeset *means*, so two drivers' diffs of the same layer compare
- * equal although their tars differ in bytes: entries sorted by path; for each, its type,
- * mode, owner, nanosecond mtime, link target, device numbers, xattrs and a sha256 of its
- * content; a whiteout (`.wh.<name>`) and an opaque marker (`.wh..wh..opq`) only by path,
- * since their owner, mode and mtime are each driver's own (overlay's devices, aufs' files).
- * aufs bookkeeping names (`.wh..wh.plnk`, …) are ignored.
- *
- * Not equal across drivers when a changeset replaces a directory wholesale: drivers
- * with full-copy layers (vfs, btrfs, …) report the old entries as single deletions,
- * overlay2 and aufs as one opaque marker.
+ * A digest of what a layer *means*, so two drivers' diffs of the same layer compare
+ * equal although their tars differ in bytes. It covers every entry the changeset adds
+ * or modifies — type, path, mode, owner, nanosecond mtime, link target, device numbers,
+ * xattrs, sha256 of content — sorted by path, and the deleted paths as the driver's
+ * `changes()` reports them. Whiteout entries themselves are left out: overlay2 and aufs
+ * write a directory replaced wholesale as one opaque marker where full-copy drivers
+ * (vfs, btrfs, …) list each deleted entry, and each driver gives whiteouts its own
+ * owner, mode and mtime; `changes()` says the same thing on every driver. aufs
+ * bookkeeping names (`.wh..wh.plnk`, …) are ignored.
  */
 class CanonicalHandler implements TarHandler {
   readonly records: string[] = [];
@@ -244,12 +243,8 @@ class CanonicalHandler implements TarHandler {
     const name = e.name.replace(/^\.\//, '').replace(/\/+$/, '');
     const base = name.slice(name.lastIndexOf('/') + 1);
     const wh = classifyWhiteout(base, e.name);
-    if (wh.kind === 'meta') {
-      this.current = null;
-      return;
-    }
     if (wh.kind !== 'normal') {
-      this.current = { head: `${wh.kind} ${name}`, hash: null };
+      this.current = null; // deletions are taken from changes(): see above
       return;
     }
     const xattrs = [...e.xattrs].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([k, v]) => `${k}=${v.toString('base64')}`);
@@ -268,13 +263,15 @@ class CanonicalHandler implements TarHandler {
     this.current = null;
   }
 
-  digest(): string {
-    const sorted = [...this.records].sort((a, b) => {
+  digest(changes: readonly Change[]): string {
+    const byPath = (a: string, b: string): number => {
       const x = a.split('\t')[1] ?? a;
       const y = b.split('\t')[1] ?? b;
       return x < y ? -1 : x > y ? 1 : a < b ? -1 : a > b ? 1 : 0;
-    });
-    return `sha256:${createHash('sha256').update(sorted.join('\n')).digest('hex')}`;
+    };
+    const deletes = changes.filter((c) => c.kind === 'delete').map((c) => `delete\t${c.path.replace(/^\/+/, '')}`);
+    const all = [...this.records, ...deletes].sort(byPath);
+    return `sha256:${createHash('sha256').update(all.join('\n')).digest('hex')}`;
   }
 }
 
@@ -301,16 +298,16 @@ class DigestTransform extends Transform {
     }
   }
 
-  digest(): string {
-    return this.handler.digest();
+  digest(changes: readonly Change[]): string {
+    return this.handler.digest(changes);
   }
 }
 
-/** The canonical digest of a changeset stream (see CanonicalHandler); consumes the stream. */
-export async function changesetDigest(tar: Readable | AsyncIterable<Uint8Array>): Promise<string> {
+/** The canonical digest (see CanonicalHandler) of a layer's changeset against `parent`, as `driver` reports it. */
+export async function layerDigest(driver: StorageDriver, id: string, parent: string | null | undefined): Promise<string> {
   const handler = new CanonicalHandler();
   const parser = new TarParser(handler);
-  for await (const chunk of tar as AsyncIterable<Uint8Array>) parser.write(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk));
+  for await (const chunk of await driver.diff(id, parent) as AsyncIterable<Uint8Array>) parser.write(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk));
   parser.finish();
-  return handler.digest();
+  return handler.digest(await driver.changes(id, parent));
 }
