@@ -174,8 +174,8 @@ export async function startDockerd(opts: { baseDir?: string; dataRoot?: string; 
     // Found first: once dockerd is gone its children are reparented and no longer findable.
     const family = descendantsOf(pid);
     if (alive(pid)) {
-      process.kill(pid, 'SIGTERM');
-      if (!await waitGone(pid, 20_000)) process.kill(pid, 'SIGKILL');
+      try { process.kill(pid, 'SIGTERM'); } catch { /* exited meanwhile */ }
+      if (!await waitGone(pid, 20_000)) try { process.kill(pid, 'SIGKILL'); } catch { /* exited meanwhile */ }
       await waitGone(pid, 5_000);
     }
     for (const c of family.reverse()) {
