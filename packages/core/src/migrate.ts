@@ -226,18 +226,20 @@ async function writeJournal(path: string, journal: Journal): Promise<void> {
 
 /**
  * A digest of what a layer *means*, so two drivers' diffs of the same layer compare
- * equal although their tars differ in bytes. It covers every entry the changeset adds
- * or modifies — type, path, mode, owner, nanosecond mtime, link target, device numbers,
- * xattrs, sha256 of content — sorted by path, and the deleted paths as the driver's
- * `changes()` reports them. Whiteout entries themselves are left out: overlay2 and aufs
+ * equal although their tars differ in bytes. It covers the paths the driver's
+ * `changes()` reports: each added or modified one as its tar entry says it is — type,
+ * mode, owner, nanosecond mtime, link target, device numbers, xattrs, sha256 of content
+ * — and each deleted one by path, sorted by path. Tar entries that `changes()` does not
+ * report are left out: a directory aufs or overlay2 copied up without changing it is in
+ * their diff dirs but not in a naive diff. Whiteout entries themselves are left out: overlay2 and aufs
  * write a directory replaced wholesale as one opaque marker where full-copy drivers
  * (vfs, btrfs, …) list each deleted entry, and each driver gives whiteouts its own
  * owner, mode and mtime; `changes()` says the same thing on every driver. aufs
  * bookkeeping names (`.wh..wh.plnk`, …) are ignored.
  */
 class CanonicalHandler implements TarHandler {
-  readonly records: string[] = [];
-  private current: { head: string; hash: Hash | null } | null = null;
+  readonly records: Array<{ path: string; text: string }> = [];
+  private current: { path: string; head: string; hash: Hash | null } | null = null;
 
   entry(e: TarEntry): void {
     const name = e.name.replace(/^\.\//, '').replace(/\/+$/, '');
@@ -250,7 +252,7 @@ class CanonicalHandler implements TarHandler {
     const xattrs = [...e.xattrs].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([k, v]) => `${k}=${v.toString('base64')}`);
     const head = [e.type, name, (e.mode & 0o7777).toString(8), e.uid, e.gid, e.type === 'dir' || e.type === 'file' || e.type === 'symlink' || e.type === 'hardlink' || e.type === 'fifo' || e.type === 'char' || e.type === 'block' ? e.mtimeNs : '',
       e.type === 'file' ? e.size : '', e.linkname ?? '', e.type === 'char' || e.type === 'block' ? `${e.devmajor},${e.devminor}` : '', xattrs.join(';')].join('\t');
-    this.current = { head, hash: e.type === 'file' ? createHash('sha256') : null };
+    this.current = { path: name, head, hash: e.type === 'file' ? createHash('sha256') : null };
   }
 
   data(chunk: Buffer): void {
@@ -259,19 +261,22 @@ class CanonicalHandler implements TarHandler {
 
   end(): void {
     if (!this.current) return;
-    this.records.push(this.current.hash ? `${this.current.head}\t${this.current.hash.digest('hex')}` : this.current.head);
+    const { path, head, hash } = this.current;
+    this.records.push({ path, text: hash ? `${head}\t${hash.digest('hex')}` : head });
     this.current = null;
   }
 
   digest(changes: readonly Change[]): string {
-    const byPath = (a: string, b: string): number => {
-      const x = a.split('\t')[1] ?? a;
-      const y = b.split('\t')[1] ?? b;
-      return x < y ? -1 : x > y ? 1 : a < b ? -1 : a > b ? 1 : 0;
-    };
-    const deletes = changes.filter((c) => c.kind === 'delete').map((c) => `delete\t${c.path.replace(/^\/+/, '')}`);
-    const all = [...this.records, ...deletes].sort(byPath);
-    return `sha256:${createHash('sha256').update(all.join('\n')).digest('hex')}`;
+    const changed = new Set<string>();
+    const lines: Array<[string, string]> = [];
+    for (const c of changes) {
+      const path = c.path.replace(/^\/+/, '');
+      if (c.kind === 'delete') lines.push([path, `delete\t${path}`]);
+      else changed.add(path);
+    }
+    for (const r of this.records) if (changed.has(r.path)) lines.push([r.path, r.text]);
+    lines.sort(([a, x], [b, y]) => (a < b ? -1 : a > b ? 1 : x < y ? -1 : x > y ? 1 : 0));
+    return `sha256:${createHash('sha256').update(lines.map(([, t]) => t).join('\n')).digest('hex')}`;
   }
 }
 

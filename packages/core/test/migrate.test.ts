@@ -8,7 +8,7 @@ import { Overlay2Driver, probeOverlay } from '@cairn/overlay2';
 import * as sys from '@cairn/sys';
 import { describeBackend, expectCode, expectSameTree, snapshotTree, withMounted } from '@cairn/testkit';
 import { vfsDriver } from '@cairn/vfs';
-import { T, writeDockerStore, writeExpectedTop } from '../../aufs/test/docker-store.js';
+import { T, put, writeDockerStore, writeExpectedTop } from '../../aufs/test/docker-store.js';
 
 async function overlayMissing(): Promise<string | null> {
   if (process.getuid?.() !== 0) return 'needs root to mount overlayfs';
@@ -103,6 +103,19 @@ describeBackend('overlay', await overlayMissing(), () => {
     expectSameTree(await snapshotTree(join(base, 'src/aufs')), before);
     const journal = JSON.parse(await readFile(join(to.home, MIGRATE_JOURNAL), 'utf8')) as { verified: Record<string, string> };
     expect(Object.keys(journal.verified).sort()).toEqual(['base', 'mid', 'top']);
+  });
+
+  test('aufs → vfs: a directory aufs copied up without changing it is no difference; the merged trees match', async () => {
+    await writeDockerStore(join(base, 'src/aufs'));
+    await put(join(base, 'src/aufs/diff/top/etc'), null); // copied up, then its new file removed again
+    const from = await openAufs(join(base, 'src'));
+    const to = await openVfs(join(base, 'dst'));
+    expect((await from.changes('top')).map((c) => c.path)).not.toContain('/etc');
+    expect((await migrate(from, to)).copied).toBe(3);
+    const expected = join(base, 'expected');
+    await mkdir(expected);
+    await writeExpectedTop(expected);
+    await withMounted(to, 'top', async (rootfs) => expectSameTree(await snapshotTree(rootfs), await snapshotTree(expected)));
   });
 
   test('overlay2 → vfs: every layer mounts to the same tree on both sides, opaque dirs and whiteouts included', async () => {
