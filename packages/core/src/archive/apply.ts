@@ -22,6 +22,7 @@ import type { TarEntry } from './entry.js';
 import { asBuffer } from './read-tar.js';
 import { classifyWhiteout, printable, splitEntryPath, unsafeEntry } from './safe-path.js';
 import * as sys from './sys.js';
+import { EXTRACT_CHMOD, EXTRACT_CHOWN, openLayerExtractor, type LayerExtractor } from '@cairn/sys';
 import { TarParser, type TarHandler } from './tar-parser.js';
 
 /** How whiteouts in the layer are applied; see {@link ApplyOptions.whiteouts}. */
@@ -43,6 +44,13 @@ export interface ApplyOptions {
   noDevices?: boolean;
   /** Apply the entries' uid/gid (lchown). Default: true when running as root. */
   ownership?: boolean;
+  /**
+   * Write regular files with plain node:fs calls instead of @cairn/sys's one-call-per-file
+   * extractor. Default: false, unless the environment sets `CAIRN_PURE_JS=1`. Both paths
+   * apply the same rules and pass the same tests; the native one is faster (see
+   * docs/benchmarks.md).
+   */
+  pureJs?: boolean;
 }
 
 const OPEN_NEW = fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW;
@@ -86,6 +94,8 @@ export async function applyLayer(dir: string, tar: Readable | AsyncIterable<Uint
   } catch (err) {
     writer.abort();
     throw explain(err, writer.currentName, root);
+  } finally {
+    writer.close();
   }
   return writer.bytes;
 }
@@ -99,6 +109,11 @@ function explain(err: unknown, entry: string, root: string): unknown {
   const code = errnoCode(err);
   const detail = err instanceof Error ? err.message : String(err);
   switch (code) {
+    case 'ELOOP':
+    case 'EXDEV':
+      // openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS) refused a parent: a symlink appeared
+      // on the way after the JS-side check (something else is writing into the layer).
+      return unsafeEntry(entry, `its path goes through a symlink or leaves the layer (${detail})`);
     case 'EPERM':
     case 'EACCES':
       return new CairnError('ERR_PREREQUISITES',
@@ -132,7 +147,14 @@ class LayerWriter implements TarHandler {
   /** Relative paths this apply wrote (delete mode: opaque dirs keep them). */
   private readonly unpacked = new Set<string>();
   private readonly dirTimes: Array<{ rel: string; abs: string; atimeNs: bigint; mtimeNs: bigint }> = [];
-  private file: { fd: number; abs: string; entry: TarEntry; inSetgidDir: boolean } | undefined;
+  private file: { fd: number; abs: string; entry: TarEntry; inSetgidDir: boolean; native: boolean } | undefined;
+  /**
+   * A regular file whose creation is deferred to its first data chunk (or its end), so a
+   * file whose content arrives in one piece costs one native call for everything.
+   */
+  private pending: { parentRel: string; base: string; rel: string; abs: string; entry: TarEntry; inSetgidDir: boolean } | undefined;
+  /** The native fast path; undefined with `pureJs` (or CAIRN_PURE_JS=1). */
+  private readonly extractor: LayerExtractor | undefined;
   private readonly euid = process.geteuid?.() ?? -1;
   private readonly egid = process.getegid?.() ?? -1;
 
@@ -141,6 +163,12 @@ class LayerWriter implements TarHandler {
     this.noDevices = opts.noDevices ?? false;
     this.ownership = opts.ownership ?? process.getuid?.() === 0;
     this.knownDirs.set('', (fs.statSync(root).mode & 0o2000) !== 0);
+    const pureJs = opts.pureJs ?? process.env.CAIRN_PURE_JS === '1';
+    this.extractor = pureJs ? undefined : openLayerExtractor(root);
+  }
+
+  close(): void {
+    this.extractor?.close();
   }
 
   entry(e: TarEntry): void {
@@ -180,6 +208,12 @@ class LayerWriter implements TarHandler {
         return;
       }
       case 'file': {
+        const parentRel = parentParts.join('/');
+        const inSetgidDir = this.knownDirs.get(parentRel) === true;
+        if (this.extractor && e.sparse === undefined && e.xattrs.size === 0) {
+          this.pending = { parentRel, base, rel, abs, entry: e, inSetgidDir };
+          return; // created by data() or end()
+        }
         // Created with its final permission bits (less the umask); end() fixes up only
         // what open cannot express, saving a syscall per file in the common case.
         const perm = e.mode & 0o777;
@@ -191,12 +225,14 @@ class LayerWriter implements TarHandler {
           this.remove(rel, abs);
           fd = fs.openSync(abs, OPEN_NEW, perm);
         }
-        this.file = { fd, abs, entry: e, inSetgidDir: this.knownDirs.get(parentParts.join('/')) === true };
+        this.file = { fd, abs, entry: e, inSetgidDir, native: false };
         return; // content arrives through data(); metadata in end()
       }
       case 'symlink':
+        // Linux cannot make a symlink to '' (ENOENT); found by the mutation fuzzer.
+        if (!e.linkname) throw new CairnError('ERR_INVALID_ARCHIVE', `symlink entry "${printable(e.name)}" has an empty target; the archive is corrupt`, { subject: e.name });
         this.removeIfPresent(rel, abs);
-        fs.symlinkSync(e.linkname ?? '', abs);
+        fs.symlinkSync(e.linkname, abs);
         this.applyMetadata(abs, e, false);
         return;
       case 'hardlink': {
@@ -225,6 +261,16 @@ class LayerWriter implements TarHandler {
   }
 
   data(chunk: Buffer, position: number): void {
+    const p = this.pending;
+    if (p) {
+      this.pending = undefined;
+      if (position === 0 && chunk.length === p.entry.size) {
+        this.writeWhole(p, chunk);
+        this.bytes += chunk.length;
+        return;
+      }
+      this.openNative(p);
+    }
     const f = this.file;
     if (!f) return;
     let off = 0;
@@ -235,21 +281,74 @@ class LayerWriter implements TarHandler {
   }
 
   end(): void {
+    const p = this.pending;
+    if (p) {
+      this.pending = undefined;
+      this.writeWhole(p, null);
+      return;
+    }
     const f = this.file;
     if (!f) return;
     const e = f.entry;
+    if (f.native) {
+      this.file = undefined;
+      const [atime, mtime] = times(e);
+      try {
+        this.extractor!.finishFile(f.fd, e.mode, e.uid, e.gid, this.metaFlags(e, f.inSetgidDir), atime, mtime);
+      } catch (err) {
+        try { fs.unlinkSync(f.abs); } catch { /* nothing to remove */ }
+        throw err;
+      }
+      return;
+    }
     if (e.sparse) fs.ftruncateSync(f.fd, e.sparse.realSize);
-    // A new file already belongs to us; chown only when the entry says otherwise. Then
-    // chmod when open's mode fell short: umask, setuid/setgid/sticky, or a chown (which
-    // clears setuid/setgid).
-    const chown = this.ownership && (e.uid !== this.euid || e.gid !== this.egid || f.inSetgidDir);
-    if (chown) fs.fchownSync(f.fd, e.uid, e.gid);
-    if (chown || e.mode > 0o777 || (e.mode & umask()) !== 0) fs.fchmodSync(f.fd, e.mode);
+    const flags = this.metaFlags(e, f.inSetgidDir);
+    if (flags & EXTRACT_CHOWN) fs.fchownSync(f.fd, e.uid, e.gid);
+    if (flags & EXTRACT_CHMOD) fs.fchmodSync(f.fd, e.mode);
     fs.closeSync(f.fd);
     this.file = undefined;
     this.applyXattrs(f.abs, e);
     const [atime, mtime] = times(e);
     sys.lutimesNsSync(f.abs, atime, mtime);
+  }
+
+  /**
+   * What a new regular file needs besides open: a new file already belongs to us, so
+   * chown only when the entry says otherwise (or a setgid parent gave it another group);
+   * chmod when open's mode fell short: umask, setuid/setgid/sticky, or a chown (which
+   * clears setuid/setgid).
+   */
+  private metaFlags(e: TarEntry, inSetgidDir: boolean): number {
+    const chown = this.ownership && (e.uid !== this.euid || e.gid !== this.egid || inSetgidDir);
+    const chmod = chown || e.mode > 0o777 || (e.mode & umask()) !== 0;
+    return (chown ? EXTRACT_CHOWN : 0) | (chmod ? EXTRACT_CHMOD : 0);
+  }
+
+  /** Native path, whole content at hand: create, write, chown, chmod, times, close in one call. */
+  private writeWhole(p: NonNullable<LayerWriter['pending']>, data: Buffer | null): void {
+    const e = p.entry;
+    const [atime, mtime] = times(e);
+    const flags = this.metaFlags(e, p.inSetgidDir);
+    try {
+      this.extractor!.writeFile(p.parentRel, p.base, data, e.mode, e.uid, e.gid, flags, atime, mtime);
+    } catch (err) {
+      if (errnoCode(err) !== 'EEXIST') throw err;
+      this.remove(p.rel, p.abs);
+      this.extractor!.writeFile(p.parentRel, p.base, data, e.mode, e.uid, e.gid, flags, atime, mtime);
+    }
+  }
+
+  /** Native path, content in pieces: create now, write with data(), finish in end(). */
+  private openNative(p: NonNullable<LayerWriter['pending']>): void {
+    let fd: number;
+    try {
+      fd = this.extractor!.openFile(p.parentRel, p.base, p.entry.mode & 0o777);
+    } catch (err) {
+      if (errnoCode(err) !== 'EEXIST') throw err;
+      this.remove(p.rel, p.abs);
+      fd = this.extractor!.openFile(p.parentRel, p.base, p.entry.mode & 0o777);
+    }
+    this.file = { fd, abs: p.abs, entry: p.entry, inSetgidDir: p.inSetgidDir, native: true };
   }
 
   /** Closes and removes a half-written file so no partial file keeps a final name. */
@@ -378,6 +477,7 @@ class LayerWriter implements TarHandler {
     if (st.isDirectory()) {
       fs.rmSync(abs, { recursive: true, force: true });
       this.forgetDirs(rel);
+      this.extractor?.forget(); // its cached parent fds may name what was just removed
     } else {
       fs.unlinkSync(abs);
     }
