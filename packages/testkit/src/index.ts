@@ -5,3 +5,4 @@ export * from './conformance.js';
 export * from './dockerd.js';
 export * from './crash.js';
 export * from './zfs.js';
+export * from './fuzz.js';
