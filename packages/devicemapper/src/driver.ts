@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { mkdir, readdir, rm, stat } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import {
@@ -541,6 +542,8 @@ export class DeviceMapperDriver implements StorageDriver {
 async function ensureKernel(): Promise<void> {
   const missing = kernelMissing();
   if (missing) throw new CairnError('ERR_NOT_SUPPORTED', missing);
+  // Loaded already (the common case after the first open): skip the dmsetup round trip.
+  if (existsSync('/sys/module/dm_thin_pool')) return;
   let targets = await targetVersions().catch(() => new Map<string, string>());
   if (!targets.has('thin-pool')) {
     await run('modprobe', ['dm_thin_pool'], 'kmod').catch(() => undefined);
