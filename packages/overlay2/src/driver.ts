@@ -2,9 +2,9 @@ import { chmod, chown, mkdir, readFile, readlink, rmdir, stat, symlink, unlink, 
 import type { Readable } from 'node:stream';
 import {
   CairnError, KeyedMutex, MountRefs, NaiveDiff, acquireHomeLock, assertValidId, commitStaged, discardDir,
-  errnoCode, makeStagingDir, normalizeParent, parseByteSize, readMountInfo, requireXfsProjectQuota, sweepLeftovers,
+  errnoCode, makeStagingDir, normalizeParent, parseByteSize, readMountInfo, LayerQuotas, sweepLeftovers,
 } from '@cairn/core';
-import type { Change, CreateOptions, DriverContext, HomeLock, ProjectQuota, StorageDriver } from '@cairn/core';
+import type { Change, CreateOptions, DriverContext, HomeLock, StorageDriver } from '@cairn/core';
 import * as sys from '@cairn/sys';
 import {
   COMMITTED_FILE_MODE, DEFAULT_MAX_DEPTH, DIFF_MODE, HOME_MODE, KERNEL_MAX_DEPTH, LAYER_DIR_MODE, LINK_FILE_MODE,
@@ -72,8 +72,8 @@ export class Overlay2Driver implements StorageDriver {
   private readonly naive: NaiveDiff;
   private readonly native: NativeDiff;
   private closed = false;
-  /** Project quota control, found on first need (or at open when overlay2.size is set). */
-  private quota: ProjectQuota | null = null;
+  /** Project quota control (core's, shared with vfs), made on first need or at open when overlay2.size is set. */
+  private quotas: LayerQuotas;
 
   private constructor(
     readonly home: string,
@@ -82,6 +82,7 @@ export class Overlay2Driver implements StorageDriver {
     private readonly lock: HomeLock,
   ) {
     this.layout = new Layout(home);
+    this.quotas = new LayerQuotas(home, home); // layer dirs sit directly in the home, as moby's
     this.refs = new MountRefs({ mount: (id) => this.mountLayer(id), unmount: (id, path) => this.unmountLayer(id, path) });
     this.naive = new NaiveDiff({ get: (id) => this.get(id), put: (id) => this.put(id), parentOf: (id) => this.parentOf(id) }, { whiteouts: 'overlay' });
     this.native = new NativeDiff(this.layout, features.userXattr);
@@ -95,11 +96,12 @@ export class Overlay2Driver implements StorageDriver {
     await mkdir(ctx.home, { recursive: true, mode: HOME_MODE });
     await chmod(ctx.home, HOME_MODE);
     // moby refuses overlay2.size at start-up where it cannot be enforced, rather than ignoring it.
-    const quota = options.defaultSize > 0 ? await requireXfsProjectQuota(ctx.home, 'overlay2.size') : null;
+    const quotas = new LayerQuotas(ctx.home, ctx.home);
+    if (options.defaultSize > 0) await quotas.require('overlay2.size');
     const lock = await acquireHomeLock(ctx.home, { timeoutMs: ctx.lockTimeoutMs });
     try {
       const driver = new Overlay2Driver(ctx.home, probe.features, options, lock);
-      driver.quota = quota;
+      driver.quotas = quotas;
       await driver.recover();
       return driver;
     } catch (err) {
@@ -139,7 +141,8 @@ export class Overlay2Driver implements StorageDriver {
     const parent = normalizeParent(parentArg);
     const size = this.sizeFor(id, opts, image);
     this.assertOpen();
-    const quota = size > 0 ? await this.quotaControl(id) : null;
+    // Refused before anything is made where quotas cannot work.
+    if (size > 0) await this.quotas.require(`cannot give layer ${id} a size quota`);
     await this.tree.run('', () => this.refs.withLock(id, async () => {
       if (await this.exists(id)) throw new CairnError('ERR_LAYER_EXISTS', `layer ${id} already exists; remove it first or pick another id`, { subject: id });
       let lowers: string[] = [];
@@ -156,6 +159,9 @@ export class Overlay2Driver implements StorageDriver {
       const staged = await makeStagingDir(this.home, id, LAYER_DIR_MODE);
       try {
         await chmod(staged, LAYER_DIR_MODE);
+        // On the layer dir before anything is made in it, as moby does: diff/ and work/
+        // inherit the project id (a dir made earlier would stay outside the quota).
+        if (size > 0) await this.quotas.limit(staged, size, id);
         await mkdir(`${staged}/diff`, { mode: DIFF_MODE });
         await chmod(`${staged}/diff`, DIFF_MODE);
         if (rootOwner) await chown(`${staged}/diff`, rootOwner.uid, rootOwner.gid);
@@ -166,8 +172,6 @@ export class Overlay2Driver implements StorageDriver {
           await chmod(`${staged}/work`, WORK_MODE);
         }
         if (image) await sys.lsetxattr(staged, IMAGE_LAYER_XATTR, Buffer.from('created')).catch(() => undefined);
-        // On the layer dir, as moby does: diff/ and work/ inherit the project id.
-        if (quota) await quota.setLimit(staged, size);
         // The link dangles until the rename below; an open after a crash here sweeps it.
         await symlink(this.layout.linkTarget(id), this.layout.linkPath(short));
         if (parent !== null) await writeFile(this.layout.committedFile(parent), '', { mode: COMMITTED_FILE_MODE, flag: 'a' });
@@ -189,11 +193,6 @@ export class Overlay2Driver implements StorageDriver {
       size = parseByteSize(value, 'storage option size');
     }
     return size;
-  }
-
-  private async quotaControl(id: string): Promise<ProjectQuota> {
-    this.quota ??= await requireXfsProjectQuota(this.home, `cannot give layer ${id} a size quota`);
-    return this.quota;
   }
 
   async exists(id: string): Promise<boolean> {

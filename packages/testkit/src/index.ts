@@ -6,3 +6,4 @@ export * from './dockerd.js';
 export * from './crash.js';
 export * from './zfs.js';
 export * from './fuzz.js';
+export * from './vm.js';

@@ -4,8 +4,8 @@ import { basename, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import {
   CairnError, MountRefs, NaiveDiff, STAGING_DIR, TRASH_DIR, applyLayer, assertValidId, commitStaged, copyTree,
-  detectBackingFs, discardDir, errnoCode, fsyncDir, isValidId, makeStagingDir, normalizeParent, readMountInfo, sweepLeftovers,
-  translateSpaceError,
+  detectBackingFs, discardDir, errnoCode, fsyncDir, isValidId, LayerQuotas, makeStagingDir, normalizeParent, parseByteSize,
+  readMountInfo, sweepLeftovers, translateSpaceError,
 } from '@cairn/core';
 import type { Change, CreateOptions, HomeLock, StorageDriver } from '@cairn/core';
 import { constants as sysConstants, mount, umount2 } from '@cairn/sys';
@@ -51,7 +51,15 @@ export class VfsDriver implements StorageDriver {
   private readonly naive: NaiveDiff;
   private closed = false;
 
-  private constructor(readonly home: string, private readonly lock: HomeLock, private readonly reflink: boolean) {
+  private constructor(
+    readonly home: string,
+    private readonly lock: HomeLock,
+    private readonly reflink: boolean,
+    /** xfs project quotas (core's, shared with overlay2), keyed on the layer dirs under dir/. */
+    private readonly quotas: LayerQuotas,
+    /** `vfs.size`: default size quota of container layers, bytes; 0 = none. */
+    private readonly defaultSize: number,
+  ) {
     this.layout = new VfsLayout(home);
     this.refs = new MountRefs({
       mount: (id) => this.mountLayer(id),
@@ -68,8 +76,11 @@ export class VfsDriver implements StorageDriver {
    * Opens (creating if needed) the home, takes its lock for the driver's lifetime,
    * repairs what a crash left behind, and loads the layer table.
    */
-  static async open(home: string, opts: { lockTimeoutMs?: number; acquireLock: (home: string, timeoutMs: number) => Promise<HomeLock> }): Promise<VfsDriver> {
+  static async open(home: string, opts: { lockTimeoutMs?: number; defaultSize?: number; acquireLock: (home: string, timeoutMs: number) => Promise<HomeLock> }): Promise<VfsDriver> {
     await mkdir(home, { recursive: true, mode: 0o700 });
+    const quotas = new LayerQuotas(home, new VfsLayout(home).layersDir);
+    // As moby, a default size that cannot be enforced is refused at start-up, not ignored.
+    if ((opts.defaultSize ?? 0) > 0) await quotas.require('vfs.size');
     const lock = await opts.acquireLock(home, opts.lockTimeoutMs ?? 0);
     try {
       const layout = new VfsLayout(home);
@@ -77,7 +88,7 @@ export class VfsDriver implements StorageDriver {
       await mkdir(layout.metaDir, { recursive: true, mode: 0o700 });
       await unmountStale(layout.layersDir);
       const reflink = await probeReflink(home);
-      const driver = new VfsDriver(home, lock, reflink);
+      const driver = new VfsDriver(home, lock, reflink, quotas, opts.defaultSize ?? 0);
       await driver.recover();
       return driver;
     } catch (err) {
@@ -131,7 +142,9 @@ export class VfsDriver implements StorageDriver {
   private async createLayer(id: string, parent: string | null | undefined, opts: CreateOptions | undefined, kind: LayerMeta['kind']): Promise<void> {
     assertValidId(id);
     const parentId = normalizeParent(parent);
-    checkStorageOpt(opts?.storageOpt);
+    const size = sizeFor(id, opts?.storageOpt, kind, this.defaultSize);
+    // Refused before anything is made where quotas cannot work.
+    if (size > 0) await this.quotas.require(`cannot give layer ${id} a size quota`);
     await this.refs.withLock(id, async () => {
       if (this.layers.has(id)) {
         throw new CairnError('ERR_LAYER_EXISTS', `layer ${id} already exists; remove it first or pick another id`, { subject: id });
@@ -148,6 +161,8 @@ export class VfsDriver implements StorageDriver {
       try {
         await writeMeta(this.layout.metaPath(id), { parent: parentId, kind, sealed: false });
         staged = await makeStagingDir(this.home, id);
+        // Before the copy, as moby: the parent's tree counts against the layer's limit.
+        if (size > 0) await this.quotas.limit(staged, size, id);
         if (parentId === null) {
           await chown(staged, 0, 0);
           await chmod(staged, 0o755);
@@ -267,6 +282,7 @@ export class VfsDriver implements StorageDriver {
       const staged = await makeStagingDir(this.home, id);
       let bytes: number;
       try {
+        await this.quotas.carryOver(path, staged);
         await copyTree(path, staged, { reflink: this.reflink ? 'always' : 'never' });
         bytes = await applyLayer(staged, tar, { whiteouts: 'delete' });
       } catch (err) {
@@ -328,16 +344,23 @@ export class VfsDriver implements StorageDriver {
   }
 }
 
-/** Rejects storage options vfs cannot honour, before anything is created. */
-function checkStorageOpt(storageOpt: Record<string, string> | undefined): void {
-  for (const key of Object.keys(storageOpt ?? {})) {
-    if (key.toLowerCase() === 'size') {
-      throw new CairnError('ERR_QUOTA_UNSUPPORTED',
-        'the vfs driver cannot enforce a size quota yet; create the layer without storageOpt.size or use overlay2 on xfs with pquota',
-        { subject: key });
+/**
+ * The size quota a new layer gets, in bytes (0 = none), from storageOpt.size or the
+ * driver's default; rejects what vfs cannot honour before anything is created. As moby's
+ * vfs, image layers (create) take no storage options.
+ */
+function sizeFor(id: string, storageOpt: Record<string, string> | undefined, kind: LayerMeta['kind'], defaultSize: number): number {
+  let size = kind === 'container' ? defaultSize : 0;
+  for (const [key, value] of Object.entries(storageOpt ?? {})) {
+    if (key.toLowerCase() !== 'size') {
+      throw new CairnError('ERR_INVALID_OPTION', `storage option ${JSON.stringify(key)} is not supported by the vfs driver (known: size)`, { subject: key });
     }
-    throw new CairnError('ERR_INVALID_OPTION', `storage option ${JSON.stringify(key)} is not supported by the vfs driver`, { subject: key });
+    if (kind === 'image') {
+      throw new CairnError('ERR_QUOTA_UNSUPPORTED', `layer ${id}: a size quota applies to container layers (createReadWrite) only; image layers made with create are read-only`, { subject: id });
+    }
+    size = parseByteSize(value, 'storage option size');
   }
+  return size;
 }
 
 async function isDir(path: string): Promise<boolean> {

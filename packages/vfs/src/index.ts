@@ -1,6 +1,6 @@
 import { access, constants as fsConstants, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { CairnError, acquireHomeLock, detectBackingFs, errnoCode, nearestExistingPath } from '@cairn/core';
+import { CairnError, acquireHomeLock, detectBackingFs, errnoCode, nearestExistingPath, parseByteSize } from '@cairn/core';
 import type { DriverContext, DriverFactory, ProbeResult, StorageDriver } from '@cairn/core';
 import { VfsDriver } from './driver.js';
 
@@ -8,13 +8,17 @@ export { VfsDriver } from './driver.js';
 export { VfsLayout } from './layout.js';
 export type { LayerMeta } from './meta.js';
 
-/** Rejects `vfs.*` driver options: vfs has none yet (other drivers' options are ignored). */
-function checkOptions(options: Record<string, string>): void {
-  for (const key of Object.keys(options)) {
-    if (key.startsWith('vfs.')) {
-      throw new CairnError('ERR_INVALID_OPTION', `unknown vfs driver option ${JSON.stringify(key)}: the vfs driver takes no options`, { subject: key });
+/** The `vfs.*` driver options (other drivers' options are ignored): `vfs.size`, the default quota of container layers. */
+function parseOptions(options: Record<string, string>): { defaultSize: number } {
+  let defaultSize = 0;
+  for (const [key, value] of Object.entries(options)) {
+    if (!key.startsWith('vfs.')) continue;
+    if (key !== 'vfs.size') {
+      throw new CairnError('ERR_INVALID_OPTION', `unknown vfs driver option ${JSON.stringify(key)} (known: vfs.size)`, { subject: key });
     }
+    defaultSize = parseByteSize(value, key);
   }
+  return { defaultSize };
 }
 
 /**
@@ -38,9 +42,10 @@ export const vfsDriver: DriverFactory = {
   },
 
   async open(ctx: DriverContext): Promise<StorageDriver> {
-    checkOptions(ctx.options);
+    const { defaultSize } = parseOptions(ctx.options);
     return VfsDriver.open(ctx.home, {
       lockTimeoutMs: ctx.lockTimeoutMs,
+      defaultSize,
       acquireLock: (home, timeoutMs) => acquireHomeLock(home, { timeoutMs }),
     });
   },

@@ -1,0 +1,112 @@
+// Runs in the test VM (a kernel with xfs quotas), launched by packages/core/test/quota-vm.test.ts.
+// Every test name here contains the word "quota": the host launcher filters on it.
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { CairnError } from '@cairn/core';
+import { xfsGetProjectId, xfsGetProjectLimit } from '@cairn/sys';
+import { describeBackend, driverConformanceSuite, makeLoopFs } from '@cairn/testkit';
+import type { DriverHarness, LoopFs } from '@cairn/testkit';
+import { makeHome } from '../helpers.js';
+
+async function writeError(path: string, bytes: number): Promise<string | null> {
+  return writeFile(path, Buffer.alloc(bytes, 1)).then(() => null, (e: unknown) => (e as { code?: string }).code ?? String(e));
+}
+
+async function codeOf(p: Promise<unknown>): Promise<string | undefined> {
+  const err = await p.then(() => null, (e: unknown) => e);
+  return err instanceof CairnError ? err.code : `not a CairnError: ${String(err)}`;
+}
+
+describeBackend('xfs-prjquota', null, () => {
+  let fs: LoopFs;
+  beforeAll(async () => { fs = await makeLoopFs('xfs', { mountOptions: 'prjquota', sizeMiB: 512 }); });
+  afterAll(async () => { await fs?.dispose(); });
+
+  async function harness(options: Record<string, string> = {}): Promise<DriverHarness> {
+    const h = await makeHome('ovl-q-', fs.dir);
+    let driver = await h.open(options);
+    return {
+      get driver() { return driver; },
+      async reopen() {
+        await driver.cleanup();
+        driver = await h.open(options);
+        return driver;
+      },
+      dispose: () => h.dispose(),
+    };
+  }
+
+  describe('overlay2 size quota', () => {
+    test('a 16M quota on a container layer: 10M written through the merged view works, 20M more fails with EDQUOT/ENOSPC; a second layer\'s quota is independent', async () => {
+      const h = await harness();
+      try {
+        const d = h.driver;
+        await d.createReadWrite('base');
+        await d.createReadWrite('c1', 'base', { storageOpt: { size: '16M' } });
+        await d.createReadWrite('c2', 'base', { storageOpt: { size: '16M' } });
+        const id1 = await xfsGetProjectId(join(d.home, 'c1', 'diff'));
+        const id2 = await xfsGetProjectId(join(d.home, 'c2', 'diff'));
+        expect(id1).toBeGreaterThan(0);
+        expect(id2).toBe(id1 + 1);
+        expect(await xfsGetProjectLimit(fs.dir, id1)).toBe(16 << 20);
+        const r1 = await d.get('c1');
+        const r2 = await d.get('c2');
+        try {
+          expect(await writeError(join(r1, 'ten'), 10 << 20)).toBeNull();
+          expect(['EDQUOT', 'ENOSPC']).toContain(await writeError(join(r1, 'twenty'), 20 << 20));
+          // c1 is full, c2 still has its own 16M.
+          expect(await writeError(join(r2, 'ten'), 10 << 20)).toBeNull();
+          expect(await writeError(join(r2, 'five'), 5 << 20)).toBeNull();
+        } finally {
+          await d.put('c1');
+          await d.put('c2');
+        }
+      } finally {
+        await h.dispose();
+      }
+    });
+
+    test('overlay2.size is the default quota of container layers; image layers get none; storageOpt.size overrides it', async () => {
+      const h = await harness({ 'overlay2.size': '8M' });
+      try {
+        const d = h.driver;
+        await d.create('img');
+        expect(await xfsGetProjectId(join(d.home, 'img', 'diff'))).toBe(0);
+        await d.createReadWrite('small', 'img');
+        await d.createReadWrite('big', 'img', { storageOpt: { size: '32M' } });
+        const root = await d.get('small');
+        try {
+          expect(['EDQUOT', 'ENOSPC']).toContain(await writeError(join(root, 'f'), 12 << 20));
+        } finally {
+          await d.put('small');
+        }
+        const big = await d.get('big');
+        try {
+          expect(await writeError(join(big, 'f'), 12 << 20)).toBeNull();
+        } finally {
+          await d.put('big');
+        }
+        // Reopening keeps handing out fresh ids: the scan starts above the existing layers.
+        const d2 = await h.reopen();
+        await d2.createReadWrite('after', 'img');
+        const ids = await Promise.all(['small', 'big', 'after'].map((id) => xfsGetProjectId(join(d2.home, id))));
+        expect(new Set(ids).size).toBe(3);
+        expect(ids[2]).toBeGreaterThan(Math.max(ids[0]!, ids[1]!));
+      } finally {
+        await h.dispose();
+      }
+    });
+
+    test('size quota on an image layer (create) is ERR_QUOTA_UNSUPPORTED even where quotas work', async () => {
+      const h = await harness();
+      try {
+        expect(await codeOf(h.driver.create('img', null, { storageOpt: { size: '16M' } }))).toBe('ERR_QUOTA_UNSUPPORTED');
+        expect(await h.driver.exists('img')).toBe(false);
+      } finally {
+        await h.dispose();
+      }
+    });
+  });
+
+  driverConformanceSuite('overlay2 (xfs prjquota)', () => harness(), { quota: true });
+});

@@ -1,0 +1,108 @@
+// Runs in the test VM (a kernel with xfs quotas), launched by packages/core/test/quota-vm.test.ts.
+// Every test name here contains the word "quota": the host launcher filters on it.
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { CairnError } from '@cairn/core';
+import type { StorageDriver } from '@cairn/core';
+import { xfsGetProjectId, xfsGetProjectLimit } from '@cairn/sys';
+import { describeBackend, driverConformanceSuite, makeLoopFs, tarOf } from '@cairn/testkit';
+import type { DriverHarness, LoopFs } from '@cairn/testkit';
+import { vfsDriver } from '@cairn/vfs';
+
+async function writeError(path: string, bytes: number): Promise<string | null> {
+  return writeFile(path, Buffer.alloc(bytes, 1)).then(() => null, (e: unknown) => (e as { code?: string }).code ?? String(e));
+}
+
+async function codeOf(p: Promise<unknown>): Promise<string | undefined> {
+  const err = await p.then(() => null, (e: unknown) => e);
+  return err instanceof CairnError ? err.code : `not a CairnError: ${String(err)}`;
+}
+
+describeBackend('xfs-prjquota', null, () => {
+  let fs: LoopFs;
+  beforeAll(async () => { fs = await makeLoopFs('xfs', { mountOptions: 'prjquota', sizeMiB: 512 }); });
+  afterAll(async () => { await fs?.dispose(); });
+
+  async function harness(options: Record<string, string> = {}): Promise<DriverHarness> {
+    const root = await mkdtemp(join(fs.dir, 'vfs-q-'));
+    const ctx = { root, home: join(root, 'vfs'), options, lockTimeoutMs: 0 };
+    const opened: StorageDriver[] = [await vfsDriver.open(ctx)];
+    return {
+      get driver() { return opened[opened.length - 1]!; },
+      async reopen() {
+        await opened[opened.length - 1]!.cleanup();
+        opened.push(await vfsDriver.open(ctx));
+        return opened[opened.length - 1]!;
+      },
+      async dispose() {
+        for (const d of opened) await d.cleanup().catch(() => undefined);
+        await rm(root, { recursive: true, force: true });
+      },
+    };
+  }
+
+  describe('vfs size quota', () => {
+    test('a 16M quota on a container layer: 10M works, 20M more fails with EDQUOT/ENOSPC; a second layer\'s quota is independent', async () => {
+      const h = await harness();
+      try {
+        const d = h.driver;
+        await d.createReadWrite('base');
+        await d.createReadWrite('c1', 'base', { storageOpt: { size: '16M' } });
+        await d.createReadWrite('c2', 'base', { storageOpt: { size: '16M' } });
+        const r1 = await d.get('c1');
+        const r2 = await d.get('c2');
+        try {
+          const id1 = await xfsGetProjectId(r1);
+          expect(id1).toBeGreaterThan(0);
+          expect(await xfsGetProjectId(r2)).toBe(id1 + 1);
+          expect(await xfsGetProjectLimit(fs.dir, id1)).toBe(16 << 20);
+          expect(await writeError(join(r1, 'ten'), 10 << 20)).toBeNull();
+          expect(['EDQUOT', 'ENOSPC']).toContain(await writeError(join(r1, 'twenty'), 20 << 20));
+          expect(await writeError(join(r2, 'ten'), 10 << 20)).toBeNull();
+          expect(await writeError(join(r2, 'five'), 5 << 20)).toBeNull();
+        } finally {
+          await d.put('c1');
+          await d.put('c2');
+        }
+      } finally {
+        await h.dispose();
+      }
+    });
+
+    test('vfs.size is the default quota of container layers, the parent copy counts against it (ERR_NO_SPACE), and applyDiff keeps the quota', async () => {
+      const h = await harness({ 'vfs.size': '8M' });
+      try {
+        const d = h.driver;
+        await d.create('img');
+        await d.applyDiff('img', null, Readable.from([await tarOf([{ name: 'blob', content: Buffer.alloc(10 << 20, 2) }])]));
+        // The 10M parent does not fit in an 8M layer: refused, nothing left behind.
+        expect(await codeOf(d.createReadWrite('c', 'img'))).toBe('ERR_NO_SPACE');
+        expect(await d.exists('c')).toBe(false);
+        await d.createReadWrite('c', 'img', { storageOpt: { size: '24M' } });
+        await d.applyDiff('c', 'img', Readable.from([await tarOf([{ name: 'more', content: Buffer.alloc(1 << 20, 3) }])]));
+        const root = await d.get('c');
+        try {
+          expect(await xfsGetProjectId(root)).toBeGreaterThan(0);
+          expect(['EDQUOT', 'ENOSPC']).toContain(await writeError(join(root, 'f'), 16 << 20));
+        } finally {
+          await d.put('c');
+        }
+      } finally {
+        await h.dispose();
+      }
+    });
+
+    test('size quota on an image layer (create) is ERR_QUOTA_UNSUPPORTED even where quotas work', async () => {
+      const h = await harness();
+      try {
+        expect(await codeOf(h.driver.create('img', null, { storageOpt: { size: '16M' } }))).toBe('ERR_QUOTA_UNSUPPORTED');
+        expect(await h.driver.exists('img')).toBe(false);
+      } finally {
+        await h.dispose();
+      }
+    });
+  });
+
+  driverConformanceSuite('vfs (xfs prjquota)', () => harness(), { quota: true });
+});
