@@ -59,6 +59,7 @@ Napi::Object Constants(Napi::Env env);
 void InitMount(Napi::Env env, Napi::Object exports);
 void InitFiles(Napi::Env env, Napi::Object exports);
 void InitBtrfs(Napi::Env env, Napi::Object exports);  // btrfs.cc (btrfs driver)
+void InitExtract(Napi::Env env, Napi::Object exports);  // extract.cc (layer apply fast path)
 void InitQuota(Napi::Env env, Napi::Object exports);  // quota.cc (xfs project quotas)
 
 }  // namespace cairn

@@ -176,3 +176,41 @@ export function makedev(major: number, minor: number): number {
 }
 export * from './btrfs.js';
 export * from './quota.js';
+
+/** {@link LayerExtractor.writeFile} / {@link LayerExtractor.finishFile} flags: fchown to uid/gid. */
+export const EXTRACT_CHOWN = 1;
+/** fchmod to the full mode (setuid/setgid/sticky, bits the umask dropped, or after a chown). */
+export const EXTRACT_CHMOD = 2;
+
+/**
+ * The layer-apply fast path: a handle on a layer root (opened O_PATH|O_NOFOLLOW) that
+ * creates regular files beneath it in one synchronous call each. Parent directories are
+ * resolved relative to the root fd with openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS)
+ * (a component-by-component O_NOFOLLOW walk where openat2 is missing), so a symlink or
+ * `..` on the way fails (ELOOP/EXDEV) and is never followed; files are created
+ * O_CREAT|O_EXCL|O_NOFOLLOW and owner, mode and times are set through the new fd.
+ * Resolved parents are cached: call `forget()` after removing or replacing anything
+ * under the root. `close()` releases every fd. Errors are Node-style (`code`, `syscall`,
+ * `path`); a file that fails after creation is removed before the error is thrown.
+ */
+export interface LayerExtractor {
+  /** Creates `parent/name` with all of `data` and its metadata, in one call. `parent` is
+   *  relative to the root ('' for the root itself). EEXIST when something is there. */
+  writeFile(parent: string, name: string, data: Uint8Array | null, mode: number, uid: number, gid: number,
+    flags: number, atimeNs: bigint, mtimeNs: bigint): void;
+  /** Creates `parent/name` (permission bits `mode & 0o777`, less the umask) and returns its fd,
+   *  for content that arrives in pieces; finish with finishFile. */
+  openFile(parent: string, name: string, mode: number): number;
+  /** fchown (EXTRACT_CHOWN), fchmod (EXTRACT_CHMOD), futimens, close — the fd is closed even on failure. */
+  finishFile(fd: number, mode: number, uid: number, gid: number, flags: number, atimeNs: bigint, mtimeNs: bigint): void;
+  /** Drops the cached parent directory fds. */
+  forget(): void;
+  /** Releases the root and every cached fd; the handle is unusable afterwards. */
+  close(): void;
+}
+
+/** Opens a {@link LayerExtractor} on the directory `root` (which must not be a symlink). */
+export function openLayerExtractor(root: string): LayerExtractor {
+  const Ctor = (native as unknown as { LayerExtractor: new (root: string) => LayerExtractor }).LayerExtractor;
+  return new Ctor(root);
+}

@@ -1,0 +1,44 @@
+// Export: cairn packing a tree as a layer tar vs GNU `tar --format=pax -cf` of the same
+// tree, both written to a file on the same filesystem. Like with like: GNU tar's pax
+// format writes a PAX header with mtime/atime/ctime for every entry, as cairn writes
+// one for each nanosecond mtime. (Writing to /dev/null would let GNU tar skip reading
+// file content altogether, so both sides write a real file.)
+import { createWriteStream } from 'node:fs';
+import { pipeline } from 'node:stream/promises';
+import { comparePair } from '../harness.mjs';
+import { rmrf, run } from '../env.mjs';
+
+export async function exportCases({ input, base, label, pairs, core, cairn }) {
+  const results = [];
+  // The change list of a base layer: every path is an addition.
+  const changes = await core.changesBetween(input.dir, null);
+  const { mkdirSync } = await import('node:fs');
+  mkdirSync(base, { recursive: true });
+  const out = (side, i) => {
+    const file = `${base}/export-${side}-${i}.tar`;
+    return { file, teardown: () => rmrf(file) };
+  };
+  results.push(await comparePair({
+    name: `export ${label}: exportChanges`, pairs, referenceName: 'tar -cf (pax)',
+    setup: out,
+    cairn: (ctx) => pipeline(core.exportChanges(input.dir, changes), createWriteStream(ctx.file)),
+    reference: (ctx) => run('tar', ['--format=pax', '-C', input.dir, '-cf', ctx.file, '.']),
+  }));
+
+  // Through the vfs driver: diff() of a base layer walks it and packs it.
+  const driver = await cairn.openDriver({ root: `${base}/root-export-vfs`, driver: 'vfs' });
+  const { createReadStream } = await import('node:fs');
+  await driver.create('exported', null);
+  await driver.applyDiff('exported', null, createReadStream(input.tar));
+  const layerDir = (await driver.get('exported'));
+  results.push(await comparePair({
+    name: `export ${label}: vfs diff`, pairs, referenceName: 'tar -cf (pax)',
+    setup: out,
+    cairn: async (ctx) => pipeline(await driver.diff('exported', null), createWriteStream(ctx.file)),
+    reference: (ctx) => run('tar', ['--format=pax', '-C', layerDir, '-cf', ctx.file, '.']),
+  }));
+  await driver.put('exported');
+  await driver.remove('exported');
+  await driver.cleanup();
+  return results;
+}

@@ -1,0 +1,60 @@
+// What every bench case shares: the machine description, scratch dirs that are always
+// removed, a tmpfs that is always unmounted, and running reference commands.
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+export function machine() {
+  const cpuModel = cpus()[0]?.model ?? 'unknown';
+  let fs = 'unknown';
+  try { fs = execFileSync('findmnt', ['-no', 'FSTYPE', '-T', tmpdir()], { encoding: 'utf8' }).trim(); } catch { /* no findmnt */ }
+  const memKb = Number(/MemTotal:\s+(\d+)/.exec(readFileSync('/proc/meminfo', 'utf8'))?.[1] ?? 0);
+  return {
+    nproc: Number(execFileSync('nproc', { encoding: 'utf8' }).trim()),
+    cpu: cpuModel,
+    memGiB: Math.round(memKb / 1024 / 1024),
+    kernel: execFileSync('uname', ['-r'], { encoding: 'utf8' }).trim(),
+    node: process.version,
+    gnuTar: execFileSync('tar', ['--version'], { encoding: 'utf8' }).split('\n')[0],
+    repoDiskFs: fs,
+    loadavg: readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' '),
+  };
+}
+
+/** Scratch dirs for one bench run; `cleanup()` removes them and unmounts tmpfs. */
+export class Scratch {
+  constructor() {
+    this.base = mkdtempSync(join(tmpdir(), 'cairn-bench-'));
+    this.mounts = [];
+  }
+  dir(name) {
+    return join(this.base, name);
+  }
+  /** A fresh tmpfs of `sizeMiB`, mounted inside the scratch dir. */
+  tmpfs(name, sizeMiB) {
+    const dir = mkdtempSync(join(this.base, name + '-'));
+    execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${sizeMiB}m,mode=755`, 'tmpfs', dir]);
+    this.mounts.push(dir);
+    return dir;
+  }
+  cleanup() {
+    for (const m of this.mounts.reverse()) {
+      try { execFileSync('umount', ['-l', m]); } catch { /* already gone */ }
+    }
+    rmSync(this.base, { recursive: true, force: true });
+  }
+}
+
+/** Runs a reference command synchronously, output discarded, failing loudly. */
+export function run(cmd, args, opts = {}) {
+  execFileSync(cmd, args, { stdio: ['ignore', 'ignore', 'inherit'], ...opts });
+}
+
+export function rmrf(p) {
+  rmSync(p, { recursive: true, force: true });
+}
+
+export function isRoot() {
+  return process.getuid?.() === 0;
+}

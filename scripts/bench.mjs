@@ -1,0 +1,95 @@
+#!/usr/bin/env node
+// `npm run bench [-- --quick] [-- --json] [-- --only apply,export,...] [-- --pairs N]`
+//
+// Runs cairn's hot operations against their reference tools on generated inputs (see
+// bench/inputs.mjs; cached under /var/tmp/cairn-bench-inputs), alternating A B A B,
+// and prints median, min–max and the ratio cairn/reference. Needs root (mounts) and a
+// build (`npx tsc -b`): it benchmarks the compiled packages, as users run them.
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { formatResult } from '../bench/harness.mjs';
+import { cachedInput } from '../bench/inputs.mjs';
+import { Scratch, isRoot, machine } from '../bench/env.mjs';
+import { applyCases } from '../bench/cases/apply.mjs';
+import { exportCases } from '../bench/cases/export.mjs';
+import { changesCases } from '../bench/cases/changes.mjs';
+import { vfsCreateCases } from '../bench/cases/vfs-create.mjs';
+import { overlayMountCases } from '../bench/cases/overlay2-mount.mjs';
+import { btrfsCases } from '../bench/cases/btrfs-layer.mjs';
+import { rssCase } from '../bench/cases/rss.mjs';
+
+const repo = join(dirname(fileURLToPath(import.meta.url)), '..');
+const args = process.argv.slice(2);
+const flag = (name) => args.includes(name);
+const value = (name) => {
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1] : undefined;
+};
+const quick = flag('--quick');
+const json = flag('--json');
+const pairs = Number(value('--pairs') ?? 5);
+const all = ['apply', 'export', 'changes', 'vfs-create', 'overlay2', 'btrfs', 'rss'];
+const only = (value('--only') ?? all.join(',')).split(',');
+
+if (!isRoot()) {
+  console.error('npm run bench needs root: it mounts tmpfs, overlay and a loopback btrfs.');
+  process.exit(1);
+}
+const dist = (pkg, file = 'index.js') => join(repo, 'packages', pkg, 'dist', file);
+if (!existsSync(dist('core')) || !existsSync(dist('cairn'))) {
+  console.error('Build first: npx tsc -b (the bench measures the compiled packages).');
+  process.exit(1);
+}
+const load = (pkg, file) => import(pathToFileURL(dist(pkg, file)).href);
+const core = await load('core');
+const cairn = await load('cairn');
+const sys = await load('sys');
+const overlay2 = await load('overlay2');
+const testkit = await load('testkit', 'loopfs.js');
+
+const layerParams = quick ? { files: 5000, totalBytes: 50 * 1024 * 1024 } : { files: 20000, totalBytes: 200 * 1024 * 1024 };
+const walkParams = quick ? { files: 20000, totalBytes: 20 * 1024 * 1024 } : { files: 100000, totalBytes: 100 * 1024 * 1024 };
+const rssGiB = quick ? 0.5 : 2;
+
+const info = machine();
+const out = { machine: info, command: `npm run bench -- ${args.join(' ')}`.trim(), pathMode: process.env.CAIRN_PURE_JS === '1' ? 'pure-js' : 'default', results: [] };
+const log = (line) => { if (!json) console.log(line); };
+log(`machine: ${info.nproc} cpus (${info.cpu}), ${info.memGiB} GiB, kernel ${info.kernel}, node ${info.node}, ${info.gnuTar}, repo disk ${info.repoDiskFs}, load ${info.loadavg}`);
+
+const report = (rs) => {
+  for (const r of rs) {
+    out.results.push(r);
+    if (r.skipped) log(`${r.name.padEnd(44)} skipped: ${r.skipped}`);
+    else if (r.peakRssMiB !== undefined) log(`${r.name.padEnd(44)} ${r.peakRssMiB.toFixed(0)} MiB peak RSS, ${(r.bytes / 2 ** 20).toFixed(0)} MiB in ${(r.ms / 1000).toFixed(1)} s`);
+    else log(formatResult(r));
+  }
+};
+
+const scratch = new Scratch();
+const onSignal = () => { scratch.cleanup(); process.exit(130); };
+process.on('SIGINT', onSignal);
+try {
+  const layer = await cachedInput('layer', layerParams);
+  log(`layer input: ${layer.files} files, ${(layer.bytes / 2 ** 20).toFixed(0)} MiB (${layer.tar})`);
+  const label = `${layer.files} files`;
+  if (only.includes('apply')) {
+    report(await applyCases({ input: layer, base: scratch.dir('disk'), label: `${label}, repo disk`, pairs, core, cairn }));
+    const tmp = scratch.tmpfs('tmpfs', 4096);
+    report(await applyCases({ input: layer, base: tmp, label: `${label}, tmpfs`, pairs, core, cairn }));
+  }
+  if (only.includes('export')) report(await exportCases({ input: layer, base: scratch.dir('export'), label, pairs, core, cairn }));
+  if (only.includes('vfs-create')) report(await vfsCreateCases({ input: layer, base: scratch.dir('vfs'), label, pairs, cairn }));
+  if (only.includes('changes')) {
+    const walk = await cachedInput('walk', walkParams);
+    report(await changesCases({ input: walk, label: `${walk.files} files`, pairs, core }));
+  }
+  if (only.includes('overlay2')) report(await overlayMountCases({ base: scratch.dir('ovl'), pairs, cairn, sys, overlay2 }));
+  if (only.includes('btrfs')) report(await btrfsCases({ pairs, cairn, testkit }));
+  if (only.includes('rss')) {
+    report([rssCase({ base: scratch.dir('rss'), gib: rssGiB, coreDist: pathToFileURL(dist('core')).href, native: process.env.CAIRN_PURE_JS !== '1' })]);
+  }
+} finally {
+  scratch.cleanup();
+}
+if (json) console.log(JSON.stringify(out, null, 2));
