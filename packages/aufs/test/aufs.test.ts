@@ -30,7 +30,11 @@ async function bufferOf(stream: Readable): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
-describe('aufs driver on a kernel without aufs', () => {
+// Every kernel this project runs on lacks aufs; on one that has it these would not hold.
+const kernelMissing = await aufsMissingReason();
+const onKernelWithoutAufs = kernelMissing === null ? describe.skip : describe;
+
+onKernelWithoutAufs('aufs driver on a kernel without aufs', () => {
   let root: string;
   let opened: StorageDriver[];
   const open = async (): Promise<AufsDriver> => {
@@ -49,7 +53,7 @@ describe('aufs driver on a kernel without aufs', () => {
   });
 
   test('this machine has no aufs: the probe says so with a reason, and hasLayers still sees a Docker store', async () => {
-    expect(await aufsMissingReason()).toMatch(/no aufs/);
+    expect(kernelMissing).toMatch(/no aufs/);
     const probe = await aufsDriver.probe(context(root));
     expect(probe).toMatchObject({ name: 'aufs', priority: 5, usable: false, code: 'ERR_NOT_SUPPORTED' });
     expect(probe.reason).toMatch(/overlay2/);
