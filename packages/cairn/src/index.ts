@@ -18,6 +18,7 @@ import { defaultRegistry } from '@cairn/core';
 import { overlay2Driver } from '@cairn/overlay2';
 import { btrfsDriver } from '@cairn/btrfs';
 import { vfsDriver } from '@cairn/vfs';
+import { aufsDriver } from '@cairn/aufs';
 
 export { CairnError, ErrorCodes, isCairnError, isValidId } from '@cairn/core';
 export type { CairnErrorDetails, ErrorCode } from '@cairn/core';
@@ -28,13 +29,17 @@ export { Registry, defaultRegistry, openDriver, probe } from '@cairn/core';
 export type { OpenOptions, ProbeOptions } from '@cairn/core';
 export { detectBackingFs, supportsDType } from '@cairn/core';
 export type { BackingFs } from '@cairn/core';
-export { overlay2Driver, btrfsDriver, vfsDriver };
+export { overlay2Driver, btrfsDriver, aufsDriver, vfsDriver };
+
+// Moving a store from one driver to another (aufs → overlay2 is the classic case).
+export { migrate } from '@cairn/core';
+export type { MigrateOptions, MigrateProgress, MigrateResult, LayerRef } from '@cairn/core';
 
 // Building and reading layer tars (for runtimes that commit containers or make layers).
 export { packEntries, readTar } from '@cairn/core';
 export type { TarSourceEntry, TarHeaderInput, TarItem, TarEntry } from '@cairn/core';
 
 /** The drivers this package registers on import, in priority order. */
-export const builtinDrivers = [overlay2Driver, btrfsDriver, vfsDriver] as const;
+export const builtinDrivers = [overlay2Driver, btrfsDriver, aufsDriver, vfsDriver] as const;
 
 for (const factory of builtinDrivers) defaultRegistry.register(factory);

@@ -45,7 +45,7 @@ afterEach(async () => {
 test('--help lists every command and exits 0; an unknown command is a usage error (2)', async () => {
   const help = await cairn(root, '--help');
   expect(help.code).toBe(0);
-  for (const c of ['probe', 'doctor', 'info', 'import', 'images', 'layers', 'create', 'mount', 'umount', 'changes', 'diff', 'export', 'rm', 'rmi', 'du', 'gc']) {
+  for (const c of ['probe', 'doctor', 'info', 'import', 'images', 'layers', 'create', 'mount', 'umount', 'changes', 'diff', 'export', 'rm', 'rmi', 'du', 'gc', 'migrate']) {
     expect(help.stdout.toString()).toMatch(new RegExp(`^  ${c}\\b`, 'm'));
   }
   expect((await cairn(root, 'import', '--help')).stdout.toString()).toMatch(/docker save tarball/);
@@ -120,3 +120,25 @@ test('doctor names the chosen driver and gives a reason for every other; du and 
   await cairn(root, '--driver', 'vfs', 'rmi', 'demo:1');
   expect((await cairn(root, '--driver', 'vfs', 'gc')).stdout.toString()).toMatch(/removed 0 images/);
 });
+
+test('cairn migrate --to vfs moves an overlay2 store (images and a container) and the image reads the same on vfs', async () => {
+  expect((await cairn(root, 'import', join(work, 'demo.tar'))).code).toBe(0);
+  expect((await cairn(root, 'create', 'demo:1', 'c1')).code).toBe(0);
+  const mounted = (await cairn(root, 'mount', 'c1')).stdout.toString().trim();
+  await writeFile(join(mounted, 'made-in-container'), 'x');
+  expect((await cairn(root, 'umount', 'c1')).code).toBe(0);
+  const before = (await cairn(root, 'changes', 'c1')).stdout.toString();
+
+  const m = await cairn(root, 'migrate', '--to', 'vfs');
+  expect(m.stderr).toMatch(/^\[1\/4\] [0-9a-f]{64} copied/m); // progress lines go to stderr
+  expect(m.code).toBe(0);
+  expect(m.stdout.toString()).toMatch(/migrated 4 layers from overlay2 to vfs \(4 copied, 0 already done/);
+  // Both stores now hold layers: auto-selection refuses to guess, --driver picks.
+  expect((await cairn(root, 'images')).code).toBe(exitFor('ERR_MULTIPLE_PRIOR_DRIVERS'));
+  const images = JSON.parse((await cairn(root, '--driver', 'vfs', '--json', 'images')).stdout.toString());
+  expect(images).toEqual([expect.objectContaining({ tags: ['demo:1'], layers: 3 })]);
+  expect((await cairn(root, '--driver', 'vfs', 'changes', 'c1')).stdout.toString()).toBe(before);
+  // A second run finds everything verified and copies nothing.
+  const again = await cairn(root, 'migrate', '--from', 'overlay2', '--to', 'vfs');
+  expect(again.stdout.toString()).toMatch(/\(0 copied, 4 already done/);
+}, 120_000);

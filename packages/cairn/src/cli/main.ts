@@ -3,9 +3,11 @@
 // Every command opens the driver, does one thing, and releases it (except `mount`,
 // which must leave its mount in place for `umount` in a later process to find).
 import { pipeline } from 'node:stream/promises';
-import { resolve } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
-import { CairnError, openDriver, probe, type StorageDriver } from '../index.js';
+import { join } from 'node:path';
+import { cp, stat } from 'node:fs/promises';
+import { CairnError, defaultRegistry, migrate, openDriver, probe, type LayerRef, type StorageDriver } from '../index.js';
 import { LayerStore, exportImage } from '@cairn/image';
 import { exitCodeOf } from './exit-codes.js';
 import { importReporter } from './progress.js';
@@ -166,6 +168,60 @@ program.command('gc').description('remove untagged unused images and what interr
   if (globals().json) process.stdout.write(JSON.stringify(r, null, 2) + '\n');
   else process.stdout.write(`removed ${r.imagesRemoved.length} images, ${r.layersRemoved.length} layers, ${r.orphansRemoved.length} orphaned driver layers\n`);
 }));
+
+program.command('migrate').description('copy every layer of the store to another driver, keeping ids, parents and contents (resumable)')
+  .requiredOption('--to <driver>', 'driver to move to, e.g. overlay2')
+  .option('--from <driver>', 'driver to move from (default: the one holding layers under --root)')
+  .action(async (o: { to: string; from?: string }) => {
+    const root = resolve(globals().root);
+    const fromName = o.from ?? globals().driver ?? (await probe({ root, options: options() })).find((r) => r.prior)?.name;
+    if (!fromName) throw new CairnError('ERR_LAYER_NOT_FOUND', `no driver under ${root} holds layers; pass --from DRIVER`, { subject: root });
+    if (fromName === o.to) throw new CairnError('ERR_INVALID_OPTION', `--from and --to are both ${o.to}; pick another target driver`, { subject: o.to });
+    // The source is opened without its probe: an aufs store must be readable on kernels
+    // that can no longer mount aufs, which is exactly when people migrate away from it.
+    const factory = defaultRegistry.get(fromName);
+    if (!factory) throw new CairnError('ERR_DRIVER_NOT_FOUND', `no storage driver named ${fromName}`, { subject: fromName });
+    const from = await factory.open({ root, home: join(root, fromName), options: options(), lockTimeoutMs: 0 });
+    try {
+      const to = await openDriver({ root, driver: o.to, options: options() });
+      try {
+        const layers = await layersFromImageStore(from);
+        const r = await migrate(from, to, {
+          ...(layers ? { layers } : {}),
+          onProgress: (p) => {
+            if (!globals().json) process.stderr.write(`[${p.index}/${p.total}] ${p.id} ${p.outcome} (${p.bytes} bytes) ${p.digest.slice(0, 19)}\n`);
+          },
+        });
+        await copyImageStore(root, fromName, o.to);
+        if (globals().json) process.stdout.write(JSON.stringify(r, null, 2) + '\n');
+        else process.stdout.write(`migrated ${r.layers.length} layers from ${fromName} to ${o.to} (${r.copied} copied, ${r.already} already done, ${r.bytes} bytes), each verified.\n` +
+          `The ${fromName} store is untouched; remove ${join(root, fromName)} once you are satisfied, or later opens need --driver ${o.to}.\n`);
+      } finally {
+        await to.cleanup();
+      }
+    } finally {
+      await from.cleanup();
+    }
+  });
+
+/** The image store knows every layer's parent (vfs and overlay2 keep none a migration can read); null when there is none. */
+async function layersFromImageStore(driver: StorageDriver): Promise<LayerRef[] | null> {
+  if (!(await stat(join(dirname(driver.home), 'image', driver.name)).catch(() => null))) return null;
+  const store = await LayerStore.open(driver);
+  const cacheOf = (chain: string | null) => (chain ? store.layer(chain).cacheId : null);
+  return [
+    ...store.layers().map((l) => ({ id: l.cacheId, parent: cacheOf(l.parent) })),
+    ...store.containers().map((c) => ({ id: c.mountId, parent: cacheOf(c.parent), readWrite: true })),
+  ];
+}
+
+/** Layer ids survive migration, so the image metadata of the old driver serves the new one as is. */
+async function copyImageStore(root: string, from: string, to: string): Promise<void> {
+  const src = join(root, 'image', from);
+  const dst = join(root, 'image', to);
+  if (!(await stat(src).catch(() => null)) || (await stat(dst).catch(() => null))) return;
+  await cp(src, dst, { recursive: true, preserveTimestamps: true });
+}
 
 for (const cmd of program.commands) cmd.exitOverride().showHelpAfterError();
 
