@@ -1,3 +1,4 @@
+import { randomInt } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, readdir, rm, stat } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
@@ -73,7 +74,11 @@ export class DeviceMapperDriver implements StorageDriver {
         process.emitWarning(`devicemapper at ${ctx.home} uses loop-lvm (sparse files on loop devices): for testing only; use dm.thinpooldev or dm.directlvm_device in production`,
           { code: 'CAIRN_DM_LOOP_LVM' });
       }
-      const driver = new DeviceMapperDriver(ctx.home, layout, opts, lock, pool, saved ?? { nextDeviceId: 1, base: null });
+      // A fresh home on a pool it does not own (thinpooldev, direct-lvm re-used) may share
+      // the pool with other homes: start at a random id so that allocation rarely has to
+      // step over ids that others hold (each step is a refused pool message).
+      const firstId = pool.mode === 'loop-lvm' ? 1 : 1 + randomInt(MAX_DEVICE_ID - 4096);
+      const driver = new DeviceMapperDriver(ctx.home, layout, opts, lock, pool, saved ?? { nextDeviceId: firstId, base: null });
       await driver.init();
       return driver;
     } catch (err) {
