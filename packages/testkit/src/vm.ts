@@ -66,8 +66,11 @@ export async function runJestInVm(files: string[], opts: { timeoutSeconds: numbe
     FORCE_COLOR: '0',
   };
   const escaped = files.map((f) => `<rootDir>/${f}`);
+  // The guest's /tmp is a fresh tmpfs each boot, so jest's default cache (transformed
+  // sources, haste map) would be rebuilt under emulation every run; keep it on the share.
+  const cacheDirectory = join(repoRoot, 'node_modules', '.cache', 'cairn-vm-jest');
   const run = await runInVm([
-    process.execPath, jest, '--runInBand', '--ci',
+    process.execPath, jest, '--runInBand', '--ci', '--cacheDirectory', cacheDirectory,
     '--roots', ...[...new Set(files.map((f) => `<rootDir>/${dirname(f)}`))],
     '--testMatch', ...escaped,
     ...(opts.filter ? ['-t', opts.filter] : []),
