@@ -1,7 +1,22 @@
 // The benchmark harness: every cairn operation is timed against a reference measured in
 // the same run on the same input, alternating A B A B so drift (page cache, other load)
 // hits both sides alike. Results are medians with min–max and the ratio cairn/reference.
+import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
+
+/**
+ * CPU milliseconds used so far by this process (all threads) plus its reaped children
+ * (cutime+cstime from /proc/self/stat, 10 ms ticks): the reference tools run as
+ * children, cairn in-process. On a loaded machine CPU time is the steadier comparison;
+ * wall time is what users see.
+ */
+export function cpuMs() {
+  const { user, system } = process.cpuUsage();
+  const stat = readFileSync('/proc/self/stat', 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const childTicks = Number(fields[13]) + Number(fields[14]); // cutime, cstime (fields 16, 17)
+  return (user + system) / 1000 + childTicks * 10;
+}
 
 export function median(values) {
   const sorted = [...values].sort((a, b) => a - b);
@@ -11,17 +26,25 @@ export function median(values) {
 
 /**
  * Runs `pairs` rounds of { setup → cairn } and { setup → reference }, alternating.
- * `setup` runs untimed before each side (fresh target dirs, dropped mounts).
+ * `setup` runs untimed before each side (fresh target dirs, dropped mounts); it gets
+ * (side, index), indexes counting from 0 with the warm-up round first.
  */
-export async function comparePair({ name, pairs = 5, setup, cairn, reference, referenceName }) {
+export async function comparePair({ name, pairs = 5, warmup = 1, setup, cairn, reference, referenceName }) {
   const a = [];
   const b = [];
-  for (let i = 0; i < pairs; i++) {
-    for (const [side, fn, out] of [['cairn', cairn, a], ['reference', reference, b]]) {
-      const ctx = setup ? await setup(side, i) : undefined;
+  const ca = [];
+  const cb = [];
+  // Untimed warm-up pairs (index < 0): JIT, page cache and dentry cache for both sides.
+  for (let i = -warmup; i < pairs; i++) {
+    for (const [side, fn, out, cpuOut] of [['cairn', cairn, a, ca], ['reference', reference, b, cb]]) {
+      const ctx = setup ? await setup(side, i + warmup) : undefined;
+      const c0 = cpuMs();
       const t0 = performance.now();
       await fn(ctx);
-      out.push(performance.now() - t0);
+      if (i >= 0) {
+        out.push(performance.now() - t0);
+        cpuOut.push(cpuMs() - c0);
+      }
       if (ctx?.teardown) await ctx.teardown();
     }
   }
@@ -33,6 +56,9 @@ export async function comparePair({ name, pairs = 5, setup, cairn, reference, re
     referenceMs: { median: median(b), min: Math.min(...b), max: Math.max(...b) },
   };
   result.ratio = result.cairnMs.median / result.referenceMs.median;
+  result.cairnCpuMs = median(ca);
+  result.referenceCpuMs = median(cb);
+  result.cpuRatio = result.cairnCpuMs / result.referenceCpuMs;
   return result;
 }
 
@@ -40,5 +66,5 @@ export function formatResult(r) {
   const f = (x) => x.toFixed(1).padStart(8);
   return `${r.name.padEnd(44)} cairn ${f(r.cairnMs.median)} ms [${r.cairnMs.min.toFixed(1)}–${r.cairnMs.max.toFixed(1)}]` +
     `   ${r.reference} ${f(r.referenceMs.median)} ms [${r.referenceMs.min.toFixed(1)}–${r.referenceMs.max.toFixed(1)}]` +
-    `   ratio ${r.ratio.toFixed(2)}×`;
+    `   ratio ${r.ratio.toFixed(2)}×   cpu ${r.cairnCpuMs.toFixed(0)}/${r.referenceCpuMs.toFixed(0)} ms = ${r.cpuRatio.toFixed(2)}×`;
 }

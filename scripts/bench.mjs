@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// `npm run bench [-- --quick] [-- --json] [-- --only apply,export,...] [-- --pairs N]`
+// `npm run bench [-- --quick] [-- --json] [-- --only apply,export,...] [-- --pairs N] [-- --no-disk]`
 //
 // Runs cairn's hot operations against their reference tools on generated inputs (see
 // bench/inputs.mjs; cached under /var/tmp/cairn-bench-inputs), alternating A B A B,
@@ -74,7 +74,7 @@ try {
   log(`layer input: ${layer.files} files, ${(layer.bytes / 2 ** 20).toFixed(0)} MiB (${layer.tar})`);
   const label = `${layer.files} files`;
   if (only.includes('apply')) {
-    report(await applyCases({ input: layer, base: scratch.dir('disk'), label: `${label}, repo disk`, pairs, core, cairn }));
+    if (!flag('--no-disk')) report(await applyCases({ input: layer, base: scratch.dir('disk'), label: `${label}, repo disk`, pairs, core, cairn }));
     const tmp = scratch.tmpfs('tmpfs', 4096);
     report(await applyCases({ input: layer, base: tmp, label: `${label}, tmpfs`, pairs, core, cairn }));
   }
