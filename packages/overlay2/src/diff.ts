@@ -1,7 +1,7 @@
-import { lstat, readdir } from 'node:fs/promises';
+import { chmod, lstat, mkdtemp, readdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { applyLayer, exportOverlayUpper } from '@cairn/core';
+import { applyLayer, exportOverlayUpper, fsyncDir } from '@cairn/core';
 import type { Change } from '@cairn/core';
 import { upperChanges } from './changes.js';
 import type { Layout } from './layout.js';
@@ -13,6 +13,9 @@ import type { Layout } from './layout.js';
  * changesets (no redirect_dir, no metacopy) and only against the direct parent; the
  * driver falls back to core's NaiveDiff otherwise.
  */
+/** Hidden name (ids cannot start with '.') of a staged diff/ during applyDiff. */
+const APPLY_PREFIX = '.diff-applying-';
+
 export class NativeDiff {
   constructor(private readonly layout: Layout, private readonly userXattr = false) {}
 
@@ -20,9 +23,41 @@ export class NativeDiff {
     return Promise.resolve(exportOverlayUpper(this.layout.diffDir(id)));
   }
 
-  /** Writes the tar straight into `diff/`, turning `.wh.` entries into overlay whiteouts. */
-  applyDiff(id: string, tar: Readable | AsyncIterable<Uint8Array>): Promise<number> {
-    return applyLayer(this.layout.diffDir(id), tar, { whiteouts: 'overlay' });
+  /**
+   * Applies the tar as `diff/`, turning `.wh.` entries into overlay whiteouts. A fresh
+   * layer (empty `diff/`, not mounted) is filled in a hidden sibling that replaces `diff/`
+   * by one rename once complete, so a crash or a bad tar leaves the layer as it was, never
+   * half applied; the next open removes the sibling. A layer that already has content
+   * (a mounted container layer) is written in place, as moby does.
+   */
+  async applyDiff(id: string, tar: Readable | AsyncIterable<Uint8Array>, staged: boolean): Promise<number> {
+    const diff = this.layout.diffDir(id);
+    if (!staged) return applyLayer(diff, tar, { whiteouts: 'overlay' });
+    const layerDir = this.layout.layerDir(id);
+    const scratch = await mkdtemp(join(layerDir, APPLY_PREFIX));
+    try {
+      await chmod(scratch, 0o755);
+      const bytes = await applyLayer(scratch, tar, { whiteouts: 'overlay' });
+      await rename(scratch, diff); // diff/ is empty: rename(2) replaces it atomically
+      await fsyncDir(layerDir);
+      return bytes;
+    } catch (err) {
+      await rm(scratch, { recursive: true, force: true }).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /** True when `diff/` holds nothing yet, so an apply can be staged and swapped in. */
+  async isEmpty(id: string): Promise<boolean> {
+    return (await readdir(this.layout.diffDir(id))).length === 0;
+  }
+
+  /** Removes what an apply interrupted by a crash left beside `diff/`. */
+  async sweepInterruptedApplies(id: string): Promise<void> {
+    const layerDir = this.layout.layerDir(id);
+    for (const name of await readdir(layerDir).catch(() => [] as string[])) {
+      if (name.startsWith(APPLY_PREFIX)) await rm(join(layerDir, name), { recursive: true, force: true });
+    }
   }
 
   changes(id: string, lowers: readonly string[]): Promise<Change[]> {

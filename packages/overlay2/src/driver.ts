@@ -13,7 +13,7 @@ import {
 import { ensureSymlink, idFromLinkTarget, listLayerIds, readLinkFile, repairLinks } from './links.js';
 import { detachMount, performMount, planOverlayMount, planReadOnlyBind } from './mount.js';
 import type { MountSpec } from './mount.js';
-import { probeOverlay } from './probe.js';
+import { probeOverlay, sweepProbeLeftovers } from './probe.js';
 import type { OverlayFeatures } from './probe.js';
 import { NativeDiff } from './diff.js';
 
@@ -118,8 +118,10 @@ export class Overlay2Driver implements StorageDriver {
     await sweepLeftovers(this.home, async (path) => {
       for (const point of mounted) if (point.startsWith(`${path}/`)) await detachMount(point).catch(() => undefined);
     });
+    await sweepProbeLeftovers(this.home, mounted);
     await repairLinks(this.layout);
     for (const id of await listLayerIds(this.layout)) {
+      await this.native.sweepInterruptedApplies(id);
       const merged = this.layout.mergedDir(id);
       if (mounted.has(merged)) this.refs.adopt(id, merged, 1);
       else await rmdir(merged).catch(() => undefined); // a stale mount point from a crash
@@ -398,7 +400,16 @@ export class Overlay2Driver implements StorageDriver {
 
   async applyDiff(id: string, parent: string | null | undefined, tar: Readable | AsyncIterable<Uint8Array>): Promise<number> {
     await this.assertLayer(id);
-    const bytes = (await this.useNative(id, parent)) ? await this.native.applyDiff(id, tar) : await this.naive.applyDiff(id, parent, tar);
+    let bytes: number;
+    if (await this.useNative(id, parent)) {
+      // Under the layer's lock, so no get can mount it while diff/ is being swapped.
+      bytes = await this.refs.withLock(id, async () => {
+        const staged = this.refs.count(id) === 0 && await this.native.isEmpty(id);
+        return this.native.applyDiff(id, tar, staged);
+      });
+    } else {
+      bytes = await this.naive.applyDiff(id, parent, tar);
+    }
     await this.sealIfImageLayer(id);
     return bytes;
   }

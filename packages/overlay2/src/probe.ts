@@ -1,5 +1,5 @@
-import { existsSync, readFileSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
+import { mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CairnError, detectBackingFs, errnoCode, nearestExistingPath, supportsDType } from '@cairn/core';
 import type { ErrorCode } from '@cairn/core';
@@ -89,10 +89,14 @@ export async function probeOverlay(home: string): Promise<OverlayProbe> {
   const base = await nearestExistingPath(home);
   let scratch: string;
   try {
-    scratch = await mkdtemp(join(base, '.cairn-overlay-probe-'));
+    scratch = await mkdtemp(join(base, `${PROBE_PREFIX}${process.pid}-`));
   } catch (err) {
     return { usable: false, code: 'ERR_PREREQUISITES', backingFs: fs.name, reason: `cannot make a test directory in ${base} (${errnoCode(err) ?? String(err)}); make it writable` };
   }
+  // The scratch dir is held by a flock for as long as this probe runs, so an open after a
+  // crash can tell a dead probe's leftovers (lock free) from a live probe's (lock held).
+  const lockFd = openSync(join(scratch, PROBE_LOCK), 'w', 0o600);
+  sys.flockSync(lockFd, sys.constants.LOCK_EX);
   try {
     const failure = await tryTwoLowerMount(scratch, indexOff, userXattr);
     if (failure) return { usable: false, code: failure.code, backingFs: fs.name, reason: failure.reason };
@@ -113,7 +117,51 @@ export async function probeOverlay(home: string): Promise<OverlayProbe> {
     };
   } finally {
     await rm(scratch, { recursive: true, force: true }).catch(() => undefined);
+    closeSync(lockFd);
   }
+}
+
+const PROBE_PREFIX = '.cairn-overlay-probe-';
+
+function processAlive(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return errnoCode(err) === 'EPERM';
+  }
+}
+const PROBE_LOCK = '.probe-lock';
+
+/**
+ * Removes the scratch dirs (and their test mounts) of probes that died mid-way, e.g. a
+ * process killed while opening the driver. A dir whose lock another process still holds
+ * belongs to a running probe and is left alone; `mountPoints` is the live mount table.
+ */
+export async function sweepProbeLeftovers(dir: string, mountPoints: Iterable<string>): Promise<string[]> {
+  const swept: string[] = [];
+  for (const name of await readdir(dir).catch(() => [] as string[])) {
+    if (!name.startsWith(PROBE_PREFIX)) continue;
+    const scratch = join(dir, name);
+    let fd: number | null = null;
+    try {
+      fd = openSync(join(scratch, PROBE_LOCK), 'r');
+      if (!sys.flockSync(fd, sys.constants.LOCK_EX | sys.constants.LOCK_NB)) continue; // a live probe
+    } catch {
+      // No lock file: a probe between mkdtemp and taking its lock (nothing mounted yet).
+      // Its pid is in the name: leave it only while that process lives.
+      if (processAlive(Number(name.slice(PROBE_PREFIX.length).split('-')[0]))) continue;
+    }
+    try {
+      for (const point of mountPoints) if (point.startsWith(`${scratch}/`)) await detachMount(point).catch(() => undefined);
+      await rm(scratch, { recursive: true, force: true });
+      swept.push(scratch);
+    } finally {
+      if (fd !== null) closeSync(fd);
+    }
+  }
+  return swept;
 }
 
 function headOptions(indexOff: boolean, userXattr: boolean): Array<[string, string | null]> {
