@@ -2,7 +2,7 @@ import { chmod, chown, mkdir, readFile, readlink, rmdir, stat, symlink, unlink, 
 import type { Readable } from 'node:stream';
 import {
   CairnError, KeyedMutex, MountRefs, NaiveDiff, acquireHomeLock, assertValidId, commitStaged, discardDir,
-  errnoCode, makeStagingDir, normalizeParent, parseByteSize, readMountInfo, LayerQuotas, sweepLeftovers,
+  errnoCode, fsyncDir, fsyncFile, makeStagingDir, normalizeParent, parseByteSize, readMountInfo, LayerQuotas, sweepLeftovers,
 } from '@cairn/core';
 import type { Change, CreateOptions, DriverContext, HomeLock, StorageDriver } from '@cairn/core';
 import * as sys from '@cairn/sys';
@@ -174,8 +174,12 @@ export class Overlay2Driver implements StorageDriver {
           await chmod(`${staged}/work`, WORK_MODE);
         }
         if (image) await sys.lsetxattr(staged, IMAGE_LAYER_XATTR, Buffer.from('created')).catch(() => undefined);
+        // link and lower make the layer usable: durable before the rename publishes it.
+        await fsyncFile(`${staged}/link`);
+        if (parent !== null) await fsyncFile(`${staged}/lower`);
         // The link dangles until the rename below; an open after a crash here sweeps it.
         await symlink(this.layout.linkTarget(id), this.layout.linkPath(short));
+        await fsyncDir(this.layout.linkDir);
         if (parent !== null) await writeFile(this.layout.committedFile(parent), '', { mode: COMMITTED_FILE_MODE, flag: 'a' });
         await commitStaged(staged, this.layout.layerDir(id));
       } catch (err) {
