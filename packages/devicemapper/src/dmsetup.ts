@@ -87,8 +87,23 @@ export async function removeDevice(name: string, deferred = false): Promise<void
   }
 }
 
-export async function suspend(name: string): Promise<void> {
-  try { await dmsetup(['suspend', name]); } catch (err) { throw classify(err, `suspending ${name}`, name); }
+function isNoDevice(err: unknown): boolean {
+  return err instanceof CommandFailure && /No such device or address/i.test(err.stderr);
+}
+
+/**
+ * Suspends a device if it is active; returns whether it was. A /dev/mapper node can
+ * outlive its device (a node left behind without udev), so the kernel's answer counts.
+ */
+export async function suspendIfActive(name: string): Promise<boolean> {
+  if (!isActive(name)) return false;
+  try {
+    await dmsetup(['suspend', name]);
+    return true;
+  } catch (err) {
+    if (isNoDevice(err)) return false;
+    throw classify(err, `suspending ${name}`, name);
+  }
 }
 
 export async function resume(name: string): Promise<void> {

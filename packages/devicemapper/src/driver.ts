@@ -10,7 +10,7 @@ import type { Change, CreateOptions, DriverContext, HomeLock, StorageDriver } fr
 import { major, minor } from '@cairn/sys';
 import {
   METADATA_BLOCK, createDevice, devPath, isActive, isIdTaken, isNoSuchThin, libraryVersion, listDevices,
-  poolMessage, poolStatus, removeDevice, resume, suspend, targetVersions, thinTable,
+  poolMessage, poolStatus, removeDevice, resume, suspendIfActive, targetVersions, thinTable,
 } from './dmsetup.js';
 import { classify, run, udevRunning } from './exec.js';
 import { growFs, mkfs, mountDevice, rootfsOf, unmountDevice } from './fsops.js';
@@ -309,17 +309,17 @@ export class DeviceMapperDriver implements StorageDriver {
       await this.assertFreeSpace(id);
       const originSubject = parent ?? BASE;
       const originName = this.deviceName(originSubject);
-      const tx = await this.createWithFreshId(id, async (deviceId) => {
+      const tx = await this.createWithFreshId(id, (deviceId) => this.withOriginLock(parent, async () => {
         // A snapshot of an active origin must be taken with the origin suspended, so
-        // that no write is in flight while the pool shares its blocks.
-        const active = isActive(originName);
-        if (active) await suspend(originName);
+        // that no write is in flight while the pool shares its blocks. The origin's
+        // get/put lock is held so a concurrent put cannot remove it in between.
+        const active = await suspendIfActive(originName);
         try {
           await poolMessage(this.pool.name, `create_snap ${deviceId} ${origin.deviceId}`);
         } finally {
           if (active) await resume(originName);
         }
-      });
+      }));
       const size = Math.max(origin.size, requested ?? 0);
       const meta: LayerMeta = { deviceId: tx.deviceId, size, transactionId: tx.id, parent, kind, applied: false };
       try {
@@ -335,6 +335,10 @@ export class DeviceMapperDriver implements StorageDriver {
       }
       await this.closeTransaction(tx);
     });
+  }
+
+  private withOriginLock<T>(parent: string | null, fn: () => Promise<T>): Promise<T> {
+    return parent === null ? fn() : this.refs.withLock(parent, fn);
   }
 
   private get fs(): DmOptions['fs'] {

@@ -154,7 +154,7 @@ describeBackend('devicemapper', kernelMissing(), () => {
   });
 
   test('dm.thinpooldev uses an existing pool and leaves it in place on cleanup', async () => {
-    const pool = await makeRawPool('tpd', 1 << 30);
+    const pool = await makeRawPool('tpd', 2 ** 30);
     try {
       const t = await harness({ 'dm.thinpooldev': pool.dev, 'dm.basesize': '16M' });
       try {

@@ -6,7 +6,7 @@ import { sh } from './harness.js';
 /** A thin pool built by hand on two loop devices, as an administrator would for dm.thinpooldev. */
 export interface RawPool { name: string; dev: string; destroy(): Promise<void> }
 
-export async function makeRawPool(tag: string, dataSize = 2 << 30): Promise<RawPool> {
+export async function makeRawPool(tag: string, dataSize = 2 * 2 ** 30): Promise<RawPool> {
   const dir = await mkdtemp(join(tmpdir(), `cairn-rawpool-${tag}-`));
   const data = join(dir, 'data');
   const meta = join(dir, 'meta');
