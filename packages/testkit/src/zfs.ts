@@ -58,7 +58,8 @@ export function zfsFuseMissing(): string | null {
 
 function run(tool: string, args: string[]): Promise<string> {
   return new Promise((resolve, reject) => {
-    execFile(tool, args, { env: { ...process.env, LC_ALL: 'C' } }, (err, stdout, stderr) => {
+    // Bounded: a wedged daemon must fail the test, not hang the run.
+    execFile(tool, args, { env: { ...process.env, LC_ALL: 'C' }, timeout: 60_000, killSignal: 'SIGKILL' }, (err, stdout, stderr) => {
       if (err) reject(new Error(`${tool} ${args.join(' ')}: ${stderr.trim() || err.message}`));
       else resolve(stdout);
     });
@@ -118,10 +119,15 @@ async function startDaemon(): Promise<number> {
   return pid;
 }
 
+/** SIGTERM (≈2 s to exit), SIGKILL after 15 s: a deadlocked zfs-fuse ignores SIGTERM. */
 async function stopDaemon(pid: number): Promise<void> {
   if (!isZfsFuse(pid)) return;
   process.kill(pid, 'SIGTERM');
-  const deadline = Date.now() + 15_000;
+  let deadline = Date.now() + 15_000;
+  while (isZfsFuse(pid) && Date.now() < deadline) await sleep(50);
+  if (!isZfsFuse(pid)) return;
+  process.kill(pid, 'SIGKILL');
+  deadline = Date.now() + 5_000;
   while (isZfsFuse(pid) && Date.now() < deadline) await sleep(50);
 }
 

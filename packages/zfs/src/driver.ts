@@ -1,25 +1,26 @@
 import { mkdir, readdir, realpath, rmdir } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import {
-  CairnError, MountRefs, NaiveDiff, acquireHomeLock, assertValidId, normalizeParent, readMountInfo, translateSpaceError,
+  CairnError, MountRefs, NaiveDiff, acquireHomeLock, assertValidId, normalizeParent, parseByteSize, readMountInfo, translateSpaceError,
 } from '@cairn/core';
 import type { Change, CreateOptions, HomeLock, StorageDriver } from '@cairn/core';
 import { ZfsCommandError, ZfsCommands } from './command.js';
 import { ZfsLayout } from './layout.js';
-import { ZfsMounter, detectMountMethod, findDatasetMount, mountProperties, retryWhileBusy } from './mount.js';
+import { ZfsMounter, detectMountMethod, findDatasetMount, makeReadOnly, mountProperties, retryWhileBusy } from './mount.js';
 import type { MountMethod } from './mount.js';
 import { checkParentDataset, probeZfs } from './probe.js';
-import { parseSize } from './size.js';
 
 /** User property marking a dataset as a cairn layer, with its kind. Set at creation, so it comes for free. */
 export const KIND_PROPERTY = 'cairn:kind';
+/** User property set (`yes`) on an image layer once its applyDiff is done; its mounts are then read-only. */
+export const SEALED_PROPERTY = 'cairn:sealed';
 
 export type LayerKind = 'image' | 'container';
 
 interface LayerState {
   parent: string | null;
   kind: LayerKind;
-  /** An image layer whose applyDiff is done: its dataset has `readonly=on`. */
+  /** An image layer whose applyDiff is done (`cairn:sealed=yes`): mounted read-only. */
   sealed: boolean;
   /** False while create() is still running: the id is claimed but the layer does not exist yet. */
   committed: boolean;
@@ -46,7 +47,7 @@ export interface ZfsOpenOptions {
  * create 1, create on a parent 3 (snapshot, clone, deferred destroy), remove 1, get 1
  * (`zfs mount`; 0 under OpenZFS, which mounts with mount(2), and 0 for a fresh clone,
  * which zfs-fuse mounts itself), put 0 (umount2), exists/metadata 0, applyDiff of an
- * image layer 1 more (`readonly=on`), status 2. `commands.calls` counts them.
+ * image layer 1 more (`cairn:sealed=yes`), status 2. `commands.calls` counts them.
  *
  * ## Crash safety
  * Each dataset comes into being in one `zfs create`/`zfs clone` call carrying all its
@@ -78,7 +79,7 @@ export class ZfsDriver implements StorageDriver {
   ) {
     this.refs = new MountRefs({
       mount: (id) => this.mountLayer(id),
-      unmount: (_id, path) => this.mounter.unmount(path),
+      unmount: (id, path) => this.mounter.unmount(this.layout.dataset(id), path),
     });
     this.naive = new NaiveDiff({
       get: (id) => this.get(id),
@@ -122,7 +123,7 @@ export class ZfsDriver implements StorageDriver {
   /** Loads the layer table and brings ZFS and the mount table in line with it. */
   private async recover(): Promise<void> {
     const { layout, commands } = this;
-    const props = ['type', 'origin', KIND_PROPERTY, 'readonly', 'defer_destroy', 'mountpoint'];
+    const props = ['type', 'origin', KIND_PROPERTY, SEALED_PROPERTY, 'defer_destroy', 'mountpoint'];
     // -d 2 reaches <fsname>/<id>@<child> without walking foreign trees below fsname.
     const table = await commands.getProperties([layout.fsname], props, { recursive: true, depth: 2 });
     const snapshots: Array<{ name: string; parent: string; child: string; deferred: boolean }> = [];
@@ -139,7 +140,7 @@ export class ZfsDriver implements StorageDriver {
       const origin = row.get('origin') ?? '-';
       const snap = origin === '-' ? null : layout.parseSnapshot(origin);
       if (snap) origins.set(origin, id);
-      this.layers.set(id, { parent: snap?.parent ?? null, kind, sealed: kind === 'image' && row.get('readonly') === 'on', committed: true });
+      this.layers.set(id, { parent: snap?.parent ?? null, kind, sealed: kind === 'image' && row.get(SEALED_PROPERTY) === 'yes', committed: true });
       const mountpoint = row.get('mountpoint');
       if (this.mounter.method === 'zfs-mount' && mountpoint !== layout.mountPath(id)) {
         // The home moved (or was reached by another path): point the dataset at its new mount path.
@@ -254,7 +255,7 @@ export class ZfsDriver implements StorageDriver {
       }
       const path = this.layout.mountPath(id);
       if (this.parked.has(id)) {
-        await this.mounter.unmount(path);
+        await this.mounter.unmount(this.layout.dataset(id), path);
         this.parked.delete(id);
       }
       const dataset = this.layout.dataset(id);
@@ -317,8 +318,8 @@ export class ZfsDriver implements StorageDriver {
 
   /**
    * Extracts the changeset into the mounted layer. An image layer (made with `create`)
-   * is then sealed with `readonly=on`, which ZFS applies to every mount of it, present
-   * and future; its clones are not affected (they inherit from fsname, not from their origin).
+   * is then sealed: `cairn:sealed=yes` on its dataset (one call), and every mount of it,
+   * present and future, read-only. Its clones are not affected.
    */
   async applyDiff(id: string, parent: string | null | undefined, tar: Readable | AsyncIterable<Uint8Array>): Promise<number> {
     assertValidId(id);
@@ -334,8 +335,11 @@ export class ZfsDriver implements StorageDriver {
       throw translateSpaceError(err, `applying a diff to zfs layer ${id}`);
     }
     if (layer.kind === 'image') {
-      await this.commands.zfs('set', 'readonly=on', this.layout.dataset(id));
-      layer.sealed = true;
+      await this.commands.zfs('set', `${SEALED_PROPERTY}=yes`, this.layout.dataset(id));
+      await this.refs.withLock(id, async () => {
+        layer.sealed = true;
+        if (this.refs.isMounted(id)) await makeReadOnly(this.layout.mountPath(id));
+      });
     }
     return bytes;
   }
@@ -373,7 +377,7 @@ export class ZfsDriver implements StorageDriver {
     this.closed = true;
     const errors = await this.refs.unmountAll();
     for (const id of [...this.parked]) {
-      await this.mounter.unmount(this.layout.mountPath(id)).then(() => this.parked.delete(id), (err: unknown) => errors.push(err));
+      await this.mounter.unmount(this.layout.dataset(id), this.layout.mountPath(id)).then(() => this.parked.delete(id), (err: unknown) => errors.push(err));
     }
     await this.lock.release();
     if (errors.length > 0) {
@@ -411,7 +415,7 @@ function quotaOf(storageOpt: Record<string, string> | undefined): number | null 
     if (key.toLowerCase() !== 'size') {
       throw new CairnError('ERR_INVALID_OPTION', `storage option ${JSON.stringify(key)} is not supported by the zfs driver; it takes size`, { subject: key });
     }
-    quota = parseSize(value, 'storageOpt.size');
+    quota = parseByteSize(value, 'storageOpt.size');
     if (quota === 0) quota = null; // size 0 = no quota, as moby
   }
   return quota;

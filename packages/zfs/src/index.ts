@@ -12,15 +12,14 @@ import { ZfsCommands } from './command.js';
 import { ZfsDriver, KIND_PROPERTY } from './driver.js';
 import { checkParentDataset, probeZfs } from './probe.js';
 
-export { ZfsDriver, KIND_PROPERTY } from './driver.js';
+export { ZfsDriver, KIND_PROPERTY, SEALED_PROPERTY } from './driver.js';
 export type { LayerKind, ZfsOpenOptions } from './driver.js';
 export { ZfsCommands, ZfsCommandError, findTool, parsePropertyTable } from './command.js';
 export type { PropertyTable, ZfsTool } from './command.js';
 export { ZfsLayout } from './layout.js';
-export { ZfsMounter, detectMountMethod, mountProperties } from './mount.js';
+export { ZfsMounter, detectMountMethod, makeReadOnly, mountProperties } from './mount.js';
 export type { MountMethod } from './mount.js';
 export { FSNAME_OPTION, datasetHolding, probeZfs } from './probe.js';
-export { parseSize } from './size.js';
 
 /**
  * The zfs driver as the registry sees it: priority 3 (after overlay2 and btrfs), picked

@@ -14,7 +14,7 @@ import type { ZfsCommands } from './command.js';
  *   mount` refuses legacy datasets, so datasets carry `canmount=noauto` and
  *   `mountpoint=<home>/graph/<id>` and are mounted with `zfs mount`. `canmount=noauto`
  *   keeps them from being mounted when the pool is imported.
- * Both unmount with umount2(2).
+ * Legacy mounts are undone with umount2(2), zfs-fuse ones with `zfs unmount` (see unmount).
  */
 export type MountMethod = 'legacy' | 'zfs-mount';
 
@@ -60,8 +60,7 @@ export class ZfsMounter {
   constructor(readonly method: MountMethod, private readonly cmds: ZfsCommands) {}
 
   /**
-   * Mounts `dataset` at `path`. `readOnly` adds MS_RDONLY for legacy mounts (zfs-fuse
-   * applies the dataset's `readonly` property itself).
+   * Mounts `dataset` at `path`; `readOnly` makes this mount read-only (see {@link makeReadOnly}).
    */
   async mount(dataset: string, path: string, opts: { readOnly?: boolean; mountLabel?: string } = {}): Promise<void> {
     if (this.method === 'legacy') {
@@ -75,22 +74,56 @@ export class ZfsMounter {
       await retryWhileBusy(() => this.cmds.zfs('mount', dataset));
     } catch (err) {
       // "already mounted" that outlived the retries: fine if it is mounted where we want it.
-      if (err instanceof ZfsCommandError && findDatasetMount(await readMountInfo(), dataset, path)) return;
-      throw err;
+      if (!(err instanceof ZfsCommandError && findDatasetMount(await readMountInfo(), dataset, path))) throw err;
     }
+    if (opts.readOnly) await makeReadOnly(path);
   }
 
-  /** Unmounts `path` and removes the now empty mount point directory, as moby does. */
-  async unmount(path: string): Promise<void> {
-    try {
-      await umount2(path);
-    } catch (err) {
-      const code = errnoCode(err);
-      if (code === 'EBUSY') {
-        throw new CairnError('ERR_LAYER_IN_USE', `cannot unmount ${path}: it is busy (a process has files open or its cwd there); close them and put again`, { subject: path, cause: err });
+  /**
+   * Unmounts `dataset` from `path` and removes the now empty mount point, as moby does.
+   *
+   * zfs-fuse: through the daemon (`zfs unmount`), never umount2(2). An unmount from
+   * outside reaches the daemon as a hung-up FUSE channel that it tears down on its own
+   * thread, later; a snapshot or clone racing that teardown can deadlock the whole
+   * daemon (every FUSE request on its mounts then blocks forever, and SIGTERM no longer
+   * stops it). Seen here with three drivers chaining 20 layers each in parallel: all
+   * three hung within 10 s with umount2; with `zfs unmount`, which returns once the
+   * daemon is done, nine such runs finished. It costs one call per last put.
+   */
+  async unmount(dataset: string, path: string): Promise<void> {
+    if (this.method === 'zfs-mount') {
+      try {
+        await retryWhileBusy(() => this.cmds.zfs('unmount', dataset));
+      } catch (err) {
+        if (err instanceof ZfsCommandError && /not currently mounted|not mounted/i.test(err.stderr)) {
+          // already gone
+        } else if (err instanceof ZfsCommandError && err.busy) {
+          throw new CairnError('ERR_LAYER_IN_USE', `cannot unmount ${path}: it is busy (a process has files open or its cwd there); close them and put again`, { subject: path, cause: err });
+        } else {
+          throw err;
+        }
       }
-      if (code !== 'EINVAL' && code !== 'ENOENT') throw err; // those two: not mounted (any more)
+    } else {
+      try {
+        await umount2(path);
+      } catch (err) {
+        const code = errnoCode(err);
+        if (code === 'EBUSY') {
+          throw new CairnError('ERR_LAYER_IN_USE', `cannot unmount ${path}: it is busy (a process has files open or its cwd there); close them and put again`, { subject: path, cause: err });
+        }
+        if (code !== 'EINVAL' && code !== 'ENOENT') throw err; // those two: not mounted (any more)
+      }
     }
     await rmdir(path).catch(() => undefined);
   }
+}
+
+/**
+ * Makes the mount at `path` read-only with a per-mount flag (MS_REMOUNT|MS_BIND|MS_RDONLY),
+ * leaving the dataset itself writable. Not the `readonly` ZFS property: under zfs-fuse a
+ * read-only dataset fails listxattr with ENOTSUP on files that have no xattr directory
+ * yet (ZFS would have to create one), which breaks every tree walk that reads xattrs.
+ */
+export async function makeReadOnly(path: string): Promise<void> {
+  await mount('none', path, null, sysConstants.MS_REMOUNT | sysConstants.MS_BIND | sysConstants.MS_RDONLY);
 }
