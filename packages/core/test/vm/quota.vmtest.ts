@@ -1,20 +1,28 @@
-// Runs in the test VM (a kernel with xfs quotas), launched by packages/core/test/quota-vm.test.ts.
+// The one test file run in the test VM (a kernel with xfs quotas) by
+// packages/core/test/quota-vm.test.ts: core's project quota control here, and the overlay2
+// and vfs quota tests registered from their packages. One file, not three, on purpose:
+// jest loads the modules again for every test file, and in the guest (emulated CPU, the
+// project over 9p) that costs ≈30 s a file; one xfs image also saves two mkfs+mount runs.
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { LayerQuotas, probeXfsProjectQuota, requireXfsProjectQuota } from '@cairn/core';
 import { xfsGetProjectId, xfsGetProjectLimit, xfsSetProjectId } from '@cairn/sys';
 import { describeBackend, makeLoopFs } from '@cairn/testkit';
 import type { LoopFs } from '@cairn/testkit';
+import { overlay2QuotaTests } from '../../../overlay2/test/vm/quota.js';
+import { vfsQuotaTests } from '../../../vfs/test/vm/quota.js';
 
 async function writeError(path: string, bytes: number): Promise<string | null> {
   return writeFile(path, Buffer.alloc(bytes, 1)).then(() => null, (e: unknown) => (e as { code?: string }).code ?? String(e));
 }
 
 // Every test name here contains the word "quota": the host launcher filters on it.
-describeBackend('xfs-prjquota', null, () => describe('core project quota control', () => {
+describeBackend('xfs-prjquota', null, () => {
   let fs: LoopFs;
-  beforeAll(async () => { fs = await makeLoopFs('xfs', { mountOptions: 'prjquota' }); });
+  beforeAll(async () => { fs = await makeLoopFs('xfs', { mountOptions: 'prjquota', sizeMiB: 512 }); });
   afterAll(async () => { await fs?.dispose(); });
+
+  describe('core project quota control', () => {
 
   test('probe on xfs mounted with prjquota is ok and names the mount point', async () => {
     const probe = await probeXfsProjectQuota(join(fs.dir, 'not-yet'));
@@ -63,4 +71,8 @@ describeBackend('xfs-prjquota', null, () => describe('core project quota control
     expect(await xfsGetProjectId(join(layers, 'stage1'))).toBe(id);
     expect(await xfsGetProjectId(join(layers, 'stage2'))).toBe(0);
   });
-}));
+  });
+
+  describe('overlay2 on xfs prjquota', () => overlay2QuotaTests(() => fs));
+  describe('vfs on xfs prjquota', () => vfsQuotaTests(() => fs));
+});

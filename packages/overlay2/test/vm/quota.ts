@@ -1,10 +1,11 @@
-// Runs in the test VM (a kernel with xfs quotas), launched by packages/core/test/quota-vm.test.ts.
+// overlay2 quota tests for the test VM (a kernel with xfs quotas): registered by the one guest
+// test file packages/core/test/vm/quota.vmtest.ts, launched by packages/core/test/quota-vm.test.ts.
 // Every test name here contains the word "quota": the host launcher filters on it.
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CairnError } from '@cairn/core';
 import { xfsGetProjectId, xfsGetProjectLimit } from '@cairn/sys';
-import { describeBackend, driverConformanceSuite, makeLoopFs } from '@cairn/testkit';
+import { driverConformanceSuite } from '@cairn/testkit';
 import type { DriverHarness, LoopFs } from '@cairn/testkit';
 import { makeHome } from '../helpers.js';
 
@@ -17,13 +18,11 @@ async function codeOf(p: Promise<unknown>): Promise<string | undefined> {
   return err instanceof CairnError ? err.code : `not a CairnError: ${String(err)}`;
 }
 
-describeBackend('xfs-prjquota', null, () => {
-  let fs: LoopFs;
-  beforeAll(async () => { fs = await makeLoopFs('xfs', { mountOptions: 'prjquota', sizeMiB: 512 }); });
-  afterAll(async () => { await fs?.dispose(); });
+/** Registers the overlay2 quota tests; `fs()` is the xfs mounted with prjquota (made in a beforeAll). */
+export function overlay2QuotaTests(fs: () => LoopFs): void {
 
   async function harness(options: Record<string, string> = {}): Promise<DriverHarness> {
-    const h = await makeHome('ovl-q-', fs.dir);
+    const h = await makeHome('ovl-q-', fs().dir);
     let driver = await h.open(options);
     return {
       get driver() { return driver; },
@@ -48,7 +47,7 @@ describeBackend('xfs-prjquota', null, () => {
         const id2 = await xfsGetProjectId(join(d.home, 'c2', 'diff'));
         expect(id1).toBeGreaterThan(0);
         expect(id2).toBe(id1 + 1);
-        expect(await xfsGetProjectLimit(fs.dir, id1)).toBe(16 << 20);
+        expect(await xfsGetProjectLimit(fs().dir, id1)).toBe(16 << 20);
         const r1 = await d.get('c1');
         const r2 = await d.get('c2');
         try {
@@ -109,4 +108,4 @@ describeBackend('xfs-prjquota', null, () => {
   });
 
   driverConformanceSuite('overlay2 (xfs prjquota)', () => harness(), { quota: true });
-});
+}

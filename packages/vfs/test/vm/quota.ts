@@ -1,4 +1,5 @@
-// Runs in the test VM (a kernel with xfs quotas), launched by packages/core/test/quota-vm.test.ts.
+// vfs quota tests for the test VM (a kernel with xfs quotas): registered by the one guest
+// test file packages/core/test/vm/quota.vmtest.ts, launched by packages/core/test/quota-vm.test.ts.
 // Every test name here contains the word "quota": the host launcher filters on it.
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -6,7 +7,7 @@ import { Readable } from 'node:stream';
 import { CairnError } from '@cairn/core';
 import type { StorageDriver } from '@cairn/core';
 import { xfsGetProjectId, xfsGetProjectLimit } from '@cairn/sys';
-import { describeBackend, driverConformanceSuite, makeLoopFs, tarOf } from '@cairn/testkit';
+import { driverConformanceSuite, tarOf } from '@cairn/testkit';
 import type { DriverHarness, LoopFs } from '@cairn/testkit';
 import { vfsDriver } from '@cairn/vfs';
 
@@ -19,13 +20,11 @@ async function codeOf(p: Promise<unknown>): Promise<string | undefined> {
   return err instanceof CairnError ? err.code : `not a CairnError: ${String(err)}`;
 }
 
-describeBackend('xfs-prjquota', null, () => {
-  let fs: LoopFs;
-  beforeAll(async () => { fs = await makeLoopFs('xfs', { mountOptions: 'prjquota', sizeMiB: 512 }); });
-  afterAll(async () => { await fs?.dispose(); });
+/** Registers the vfs quota tests; `fs()` is the xfs mounted with prjquota (made in a beforeAll). */
+export function vfsQuotaTests(fs: () => LoopFs): void {
 
   async function harness(options: Record<string, string> = {}): Promise<DriverHarness> {
-    const root = await mkdtemp(join(fs.dir, 'vfs-q-'));
+    const root = await mkdtemp(join(fs().dir, 'vfs-q-'));
     const ctx = { root, home: join(root, 'vfs'), options, lockTimeoutMs: 0 };
     const opened: StorageDriver[] = [await vfsDriver.open(ctx)];
     return {
@@ -56,7 +55,7 @@ describeBackend('xfs-prjquota', null, () => {
           const id1 = await xfsGetProjectId(r1);
           expect(id1).toBeGreaterThan(0);
           expect(await xfsGetProjectId(r2)).toBe(id1 + 1);
-          expect(await xfsGetProjectLimit(fs.dir, id1)).toBe(16 << 20);
+          expect(await xfsGetProjectLimit(fs().dir, id1)).toBe(16 << 20);
           expect(await writeError(join(r1, 'ten'), 10 << 20)).toBeNull();
           expect(['EDQUOT', 'ENOSPC']).toContain(await writeError(join(r1, 'twenty'), 20 << 20));
           expect(await writeError(join(r2, 'ten'), 10 << 20)).toBeNull();
@@ -105,4 +104,4 @@ describeBackend('xfs-prjquota', null, () => {
   });
 
   driverConformanceSuite('vfs (xfs prjquota)', () => harness(), { quota: true });
-});
+}
