@@ -6,13 +6,21 @@ import type { ZfsOpenOptions } from '@cairn/zfs';
 
 let counter = 0;
 
+/** A conformance harness whose drivers are typed as ZfsDriver, plus the storage root and its dataset. */
+export interface ZfsHarness extends Omit<DriverHarness, 'driver' | 'reopen'> {
+  driver: ZfsDriver;
+  reopen(): Promise<ZfsDriver>;
+  root: string;
+  dataset: string;
+}
+
 /**
  * A fresh storage root for each test: a new dataset `<pool>/r<N>` mounted in the
  * fixture's temp dir, with the driver home `${root}/zfs` on it, as a user would have
  * it. dispose() cleans up every driver it opened, then destroys the dataset and
  * everything under it (layers, snapshots, clones).
  */
-export async function zfsHarness(fixture: ZfsFuseFixture, opts: ZfsOpenOptions = {}): Promise<DriverHarness & { root: string; dataset: string; driver: ZfsDriver }> {
+export async function zfsHarness(fixture: ZfsFuseFixture, opts: ZfsOpenOptions = {}): Promise<ZfsHarness> {
   const { dataset, path: root } = await fixture.newFilesystem(`r${++counter}`);
   const home = join(root, 'zfs');
   const opened: ZfsDriver[] = [];
