@@ -43,10 +43,12 @@ export interface ZfsOpenOptions {
  *
  * ## Every `zfs` call is a process
  * The layer table is read once at open (one `zfs list`) and kept in memory; the home
- * lock guarantees no other cairn process changes it. Calls per operation (zfs-fuse):
- * create 1, create on a parent 3 (snapshot, clone, deferred destroy), remove 1, get 1
- * (`zfs mount`; 0 under OpenZFS, which mounts with mount(2), and 0 for a fresh clone,
- * which zfs-fuse mounts itself), put 0 (umount2), exists/metadata 0, applyDiff of an
+ * lock guarantees no other cairn process changes it. Calls per operation, measured on
+ * zfs-fuse by the tests: create 1, create on a parent 3 (snapshot, clone, deferred
+ * destroy), remove 1, get 1 (`zfs mount`; 0 for a fresh clone, which zfs-fuse mounts
+ * itself), last put 1 (`zfs unmount`, see ZfsMounter.unmount), exists/metadata 0,
+ * status 2 (zfs get + zpool list). Under OpenZFS get and put are mount(2)/umount2(2),
+ * no process. applyDiff of an
  * image layer 1 more (`cairn:sealed=yes`), status 2. `commands.calls` counts them.
  *
  * ## Crash safety
