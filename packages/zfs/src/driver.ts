@@ -42,14 +42,14 @@ export interface ZfsOpenOptions {
  * the parent's removal for longer than the child lives.
  *
  * ## Every `zfs` call is a process
- * The layer table is read once at open (one `zfs list`) and kept in memory; the home
+ * The layer table is read once at open (one recursive `zfs get`) and kept in memory; the home
  * lock guarantees no other cairn process changes it. Calls per operation, measured on
  * zfs-fuse by the tests: create 1, create on a parent 3 (snapshot, clone, deferred
  * destroy), remove 1, get 1 (`zfs mount`; 0 for a fresh clone, which zfs-fuse mounts
  * itself), last put 1 (`zfs unmount`, see ZfsMounter.unmount), exists/metadata 0,
  * status 2 (zfs get + zpool list). Under OpenZFS get and put are mount(2)/umount2(2),
- * no process. applyDiff of an
- * image layer 1 more (`cairn:sealed=yes`), status 2. `commands.calls` counts them.
+ * no process. applyDiff of an image layer: 1 more (`cairn:sealed=yes`).
+ * `commands.calls` counts them.
  *
  * ## Crash safety
  * Each dataset comes into being in one `zfs create`/`zfs clone` call carrying all its
