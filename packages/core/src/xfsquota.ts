@@ -12,13 +12,18 @@ import { findMountOf } from './mountinfo.js';
  * project's hard block limit with EDQUOT.
  *
  * Like moby, through the kernel interfaces directly (@cairn/sys: FS_IOC_FSSETXATTR and
- * quotactl_fd; ≈10 µs per layer instead of two `xfs_quota` process starts), and with
+ * quotactl_fd: three syscalls per layer instead of two `xfs_quota` process starts), and with
  * moby's id scheme: nothing is persisted; the next id lives in memory, starting at the
  * project id of the directory holding the layers + 1 and raised above every id an
  * existing layer directory carries (scanned once, when the control is made).
  *
  * Needs: an xfs backing filesystem mounted with `prjquota` (or `pquota`) and a kernel
  * with CONFIG_XFS_QUOTA (and quotactl_fd, Linux >= 5.14).
+ *
+ * Known limit: drivers give the project id to a layer dir while it is staged, then rename
+ * it into place. If an admin put the home itself in a project with PROJINHERIT, xfs
+ * refuses that rename (EXDEV: a project-inheriting dir only takes entries of its own
+ * project); moby sets ids in place and does not meet this.
  */
 export interface ProjectQuota {
   /** The mount point of the xfs filesystem holding the home. */
