@@ -1,5 +1,5 @@
 import type { BigIntStats } from 'node:fs';
-import { lstatSync, readdirSync, readlinkSync } from 'node:fs';
+import { closeSync, lstatSync, openSync, readdirSync, readlinkSync, readSync } from 'node:fs';
 import { join } from 'node:path';
 import { lgetxattrSync, llistxattrSync } from '@cairn/sys';
 import type { Change } from './driver.js';
@@ -28,10 +28,21 @@ import { errnoCode } from './errors.js';
  *
  * File names that are not valid UTF-8 are not supported: Node decodes them lossily.
  */
-export async function changesBetween(layerDir: string, parentDir: string | null): Promise<Change[]> {
-  const walker = new TreeComparer(layerDir, parentDir);
+export async function changesBetween(layerDir: string, parentDir: string | null, opts: ChangesOptions = {}): Promise<Change[]> {
+  const walker = new TreeComparer(layerDir, parentDir, opts.contentCheckSinceSec ?? null);
   await walker.compareDir('', parentDir !== null);
   return sortChanges(walker.changes);
+}
+
+export interface ChangesOptions {
+  /**
+   * For filesystems whose timestamps are coarser than a nanosecond (zfs-fuse keeps whole
+   * seconds): a regular file whose metadata matches its parent's but whose ctime (which
+   * no user can set) is at or after this many seconds since the epoch — normally the
+   * time the layer was made — is also compared by content. Files untouched since then
+   * are not read.
+   */
+  contentCheckSinceSec?: number;
 }
 
 /**
@@ -119,7 +130,7 @@ class TreeComparer {
   readonly changes: Change[] = [];
   private sinceYield = 0;
 
-  constructor(private readonly layer: string, private readonly parent: string | null) {}
+  constructor(private readonly layer: string, private readonly parent: string | null, private readonly contentSince: number | null) {}
 
   /**
    * Compares directory `rel` ('' for the root) of the layer with the parent's. When
@@ -168,7 +179,31 @@ class TreeComparer {
   private entryDiffers(rel: string, old: BigIntStats, now: BigIntStats): boolean {
     if (statDiffers(old, now)) return true;
     if (now.isSymbolicLink() && readlinkSync(join(this.parent!, rel)) !== readlinkSync(join(this.layer, rel))) return true;
-    return !sameXattrs(readXattrs(join(this.parent!, rel)), readXattrs(join(this.layer, rel)));
+    if (!sameXattrs(readXattrs(join(this.parent!, rel)), readXattrs(join(this.layer, rel)))) return true;
+    return this.contentSince !== null && now.isFile() && Number(now.ctimeNs / 1_000_000_000n) >= this.contentSince
+      && !sameContent(join(this.parent!, rel), join(this.layer, rel));
+  }
+}
+
+/** Byte comparison of two files of equal size, in 64 KiB reads. */
+function sameContent(a: string, b: string): boolean {
+  const fa = openSync(a, 'r');
+  try {
+    const fb = openSync(b, 'r');
+    try {
+      const ba = Buffer.allocUnsafe(65536);
+      const bb = Buffer.allocUnsafe(65536);
+      for (;;) {
+        const na = readSync(fa, ba, 0, ba.length, null);
+        const nb = readSync(fb, bb, 0, bb.length, null);
+        if (na !== nb || !ba.subarray(0, na).equals(bb.subarray(0, nb))) return false;
+        if (na === 0) return true;
+      }
+    } finally {
+      closeSync(fb);
+    }
+  } finally {
+    closeSync(fa);
   }
 }
 

@@ -54,8 +54,9 @@ export function isCairnError(err: unknown, code?: ErrorCode): err is CairnError 
 /** The errno code of a Node or @cairn/sys error (`'ENOENT'`, …), or undefined. */
 export function errnoCode(err: unknown): string | undefined {
   const e = err as { code?: unknown; errno?: unknown } | null;
-  // Node 20's libuv has no name for EDQUOT (122): it reports code 'UNKNOWN' and errno -122.
-  if (e && (e.errno === -122 || e.errno === 122) && (e.code === undefined || e.code === 'UNKNOWN')) return 'EDQUOT';
+  // Node 20's libuv has no name for EDQUOT (122): errno -122 comes with code 'UNKNOWN' or
+  // 'Unknown system error -122', depending on the call.
+  if (e && (e.errno === -122 || e.errno === 122)) return 'EDQUOT';
   return typeof e?.code === 'string' ? e.code : undefined;
 }
 

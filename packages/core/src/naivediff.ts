@@ -1,7 +1,7 @@
 import type { Readable } from 'node:stream';
 import { applyLayer, exportChanges } from './archive/index.js';
 import type { WhiteoutMode } from './archive/index.js';
-import { changesBetween, diffSizeOf } from './changes.js';
+import { changesBetween, diffSizeOf, type ChangesOptions } from './changes.js';
 import type { Change, StorageDriver } from './driver.js';
 import { assertValidId, normalizeParent } from './ids.js';
 
@@ -14,6 +14,12 @@ export type NaiveDiffHost = Pick<StorageDriver, 'get' | 'put'> & {
 export interface NaiveDiffOptions {
   /** How applyDiff materialises whiteouts in the layer; drivers with full-copy layers use 'delete' (the default). */
   whiteouts?: WhiteoutMode;
+  /**
+   * For backends with coarse timestamps: the epoch second from which a file whose
+   * metadata is unchanged must still be compared by content (see ChangesOptions); null
+   * for none. Called once per diff/changes/diffSize with the layer id.
+   */
+  contentCheckSince?: (id: string) => Promise<number | null>;
 }
 
 /**
@@ -27,9 +33,11 @@ export interface NaiveDiffOptions {
  */
 export class NaiveDiff {
   private readonly whiteouts: WhiteoutMode;
+  private readonly contentCheckSince: ((id: string) => Promise<number | null>) | null;
 
   constructor(private readonly driver: NaiveDiffHost, opts: NaiveDiffOptions = {}) {
     this.whiteouts = opts.whiteouts ?? 'delete';
+    this.contentCheckSince = opts.contentCheckSince ?? null;
   }
 
   /**
@@ -40,7 +48,7 @@ export class NaiveDiff {
     const mounted = await this.mountPair(id, parent);
     let stream: Readable;
     try {
-      const changes = await changesBetween(mounted.layerDir, mounted.parentDir);
+      const changes = await changesBetween(mounted.layerDir, mounted.parentDir, await this.changesOptions(id));
       stream = exportChanges(mounted.layerDir, changes);
     } catch (err) {
       await mounted.release();
@@ -51,10 +59,15 @@ export class NaiveDiff {
     return stream;
   }
 
+  private async changesOptions(id: string): Promise<ChangesOptions> {
+    const since = this.contentCheckSince ? await this.contentCheckSince(id) : null;
+    return since === null ? {} : { contentCheckSinceSec: since };
+  }
+
   async changes(id: string, parent?: string | null): Promise<Change[]> {
     const mounted = await this.mountPair(id, parent);
     try {
-      return await changesBetween(mounted.layerDir, mounted.parentDir);
+      return await changesBetween(mounted.layerDir, mounted.parentDir, await this.changesOptions(id));
     } finally {
       await mounted.release();
     }
@@ -63,7 +76,7 @@ export class NaiveDiff {
   async diffSize(id: string, parent?: string | null): Promise<number> {
     const mounted = await this.mountPair(id, parent);
     try {
-      const changes = await changesBetween(mounted.layerDir, mounted.parentDir);
+      const changes = await changesBetween(mounted.layerDir, mounted.parentDir, await this.changesOptions(id));
       return await diffSizeOf(mounted.layerDir, changes);
     } finally {
       await mounted.release();

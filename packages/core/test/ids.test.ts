@@ -36,6 +36,8 @@ describe('space errors', () => {
     const unnamed = Object.assign(new Error('UNKNOWN: unknown error, write'), { code: 'UNKNOWN', errno: -122 });
     expect(errnoCode(unnamed)).toBe('EDQUOT');
     expect(translateSpaceError(unnamed, 'applying layer x')).toMatchObject({ code: 'ERR_NO_SPACE' });
+    const described = Object.assign(new Error('write failed'), { code: 'Unknown system error -122', errno: -122 });
+    expect(errnoCode(described)).toBe('EDQUOT');
     const enospc = Object.assign(new Error('ENOSPC'), { code: 'ENOSPC', errno: -28 });
     expect(translateSpaceError(enospc, 'x')).toMatchObject({ code: 'ERR_NO_SPACE' });
     const eio = Object.assign(new Error('EIO'), { code: 'EIO', errno: -5 });

@@ -87,8 +87,28 @@ export class ZfsDriver implements StorageDriver {
       get: (id) => this.get(id),
       put: (id) => this.put(id),
       parentOf: async (id) => this.committed(id).parent,
-    }, { whiteouts: 'delete' });
+    }, { whiteouts: 'delete', contentCheckSince: (id) => this.coarseTimesSince(id) });
   }
+
+  /**
+   * zfs-fuse keeps whole-second timestamps, so a same-size edit within a second of the
+   * parent's looks unchanged by metadata: files changed since the layer's dataset was
+   * made are then compared by content. OpenZFS keeps nanoseconds and needs none of it.
+   */
+  private async coarseTimesSince(id: string): Promise<number | null> {
+    if (this.mounter.method !== 'zfs-mount') return null;
+    let since = this.creationTimes.get(id);
+    if (since === undefined) {
+      const ds = this.layout.dataset(id);
+      since = Number((await this.commands.getProperties([ds], ['creation'])).get(ds)?.get('creation'));
+      if (!Number.isFinite(since)) return 0; // unknown: compare every file by content rather than miss an edit
+      this.creationTimes.set(id, since);
+    }
+    return since;
+  }
+
+  /** Dataset creation times (epoch seconds) by layer id; they never change. */
+  private readonly creationTimes = new Map<string, number>();
 
   /** The parent dataset layers are made under. */
   get fsname(): string {
