@@ -125,3 +125,27 @@ test('sortChanges orders by path component, so a directory precedes its contents
   ]);
   expect(sorted.map((c) => c.path)).toEqual(['/a', '/a/b', '/a b', '/a-b']);
 });
+
+describe('content check for coarse-timestamp filesystems', () => {
+  test('a same-size edit with identical mtime is found only with contentCheckSinceSec, and untouched files are not read', async () => {
+    const base = await mkdtemp(join(tmpdir(), 'cairn-coarse-'));
+    try {
+      const parent = join(base, 'parent');
+      const layer = join(base, 'layer');
+      await mkdir(parent);
+      await writeFile(join(parent, 'edited'), 'hello');
+      await writeFile(join(parent, 'same'), 'same');
+      await copyTree(parent, layer, { reflink: 'never' });
+      const t = 1_700_000_000_000_000_000n; // whole seconds, as zfs-fuse stores them
+      await writeFile(join(layer, 'edited'), 'HELLO');
+      for (const dir of [parent, layer]) for (const f of ['edited', 'same']) lutimesNsSync(join(dir, f), t, t);
+      expect(await changesBetween(layer, parent)).toEqual([]);
+      const since = Math.floor(Date.now() / 1000) - 60; // both files' ctimes are newer: both compared
+      expect(await changesBetween(layer, parent, { contentCheckSinceSec: since })).toEqual([{ path: '/edited', kind: 'modify' }]);
+      // A threshold after every ctime means no file counts as touched since: nothing is read.
+      expect(await changesBetween(layer, parent, { contentCheckSinceSec: since + 3600 })).toEqual([]);
+    } finally {
+      await rm(base, { recursive: true, force: true });
+    }
+  });
+});
