@@ -58,7 +58,12 @@ export interface ImportProgress {
 }
 
 export interface ImportOptions {
-  /** Apply an image's missing layers in parallel; default: true on overlay2 (independent layer dirs), false elsewhere. */
+  /**
+   * Apply an image's missing layers in parallel (default true). Only drivers whose layers
+   * are independent directories (overlay2, aufs) can: on drivers that start a child as a
+   * copy or snapshot of its parent (vfs, btrfs, zfs, devicemapper) layers are always
+   * applied in order, whatever this says.
+   */
   parallel?: boolean;
   /** Layers applied at once when parallel; default 4. */
   concurrency?: number;
@@ -191,7 +196,7 @@ export class LayerStore {
     };
 
     try {
-      if (opts.parallel ?? PARALLEL_DRIVERS.has(this.driver.name)) {
+      if ((opts.parallel ?? true) && PARALLEL_DRIVERS.has(this.driver.name)) {
         // overlay2 layers are separate directories: create the chain (cheap), then fill them at once.
         for (const i of missing) await create(i);
         const limit = pLimit(opts.concurrency ?? 4);

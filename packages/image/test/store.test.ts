@@ -87,6 +87,33 @@ describe.each(['vfs', 'overlay2'])('layer store on %s', (driverName) => {
     expect(store.refcount(store.image('b:1').layers[1]!)).toBe(2); // child layer of a + image b
   });
 
+  test('parallel and sequential import of the same image give identical trees for every layer', async () => {
+    const layers = await sampleLayers();
+    await writeDockerSave(join(work, 'p'), layers, 'p:1');
+    const [seq] = await store.importImage(join(work, 'p'), { parallel: false });
+    const seqTrees: Array<Record<string, string>> = [];
+    for (const chain of seq!.layers) {
+      const id = store.layer(chain).cacheId;
+      seqTrees.push(await readTree(await driver.get(id)));
+      await driver.put(id);
+    }
+    const root2 = await mkdtemp(join(tmpdir(), 'cairn-image-par-'));
+    const d2 = await openDriver({ root: root2, driver: driverName });
+    try {
+      const s2 = await LayerStore.open(d2);
+      const [par] = await s2.importImage(join(work, 'p'), { parallel: true, concurrency: 3 });
+      expect(par!.layers).toEqual(seq!.layers);
+      for (const [i, chain] of par!.layers.entries()) {
+        const id = s2.layer(chain).cacheId;
+        expect(await readTree(await d2.get(id))).toEqual(seqTrees[i]);
+        await d2.put(id);
+      }
+    } finally {
+      await d2.cleanup();
+      await rm(root2, { recursive: true, force: true });
+    }
+  });
+
   test('a layer whose content does not match its diff id fails the import and leaves nothing behind', async () => {
     const layers = await sampleLayers();
     const config = configFor([layers[0]!, layers[1]!, layers[0]!]); // claims the wrong third layer
