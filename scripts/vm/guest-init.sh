@@ -19,6 +19,10 @@ mount -t tmpfs -o mode=0755 rw /rw || fail "cannot mount tmpfs"
 mkdir -p /rw/upper /rw/work
 mount -t overlay -o lowerdir=/host,upperdir=/rw/upper,workdir=/rw/work root /newroot \
   || fail "cannot mount the overlay root"
+# The guest's own /tmp and /run come before the project share: a project that lives under
+# /tmp (a CI checkout, say) would otherwise be hidden by the tmpfs mounted over it.
+mount -t tmpfs -o mode=1777 tmp /newroot/tmp
+mount -t tmpfs -o mode=0755 run /newroot/run
 mkdir -p "/newroot$PROJECT" /newroot/lib/modules /newroot/cairn-run
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 project "/newroot$PROJECT" \
   || fail "cannot mount the project share at $PROJECT"
@@ -31,8 +35,6 @@ mount -t devtmpfs dev /newroot/dev
 mkdir -p /newroot/dev/pts /newroot/dev/shm
 mount -t devpts devpts /newroot/dev/pts
 mount -t tmpfs shm /newroot/dev/shm
-mount -t tmpfs -o mode=1777 tmp /newroot/tmp
-mount -t tmpfs -o mode=0755 run /newroot/run
 
 # device-mapper thin pools, loop devices and the filesystems the driver formats.
 chroot /newroot /sbin/modprobe -a dm_thin_pool loop ext4 xfs 2>/dev/null \
