@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { Hash } from 'node:crypto';
-import { open, readFile, rename } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { PassThrough, Transform } from 'node:stream';
 import type { TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -10,7 +10,7 @@ import type { TarEntry, TarHandler } from './archive/index.js';
 import type { Change, StorageDriver } from './driver.js';
 import { CairnError, errnoCode } from './errors.js';
 import { assertValidId, normalizeParent } from './ids.js';
-import { fsyncDir } from './staging.js';
+import { writeFileAtomic } from './staging.js';
 
 /** One layer of a store: its id and the layer it was created on. */
 export interface LayerRef {
@@ -212,16 +212,7 @@ async function readJournal(path: string, from: StorageDriver): Promise<Journal> 
 }
 
 async function writeJournal(path: string, journal: Journal): Promise<void> {
-  const tmp = `${path}.tmp`;
-  const handle = await open(tmp, 'w', 0o600);
-  try {
-    await handle.writeFile(JSON.stringify(journal));
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-  await rename(tmp, path);
-  await fsyncDir(dirname(path));
+  await writeFileAtomic(path, JSON.stringify(journal));
 }
 
 /**

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { constants as fsConstants } from 'node:fs';
-import { mkdir, open, readdir, rename, rm } from 'node:fs/promises';
-import { join, dirname } from 'node:path';
+import { mkdir, open, readdir, rename, rm, unlink } from 'node:fs/promises';
+import { basename, join, dirname } from 'node:path';
 
 /**
  * Layers become visible atomically: a driver builds a layer under
@@ -93,4 +93,28 @@ export async function sweepLeftovers(home: string, beforeDelete?: (path: string)
     }
   }
   return swept;
+}
+
+/**
+ * Writes a small file so that a crash leaves either the old content or the new, never a
+ * torn file: a hidden temp sibling (`.<name>.tmp`, overwritten by the next attempt, so
+ * crashes leave at most one), fsynced, renamed over the target, the directory fsynced.
+ * Callers serialise writes of one path (their per-id or store lock).
+ */
+export async function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o600): Promise<void> {
+  const tmp = join(dirname(path), `.${basename(path)}.tmp`);
+  const handle = await open(tmp, 'w', mode);
+  try {
+    await handle.writeFile(data);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+  try {
+    await rename(tmp, path);
+  } catch (err) {
+    await unlink(tmp).catch(() => undefined);
+    throw err;
+  }
+  await fsyncDir(dirname(path));
 }

@@ -1,6 +1,6 @@
-import { open, readFile, rename, rm } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
-import { CairnError, fsyncDir, isValidId } from '@cairn/core';
+import { readFile, rm } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { CairnError, fsyncDir, isValidId, writeFileAtomic } from '@cairn/core';
 
 /** What vfs remembers about a layer besides its files. */
 export interface LayerMeta {
@@ -17,18 +17,9 @@ export interface LayerMeta {
   replacing?: string;
 }
 
-/** Writes `meta` durably: temp file, fsync, rename over the old one, fsync the directory. */
+/** Writes `meta` durably (see writeFileAtomic): a crash leaves the old record or the new. */
 export async function writeMeta(path: string, meta: LayerMeta): Promise<void> {
-  const tmp = join(dirname(path), `.${basename(path)}.tmp`);
-  const handle = await open(tmp, 'w', 0o600);
-  try {
-    await handle.writeFile(JSON.stringify(meta));
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-  await rename(tmp, path);
-  await fsyncDir(dirname(path));
+  await writeFileAtomic(path, JSON.stringify(meta));
 }
 
 export async function readMeta(path: string): Promise<LayerMeta> {
