@@ -19,6 +19,8 @@ import { overlay2Driver } from '@cairn/overlay2';
 import { btrfsDriver } from '@cairn/btrfs';
 import { vfsDriver } from '@cairn/vfs';
 import { aufsDriver } from '@cairn/aufs';
+import { zfsDriver } from '@cairn/zfs';
+import { devicemapperDriver } from '@cairn/devicemapper';
 
 export { CairnError, ErrorCodes, isCairnError, isValidId } from '@cairn/core';
 export type { CairnErrorDetails, ErrorCode } from '@cairn/core';
@@ -29,7 +31,7 @@ export { Registry, defaultRegistry, openDriver, probe } from '@cairn/core';
 export type { OpenOptions, ProbeOptions } from '@cairn/core';
 export { detectBackingFs, supportsDType } from '@cairn/core';
 export type { BackingFs } from '@cairn/core';
-export { overlay2Driver, btrfsDriver, aufsDriver, vfsDriver };
+export { overlay2Driver, btrfsDriver, zfsDriver, devicemapperDriver, aufsDriver, vfsDriver };
 
 // Moving a store from one driver to another (aufs → overlay2 is the classic case).
 export { migrate } from '@cairn/core';
@@ -40,6 +42,6 @@ export { packEntries, readTar } from '@cairn/core';
 export type { TarSourceEntry, TarHeaderInput, TarItem, TarEntry } from '@cairn/core';
 
 /** The drivers this package registers on import, in priority order. */
-export const builtinDrivers = [overlay2Driver, btrfsDriver, aufsDriver, vfsDriver] as const;
+export const builtinDrivers = [overlay2Driver, btrfsDriver, zfsDriver, devicemapperDriver, aufsDriver, vfsDriver] as const;
 
 for (const factory of builtinDrivers) defaultRegistry.register(factory);
