@@ -15,6 +15,8 @@ afterEach(async () => {
 test('importing cairn registers every built-in driver in the default registry', () => {
   expect(builtinDrivers).toContain(vfsDriver);
   for (const f of builtinDrivers) expect(defaultRegistry.get(f.name)).toBe(f);
+  // moby's priority order: overlay2, btrfs, zfs, devicemapper, aufs, vfs
+  expect(defaultRegistry.list().map((f) => f.name)).toEqual(['overlay2', 'btrfs', 'zfs', 'devicemapper', 'aufs', 'vfs']);
 });
 
 test('probe() without a registry reports the built-in drivers and chooses exactly one', async () => {
