@@ -19,28 +19,6 @@ namespace cairn {
 
 namespace {
 
-// An fd closed on scope exit.
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-  bool ok() const { return fd_ >= 0; }
-
- private:
-  int fd_;
-};
-
-void PathError(SysError& e, int err, const char* syscall, const std::string& path) {
-  e.Set(err, syscall);
-  e.path = path;
-  e.hasPath = true;
-}
-
 // Opens a directory (a subvolume root or its parent) for an ioctl; sets `e` on failure.
 int OpenDir(const std::string& path, SysError& e) {
   int fd = open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);

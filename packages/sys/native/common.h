@@ -3,6 +3,7 @@
 #pragma once
 
 #include <napi.h>
+#include <unistd.h>
 
 #include <functional>
 #include <string>
@@ -24,6 +25,29 @@ struct SysError {
 
   void Set(int e, const char* sc) { err = e; syscall = sc; }
 };
+
+// An fd closed on scope exit.
+class Fd {
+ public:
+  explicit Fd(int fd) : fd_(fd) {}
+  ~Fd() {
+    if (fd_ >= 0) close(fd_);
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  int get() const { return fd_; }
+  bool ok() const { return fd_ >= 0; }
+
+ private:
+  int fd_;
+};
+
+// Records a failed call on `path` in `e`.
+inline void PathError(SysError& e, int err, const char* syscall, const std::string& path) {
+  e.Set(err, syscall);
+  e.path = path;
+  e.hasPath = true;
+}
 
 // Builds `Error` with code/errno/syscall/path/dest like Node's uvException:
 // "EPERM: operation not permitted, mount 'src' -> 'dst'".

@@ -14,12 +14,6 @@ namespace cairn {
 
 namespace {
 
-void PathError(SysError& e, int err, const char* syscall, const std::string& path) {
-  e.Set(err, syscall);
-  e.path = path;
-  e.hasPath = true;
-}
-
 // ---- mknod ----
 
 struct MknodArgs {

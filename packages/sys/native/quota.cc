@@ -25,27 +25,6 @@ namespace cairn {
 
 namespace {
 
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-  bool ok() const { return fd_ >= 0; }
-
- private:
-  int fd_;
-};
-
-void PathError(SysError& e, int err, const char* syscall, const std::string& path) {
-  e.Set(err, syscall);
-  e.path = path;
-  e.hasPath = true;
-}
-
 // O_RDONLY works on directories and regular files alike; FSSETXATTR needs no write access.
 int OpenPath(const std::string& path, SysError& e) {
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
