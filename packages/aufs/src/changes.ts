@@ -1,7 +1,7 @@
 import type { BigIntStats } from 'node:fs';
 import { lstatSync, readdirSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import { errnoCode, readXattrs, sortChanges, statDiffers } from '@cairn/core';
+import { errnoCode, readXattrs, sameXattrMaps, sortChanges, statDiffers } from '@cairn/core';
 import type { Change } from '@cairn/core';
 import { WH_META_PREFIX, WH_OPAQUE, WH_PREFIX } from './layout.js';
 
@@ -82,14 +82,7 @@ function oldChildren(branches: readonly string[]): Map<string, OldEntry> {
 }
 
 function sameXattrs(a: string, b: string): boolean {
-  const x = readXattrs(a);
-  const y = readXattrs(b);
-  if (x.size !== y.size) return false;
-  for (const [k, v] of x) {
-    const w = y.get(k);
-    if (!w || !w.equals(v)) return false;
-  }
-  return true;
+  return sameXattrMaps(readXattrs(a), readXattrs(b));
 }
 
 class BranchWalker {

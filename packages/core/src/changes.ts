@@ -90,7 +90,8 @@ export function readXattrs(path: string): Map<string, Buffer> {
   return out;
 }
 
-function sameXattrs(a: Map<string, Buffer>, b: Map<string, Buffer>): boolean {
+/** True when two xattr sets (as readXattrs returns them) hold the same names with the same bytes. */
+export function sameXattrMaps(a: ReadonlyMap<string, Buffer>, b: ReadonlyMap<string, Buffer>): boolean {
   if (a.size !== b.size) return false;
   for (const [name, value] of a) {
     const other = b.get(name);
@@ -179,7 +180,7 @@ class TreeComparer {
   private entryDiffers(rel: string, old: BigIntStats, now: BigIntStats): boolean {
     if (statDiffers(old, now)) return true;
     if (now.isSymbolicLink() && readlinkSync(join(this.parent!, rel)) !== readlinkSync(join(this.layer, rel))) return true;
-    if (!sameXattrs(readXattrs(join(this.parent!, rel)), readXattrs(join(this.layer, rel)))) return true;
+    if (!sameXattrMaps(readXattrs(join(this.parent!, rel)), readXattrs(join(this.layer, rel)))) return true;
     return this.contentSince !== null && now.isFile() && Number(now.ctimeNs / 1_000_000_000n) >= this.contentSince
       && !sameContent(join(this.parent!, rel), join(this.layer, rel));
   }

@@ -1,7 +1,7 @@
 import type { BigIntStats } from 'node:fs';
 import { lstat, readdir, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { errnoCode, readXattrs, sortChanges, statDiffers } from '@cairn/core';
+import { errnoCode, readXattrs, sameXattrMaps, sortChanges, statDiffers } from '@cairn/core';
 import type { Change } from '@cairn/core';
 import { lgetxattrSync } from '@cairn/sys';
 
@@ -94,12 +94,7 @@ function sameXattrs(a: string, b: string): boolean {
   const y = readXattrs(b);
   for (const k of [...x.keys()]) if (isOverlayXattr(k)) x.delete(k);
   for (const k of [...y.keys()]) if (isOverlayXattr(k)) y.delete(k);
-  if (x.size !== y.size) return false;
-  for (const [k, v] of x) {
-    const w = y.get(k);
-    if (!w || !w.equals(v)) return false;
-  }
-  return true;
+  return sameXattrMaps(x, y);
 }
 
 class UpperWalker {
