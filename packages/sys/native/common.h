@@ -5,6 +5,7 @@
 #include <napi.h>
 #include <unistd.h>
 
+#include <ctime>
 #include <functional>
 #include <string>
 #include <vector>
@@ -61,6 +62,22 @@ int64_t ArgInt(const Napi::CallbackInfo& info, size_t i, const char* name);
 int64_t ArgOptInt(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t dflt);
 uint64_t ArgUint64(const Napi::CallbackInfo& info, size_t i, const char* name);
 std::vector<char> ArgBytes(const Napi::CallbackInfo& info, size_t i, const char* name);
+int64_t ArgBigInt64(const Napi::CallbackInfo& info, size_t i, const char* name);
+
+// Nanoseconds since the epoch as a timespec; floor division so times before 1970 keep
+// 0 <= tv_nsec < 1e9.
+inline timespec NsToTimespec(int64_t ns) {
+  int64_t sec = ns / 1000000000;
+  int64_t rem = ns % 1000000000;
+  if (rem < 0) {
+    rem += 1000000000;
+    sec -= 1;
+  }
+  timespec ts;
+  ts.tv_sec = static_cast<time_t>(sec);
+  ts.tv_nsec = static_cast<long>(rem);
+  return ts;
+}
 
 // Result carried from the worker thread back to the JS thread.
 struct JobResult {

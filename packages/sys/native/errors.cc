@@ -124,4 +124,12 @@ std::vector<char> ArgBytes(const Napi::CallbackInfo& info, size_t i, const char*
   return std::vector<char>(p, p + a.ByteLength());
 }
 
+int64_t ArgBigInt64(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  if (!info[i].IsBigInt()) throw Napi::TypeError::New(info.Env(), std::string("The \"") + name + "\" argument must be a bigint");
+  bool lossless = false;
+  int64_t v = info[i].As<Napi::BigInt>().Int64Value(&lossless);
+  if (!lossless) throw Napi::TypeError::New(info.Env(), std::string("The \"") + name + "\" argument must fit in 64 bits");
+  return v;
+}
+
 }  // namespace cairn

@@ -69,27 +69,6 @@ int OpenBeneath(int root, const std::string& rel) {
   return cur;
 }
 
-timespec NsToTs(int64_t ns) {
-  int64_t sec = ns / 1000000000;
-  int64_t rem = ns % 1000000000;
-  if (rem < 0) {
-    rem += 1000000000;
-    sec -= 1;
-  }
-  timespec ts;
-  ts.tv_sec = static_cast<time_t>(sec);
-  ts.tv_nsec = static_cast<long>(rem);
-  return ts;
-}
-
-int64_t BigIntArg(const Napi::CallbackInfo& info, size_t i, const char* name) {
-  if (!info[i].IsBigInt()) throw Napi::TypeError::New(info.Env(), std::string("The \"") + name + "\" argument must be a bigint");
-  bool lossless = false;
-  int64_t v = info[i].As<Napi::BigInt>().Int64Value(&lossless);
-  if (!lossless) throw Napi::TypeError::New(info.Env(), std::string("The \"") + name + "\" argument must fit in 64 bits");
-  return v;
-}
-
 // Metadata every file gets through its fd: owner, then mode (chown clears setuid/setgid),
 // then times (last, since the other calls do not touch mtime but writes do).
 struct FileMeta {
@@ -106,8 +85,8 @@ FileMeta ReadMeta(const Napi::CallbackInfo& info, size_t at) {
   m.uid = static_cast<uid_t>(ArgInt(info, at + 1, "uid"));
   m.gid = static_cast<gid_t>(ArgInt(info, at + 2, "gid"));
   m.flags = static_cast<int>(ArgInt(info, at + 3, "flags"));
-  m.times[0] = NsToTs(BigIntArg(info, at + 4, "atimeNs"));
-  m.times[1] = NsToTs(BigIntArg(info, at + 5, "mtimeNs"));
+  m.times[0] = NsToTimespec(ArgBigInt64(info, at + 4, "atimeNs"));
+  m.times[1] = NsToTimespec(ArgBigInt64(info, at + 5, "mtimeNs"));
   return m;
 }
 

@@ -147,28 +147,6 @@ Napi::Value XattrAsync(const Napi::CallbackInfo& info) {
 
 // ---- times, locks, dev_t ----
 
-int64_t ArgBigInt64(const Napi::CallbackInfo& info, size_t i, const char* name) {
-  if (!info[i].IsBigInt()) throw Napi::TypeError::New(info.Env(), std::string("The \"") + name + "\" argument must be a bigint");
-  bool lossless = false;
-  int64_t v = info[i].As<Napi::BigInt>().Int64Value(&lossless);
-  if (!lossless) throw Napi::TypeError::New(info.Env(), std::string("The \"") + name + "\" argument must fit in 64 bits");
-  return v;
-}
-
-timespec NsToTimespec(int64_t ns) {
-  // Floor division so times before 1970 keep 0 <= tv_nsec < 1e9.
-  int64_t sec = ns / 1000000000;
-  int64_t rem = ns % 1000000000;
-  if (rem < 0) {
-    rem += 1000000000;
-    sec -= 1;
-  }
-  timespec ts;
-  ts.tv_sec = static_cast<time_t>(sec);
-  ts.tv_nsec = static_cast<long>(rem);
-  return ts;
-}
-
 Napi::Value LutimesNsSync(const Napi::CallbackInfo& info) {
   std::string path = ArgString(info, 0, "path");
   timespec ts[2] = {NsToTimespec(ArgBigInt64(info, 1, "atimeNs")), NsToTimespec(ArgBigInt64(info, 2, "mtimeNs"))};
