@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import {
   CairnError, MountRefs, NaiveDiff, STAGING_DIR, TRASH_DIR, applyLayer, assertValidId, copyTree, detectBackingFs,
-  discardDir, exportChanges, fsyncDir, isValidId, makeStagingDir, normalizeParent, sweepLeftovers,
+  discardDir, exportChanges, fsyncDir, isValidId, makeStagingDir, normalizeParent, openUnderHomeLock, sweepLeftovers,
   translateSpaceError,
 } from '@cairn/core';
 import type { Change, CreateOptions, HomeLock, LayerLister, LayerRef, StorageDriver } from '@cairn/core';
@@ -65,17 +65,13 @@ export class AufsDriver implements StorageDriver, LayerLister {
    * Opens (creating if needed) the home and loads every layers file. `kernelMissing` is
    * why aufs cannot be mounted here (null when it can): the driver opens either way.
    */
-  static async open(home: string, opts: { kernelMissing: string | null; lockTimeoutMs?: number; acquireLock: (home: string, timeoutMs: number) => Promise<HomeLock> }): Promise<AufsDriver> {
+  static async open(home: string, opts: { kernelMissing: string | null; lockTimeoutMs?: number; }): Promise<AufsDriver> {
     await mkdir(home, { recursive: true, mode: 0o700 });
-    const lock = await opts.acquireLock(home, opts.lockTimeoutMs ?? 0);
-    try {
+    return openUnderHomeLock(home, { timeoutMs: opts.lockTimeoutMs ?? 0 }, async (lock) => {
       const driver = new AufsDriver(home, lock, opts.kernelMissing);
       await driver.load();
       return driver;
-    } catch (err) {
-      await lock.release();
-      throw err;
-    }
+    });
   }
 
   private async load(): Promise<void> {

@@ -1,6 +1,6 @@
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { CairnError, acquireHomeLock, detectBackingFs, errnoCode, nearestExistingPath } from '@cairn/core';
+import { CairnError, detectBackingFs, errnoCode, nearestExistingPath } from '@cairn/core';
 import type { DriverContext, DriverFactory, ProbeResult, StorageDriver } from '@cairn/core';
 import { AufsDriver } from './driver.js';
 import { aufsMissingReason } from './mount.js';
@@ -40,7 +40,6 @@ export const aufsDriver: DriverFactory = {
     return AufsDriver.open(ctx.home, {
       kernelMissing: await aufsMissingReason(),
       lockTimeoutMs: ctx.lockTimeoutMs,
-      acquireLock: (home, timeoutMs) => acquireHomeLock(home, { timeoutMs }),
     });
   },
 

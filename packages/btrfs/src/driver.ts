@@ -3,7 +3,7 @@ import { release as kernelRelease } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import {
-  CairnError, KeyedMutex, MountRefs, NaiveDiff, acquireHomeLock, assertValidId, detectBackingFs, errnoCode,
+  CairnError, KeyedMutex, MountRefs, NaiveDiff, openUnderHomeLock, assertValidId, detectBackingFs, errnoCode,
   formatByteSize, fsyncDir, normalizeParent,
 } from '@cairn/core';
 import type { Change, CreateOptions, HomeLock, StorageDriver } from '@cairn/core';
@@ -100,8 +100,7 @@ export class BtrfsDriver implements StorageDriver {
     const fs = await detectBackingFs(home);
     if (fs.name !== 'btrfs') throw incompatible(home, fs.name);
     await mkdir(home, { recursive: true, mode: 0o700 });
-    const lock = await acquireHomeLock(home, { timeoutMs: openOpts.lockTimeoutMs ?? 0 });
-    try {
+    return openUnderHomeLock(home, { timeoutMs: openOpts.lockTimeoutMs ?? 0 }, async (lock) => {
       const layout = new BtrfsLayout(home);
       await mkdir(layout.subvolumesDir, { recursive: true, mode: 0o700 });
       await mkdir(layout.metaDir, { recursive: true, mode: 0o700 });
@@ -109,10 +108,7 @@ export class BtrfsDriver implements StorageDriver {
       const driver = new BtrfsDriver(home, lock, fsid, opts);
       await driver.recover();
       return driver;
-    } catch (err) {
-      await lock.release();
-      throw err;
-    }
+    });
   }
 
   // ---- lifecycle ----

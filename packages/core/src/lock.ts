@@ -93,3 +93,22 @@ export async function acquireHomeLock(home: string, opts: HomeLockOptions = {}):
     throw err;
   }
 }
+
+/**
+ * Opens a driver under its home lock: `build` runs holding the lock and the driver it
+ * returns keeps it (releasing it in `cleanup()`). When `build` fails the lock is released
+ * here, so a failed open never leaves the home locked against the next attempt.
+ */
+export async function openUnderHomeLock<T>(
+  home: string,
+  opts: HomeLockOptions,
+  build: (lock: HomeLock) => Promise<T>,
+): Promise<T> {
+  const lock = await acquireHomeLock(home, opts);
+  try {
+    return await build(lock);
+  } catch (err) {
+    await lock.release();
+    throw err;
+  }
+}

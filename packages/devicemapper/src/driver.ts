@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, readdir, rm, stat } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import {
-  CairnError, KeyedMutex, MountRefs, NaiveDiff, acquireHomeLock, assertValidId, detectBackingFs,
+  CairnError, KeyedMutex, MountRefs, NaiveDiff, openUnderHomeLock, assertValidId, detectBackingFs,
   normalizeParent, readMountInfo,
 } from '@cairn/core';
 import type { Change, CreateOptions, DriverContext, HomeLock, StorageDriver } from '@cairn/core';
@@ -60,8 +60,7 @@ export class DeviceMapperDriver implements StorageDriver {
 
   static async open(ctx: DriverContext): Promise<DeviceMapperDriver> {
     const opts = parseOptions(ctx.options);
-    const lock = await acquireHomeLock(ctx.home, { timeoutMs: ctx.lockTimeoutMs });
-    try {
+    return openUnderHomeLock(ctx.home, { timeoutMs: ctx.lockTimeoutMs }, async (lock) => {
       await ensureKernel();
       const st = await stat(ctx.home);
       const layout = new Layout(ctx.home, devicePrefixFor(major(st.dev), minor(st.dev), st.ino));
@@ -81,10 +80,7 @@ export class DeviceMapperDriver implements StorageDriver {
       const driver = new DeviceMapperDriver(ctx.home, layout, opts, lock, pool, saved ?? { nextDeviceId: firstId, base: null });
       await driver.init();
       return driver;
-    } catch (err) {
-      await lock.release();
-      throw err;
-    }
+    });
   }
 
   private async init(): Promise<void> {

@@ -1,7 +1,7 @@
 import { chmod, chown, mkdir, readFile, readlink, rmdir, stat, symlink, unlink, writeFile } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import {
-  CairnError, KeyedMutex, MountRefs, NaiveDiff, acquireHomeLock, assertValidId, commitStaged, discardDir,
+  CairnError, KeyedMutex, MountRefs, NaiveDiff, openUnderHomeLock, assertValidId, commitStaged, discardDir,
   errnoCode, fsyncDir, fsyncFile, makeStagingDir, normalizeParent, parseByteSize, readMountInfo, LayerQuotas, sweepLeftovers,
 } from '@cairn/core';
 import type { Change, CreateOptions, DriverContext, HomeLock, StorageDriver } from '@cairn/core';
@@ -98,16 +98,12 @@ export class Overlay2Driver implements StorageDriver {
     // moby refuses overlay2.size at start-up where it cannot be enforced, rather than ignoring it.
     const quotas = new LayerQuotas(ctx.home, ctx.home);
     if (options.defaultSize > 0) await quotas.require('overlay2.size');
-    const lock = await acquireHomeLock(ctx.home, { timeoutMs: ctx.lockTimeoutMs });
-    try {
+    return openUnderHomeLock(ctx.home, { timeoutMs: ctx.lockTimeoutMs }, async (lock) => {
       const driver = new Overlay2Driver(ctx.home, probe.features, options, lock);
       driver.quotas = quotas;
       await driver.recover();
       return driver;
-    } catch (err) {
-      await lock.release();
-      throw err;
-    }
+    });
   }
 
   private async recover(): Promise<void> {

@@ -5,7 +5,7 @@ import type { Readable } from 'node:stream';
 import {
   CairnError, MountRefs, NaiveDiff, STAGING_DIR, TRASH_DIR, applyLayer, assertValidId, commitStaged, copyTree,
   detectBackingFs, discardDir, errnoCode, fsyncDir, isValidId, LayerQuotas, makeStagingDir, normalizeParent, parseByteSize,
-  readMountInfo, sweepLeftovers, translateSpaceError,
+  openUnderHomeLock, readMountInfo, sweepLeftovers, translateSpaceError,
 } from '@cairn/core';
 import type { Change, CreateOptions, HomeLock, StorageDriver } from '@cairn/core';
 import { constants as sysConstants, mount, umount2 } from '@cairn/sys';
@@ -76,13 +76,12 @@ export class VfsDriver implements StorageDriver {
    * Opens (creating if needed) the home, takes its lock for the driver's lifetime,
    * repairs what a crash left behind, and loads the layer table.
    */
-  static async open(home: string, opts: { lockTimeoutMs?: number; defaultSize?: number; acquireLock: (home: string, timeoutMs: number) => Promise<HomeLock> }): Promise<VfsDriver> {
+  static async open(home: string, opts: { lockTimeoutMs?: number; defaultSize?: number }): Promise<VfsDriver> {
     await mkdir(home, { recursive: true, mode: 0o700 });
     const quotas = new LayerQuotas(home, new VfsLayout(home).layersDir);
     // As moby, a default size that cannot be enforced is refused at start-up, not ignored.
     if ((opts.defaultSize ?? 0) > 0) await quotas.require('vfs.size');
-    const lock = await opts.acquireLock(home, opts.lockTimeoutMs ?? 0);
-    try {
+    return openUnderHomeLock(home, { timeoutMs: opts.lockTimeoutMs ?? 0 }, async (lock) => {
       const layout = new VfsLayout(home);
       await mkdir(layout.layersDir, { recursive: true, mode: 0o700 });
       await mkdir(layout.metaDir, { recursive: true, mode: 0o700 });
@@ -91,10 +90,7 @@ export class VfsDriver implements StorageDriver {
       const driver = new VfsDriver(home, lock, reflink, quotas, opts.defaultSize ?? 0);
       await driver.recover();
       return driver;
-    } catch (err) {
-      await lock.release();
-      throw err;
-    }
+    });
   }
 
   /** Brings disk and table in line after a crash; see the class comment for the orders relied on. */

@@ -1,6 +1,6 @@
 import { access, constants as fsConstants, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { CairnError, acquireHomeLock, detectBackingFs, errnoCode, nearestExistingPath, parseByteSize } from '@cairn/core';
+import { CairnError, detectBackingFs, errnoCode, nearestExistingPath, parseByteSize } from '@cairn/core';
 import type { DriverContext, DriverFactory, ProbeResult, StorageDriver } from '@cairn/core';
 import { VfsDriver } from './driver.js';
 
@@ -46,7 +46,6 @@ export const vfsDriver: DriverFactory = {
     return VfsDriver.open(ctx.home, {
       lockTimeoutMs: ctx.lockTimeoutMs,
       defaultSize,
-      acquireLock: (home, timeoutMs) => acquireHomeLock(home, { timeoutMs }),
     });
   },
 

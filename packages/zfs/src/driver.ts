@@ -1,7 +1,7 @@
 import { mkdir, readdir, realpath, rmdir } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import {
-  CairnError, MountRefs, NaiveDiff, acquireHomeLock, assertValidId, normalizeParent, parseByteSize, readMountInfo, translateSpaceError,
+  CairnError, MountRefs, NaiveDiff, openUnderHomeLock, assertValidId, normalizeParent, parseByteSize, readMountInfo, translateSpaceError,
 } from '@cairn/core';
 import type { Change, CreateOptions, HomeLock, StorageDriver } from '@cairn/core';
 import { ZfsCommandError, ZfsCommands } from './command.js';
@@ -127,8 +127,7 @@ export class ZfsDriver implements StorageDriver {
   static async open(home: string, opts: ZfsOpenOptions = {}): Promise<ZfsDriver> {
     const commands = await ZfsCommands.locate();
     const { fsname } = await probeZfs(home, opts.options ?? {});
-    const lock = await acquireHomeLock(home, { timeoutMs: opts.lockTimeoutMs ?? 0 });
-    try {
+    return openUnderHomeLock(home, { timeoutMs: opts.lockTimeoutMs ?? 0 }, async (lock) => {
       await checkParentDataset(commands, fsname);
       const layout = new ZfsLayout(await realpath(home), fsname);
       await mkdir(layout.graphDir, { recursive: true, mode: 0o700 });
@@ -136,10 +135,7 @@ export class ZfsDriver implements StorageDriver {
       const driver = new ZfsDriver(home, layout, commands, mounter, lock);
       await driver.recover();
       return driver;
-    } catch (err) {
-      await lock.release();
-      throw err;
-    }
+    });
   }
 
   /** Loads the layer table and brings ZFS and the mount table in line with it. */
