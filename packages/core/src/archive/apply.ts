@@ -24,6 +24,8 @@ import { classifyWhiteout, printable, splitEntryPath, unsafeEntry } from './safe
 import * as sys from './sys.js';
 import { EXTRACT_CHMOD, EXTRACT_CHOWN, openLayerExtractor, type LayerExtractor } from '@cairn/sys';
 import { TarParser, type TarHandler } from './tar-parser.js';
+import { isMainThread } from 'node:worker_threads';
+import { applyLayerOffThread } from './apply-thread.js';
 
 /** How whiteouts in the layer are applied; see {@link ApplyOptions.whiteouts}. */
 export type WhiteoutMode = 'delete' | 'overlay' | 'aufs';
@@ -51,6 +53,12 @@ export interface ApplyOptions {
    * docs/benchmarks.md).
    */
   pureJs?: boolean;
+  /**
+   * Run the parse and the file work on a worker thread (see apply-thread.ts), so that
+   * several applies use several cores and the caller's thread stays free to read and
+   * decompress. Default: true on the main thread, unless `CAIRN_APPLY_THREAD=0`.
+   */
+  offThread?: boolean;
 }
 
 const OPEN_NEW = fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW;
@@ -77,6 +85,7 @@ function umask(): number {
  * applied before it stay (the driver discards the whole layer).
  */
 export async function applyLayer(dir: string, tar: Readable | AsyncIterable<Uint8Array>, opts: ApplyOptions = {}): Promise<number> {
+  if (opts.offThread ?? (isMainThread && process.env.CAIRN_APPLY_THREAD !== '0')) return applyLayerOffThread(dir, tar, opts);
   const root = path.resolve(dir);
   if (!fs.statSync(root, { throwIfNoEntry: false })?.isDirectory()) {
     throw new CairnError('ERR_LAYER_NOT_FOUND', `Cannot apply a layer into ${root}: it is not a directory.`, { subject: root });

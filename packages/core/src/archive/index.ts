@@ -5,3 +5,4 @@ export { encodeHeader, packEntries, tarTrailer, type TarHeaderInput, type TarSou
 export { splitEntryPath, classifyWhiteout, type WhiteoutKind } from './safe-path.js';
 export { applyLayer, type ApplyOptions, type WhiteoutMode } from './apply.js';
 export { exportChanges, exportOverlayUpper, type ExportOptions } from './export.js';
+export { applyThreadStats } from './apply-thread.js';

@@ -1,0 +1,97 @@
+// applyLayer runs its parse and file work on a worker thread by default (apply-thread.ts).
+// These tests hold the thread path to the in-thread one: same tree, same errors (code,
+// subject), the caller's own stream error kept, several applies at once.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Readable } from 'node:stream';
+import { isMainThread } from 'node:worker_threads';
+import { CairnError, applyLayer, applyThreadStats, encodeHeader, tarTrailer } from '@cairn/core';
+import { expectSameTree, snapshotTree } from '@cairn/testkit';
+import { removeDir, tempDir } from './archive-helpers.js';
+
+const block = (n: number) => Buffer.alloc(Math.ceil(n / 512) * 512);
+function entry(h: Parameters<typeof encodeHeader>[0], body?: Buffer): Buffer {
+  const parts = [encodeHeader(h)];
+  if (body && body.length) {
+    const padded = block(body.length);
+    body.copy(padded);
+    parts.push(padded);
+  }
+  return Buffer.concat(parts);
+}
+
+/** A layer with files of many sizes, dirs, a symlink, a hardlink, an xattr-free whiteout, big file. */
+function sampleTar(seed: number): Buffer {
+  const parts: Buffer[] = [entry({ name: 'etc', type: 'dir', mode: 0o755 })];
+  for (let i = 0; i < 300; i++) {
+    const body = Buffer.alloc((i * 977 + seed) % 20_000, (i + seed) & 0xff);
+    parts.push(entry({ name: `etc/f${i}`, type: 'file', mode: 0o640, size: body.length, uid: i % 7, gid: i % 5, mtimeNs: 1_700_000_000_000_000_000n + BigInt(i) }, body));
+  }
+  const big = Buffer.alloc(3 << 20, seed);
+  parts.push(entry({ name: 'big', type: 'file', mode: 0o600, size: big.length }, big));
+  parts.push(entry({ name: 'etc/link', type: 'symlink', mode: 0o777, linkname: 'f1' }));
+  parts.push(entry({ name: 'etc/hard', type: 'hardlink', mode: 0o640, linkname: 'etc/f2' }));
+  parts.push(entry({ name: 'etc/.wh.f3', type: 'file', mode: 0o644, size: 0 }));
+  parts.push(tarTrailer());
+  return Buffer.concat(parts);
+}
+
+/** The tar in 16 KiB pieces, as a decompressor would hand it over. */
+const pieces = (tar: Buffer) => Readable.from((function* () { for (let i = 0; i < tar.length; i += 16384) yield tar.subarray(i, i + 16384); })());
+
+describe('applyLayer on a worker thread', () => {
+  let base: string;
+  beforeEach(() => { base = tempDir('thread'); });
+  afterEach(() => removeDir(base));
+  const dir = (name: string) => { const d = path.join(base, name); fs.mkdirSync(d); return d; };
+
+  test('by default the apply runs on a worker thread and writes the same tree as the in-thread apply', async () => {
+    expect(isMainThread).toBe(true);
+    const tar = sampleTar(1);
+    const before = applyThreadStats().applies;
+    const threaded = await applyLayer(dir('threaded'), pieces(tar));
+    expect(applyThreadStats().applies).toBe(before + 1);
+    const inThread = await applyLayer(dir('inline'), pieces(tar), { offThread: false });
+    expect(applyThreadStats().applies).toBe(before + 1);
+    expect(threaded).toBe(inThread);
+    expect(threaded).toBeGreaterThan(3 << 20);
+    expectSameTree(await snapshotTree(path.join(base, 'threaded')), await snapshotTree(path.join(base, 'inline')));
+    expect(fs.existsSync(path.join(base, 'threaded', 'etc', 'f3'))).toBe(false);
+  });
+
+  test('an unsafe entry fails on the thread with the same CairnError code and subject as in-thread', async () => {
+    const tar = Buffer.concat([entry({ name: 'esc', type: 'symlink', mode: 0o777, linkname: '../canary' }), entry({ name: 'esc/x', type: 'file', mode: 0o644, size: 1 }, Buffer.from('x')), tarTrailer()]);
+    fs.mkdirSync(path.join(base, 'canary'));
+    const threaded = await applyLayer(dir('t'), pieces(tar)).catch((e: unknown) => e);
+    const inThread = await applyLayer(dir('i'), pieces(tar), { offThread: false }).catch((e: unknown) => e);
+    expect(threaded).toBeInstanceOf(CairnError);
+    expect(threaded).toMatchObject({ code: 'ERR_UNSAFE_ARCHIVE', subject: (inThread as CairnError).subject, message: (inThread as CairnError).message });
+    expect(fs.readdirSync(path.join(base, 'canary'))).toEqual([]);
+  });
+
+  test('a truncated tar fails with ERR_INVALID_ARCHIVE and a missing target with ERR_LAYER_NOT_FOUND, as in-thread', async () => {
+    const tar = sampleTar(2).subarray(0, 100_000);
+    await expect(applyLayer(dir('t'), pieces(tar))).rejects.toMatchObject({ code: 'ERR_INVALID_ARCHIVE' });
+    await expect(applyLayer(path.join(base, 'nope'), pieces(sampleTar(2)))).rejects.toMatchObject({ code: 'ERR_LAYER_NOT_FOUND' });
+  });
+
+  test("the caller's failing input stream rejects with that stream's own error, and the thread is reusable after", async () => {
+    const tar = sampleTar(3);
+    const boom = new Error('network went away');
+    const failing = Readable.from((async function* () { yield tar.subarray(0, 200_000); throw boom; })());
+    await expect(applyLayer(dir('f'), failing)).rejects.toBe(boom);
+    await expect(applyLayer(dir('after'), pieces(tar))).resolves.toBeGreaterThan(0);
+  });
+
+  test('more applies at once than CPUs all finish with complete trees (no worker starvation)', async () => {
+    const n = 5;
+    const tars = Array.from({ length: n }, (_, i) => sampleTar(10 + i));
+    const dirs = tars.map((_, i) => dir(`p${i}`));
+    const bytes = await Promise.all(tars.map((t, i) => applyLayer(dirs[i]!, pieces(t))));
+    for (const [i, t] of tars.entries()) {
+      const ref = dir(`r${i}`);
+      expect(bytes[i]).toBe(await applyLayer(ref, pieces(t), { offThread: false }));
+      expectSameTree(await snapshotTree(dirs[i]!), await snapshotTree(ref));
+    }
+  });
+});
