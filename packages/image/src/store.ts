@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, rm, unlink, writeFile } from 'node:fs/promises';
@@ -65,7 +66,7 @@ export interface ImportOptions {
    * applied in order, whatever this says.
    */
   parallel?: boolean;
-  /** Layers applied at once when parallel; default 4. */
+  /** Layers applied at once when parallel; default: the number of CPUs (each apply runs on its own thread). */
   concurrency?: number;
   /** Extra tag for the imported image(s) (`name:tag`). */
   tag?: string;
@@ -199,7 +200,7 @@ export class LayerStore {
       if ((opts.parallel ?? true) && PARALLEL_DRIVERS.has(this.driver.name)) {
         // overlay2 layers are separate directories: create the chain (cheap), then fill them at once.
         for (const i of missing) await create(i);
-        const limit = pLimit(opts.concurrency ?? 4);
+        const limit = pLimit(opts.concurrency ?? availableParallelism());
         const results = await Promise.allSettled(missing.map((i) => limit(() => apply(i))));
         const failed = results.find((r) => r.status === 'rejected');
         if (failed) throw (failed as PromiseRejectedResult).reason;
@@ -260,7 +261,7 @@ export class LayerStore {
       await it.return?.(undefined);
       throw err;
     }
-    const split = rec.finish();
+    const split = await rec.finish();
     const got = `sha256:${hash.digest('hex')}`;
     if (got !== diffId) {
       throw new CairnError('ERR_INVALID_ARCHIVE',
