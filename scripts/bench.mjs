@@ -18,6 +18,7 @@ import { vfsCreateCases } from '../bench/cases/vfs-create.mjs';
 import { overlayMountCases } from '../bench/cases/overlay2-mount.mjs';
 import { btrfsCases } from '../bench/cases/btrfs-layer.mjs';
 import { rssCase } from '../bench/cases/rss.mjs';
+import { importCases } from '../bench/cases/import.mjs';
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), '..');
 const args = process.argv.slice(2);
@@ -29,7 +30,7 @@ const value = (name) => {
 const quick = flag('--quick');
 const json = flag('--json');
 const pairs = Number(value('--pairs') ?? 5);
-const all = ['apply', 'export', 'changes', 'vfs-create', 'overlay2', 'btrfs', 'rss'];
+const all = ['apply', 'export', 'changes', 'vfs-create', 'overlay2', 'btrfs', 'import', 'rss'];
 const only = (value('--only') ?? all.join(',')).split(',');
 
 if (!isRoot()) {
@@ -47,10 +48,13 @@ const cairn = await load('cairn');
 const sys = await load('sys');
 const overlay2 = await load('overlay2');
 const testkit = await load('testkit', 'loopfs.js');
+const image = await load('image');
+const dockerdKit = await load('testkit', 'dockerd.js');
 
 const layerParams = quick ? { files: 5000, totalBytes: 50 * 1024 * 1024 } : { files: 20000, totalBytes: 200 * 1024 * 1024 };
 const walkParams = quick ? { files: 20000, totalBytes: 20 * 1024 * 1024 } : { files: 100000, totalBytes: 100 * 1024 * 1024 };
 const rssGiB = quick ? 0.5 : 2;
+const imageParams = quick ? { files: 5000, totalBytes: 50 * 1024 * 1024 } : { files: 20000, totalBytes: 200 * 1024 * 1024 };
 
 const info = machine();
 const out = { machine: info, command: `npm run bench -- ${args.join(' ')}`.trim(), pathMode: process.env.CAIRN_PURE_JS === '1' ? 'pure-js' : 'default', results: [] };
@@ -86,6 +90,11 @@ try {
   }
   if (only.includes('overlay2')) report(await overlayMountCases({ base: scratch.dir('ovl'), pairs, cairn, sys, overlay2 }));
   if (only.includes('btrfs')) report(await btrfsCases({ pairs, cairn, testkit }));
+  if (only.includes('import')) {
+    const importCase = (base, where) => importCases({ params: imageParams, base, where, pairs, cairn, image, testkit: dockerdKit });
+    if (!flag('--no-disk')) report(await importCase(scratch.dir('import'), 'repo disk'));
+    report(await importCase(scratch.tmpfs('import', 4096), 'tmpfs'));
+  }
   if (only.includes('rss')) {
     report([rssCase({ base: scratch.dir('rss'), gib: rssGiB, coreDist: pathToFileURL(dist('core')).href, native: process.env.CAIRN_PURE_JS !== '1' })]);
   }
