@@ -107,7 +107,10 @@ export async function applyLayerOffThread(dir: string, tar: Readable | AsyncIter
   const onExit = (code: number) => onWorkerError(new Error(`it exited with code ${code}`));
   worker.on('error', onWorkerError);
   worker.on('exit', onExit);
-  worker.postMessage({ dir, opts: { ...opts, offThread: false }, port: port2 }, [port2]);
+  // Defaults that come from this thread's environment are settled here: a pooled worker's
+  // copy of process.env dates from when it started.
+  const workerOpts: ApplyOptions = { ...opts, pureJs: opts.pureJs ?? process.env.CAIRN_PURE_JS === '1', offThread: false };
+  worker.postMessage({ dir, opts: workerOpts, port: port2 }, [port2]);
   try {
     try {
       for await (const chunk of tar as AsyncIterable<Uint8Array>) {

@@ -20,7 +20,7 @@ import type { Readable } from 'node:stream';
 import { CairnError, errnoCode, isCairnError, translateSpaceError } from '../errors.js';
 import type { TarEntry } from './entry.js';
 import { asBuffer } from './read-tar.js';
-import { classifyWhiteout, printable, splitEntryPath, unsafeEntry } from './safe-path.js';
+import { PATH_MAX, classifyWhiteout, printable, splitEntryPath, unsafeEntry } from './safe-path.js';
 import * as sys from './sys.js';
 import { EXTRACT_CHMOD, EXTRACT_CHOWN, openLayerExtractor, type LayerExtractor } from '@cairn/sys';
 import { TarParser, type TarHandler } from './tar-parser.js';
@@ -240,6 +240,9 @@ class LayerWriter implements TarHandler {
       case 'symlink':
         // Linux cannot make a symlink to '' (ENOENT); found by the mutation fuzzer.
         if (!e.linkname) throw new CairnError('ERR_INVALID_ARCHIVE', `symlink entry "${printable(e.name)}" has an empty target; the archive is corrupt`, { subject: e.name });
+        if (Buffer.byteLength(e.linkname) >= PATH_MAX) {
+          throw new CairnError('ERR_INVALID_ARCHIVE', `symlink entry "${printable(e.name)}" has a target longer than PATH_MAX (${PATH_MAX} bytes); the archive is corrupt`, { subject: e.name });
+        }
         this.removeIfPresent(rel, abs);
         fs.symlinkSync(e.linkname, abs);
         this.applyMetadata(abs, e, false);

@@ -6,6 +6,15 @@ export const WHITEOUT_PREFIX = '.wh.';
 export const WHITEOUT_META_PREFIX = '.wh..wh.';
 export const WHITEOUT_OPAQUE = '.wh..wh..opq';
 
+/** Linux limits: a whole path (PATH_MAX, with its NUL) and one component (NAME_MAX), in bytes. */
+export const PATH_MAX = 4096;
+export const NAME_MAX = 255;
+
+function invalid(name: string, why: string): CairnError {
+  const shown = name.length > 120 ? `${printable(name.slice(0, 60))}…${printable(name.slice(-40))}` : printable(name);
+  return new CairnError('ERR_INVALID_ARCHIVE', `Archive entry "${shown}" ${why}; no Linux filesystem can hold it. The layer was not applied.`, { subject: name });
+}
+
 function unsafe(name: string, why: string): CairnError {
   return new CairnError('ERR_UNSAFE_ARCHIVE',
     `Refusing archive entry "${printable(name)}": ${why}. The layer would reach outside its directory; it was not applied.`,
@@ -25,14 +34,19 @@ export function printable(name: string): string {
  * Absolute names are refused rather than stripped (moby strips the leading '/',
  * containerd refuses): a tool that writes `/etc/passwd` into a layer is broken or
  * hostile, and refusing cannot turn a harmless-looking name into a surprising path.
+ * Names longer than PATH_MAX or with a component longer than NAME_MAX are
+ * ERR_INVALID_ARCHIVE, checked before anything is created: otherwise the apply would
+ * build thousands of nested directories before the kernel said ENAMETOOLONG.
  */
 export function splitEntryPath(name: string): string[] {
   if (name.includes('\0')) throw unsafe(name, 'the name contains a NUL byte');
   if (name.startsWith('/')) throw unsafe(name, 'absolute paths are not allowed in a layer');
+  if (Buffer.byteLength(name) >= PATH_MAX) throw invalid(name, `is longer than PATH_MAX (${PATH_MAX} bytes with its NUL)`);
   const parts: string[] = [];
   for (const part of name.split('/')) {
     if (part === '' || part === '.') continue;
     if (part === '..') throw unsafe(name, "'..' components are not allowed");
+    if (part.length > NAME_MAX / 4 && Buffer.byteLength(part) > NAME_MAX) throw invalid(name, `has a component longer than NAME_MAX (${NAME_MAX} bytes)`);
     parts.push(part);
   }
   return parts;
