@@ -112,6 +112,7 @@ static Napi::Object InitCairnSys(Napi::Env env, Napi::Object exports) {
   cairn::InitBtrfs(env, exports);
   cairn::InitExtract(env, exports);
   cairn::InitQuota(env, exports);
+  cairn::InitWalk(env, exports);
   return exports;
 }
 

@@ -214,3 +214,4 @@ export function openLayerExtractor(root: string): LayerExtractor {
   const Ctor = (native as unknown as { LayerExtractor: new (root: string) => LayerExtractor }).LayerExtractor;
   return new Ctor(root);
 }
+export * from './walk.js';
