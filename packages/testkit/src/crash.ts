@@ -169,15 +169,14 @@ const repoRoot = join(here, '..', '..', '..');
 const CHILD = join(here, 'crash-child.ts');
 const REGISTER = join(repoRoot, 'scripts', 'ts-register.mjs');
 
-/** A child that has loaded the code and waits for its plan on stdin (spawned ahead to hide start-up time). */
-interface Warm {
-  proc: ChildProcess;
-  lines: AsyncIterator<string>;
-  exited: Promise<void>;
-}
 
-function spawnWarm(driver: string): Warm {
-  const proc = spawn(process.execPath, ['--import', REGISTER, CHILD, driver], {
+/**
+ * Starts `node script.ts ...args` running the current TypeScript sources (through
+ * scripts/ts-register.mjs), stdin and stdout piped, stderr shared: the child side of a
+ * kill harness. Other kill harnesses (image import) use it with their own child script.
+ */
+export function spawnTsChild(script: string, args: string[]): CrashChild {
+  const proc = spawn(process.execPath, ['--import', REGISTER, script, ...args], {
     stdio: ['pipe', 'pipe', 'inherit'],
     env: { ...process.env, NODE_OPTIONS: '' },
   });
@@ -186,7 +185,21 @@ function spawnWarm(driver: string): Warm {
   return { proc, lines, exited };
 }
 
-async function nextLine(w: Warm): Promise<string | null> {
+/** A child of {@link spawnTsChild}: its process, its stdout as lines, and when it is gone. */
+export interface CrashChild {
+  proc: ChildProcess;
+  lines: AsyncIterator<string>;
+  exited: Promise<void>;
+}
+
+type Warm = CrashChild;
+
+function spawnWarm(driver: string): Warm {
+  return spawnTsChild(CHILD, [driver]);
+}
+
+/** The child's next stdout line, or null once its stdout closed (it exited or was killed). */
+export async function nextLine(w: CrashChild): Promise<string | null> {
   const r = await w.lines.next();
   return r.done ? null : r.value;
 }
