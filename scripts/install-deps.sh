@@ -18,6 +18,8 @@ packages+=(qemu-system-x86 busybox-static kmod lvm2 thin-provisioning-tools xz-u
 # overlay2 Docker compatibility: a private Debian dockerd 20.10 (with containerd, runc) builds a
 # reference image; busybox-static is its offline base image
 packages+=(docker.io busybox-static)
+# power-loss ordering test: traces the syscalls of a child (fsync before rename)
+packages+=(strace)
 
 missing=()
 for p in "${packages[@]}"; do
