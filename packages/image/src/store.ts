@@ -1,7 +1,7 @@
 import { availableParallelism } from 'node:os';
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, open, readdir, readFile, rename, rm, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rename, rm, unlink } from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
 import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -76,6 +76,25 @@ export interface ImportOptions {
 export interface StoreOptions {
   /** Storage root; defaults to the parent of the driver's home. The store lives in `${root}/image/${driver.name}`. */
   root?: string;
+}
+
+/** Writes a new file and fsyncs it (callers fsync its directory once all are written). */
+async function writeSyncedFile(path: string, data: string | Buffer): Promise<void> {
+  const fh = await open(path, 'w', 0o600);
+  try { await fh.writeFile(data); await fh.sync(); } finally { await fh.close(); }
+}
+
+/**
+ * mkdir -p whose new directories survive power loss: each one's parent is fsynced, so the
+ * first layer or image recorded under a fresh tree does not vanish with its directory.
+ */
+async function mkdirDurable(path: string): Promise<void> {
+  const first = await mkdir(path, { recursive: true });
+  if (first === undefined) return;
+  for (let dir = path; ; dir = dirname(dir)) {
+    await fsyncDir(dirname(dir));
+    if (dir === first || dir === dirname(dir)) break;
+  }
 }
 
 const notFound = (what: string) => new CairnError('ERR_LAYER_NOT_FOUND', what, { subject: what });
@@ -223,7 +242,7 @@ export class LayerStore {
     }
 
     const image: ImageInfo = { id: desc.id, tags: [], diffIds: desc.diffIds, layers: chains };
-    await mkdir(this.layout.images, { recursive: true });
+    await mkdirDurable(this.layout.images);
     await writeFileAtomic(this.layout.image(desc.id), desc.config);
     this.imageMap.set(desc.id, this.imageMap.get(desc.id) ?? image);
     const tags = [...desc.tags, ...(opts.tag ? [normalizeTag(opts.tag)] : [])];
@@ -280,12 +299,9 @@ export class LayerStore {
       ...(l.parent ? [['parent', l.parent] as [string, string]] : []),
       ...(l.split ? [['tar-split.gz', l.split] as [string, Buffer]] : []),
     ];
-    for (const [name, data] of files) {
-      const fh = await open(join(stage, name), 'w', 0o600);
-      try { await fh.writeFile(data); await fh.sync(); } finally { await fh.close(); }
-    }
+    for (const [name, data] of files) await writeSyncedFile(join(stage, name), data);
     await fsyncDir(stage);
-    await mkdir(this.layout.layerDb, { recursive: true });
+    await mkdirDurable(this.layout.layerDb);
     await rename(stage, this.layout.layer(l.chainId));
     await fsyncDir(this.layout.layerDb);
     await unlink(this.layout.intent(l.cacheId)).catch(() => undefined);
@@ -316,10 +332,12 @@ export class LayerStore {
         await this.driver.createReadWrite(mountId, parent ? this.layer(parent).cacheId : null);
         const stage = join(this.layout.tmp, `mount-${randomBytes(6).toString('hex')}`);
         await mkdir(stage, { recursive: true });
-        await writeFile(join(stage, 'mount-id'), mountId);
-        await writeFile(join(stage, 'image'), img.id);
-        if (parent) await writeFile(join(stage, 'parent'), parent);
-        await mkdir(this.layout.mounts, { recursive: true });
+        // Durable before the rename names the container: else power loss can leave it with empty files.
+        await writeSyncedFile(join(stage, 'mount-id'), mountId);
+        await writeSyncedFile(join(stage, 'image'), img.id);
+        if (parent) await writeSyncedFile(join(stage, 'parent'), parent);
+        await fsyncDir(stage);
+        await mkdirDurable(this.layout.mounts);
         await rename(stage, this.layout.mount(name));
         await fsyncDir(this.layout.mounts);
       } catch (err) {
@@ -381,7 +399,7 @@ export class LayerStore {
         config.history = [...(config.history ?? []), { created, created_by: `cairn commit ${name}`, ...(opts.comment ? { comment: opts.comment } : {}) }];
         const configBytes = Buffer.from(JSON.stringify(config));
         const id = sha256Of(configBytes);
-        await mkdir(this.layout.images, { recursive: true });
+        await mkdirDurable(this.layout.images);
         await writeFileAtomic(this.layout.image(id), configBytes);
         const image: ImageInfo = { id, tags: [], diffIds: [...base.diffIds, diffId], layers: [...base.layers, chainId] };
         this.imageMap.set(id, this.imageMap.get(id) ?? image);
@@ -462,7 +480,21 @@ export class LayerStore {
       imagesRemoved.push(img.id);
       layersRemoved.push(...r.layersRemoved);
     }
+    // Layers nobody uses (no child, image or container): what an import cut short had
+    // committed before its image, or a removal cut short had not dropped yet. Top first.
+    await this.mutex.run('store', async () => {
+      for (let unused = this.unusedLayers(); unused.length > 0; unused = this.unusedLayers()) {
+        for (const l of unused) {
+          await this.dropLayer(l);
+          layersRemoved.push(l.chainId);
+        }
+      }
+    });
     return { imagesRemoved, layersRemoved, orphansRemoved };
+  }
+
+  private unusedLayers(): LayerInfo[] {
+    return this.layers().filter((l) => this.refcount(l.chainId) === 0);
   }
 
   // ---- export ----------------------------------------------------------------------
@@ -554,19 +586,38 @@ export class LayerStore {
   private async sweep(): Promise<string[]> {
     const claimed = new Set([...this.layerMap.values()].map((l) => l.cacheId));
     for (const c of this.containerMap.values()) claimed.add(c.mountId);
-    const removed: string[] = [];
+    const pending = new Map<string, string>(); // cache id → its intent file
     for (const name of await readdir(this.layout.tmp).catch(() => [] as string[])) {
       const p = join(this.layout.tmp, name);
       if (name.startsWith('intent-')) {
         const cacheId = name.slice('intent-'.length);
-        if (!claimed.has(cacheId) && await this.driver.exists(cacheId)) {
-          await this.driver.remove(cacheId);
-          removed.push(cacheId);
-        }
-        await unlink(p).catch(() => undefined);
+        if (!claimed.has(cacheId) && await this.driver.exists(cacheId)) pending.set(cacheId, p);
+        else await unlink(p).catch(() => undefined);
       } else {
         await rm(p, { recursive: true, force: true });
       }
+    }
+    // An import cut short leaves a chain of driver layers, and drivers refuse to remove a
+    // parent before its children; which is which is not recorded, so retry the refused
+    // ones while a round makes progress (found by the import kill trials: in directory
+    // order the store failed to open until someone removed the layers by hand).
+    const removed: string[] = [];
+    while (pending.size > 0) {
+      const before = pending.size;
+      let refused: unknown = null;
+      for (const [cacheId, intent] of [...pending]) {
+        try {
+          await this.driver.remove(cacheId);
+        } catch (err) {
+          if (!(err instanceof CairnError && err.code === 'ERR_LAYER_IN_USE')) throw err;
+          refused = err;
+          continue;
+        }
+        pending.delete(cacheId);
+        removed.push(cacheId);
+        await unlink(intent).catch(() => undefined);
+      }
+      if (pending.size === before) throw refused; // nothing went this round: a user outside the store holds them
     }
     return removed;
   }
