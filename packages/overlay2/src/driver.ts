@@ -327,6 +327,7 @@ export class Overlay2Driver implements StorageDriver {
     const marked = await sys.lgetxattr(dir, IMAGE_LAYER_XATTR).catch(() => null);
     if (marked?.toString() !== 'created') return;
     await sys.lsetxattr(dir, IMAGE_LAYER_XATTR, Buffer.from('applied'));
+    await fsyncDir(dir); // the seal is inode metadata: durable before applyDiff reports done
     this.sealedLayers.add(id);
   }
 
