@@ -8,7 +8,7 @@ import {
 } from '@cairn/core';
 import type { Change, CreateOptions, HomeLock, StorageDriver } from '@cairn/core';
 import { btrfsFsInfo, btrfsGetFlags, btrfsSetReadOnly, btrfsSnapshot, btrfsSubvolCreate, btrfsSubvolId, BTRFS_SUBVOL_RDONLY } from '@cairn/sys';
-import { BtrfsLayout, idOfMetaFile, isLeftoverName } from './layout.js';
+import { BtrfsLayout, idOfMetaFile, idOfUndoName, isLeftoverName } from './layout.js';
 import { readMeta, removeMeta, writeMeta } from './meta.js';
 import type { LayerMeta } from './meta.js';
 import { parseDriverOptions, parseStorageOpt } from './options.js';
@@ -44,6 +44,12 @@ export interface BtrfsOpenOptions {
  *   instant), the metadata deleted, then the subvolume (with any subvolumes a container
  *   created inside it) and its qgroup destroyed. If destroying fails, the trash is
  *   destroyed on the next open; remove itself has already succeeded.
+ * - applyDiff: writes into the layer in place, so it first snapshots the layer as
+ *   `.undo-<id>` (one ioctl, copy-on-write) and destroys that snapshot only once the
+ *   apply is done and the layer sealed. A kill in between leaves the undo snapshot; the
+ *   next open puts it back in place of the half-applied layer, so a layer is never seen
+ *   torn (found by the kill -9 trials: without it a kill while files were being written
+ *   left a layer that existed with part of its tar).
  *
  * ## Read-only image layers
  * A layer made with `create` gets the subvolume read-only flag (BTRFS_SUBVOL_RDONLY)
@@ -185,13 +191,22 @@ export class BtrfsDriver implements StorageDriver {
     normalizeParent(parent);
     const meta = this.meta(id);
     const path = this.layout.subvolume(id);
-    if (meta.kind === 'image') await btrfsSetReadOnly(path, false);
+    const undo = this.layout.undoName(id);
+    const readOnly = ((await btrfsGetFlags(path)) & BTRFS_SUBVOL_RDONLY) !== 0;
+    await btrfsSnapshot(path, this.layout.subvolumesDir, undo, { readOnly });
+    await fsyncDir(this.layout.subvolumesDir);
     try {
-      return await this.naive.applyDiff(id, parent, tar);
-    } catch (err) {
-      throw spaceError(err, `applying a layer to ${id}`);
+      if (meta.kind === 'image') await btrfsSetReadOnly(path, false);
+      try {
+        return await this.naive.applyDiff(id, parent, tar);
+      } catch (err) {
+        throw spaceError(err, `applying a layer to ${id}`);
+      } finally {
+        if (meta.kind === 'image' && this.layers.has(id)) await btrfsSetReadOnly(path, true);
+      }
     } finally {
-      if (meta.kind === 'image' && this.layers.has(id)) await btrfsSetReadOnly(path, true);
+      // Only now is the apply done (or failed, which leaves the layer as it always has): the undo copy goes.
+      await this.reclaim(undo);
     }
   }
 
@@ -329,6 +344,10 @@ export class BtrfsDriver implements StorageDriver {
    * written by moby) as base container layers, and retries qgroups left pending.
    */
   private async recover(): Promise<void> {
+    for (const name of await readdir(this.layout.subvolumesDir)) {
+      const id = idOfUndoName(name);
+      if (id !== null) await this.restoreUndo(id);
+    }
     const names = await readdir(this.layout.subvolumesDir);
     for (const name of names) if (isLeftoverName(name)) await this.reclaim(name);
 
@@ -356,6 +375,24 @@ export class BtrfsDriver implements StorageDriver {
       this.pendingQgroups = [];
     }
     await this.retryPendingQgroups();
+  }
+
+  /**
+   * An applyDiff was cut short: puts the layer's undo snapshot back in its place (the
+   * half-applied subvolume goes to the trash) and gives it the layer's qgroup limit.
+   * Each step can be cut again; repeating the whole is safe.
+   */
+  private async restoreUndo(id: string): Promise<void> {
+    const dir = this.layout.subvolumesDir;
+    const path = this.layout.subvolume(id);
+    const trash = this.layout.trashName(id);
+    const present = await lstat(path).then(() => true, () => false);
+    if (present) await rename(path, join(dir, trash));
+    await rename(join(dir, this.layout.undoName(id)), path);
+    await fsyncDir(dir);
+    const meta = await readMeta(this.layout.metaFile(id)).catch(() => null);
+    if (meta?.sizeBytes !== undefined) await this.limit(path, meta.sizeBytes, id);
+    if (present) await this.reclaim(trash);
   }
 
   private async retryPendingQgroups(): Promise<void> {

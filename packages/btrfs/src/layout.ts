@@ -10,6 +10,7 @@ import { isValidId } from '@cairn/core';
  *   subvolumes/<id>            one btrfs subvolume per layer (snapshots of their parents)
  *   subvolumes/.staging-<id>-<rand>   a create in progress (renamed to <id> when complete)
  *   subvolumes/.trash-<id>-<rand>     a removed layer whose subvolume is being destroyed
+ *   subvolumes/.undo-<id>      the layer as it was, while an applyDiff changes it
  *   meta/<id>.json             cairn's own record: parent, kind, size quota
  *   .cairn-lock                the home lock
  * ```
@@ -41,6 +42,11 @@ export class BtrfsLayout {
     return `${STAGING_PREFIX}${id}-${randomBytes(6).toString('hex')}`;
   }
 
+  /** The snapshot under subvolumes/ that keeps a layer as it was while an applyDiff changes it. */
+  undoName(id: string): string {
+    return `${UNDO_PREFIX}${id}`;
+  }
+
   /** A fresh name under subvolumes/ for a layer being destroyed. */
   trashName(id: string): string {
     return `${TRASH_PREFIX}${id}-${randomBytes(6).toString('hex')}`;
@@ -49,6 +55,14 @@ export class BtrfsLayout {
 
 export const STAGING_PREFIX = '.staging-';
 export const TRASH_PREFIX = '.trash-';
+export const UNDO_PREFIX = '.undo-';
+
+/** The layer id an undo snapshot (see undoName) belongs to, or null for any other name. */
+export function idOfUndoName(name: string): string | null {
+  if (!name.startsWith(UNDO_PREFIX)) return null;
+  const id = name.slice(UNDO_PREFIX.length);
+  return isValidId(id) ? id : null;
+}
 
 /** True for names under subvolumes/ that an interrupted create or remove left behind. */
 export function isLeftoverName(name: string): boolean {
