@@ -1,6 +1,7 @@
 /**
  * Power-loss ordering, proven from the syscalls (issue 7): a child process
- * (reliability-powerloss-child.ts) makes layers with a driver and imports an image and
+ * (reliability-powerloss-child.ts) makes layers with a driver (overlay2, vfs, btrfs on a
+ * loopback) and imports an image and
  * makes a container through the image LayerStore, under
  * `strace -f -tt -y -e trace=openat,open,write,…,fsync,fdatasync,syncfs,rename*,symlink*,mkdir*,link*,*setxattr`.
  * The child writes `MARK {step}` to stdout the moment each API call resolves, so the
@@ -33,7 +34,7 @@
  * Content of applied diffs (the files a tar unpacks) is NOT checked: as moby, cairn does
  * not fsync each unpacked file, so a power loss shortly after an import can leave a
  * committed layer with short files. Closing that needs a syncfs(2) per apply (not in
- * @cairn/sys yet); see the report of this test in docs/reliability.md.
+ * @cairn/sys yet).
  * fsync of a file by any fd counts (the data is the inode's); a syncfs counts for all.
  */
 import { execFileSync, spawn } from 'node:child_process';
@@ -41,7 +42,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { describeBackend } from '@cairn/testkit';
+import { describeBackend, loopFsMissing, makeLoopFs } from '@cairn/testkit';
 import { overlayMissing } from './reliability-helpers.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -286,17 +287,17 @@ interface Traced {
   events: Event[];
 }
 
-async function traceChild(driver: string): Promise<Traced> {
-  const root = await mkdtemp(join(tmpdir(), `cairn-powerloss-${driver}-`));
-  const out = join(root, 'trace.txt');
+/** Runs the child for `driver` under strace in `dir`/run (its trace kept in `dir`) and parses the trace. */
+async function traceChild(driver: string, dir: string): Promise<Traced> {
+  const out = join(dir, 'trace.txt');
   const args = ['-f', '-tt', '-y', '-s', '512', '-o', out, '-e', `trace=${TRACED}`,
-    process.execPath, '--import', join(repoRoot, 'scripts', 'ts-register.mjs'), CHILD, driver, join(root, 'run')];
+    process.execPath, '--import', join(repoRoot, 'scripts', 'ts-register.mjs'), CHILD, driver, join(dir, 'run')];
   const child = spawn('strace', args, { cwd: repoRoot, stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (c: Buffer) => { stderr += c.toString(); });
   const code = await new Promise<number | null>((res) => child.on('close', res));
   if (code !== 0) throw new Error(`traced child for ${driver} exited ${code}: ${stderr}`);
-  return { root: join(root, 'run'), events: parseTrace(await readFile(out, 'utf8')) };
+  return { root: join(dir, 'run'), events: parseTrace(await readFile(out, 'utf8')) };
 }
 
 interface ImportMark {
@@ -345,13 +346,15 @@ const strace = straceMissing();
 describeBackend('overlay2', strace ?? overlayMissing(), () => {
   let t: Traced;
   let o: Ordering;
+  let dir: string | undefined;
   beforeAll(async () => {
-    t = await traceChild('overlay2');
+    dir = await mkdtemp(join(tmpdir(), 'cairn-powerloss-overlay2-'));
+    t = await traceChild('overlay2', dir);
     o = new Ordering(t.events, t.root);
   });
   beforeEach(() => { if (o) o.problems.length = 0; });
   afterAll(async () => {
-    if (t) await rm(dirname(t.root), { recursive: true, force: true });
+    if (dir) await rm(dir, { recursive: true, force: true });
   });
 
   const home = (): string => join(t.root, 'overlay2');
@@ -409,60 +412,82 @@ describeBackend('overlay2', strace ?? overlayMissing(), () => {
   });
 });
 
-describeBackend('vfs', strace, () => {
-  let t: Traced;
-  let o: Ordering;
-  beforeAll(async () => {
-    t = await traceChild('vfs');
-    o = new Ordering(t.events, t.root);
-  });
-  beforeEach(() => { if (o) o.problems.length = 0; });
-  afterAll(async () => {
-    if (t) await rm(dirname(t.root), { recursive: true, force: true });
-  });
-
-  const home = (): string => join(t.root, 'vfs');
-  const meta = (id: string): string => join(home(), 'meta', `${id}.json`);
-  /** The first rename onto dir/<id> is create's publish. */
-  const firstPublish = (id: string): Extract<Event, { kind: 'rename' }> | undefined =>
-    t.events.find((e): e is Extract<Event, { kind: 'rename' }> => e.kind === 'rename' && e.path === join(home(), 'dir', id));
-
-  test('create/createReadWrite: the metadata JSON is durable before dir/<id> is renamed into place, and the rename before the call returns', () => {
-    for (const [id, step] of [['base', 'create'], ['child', 'create'], ['rw', 'createReadWrite']] as const) {
-      const m = o.mark(step, (d) => d.id === id);
-      const r = firstPublish(id);
-      if (!r || r.end > m.start) {
-        o.problems.push(`${step} ${id}: dir/${id} was not published before the call returned`);
-        continue;
-      }
-      o.file(meta(id), r.start, `${step} ${id}`);
-      o.entry(join(home(), 'dir', id), m.start, `${step} ${id}`);
-    }
-    expect(o.problems).toEqual([]);
-  });
-
-  test('applyDiff: the swapped-in layer dir and the rewritten (sealed) metadata are durable before the call returns', () => {
-    for (const id of ['base', 'child']) {
-      const m = o.mark('applyDiff', (d) => d.id === id);
-      o.entry(join(home(), 'dir', id), m.start, `applyDiff ${id}`);
-      o.file(meta(id), m.start, `applyDiff ${id}`);
-    }
-    expect(o.problems).toEqual([]);
-  });
-
-  test('image store on vfs: layerdb, image config, repositories and container records durable in order, each after the driver layer it names', () => {
-    const storeDir = join(t.root, 'image', 'vfs');
-    checkStore(o, t.root, (cacheId, by, what) => {
-      const r = firstPublish(cacheId);
-      if (!r || r.end > by) {
-        o.problems.push(`${what}: driver layer ${cacheId} not published before the store recorded it`);
-        return;
-      }
-      o.file(meta(cacheId), r.start, `${what} (driver meta)`);
-      o.entry(join(home(), 'dir', cacheId), by, `${what} (driver)`);
-      o.file(meta(cacheId), by, `${what} (driver meta, final)`);
-      checkIntent(o, storeDir, cacheId, r.start, what);
+/**
+ * vfs and btrfs: a layer is a directory (a subvolume on btrfs) published by one rename
+ * from a staging name, with a metadata JSON beside it that must be durable first.
+ */
+function describeMetaDriver(driver: 'vfs' | 'btrfs', missing: string | null, layersDir: string, makeRoot: () => Promise<{ root: string; dispose(): Promise<void> }>): void {
+  describeBackend(driver, missing, () => {
+    let t: Traced;
+    let o: Ordering;
+    let disposeRoot: (() => Promise<void>) | undefined;
+    beforeAll(async () => {
+      const r = await makeRoot();
+      disposeRoot = () => r.dispose();
+      t = await traceChild(driver, r.root);
+      o = new Ordering(t.events, t.root);
     });
-    expect(o.problems).toEqual([]);
+    beforeEach(() => { if (o) o.problems.length = 0; });
+    afterAll(async () => {
+      await disposeRoot?.();
+    });
+
+    const home = (): string => join(t.root, driver);
+    const layer = (id: string): string => join(home(), layersDir, id);
+    const meta = (id: string): string => join(home(), 'meta', `${id}.json`);
+    /** The first rename onto the layer's path is create's publish. */
+    const firstPublish = (id: string): Extract<Event, { kind: 'rename' }> | undefined =>
+      t.events.find((e): e is Extract<Event, { kind: 'rename' }> => e.kind === 'rename' && e.path === layer(id));
+
+    test(`create/createReadWrite: the metadata JSON is durable before ${layersDir}/<id> is renamed into place, and the rename before the call returns`, () => {
+      for (const [id, step] of [['base', 'create'], ['child', 'create'], ['rw', 'createReadWrite']] as const) {
+        const m = o.mark(step, (d) => d.id === id);
+        const r = firstPublish(id);
+        if (!r || r.end > m.start) {
+          o.problems.push(`${step} ${id}: ${layersDir}/${id} was not published before the call returned`);
+          continue;
+        }
+        o.file(meta(id), r.start, `${step} ${id}`);
+        o.entry(layer(id), m.start, `${step} ${id}`);
+      }
+      expect(o.problems).toEqual([]);
+    });
+
+    test('applyDiff: the layer\'s path and its rewritten (sealed) metadata are durable before the call returns', () => {
+      for (const id of ['base', 'child']) {
+        const m = o.mark('applyDiff', (d) => d.id === id);
+        o.entry(layer(id), m.start, `applyDiff ${id}`);
+        o.file(meta(id), m.start, `applyDiff ${id}`);
+      }
+      expect(o.problems).toEqual([]);
+    });
+
+    test(`image store on ${driver}: layerdb, image config, repositories and container records durable in order, each after the driver layer it names`, () => {
+      const storeDir = join(t.root, 'image', driver);
+      checkStore(o, t.root, (cacheId, by, what) => {
+        const r = firstPublish(cacheId);
+        if (!r || r.end > by) {
+          o.problems.push(`${what}: driver layer ${cacheId} not published before the store recorded it`);
+          return;
+        }
+        o.file(meta(cacheId), r.start, `${what} (driver meta)`);
+        o.entry(layer(cacheId), by, `${what} (driver)`);
+        o.file(meta(cacheId), by, `${what} (driver meta, final)`);
+        checkIntent(o, storeDir, cacheId, r.start, what);
+      });
+      expect(o.problems).toEqual([]);
+    });
   });
+}
+
+async function tempRoot(driver: string): Promise<{ root: string; dispose(): Promise<void> }> {
+  const root = await mkdtemp(join(tmpdir(), `cairn-powerloss-${driver}-`));
+  return { root, dispose: () => rm(root, { recursive: true, force: true }) };
+}
+
+describeMetaDriver('vfs', strace, 'dir', () => tempRoot('vfs'));
+
+describeMetaDriver('btrfs', strace ?? loopFsMissing('btrfs'), 'subvolumes', async () => {
+  const fs = await makeLoopFs('btrfs', { sizeMiB: 256 });
+  return { root: fs.dir, dispose: () => fs.dispose() };
 });
