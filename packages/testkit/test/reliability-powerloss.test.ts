@@ -1,8 +1,8 @@
 /**
  * Power-loss ordering, proven from the syscalls (issue 7): a child process
  * (reliability-powerloss-child.ts) makes layers with a driver (overlay2, vfs, btrfs on a
- * loopback) and imports an image and
- * makes a container through the image LayerStore, under
+ * loopback), then imports an image and makes a container through the image LayerStore,
+ * under
  * `strace -f -tt -y -e trace=openat,open,write,…,fsync,fdatasync,syncfs,rename*,symlink*,mkdir*,link*,*setxattr`.
  * The child writes `MARK {step}` to stdout the moment each API call resolves, so the
  * marker is a write(2) in the same trace. This file parses the trace and checks the order.
