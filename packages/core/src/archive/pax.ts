@@ -9,27 +9,38 @@ export type PaxRecord = [key: string, value: Buffer];
 /** Parses the body of an 'x' or 'g' header; returns null when it is malformed. */
 export function parsePax(body: Buffer): PaxRecord[] | null {
   const records: PaxRecord[] = [];
+  const ok = scanPax(body, (key, start, end) => { records.push([key, body.subarray(start, end)]); });
+  return ok ? records : null;
+}
+
+/**
+ * Walks the records of a PAX body without building them: `onRecord` gets each key and
+ * the byte range of its value in `body`. The parser's hot path (GNU tar writes an 'x'
+ * header before every entry) uses it to decode values straight from the input chunk.
+ * Returns false when the body is malformed (records before the fault were reported).
+ */
+export function scanPax(body: Buffer, onRecord: (key: string, valueStart: number, valueEnd: number) => void): boolean {
   let pos = 0;
-  while (pos < body.length) {
+  const size = body.length;
+  while (pos < size) {
     // Trailing NUL padding after the last record is tolerated (some writers pad).
     if (body[pos] === 0) break;
     let len = 0;
     let i = pos;
-    while (i < body.length && body[i]! >= 0x30 && body[i]! <= 0x39) {
+    while (i < size && body[i]! >= 0x30 && body[i]! <= 0x39) {
       len = len * 10 + (body[i]! - 0x30);
       i++;
-      if (len > body.length) return null;
+      if (len > size) return false;
     }
-    if (i === pos || body[i] !== 0x20 || len <= i - pos + 1 || pos + len > body.length) return null;
+    if (i === pos || body[i] !== 0x20 || len <= i - pos + 1 || pos + len > size) return false;
     const end = pos + len;
-    if (body[end - 1] !== 0x0a) return null;
+    if (body[end - 1] !== 0x0a) return false;
     const eq = body.indexOf(0x3d, i + 1);
-    if (eq < 0 || eq >= end - 1 || eq === i + 1) return null;
-    const key = body.toString('utf8', i + 1, eq);
-    records.push([key, body.subarray(eq + 1, end - 1)]);
+    if (eq < 0 || eq >= end - 1 || eq === i + 1) return false;
+    onRecord(body.toString('utf8', i + 1, eq), eq + 1, end - 1);
     pos = end;
   }
-  return records;
+  return true;
 }
 
 /** Encodes one record, computing the self-including length prefix. */

@@ -10,7 +10,7 @@
 // LIBARCHIVE.xattr.*, SCHILY.devmajor/devminor, GNU.sparse 0.0 / 0.1 / 1.0).
 import { CairnError } from '../errors.js';
 import type { SparseMap, SparseSegment, TarEntry, TarEntryType } from './entry.js';
-import { parsePax, type PaxRecord } from './pax.js';
+import { scanPax } from './pax.js';
 import { BLOCK, F, checksum, isZeroBlock, parsePaxTime, readNumber, readString, signedChecksum } from './tar-fields.js';
 
 /** Receives the parse, synchronously. Throwing from a callback aborts the parse. */
@@ -52,10 +52,18 @@ export class TarParser {
   // Metadata gathered from headers that precede the entry they describe.
   private longName: string | undefined;
   private longLink: string | undefined;
-  private localPax: PaxRecord[] | undefined;
-  private readonly globalPax = new Map<string, Buffer>();
+  /**
+   * The pending entry's PAX records, in archive order, values already decoded: SCHILY
+   * xattr values as copied bytes, everything else as text (so nothing refers to an input
+   * chunk the producer may reuse once write() returns). Two parallel arrays, reused.
+   */
+  private readonly localKeys: string[] = [];
+  private readonly localValues: PaxValue[] = [];
+  private hasLocalPax = false;
+  private readonly globalPax = new Map<string, PaxValue>();
 
   private meta: Buffer | undefined;
+  private metaSize = 0;
   private metaFill = 0;
   private metaKind: MetaKind = 'x';
 
@@ -110,13 +118,26 @@ export class TarParser {
           break;
         }
         case State.Meta: {
-          const meta = this.meta!;
+          if (this.metaFill === 0 && len - pos >= this.metaSize) {
+            // The whole body is in this chunk: parse it in place, no copy.
+            const body = chunk.subarray(pos, pos + this.metaSize);
+            pos += this.metaSize;
+            this.offset += this.metaSize;
+            this.onMeta(body);
+            break;
+          }
+          // Fully overwritten by the copies below, so no need to zero it.
+          const meta = (this.meta ??= Buffer.allocUnsafe(this.metaSize));
           const n = Math.min(meta.length - this.metaFill, len - pos);
           chunk.copy(meta, this.metaFill, pos, pos + n);
           this.metaFill += n;
           pos += n;
           this.offset += n;
-          if (this.metaFill === meta.length) this.onMeta();
+          if (this.metaFill === meta.length) {
+            this.meta = undefined;
+            this.metaFill = 0;
+            this.onMeta(meta);
+          }
           break;
         }
         case State.Data: {
@@ -146,7 +167,7 @@ export class TarParser {
   finish(): void {
     if (this.state === State.Done) return;
     const clean = this.state === State.Header && this.blockFill === 0 &&
-      this.longName === undefined && this.longLink === undefined && this.localPax === undefined;
+      this.longName === undefined && this.longLink === undefined && !this.hasLocalPax;
     if (clean) {
       this.state = State.Done;
       return;
@@ -166,7 +187,7 @@ export class TarParser {
     if (isZeroBlock(block)) {
       if (this.sawZeroBlock) {
         this.state = State.Done;
-        if (this.longName !== undefined || this.localPax !== undefined || this.longLink !== undefined) {
+        if (this.longName !== undefined || this.hasLocalPax || this.longLink !== undefined) {
           throw this.invalid(`end of archive at byte ${at} right after an extended header`);
         }
       }
@@ -188,11 +209,12 @@ export class TarParser {
     if (flag === 'x' || flag === 'g' || flag === 'L' || flag === 'K') {
       if (size > MAX_META) throw this.invalid(`a ${size}-byte extended header at byte ${at} (limit ${MAX_META})`);
       this.metaKind = flag;
-      this.meta = Buffer.alloc(size);
+      this.meta = undefined;
+      this.metaSize = size;
       this.metaFill = 0;
       this.padAfter = padding(size);
       this.state = State.Meta;
-      if (size === 0) this.onMeta();
+      if (size === 0) this.onMeta(EMPTY);
       return;
     }
     this.buildEntry(block, flag, size);
@@ -205,9 +227,7 @@ export class TarParser {
     return value;
   }
 
-  private onMeta(): void {
-    const body = this.meta!;
-    this.meta = undefined;
+  private onMeta(body: Buffer): void {
     switch (this.metaKind) {
       case 'L':
         this.longName = cString(body);
@@ -217,16 +237,20 @@ export class TarParser {
         break;
       case 'x':
       case 'g': {
-        const records = parsePax(body);
-        if (records === null) throw this.invalid(`malformed PAX header at byte ${this.headerOffset}`);
-        if (this.metaKind === 'g') {
-          for (const [k, v] of records) {
-            if (v.length === 0) this.globalPax.delete(k);
-            else this.globalPax.set(k, Buffer.from(v));
+        const global = this.metaKind === 'g';
+        const ok = scanPax(body, (k, start, end) => {
+          const v = paxValue(body, k, start, end);
+          if (!global) {
+            this.localKeys.push(k);
+            this.localValues.push(v);
+          } else if (v.length === 0) {
+            this.globalPax.delete(k);
+          } else {
+            this.globalPax.set(k, v);
           }
-        } else {
-          this.localPax = this.localPax ? this.localPax.concat(records) : records;
-        }
+        });
+        if (!ok) throw this.invalid(`malformed PAX header at byte ${this.headerOffset}`);
+        if (!global) this.hasLocalPax = true;
         break;
       }
     }
@@ -240,13 +264,15 @@ export class TarParser {
     const gnu = magicUstar && block[262] === 0x20;
     const posix = magicUstar && block[262] === 0;
 
-    let name = readString(block, F.name[0], F.name[1]);
+    let name = this.entryName; // onHeader read the name field already
     if (posix && block[F.prefix[0]] !== 0) name = readString(block, F.prefix[0], F.prefix[1]) + '/' + name;
     let linkname = readString(block, F.linkname[0], F.linkname[1]);
     let uid = this.num(block, 'uid');
     let gid = this.num(block, 'gid');
     let size = headerSize;
-    let mtimeNs = BigInt(this.num(block, 'mtime')) * 1_000_000_000n;
+    // The header's whole-second mtime becomes a bigint only when no PAX mtime replaces it.
+    const headerMtime = this.num(block, 'mtime');
+    let mtimeNs: bigint | undefined;
     let atimeNs: bigint | undefined;
     let uname = magicUstar ? readString(block, F.uname[0], F.uname[1]) : '';
     let gname = magicUstar ? readString(block, F.gname[0], F.gname[1]) : '';
@@ -259,48 +285,63 @@ export class TarParser {
     const xattrs = new Map<string, Buffer>();
     let sparseAttrs: PaxSparse | undefined;
 
-    if (this.globalPax.size > 0 || this.localPax !== undefined) {
-      const attrs = new Map(this.globalPax);
-      const offsets: number[] = [];
-      for (const [k, v] of this.localPax ?? []) {
-        if (k === 'GNU.sparse.offset' || k === 'GNU.sparse.numbytes') offsets.push(this.paxInt(k, v));
-        else attrs.set(k, v);
-      }
-      for (const [k, v] of attrs) {
-        if (k.startsWith('SCHILY.xattr.')) {
-          xattrs.set(k.slice(13), v);
-          continue;
+    if (this.globalPax.size > 0 || this.hasLocalPax) {
+      // Globals first, then this entry's records in archive order; each record decides its
+      // field outright (an empty value restores the header's), so the last one for a key wins.
+      const header = { name, linkname, size, uid, gid, uname, gname, devmajor, devminor, atimeNs };
+      let offsets: number[] | undefined;
+      const apply = (k: string, v: PaxValue, local: boolean): void => {
+        if (typeof v !== 'string') {
+          xattrs.set(k.slice(13), v); // SCHILY.xattr.* (kept as bytes)
+          return;
+        }
+        if (local && (k === 'GNU.sparse.offset' || k === 'GNU.sparse.numbytes')) {
+          (offsets ??= []).push(this.paxInt(k, v));
+          return;
         }
         if (k.startsWith('LIBARCHIVE.xattr.')) {
-          xattrs.set(decodeURIComponentSafe(k.slice(17)), Buffer.from(v.toString('latin1'), 'base64'));
-          continue;
+          xattrs.set(decodeURIComponentSafe(k.slice(17)), Buffer.from(v, 'base64'));
+          return;
         }
-        if (v.length === 0) continue; // an empty value cancels the global/header value
+        const empty = v.length === 0; // an empty value cancels the global/header value
         switch (k) {
-          case 'path': name = v.toString('utf8'); break;
-          case 'linkpath': linkname = v.toString('utf8'); break;
-          case 'size': size = this.paxInt(k, v); break;
-          case 'uid': uid = this.paxInt(k, v); break;
-          case 'gid': gid = this.paxInt(k, v); break;
-          case 'uname': uname = v.toString('utf8'); break;
-          case 'gname': gname = v.toString('utf8'); break;
-          case 'SCHILY.devmajor': devmajor = this.paxInt(k, v); break;
-          case 'SCHILY.devminor': devminor = this.paxInt(k, v); break;
-          case 'mtime': mtimeNs = this.paxTime(k, v); break;
-          case 'atime': atimeNs = this.paxTime(k, v); break;
+          case 'path': name = empty ? header.name : v; break;
+          case 'linkpath': linkname = empty ? header.linkname : v; break;
+          case 'size': size = empty ? header.size : this.paxInt(k, v); break;
+          case 'uid': uid = empty ? header.uid : this.paxInt(k, v); break;
+          case 'gid': gid = empty ? header.gid : this.paxInt(k, v); break;
+          case 'uname': uname = empty ? header.uname : v; break;
+          case 'gname': gname = empty ? header.gname : v; break;
+          case 'SCHILY.devmajor': devmajor = empty ? header.devmajor : this.paxInt(k, v); break;
+          case 'SCHILY.devminor': devminor = empty ? header.devminor : this.paxInt(k, v); break;
+          case 'mtime': mtimeNs = empty ? undefined : this.paxTime(k, v); break;
+          case 'atime': atimeNs = empty ? header.atimeNs : this.paxTime(k, v); break;
           default:
-            if (k.startsWith('GNU.sparse.')) (sparseAttrs ??= {})[k.slice(11)] = v.toString('utf8');
+            if (k.startsWith('GNU.sparse.')) {
+              if (empty) {
+                if (sparseAttrs) delete sparseAttrs[k.slice(11)];
+              } else {
+                (sparseAttrs ??= {})[k.slice(11)] = v;
+              }
+            }
         }
-      }
-      if (offsets.length > 0) (sparseAttrs ??= {}).pairs = offsets;
+      };
+      for (const [k, v] of this.globalPax) apply(k, v, false);
+      const keys = this.localKeys;
+      const values = this.localValues;
+      for (let i = 0; i < keys.length; i++) apply(keys[i]!, values[i]!, true);
+      if (offsets !== undefined) (sparseAttrs ??= {}).pairs = offsets;
     }
     if (this.longName !== undefined) name = this.longName;
     if (this.longLink !== undefined) linkname = this.longLink;
     if (sparseAttrs?.name !== undefined) name = sparseAttrs.name;
     this.longName = undefined;
     this.longLink = undefined;
-    this.localPax = undefined;
+    this.localKeys.length = 0;
+    this.localValues.length = 0;
+    this.hasLocalPax = false;
     this.entryName = name;
+    mtimeNs ??= BigInt(headerMtime) * 1_000_000_000n;
 
     let type: TarEntryType | undefined;
     switch (flag) {
@@ -344,16 +385,21 @@ export class TarParser {
     }
   }
 
-  private paxInt(key: string, v: Buffer): number {
-    const text = v.toString('latin1');
-    if (!/^\d+$/.test(text) || !Number.isSafeInteger(Number(text))) {
+  private paxInt(key: string, text: string): number {
+    let value = 0;
+    for (let i = 0; i < text.length; i++) {
+      const d = text.charCodeAt(i) - 0x30;
+      if (d < 0 || d > 9) { value = NaN; break; }
+      value = value * 10 + d;
+    }
+    if (text.length === 0 || !Number.isSafeInteger(value)) {
       throw this.invalid(`PAX record ${key}="${text.slice(0, 40)}" is not a number`);
     }
-    return Number(text);
+    return value;
   }
 
-  private paxTime(key: string, v: Buffer): bigint {
-    const ns = parsePaxTime(v.toString('latin1'));
+  private paxTime(key: string, text: string): bigint {
+    const ns = parsePaxTime(text);
     if (ns === null) throw this.invalid(`PAX record ${key} is not a time`);
     return ns;
   }
@@ -522,6 +568,21 @@ interface PaxSparse {
   map?: string;
   pairs?: number[];
   [k: string]: string | number[] | undefined;
+}
+
+/**
+ * A PAX value as the parser keeps it: SCHILY.xattr values as bytes (xattr values are
+ * binary: a security.capability blob is not UTF-8), everything else as text.
+ */
+type PaxValue = string | Buffer;
+
+const EMPTY = Buffer.alloc(0);
+
+/** Decodes (and, for bytes, copies) one record's value out of a PAX body. */
+function paxValue(body: Buffer, key: string, start: number, end: number): PaxValue {
+  if (key.startsWith('SCHILY.xattr.')) return Buffer.from(body.subarray(start, end));
+  // LIBARCHIVE.xattr values are base64: latin1 keeps any stray byte as one character.
+  return body.toString(key.startsWith('LIBARCHIVE.') ? 'latin1' : 'utf8', start, end);
 }
 
 function padding(size: number): number {
