@@ -191,7 +191,9 @@ class LayerWriter implements TarHandler {
     }
     const base = parts[parts.length - 1]!;
     const parentParts = parts.slice(0, -1);
-    const rel = parts.join('/');
+    // Joined once per entry (hot): the parent's relative path is a prefix of the entry's.
+    const rel = parts.length === 1 ? base : parts.join('/');
+    const parentRel = parts.length === 1 ? '' : rel.slice(0, rel.length - base.length - 1);
 
     if (this.mode !== 'aufs') {
       const wh = classifyWhiteout(base, e.name);
@@ -202,7 +204,7 @@ class LayerWriter implements TarHandler {
       }
     }
 
-    const parent = this.ensureDir(parentParts, e.name);
+    const parent = this.ensureDir(parentParts, e.name, parentRel);
     const abs = parent + '/' + base;
     if (this.mode === 'delete') this.unpacked.add(rel);
 
@@ -217,7 +219,6 @@ class LayerWriter implements TarHandler {
         return;
       }
       case 'file': {
-        const parentRel = parentParts.join('/');
         const inSetgidDir = this.knownDirs.get(parentRel) === true;
         if (this.extractor && e.sparse === undefined && e.xattrs.size === 0) {
           this.pending = { parentRel, base, rel, abs, entry: e, inSetgidDir };
@@ -426,8 +427,8 @@ class LayerWriter implements TarHandler {
    * (mode 0755, as moby does). A symlink in the chain is ERR_UNSAFE_ARCHIVE; a
    * non-directory is ERR_INVALID_ARCHIVE.
    */
-  private ensureDir(parts: string[], entryName: string): string {
-    return this.walkDirs(parts, entryName, true)!;
+  private ensureDir(parts: string[], entryName: string, rel?: string): string {
+    return this.walkDirs(parts, entryName, true, rel)!;
   }
 
   /** Like ensureDir, but null when a component is missing (nothing is created). */
@@ -435,8 +436,8 @@ class LayerWriter implements TarHandler {
     return this.walkDirs(parts, entryName, false);
   }
 
-  private walkDirs(parts: string[], entryName: string, create: boolean): string | null {
-    const rel = parts.join('/');
+  private walkDirs(parts: string[], entryName: string, create: boolean, joined?: string): string | null {
+    const rel = joined ?? parts.join('/');
     const abs = rel === '' ? this.root : this.root + '/' + rel;
     if (this.knownDirs.has(rel)) return abs;
     let curRel = '';
