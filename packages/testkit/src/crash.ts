@@ -147,6 +147,14 @@ export interface CrashRunOptions {
    * trials fast: SIGKILL does not lose the page cache, so fsync costs nothing here.
    */
   base?: string;
+  /**
+   * First guess (ms) of how long a plan runs after open, and of an open; kill times are
+   * drawn below them and they follow measured plans from then on. Default 150 and 60,
+   * right for vfs/overlay2 on tmpfs; slow backends (zfs) need a larger first guess, or
+   * every kill lands in the first op and no plan ever finishes to correct it.
+   */
+  planMs?: number;
+  openMs?: number;
   /** Called with a line of progress every 50 trials. */
   log?: (line: string) => void;
 }
@@ -221,8 +229,8 @@ export async function runCrashTrials(opts: CrashRunOptions): Promise<CrashRunRep
   const report: CrashRunReport = { trials: 0, killedDuring: {}, knownDefectHits: 0, partialApplies: 0, finished: 0, millis: 0 };
   const rnd = prng(opts.seed);
   let nextId = 0;
-  let planMsEstimate = 150;
-  let openMsEstimate = 60;
+  let planMsEstimate = opts.planMs ?? 150;
+  let openMsEstimate = opts.openMs ?? 60;
   let warm = spawnWarm(opts.factory.name);
   const fail = (trial: number, what: string): never => {
     throw new Error(`crash trial ${trial} of ${opts.factory.name} (CAIRN_CRASH_SEED=${opts.seed}): ${what}`);
