@@ -11,7 +11,7 @@ import type { TarEntryType } from './entry.js';
 import { WHITEOUT_OPAQUE, WHITEOUT_PREFIX, splitEntryPath } from './safe-path.js';
 import * as sys from './sys.js';
 import { BLOCK } from './tar-fields.js';
-import { encodeHeader, type TarHeaderInput } from './tar-writer.js';
+import { encodeHeader, encodeHeaderInto, type TarHeaderInput } from './tar-writer.js';
 
 /** One entry to pack: a header and, for regular files, the path its content is read from. */
 interface ExportEntry {
@@ -359,7 +359,9 @@ function readXattrs(abs: string): Map<string, Buffer> {
 
 /** A sync tar stream over entries, in BATCH-sized chunks, ending with the trailer. */
 function packDirect(entries: Iterable<ExportEntry>, nativeReads: boolean): Readable {
-  return Readable.from(tarChunks(entries, nativeReads), { objectMode: false, highWaterMark: BATCH });
+  // highWaterMark 1: one chunk is buffered at a time, so read() hands that chunk over as
+  // it is; with room for two, the async iterator's read() concatenated (copied) them.
+  return Readable.from(tarChunks(entries, nativeReads), { objectMode: false, highWaterMark: 1 });
 }
 
 /**
@@ -372,14 +374,18 @@ function* tarChunks(entries: Iterable<ExportEntry>, nativeReads: boolean): Gener
   let buf = Buffer.allocUnsafe(BATCH);
   let used = 0;
   for (const { header, file } of entries) {
-    const head = encodeHeader(header);
-    if (used + head.length > BATCH) {
+    let n = encodeHeaderInto(header, buf, used);
+    if (n === 0) {
       yield buf.subarray(0, used);
-      buf = Buffer.allocUnsafe(Math.max(BATCH, head.length));
+      buf = Buffer.allocUnsafe(BATCH);
       used = 0;
+      n = encodeHeaderInto(header, buf, 0);
+      if (n === 0) {
+        // Only xattrs can make a header this large: it travels as a chunk of its own.
+        yield encodeHeader(header);
+      }
     }
-    head.copy(buf, used);
-    used += head.length;
+    used += n;
     if (file === undefined) continue;
     const size = header.size ?? 0;
     if (nativeReads && size <= BATCH) {

@@ -115,6 +115,116 @@ export function encodeHeader(h: TarHeaderInput): Buffer {
   return Buffer.concat([paxHeader, pax, ZEROES.subarray(0, pad), main]);
 }
 
+const NS = 1_000_000_000n;
+const OCTAL_MAX_8 = octalMax(8);
+const OCTAL_MAX_12 = octalMax(12);
+
+/**
+ * encodeHeader's bytes, written straight into `target` at `offset` with no per-entry
+ * Buffer: returns the number of bytes written, or 0 when they do not fit before the end
+ * of `target` (the caller starts a new buffer and calls again). Entries whose header
+ * needs more than a PAX mtime (long names or links, big ids or sizes, xattrs) go
+ * through encodeHeader and are copied. Export calls this once per entry: a fresh
+ * 512-byte Buffer per header (plus one for the PAX header and a concat) made the
+ * garbage collector a large share of export's CPU.
+ */
+export function encodeHeaderInto(h: TarHeaderInput, target: Buffer, offset: number): number {
+  const name = h.type === 'dir' && !h.name.endsWith('/') ? h.name + '/' : h.name;
+  const uid = h.uid ?? 0;
+  const gid = h.gid ?? 0;
+  const size = h.type === 'file' ? h.size ?? 0 : 0;
+  const linkname = h.linkname ?? '';
+  if (h.xattrs !== undefined && h.xattrs.size > 0 || uid > OCTAL_MAX_8 || gid > OCTAL_MAX_8 || size > OCTAL_MAX_12
+    || Buffer.byteLength(name, 'utf8') > F.name[1] || Buffer.byteLength(linkname, 'utf8') > F.linkname[1]) {
+    const head = encodeHeader(h);
+    if (offset + head.length > target.length) return 0;
+    head.copy(target, offset);
+    return head.length;
+  }
+  const mtimeNs = h.mtimeNs ?? 0n;
+  let sec = mtimeNs / NS;
+  if (mtimeNs < 0n && mtimeNs % NS !== 0n) sec -= 1n; // floor for times before 1970
+  let pax = '';
+  if (mtimeNs % NS !== 0n || sec < 0n || sec > BigInt(OCTAL_MAX_12)) pax = paxTextRecord('mtime', formatPaxTime(mtimeNs));
+  const paxBlocks = pax === '' ? 0 : 1 + Math.ceil(pax.length / BLOCK); // pax is ASCII: length = bytes
+  const total = (paxBlocks + 1) * BLOCK;
+  if (offset + total > target.length) return 0;
+  target.fill(0, offset, offset + total);
+  let at = offset;
+  if (pax !== '') {
+    const slash = name.lastIndexOf('/', name.length - 2);
+    let base = name.slice(slash + 1, name.endsWith('/') ? -1 : undefined);
+    if (!PRINTABLE.test(base)) base = base.replace(/[^\x20-\x7e]/g, '_');
+    target.write('PaxHeaders/' + base.slice(0, 80), at + F.name[0], 'latin1');
+    octalInto(target, at + F.mode[0], F.mode[1], 0o644);
+    octalInto(target, at + F.uid[0], F.uid[1], 0);
+    octalInto(target, at + F.gid[0], F.gid[1], 0);
+    octalInto(target, at + F.size[0], F.size[1], pax.length);
+    octalInto(target, at + F.mtime[0], F.mtime[1], 0);
+    target[at + F.typeflag[0]] = 0x78; // 'x'
+    target.write('ustar\x0000', at + F.magic[0], 'latin1');
+    octalInto(target, at + F.devmajor[0], F.devmajor[1], 0);
+    octalInto(target, at + F.devminor[0], F.devminor[1], 0);
+    checksumInto(target, at);
+    target.write(pax, at + BLOCK, 'latin1');
+    at += paxBlocks * BLOCK;
+  }
+  if (name.length > 0) target.write(name, at + F.name[0], F.name[1], 'utf8');
+  octalInto(target, at + F.mode[0], F.mode[1], h.mode & 0o7777);
+  octalInto(target, at + F.uid[0], F.uid[1], uid);
+  octalInto(target, at + F.gid[0], F.gid[1], gid);
+  octalInto(target, at + F.size[0], F.size[1], size);
+  const secNum = Number(sec);
+  if (secNum >= 0 && secNum <= OCTAL_MAX_12) octalInto(target, at + F.mtime[0], F.mtime[1], secNum);
+  else writeNumber(target.subarray(at, at + BLOCK), F.mtime[0], F.mtime[1], secNum);
+  target[at + F.typeflag[0]] = TYPEFLAG[h.type];
+  if (linkname.length > 0) target.write(linkname, at + F.linkname[0], F.linkname[1], 'utf8');
+  target.write('ustar\x0000', at + F.magic[0], 'latin1');
+  const devmajor = h.devmajor ?? 0;
+  const devminor = h.devminor ?? 0;
+  if (devmajor <= OCTAL_MAX_8 && devminor <= OCTAL_MAX_8 && devmajor >= 0 && devminor >= 0) {
+    octalInto(target, at + F.devmajor[0], F.devmajor[1], devmajor);
+    octalInto(target, at + F.devminor[0], F.devminor[1], devminor);
+  } else {
+    const main = target.subarray(at, at + BLOCK);
+    writeNumber(main, F.devmajor[0], F.devmajor[1], devmajor);
+    writeNumber(main, F.devminor[0], F.devminor[1], devminor);
+  }
+  checksumInto(target, at);
+  return total;
+}
+
+const PRINTABLE = /^[\x20-\x7e]*$/;
+
+/** writeNumber for a value known to fit in octal: zero-padded digits and a NUL. */
+function octalInto(buf: Buffer, off: number, width: number, value: number): void {
+  buf[off + width - 1] = 0;
+  for (let i = off + width - 2; i >= off; i--) {
+    buf[i] = 0x30 + (value % 8);
+    value = Math.floor(value / 8);
+  }
+}
+
+/** sealChecksum for the header block at `off` (its checksum field still zero). */
+function checksumInto(buf: Buffer, off: number): void {
+  let sum = 8 * 0x20;
+  for (let i = off, end = off + BLOCK; i < end; i++) sum += buf[i]!;
+  buf[off + 154] = 0;
+  buf[off + 155] = 0x20;
+  for (let i = off + 153; i >= off + 148; i--) {
+    buf[i] = 0x30 + (sum % 8);
+    sum = Math.floor(sum / 8);
+  }
+}
+
+/** encodePaxRecord for an ASCII key and value, as a string. */
+function paxTextRecord(key: string, value: string): string {
+  const rest = 1 + key.length + 1 + value.length + 1; // ' ' key '=' value '\n'
+  let len = rest + String(rest).length;
+  if (String(len).length !== String(rest).length) len = rest + String(len).length;
+  return `${len} ${key}=${value}\n`;
+}
+
 /**
  * Packs entries into a tar stream, ending with the two-zero-block trailer. Entries are
  * pulled one at a time and bodies chunk by chunk as the reader consumes the stream, so
