@@ -40,6 +40,15 @@ export async function exportCases({ input, base, label, pairs, core, cairn }) {
     reference: (ctx) => run('tar', ['--format=pax', '-C', input.dir, '-cf', ctx.file, '.']),
   }));
 
+  // Like with like for xattrs: cairn must read every entry's xattrs (llistxattr per
+  // entry); GNU tar reads none unless told to with --xattrs.
+  results.push(await comparePair({
+    name: `export ${label}: exportChanges`, pairs, referenceName: 'tar -cf (pax, --xattrs)',
+    setup: out,
+    cairn: (ctx) => writeTo(core.exportChanges(input.dir, changes), ctx.file),
+    reference: (ctx) => run('tar', ['--format=pax', '--xattrs', '-C', input.dir, '-cf', ctx.file, '.']),
+  }));
+
   // Through the vfs driver: diff() of a base layer walks it and packs it.
   const driver = await cairn.openDriver({ root: `${base}/root-export-vfs`, driver: 'vfs' });
   const { createReadStream } = await import('node:fs');
