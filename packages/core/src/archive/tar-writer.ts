@@ -134,18 +134,27 @@ export function encodeHeaderInto(h: TarHeaderInput, target: Buffer, offset: numb
   const gid = h.gid ?? 0;
   const size = h.type === 'file' ? h.size ?? 0 : 0;
   const linkname = h.linkname ?? '';
+  const devmajor = h.devmajor ?? 0;
+  const devminor = h.devminor ?? 0;
   if (h.xattrs !== undefined && h.xattrs.size > 0 || uid > OCTAL_MAX_8 || gid > OCTAL_MAX_8 || size > OCTAL_MAX_12
-    || Buffer.byteLength(name, 'utf8') > F.name[1] || Buffer.byteLength(linkname, 'utf8') > F.linkname[1]) {
+    || devmajor > OCTAL_MAX_8 || devminor > OCTAL_MAX_8 || devmajor < 0 || devminor < 0
+    || utf8Length(name) > F.name[1] || utf8Length(linkname) > F.linkname[1]) {
     const head = encodeHeader(h);
     if (offset + head.length > target.length) return 0;
     head.copy(target, offset);
     return head.length;
   }
   const mtimeNs = h.mtimeNs ?? 0n;
-  let sec = mtimeNs / NS;
-  if (mtimeNs < 0n && mtimeNs % NS !== 0n) sec -= 1n; // floor for times before 1970
+  let sec = 0;
+  let nsec = 0;
+  if (mtimeNs >= 0n && mtimeNs < MAX_OCTAL_NS) {
+    sec = Number(mtimeNs / NS);
+    nsec = Number(mtimeNs - BigInt(sec) * NS);
+  } else {
+    return encodeSlow(h, target, offset); // before 1970 or past the octal field: rare, PAX-only
+  }
   let pax = '';
-  if (mtimeNs % NS !== 0n || sec < 0n || sec > BigInt(OCTAL_MAX_12)) pax = paxTextRecord('mtime', formatPaxTime(mtimeNs));
+  if (nsec !== 0) pax = paxTextRecord('mtime', paxTime(sec, nsec));
   const paxBlocks = pax === '' ? 0 : 1 + Math.ceil(pax.length / BLOCK); // pax is ASCII: length = bytes
   const total = (paxBlocks + 1) * BLOCK;
   if (offset + total > target.length) return 0;
@@ -155,43 +164,77 @@ export function encodeHeaderInto(h: TarHeaderInput, target: Buffer, offset: numb
     const slash = name.lastIndexOf('/', name.length - 2);
     let base = name.slice(slash + 1, name.endsWith('/') ? -1 : undefined);
     if (!PRINTABLE.test(base)) base = base.replace(/[^\x20-\x7e]/g, '_');
-    target.write('PaxHeaders/' + base.slice(0, 80), at + F.name[0], 'latin1');
+    asciiInto(target, at, 'PaxHeaders/');
+    asciiInto(target, at + 11, base.length > 80 ? base.slice(0, 80) : base);
     octalInto(target, at + F.mode[0], F.mode[1], 0o644);
     octalInto(target, at + F.uid[0], F.uid[1], 0);
     octalInto(target, at + F.gid[0], F.gid[1], 0);
     octalInto(target, at + F.size[0], F.size[1], pax.length);
     octalInto(target, at + F.mtime[0], F.mtime[1], 0);
     target[at + F.typeflag[0]] = 0x78; // 'x'
-    target.write('ustar\x0000', at + F.magic[0], 'latin1');
+    magicInto(target, at);
     octalInto(target, at + F.devmajor[0], F.devmajor[1], 0);
     octalInto(target, at + F.devminor[0], F.devminor[1], 0);
     checksumInto(target, at);
-    target.write(pax, at + BLOCK, 'latin1');
+    asciiInto(target, at + BLOCK, pax);
     at += paxBlocks * BLOCK;
   }
-  if (name.length > 0) target.write(name, at + F.name[0], F.name[1], 'utf8');
+  textInto(target, at + F.name[0], name);
   octalInto(target, at + F.mode[0], F.mode[1], h.mode & 0o7777);
   octalInto(target, at + F.uid[0], F.uid[1], uid);
   octalInto(target, at + F.gid[0], F.gid[1], gid);
   octalInto(target, at + F.size[0], F.size[1], size);
-  const secNum = Number(sec);
-  if (secNum >= 0 && secNum <= OCTAL_MAX_12) octalInto(target, at + F.mtime[0], F.mtime[1], secNum);
-  else writeNumber(target.subarray(at, at + BLOCK), F.mtime[0], F.mtime[1], secNum);
+  octalInto(target, at + F.mtime[0], F.mtime[1], sec);
   target[at + F.typeflag[0]] = TYPEFLAG[h.type];
-  if (linkname.length > 0) target.write(linkname, at + F.linkname[0], F.linkname[1], 'utf8');
-  target.write('ustar\x0000', at + F.magic[0], 'latin1');
-  const devmajor = h.devmajor ?? 0;
-  const devminor = h.devminor ?? 0;
-  if (devmajor <= OCTAL_MAX_8 && devminor <= OCTAL_MAX_8 && devmajor >= 0 && devminor >= 0) {
-    octalInto(target, at + F.devmajor[0], F.devmajor[1], devmajor);
-    octalInto(target, at + F.devminor[0], F.devminor[1], devminor);
-  } else {
-    const main = target.subarray(at, at + BLOCK);
-    writeNumber(main, F.devmajor[0], F.devmajor[1], devmajor);
-    writeNumber(main, F.devminor[0], F.devminor[1], devminor);
-  }
+  textInto(target, at + F.linkname[0], linkname);
+  magicInto(target, at);
+  octalInto(target, at + F.devmajor[0], F.devmajor[1], devmajor);
+  octalInto(target, at + F.devminor[0], F.devminor[1], devminor);
   checksumInto(target, at);
   return total;
+}
+
+const MAX_OCTAL_NS = BigInt(OCTAL_MAX_12 + 1) * NS;
+
+function encodeSlow(h: TarHeaderInput, target: Buffer, offset: number): number {
+  const head = encodeHeader(h);
+  if (offset + head.length > target.length) return 0;
+  head.copy(target, offset);
+  return head.length;
+}
+
+/** formatPaxTime for a non-negative time with a non-zero fraction. */
+function paxTime(sec: number, nsec: number): string {
+  let frac = String(nsec).padStart(9, '0');
+  let end = frac.length;
+  while (frac.charCodeAt(end - 1) === 0x30) end--;
+  if (end !== frac.length) frac = frac.slice(0, end);
+  return `${sec}.${frac}`;
+}
+
+/** UTF-8 byte length; a plain count for ASCII, which names nearly always are. */
+function utf8Length(s: string): number {
+  for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) > 0x7f) return Buffer.byteLength(s, 'utf8');
+  return s.length;
+}
+
+/** Writes an ASCII string byte by byte (shorter than a Buffer.write call for header fields). */
+function asciiInto(buf: Buffer, off: number, s: string): void {
+  for (let i = 0; i < s.length; i++) buf[off + i] = s.charCodeAt(i);
+}
+
+/** Writes a name already known to fit its field, as UTF-8. */
+function textInto(buf: Buffer, off: number, s: string): void {
+  if (s.length === 0) return;
+  if (utf8Length(s) === s.length) asciiInto(buf, off, s);
+  else buf.write(s, off, 'utf8');
+}
+
+/** 'ustar\0' '00' at its offset. */
+function magicInto(buf: Buffer, at: number): void {
+  const m = at + F.magic[0];
+  buf[m] = 0x75; buf[m + 1] = 0x73; buf[m + 2] = 0x74; buf[m + 3] = 0x61; buf[m + 4] = 0x72;
+  buf[m + 5] = 0; buf[m + 6] = 0x30; buf[m + 7] = 0x30;
 }
 
 const PRINTABLE = /^[\x20-\x7e]*$/;
