@@ -108,7 +108,7 @@ async function runImportCrashTrials(factory: DriverFactory, base: string, trials
   const rnd = prng(seed);
   const pick = <T>(xs: T[]): T => xs[Math.floor(rnd() * xs.length)]!;
   let present = new Set<string>();
-  let planMs = 600;
+  let planMs = 700;
   let openMs = 300;
   let warm: CrashChild = spawnTsChild(CHILD, [factory.name]);
   const fail = (trial: number, what: string): never => {
@@ -149,11 +149,12 @@ async function runImportCrashTrials(factory: DriverFactory, base: string, trials
         }
         if (msg.begin !== undefined) begun.add(msg.begin);
         if (msg.end !== undefined) ended.add(msg.end);
-        if (msg.done) { done = true; planMs = 0.8 * planMs + 0.2 * (Date.now() - openedAt); }
+        if (msg.done) done = true;
       }
-      // Plans that never finish teach nothing about their length: stretch the kill window
-      // until some do, so kills spread over the whole plan (later imports, removals, gc).
-      if (!done && opened && !killEarly) planMs *= 1.25;
+      // The kill window follows the plans: plans vary from a no-op re-import to three full
+      // ones, so it is steered to let about a quarter finish (×0.85 per finished plan,
+      // ×1.05 per killed one balance there), stretched fast until the first one does.
+      if (opened && !killEarly) planMs *= done ? 0.85 : report.finished === 0 ? 1.25 : 1.05;
       clearTimeout(timer);
       await child.exited;
       report.trials++;
