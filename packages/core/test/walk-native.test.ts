@@ -139,6 +139,7 @@ test('encodeHeaderInto writes exactly encodeHeader bytes, and 0 when the target 
     { name: 'n'.repeat(100), type: 'file', mode: 0o644, size: 1, mtimeNs: 8_589_934_591_999_999_999n },
     { name: 'é'.repeat(50), type: 'dir', mode: 0o755, mtimeNs: 8_589_934_592_000_000_000n },
     { name: 'dev2', type: 'char', mode: 0o600, devmajor: 2_097_152, devminor: 0, mtimeNs: 1_000_000_000n },
+    { name: 'neg', type: 'file', mode: 0o644, uid: -2, gid: -3, size: 0, mtimeNs: 4n },
     { name: 'ü/ä', type: 'symlink', mode: 0o777, linkname: 'l'.repeat(100), mtimeNs: 2n },
   ];
   for (const h of inputs) {

@@ -137,7 +137,7 @@ export function encodeHeaderInto(h: TarHeaderInput, target: Buffer, offset: numb
   const devmajor = h.devmajor ?? 0;
   const devminor = h.devminor ?? 0;
   if (h.xattrs !== undefined && h.xattrs.size > 0 || uid > OCTAL_MAX_8 || gid > OCTAL_MAX_8 || size > OCTAL_MAX_12
-    || devmajor > OCTAL_MAX_8 || devminor > OCTAL_MAX_8 || devmajor < 0 || devminor < 0
+    || devmajor > OCTAL_MAX_8 || devminor > OCTAL_MAX_8 || devmajor < 0 || devminor < 0 || uid < 0 || gid < 0 || size < 0
     || utf8Length(name) > F.name[1] || utf8Length(linkname) > F.linkname[1]) {
     const head = encodeHeader(h);
     if (offset + head.length > target.length) return 0;
@@ -160,37 +160,39 @@ export function encodeHeaderInto(h: TarHeaderInput, target: Buffer, offset: numb
   if (offset + total > target.length) return 0;
   target.fill(0, offset, offset + total);
   let at = offset;
+  // Every writer returns the sum of the bytes it wrote: the rest of each block is zero,
+  // so that sum is the checksum and no second pass over the 512 bytes is needed.
   if (pax !== '') {
     const slash = name.lastIndexOf('/', name.length - 2);
     let base = name.slice(slash + 1, name.endsWith('/') ? -1 : undefined);
     if (!PRINTABLE.test(base)) base = base.replace(/[^\x20-\x7e]/g, '_');
-    asciiInto(target, at, 'PaxHeaders/');
-    asciiInto(target, at + 11, base.length > 80 ? base.slice(0, 80) : base);
-    octalInto(target, at + F.mode[0], F.mode[1], 0o644);
-    octalInto(target, at + F.uid[0], F.uid[1], 0);
-    octalInto(target, at + F.gid[0], F.gid[1], 0);
-    octalInto(target, at + F.size[0], F.size[1], pax.length);
-    octalInto(target, at + F.mtime[0], F.mtime[1], 0);
+    let sum = asciiInto(target, at, 'PaxHeaders/');
+    sum += asciiInto(target, at + 11, base.length > 80 ? base.slice(0, 80) : base);
+    sum += octalInto(target, at + F.mode[0], F.mode[1], 0o644);
+    sum += octalInto(target, at + F.uid[0], F.uid[1], 0);
+    sum += octalInto(target, at + F.gid[0], F.gid[1], 0);
+    sum += octalInto(target, at + F.size[0], F.size[1], pax.length);
+    sum += octalInto(target, at + F.mtime[0], F.mtime[1], 0);
     target[at + F.typeflag[0]] = 0x78; // 'x'
-    magicInto(target, at);
-    octalInto(target, at + F.devmajor[0], F.devmajor[1], 0);
-    octalInto(target, at + F.devminor[0], F.devminor[1], 0);
-    checksumInto(target, at);
+    sum += 0x78 + magicInto(target, at);
+    sum += octalInto(target, at + F.devmajor[0], F.devmajor[1], 0);
+    sum += octalInto(target, at + F.devminor[0], F.devminor[1], 0);
+    sealInto(target, at, sum);
     asciiInto(target, at + BLOCK, pax);
     at += paxBlocks * BLOCK;
   }
-  textInto(target, at + F.name[0], name);
-  octalInto(target, at + F.mode[0], F.mode[1], h.mode & 0o7777);
-  octalInto(target, at + F.uid[0], F.uid[1], uid);
-  octalInto(target, at + F.gid[0], F.gid[1], gid);
-  octalInto(target, at + F.size[0], F.size[1], size);
-  octalInto(target, at + F.mtime[0], F.mtime[1], sec);
+  let sum = textInto(target, at + F.name[0], name);
+  sum += octalInto(target, at + F.mode[0], F.mode[1], h.mode & 0o7777);
+  sum += octalInto(target, at + F.uid[0], F.uid[1], uid);
+  sum += octalInto(target, at + F.gid[0], F.gid[1], gid);
+  sum += octalInto(target, at + F.size[0], F.size[1], size);
+  sum += octalInto(target, at + F.mtime[0], F.mtime[1], sec);
   target[at + F.typeflag[0]] = TYPEFLAG[h.type];
-  textInto(target, at + F.linkname[0], linkname);
-  magicInto(target, at);
-  octalInto(target, at + F.devmajor[0], F.devmajor[1], devmajor);
-  octalInto(target, at + F.devminor[0], F.devminor[1], devminor);
-  checksumInto(target, at);
+  sum += TYPEFLAG[h.type] + textInto(target, at + F.linkname[0], linkname);
+  sum += magicInto(target, at);
+  sum += octalInto(target, at + F.devmajor[0], F.devmajor[1], devmajor);
+  sum += octalInto(target, at + F.devminor[0], F.devminor[1], devminor);
+  sealInto(target, at, sum);
   return total;
 }
 
@@ -218,45 +220,67 @@ function utf8Length(s: string): number {
   return s.length;
 }
 
-/** Writes an ASCII string byte by byte (shorter than a Buffer.write call for header fields). */
-function asciiInto(buf: Buffer, off: number, s: string): void {
-  for (let i = 0; i < s.length; i++) buf[off + i] = s.charCodeAt(i);
+/** Writes an ASCII string byte by byte (cheaper than a Buffer.write call for header fields); returns the byte sum. */
+function asciiInto(buf: Buffer, off: number, s: string): number {
+  let sum = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    buf[off + i] = c;
+    sum += c;
+  }
+  return sum;
 }
 
-/** Writes a name already known to fit its field, as UTF-8. */
-function textInto(buf: Buffer, off: number, s: string): void {
-  if (s.length === 0) return;
-  if (utf8Length(s) === s.length) asciiInto(buf, off, s);
-  else buf.write(s, off, 'utf8');
+/** Writes a name already known to fit its field, as UTF-8; returns the byte sum. */
+function textInto(buf: Buffer, off: number, s: string): number {
+  if (s.length === 0) return 0;
+  if (utf8Length(s) === s.length) return asciiInto(buf, off, s);
+  const n = buf.write(s, off, 'utf8');
+  let sum = 0;
+  for (let i = off; i < off + n; i++) sum += buf[i]!;
+  return sum;
 }
 
-/** 'ustar\0' '00' at its offset. */
-function magicInto(buf: Buffer, at: number): void {
+/** 'ustar\0' '00' at its offset; returns the byte sum. */
+function magicInto(buf: Buffer, at: number): number {
   const m = at + F.magic[0];
   buf[m] = 0x75; buf[m + 1] = 0x73; buf[m + 2] = 0x74; buf[m + 3] = 0x61; buf[m + 4] = 0x72;
   buf[m + 5] = 0; buf[m + 6] = 0x30; buf[m + 7] = 0x30;
+  return 0x75 + 0x73 + 0x74 + 0x61 + 0x72 + 0x30 + 0x30;
 }
 
 const PRINTABLE = /^[\x20-\x7e]*$/;
 
-/** writeNumber for a value known to fit in octal: zero-padded digits and a NUL. */
-function octalInto(buf: Buffer, off: number, width: number, value: number): void {
+/** writeNumber for a value known to fit in octal: zero-padded digits and a NUL; returns the byte sum. */
+function octalInto(buf: Buffer, off: number, width: number, value: number): number {
   buf[off + width - 1] = 0;
+  let sum = 0;
+  if (value <= 0x7fffffff) {
+    for (let i = off + width - 2; i >= off; i--) {
+      const c = 0x30 + (value & 7);
+      buf[i] = c;
+      sum += c;
+      value >>>= 3;
+    }
+    return sum;
+  }
   for (let i = off + width - 2; i >= off; i--) {
-    buf[i] = 0x30 + (value % 8);
+    const c = 0x30 + (value % 8);
+    buf[i] = c;
+    sum += c;
     value = Math.floor(value / 8);
   }
+  return sum;
 }
 
-/** sealChecksum for the header block at `off` (its checksum field still zero). */
-function checksumInto(buf: Buffer, off: number): void {
-  let sum = 8 * 0x20;
-  for (let i = off, end = off + BLOCK; i < end; i++) sum += buf[i]!;
+/** sealChecksum, given the sum of the block's bytes with its checksum field still zero. */
+function sealInto(buf: Buffer, off: number, byteSum: number): void {
+  let sum = 8 * 0x20 + byteSum;
   buf[off + 154] = 0;
   buf[off + 155] = 0x20;
   for (let i = off + 153; i >= off + 148; i--) {
-    buf[i] = 0x30 + (sum % 8);
-    sum = Math.floor(sum / 8);
+    buf[i] = 0x30 + (sum & 7);
+    sum >>>= 3;
   }
 }
 
