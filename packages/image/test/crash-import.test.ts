@@ -21,7 +21,7 @@ import type { DriverFactory, StorageDriver } from '@cairn/core';
 import { LayerStore, chainIds } from '@cairn/image';
 import { overlay2Driver } from '@cairn/overlay2';
 import { vfsDriver } from '@cairn/vfs';
-import { describeBackend, layerTar, makeLoopFs, nextLine, prng, spawnTsChild, treeHash } from '@cairn/testkit';
+import { describeBackend, killChild, layerTar, makeLoopFs, nextLine, prng, spawnTsChild, treeHash } from '@cairn/testkit';
 import type { CrashChild, LoopFs } from '@cairn/testkit';
 import { tarDir, writeDockerSave } from './fixture.js';
 import type { ImportCrashOp, ImportCrashPlan } from './crash-import-child.js';
@@ -131,7 +131,7 @@ async function runImportCrashTrials(factory: DriverFactory, base: string, trials
       const t0 = Date.now();
       const killEarly = rnd() < 0.1;
       const delay = Math.floor(rnd() * (killEarly ? openMs : planMs));
-      const kill = (): void => { child.proc.kill('SIGKILL'); };
+      const kill = (): void => { killChild(child); };
       let timer: NodeJS.Timeout | undefined = killEarly ? setTimeout(kill, delay) : undefined;
       const begun = new Set<number>();
       const ended = new Set<number>();
@@ -234,7 +234,7 @@ async function runImportCrashTrials(factory: DriverFactory, base: string, trials
       if (mounts.length > 0) fail(trial, `mounts left after reopen + cleanup: ${mounts.map((m) => m.mountPoint).join(', ')}`);
     }
   } finally {
-    warm.proc.kill('SIGKILL');
+    killChild(warm);
     await warm.exited;
   }
   report.millis = Date.now() - started;

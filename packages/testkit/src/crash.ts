@@ -182,11 +182,13 @@ const REGISTER = join(repoRoot, 'scripts', 'ts-register.mjs');
  * Starts `node script.ts ...args` running the current TypeScript sources (through
  * scripts/ts-register.mjs), stdin and stdout piped, stderr shared: the child side of a
  * kill harness. Other kill harnesses (image import) use it with their own child script.
+ * The child leads its own process group, so {@link killChild} takes its helpers along.
  */
 export function spawnTsChild(script: string, args: string[]): CrashChild {
   const proc = spawn(process.execPath, ['--import', REGISTER, script, ...args], {
     stdio: ['pipe', 'pipe', 'inherit'],
     env: { ...process.env, NODE_OPTIONS: '' },
+    detached: true,
   });
   const lines = createInterface({ input: proc.stdout! })[Symbol.asyncIterator]();
   const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
@@ -201,6 +203,21 @@ export interface CrashChild {
 }
 
 type Warm = CrashChild;
+
+/**
+ * SIGKILL to the child's whole process group: the process and every helper it started
+ * (the zfs driver runs `zfs`/`zpool` processes) die together, as under systemd's
+ * KillMode=control-group. Killing only the node process let a `zfs destroy` it had
+ * started finish after the parent had reopened the home and read the layer table, so a
+ * layer listed by the new driver vanished under it (zfs kill trial, seed 495389560).
+ */
+export function killChild(child: CrashChild): void {
+  try {
+    if (child.proc.pid !== undefined) process.kill(-child.proc.pid, 'SIGKILL');
+  } catch {
+    child.proc.kill('SIGKILL'); // the group is gone already, or was never made
+  }
+}
 
 function spawnWarm(driver: string): Warm {
   return spawnTsChild(CHILD, [driver]);
@@ -253,7 +270,7 @@ export async function runCrashTrials(opts: CrashRunOptions): Promise<CrashRunRep
       let done = false;
       let openedAt = 0;
       let killTimer: NodeJS.Timeout | undefined;
-      const kill = (): void => { child.proc.kill('SIGKILL'); };
+      const kill = (): void => { killChild(child); };
       if (killEarly) killTimer = setTimeout(kill, delay);
       for (;;) {
         const line = await nextLine(child);
@@ -322,7 +339,7 @@ export async function runCrashTrials(opts: CrashRunOptions): Promise<CrashRunRep
       if (opts.log && (trial + 1) % 50 === 0) opts.log(`${opts.factory.name}: ${trial + 1} kill trials, ${model.size} layers, ${Date.now() - started} ms`);
     }
   } finally {
-    warm.proc.kill('SIGKILL');
+    killChild(warm);
     await warm.exited;
     // Never let tidying up hide the failure that brought us here.
     await cleanupStore(opts.factory, root, opts.listOnDisk).catch(() => undefined);
