@@ -20,6 +20,8 @@ packages+=(qemu-system-x86 busybox-static kmod lvm2 thin-provisioning-tools xz-u
 packages+=(docker.io busybox-static)
 # power-loss ordering test: traces the syscalls of a child (fsync before rename)
 packages+=(strace)
+# image: zstd-compressed test layers and the zstd decompression-bomb test
+packages+=(zstd)
 
 missing=()
 for p in "${packages[@]}"; do

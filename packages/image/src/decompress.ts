@@ -18,7 +18,39 @@ export function detectCompression(head: Uint8Array): Compression {
  * in zlib's thread pool, so it overlaps the JS-side hashing and applying; zstd goes
  * through fzstd (pure JS, streaming) since Node 20's zlib has no zstd.
  */
-export async function* decompressed(input: AsyncIterable<Uint8Array>): AsyncGenerator<Buffer> {
+export interface DecompressLimit {
+  /** Most bytes the stream may decompress to; past it, ERR_INVALID_ARCHIVE (a decompression bomb). */
+  maxBytes?: number;
+  /** What is being decompressed, for the message (e.g. "layer sha256:…"). */
+  what?: string;
+}
+
+/**
+ * The default bound on what one layer (or one compressed image archive) may decompress
+ * to: 64 GiB, several times the largest layers seen in public registries, so no real
+ * image meets it, while a few-MB gzip or zstd bomb is stopped long before it fills a disk.
+ */
+export const DEFAULT_MAX_UNCOMPRESSED_BYTES = 64 * 2 ** 30;
+
+function overLimit(limit: Required<DecompressLimit>): CairnError {
+  return new CairnError('ERR_INVALID_ARCHIVE',
+    `${limit.what} decompresses to more than ${limit.maxBytes} bytes (maxUncompressedBytes): refused as a decompression bomb. ` +
+    'If the image is genuine, import it with a larger maxUncompressedBytes.', { subject: limit.what });
+}
+
+export async function* decompressed(input: AsyncIterable<Uint8Array>, opts: DecompressLimit = {}): AsyncGenerator<Buffer> {
+  const limit = { maxBytes: opts.maxBytes ?? DEFAULT_MAX_UNCOMPRESSED_BYTES, what: opts.what ?? 'a blob' };
+  let produced = 0;
+  // Counted as each piece is produced (for zstd inside fzstd's block callback), so that a
+  // bomb is stopped within one block, never buffered whole.
+  const count = (n: number) => {
+    produced += n;
+    if (produced > limit.maxBytes) throw overLimit(limit);
+  };
+  for await (const chunk of decompressedUnbounded(input, count)) yield chunk;
+}
+
+async function* decompressedUnbounded(input: AsyncIterable<Uint8Array>, count: (n: number) => void): AsyncGenerator<Buffer> {
   const it = input[Symbol.asyncIterator]();
   let first = await it.next();
   while (!first.done && first.value.length === 0) first = await it.next();
@@ -36,7 +68,7 @@ export async function* decompressed(input: AsyncIterable<Uint8Array>): AsyncGene
     for await (const c of rest) yield Buffer.from(c.buffer, c.byteOffset, c.byteLength);
   }
   if (kind === 'none') {
-    yield* all();
+    for await (const c of all()) { count(c.length); yield c; }
   } else if (kind === 'gzip') {
     // 128 KiB output chunks instead of zlib's 16 KiB: an eighth of the hand-offs and of
     // the per-chunk work downstream (hash, tar-split, apply); measured ~25 % less CPU.
@@ -45,15 +77,16 @@ export async function* decompressed(input: AsyncIterable<Uint8Array>): AsyncGene
     src.on('error', (e) => gunzip.destroy(e));
     src.pipe(gunzip);
     try {
-      for await (const c of gunzip) yield c as Buffer;
+      for await (const c of gunzip) { count((c as Buffer).length); yield c as Buffer; }
     } catch (err) {
+      if (err instanceof CairnError) throw err;
       throw new CairnError('ERR_INVALID_ARCHIVE', `a gzip layer blob is corrupt or truncated: ${(err as Error).message}`, { cause: err });
     } finally {
       src.destroy();
     }
   } else {
     let out: Buffer[] = [];
-    const z = new Decompress((chunk) => { out.push(Buffer.from(chunk)); /* a copy: fzstd may reuse its window buffer */ });
+    const z = new Decompress((chunk) => { count(chunk.length); out.push(Buffer.from(chunk)); /* a copy: fzstd may reuse its window buffer */ });
     try {
       for await (const c of all()) {
         z.push(c);

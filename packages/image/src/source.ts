@@ -7,7 +7,7 @@ import { join, posix } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
 import { CairnError } from '@cairn/core';
-import { decompressed, detectCompression } from './decompress.js';
+import { decompressed, detectCompression, type DecompressLimit } from './decompress.js';
 import { indexTar, type IndexedFile } from './tarindex.js';
 
 export interface BlobSource {
@@ -74,7 +74,7 @@ class TarSource implements BlobSource {
  * first decompressed into a temporary file under `scratch`, since reading it needs
  * random access.
  */
-export async function openSource(path: string, scratch: string): Promise<BlobSource> {
+export async function openSource(path: string, scratch: string, limit: DecompressLimit = {}): Promise<BlobSource> {
   let st;
   try { st = await stat(path); } catch (err) {
     throw new CairnError('ERR_INVALID_ARCHIVE', `cannot read image ${path}: ${(err as Error).message}`, { subject: path, cause: err });
@@ -89,7 +89,7 @@ export async function openSource(path: string, scratch: string): Promise<BlobSou
     tmp = await mkdtemp(join(scratch, 'archive-'));
     file = join(tmp, 'image.tar');
     try {
-      await pipeline(Readable.from(decompressed(createReadStream(path))), createWriteStream(file));
+      await pipeline(Readable.from(decompressed(createReadStream(path), limit)), createWriteStream(file));
     } catch (err) {
       await rm(tmp, { recursive: true, force: true });
       throw err;

@@ -9,7 +9,7 @@ import pLimit from 'p-limit';
 import { CairnError, KeyedMutex, assertValidId, fsyncDir, type StorageDriver } from '@cairn/core';
 import { readSmall, writeFileAtomic } from './atomic.js';
 import { chainIdOf, chainIds, hexOf, isDigest, sha256Of } from './digest.js';
-import { decompressed } from './decompress.js';
+import { DEFAULT_MAX_UNCOMPRESSED_BYTES, decompressed } from './decompress.js';
 import { describeSource, normalizeTag, type ImageDescription } from './describe.js';
 import { StoreLayout } from './layout.js';
 import { openSource, type BlobSource } from './source.js';
@@ -70,6 +70,12 @@ export interface ImportOptions {
   concurrency?: number;
   /** Extra tag for the imported image(s) (`name:tag`). */
   tag?: string;
+  /**
+   * Most bytes one layer (or a compressed image archive) may decompress to; past it the
+   * import fails with ERR_INVALID_ARCHIVE and leaves nothing behind. Default 64 GiB
+   * ({@link DEFAULT_MAX_UNCOMPRESSED_BYTES}): a bound against gzip/zstd bombs that no real layer meets.
+   */
+  maxUncompressedBytes?: number;
   onProgress?: (p: ImportProgress) => void;
 }
 
@@ -177,7 +183,7 @@ export class LayerStore {
   /** Imports every image of a docker-save tarball, OCI archive or OCI layout directory. */
   async importImage(path: string, opts: ImportOptions = {}): Promise<ImageInfo[]> {
     await mkdir(this.layout.tmp, { recursive: true });
-    const src = await openSource(path, this.layout.tmp);
+    const src = await openSource(path, this.layout.tmp, { maxBytes: opts.maxUncompressedBytes, what: `image archive ${path}` });
     try {
       const descs = await describeSource(src);
       const out: ImageInfo[] = [];
@@ -210,7 +216,7 @@ export class LayerStore {
     };
     const apply = async (i: number) => {
       const onBytes = (n: number) => { progress.bytesDone += n; report(); };
-      applied.set(i, await this.applyLayer(cacheIds.get(i)!, cacheOf(i - 1), desc.diffIds[i]!, src.stream(desc.layerPaths[i]!), onBytes));
+      applied.set(i, await this.applyLayer(cacheIds.get(i)!, cacheOf(i - 1), desc.diffIds[i]!, src.stream(desc.layerPaths[i]!), onBytes, opts.maxUncompressedBytes));
       progress.layersDone++;
       report(chains[i]);
     };
@@ -256,9 +262,9 @@ export class LayerStore {
    * as it passes to the driver; the diff id is checked once the stream is read to the end.
    */
   private async applyLayer(cacheId: string, parentCacheId: string | null, diffId: string,
-    blob: AsyncIterable<Uint8Array>, onBytes: (n: number) => void) {
+    blob: AsyncIterable<Uint8Array>, onBytes: (n: number) => void, maxUncompressedBytes?: number) {
     const counted = (async function* () { for await (const c of blob) { onBytes(c.length); yield c; } })();
-    const it = decompressed(counted)[Symbol.asyncIterator]();
+    const it = decompressed(counted, { maxBytes: maxUncompressedBytes, what: `layer ${diffId}` })[Symbol.asyncIterator]();
     const hash = createHash('sha256');
     const rec = new SplitRecorder();
     let tarSize = 0;
