@@ -1,12 +1,13 @@
 // applyLayer runs its parse and file work on a worker thread by default (apply-thread.ts).
 // These tests hold the thread path to the in-thread one: same tree, same errors (code,
 // subject), the caller's own stream error kept, several applies at once.
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Readable } from 'node:stream';
 import { isMainThread } from 'node:worker_threads';
 import { CairnError, applyLayer, applyThreadStats, encodeHeader, tarTrailer } from '@cairn/core';
-import { expectSameTree, snapshotTree } from '@cairn/testkit';
+import { expectSameTree, repoRoot, snapshotTree } from '@cairn/testkit';
 import { removeDir, tempDir } from './archive-helpers.js';
 
 const block = (n: number) => Buffer.alloc(Math.ceil(n / 512) * 512);
@@ -81,6 +82,26 @@ describe('applyLayer on a worker thread', () => {
     const failing = Readable.from((async function* () { yield tar.subarray(0, 200_000); throw boom; })());
     await expect(applyLayer(dir('f'), failing)).rejects.toBe(boom);
     await expect(applyLayer(dir('after'), pieces(tar))).resolves.toBeGreaterThan(0);
+  });
+
+  test('a worker failure while the caller still waits for slow input is not an unhandled rejection (Node would exit on one)', () => {
+    // In a plain node process (jest swallows unhandled rejections): the default mode throws on them.
+    const script = `
+      import { Readable } from 'node:stream';
+      import { applyLayer, encodeHeader, tarTrailer } from '@cairn/core';
+      const h = encodeHeader({ name: '../escape', type: 'file', mode: 0o644, size: 0 });
+      const slow = Readable.from((async function* () {
+        yield Buffer.concat([h, tarTrailer()]);
+        await new Promise((r) => setTimeout(r, 300)); // the worker refuses the entry meanwhile
+        yield Buffer.alloc(512);
+      })());
+      const err = await applyLayer(process.argv[1], slow).catch((e) => e);
+      await new Promise((r) => setTimeout(r, 100));
+      console.log('code=' + err.code);
+    `;
+    const out = execFileSync(process.execPath, ['--import', path.join(repoRoot, 'scripts/ts-register.mjs'), '--input-type=module', '-e', script, dir('slow')],
+      { cwd: repoRoot, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    expect(out.trim()).toBe('code=ERR_UNSAFE_ARCHIVE');
   });
 
   test('more applies at once than CPUs all finish with complete trees (no worker starvation)', async () => {

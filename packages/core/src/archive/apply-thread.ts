@@ -26,10 +26,12 @@ const fromSources = selfUrl.endsWith('.ts');
 const workerEntry = new URL(fromSources ? './apply-worker.ts' : './apply-worker.js', selfUrl).href;
 const tsLoader = fromSources ? new URL('../../../../scripts/ts-loader.mjs', selfUrl).href : null;
 
+// Only dynamic import(): the eval'd code is CommonJS or an ES module depending on the
+// process's flags (e.g. --input-type=module), and import() works in both.
 const BOOTSTRAP = `
-const { workerData } = require('node:worker_threads');
 (async () => {
-  if (workerData.tsLoader) require('node:module').register(workerData.tsLoader);
+  const { workerData } = await import('node:worker_threads');
+  if (workerData.tsLoader) (await import('node:module')).register(workerData.tsLoader);
   await import(workerData.entry);
 })().catch((err) => { setImmediate(() => { throw err; }); });
 `;
@@ -83,6 +85,9 @@ export async function applyLayerOffThread(dir: string, tar: Readable | AsyncIter
   let resolveResult!: (bytes: number) => void;
   let rejectResult!: (err: unknown) => void;
   const result = new Promise<number>((resolve, reject) => { resolveResult = resolve; rejectResult = reject; });
+  // The worker can fail while this thread still waits for input; the rejection is awaited
+  // only after that, and must not count as unhandled meanwhile (Node would exit on it).
+  result.catch(() => undefined);
   const settle = (fn: () => void) => {
     if (settled) return;
     settled = true;
