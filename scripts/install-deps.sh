@@ -22,6 +22,8 @@ packages+=(docker.io busybox-static)
 packages+=(strace)
 # image: zstd-compressed test layers and the zstd decompression-bomb test
 packages+=(zstd)
+# archive tests: bsdtar (libarchive) as a second producer of layer tars besides GNU tar
+packages+=(libarchive-tools)
 
 missing=()
 for p in "${packages[@]}"; do
