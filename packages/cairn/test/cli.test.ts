@@ -108,6 +108,10 @@ test('errors exit with the code of their CairnError and a message saying what to
   expect((await cairn(root, '--storage-opt', 'junk', 'images')).code).toBe(exitFor('ERR_INVALID_OPTION'));
   await writeFile(join(work, 'junk.tar'), Buffer.alloc(2048, 1));
   expect((await cairn(root, 'import', join(work, 'junk.tar'))).code).toBe(exitFor('ERR_INVALID_ARCHIVE'));
+  const bomb = await cairn(root, 'import', '--max-uncompressed', '64K', join(work, 'demo.tar'));
+  expect(bomb.code).toBe(exitFor('ERR_INVALID_ARCHIVE'));
+  expect(bomb.stderr).toMatch(/maxUncompressedBytes/);
+  expect((await cairn(root, 'import', '--max-uncompressed', 'lots', join(work, 'demo.tar'))).code).toBe(exitFor('ERR_INVALID_OPTION'));
 });
 
 test('doctor names the chosen driver and gives a reason for every other; du and gc report', async () => {

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { cp, stat } from 'node:fs/promises';
 import { CairnError, defaultRegistry, migrate, openDriver, probe, type LayerRef, type StorageDriver } from '../index.js';
 import { LayerStore, exportImage } from '@cairn/image';
+import { parseByteSize } from '@cairn/core';
 import { exitCodeOf } from './exit-codes.js';
 import { importReporter } from './progress.js';
 
@@ -76,11 +77,15 @@ program.command('info').description('status of the driver in use').action(() => 
 
 program.command('import').argument('<path>', 'docker save tarball, OCI archive or OCI layout directory')
   .option('--tag <name:tag>', 'also tag the imported image').option('--sequential', 'apply layers one at a time even on overlay2')
+  .option('--max-uncompressed <size>', 'refuse a layer that decompresses to more than this (e.g. 20G; default 64G): a bound against gzip/zstd bombs')
   .description('import an image (layers plain, gzip or zstd; diff ids verified)')
-  .action((path: string, o: { tag?: string; sequential?: boolean }) => withStore(async (store) => {
+  .action((path: string, o: { tag?: string; sequential?: boolean; maxUncompressed?: string }) => withStore(async (store) => {
     const rep = importReporter();
     try {
-      const imgs = await store.importImage(resolve(path), { onProgress: rep.onProgress, ...(o.tag ? { tag: o.tag } : {}), ...(o.sequential ? { parallel: false } : {}) });
+      const imgs = await store.importImage(resolve(path), {
+        onProgress: rep.onProgress, ...(o.tag ? { tag: o.tag } : {}), ...(o.sequential ? { parallel: false } : {}),
+        ...(o.maxUncompressed ? { maxUncompressedBytes: parseByteSize(o.maxUncompressed, '--max-uncompressed') } : {}),
+      });
       rep.stop();
       print(imgs.map((i) => ({ id: i.id, tags: i.tags.join(','), layers: i.layers.length })), ['id', 'tags', 'layers']);
     } finally { rep.stop(); }
