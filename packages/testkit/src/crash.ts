@@ -150,8 +150,8 @@ export interface CrashRunOptions {
   /**
    * First guess (ms) of how long a plan runs after open, and of an open; kill times are
    * drawn below them and they follow measured plans from then on. Default 150 and 60,
-   * right for vfs/overlay2 on tmpfs; slow backends (zfs) need a larger first guess, or
-   * every kill lands in the first op and no plan ever finishes to correct it.
+   * right for vfs/overlay2 on tmpfs; slow backends (zfs) start higher. Until a plan
+   * finishes the window grows by a quarter per trial, so a low guess corrects itself.
    */
   planMs?: number;
   openMs?: number;
@@ -290,6 +290,9 @@ export async function runCrashTrials(opts: CrashRunOptions): Promise<CrashRunRep
           planMsEstimate = 0.8 * planMsEstimate + 0.2 * (Date.now() - openedAt);
         }
       }
+      // Until a plan finishes there is no measure of its length: stretch the window, or a
+      // first guess that is too short would keep every kill in the first op for good.
+      if (!done && opened && !killEarly && report.finished === 0) planMsEstimate *= 1.25;
       clearTimeout(killTimer);
       await child.exited;
       report.trials++;

@@ -50,7 +50,7 @@ describeBackend('zfs', zfsFuseMissing(), () => {
     const seed = crashSeed();
     console.log(`zfs crash trials: CAIRN_CRASH_SEED=${seed}`);
     const report = await runCrashTrials({
-      base, factory: zfsDriver, trials: crashTrials(20), seed, bytes: 16 * 1024, maxLayers: 4, planMs: 1500, openMs: 800,
+      base, factory: zfsDriver, trials: crashTrials(20), seed, bytes: 16 * 1024, maxLayers: 4, planMs: 700, openMs: 600,
       listOnDisk: zfsOnDisk(fixture, parent), log: (l) => console.log(l),
     });
     console.log(`zfs crash trials (seed ${seed}): ${JSON.stringify(report)}`);
