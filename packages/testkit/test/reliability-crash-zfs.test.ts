@@ -46,15 +46,15 @@ describeBackend('zfs', zfsFuseMissing(), () => {
   }, 120_000);
   afterAll(async () => { await fixture?.dispose(); }, 120_000);
 
-  test(`zfs survives ${crashTrials(20)} SIGKILLs at random moments with every finished layer intact, no orphan dataset or snapshot, no mount`, async () => {
+  test(`zfs survives ${crashTrials(10)} SIGKILLs at random moments with every finished layer intact, no orphan dataset or snapshot, no mount`, async () => {
     const seed = crashSeed();
     console.log(`zfs crash trials: CAIRN_CRASH_SEED=${seed}`);
     const report = await runCrashTrials({
-      base, factory: zfsDriver, trials: crashTrials(20), seed, bytes: 16 * 1024, maxLayers: 4, planMs: 700, openMs: 600,
+      base, factory: zfsDriver, trials: crashTrials(10), seed, bytes: 16 * 1024, maxLayers: 4, planMs: 700, openMs: 600,
       listOnDisk: zfsOnDisk(fixture, parent), log: (l) => console.log(l),
     });
     console.log(`zfs crash trials (seed ${seed}): ${JSON.stringify(report)}`);
-    expect(report.trials).toBe(crashTrials(20));
+    expect(report.trials).toBe(crashTrials(10));
     expect(report.finished).toBeLessThan(report.trials / 2);
   }, 300_000);
 });
