@@ -48,6 +48,11 @@ export async function comparePair({ name, pairs = 5, warmup = 1, setup, cairn, r
       if (ctx?.teardown) await ctx.teardown();
     }
   }
+  return summarize(name, referenceName, a, b, ca, cb, pairs);
+}
+
+/** Median, min–max and ratios of timed runs: `a`/`b` wall ms of cairn/reference, `ca`/`cb` their CPU ms. */
+export function summarize(name, referenceName, a, b, ca, cb, pairs) {
   const result = {
     name,
     reference: referenceName,

@@ -14,7 +14,7 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { cpuMs, median } from '../harness.mjs';
+import { cpuMs, summarize } from '../harness.mjs';
 import { rmrf, run } from '../env.mjs';
 
 const TAG = 'cairn-bench/import:latest';
@@ -189,19 +189,6 @@ function dockerLeftovers(dataRoot) {
   for (const l of ls(join(dataRoot, 'overlay2'))) if (l !== 'l') left.push(`overlay2/${l}`);
   for (const l of ls(join(dataRoot, 'overlay2/l'))) left.push(`overlay2/l/${l}`);
   return left;
-}
-
-function summarize(name, referenceName, a, b, ca, cb, pairs) {
-  const r = {
-    name, reference: referenceName, pairs,
-    cairnMs: { median: median(a), min: Math.min(...a), max: Math.max(...a) },
-    referenceMs: { median: median(b), min: Math.min(...b), max: Math.max(...b) },
-  };
-  r.ratio = r.cairnMs.median / r.referenceMs.median;
-  r.cairnCpuMs = median(ca);
-  r.referenceCpuMs = median(cb);
-  r.cpuRatio = r.cairnCpuMs / r.referenceCpuMs;
-  return r;
 }
 
 /**
