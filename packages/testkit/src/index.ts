@@ -7,3 +7,4 @@ export * from './crash.js';
 export * from './zfs.js';
 export * from './fuzz.js';
 export * from './vm.js';
+export { codeOf, expectIndependent16MQuotas, writeError } from './quota-checks.js';

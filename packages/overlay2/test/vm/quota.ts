@@ -1,22 +1,11 @@
 // overlay2 quota tests for the test VM (a kernel with xfs quotas): registered by the one guest
 // test file packages/core/test/vm/quota.vmtest.ts, launched by packages/core/test/quota-vm.test.ts.
 // Every test name here contains the word "quota": the host launcher filters on it.
-import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { CairnError } from '@cairn/core';
-import { xfsGetProjectId, xfsGetProjectLimit } from '@cairn/sys';
-import { driverConformanceSuite } from '@cairn/testkit';
+import { xfsGetProjectId } from '@cairn/sys';
+import { codeOf, driverConformanceSuite, expectIndependent16MQuotas, writeError } from '@cairn/testkit';
 import type { DriverHarness, LoopFs } from '@cairn/testkit';
 import { makeHome } from '../helpers.js';
-
-async function writeError(path: string, bytes: number): Promise<string | null> {
-  return writeFile(path, Buffer.alloc(bytes, 1)).then(() => null, (e: unknown) => (e as { code?: string }).code ?? String(e));
-}
-
-async function codeOf(p: Promise<unknown>): Promise<string | undefined> {
-  const err = await p.then(() => null, (e: unknown) => e);
-  return err instanceof CairnError ? err.code : `not a CairnError: ${String(err)}`;
-}
 
 /** Registers the overlay2 quota tests; `fs()` is the xfs mounted with prjquota (made in a beforeAll). */
 export function overlay2QuotaTests(fs: () => LoopFs): void {
@@ -43,19 +32,10 @@ export function overlay2QuotaTests(fs: () => LoopFs): void {
         await d.createReadWrite('base');
         await d.createReadWrite('c1', 'base', { storageOpt: { size: '16M' } });
         await d.createReadWrite('c2', 'base', { storageOpt: { size: '16M' } });
-        const id1 = await xfsGetProjectId(join(d.home, 'c1', 'diff'));
-        const id2 = await xfsGetProjectId(join(d.home, 'c2', 'diff'));
-        expect(id1).toBeGreaterThan(0);
-        expect(id2).toBe(id1 + 1);
-        expect(await xfsGetProjectLimit(fs().dir, id1)).toBe(16 << 20);
         const r1 = await d.get('c1');
         const r2 = await d.get('c2');
         try {
-          expect(await writeError(join(r1, 'ten'), 10 << 20)).toBeNull();
-          expect(['EDQUOT', 'ENOSPC']).toContain(await writeError(join(r1, 'twenty'), 20 << 20));
-          // c1 is full, c2 still has its own 16M.
-          expect(await writeError(join(r2, 'ten'), 10 << 20)).toBeNull();
-          expect(await writeError(join(r2, 'five'), 5 << 20)).toBeNull();
+          await expectIndependent16MQuotas(fs().dir, [join(d.home, 'c1', 'diff'), join(d.home, 'c2', 'diff')], [r1, r2]);
         } finally {
           await d.put('c1');
           await d.put('c2');

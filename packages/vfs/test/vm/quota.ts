@@ -1,24 +1,14 @@
 // vfs quota tests for the test VM (a kernel with xfs quotas): registered by the one guest
 // test file packages/core/test/vm/quota.vmtest.ts, launched by packages/core/test/quota-vm.test.ts.
 // Every test name here contains the word "quota": the host launcher filters on it.
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { CairnError } from '@cairn/core';
 import type { StorageDriver } from '@cairn/core';
-import { xfsGetProjectId, xfsGetProjectLimit } from '@cairn/sys';
-import { driverConformanceSuite, tarOf } from '@cairn/testkit';
+import { xfsGetProjectId } from '@cairn/sys';
+import { codeOf, driverConformanceSuite, expectIndependent16MQuotas, tarOf, writeError } from '@cairn/testkit';
 import type { DriverHarness, LoopFs } from '@cairn/testkit';
 import { vfsDriver } from '@cairn/vfs';
-
-async function writeError(path: string, bytes: number): Promise<string | null> {
-  return writeFile(path, Buffer.alloc(bytes, 1)).then(() => null, (e: unknown) => (e as { code?: string }).code ?? String(e));
-}
-
-async function codeOf(p: Promise<unknown>): Promise<string | undefined> {
-  const err = await p.then(() => null, (e: unknown) => e);
-  return err instanceof CairnError ? err.code : `not a CairnError: ${String(err)}`;
-}
 
 /** Registers the vfs quota tests; `fs()` is the xfs mounted with prjquota (made in a beforeAll). */
 export function vfsQuotaTests(fs: () => LoopFs): void {
@@ -52,14 +42,7 @@ export function vfsQuotaTests(fs: () => LoopFs): void {
         const r1 = await d.get('c1');
         const r2 = await d.get('c2');
         try {
-          const id1 = await xfsGetProjectId(r1);
-          expect(id1).toBeGreaterThan(0);
-          expect(await xfsGetProjectId(r2)).toBe(id1 + 1);
-          expect(await xfsGetProjectLimit(fs().dir, id1)).toBe(16 << 20);
-          expect(await writeError(join(r1, 'ten'), 10 << 20)).toBeNull();
-          expect(['EDQUOT', 'ENOSPC']).toContain(await writeError(join(r1, 'twenty'), 20 << 20));
-          expect(await writeError(join(r2, 'ten'), 10 << 20)).toBeNull();
-          expect(await writeError(join(r2, 'five'), 5 << 20)).toBeNull();
+          await expectIndependent16MQuotas(fs().dir, [r1, r2], [r1, r2]);
         } finally {
           await d.put('c1');
           await d.put('c2');
