@@ -34,7 +34,7 @@ async function main(): Promise<void> {
   const factory = await loadFactory(name);
   say('loaded');
   const plan = await readPlan();
-  const driver = await factory.open({ root: plan.root, home: join(plan.root, factory.name), options: plan.options ?? {}, lockTimeoutMs: 5000 });
+  const driver = await factory.open({ root: plan.root, home: join(plan.root, factory.name), options: {}, lockTimeoutMs: 5000 });
   say({ opened: true });
   for (const [i, op] of plan.ops.entries()) {
     say({ begin: i });
