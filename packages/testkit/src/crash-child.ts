@@ -5,63 +5,37 @@
  * and journals `{"begin":i}` / `{"end":i}` on stdout so the parent knows what finished
  * before it killed us. Each line is written synchronously: a line printed is a step done.
  */
-import { writeSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import type { DriverFactory } from '@cairn/core';
 import { layerTar } from './crash.js';
 import type { CrashPlan } from './crash.js';
-
-function say(msg: unknown): void {
-  writeSync(1, (typeof msg === 'string' ? msg : JSON.stringify(msg)) + '\n');
-}
-
-async function readPlan(): Promise<CrashPlan> {
-  let text = '';
-  for await (const chunk of process.stdin) text += String(chunk);
-  return JSON.parse(text) as CrashPlan;
-}
-
-async function loadFactory(name: string): Promise<DriverFactory> {
-  const mod = (await import(`@cairn/${name}`)) as Record<string, unknown>;
-  return mod[`${name}Driver`] as DriverFactory;
-}
+import { loadDriverFactory, readPlan, runChild, runJournaled, say } from './crash-protocol.js';
 
 async function main(): Promise<void> {
   // Load the drivers before saying we are ready, so the kill clock starts on driver work.
   const name = process.argv[2] ?? 'vfs';
-  const factory = await loadFactory(name);
+  const factory = await loadDriverFactory(name);
   say('loaded');
-  const plan = await readPlan();
+  const plan = await readPlan<CrashPlan>();
   const driver = await factory.open({ root: plan.root, home: join(plan.root, factory.name), options: {}, lockTimeoutMs: 5000 });
   say({ opened: true });
-  for (const [i, op] of plan.ops.entries()) {
-    say({ begin: i });
-    try {
-      switch (op.op) {
-        case 'create': await driver.create(op.id, op.parent); break;
-        case 'createRW': await driver.createReadWrite(op.id, op.parent); break;
-        case 'apply': await driver.applyDiff(op.id, undefined, Readable.from([layerTar(op.id, op.seed, op.bytes, op.whiteout)])); break;
-        case 'remove': await driver.remove(op.id); break;
-        case 'mount': {
-          const root = await driver.get(op.id);
-          await readFile(join(root, 'common', 's0')).catch(() => undefined);
-          await driver.put(op.id);
-          break;
-        }
+  await runJournaled(plan.ops, async (op) => {
+    switch (op.op) {
+      case 'create': await driver.create(op.id, op.parent); break;
+      case 'createRW': await driver.createReadWrite(op.id, op.parent); break;
+      case 'apply': await driver.applyDiff(op.id, undefined, Readable.from([layerTar(op.id, op.seed, op.bytes, op.whiteout)])); break;
+      case 'remove': await driver.remove(op.id); break;
+      case 'mount': {
+        const root = await driver.get(op.id);
+        await readFile(join(root, 'common', 's0')).catch(() => undefined);
+        await driver.put(op.id);
+        break;
       }
-    } catch (err) {
-      say({ error: `${op.op} ${op.id}: ${String(err)}` });
-      process.exit(1);
     }
-    say({ end: i });
-  }
+  }, (op) => `${op.op} ${op.id}`);
   await driver.cleanup();
   say({ done: true });
 }
 
-main().catch((err: unknown) => {
-  say({ error: String(err) });
-  process.exit(1);
-});
+runChild(main);

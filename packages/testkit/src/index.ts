@@ -8,3 +8,4 @@ export * from './zfs.js';
 export * from './fuzz.js';
 export * from './vm.js';
 export { codeOf, expectIndependent16MQuotas, writeError } from './quota-checks.js';
+export { loadDriverFactory, readPlan, runChild, runJournaled, say } from './crash-protocol.js';
