@@ -62,6 +62,26 @@ export async function createDevice(name: string, table: string): Promise<void> {
   }
 }
 
+/**
+ * What the kernel holds under a name: nothing, a device without a live table (a dmsetup
+ * create killed before its table went live), or a live device. The /dev/mapper node is
+ * not asked: a killed dmsetup may have left a device without one, or a node without device.
+ */
+export async function deviceState(name: string): Promise<'absent' | 'empty' | 'live'> {
+  try {
+    const { stdout } = await dmsetup(['table', name]);
+    return stdout.trim() === '' ? 'empty' : 'live';
+  } catch (err) {
+    if (err instanceof CommandFailure && /No such device|does not exist|not found/i.test(err.stderr + err.stdout)) return 'absent';
+    throw classify(err, `reading the table of ${name}`, name);
+  }
+}
+
+/** Makes the /dev/mapper node of a device the kernel has (there is no udev to do it). */
+export async function makeNode(name: string): Promise<void> {
+  try { await dmsetup(['mknodes', name]); } catch (err) { throw classify(err, `making the node of ${name}`, name); }
+}
+
 /** Replaces a live device's table (suspend, load, resume), e.g. to grow a pool. */
 export async function reloadDevice(name: string, table: string): Promise<void> {
   try {
@@ -76,9 +96,14 @@ export async function reloadDevice(name: string, table: string): Promise<void> {
   }
 }
 
-/** Removes a device; missing is fine. `deferred` lets the kernel finish once the last opener closes it. */
-export async function removeDevice(name: string, deferred = false): Promise<void> {
-  if (!isActive(name)) return;
+/**
+ * Removes a device; missing is fine. `deferred` lets the kernel finish once the last opener
+ * closes it. `listed`: the kernel listed the device (`dmsetup ls`), so remove it even without
+ * a /dev/mapper node: a dmsetup killed between creating a device and making its node (no
+ * udev) leaves exactly that, and a thin device that stays active cannot be deleted.
+ */
+export async function removeDevice(name: string, deferred = false, listed = false): Promise<void> {
+  if (!listed && !isActive(name)) return;
   try {
     await dmsetup(deferred ? ['remove', '--deferred', name] : ['remove', name]);
   } catch (err) {

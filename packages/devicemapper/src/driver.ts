@@ -1,6 +1,7 @@
 import { randomInt } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, readdir, rm, stat } from 'node:fs/promises';
+import { mkdir, readdir, rm, rmdir, stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import {
   CairnError, KeyedMutex, MountRefs, NaiveDiff, openUnderHomeLock, assertValidId, detectBackingFs,
@@ -88,6 +89,8 @@ export class DeviceMapperDriver implements StorageDriver {
     this.transactionId = (await poolStatus(this.pool.name)).transactionId;
     await this.loadLayers();
     await this.rollbackOpenTransaction();
+    await this.undoInterruptedApplies();
+    await this.sweepStrays();
     await this.ensureBaseDevice();
     await this.retryDeferredDeletes();
   }
@@ -101,7 +104,7 @@ export class DeviceMapperDriver implements StorageDriver {
       if (m.mountPoint.startsWith(`${this.layout.mntDir}/`)) await unmountDevice(m.mountPoint);
     }
     for (const name of await listDevices(prefix)) {
-      if (name !== this.pool.name) await removeDevice(name);
+      if (name !== this.pool.name) await removeDevice(name, false, true);
     }
   }
 
@@ -136,9 +139,103 @@ export class DeviceMapperDriver implements StorageDriver {
       } else if (this.layers.get(tx.subject)?.deviceId === tx.deviceId) {
         this.layers.delete(tx.subject);
         await removeFile(this.layout.layerMeta(tx.subject));
+      } else {
+        // The device was a layer's undo snapshot or a device it was discarding: now gone.
+        const meta = this.layers.get(tx.subject);
+        if (meta && (meta.undoDeviceId === tx.deviceId || meta.discardDeviceId === tx.deviceId)) {
+          if (meta.undoDeviceId === tx.deviceId) delete meta.undoDeviceId;
+          if (meta.discardDeviceId === tx.deviceId) delete meta.discardDeviceId;
+          await writeJson(this.layout.layerMeta(tx.subject), meta);
+        }
       }
     }
     await removeFile(this.layout.transactionFile);
+  }
+
+  /**
+   * A layer that still names an undo snapshot had its applyDiff cut short (a kill, a power
+   * loss): its device may hold part of the tar. The snapshot, taken just before the apply,
+   * becomes the layer's device again and the half-applied one is deleted, so the layer is
+   * back as it was before applyDiff. One metadata write switches the two, so a kill in
+   * between leaves either the old state or a device marked for discarding.
+   */
+  private async undoInterruptedApplies(): Promise<void> {
+    for (const [id, meta] of this.layers) {
+      if (meta.undoDeviceId !== undefined) {
+        const torn = meta.deviceId;
+        meta.deviceId = meta.undoDeviceId;
+        delete meta.undoDeviceId;
+        meta.discardDeviceId = torn;
+        await writeJson(this.layout.layerMeta(id), meta);
+      }
+      if (meta.discardDeviceId !== undefined) await this.deleteSideDevice(id, meta, 'discardDeviceId');
+    }
+  }
+
+  /**
+   * What a kill between two steps leaves that no layer owns: a metadata file half written
+   * (writeJson's `.tmp-*`), the empty mount point of a layer removed or never finished.
+   * Runs after deactivateLeftovers, so nothing is mounted there any more.
+   */
+  private async sweepStrays(): Promise<void> {
+    for (const entry of await readdir(this.layout.metaDir)) {
+      if (entry.startsWith('.tmp-')) await rm(join(this.layout.metaDir, entry), { force: true });
+    }
+    for (const entry of await readdir(this.layout.mntDir)) {
+      if (!entry.startsWith('.') && !this.layers.has(entry)) await rmdir(this.layout.mountPoint(entry)).catch(() => undefined);
+    }
+  }
+
+  /**
+   * Deletes a layer's undo snapshot or discarded device inside a transaction and forgets
+   * it in the layer's metadata (with `extra` changes, written in the same step). The
+   * caller holds the pool lock (or is open()).
+   */
+  private async deleteSideDevice(id: string, meta: LayerMeta, field: 'undoDeviceId' | 'discardDeviceId', extra: Partial<LayerMeta> = {}): Promise<void> {
+    const deviceId = meta[field];
+    if (deviceId === undefined) return;
+    const tx = await this.openTransaction(id, deviceId, 'delete');
+    try {
+      await poolMessage(this.pool.name, `delete ${deviceId}`);
+    } catch (err) {
+      if (!isNoSuchThin(err)) {
+        await removeFile(this.layout.transactionFile);
+        throw classify(err, `deleting thin device ${deviceId} (no longer used by layer ${id})`, id);
+      }
+    }
+    delete meta[field];
+    Object.assign(meta, extra);
+    await writeJson(this.layout.layerMeta(id), meta);
+    await this.closeTransaction(tx);
+  }
+
+  /**
+   * Snapshots a layer's device before applyDiff writes into it (see undoInterruptedApplies).
+   * An active device is suspended for the snapshot, as for create.
+   */
+  private async keepUndo(id: string, meta: LayerMeta): Promise<void> {
+    await this.poolLock.run('pool', async () => {
+      const name = this.deviceName(id);
+      const tx = await this.createWithFreshId(id, async (undoId) => {
+        const active = await suspendIfActive(name);
+        try {
+          await poolMessage(this.pool.name, `create_snap ${undoId} ${meta.deviceId}`);
+        } finally {
+          if (active) await resume(name);
+        }
+      });
+      try {
+        meta.undoDeviceId = tx.deviceId;
+        await writeJson(this.layout.layerMeta(id), meta);
+        await this.saveDeviceSet();
+      } catch (err) {
+        delete meta.undoDeviceId;
+        await poolMessage(this.pool.name, `delete ${tx.deviceId}`).catch(() => undefined);
+        await removeFile(this.layout.transactionFile).catch(() => undefined);
+        throw err;
+      }
+      await this.closeTransaction(tx);
+    });
   }
 
   private async retryDeferredDeletes(): Promise<void> {
@@ -387,6 +484,8 @@ export class DeviceMapperDriver implements StorageDriver {
    * retried at the next open, as moby does.
    */
   private async deleteDevice(id: string, meta: LayerMeta): Promise<void> {
+    await this.deleteSideDevice(id, meta, 'undoDeviceId');
+    await this.deleteSideDevice(id, meta, 'discardDeviceId');
     await removeDevice(this.deviceName(id), this.opts.deferredRemoval);
     const tx = await this.openTransaction(id, meta.deviceId, 'delete');
     try {
@@ -455,11 +554,19 @@ export class DeviceMapperDriver implements StorageDriver {
     if (!meta) throw new CairnError('ERR_LAYER_NOT_FOUND', `layer ${id} does not exist`, { subject: id });
     this.applying.add(id);
     try {
-      const bytes = await this.naive.applyDiff(id, parent, tar);
-      if (meta.kind === 'ro' && !meta.applied) {
-        meta.applied = true;
-        await writeJson(this.layout.layerMeta(id), meta);
+      // The apply writes into the layer's device in place: an undo snapshot taken first
+      // lets open put the layer back if the process dies half-way (found by the kill -9
+      // trials). It is deleted once the apply is done, with the layer marked applied in the
+      // same metadata write. A failed apply leaves the layer as it is, as before.
+      await this.keepUndo(id, meta);
+      let bytes: number;
+      try {
+        bytes = await this.naive.applyDiff(id, parent, tar);
+      } catch (err) {
+        await this.poolLock.run('pool', () => this.deleteSideDevice(id, meta, 'undoDeviceId')).catch(() => undefined);
+        throw err;
       }
+      await this.poolLock.run('pool', () => this.deleteSideDevice(id, meta, 'undoDeviceId', meta.kind === 'ro' ? { applied: true } : {}));
       return bytes;
     } finally {
       this.applying.delete(id);
@@ -530,7 +637,7 @@ export class DeviceMapperDriver implements StorageDriver {
       const errors = await this.refs.unmountAll();
       if (errors.length > 0) throw errors[0];
       for (const name of await listDevices(`${this.layout.devicePrefix}-`)) {
-        if (name !== this.pool.name) await removeDevice(name);
+        if (name !== this.pool.name) await removeDevice(name, false, true);
       }
       await closePool(this.pool);
     } finally {

@@ -18,6 +18,13 @@ export interface LayerMeta {
   applied: boolean;
   /** Delete was deferred because the device was busy; the layer no longer exists for callers. */
   deferredDeleted?: boolean;
+  /**
+   * A thin snapshot of the device taken before applyDiff wrote into it. Present while an
+   * apply may be cut short: open then makes it the layer's device again (see discardDeviceId).
+   */
+  undoDeviceId?: number;
+  /** A device this layer no longer uses and that still has to be deleted (a half-applied one). */
+  discardDeviceId?: number;
 }
 
 /** Pool-wide state. */

@@ -1,6 +1,6 @@
 import { mkdir, open, stat } from 'node:fs/promises';
 import { CairnError, errnoCode } from '@cairn/core';
-import { createDevice, devPath, isActive, poolStatus, reloadDevice, removeDevice } from './dmsetup.js';
+import { createDevice, devPath, deviceState, isActive, makeNode, poolStatus, reloadDevice, removeDevice } from './dmsetup.js';
 import type { Layout } from './layout.js';
 import { run } from './exec.js';
 import { attachLoop, detachLoop, loopFor, refreshLoopCapacity } from './loop.js';
@@ -77,8 +77,19 @@ export async function openPool(opts: DmOptions, layout: Layout, blockSize: numbe
   const dataSize = (await stat(layout.dataFile)).size;
   const dataSectors = Math.floor(dataSize / 512 / blockSectors) * blockSectors;
   const table = `0 ${dataSectors} thin-pool ${metadataDev} ${dataDev} ${blockSectors} ${LOW_WATER_BLOCKS} 1 skip_block_zeroing`;
-  if (!isActive(layout.poolName)) await createDevice(layout.poolName, table);
-  else if (grewData || grewMeta) await reloadDevice(layout.poolName, table);
+  // A process killed while it set the pool up may have left it without a table or without
+  // its node: the kernel's view decides, so the next open repairs it instead of failing.
+  let state = await deviceState(layout.poolName);
+  if (state === 'empty') {
+    await removeDevice(layout.poolName, false, true);
+    state = 'absent';
+  }
+  if (state === 'absent') {
+    await createDevice(layout.poolName, table);
+  } else {
+    if (!isActive(layout.poolName)) await makeNode(layout.poolName);
+    if (grewData || grewMeta) await reloadDevice(layout.poolName, table);
+  }
   return {
     mode: 'loop-lvm', name: layout.poolName, dev: devPath(layout.poolName), blockSize,
     loop: { dataFile: layout.dataFile, metadataFile: layout.metadataFile, dataDev, metadataDev },

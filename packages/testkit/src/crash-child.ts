@@ -18,7 +18,7 @@ async function main(): Promise<void> {
   const factory = await loadDriverFactory(name);
   say('loaded');
   const plan = await readPlan<CrashPlan>();
-  const driver = await factory.open({ root: plan.root, home: join(plan.root, factory.name), options: {}, lockTimeoutMs: 5000 });
+  const driver = await factory.open({ root: plan.root, home: join(plan.root, factory.name), options: plan.options ?? {}, lockTimeoutMs: 5000 });
   say({ opened: true });
   await runJournaled(plan.ops, async (op) => {
     switch (op.op) {

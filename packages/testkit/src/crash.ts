@@ -46,6 +46,8 @@ export type CrashOp =
 export interface CrashPlan {
   driver: string;
   root: string;
+  /** Driver options the child opens the home with (the same the parent reopens it with). */
+  options?: Record<string, string>;
   ops: CrashOp[];
 }
 
@@ -121,6 +123,8 @@ interface ModelLayer {
 
 export interface CrashRunOptions {
   factory: DriverFactory;
+  /** Driver options for every open, child and parent alike (e.g. devicemapper's small loop pool). Default {}. */
+  options?: Record<string, string>;
   trials: number;
   seed: number;
   /** Content bytes per applied layer. */
@@ -258,7 +262,7 @@ export async function runCrashTrials(opts: CrashRunOptions): Promise<CrashRunRep
       const child = warm;
       if ((await nextLine(child)) !== 'loaded') fail(trial, 'child did not start');
       warm = spawnWarm(opts.factory.name);
-      const plan: CrashPlan = { driver: opts.factory.name, root, ops };
+      const plan: CrashPlan = { driver: opts.factory.name, root, options: opts.options ?? {}, ops };
       child.proc.stdin!.end(JSON.stringify(plan) + '\n');
       const t0 = Date.now();
       const killEarly = rnd() < (opts.openKillShare ?? 0.1);
@@ -304,7 +308,7 @@ export async function runCrashTrials(opts: CrashRunOptions): Promise<CrashRunRep
       // Reopen and hold the store to its promises.
       let driver: StorageDriver;
       try {
-        driver = await opts.factory.open({ root, home: join(root, opts.factory.name), options: {}, lockTimeoutMs: 5000 });
+        driver = await opts.factory.open({ root, home: join(root, opts.factory.name), options: opts.options ?? {}, lockTimeoutMs: 5000 });
       } catch (err) {
         return fail(trial, `the store did not reopen after the kill (${where}): ${String(err)}`);
       }
@@ -345,7 +349,7 @@ export async function runCrashTrials(opts: CrashRunOptions): Promise<CrashRunRep
     killChild(warm);
     await warm.exited;
     // Never let tidying up hide the failure that brought us here.
-    await cleanupStore(opts.factory, root, opts.listOnDisk).catch(() => undefined);
+    await cleanupStore(opts.factory, root, opts.listOnDisk, opts.options ?? {}).catch(() => undefined);
     await detachUnder(work).catch(() => undefined);
     await rm(work, { recursive: true, force: true }).catch(() => undefined);
   }
@@ -439,10 +443,10 @@ async function detachUnder(path: string): Promise<void> {
 }
 
 /** Removes every layer (children first) so the run leaves no mounts or subvolumes behind. */
-async function cleanupStore(factory: DriverFactory, root: string, listOnDisk: (home: string) => Promise<string[]>): Promise<void> {
+async function cleanupStore(factory: DriverFactory, root: string, listOnDisk: (home: string) => Promise<string[]>, options: Record<string, string>): Promise<void> {
   let driver: StorageDriver;
   try {
-    driver = await factory.open({ root, home: join(root, factory.name), options: {}, lockTimeoutMs: 5000 });
+    driver = await factory.open({ root, home: join(root, factory.name), options, lockTimeoutMs: 5000 });
   } catch {
     return;
   }
