@@ -110,7 +110,7 @@ static Napi::Object InitCairnSys(Napi::Env env, Napi::Object exports) {
   cairn::InitMount(env, exports);
   cairn::InitFiles(env, exports);
   cairn::InitBtrfs(env, exports);
-  cairn::InitExtract(env, exports);
+  cairn::InitUntar(env, exports);
   cairn::InitQuota(env, exports);
   cairn::InitWalk(env, exports);
   return exports;

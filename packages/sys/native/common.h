@@ -100,7 +100,7 @@ Napi::Object Constants(Napi::Env env);
 void InitMount(Napi::Env env, Napi::Object exports);
 void InitFiles(Napi::Env env, Napi::Object exports);
 void InitBtrfs(Napi::Env env, Napi::Object exports);  // btrfs.cc (btrfs driver)
-void InitExtract(Napi::Env env, Napi::Object exports);  // extract.cc (layer apply fast path)
+void InitUntar(Napi::Env env, Napi::Object exports);  // untar.cc (layer apply: tar parse and file work)
 void InitQuota(Napi::Env env, Napi::Object exports);  // quota.cc (xfs project quotas)
 void InitWalk(Napi::Env env, Napi::Object exports);  // walk.cc (bulk lstat/xattr reads for diff and export)
 

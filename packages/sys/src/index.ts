@@ -177,41 +177,56 @@ export function makedev(major: number, minor: number): number {
 export * from './btrfs.js';
 export * from './quota.js';
 
-/** {@link LayerExtractor.writeFile} / {@link LayerExtractor.finishFile} flags: fchown to uid/gid. */
-export const EXTRACT_CHOWN = 1;
-/** fchmod to the full mode (setuid/setgid/sticky, bits the umask dropped, or after a chown). */
-export const EXTRACT_CHMOD = 2;
+/** How {@link LayerApplier} writes whiteouts: core's ApplyOptions.whiteouts. */
+export type ApplierWhiteouts = 'delete' | 'overlay' | 'aufs';
 
-/**
- * The layer-apply fast path: a handle on a layer root (opened O_PATH|O_NOFOLLOW) that
- * creates regular files beneath it in one synchronous call each. Parent directories are
- * resolved relative to the root fd with openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS)
- * (a component-by-component O_NOFOLLOW walk where openat2 is missing), so a symlink or
- * `..` on the way fails (ELOOP/EXDEV) and is never followed; files are created
- * O_CREAT|O_EXCL|O_NOFOLLOW and owner, mode and times are set through the new fd.
- * Resolved parents are cached: call `forget()` after removing or replacing anything
- * under the root. `close()` releases every fd. Errors are Node-style (`code`, `syscall`,
- * `path`); a file that fails after creation is removed before the error is thrown.
- */
-export interface LayerExtractor {
-  /** Creates `parent/name` with all of `data` and its metadata, in one call. `parent` is
-   *  relative to the root ('' for the root itself). EEXIST when something is there. */
-  writeFile(parent: string, name: string, data: Uint8Array | null, mode: number, uid: number, gid: number,
-    flags: number, atimeNs: bigint, mtimeNs: bigint): void;
-  /** Creates `parent/name` (permission bits `mode & 0o777`, less the umask) and returns its fd,
-   *  for content that arrives in pieces; finish with finishFile. */
-  openFile(parent: string, name: string, mode: number): number;
-  /** fchown (EXTRACT_CHOWN), fchmod (EXTRACT_CHMOD), futimens, close — the fd is closed even on failure. */
-  finishFile(fd: number, mode: number, uid: number, gid: number, flags: number, atimeNs: bigint, mtimeNs: bigint): void;
-  /** Drops the cached parent directory fds. */
-  forget(): void;
-  /** Releases the root and every cached fd; the handle is unusable afterwards. */
-  close(): void;
+export interface LayerApplierOptions {
+  whiteouts: ApplierWhiteouts;
+  /** Refuse character and block devices (ERR_UNSAFE_ARCHIVE). */
+  noDevices: boolean;
+  /** Apply entries' uid/gid. */
+  ownership: boolean;
+  /** The effective ids and umask of the process (a new file already has these; chown/chmod only when the entry differs). */
+  euid: number;
+  egid: number;
+  umask: number;
 }
 
-/** Opens a {@link LayerExtractor} on the directory `root` (which must not be a symlink). */
-export function openLayerExtractor(root: string): LayerExtractor {
-  const Ctor = (native as unknown as { LayerExtractor: new (root: string) => LayerExtractor }).LayerExtractor;
-  return new Ctor(root);
+/**
+ * Layer apply in the addon: raw tar bytes in, files out, with the tar parse and every
+ * rule of core's applyLayer (path safety, whiteouts, ownership, modes, xattrs, times)
+ * done natively, so an entry costs no JS work at all. Parent directories are opened
+ * beneath the root with openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS) and every operation
+ * is relative to them, final components never followed.
+ *
+ * Feed chunks in order with `write` (on this thread) or `writeAsync` (on the libuv pool;
+ * await each before the next call, and do not change the chunks until it settles), then
+ * `finish()` once the input ended: it refuses a truncated archive, sets directory times
+ * and returns the content bytes written. Archive faults are errors with `cairnCode`
+ * (ERR_INVALID_ARCHIVE / ERR_UNSAFE_ARCHIVE), `message` and `subject`; failed syscalls are
+ * Node-style errors (`code`, `syscall`, `path`) with the archive `entry` they hit. After
+ * a failure, `abort()` removes the half-written file; `close()` releases every fd.
+ */
+export interface LayerApplier {
+  write(chunks: Uint8Array | Uint8Array[]): void;
+  writeAsync(chunks: Uint8Array | Uint8Array[]): Promise<void>;
+  finish(): number;
+  abort(): void;
+  close(): void;
+  /** True once the end-of-archive marker was read; later input is ignored. */
+  readonly finished: boolean;
+  /** The entry being applied (for messages). */
+  readonly currentName: string;
+  readonly bytes: number;
+}
+
+const WHITEOUT_MODES: Record<ApplierWhiteouts, number> = { delete: 0, overlay: 1, aufs: 2 };
+
+/** Opens a {@link LayerApplier} on the directory `root` (which must not be a symlink). */
+export function openLayerApplier(root: string, opts: LayerApplierOptions): LayerApplier {
+  const Ctor = (native as unknown as {
+    LayerApplier: new (root: string, whiteouts: number, noDevices: boolean, ownership: boolean, euid: number, egid: number, umask: number) => LayerApplier;
+  }).LayerApplier;
+  return new Ctor(root, WHITEOUT_MODES[opts.whiteouts], opts.noDevices, opts.ownership, opts.euid, opts.egid, opts.umask);
 }
 export * from './walk.js';

@@ -22,10 +22,9 @@ import type { TarEntry } from './entry.js';
 import { asBuffer } from './read-tar.js';
 import { PATH_MAX, classifyWhiteout, printable, splitEntryPath, unsafeEntry } from './safe-path.js';
 import * as sys from './sys.js';
-import { EXTRACT_CHMOD, EXTRACT_CHOWN, openLayerExtractor, type LayerExtractor } from '@cairn/sys';
 import { TarParser, type TarHandler } from './tar-parser.js';
 import { isMainThread } from 'node:worker_threads';
-import { applyLayerOffThread } from './apply-thread.js';
+import { applyLayerNative, processUmask } from './apply-native.js';
 
 /** How whiteouts in the layer are applied; see {@link ApplyOptions.whiteouts}. */
 export type WhiteoutMode = 'delete' | 'overlay' | 'aufs';
@@ -47,28 +46,24 @@ export interface ApplyOptions {
   /** Apply the entries' uid/gid (lchown). Default: true when running as root. */
   ownership?: boolean;
   /**
-   * Write regular files with plain node:fs calls instead of @cairn/sys's one-call-per-file
-   * extractor. Default: false, unless the environment sets `CAIRN_PURE_JS=1`. Both paths
-   * apply the same rules and pass the same tests; the native one is faster (see
-   * docs/benchmarks.md).
+   * Parse and write in JavaScript (tar-parser.ts and node:fs calls, on the calling thread)
+   * instead of @cairn/sys's native LayerApplier. Default: false, unless the environment
+   * sets `CAIRN_PURE_JS=1`. Both paths apply the same rules and pass the same tests; the
+   * native one is faster (see docs/benchmarks.md).
    */
   pureJs?: boolean;
   /**
-   * Run the parse and the file work on a worker thread (see apply-thread.ts), so that
-   * several applies use several cores and the caller's thread stays free to read and
-   * decompress. Default: true on the main thread, unless `CAIRN_APPLY_THREAD=0`.
+   * Native path: do the parse and the file work on libuv's thread pool, so the caller's
+   * thread stays free to read and decompress and several applies use several cores.
+   * Default: true on the main thread, unless `CAIRN_APPLY_THREAD=0`; false runs it on
+   * the calling thread.
    */
   offThread?: boolean;
 }
 
 const OPEN_NEW = fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW;
-
-/** The process umask, read once (it decides whether a new file's mode needs a chmod). */
-let umaskCache: number | undefined;
-function umask(): number {
-  umaskCache ??= process.umask();
-  return umaskCache;
-}
+const EXTRACT_CHOWN = 1;
+const EXTRACT_CHMOD = 2;
 
 /**
  * Applies a layer tar into `dir`; resolves to the number of file-content bytes written.
@@ -85,10 +80,13 @@ function umask(): number {
  * applied before it stay (the driver discards the whole layer).
  */
 export async function applyLayer(dir: string, tar: Readable | AsyncIterable<Uint8Array>, opts: ApplyOptions = {}): Promise<number> {
-  if (opts.offThread ?? (isMainThread && process.env.CAIRN_APPLY_THREAD !== '0')) return applyLayerOffThread(dir, tar, opts);
   const root = path.resolve(dir);
   if (!fs.statSync(root, { throwIfNoEntry: false })?.isDirectory()) {
     throw new CairnError('ERR_LAYER_NOT_FOUND', `Cannot apply a layer into ${root}: it is not a directory.`, { subject: root });
+  }
+  if (!(opts.pureJs ?? process.env.CAIRN_PURE_JS === '1')) {
+    const offThread = opts.offThread ?? (isMainThread && process.env.CAIRN_APPLY_THREAD !== '0');
+    return applyLayerNative(root, tar, opts, offThread, (err, entry) => explain(err, entry, root));
   }
   const writer = new LayerWriter(root, opts);
   const parser = new TarParser(writer);
@@ -103,8 +101,6 @@ export async function applyLayer(dir: string, tar: Readable | AsyncIterable<Uint
   } catch (err) {
     writer.abort();
     throw explain(err, writer.currentName, root);
-  } finally {
-    writer.close();
   }
   return writer.bytes;
 }
@@ -156,14 +152,7 @@ class LayerWriter implements TarHandler {
   /** Relative paths this apply wrote (delete mode: opaque dirs keep them). */
   private readonly unpacked = new Set<string>();
   private readonly dirTimes: Array<{ rel: string; abs: string; atimeNs: bigint; mtimeNs: bigint }> = [];
-  private file: { fd: number; abs: string; entry: TarEntry; inSetgidDir: boolean; native: boolean } | undefined;
-  /**
-   * A regular file whose creation is deferred to its first data chunk (or its end), so a
-   * file whose content arrives in one piece costs one native call for everything.
-   */
-  private pending: { parentRel: string; base: string; rel: string; abs: string; entry: TarEntry; inSetgidDir: boolean } | undefined;
-  /** The native fast path; undefined with `pureJs` (or CAIRN_PURE_JS=1). */
-  private readonly extractor: LayerExtractor | undefined;
+  private file: { fd: number; abs: string; entry: TarEntry; inSetgidDir: boolean } | undefined;
   private readonly euid = process.geteuid?.() ?? -1;
   private readonly egid = process.getegid?.() ?? -1;
 
@@ -172,12 +161,6 @@ class LayerWriter implements TarHandler {
     this.noDevices = opts.noDevices ?? false;
     this.ownership = opts.ownership ?? process.getuid?.() === 0;
     this.knownDirs.set('', (fs.statSync(root).mode & 0o2000) !== 0);
-    const pureJs = opts.pureJs ?? process.env.CAIRN_PURE_JS === '1';
-    this.extractor = pureJs ? undefined : openLayerExtractor(root);
-  }
-
-  close(): void {
-    this.extractor?.close();
   }
 
   entry(e: TarEntry): void {
@@ -220,10 +203,6 @@ class LayerWriter implements TarHandler {
       }
       case 'file': {
         const inSetgidDir = this.knownDirs.get(parentRel) === true;
-        if (this.extractor && e.sparse === undefined && e.xattrs.size === 0) {
-          this.pending = { parentRel, base, rel, abs, entry: e, inSetgidDir };
-          return; // created by data() or end()
-        }
         // Created with its final permission bits (less the umask); end() fixes up only
         // what open cannot express, saving a syscall per file in the common case.
         const perm = e.mode & 0o777;
@@ -235,7 +214,7 @@ class LayerWriter implements TarHandler {
           this.remove(rel, abs);
           fd = fs.openSync(abs, OPEN_NEW, perm);
         }
-        this.file = { fd, abs, entry: e, inSetgidDir, native: false };
+        this.file = { fd, abs, entry: e, inSetgidDir };
         return; // content arrives through data(); metadata in end()
       }
       case 'symlink':
@@ -274,16 +253,6 @@ class LayerWriter implements TarHandler {
   }
 
   data(chunk: Buffer, position: number): void {
-    const p = this.pending;
-    if (p) {
-      this.pending = undefined;
-      if (position === 0 && chunk.length === p.entry.size) {
-        this.writeWhole(p, chunk);
-        this.bytes += chunk.length;
-        return;
-      }
-      this.openNative(p);
-    }
     const f = this.file;
     if (!f) return;
     let off = 0;
@@ -294,26 +263,9 @@ class LayerWriter implements TarHandler {
   }
 
   end(): void {
-    const p = this.pending;
-    if (p) {
-      this.pending = undefined;
-      this.writeWhole(p, null);
-      return;
-    }
     const f = this.file;
     if (!f) return;
     const e = f.entry;
-    if (f.native) {
-      this.file = undefined;
-      const [atime, mtime] = times(e);
-      try {
-        this.extractor!.finishFile(f.fd, e.mode, e.uid, e.gid, this.metaFlags(e, f.inSetgidDir), atime, mtime);
-      } catch (err) {
-        try { fs.unlinkSync(f.abs); } catch { /* nothing to remove */ }
-        throw err;
-      }
-      return;
-    }
     if (e.sparse) fs.ftruncateSync(f.fd, e.sparse.realSize);
     const flags = this.metaFlags(e, f.inSetgidDir);
     if (flags & EXTRACT_CHOWN) fs.fchownSync(f.fd, e.uid, e.gid);
@@ -333,35 +285,8 @@ class LayerWriter implements TarHandler {
    */
   private metaFlags(e: TarEntry, inSetgidDir: boolean): number {
     const chown = this.ownership && (e.uid !== this.euid || e.gid !== this.egid || inSetgidDir);
-    const chmod = chown || e.mode > 0o777 || (e.mode & umask()) !== 0;
+    const chmod = chown || e.mode > 0o777 || (e.mode & processUmask()) !== 0;
     return (chown ? EXTRACT_CHOWN : 0) | (chmod ? EXTRACT_CHMOD : 0);
-  }
-
-  /** Native path, whole content at hand: create, write, chown, chmod, times, close in one call. */
-  private writeWhole(p: NonNullable<LayerWriter['pending']>, data: Buffer | null): void {
-    const e = p.entry;
-    const [atime, mtime] = times(e);
-    const flags = this.metaFlags(e, p.inSetgidDir);
-    try {
-      this.extractor!.writeFile(p.parentRel, p.base, data, e.mode, e.uid, e.gid, flags, atime, mtime);
-    } catch (err) {
-      if (errnoCode(err) !== 'EEXIST') throw err;
-      this.remove(p.rel, p.abs);
-      this.extractor!.writeFile(p.parentRel, p.base, data, e.mode, e.uid, e.gid, flags, atime, mtime);
-    }
-  }
-
-  /** Native path, content in pieces: create now, write with data(), finish in end(). */
-  private openNative(p: NonNullable<LayerWriter['pending']>): void {
-    let fd: number;
-    try {
-      fd = this.extractor!.openFile(p.parentRel, p.base, p.entry.mode & 0o777);
-    } catch (err) {
-      if (errnoCode(err) !== 'EEXIST') throw err;
-      this.remove(p.rel, p.abs);
-      fd = this.extractor!.openFile(p.parentRel, p.base, p.entry.mode & 0o777);
-    }
-    this.file = { fd, abs: p.abs, entry: p.entry, inSetgidDir: p.inSetgidDir, native: true };
   }
 
   /** Closes and removes a half-written file so no partial file keeps a final name. */
@@ -377,7 +302,9 @@ class LayerWriter implements TarHandler {
   finishDirectories(): void {
     for (const d of this.dirTimes) {
       const st = d.rel === '' ? null : lstatOrNull(d.abs);
-      if (d.rel !== '' && !st?.isDirectory()) continue; // replaced later in the same layer
+      // Replaced later in the same layer (then forgotten, with everything below it: a
+      // symlink now in its place must not lead the update outside the layer).
+      if (d.rel !== '' && (!this.knownDirs.has(d.rel) || !st?.isDirectory())) continue;
       sys.lutimesNsSync(d.abs, d.atimeNs, d.mtimeNs);
     }
   }
@@ -490,7 +417,6 @@ class LayerWriter implements TarHandler {
     if (st.isDirectory()) {
       fs.rmSync(abs, { recursive: true, force: true });
       this.forgetDirs(rel);
-      this.extractor?.forget(); // its cached parent fds may name what was just removed
     } else {
       fs.unlinkSync(abs);
     }

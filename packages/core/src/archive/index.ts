@@ -5,4 +5,3 @@ export { encodeHeader, encodeHeaderInto, packEntries, tarTrailer, type TarHeader
 export { splitEntryPath, classifyWhiteout, type WhiteoutKind } from './safe-path.js';
 export { applyLayer, type ApplyOptions, type WhiteoutMode } from './apply.js';
 export { exportChanges, exportOverlayUpper, type ExportOptions } from './export.js';
-export { applyThreadStats } from './apply-thread.js';

@@ -1,12 +1,13 @@
-// applyLayer runs its parse and file work on a worker thread by default (apply-thread.ts).
-// These tests hold the thread path to the in-thread one: same tree, same errors (code,
-// subject), the caller's own stream error kept, several applies at once.
+// applyLayer's native path runs its parse and file work on libuv's thread pool by default
+// (apply-native.ts). These tests hold it to the calling-thread and pure-JS applies: same
+// tree, same errors (code, subject), the event loop free meanwhile, the caller's own
+// stream error kept, several applies at once.
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Readable } from 'node:stream';
 import { isMainThread } from 'node:worker_threads';
-import { CairnError, applyLayer, applyThreadStats, encodeHeader, tarTrailer } from '@cairn/core';
+import { CairnError, applyLayer, encodeHeader, tarTrailer } from '@cairn/core';
 import { expectSameTree, repoRoot, snapshotTree } from '@cairn/testkit';
 import { removeDir, tempDir } from './archive-helpers.js';
 
@@ -40,33 +41,63 @@ function sampleTar(seed: number): Buffer {
 /** The tar in 16 KiB pieces, as a decompressor would hand it over. */
 const pieces = (tar: Buffer) => Readable.from((function* () { for (let i = 0; i < tar.length; i += 16384) yield tar.subarray(i, i + 16384); })());
 
-describe('applyLayer on a worker thread', () => {
+describe('applyLayer off the JS thread (native, libuv pool)', () => {
   let base: string;
   beforeEach(() => { base = tempDir('thread'); });
   afterEach(() => removeDir(base));
   const dir = (name: string) => { const d = path.join(base, name); fs.mkdirSync(d); return d; };
 
-  test('by default the apply runs on a worker thread and writes the same tree as the in-thread apply', async () => {
+  /** Applies while a 2 ms interval runs; the longest the event loop went without a tick. */
+  async function timedApply(target: string, tar: Buffer, opts: Parameters<typeof applyLayer>[2]): Promise<{ ms: number; maxGap: number; bytes: number }> {
+    let last = performance.now();
+    let maxGap = 0;
+    const timer = setInterval(() => { const now = performance.now(); maxGap = Math.max(maxGap, now - last); last = now; }, 2);
+    const t0 = performance.now();
+    try {
+      const bytes = await applyLayer(target, Readable.from([tar]), opts);
+      const ms = performance.now() - t0;
+      maxGap = Math.max(maxGap, performance.now() - last);
+      return { ms, maxGap, bytes };
+    } finally {
+      clearInterval(timer);
+    }
+  }
+
+  test('by default the apply leaves the event loop free (timers keep firing) and writes the same tree as the calling-thread and pure-JS applies', async () => {
     expect(isMainThread).toBe(true);
+    // 3,000 small files in one chunk: one pool job, long enough to see the loop blocked on-thread.
+    const parts: Buffer[] = [entry({ name: 'd', type: 'dir', mode: 0o755 })];
+    for (let i = 0; i < 3000; i++) parts.push(entry({ name: `d/f${i}`, type: 'file', mode: 0o644, size: 5 }, Buffer.from(`f${i}`.padEnd(5))));
+    parts.push(tarTrailer());
+    const many = Buffer.concat(parts);
+    const off = await timedApply(dir('off'), many, {});
+    const on = await timedApply(dir('on'), many, { offThread: false });
+    expect(on.maxGap).toBeGreaterThan(on.ms / 2); // blocked for (most of) the apply
+    expect(off.maxGap).toBeLessThan(off.ms / 2);
+    expect(off.bytes).toBe(on.bytes);
+    expectSameTree(await snapshotTree(path.join(base, 'off')), await snapshotTree(path.join(base, 'on')));
+
     const tar = sampleTar(1);
-    const before = applyThreadStats().applies;
     const threaded = await applyLayer(dir('threaded'), pieces(tar));
-    expect(applyThreadStats().applies).toBe(before + 1);
     const inThread = await applyLayer(dir('inline'), pieces(tar), { offThread: false });
-    expect(applyThreadStats().applies).toBe(before + 1);
+    const js = await applyLayer(dir('js'), pieces(tar), { pureJs: true });
     expect(threaded).toBe(inThread);
+    expect(threaded).toBe(js);
     expect(threaded).toBeGreaterThan(3 << 20);
     expectSameTree(await snapshotTree(path.join(base, 'threaded')), await snapshotTree(path.join(base, 'inline')));
+    expectSameTree(await snapshotTree(path.join(base, 'threaded')), await snapshotTree(path.join(base, 'js')));
     expect(fs.existsSync(path.join(base, 'threaded', 'etc', 'f3'))).toBe(false);
   });
 
-  test('an unsafe entry fails on the thread with the same CairnError code and subject as in-thread', async () => {
+  test('an unsafe entry fails off-thread with the same CairnError code, subject and message as on the calling thread and in pure JS', async () => {
     const tar = Buffer.concat([entry({ name: 'esc', type: 'symlink', mode: 0o777, linkname: '../canary' }), entry({ name: 'esc/x', type: 'file', mode: 0o644, size: 1 }, Buffer.from('x')), tarTrailer()]);
     fs.mkdirSync(path.join(base, 'canary'));
     const threaded = await applyLayer(dir('t'), pieces(tar)).catch((e: unknown) => e);
     const inThread = await applyLayer(dir('i'), pieces(tar), { offThread: false }).catch((e: unknown) => e);
+    const js = await applyLayer(dir('j'), pieces(tar), { pureJs: true }).catch((e: unknown) => e);
     expect(threaded).toBeInstanceOf(CairnError);
     expect(threaded).toMatchObject({ code: 'ERR_UNSAFE_ARCHIVE', subject: (inThread as CairnError).subject, message: (inThread as CairnError).message });
+    expect(js).toMatchObject({ code: 'ERR_UNSAFE_ARCHIVE', subject: (inThread as CairnError).subject, message: (inThread as CairnError).message });
     expect(fs.readdirSync(path.join(base, 'canary'))).toEqual([]);
   });
 
@@ -76,7 +107,7 @@ describe('applyLayer on a worker thread', () => {
     await expect(applyLayer(path.join(base, 'nope'), pieces(sampleTar(2)))).rejects.toMatchObject({ code: 'ERR_LAYER_NOT_FOUND' });
   });
 
-  test("the caller's failing input stream rejects with that stream's own error, and the thread is reusable after", async () => {
+  test("the caller's failing input stream rejects with that stream's own error, and the next apply works", async () => {
     const tar = sampleTar(3);
     const boom = new Error('network went away');
     const failing = Readable.from((async function* () { yield tar.subarray(0, 200_000); throw boom; })());
@@ -84,7 +115,7 @@ describe('applyLayer on a worker thread', () => {
     await expect(applyLayer(dir('after'), pieces(tar))).resolves.toBeGreaterThan(0);
   });
 
-  test('a worker failure while the caller still waits for slow input is not an unhandled rejection (Node would exit on one)', () => {
+  test('a native failure while the caller still waits for slow input is not an unhandled rejection (Node would exit on one)', () => {
     // In a plain node process (jest swallows unhandled rejections): the default mode throws on them.
     const script = `
       import { Readable } from 'node:stream';
@@ -92,7 +123,7 @@ describe('applyLayer on a worker thread', () => {
       const h = encodeHeader({ name: '../escape', type: 'file', mode: 0o644, size: 0 });
       const slow = Readable.from((async function* () {
         yield Buffer.concat([h, tarTrailer()]);
-        await new Promise((r) => setTimeout(r, 300)); // the worker refuses the entry meanwhile
+        await new Promise((r) => setTimeout(r, 300)); // the pool thread refuses the entry meanwhile
         yield Buffer.alloc(512);
       })());
       const err = await applyLayer(process.argv[1], slow).catch((e) => e);
@@ -104,14 +135,14 @@ describe('applyLayer on a worker thread', () => {
     expect(out.trim()).toBe('code=ERR_UNSAFE_ARCHIVE');
   });
 
-  test('more applies at once than CPUs all finish with complete trees (no worker starvation)', async () => {
-    const n = 5;
+  test('more applies at once than pool threads all finish with trees equal to the pure-JS apply', async () => {
+    const n = 6;
     const tars = Array.from({ length: n }, (_, i) => sampleTar(10 + i));
     const dirs = tars.map((_, i) => dir(`p${i}`));
     const bytes = await Promise.all(tars.map((t, i) => applyLayer(dirs[i]!, pieces(t))));
     for (const [i, t] of tars.entries()) {
       const ref = dir(`r${i}`);
-      expect(bytes[i]).toBe(await applyLayer(ref, pieces(t), { offThread: false }));
+      expect(bytes[i]).toBe(await applyLayer(ref, pieces(t), { pureJs: true }));
       expectSameTree(await snapshotTree(dirs[i]!), await snapshotTree(ref));
     }
   });
