@@ -130,6 +130,10 @@ const cases: Case[] = [
     after: ({ layer }) => { expect(fs.readdirSync(path.join(layer, 'd')).sort()).toEqual(['a', 'b']); expect(fs.statSync(path.join(layer, 'd')).mode & 0o777).toBe(0o700); } },
   { name: 'a hardlink to a file that a later entry replaces keeps the first content', tar: () => tar(file('f', 'one'), hard('h', 'f'), file('f', 'two')), code: 'ok',
     after: ({ layer }) => { expect(fs.readFileSync(path.join(layer, 'h'), 'utf8')).toBe('one'); expect(fs.readFileSync(path.join(layer, 'f'), 'utf8')).toBe('two'); } },
+  { name: 'a directory replaced by an escaping symlink: its subdirectory times are not set through the symlink',
+    // Directory times are set last; `a/dir`'s would land on the canary's `dir` through `a`.
+    tar: () => tar(dir('a'), entry({ name: 'a/dir', type: 'dir', mode: 0o700, mtimeNs: 1_000_000_000_000_000_000n }), sym('a', '../canary')), code: 'ok',
+    after: ({ layer }) => { expect(fs.readlinkSync(path.join(layer, 'a'))).toBe('../canary'); } },
   { name: 'device nodes and a fifo are made as root with their numbers and modes', rootOnly: true,
     tar: () => tar(entry({ name: 'null', type: 'char', mode: 0o666, devmajor: 1, devminor: 3 }), entry({ name: 'loop9', type: 'block', mode: 0o660, devmajor: 7, devminor: 9 }), entry({ name: 'pipe', type: 'fifo', mode: 0o600 })),
     code: 'ok',
