@@ -108,7 +108,7 @@ async function runImportCrashTrials(factory: DriverFactory, base: string, trials
   const rnd = prng(seed);
   const pick = <T>(xs: T[]): T => xs[Math.floor(rnd() * xs.length)]!;
   let present = new Set<string>();
-  let planMs = 700;
+  let planMs = 300; // a first guess (the steering below follows the real plans)
   let openMs = 300;
   let warm: CrashChild = spawnTsChild(CHILD, [factory.name]);
   const fail = (trial: number, what: string): never => {
@@ -138,6 +138,7 @@ async function runImportCrashTrials(factory: DriverFactory, base: string, trials
       let opened = false;
       let done = false;
       let openedAt = 0;
+      let doneMs = 0;
       for (let line = await nextLine(child); line !== null; line = await nextLine(child)) {
         const msg = JSON.parse(line) as { opened?: true; begin?: number; end?: number; error?: string; done?: true };
         if (msg.error !== undefined) fail(trial, `the child's own operation failed: ${msg.error}`);
@@ -149,12 +150,18 @@ async function runImportCrashTrials(factory: DriverFactory, base: string, trials
         }
         if (msg.begin !== undefined) begun.add(msg.begin);
         if (msg.end !== undefined) ended.add(msg.end);
-        if (msg.done) done = true;
+        if (msg.done && !done) {
+          done = true;
+          doneMs = Date.now() - openedAt;
+        }
       }
       // The kill window follows the plans: plans vary from a no-op re-import to three full
       // ones, so it is steered to let about a quarter finish (×0.85 per finished plan,
-      // ×1.05 per killed one balance there), stretched fast until the first one does.
+      // ×1.05 per killed one balance there), stretched fast until the first one does. A
+      // finished plan also caps it at its own length: with few trials the steering alone
+      // is too slow to reach plans much shorter than the first guess.
       if (opened && !killEarly) planMs *= done ? 0.85 : report.finished === 0 ? 1.25 : 1.05;
+      if (done && !killEarly) planMs = Math.max(20, Math.min(planMs, doneMs));
       clearTimeout(timer);
       await child.exited;
       report.trials++;
