@@ -5,7 +5,7 @@ import { describeBackend, repoRoot, runInVm as runVm, vmMissingReason } from '@c
 // they run inside one VM boot (scripts/run-in-vm.sh), as a single in-band jest run of
 // packages/devicemapper/test/vm/*.vmtest.ts (a name the host's jest never matches), and
 // this host-side test reports that run's result, so `npm test` covers them.
-const VM_SUITE_SECONDS = Number(process.env.CAIRN_DM_VM_TIMEOUT ?? 900);
+const VM_SUITE_SECONDS = Number(process.env.CAIRN_DM_VM_TIMEOUT ?? 1800);
 
 describeBackend('devicemapper-vm', vmMissingReason(), () => {
   test('the devicemapper suite passes inside the VM (loop-lvm, direct-lvm, thinpooldev; ext4 and xfs)', async () => {
