@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
@@ -159,6 +159,12 @@ export interface CrashRunOptions {
    */
   planMs?: number;
   openMs?: number;
+  /**
+   * How long one step of a trial (the child starting, one journal line, the child's exit
+   * after the kill, the reopen, the checks, the cleanup) may take before the run fails as
+   * a hang, naming the step and listing the processes still around (default 120 s).
+   */
+  stepDeadlineMs?: number;
   /** Called with a line of progress every 50 trials. */
   log?: (line: string) => void;
 }
@@ -233,6 +239,26 @@ export async function nextLine(w: CrashChild): Promise<string | null> {
   return r.done ? null : r.value;
 }
 
+/**
+ * What could hold a trial up: the child's process group and any storage tool still
+ * running, with their state and kernel wait channel (a `D` in a fuse or dm wait is a
+ * process SIGKILL cannot end until the daemon answers).
+ */
+function processesAround(child: CrashChild): string {
+  try {
+    const out = execFileSync('ps', ['-eo', 'pid,pgid,stat,wchan:24,etimes,args'], { encoding: 'utf8' });
+    const pgid = String(child.proc.pid ?? -1);
+    const lines = out.split('\n');
+    const keep = lines.slice(1).filter((l) => {
+      const f = l.trim().split(/\s+/);
+      return f[1] === pgid || /\b(zfs|zpool|zfs-fuse|dmsetup|lvm|btrfs|mount|umount|fusermount)\b/.test(f.slice(5).join(' '));
+    });
+    return [lines[0], ...keep].join('\n');
+  } catch (err) {
+    return `(ps failed: ${String(err)})`;
+  }
+}
+
 /** Runs `trials` kill -9 trials on one home and throws (naming seed and trial) on the first broken promise. */
 export async function runCrashTrials(opts: CrashRunOptions): Promise<CrashRunReport> {
   const started = Date.now();
@@ -256,11 +282,27 @@ export async function runCrashTrials(opts: CrashRunOptions): Promise<CrashRunRep
   const fail = (trial: number, what: string): never => {
     throw new Error(`crash trial ${trial} of ${opts.factory.name} (CAIRN_CRASH_SEED=${opts.seed}): ${what}`);
   };
+  const deadlineMs = opts.stepDeadlineMs ?? 120_000;
+  // A hang fails the trial with what was waited for and what is still running, instead
+  // of running into the test timeout with nothing to go on.
+  const within = async <T>(trial: number, step: string, child: CrashChild, work: Promise<T>): Promise<T> => {
+    let timer: NodeJS.Timeout | undefined;
+    const hang = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        try { fail(trial, `${step} took over ${deadlineMs} ms (a hang?); processes:\n${processesAround(child)}`); } catch (err) { reject(err); }
+      }, deadlineMs);
+    });
+    try {
+      return await Promise.race([work, hang]);
+    } finally {
+      clearTimeout(timer);
+    }
+  };
   try {
     for (let trial = 0; trial < opts.trials; trial++) {
       const ops = makePlan(rnd, model, maxLayers, () => `t${trial}-${nextId++}`, bytes);
       const child = warm;
-      if ((await nextLine(child)) !== 'loaded') fail(trial, 'child did not start');
+      if ((await within(trial, 'the child starting', child, nextLine(child))) !== 'loaded') fail(trial, 'child did not start');
       warm = spawnWarm(opts.factory.name);
       const plan: CrashPlan = { driver: opts.factory.name, root, options: opts.options ?? {}, ops };
       child.proc.stdin!.end(JSON.stringify(plan) + '\n');
@@ -277,7 +319,7 @@ export async function runCrashTrials(opts: CrashRunOptions): Promise<CrashRunRep
       const kill = (): void => { killChild(child); };
       if (killEarly) killTimer = setTimeout(kill, delay);
       for (;;) {
-        const line = await nextLine(child);
+        const line = await within(trial, `the child's next journal line (ops ${JSON.stringify(ops)}, kill at ${delay} ms)`, child, nextLine(child));
         if (line === null) break;
         const msg = JSON.parse(line) as { opened?: true; begin?: number; end?: number; error?: string; done?: true };
         if (msg.opened) {
@@ -298,7 +340,7 @@ export async function runCrashTrials(opts: CrashRunOptions): Promise<CrashRunRep
       // first guess that is too short would keep every kill in the first op for good.
       if (!done && opened && !killEarly && report.finished === 0) planMsEstimate *= 1.25;
       clearTimeout(killTimer);
-      await child.exited;
+      await within(trial, 'the killed child exiting', child, child.exited);
       report.trials++;
       const inflight = [...begun].find((i) => !ended.has(i));
       if (done) report.finished++;
@@ -308,11 +350,12 @@ export async function runCrashTrials(opts: CrashRunOptions): Promise<CrashRunRep
       // Reopen and hold the store to its promises.
       let driver: StorageDriver;
       try {
-        driver = await opts.factory.open({ root, home: join(root, opts.factory.name), options: opts.options ?? {}, lockTimeoutMs: 5000 });
+        driver = await within(trial, `the reopen after a kill during ${where}`, child,
+          opts.factory.open({ root, home: join(root, opts.factory.name), options: opts.options ?? {}, lockTimeoutMs: 5000 }));
       } catch (err) {
         return fail(trial, `the store did not reopen after the kill (${where}): ${String(err)}`);
       }
-      try {
+      const checks = async (): Promise<void> => {
         for (const [i, op] of ops.entries()) {
           if (!begun.has(i)) break;
           await settle(op, ended.has(i), driver, model, refs, emptyRef, emptyHash, opts.tolerateTornApply ? report : null, (what) => fail(trial, `${what} (killed during ${where}, op ${i} ${JSON.stringify(op)})`));
@@ -331,8 +374,11 @@ export async function runCrashTrials(opts: CrashRunOptions): Promise<CrashRunRep
           const left = await readdir(join(home, sub)).catch(() => []);
           if (left.length > 0) fail(trial, `${sub} still holds ${left.join(', ')} after reopening (kill during ${where})`);
         }
+      };
+      try {
+        await within(trial, `the checks after a kill during ${where}`, child, checks());
       } finally {
-        await driver.cleanup();
+        await within(trial, `the cleanup after a kill during ${where}`, child, driver.cleanup());
       }
       const home = join(root, opts.factory.name);
       const known = opts.knownDefect ? await opts.knownDefect(home) : [];

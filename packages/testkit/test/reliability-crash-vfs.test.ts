@@ -28,4 +28,10 @@ describeBackend('root', process.getuid?.() === 0 ? null : 'the vfs kill trials m
     // Most kills must land inside driver work, or the test proves little.
     expect(report.finished).toBeLessThan(report.trials / 2);
   }, 600_000);
+
+  test('a trial step that overruns its deadline fails naming the step, the seed and the processes around, instead of hanging', async () => {
+    // 1 ms is too short for anything, so the first awaited step (the child starting) overruns.
+    const run = runCrashTrials({ base: fs.dir, factory: vfsDriver, trials: 1, seed: 7, listOnDisk: vfsOnDisk, stepDeadlineMs: 1 });
+    await expect(run).rejects.toThrow(/crash trial 0 of vfs \(CAIRN_CRASH_SEED=7\): the child starting took over 1 ms \(a hang\?\); processes:\n\s*PID\s+PGID\s+STAT/);
+  }, 60_000);
 });
