@@ -155,14 +155,21 @@ bool IsZeroBlock(const uint8_t* b) {
   return true;
 }
 
+// The unsigned byte sum with the checksum field read as spaces, or the signed sum some
+// historic tars wrote. The unsigned pass has no branch (it vectorizes): this runs twice
+// per entry of a GNU pax-format tar.
 bool ChecksumMatches(const uint8_t* b, int64_t stored) {
-  int64_t u = 8 * 0x20, s = 8 * 0x20;
+  uint32_t u = 0;
+  for (size_t i = 0; i < kBlock; i++) u += b[i];
+  for (size_t i = 148; i < 156; i++) u -= b[i];
+  u += 8 * 0x20;
+  if (stored == static_cast<int64_t>(u)) return true;
+  int64_t s = 8 * 0x20;
   for (size_t i = 0; i < kBlock; i++) {
     if (i >= 148 && i < 156) continue;
-    u += b[i];
     s += static_cast<int8_t>(b[i]);
   }
-  return stored == u || stored == s;
+  return stored == s;
 }
 
 size_t Padding(int64_t size) {
@@ -561,7 +568,9 @@ class Applier {
         hasAtime = true;
       }
     }
-    const std::string hName = name, hLink = linkname;
+    // Header values a PAX record with an empty value puts back (copied only then).
+    const std::string hLink = linkname;
+    const std::string hPrefixed = name;
     const int64_t hUid = uid, hGid = gid, hSize = size, hMajor = devmajor, hMinor = devminor;
     const bool hHasAtime = hasAtime;
     const timespec hAtime = atime;
@@ -593,7 +602,7 @@ class Applier {
         return;
       }
       bool empty = v.empty();
-      if (k == "path") name = empty ? hName : v;
+      if (k == "path") name = empty ? hPrefixed : v;
       else if (k == "linkpath") linkname = empty ? hLink : v;
       else if (k == "size") size = empty ? hSize : PaxInt(k, v);
       else if (k == "uid") uid = empty ? hUid : PaxInt(k, v);
@@ -870,9 +879,11 @@ class Applier {
     return parent.empty() ? base : parent + "/" + base;
   }
 
-  // safe-path.ts splitEntryPath.
-  void SplitPath(const std::string& name, std::vector<std::string>* parts) {
-    parts->clear();
+  // safe-path.ts splitEntryPath, into one string: `rel` gets the components joined by
+  // '/' ("" for the root) and `baseAt` where the last one starts.
+  void NormalizePath(const std::string& name, std::string* rel, size_t* baseAt) {
+    rel->clear();
+    *baseAt = 0;
     if (name.find('\0') != std::string::npos) Unsafe(name, "the name contains a NUL byte");
     if (!name.empty() && name[0] == '/') Unsafe(name, "absolute paths are not allowed in a layer");
     if (name.size() >= kPathMax) InvalidName(name, "is longer than PATH_MAX (4096 bytes with its NUL)");
@@ -884,7 +895,9 @@ class Applier {
       if (!(n == 0 || (n == 1 && name[start] == '.'))) {
         if (n == 2 && name[start] == '.' && name[start + 1] == '.') Unsafe(name, "'..' components are not allowed");
         if (n > kNameMax) InvalidName(name, "has a component longer than NAME_MAX (255 bytes)");
-        parts->emplace_back(name, start, n);
+        if (!rel->empty()) rel->push_back('/');
+        *baseAt = rel->size();
+        rel->append(name, start, n);
       }
       if (slash == std::string::npos) break;
       start = slash + 1;
@@ -1076,17 +1089,17 @@ class Applier {
 
   void OnEntry(Entry e) {
     current_name_ = e.name;
-    SplitPath(e.name, &parts_);
-    if (parts_.empty()) {
+    std::string rel;
+    size_t baseAt;
+    NormalizePath(e.name, &rel, &baseAt);
+    if (rel.empty()) {
       // `./` describes the layer root itself: only its metadata can change.
       if (e.type != '5') Unsafe(e.name, std::string("a ") + TypeName(e.type) + " cannot replace the layer root");
       DirMetadata("", "", e);
       return;
     }
-    const std::string& base = parts_.back();
-    std::string parentRel;
-    for (size_t i = 0; i + 1 < parts_.size(); i++) parentRel = Join(parentRel, parts_[i]);
-    std::string rel = Join(parentRel, base);
+    const std::string base = rel.substr(baseAt);
+    const std::string parentRel = baseAt == 0 ? std::string() : rel.substr(0, baseAt - 1);
 
     if (mode_ != Whiteouts::kAufs && StartsWith(base, ".wh.")) {
       if (base == ".wh..wh..opq") {
@@ -1140,18 +1153,18 @@ class Applier {
         return;
       }
       case '1': {
-        std::vector<std::string> target;
-        SplitPath(e.linkname, &target);
+        std::string target;
+        size_t tAt;
+        NormalizePath(e.linkname, &target, &tAt);
         if (target.empty()) Unsafe(e.name, "a hardlink to the layer root");
-        std::string tParent;
-        for (size_t i = 0; i + 1 < target.size(); i++) tParent = Join(tParent, target[i]);
-        const std::string& tBase = target.back();
+        const std::string tParent = tAt == 0 ? std::string() : target.substr(0, tAt - 1);
+        const std::string tBase = target.substr(tAt);
         struct stat st;
         if (!WalkDirs(tParent, false, e.name) || !Lstat(tParent, tBase, &st)) {
           InvalidEntry(e.name, "hardlink \"" + Printable(e.name) + "\" points to \"" + Printable(e.linkname) + "\", which is not in the layer");
         }
         if (S_ISDIR(st.st_mode)) Unsafe(e.name, "a hardlink to a directory");
-        if (Join(tParent, tBase) == rel) return;
+        if (target == rel) return;
         RemoveIfPresent(parentRel, base);
         // link(2) never follows a symlink target; the inode's metadata stays the target's.
         int from = dup(Dir(tParent));
@@ -1392,7 +1405,6 @@ class Applier {
   std::unordered_map<std::string, int> fds_;
   std::unordered_set<std::string> unpacked_;
   std::vector<DirTime> dir_times_;
-  std::vector<std::string> parts_;
   std::string current_name_;
   int64_t bytes_ = 0;
   int file_fd_ = -1;

@@ -2,7 +2,7 @@
 // file operation natively (the rules of apply.ts, ported; the same test suites run on
 // both). This module only feeds it input and turns its failures into CairnErrors.
 //
-// Off the JS thread (the default), input is handed over in batches of about 1 MiB while
+// Off the JS thread (the default), input is handed over in batches of about 2 MiB while
 // the next batch is read: one pool-thread job per batch costs ~10 µs, where one per
 // 16 KiB decompressor chunk would add up; reading and applying overlap. Chunks are held,
 // not copied, until their batch is applied: like any Readable consumer, this relies on
@@ -13,7 +13,7 @@ import { CairnError, type ErrorCode } from '../errors.js';
 import { asBuffer } from './read-tar.js';
 import type { ApplyOptions } from './apply.js';
 
-const BATCH_BYTES = 1 << 20;
+const BATCH_BYTES = 2 << 20;
 
 /** The process umask, read once (it decides whether a new file's mode needs a chmod). */
 let umaskCache: number | undefined;
