@@ -103,5 +103,6 @@ void InitBtrfs(Napi::Env env, Napi::Object exports);  // btrfs.cc (btrfs driver)
 void InitExtract(Napi::Env env, Napi::Object exports);  // extract.cc (layer apply fast path)
 void InitQuota(Napi::Env env, Napi::Object exports);  // quota.cc (xfs project quotas)
 void InitWalk(Napi::Env env, Napi::Object exports);  // walk.cc (bulk lstat/xattr reads for diff and export)
+void InitTarPack(Napi::Env env, Napi::Object exports);  // tarpack.cc (layer export: tar written in the addon)
 
 }  // namespace cairn

@@ -215,3 +215,4 @@ export function openLayerExtractor(root: string): LayerExtractor {
   return new Ctor(root);
 }
 export * from './walk.js';
+export * from './tarpack.js';
