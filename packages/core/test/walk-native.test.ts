@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { lsetxattrSync, lutimesNsSync, mknodSync, constants, statDirSync, statPathsSync, STAT, STAT_FIELDS } from '@cairn/sys';
 import {
-  changesBetween, copyTree, diffSizeOf, encodeHeader, encodeHeaderInto, exportChanges, exportOverlayUpper,
+  changesBetween, copyTree, diffSizeOf, encodeHeader, encodeHeaderInto, exportChanges, exportOverlayUpper, exportTree,
   type TarHeaderInput,
 } from '@cairn/core';
 
@@ -207,4 +207,17 @@ test("an xattr name PAX cannot carry ('=') fails both export paths with ERR_INVA
   for (const pureJs of [false, true]) {
     await expect(bytes(exportChanges(layer, [{ path: '/same', kind: 'add' }], { pureJs }))).rejects.toMatchObject({ code: 'ERR_INVALID_ARCHIVE', subject: 'same' });
   }
+});
+
+test("exportTree packs the bytes of exportChanges of every path, in path order ('a', 'a-b', 'a/deep'), on both paths", async () => {
+  await mkdir(join(layer, 'a', 'deep', 'z'));
+  await writeFile(join(layer, 'a.txt'), 'between a and a/ in path order');
+  mknodSync(join(layer, 'new', 'sock'), constants.S_IFSOCK | 0o755, 0, 0);
+  const want = await bytes(exportChanges(layer, await changesBetween(layer, null), { pureJs: true }));
+  const native = await bytes(await exportTree(layer, { pureJs: false }));
+  expect(native.equals(want)).toBe(true);
+  expect((await bytes(await exportTree(layer, { pureJs: true }))).equals(want)).toBe(true);
+  // Path order, not directory order: 'a-b' and 'a.txt' come before a's contents.
+  expect(native.indexOf('a-b/')).toBeLessThan(native.indexOf('a/deep/'));
+  expect(native.indexOf('a.txt')).toBeLessThan(native.indexOf('a/deep/'));
 });

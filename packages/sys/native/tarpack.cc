@@ -24,6 +24,9 @@ namespace cairn {
 namespace {
 
 constexpr int kOverlay = 1;  // overlay whiteouts: 0/0 char device → .wh.<name>, opaque dir → .wh..wh..opq
+// Walk mode: entries in the order of their full paths as strings (exportChanges' order:
+// 'a', 'a-b', 'a/x'), not directory by directory ('a', 'a/x', 'a-b').
+constexpr int kPathOrder = 2;
 constexpr size_t kBlock = 512;
 constexpr int64_t kOctal8 = 07777777;        // largest value of an 8-byte octal field
 constexpr int64_t kOctal12 = 077777777777;   // of a 12-byte one
@@ -440,8 +443,21 @@ class Packer : public Napi::ObjectWrap<Packer> {
         // Copies: Entry may push a level, which moves `level`.
         std::string base = level.names[level.pos++];
         std::string parent = level.prefix;
-        std::string rel = parent + base;
         int dirfd = ::dirfd(level.dir);
+        if (base.back() == '/') {
+          // kPathOrder: a directory's contents, at the place "name/" sorts among its siblings.
+          base.pop_back();
+          int fd = openat(dirfd, base.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+          if (fd < 0) {
+            if (errno == ENOENT || errno == ENOTDIR || errno == ELOOP) continue;  // gone or replaced since the listing
+            PathError(pe.sys, errno, "scandir", root_path_ + "/" + parent + base);
+            return false;
+          }
+          if (!PushLevel(fd, parent + base + "/", pe)) return false;
+          if (!ListNames(levels_.back(), root_path_ + "/" + parent + base, pe)) return false;
+          continue;
+        }
+        std::string rel = parent + base;
         struct stat st;
         if (fstatat(dirfd, base.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
           if (errno == ENOENT) continue;  // removed since the listing
@@ -541,6 +557,11 @@ class Packer : public Napi::ObjectWrap<Packer> {
       const char* n = ent->d_name;
       if (n[0] == '.' && (n[1] == 0 || (n[1] == '.' && n[2] == 0))) continue;
       l.names.emplace_back(n);
+      if (!(flags_ & kPathOrder)) continue;
+      bool isDir = ent->d_type == DT_DIR;
+      struct stat st;
+      if (ent->d_type == DT_UNKNOWN && fstatat(::dirfd(l.dir), n, &st, AT_SYMLINK_NOFOLLOW) == 0) isDir = S_ISDIR(st.st_mode);
+      if (isDir) l.names.push_back(std::string(n) + "/");
     }
     std::sort(l.names.begin(), l.names.end(), Utf16Less);
     return true;
@@ -649,6 +670,10 @@ class Packer : public Napi::ObjectWrap<Packer> {
         o.sec = h.sec;
         o.nsec = h.nsec;
         Encode(o, out_);
+      }
+      if (walk_ && (flags_ & kPathOrder)) {
+        close(fd);  // its contents come where "name/" sorts (ListNames)
+        return true;
       }
       // The directory's children come next: in walk mode all of them, in changes mode
       // most likely (sorted paths), so it becomes the innermost open directory.

@@ -4,6 +4,12 @@ import { native } from './native.js';
 
 /** {@link openTarPacker} flag: overlayfs whiteouts (0/0 char device → `.wh.<name>`, opaque dir → `.wh..wh..opq`). */
 export const PACK_OVERLAY = 1;
+/**
+ * {@link openTarPacker} walk-mode flag: entries in the order of their full paths as
+ * strings, as exportChanges sorts a change list ('a', 'a-b', 'a/x'), instead of
+ * directory by directory ('a', 'a/x', 'a-b').
+ */
+export const PACK_PATH_ORDER = 2;
 
 /**
  * A tar packer on a layer directory. Entries are exactly those of `@cairn/core`'s
@@ -37,7 +43,8 @@ export interface TarPacker {
 
 /**
  * Opens a packer on `root`. `walk`: pack the whole tree (every entry below the root,
- * depth-first, each directory's names in JS sort() order, as exportOverlayUpper);
+ * depth-first, each directory's names in JS sort() order, as exportOverlayUpper; or
+ * with PACK_PATH_ORDER in full-path order);
  * otherwise pack the paths given to push (as exportChanges).
  */
 export function openTarPacker(root: string, flags = 0, walk = false): TarPacker {

@@ -1,7 +1,8 @@
 // Packing a layer directory's changes as an OCI layer tar.
 import * as fs from 'node:fs';
-import { PACK_OVERLAY, openTarPacker, type TarPacker } from '@cairn/sys';
+import { PACK_OVERLAY, PACK_PATH_ORDER, openTarPacker, type TarPacker } from '@cairn/sys';
 import { Readable } from 'node:stream';
+import { changesBetween } from '../changes.js';
 import type { Change } from '../driver.js';
 import { CairnError, errnoCode } from '../errors.js';
 import type { TarEntryType } from './entry.js';
@@ -71,6 +72,17 @@ export function exportChanges(dir: string, changes: readonly Change[], opts: Exp
 export function exportOverlayUpper(dir: string, opts: { pureJs?: boolean } = {}): Readable {
   if (!usePureJs(opts)) return packNative(dir, PACK_OVERLAY, null);
   return packDirect(walkEntries(dir));
+}
+
+/**
+ * Packs every entry below `dir` as an addition: the bytes of
+ * `exportChanges(dir, await changesBetween(dir, null))`, but the addon walks the tree
+ * itself in exportChanges' path order, so no change list is built (naive diff of a base
+ * layer). The pure-JS path does exactly that composition.
+ */
+export async function exportTree(dir: string, opts: { pureJs?: boolean } = {}): Promise<Readable> {
+  if (!usePureJs(opts)) return packNative(dir, PACK_PATH_ORDER, null);
+  return exportChanges(dir, await changesBetween(dir, null, { pureJs: true }), { pureJs: true });
 }
 
 function* changeEntries(dir: string, changes: readonly Change[], overlay: boolean): Generator<ExportEntry> {
