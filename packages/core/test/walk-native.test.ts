@@ -221,3 +221,18 @@ test("exportTree packs the bytes of exportChanges of every path, in path order (
   expect(native.indexOf('a-b/')).toBeLessThan(native.indexOf('a/deep/'));
   expect(native.indexOf('a.txt')).toBeLessThan(native.indexOf('a/deep/'));
 });
+
+test('a native export stream destroyed half way closes every fd it opened', async () => {
+  await writeFile(join(layer, 'new', 'big'), Buffer.alloc(1024 * 1024, 1));
+  const { readdirSync } = await import('node:fs');
+  const fds = (): number => readdirSync('/proc/self/fd').length;
+  const before = fds();
+  for (const stream of [exportChanges(layer, await changesBetween(layer, null), { pureJs: false }), await exportTree(layer, { pureJs: false })]) {
+    const it = stream[Symbol.asyncIterator]();
+    await it.next(); // the packer is open, mid-way through new/big
+    expect(fds()).toBeGreaterThan(before);
+    stream.destroy();
+    await new Promise((resolve) => stream.once('close', resolve));
+    expect(fds()).toBe(before);
+  }
+});
