@@ -147,8 +147,11 @@ std::string PaxTime(int64_t sec, long nsec) {
   std::string s = negative ? "-" : "";
   s += std::to_string(whole);
   if (frac != 0) {
-    char buf[16];
-    snprintf(buf, sizeof(buf), "%09ld", frac);
+    char buf[9];
+    for (int i = 8; i >= 0; i--) {
+      buf[i] = static_cast<char>('0' + frac % 10);
+      frac /= 10;
+    }
     size_t end = 9;
     while (buf[end - 1] == '0') end--;
     s += '.';
