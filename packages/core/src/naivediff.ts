@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream';
-import { applyLayer, exportChanges } from './archive/index.js';
+import { applyLayer, exportChanges, exportTree } from './archive/index.js';
 import type { WhiteoutMode } from './archive/index.js';
 import { changesBetween, diffSizeOf, type ChangesOptions } from './changes.js';
 import type { Change, StorageDriver } from './driver.js';
@@ -48,8 +48,13 @@ export class NaiveDiff {
     const mounted = await this.mountPair(id, parent);
     let stream: Readable;
     try {
-      const changes = await changesBetween(mounted.layerDir, mounted.parentDir, await this.changesOptions(id));
-      stream = exportChanges(mounted.layerDir, changes);
+      if (mounted.parentDir === null) {
+        // A whole layer: the same bytes as exportChanges of every path, without the list.
+        stream = await exportTree(mounted.layerDir);
+      } else {
+        const changes = await changesBetween(mounted.layerDir, mounted.parentDir, await this.changesOptions(id));
+        stream = exportChanges(mounted.layerDir, changes);
+      }
     } catch (err) {
       await mounted.release();
       throw err;

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { lsetxattrSync, lutimesNsSync, mknodSync, constants, statDirSync, statPathsSync, STAT, STAT_FIELDS } from '@cairn/sys';
 import {
-  changesBetween, copyTree, diffSizeOf, encodeHeader, encodeHeaderInto, exportChanges, exportOverlayUpper,
+  changesBetween, copyTree, diffSizeOf, encodeHeader, encodeHeaderInto, exportChanges, exportOverlayUpper, exportTree,
   type TarHeaderInput,
 } from '@cairn/core';
 
@@ -168,4 +168,71 @@ test('statDirSync and statPathsSync report lstat fields, xattrs and link targets
   expect(batch.stats[STAT_FIELDS + STAT.mode]).toBe(0);
   expect(batch.stats[2 * STAT_FIELDS + STAT.nlink]).toBe(2);
   expect(() => statDirSync(join(layer, 'missing'))).toThrow(expect.objectContaining({ code: 'ENOENT', syscall: 'scandir' }));
+});
+
+test('native (addon-packed) and pure-JS exports are byte-identical on long names and links, big files, devices, sockets, xattr order and odd change paths', async () => {
+  const deep = join(layer, 'n'.repeat(70), 'm'.repeat(70));
+  await mkdir(deep, { recursive: true });
+  await writeFile(join(deep, 'f'.repeat(40)), 'long path');
+  await symlink('t'.repeat(150), join(layer, 'new', 'longlink'));
+  await writeFile(join(layer, 'new', 'big'), Buffer.alloc(300 * 1024 + 3, 7));
+  mknodSync(join(layer, 'new', 'null'), constants.S_IFCHR | 0o666, 1, 3);
+  mknodSync(join(layer, 'new', 'loop'), constants.S_IFBLK | 0o660, 7, 0);
+  mknodSync(join(layer, 'new', 'sock'), constants.S_IFSOCK | 0o755, 0, 0);
+  await writeFile(join(layer, 'new', '\u{1F600}'), 'emoji');
+  await writeFile(join(layer, 'new', '\uE000'), 'private use');
+  lsetxattrSync(join(layer, 'new', 'big'), 'user.z', Buffer.from('z'));
+  lsetxattrSync(join(layer, 'new', 'big'), 'user.a', Buffer.from([0xff, 0]));
+  lsetxattrSync(join(layer, 'new', 'big'), 'trusted.overlay.origin', Buffer.from('host'));
+  lsetxattrSync(join(layer, 'new'), 'user.dir', Buffer.alloc(3000, 0x41));
+  const all = await changesBetween(layer, null);
+  const odd = [...all.map((c) => ({ ...c, path: c.path.replace('/new/', '//new/./') })),
+    { path: '/a/deep/was', kind: 'delete' as const }, { path: '/', kind: 'modify' as const }];
+  for (const changes of [all, odd]) {
+    const native = await bytes(exportChanges(layer, changes, { pureJs: false }));
+    expect(native.includes(Buffer.from('SCHILY.xattr.user.a'))).toBe(true);
+    expect(native.includes(Buffer.from('new/sock'))).toBe(false);
+    expect(native.equals(await bytes(exportChanges(layer, changes, { pureJs: true })))).toBe(true);
+  }
+  lsetxattrSync(join(layer, 'new'), 'trusted.overlay.opaque', Buffer.from('y'));
+  mknodSync(join(layer, 'a', 'deleted'), constants.S_IFCHR, 0, 0);
+  const native = await bytes(exportOverlayUpper(layer, { pureJs: false }));
+  expect(native.equals(await bytes(exportOverlayUpper(layer, { pureJs: true })))).toBe(true);
+  expect((await bytes(exportChanges(layer, all, { pureJs: false, whiteouts: 'overlay' })))
+    .equals(await bytes(exportChanges(layer, all, { pureJs: true, whiteouts: 'overlay' })))).toBe(true);
+});
+
+test("an xattr name PAX cannot carry ('=') fails both export paths with ERR_INVALID_ARCHIVE", async () => {
+  lsetxattrSync(join(layer, 'same'), 'user.a=b', Buffer.from('v'));
+  for (const pureJs of [false, true]) {
+    await expect(bytes(exportChanges(layer, [{ path: '/same', kind: 'add' }], { pureJs }))).rejects.toMatchObject({ code: 'ERR_INVALID_ARCHIVE', subject: 'same' });
+  }
+});
+
+test("exportTree packs the bytes of exportChanges of every path, in path order ('a', 'a-b', 'a/deep'), on both paths", async () => {
+  await mkdir(join(layer, 'a', 'deep', 'z'));
+  await writeFile(join(layer, 'a.txt'), 'between a and a/ in path order');
+  mknodSync(join(layer, 'new', 'sock'), constants.S_IFSOCK | 0o755, 0, 0);
+  const want = await bytes(exportChanges(layer, await changesBetween(layer, null), { pureJs: true }));
+  const native = await bytes(await exportTree(layer, { pureJs: false }));
+  expect(native.equals(want)).toBe(true);
+  expect((await bytes(await exportTree(layer, { pureJs: true }))).equals(want)).toBe(true);
+  // Path order, not directory order: 'a-b' and 'a.txt' come before a's contents.
+  expect(native.indexOf('a-b/')).toBeLessThan(native.indexOf('a/deep/'));
+  expect(native.indexOf('a.txt')).toBeLessThan(native.indexOf('a/deep/'));
+});
+
+test('a native export stream destroyed half way closes every fd it opened', async () => {
+  await writeFile(join(layer, 'new', 'big'), Buffer.alloc(1024 * 1024, 1));
+  const { readdirSync } = await import('node:fs');
+  const fds = (): number => readdirSync('/proc/self/fd').length;
+  const before = fds();
+  for (const stream of [exportChanges(layer, await changesBetween(layer, null), { pureJs: false }), await exportTree(layer, { pureJs: false })]) {
+    const it = stream[Symbol.asyncIterator]();
+    await it.next(); // the packer is open, mid-way through new/big
+    expect(fds()).toBeGreaterThan(before);
+    stream.destroy();
+    await new Promise((resolve) => stream.once('close', resolve));
+    expect(fds()).toBe(before);
+  }
 });

@@ -113,6 +113,7 @@ static Napi::Object InitCairnSys(Napi::Env env, Napi::Object exports) {
   cairn::InitUntar(env, exports);
   cairn::InitQuota(env, exports);
   cairn::InitWalk(env, exports);
+  cairn::InitTarPack(env, exports);
   return exports;
 }
 

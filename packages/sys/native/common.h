@@ -103,5 +103,6 @@ void InitBtrfs(Napi::Env env, Napi::Object exports);  // btrfs.cc (btrfs driver)
 void InitUntar(Napi::Env env, Napi::Object exports);  // untar.cc (layer apply: tar parse and file work)
 void InitQuota(Napi::Env env, Napi::Object exports);  // quota.cc (xfs project quotas)
 void InitWalk(Napi::Env env, Napi::Object exports);  // walk.cc (bulk lstat/xattr reads for diff and export)
+void InitTarPack(Napi::Env env, Napi::Object exports);  // tarpack.cc (layer export: tar written in the addon)
 
 }  // namespace cairn

@@ -230,3 +230,4 @@ export function openLayerApplier(root: string, opts: LayerApplierOptions): Layer
   return new Ctor(root, WHITEOUT_MODES[opts.whiteouts], opts.noDevices, opts.ownership, opts.euid, opts.egid, opts.umask);
 }
 export * from './walk.js';
+export * from './tarpack.js';

@@ -1,10 +1,10 @@
-// Packing a layer directory's changes as an OCI layer tar.
+// Packing a layer directory's changes as an OCI layer tar. By default @cairn/sys's
+// TarPacker writes the tar (headers, content, padding) in the addon, one native call per
+// output chunk; the node:fs path below (pureJs) builds the same bytes in JS.
 import * as fs from 'node:fs';
-import {
-  STAT, STAT_FIELDS, WALK_LINKS, WALK_XATTRS, readFileIntoSync, statDirSync, statPathsSync,
-  type DirStats, type StatBatch,
-} from '@cairn/sys';
+import { PACK_OVERLAY, PACK_PATH_ORDER, openTarPacker, type TarPacker } from '@cairn/sys';
 import { Readable } from 'node:stream';
+import { changesBetween } from '../changes.js';
 import type { Change } from '../driver.js';
 import { CairnError, errnoCode } from '../errors.js';
 import type { TarEntryType } from './entry.js';
@@ -29,8 +29,9 @@ export interface ExportOptions {
   whiteouts?: 'overlay' | 'none';
   /**
    * Read the tree with node:fs (BigInt lstat, llistxattr, readlink and open/read/close per
-   * entry) instead of @cairn/sys's bulk reader. Same bytes out, more CPU. Default: false,
-   * unless the environment sets `CAIRN_PURE_JS=1` (as for applyLayer).
+   * entry) and encode headers in JS, instead of @cairn/sys's TarPacker. Same bytes out,
+   * ~1.6× the CPU. Default: false, unless the environment sets `CAIRN_PURE_JS=1` (as for
+   * applyLayer).
    */
   pureJs?: boolean;
 }
@@ -45,14 +46,12 @@ function exportableXattr(name: string): boolean {
 }
 
 /**
- * Output chunk size. Headers and file content are written straight into one buffer of
- * this size (file content with readSync at the right offset), so a small file costs one
- * open/read/close and no intermediate buffer or copy; measured against the 64 KiB
+ * Output chunk size, on both paths. Headers and file content are written straight into
+ * one buffer of this size (file content read at the right offset), so a small file costs
+ * one open/read/close and no intermediate buffer or copy; measured against the 64 KiB
  * batches of packEntries this halved export's user CPU (docs/benchmarks.md).
  */
 const BATCH = 256 * 1024;
-
-const { S_IFMT, S_IFREG, S_IFDIR, S_IFLNK, S_IFCHR, S_IFBLK, S_IFIFO } = fs.constants;
 
 /**
  * Packs the given changes of `dir` as an OCI layer tar: additions and modifications as
@@ -64,8 +63,8 @@ const { S_IFMT, S_IFREG, S_IFDIR, S_IFLNK, S_IFCHR, S_IFBLK, S_IFIFO } = fs.cons
  */
 export function exportChanges(dir: string, changes: readonly Change[], opts: ExportOptions = {}): Readable {
   const sorted = [...changes].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
-  if (!usePureJs(opts)) return packDirect(bulkChangeEntries(dir, sorted, opts.whiteouts === 'overlay'), true);
-  return packDirect(changeEntries(dir, sorted, opts.whiteouts === 'overlay'), false);
+  if (!usePureJs(opts)) return packNative(dir, opts.whiteouts === 'overlay' ? PACK_OVERLAY : 0, sorted);
+  return packDirect(changeEntries(dir, sorted, opts.whiteouts === 'overlay'));
 }
 
 /**
@@ -74,8 +73,19 @@ export function exportChanges(dir: string, changes: readonly Change[], opts: Exp
  * followed by `.wh..wh..opq` inside it. Used by overlay2's native diff.
  */
 export function exportOverlayUpper(dir: string, opts: { pureJs?: boolean } = {}): Readable {
-  if (!usePureJs(opts)) return packDirect(bulkWalkEntries(dir), true);
-  return packDirect(walkEntries(dir), false);
+  if (!usePureJs(opts)) return packNative(dir, PACK_OVERLAY, null);
+  return packDirect(walkEntries(dir));
+}
+
+/**
+ * Packs every entry below `dir` as an addition: the bytes of
+ * `exportChanges(dir, await changesBetween(dir, null))`, but the addon walks the tree
+ * itself in exportChanges' path order, so no change list is built (naive diff of a base
+ * layer). The pure-JS path does exactly that composition.
+ */
+export async function exportTree(dir: string, opts: { pureJs?: boolean } = {}): Promise<Readable> {
+  if (!usePureJs(opts)) return packNative(dir, PACK_PATH_ORDER, null);
+  return exportChanges(dir, await changesBetween(dir, null, { pureJs: true }), { pureJs: true });
 }
 
 function* changeEntries(dir: string, changes: readonly Change[], overlay: boolean): Generator<ExportEntry> {
@@ -186,162 +196,6 @@ function* pathEntries(dir: string, rel: string, parts: string[], inodes: Map<str
   }
 }
 
-/** Paths lstat'ed per native call when packing a change list. */
-const STAT_BATCH = 256;
-const NS = 1_000_000_000n;
-
-/** changeEntries over the bulk reader: the change list's paths lstat'ed STAT_BATCH at a time. */
-function* bulkChangeEntries(dir: string, changes: readonly Change[], overlay: boolean): Generator<ExportEntry> {
-  const inodes = new Map<string, string>();
-  const out: ExportEntry[] = [];
-  for (let start = 0; start < changes.length; start += STAT_BATCH) {
-    const items: Array<{ parts: string[]; rel: string; statIndex: number }> = [];
-    const rels: string[] = [];
-    for (const change of changes.slice(start, start + STAT_BATCH)) {
-      const parts = splitEntryPath(change.path.replace(/^\/+/, ''));
-      if (parts.length === 0) continue; // the root itself is not an entry of a changeset
-      const rel = parts.join('/');
-      if (change.kind === 'delete') {
-        items.push({ parts, rel, statIndex: -1 });
-      } else {
-        items.push({ parts, rel, statIndex: rels.length });
-        rels.push(rel);
-      }
-    }
-    const batch = statPathsSync(dir, rels, WALK_XATTRS | WALK_LINKS);
-    const extras = new BatchExtras(batch);
-    for (const { parts, rel, statIndex } of items) {
-      if (statIndex < 0) {
-        out.push({ header: whiteoutHeader(parts, 0, 0, 0n, 0) });
-        continue;
-      }
-      if (batch.stats[statIndex * STAT_FIELDS + STAT.mode] === 0) {
-        throw new CairnError('ERR_LAYER_NOT_FOUND',
-          `Cannot export /${rel}: the change list names it but it is not in ${dir} (was the layer modified during the diff?).`,
-          { subject: rel });
-      }
-      statEntries(out, dir + '/' + rel, rel, parts, batch.stats, statIndex, extras, inodes, overlay);
-    }
-    yield* out;
-    out.length = 0;
-  }
-}
-
-/** walkEntries over the bulk reader: one native call per directory, names in sort() order. */
-function* bulkWalkEntries(dir: string): Generator<ExportEntry> {
-  const inodes = new Map<string, string>();
-  const out: ExportEntry[] = [];
-  interface Level { prefix: string; listing: DirStats; extras: BatchExtras; order: number[]; pos: number }
-  const open = (prefix: string): Level => {
-    const listing = statDirSync(prefix === '' ? dir : dir + '/' + prefix.slice(0, -1), WALK_XATTRS | WALK_LINKS);
-    const names = listing.names;
-    const order = Array.from(names.keys()).sort((a, b) => (names[a]! < names[b]! ? -1 : names[a]! > names[b]! ? 1 : 0));
-    return { prefix, listing, extras: new BatchExtras(listing), order, pos: 0 };
-  };
-  const stack: Level[] = [open('')];
-  while (stack.length > 0) {
-    const level = stack[stack.length - 1]!;
-    if (level.pos === level.order.length) {
-      stack.pop();
-      continue;
-    }
-    const i = level.order[level.pos++]!;
-    const rel = level.prefix + level.listing.names[i]!;
-    statEntries(out, dir + '/' + rel, rel, rel.split('/'), level.listing.stats, i, level.extras, inodes, true);
-    yield* out;
-    out.length = 0;
-    if ((level.listing.stats[i * STAT_FIELDS + STAT.mode]! & S_IFMT) === S_IFDIR) stack.push(open(rel + '/'));
-  }
-}
-
-/** A batch's xattrs (exportable ones, plus overlay's opaque marker) and symlink targets by entry index. */
-class BatchExtras {
-  readonly xattrs = new Map<number, Map<string, Buffer>>();
-  readonly opaque = new Set<number>();
-  readonly links = new Map<number, string>();
-
-  constructor(batch: StatBatch) {
-    const x = batch.xattrs;
-    for (let k = 0; k < x.length; k += 3) {
-      const i = x[k] as number;
-      const name = x[k + 1] as string;
-      const value = x[k + 2] as Buffer;
-      if (name === 'trusted.overlay.opaque') {
-        if (value.length === 1 && value[0] === 0x79) this.opaque.add(i);
-      }
-      if (!exportableXattr(name)) continue;
-      let map = this.xattrs.get(i);
-      if (map === undefined) this.xattrs.set(i, (map = new Map()));
-      map.set(name, value);
-    }
-    const l = batch.links;
-    for (let k = 0; k < l.length; k += 2) this.links.set(l[k] as number, l[k + 1] as string);
-  }
-}
-
-/** pathEntries from bulk-read numbers: the same entries, pushed onto `out`. */
-function statEntries(out: ExportEntry[], abs: string, rel: string, parts: string[], stats: Float64Array, i: number,
-  extras: BatchExtras, inodes: Map<string, string>, overlay: boolean): void {
-  const f = i * STAT_FIELDS;
-  const fullMode = stats[f + STAT.mode]!;
-  const mode = fullMode & 0o7777;
-  const uid = stats[f + STAT.uid]!;
-  const gid = stats[f + STAT.gid]!;
-  let type: TarEntryType;
-  switch (fullMode & S_IFMT) {
-    case S_IFREG: type = 'file'; break;
-    case S_IFDIR: type = 'dir'; break;
-    case S_IFLNK: type = 'symlink'; break;
-    case S_IFCHR: type = 'char'; break;
-    case S_IFBLK: type = 'block'; break;
-    case S_IFIFO: type = 'fifo'; break;
-    default: return; // sockets have no tar form
-  }
-  const mtimeNs = BigInt(stats[f + STAT.mtimeSec]!) * NS + BigInt(stats[f + STAT.mtimeNsec]!);
-  if (overlay && type === 'char' && stats[f + STAT.rdevMajor] === 0 && stats[f + STAT.rdevMinor] === 0) {
-    // moby's overlay converter: the whiteout keeps the device's owner and mtime, mode 0600.
-    out.push({ header: whiteoutHeader(parts, uid, gid, mtimeNs, 0o600) });
-    return;
-  }
-  const header: TarHeaderInput = { name: rel, type, mode, uid, gid, mtimeNs };
-  const xattrs = extras.xattrs.get(i);
-  if (xattrs !== undefined) header.xattrs = xattrs;
-
-  if (type !== 'dir' && stats[f + STAT.nlink]! > 1) {
-    const key = `${stats[f + STAT.dev]}:${stats[f + STAT.inoHi]}:${stats[f + STAT.inoLo]}`;
-    const first = inodes.get(key);
-    if (first !== undefined) {
-      out.push({ header: { name: rel, type: 'hardlink', mode, uid, gid, mtimeNs, linkname: first } });
-      return;
-    }
-    inodes.set(key, rel);
-  }
-  switch (type) {
-    case 'file':
-      header.size = stats[f + STAT.size]!;
-      out.push({ header, file: abs });
-      break;
-    case 'symlink':
-      header.linkname = extras.links.get(i) ?? '';
-      out.push({ header });
-      break;
-    case 'char':
-    case 'block':
-      header.devmajor = stats[f + STAT.rdevMajor]!;
-      header.devminor = stats[f + STAT.rdevMinor]!;
-      out.push({ header });
-      break;
-    case 'dir':
-      out.push({ header });
-      if (overlay && extras.opaque.has(i)) {
-        out.push({ header: { name: rel + '/' + WHITEOUT_OPAQUE, type: 'file', mode: mode & 0o777, uid, gid, mtimeNs, size: 0 } });
-      }
-      break;
-    default:
-      out.push({ header });
-  }
-}
-
 function whiteoutHeader(parts: string[], uid: number, gid: number, mtimeNs: bigint, mode: number): TarHeaderInput {
   const name = [...parts.slice(0, -1), WHITEOUT_PREFIX + parts[parts.length - 1]].join('/');
   return { name, type: 'file', mode, uid, gid, mtimeNs, size: 0 };
@@ -358,10 +212,10 @@ function readXattrs(abs: string): Map<string, Buffer> {
 }
 
 /** A sync tar stream over entries, in BATCH-sized chunks, ending with the trailer. */
-function packDirect(entries: Iterable<ExportEntry>, nativeReads: boolean): Readable {
+function packDirect(entries: Iterable<ExportEntry>): Readable {
   // highWaterMark 1: one chunk is buffered at a time, so read() hands that chunk over as
   // it is; with room for two, the async iterator's read() concatenated (copied) them.
-  return Readable.from(tarChunks(entries, nativeReads), { objectMode: false, highWaterMark: 1 });
+  return Readable.from(tarChunks(entries), { objectMode: false, highWaterMark: 1 });
 }
 
 /**
@@ -370,7 +224,7 @@ function packDirect(entries: Iterable<ExportEntry>, nativeReads: boolean): Reada
  * with ERR_INVALID_ARCHIVE (the tar would be corrupt), as packEntries does. Each yielded
  * buffer is fresh, so consumers may hold on to it.
  */
-function* tarChunks(entries: Iterable<ExportEntry>, nativeReads: boolean): Generator<Buffer> {
+function* tarChunks(entries: Iterable<ExportEntry>): Generator<Buffer> {
   let buf = Buffer.allocUnsafe(BATCH);
   let used = 0;
   for (const { header, file } of entries) {
@@ -388,33 +242,22 @@ function* tarChunks(entries: Iterable<ExportEntry>, nativeReads: boolean): Gener
     used += n;
     if (file === undefined) continue;
     const size = header.size ?? 0;
-    if (nativeReads && size <= BATCH) {
-      // A file that fits in one chunk: open, read and close in one native call.
-      if (used + size > buf.length) {
-        yield buf.subarray(0, used);
-        buf = Buffer.allocUnsafe(BATCH);
-        used = 0;
-      }
-      if (size > 0 && readFileIntoSync(file, buf, used, size) !== size) throw shorterThanHeader(header.name, size);
-      used += size;
-    } else {
-      const fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
-      try {
-        let left = size;
-        while (left > 0) {
-          if (used === buf.length) {
-            yield buf;
-            buf = Buffer.allocUnsafe(BATCH);
-            used = 0;
-          }
-          const n = fs.readSync(fd, buf, used, Math.min(buf.length - used, left), null);
-          if (n === 0) throw shorterThanHeader(header.name, size);
-          used += n;
-          left -= n;
+    const fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+    try {
+      let left = size;
+      while (left > 0) {
+        if (used === buf.length) {
+          yield buf;
+          buf = Buffer.allocUnsafe(BATCH);
+          used = 0;
         }
-      } finally {
-        fs.closeSync(fd);
+        const n = fs.readSync(fd, buf, used, Math.min(buf.length - used, left), null);
+        if (n === 0) throw shorterThanHeader(header.name, size);
+        used += n;
+        left -= n;
       }
+    } finally {
+      fs.closeSync(fd);
     }
     let pad = (BLOCK - (size % BLOCK)) % BLOCK;
     while (pad > 0) {
@@ -437,6 +280,97 @@ function* tarChunks(entries: Iterable<ExportEntry>, nativeReads: boolean): Gener
   }
   buf.fill(0, used, used + 2 * BLOCK);
   yield buf.subarray(0, used + 2 * BLOCK);
+}
+
+/** Paths handed to the native packer per push. */
+const PUSH_BATCH = 1024;
+
+/**
+ * The tar stream from @cairn/sys's TarPacker: headers, content and padding are written
+ * by the addon straight into BATCH-sized buffers, one native call per buffer. With
+ * `changes`, their paths are pushed PUSH_BATCH at a time (sorted, normalised,
+ * deletions flagged); with null, the packer walks the whole tree itself.
+ */
+function packNative(dir: string, flags: number, changes: readonly Change[] | null): Readable {
+  return Readable.from(nativeChunks(dir, flags, changes), { objectMode: false, highWaterMark: 1 });
+}
+
+function* nativeChunks(dir: string, flags: number, changes: readonly Change[] | null): Generator<Buffer> {
+  let packer: TarPacker;
+  try {
+    packer = openTarPacker(dir, flags, changes === null);
+  } catch (err) {
+    throw packError(err, dir);
+  }
+  try {
+    let ended = changes === null;
+    let next = 0;
+    let buf = Buffer.allocUnsafe(BATCH);
+    let used = 0;
+    for (;;) {
+      used = packer.fill(buf, used);
+      if (used === BATCH) {
+        yield buf;
+        buf = Buffer.allocUnsafe(BATCH);
+        used = 0;
+        continue;
+      }
+      if (ended) {
+        if (used > 0) yield buf.subarray(0, used);
+        return;
+      }
+      const rels: string[] = [];
+      const deletes = new Uint8Array(PUSH_BATCH);
+      while (rels.length < PUSH_BATCH && next < changes!.length) {
+        const change = changes![next++]!;
+        const rel = entryPath(change.path);
+        if (rel === '') continue; // the root itself is not an entry of a changeset
+        if (change.kind === 'delete') deletes[rels.length] = 1;
+        rels.push(rel);
+      }
+      if (rels.length > 0) packer.push(rels, deletes);
+      else {
+        packer.end();
+        ended = true;
+      }
+    }
+  } catch (err) {
+    throw packError(err, dir);
+  } finally {
+    packer.close();
+  }
+}
+
+/**
+ * '/a/b': one leading slash, no empty, '.' or '..' components, no NUL, components of at
+ * most 85 UTF-16 units and at most 1,366 in all, so that no component can exceed NAME_MAX
+ * bytes nor the whole PATH_MAX (splitEntryPath's limits; a unit is at most 3 UTF-8 bytes).
+ */
+const CLEAN_PATH = /^(?:\/(?!\.\.?(?:\/|$))[^/\0]{1,85})+$/;
+
+/** A change path in its normalised relative form; splitEntryPath (and its refusals) only for paths that need it. */
+function entryPath(path: string): string {
+  if (path.length <= 1366 && CLEAN_PATH.test(path)) return path.slice(1);
+  return splitEntryPath(path.replace(/^\/+/, '')).join('/');
+}
+
+/** The packer's failures as the CairnErrors the node:fs path throws. */
+function packError(err: unknown, dir: string): unknown {
+  const e = err as { cairnCode?: string; subject?: string; detail?: string };
+  if (e.cairnCode === 'ERR_LAYER_NOT_FOUND') {
+    const rel = e.subject!;
+    return new CairnError('ERR_LAYER_NOT_FOUND',
+      `Cannot export /${rel}: the change list names it but it is not in ${dir} (was the layer modified during the diff?).`,
+      { subject: rel });
+  }
+  if (e.cairnCode === 'ERR_INVALID_ARCHIVE') {
+    const detail = e.detail ?? '';
+    if (detail.startsWith('short:')) return shorterThanHeader(e.subject!, Number(detail.slice(6)));
+    const name = e.subject!;
+    const key = detail.slice('xattr:'.length);
+    return new CairnError('ERR_INVALID_ARCHIVE', `Cannot pack xattr "${key}" of ${name}: the name cannot be written in a PAX record.`, { subject: name });
+  }
+  return err;
 }
 
 function shorterThanHeader(name: string, size: number): CairnError {

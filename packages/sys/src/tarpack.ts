@@ -1,0 +1,53 @@
+// Layer export in the addon: the tar of a layer directory (or of changed paths in it)
+// written straight into caller-supplied buffers, with no JS work per entry.
+import { native } from './native.js';
+
+/** {@link openTarPacker} flag: overlayfs whiteouts (0/0 char device → `.wh.<name>`, opaque dir → `.wh..wh..opq`). */
+export const PACK_OVERLAY = 1;
+/**
+ * {@link openTarPacker} walk-mode flag: entries in the order of their full paths as
+ * strings, as exportChanges sorts a change list ('a', 'a-b', 'a/x'), instead of
+ * directory by directory ('a', 'a/x', 'a-b').
+ */
+export const PACK_PATH_ORDER = 2;
+
+/**
+ * A tar packer on a layer directory. Entries are exactly those of `@cairn/core`'s
+ * exportChanges/exportOverlayUpper (ustar headers, PAX records for long names and links,
+ * big ids and sizes, nanosecond mtimes, `SCHILY.xattr.*` for xattrs other than
+ * overlayfs' and SELinux's; the 2nd and later paths of an inode as hardlinks; sockets
+ * skipped). Paths are resolved beneath the root with openat, one directory component
+ * at a time and never through a symlink; regular files' xattrs are read on the fd their
+ * content is read from.
+ *
+ * Errors are thrown by `fill` and close the packer: Node-style errno errors (`code`,
+ * `syscall`, `path`), or an Error with `cairnCode` 'ERR_LAYER_NOT_FOUND' (a pushed path is
+ * not there), or 'ERR_INVALID_ARCHIVE' (`detail` 'short:<size>': a file is shorter than
+ * its lstat size; 'xattr:<name>': an xattr name with '=' that PAX cannot carry), with
+ * `subject` the entry's path.
+ */
+export interface TarPacker {
+  /** Queues relative, normalised paths (never the root) in archive order; `deletes[i]` ≠ 0 packs rels[i] as `.wh.` whiteout. */
+  push(rels: readonly string[], deletes: Uint8Array): void;
+  /** No more paths: the next fills finish the queue and write the end-of-archive blocks. */
+  end(): void;
+  /**
+   * Writes the archive into `buf` from `offset` and returns the new offset: `buf.length`
+   * when full; less when the queued paths are used up (push more, or end) or the
+   * archive is complete (after end, or in walk mode).
+   */
+  fill(buf: Uint8Array, offset: number): number;
+  /** Releases every fd; idempotent. */
+  close(): void;
+}
+
+/**
+ * Opens a packer on `root`. `walk`: pack the whole tree (every entry below the root,
+ * depth-first, each directory's names in JS sort() order, as exportOverlayUpper; or
+ * with PACK_PATH_ORDER in full-path order);
+ * otherwise pack the paths given to push (as exportChanges).
+ */
+export function openTarPacker(root: string, flags = 0, walk = false): TarPacker {
+  const Ctor = (native as unknown as { TarPacker: new (root: string, flags: number, walk: boolean) => TarPacker }).TarPacker;
+  return new Ctor(root, flags, walk);
+}
