@@ -17,6 +17,7 @@ import { changesCases } from '../bench/cases/changes.mjs';
 import { vfsCreateCases } from '../bench/cases/vfs-create.mjs';
 import { overlayMountCases } from '../bench/cases/overlay2-mount.mjs';
 import { btrfsCases } from '../bench/cases/btrfs-layer.mjs';
+import { zfsCases } from '../bench/cases/zfs-layer.mjs';
 import { rssCase } from '../bench/cases/rss.mjs';
 import { importCases } from '../bench/cases/import.mjs';
 
@@ -30,7 +31,7 @@ const value = (name) => {
 const quick = flag('--quick');
 const json = flag('--json');
 const pairs = Number(value('--pairs') ?? 5);
-const all = ['apply', 'export', 'changes', 'vfs-create', 'overlay2', 'btrfs', 'import', 'rss'];
+const all = ['apply', 'export', 'changes', 'vfs-create', 'overlay2', 'btrfs', 'zfs', 'import', 'rss'];
 const only = (value('--only') ?? all.join(',')).split(',');
 
 if (!isRoot()) {
@@ -50,6 +51,7 @@ const overlay2 = await load('overlay2');
 const testkit = await load('testkit', 'loopfs.js');
 const image = await load('image');
 const dockerdKit = await load('testkit', 'dockerd.js');
+const zfsKit = await load('testkit', 'zfs.js');
 
 const layerParams = quick ? { files: 5000, totalBytes: 50 * 1024 * 1024 } : { files: 20000, totalBytes: 200 * 1024 * 1024 };
 const walkParams = quick ? { files: 20000, totalBytes: 20 * 1024 * 1024 } : { files: 100000, totalBytes: 100 * 1024 * 1024 };
@@ -90,6 +92,7 @@ try {
   }
   if (only.includes('overlay2')) report(await overlayMountCases({ base: scratch.dir('ovl'), pairs, cairn, sys, overlay2 }));
   if (only.includes('btrfs')) report(await btrfsCases({ pairs, cairn, testkit }));
+  if (only.includes('zfs')) report(await zfsCases({ pairs, cairn, zfsKit }));
   if (only.includes('import')) {
     const importCase = (base, where) => importCases({ params: imageParams, base, where, pairs, cairn, image, testkit: dockerdKit });
     if (!flag('--no-disk')) report(await importCase(scratch.dir('import'), 'repo disk'));
