@@ -133,8 +133,8 @@ describeBackend('devicemapper', kernelMissing(), () => {
     }
   }, 120_000);
 
-  // A layer apply on a worker thread costs seconds of thread start-up under emulation in
-  // every fresh child; on the calling thread it is the same apply, and the kill takes it alike.
+  // The children apply on their calling thread: the same native apply as on libuv's pool,
+  // the kill takes it alike, and under emulation one thread less to schedule per child.
   const applyThread = process.env.CAIRN_APPLY_THREAD;
   beforeAll(() => { process.env.CAIRN_APPLY_THREAD = '0'; });
   afterAll(() => {
