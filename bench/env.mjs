@@ -5,6 +5,10 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 
+function tarVersion() {
+  try { return execFileSync('tar', ['--version'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).split('\n')[0]; } catch { return 'no GNU tar'; }
+}
+
 export function machine() {
   const cpuModel = cpus()[0]?.model ?? 'unknown';
   let fs = 'unknown';
@@ -16,7 +20,7 @@ export function machine() {
     memGiB: Math.round(memKb / 1024 / 1024),
     kernel: execFileSync('uname', ['-r'], { encoding: 'utf8' }).trim(),
     node: process.version,
-    gnuTar: execFileSync('tar', ['--version'], { encoding: 'utf8' }).split('\n')[0],
+    gnuTar: tarVersion(),
     repoDiskFs: fs,
     loadavg: readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' '),
   };
