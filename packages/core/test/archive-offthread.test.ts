@@ -146,4 +146,42 @@ describe('applyLayer off the JS thread (native, libuv pool)', () => {
       expectSameTree(await snapshotTree(dirs[i]!), await snapshotTree(ref));
     }
   });
+
+  test('a whole-file fs.ReadStream is read by the addon through its fd (the stream reads nothing and is closed after), on and off the calling thread, with the same tree', async () => {
+    const tar = sampleTar(21);
+    const file = path.join(base, 'layer.tar');
+    fs.writeFileSync(file, tar);
+    const viaPieces = await applyLayer(dir('pieces'), pieces(tar));
+    for (const offThread of [true, false]) {
+      const stream = fs.createReadStream(file, { highWaterMark: 64 * 1024 });
+      const target = dir(`file-${offThread}`);
+      expect(await applyLayer(target, stream, { offThread })).toBe(viaPieces);
+      expect(stream.bytesRead).toBe(0);
+      await new Promise((r) => setImmediate(r));
+      expect(stream.destroyed).toBe(true);
+      expectSameTree(await snapshotTree(target), await snapshotTree(path.join(base, 'pieces')));
+    }
+  });
+
+  test('a ReadStream of a range, one already flowing, or of a fifo goes through the stream path and applies the same; a missing file fails with ENOENT', async () => {
+    const tar = sampleTar(22);
+    const file = path.join(base, 'layer.tar');
+    fs.writeFileSync(file, Buffer.concat([tar, Buffer.alloc(4096, 0x55)])); // junk after the tar
+    const ranged = fs.createReadStream(file, { start: 0, end: tar.length - 1 });
+    expect(await applyLayer(dir('ranged'), ranged)).toBeGreaterThan(3 << 20);
+    expect(ranged.bytesRead).toBe(tar.length);
+    const flowing = fs.createReadStream(file);
+    flowing.pause(); // readableFlowing false: somebody else decided how it flows
+    expect(await applyLayer(dir('flowing'), flowing)).toBeGreaterThan(3 << 20);
+    expect(flowing.bytesRead).toBeGreaterThan(0);
+    expectSameTree(await snapshotTree(path.join(base, 'ranged')), await snapshotTree(path.join(base, 'flowing')));
+    await expect(applyLayer(dir('missing'), fs.createReadStream(path.join(base, 'nope.tar')))).rejects.toMatchObject({ code: 'ENOENT' });
+    // A fifo cannot be read with pread: it takes the stream path too.
+    const fifo = path.join(base, 'layer.fifo');
+    execFileSync('mkfifo', [fifo]);
+    const writer = (async () => { const h = await fs.promises.open(fifo, 'w'); await h.write(tar); await h.close(); })();
+    expect(await applyLayer(dir('fifo'), fs.createReadStream(fifo))).toBeGreaterThan(3 << 20);
+    await writer;
+    expectSameTree(await snapshotTree(path.join(base, 'fifo')), await snapshotTree(path.join(base, 'ranged')));
+  });
 });

@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <memory>
 #include <cstring>
 #include <unordered_map>
 #include <unordered_set>
@@ -418,6 +419,28 @@ class Applier {
     file_fd_ = -1;
     int pfd = OpenDirOrNeg(file_parent_);
     if (pfd >= 0) unlinkat(pfd, file_base_.c_str(), 0);
+  }
+
+  // Reads the input from `fd` (from its start, with pread: the fd's offset is not moved)
+  // into one reused buffer until its end or the end-of-archive marker. GNU tar reads its
+  // input the same way; a JS stream costs a fresh buffer per read and a hand-off per chunk.
+  void ReadFrom(int fd) {
+    constexpr size_t kRead = 256 * 1024;  // stays in L2 between the read and the writes
+    std::unique_ptr<uint8_t[]> buf(new uint8_t[kRead]);
+    off_t at = 0;
+    while (state_ != State::kDone) {
+      ssize_t n = pread(fd, buf.get(), kRead, at);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        Failure f;
+        f.sys.Set(errno, "read");
+        f.subject = current_name_;
+        throw f;
+      }
+      if (n == 0) return;
+      at += n;
+      Write(buf.get(), static_cast<size_t>(n));
+    }
   }
 
   bool finished() const { return state_ == State::kDone; }
@@ -1453,6 +1476,8 @@ class LayerApplier : public Napi::ObjectWrap<LayerApplier> {
     return DefineClass(env, "LayerApplier", {
       InstanceMethod<&LayerApplier::Write>("write"),
       InstanceMethod<&LayerApplier::WriteAsync>("writeAsync"),
+      InstanceMethod<&LayerApplier::WriteFrom>("writeFrom"),
+      InstanceMethod<&LayerApplier::WriteFromAsync>("writeFromAsync"),
       InstanceMethod<&LayerApplier::Finish>("finish"),
       InstanceMethod<&LayerApplier::Abort>("abort"),
       InstanceMethod<&LayerApplier::Close>("close"),
@@ -1490,15 +1515,17 @@ class LayerApplier : public Napi::ObjectWrap<LayerApplier> {
  private:
   class WriteWorker : public Napi::AsyncWorker {
    public:
-    WriteWorker(Napi::Env env, LayerApplier* owner, Napi::Value chunksValue, std::vector<Chunk> chunks)
+    // Either `chunks` (kept alive by a reference to chunksValue) or, with fd >= 0, the input read from fd.
+    WriteWorker(Napi::Env env, LayerApplier* owner, Napi::Value chunksValue, std::vector<Chunk> chunks, int fd = -1)
         : Napi::AsyncWorker(env, "cairn.applyLayer"), deferred_(Napi::Promise::Deferred::New(env)),
-          owner_(owner), chunks_(std::move(chunks)) {
-      keep_ = Napi::Persistent(chunksValue);
+          owner_(owner), chunks_(std::move(chunks)), fd_(fd) {
+      if (chunksValue.IsObject()) keep_ = Napi::Persistent(chunksValue);
       self_ = Napi::Persistent(owner->Value());
     }
     Napi::Promise Promise() { return deferred_.Promise(); }
     void Execute() override {
       try {
+        if (fd_ >= 0) owner_->applier_->ReadFrom(fd_);
         for (const Chunk& c : chunks_) owner_->applier_->Write(c.data, c.len);
       } catch (const Failure& f) {
         failure_ = f;
@@ -1519,6 +1546,7 @@ class LayerApplier : public Napi::ObjectWrap<LayerApplier> {
     Napi::Promise::Deferred deferred_;
     LayerApplier* owner_;
     std::vector<Chunk> chunks_;
+    int fd_;
     Napi::Reference<Napi::Value> keep_;
     Napi::ObjectReference self_;
     Failure failure_;
@@ -1543,6 +1571,29 @@ class LayerApplier : public Napi::ObjectWrap<LayerApplier> {
     Get(info.Env());
     std::vector<Chunk> chunks = ReadChunks(info, 0);
     auto* worker = new WriteWorker(info.Env(), this, info[0], std::move(chunks));
+    busy_ = true;
+    Napi::Promise p = worker->Promise();
+    worker->Queue();
+    return p;
+  }
+
+  // writeFrom(fd): the whole input read from fd (pread from offset 0), on this thread.
+  Napi::Value WriteFrom(const Napi::CallbackInfo& info) {
+    Applier* a = Get(info.Env());
+    int fd = static_cast<int>(ArgInt(info, 0, "fd"));
+    try {
+      a->ReadFrom(fd);
+    } catch (const Failure& f) {
+      throw FailureToJs(info.Env(), f);
+    }
+    return info.Env().Undefined();
+  }
+
+  // writeFromAsync(fd) → Promise: the same on a libuv pool thread; fd must stay open until it settles.
+  Napi::Value WriteFromAsync(const Napi::CallbackInfo& info) {
+    Get(info.Env());
+    int fd = static_cast<int>(ArgInt(info, 0, "fd"));
+    auto* worker = new WriteWorker(info.Env(), this, info.Env().Undefined(), {}, fd);
     busy_ = true;
     Napi::Promise p = worker->Promise();
     worker->Queue();

@@ -210,6 +210,10 @@ export interface LayerApplierOptions {
 export interface LayerApplier {
   write(chunks: Uint8Array | Uint8Array[]): void;
   writeAsync(chunks: Uint8Array | Uint8Array[]): Promise<void>;
+  /** The whole input read from `fd` (pread from offset 0 into one reused buffer), on this thread. */
+  writeFrom(fd: number): void;
+  /** The same on the libuv pool; `fd` must stay open until it settles. */
+  writeFromAsync(fd: number): Promise<void>;
   finish(): number;
   abort(): void;
   close(): void;
