@@ -117,7 +117,11 @@ async function wholeFileOf(tar: Readable | AsyncIterable<Uint8Array>): Promise<{
     if (!opened || typeof s.fd !== 'number') return null;
   }
   // pread needs a regular file (not a fifo, /dev/stdin or a socket).
-  if (!fstatSync(s.fd).isFile()) return null;
+  try {
+    if (!fstatSync(s.fd).isFile()) return null;
+  } catch {
+    return null; // not a real fd (a stream over a custom `fs`)
+  }
   return { fd: s.fd, stream: s };
 }
 
