@@ -22,6 +22,16 @@ export async function applyCases({ input, base, label, pairs, core, cairn }) {
     reference: tarX,
   }));
 
+  // The same apply from a stream that is not a whole-file ReadStream (a decompressor's
+  // output, a socket, a range): the bytes come through the JS stream, 256 KiB at a time.
+  // `end` set makes it a range, so applyLayer cannot read the file by itself.
+  results.push(await comparePair({
+    name: `apply ${label}: applyLayer, input through a JS stream`, pairs, referenceName: 'tar -xf',
+    setup: fresh('apply-stream'),
+    cairn: (ctx) => core.applyLayer(ctx.dir, createReadStream(input.tar, { highWaterMark: 256 * 1024, end: Number.MAX_SAFE_INTEGER })),
+    reference: tarX,
+  }));
+
   for (const driverName of ['vfs', 'overlay2']) {
     let driver;
     try {
