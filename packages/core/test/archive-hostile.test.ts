@@ -130,6 +130,10 @@ const cases: Case[] = [
     after: ({ layer }) => { expect(fs.readdirSync(path.join(layer, 'd')).sort()).toEqual(['a', 'b']); expect(fs.statSync(path.join(layer, 'd')).mode & 0o777).toBe(0o700); } },
   { name: 'a hardlink to a file that a later entry replaces keeps the first content', tar: () => tar(file('f', 'one'), hard('h', 'f'), file('f', 'two')), code: 'ok',
     after: ({ layer }) => { expect(fs.readFileSync(path.join(layer, 'h'), 'utf8')).toBe('one'); expect(fs.readFileSync(path.join(layer, 'f'), 'utf8')).toBe('two'); } },
+  { name: 'a directory with a subdirectory replaced by a file: the layer applies (found by the differential fuzzer)',
+    // The subdirectory's deferred times must be dropped, not looked up under a file (ENOTDIR).
+    tar: () => tar(dir('d/sub'), file('d', 'flat')), code: 'ok',
+    after: ({ layer }) => { expect(fs.readFileSync(path.join(layer, 'd'), 'utf8')).toBe('flat'); } },
   { name: 'a directory replaced by an escaping symlink: its subdirectory times are not set through the symlink',
     // Directory times are set last; `a/dir`'s would land on the canary's `dir` through `a`.
     tar: () => tar(dir('a'), entry({ name: 'a/dir', type: 'dir', mode: 0o700, mtimeNs: 1_000_000_000_000_000_000n }), sym('a', '../canary')), code: 'ok',

@@ -301,10 +301,12 @@ class LayerWriter implements TarHandler {
   /** Directory times last: writing their children changed them. */
   finishDirectories(): void {
     for (const d of this.dirTimes) {
-      const st = d.rel === '' ? null : lstatOrNull(d.abs);
       // Replaced later in the same layer (then forgotten, with everything below it: a
-      // symlink now in its place must not lead the update outside the layer).
-      if (d.rel !== '' && (!this.knownDirs.has(d.rel) || !st?.isDirectory())) continue;
+      // symlink now in its place must not lead the update outside the layer, and a file
+      // in place of a parent would make the lstat fail with ENOTDIR).
+      if (d.rel !== '' && !this.knownDirs.has(d.rel)) continue;
+      const st = d.rel === '' ? null : lstatOrNull(d.abs);
+      if (d.rel !== '' && !st?.isDirectory()) continue;
       sys.lutimesNsSync(d.abs, d.atimeNs, d.mtimeNs);
     }
   }
