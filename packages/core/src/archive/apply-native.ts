@@ -40,22 +40,13 @@ export async function applyLayerNative(root: string, tar: Readable | AsyncIterab
     throw explain(fromNative(err), '');
   }
   const file = await wholeFileOf(tar);
-  if (file !== null) {
-    try {
+  let inflight: Promise<void> | undefined;
+  try {
+    if (file !== null) {
       if (offThread) await applier.writeFromAsync(file.fd);
       else applier.writeFrom(file.fd);
       return applier.finish();
-    } catch (err) {
-      applier.abort();
-      const e = err as { entry?: string } | null;
-      throw explain(fromNative(err), typeof e?.entry === 'string' ? e.entry : applier.currentName);
-    } finally {
-      applier.close();
-      file.stream.destroy(); // read through its fd here; closes it
     }
-  }
-  let inflight: Promise<void> | undefined;
-  try {
     let batch: Buffer[] = [];
     let batchBytes = 0;
     for await (const chunk of tar as AsyncIterable<Uint8Array>) {
@@ -89,6 +80,7 @@ export async function applyLayerNative(root: string, tar: Readable | AsyncIterab
     throw explain(fromNative(err), typeof e?.entry === 'string' ? e.entry : applier.currentName);
   } finally {
     applier.close();
+    file?.stream.destroy(); // read through its fd here; closes it
   }
 }
 

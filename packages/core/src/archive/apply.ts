@@ -62,8 +62,6 @@ export interface ApplyOptions {
 }
 
 const OPEN_NEW = fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW;
-const EXTRACT_CHOWN = 1;
-const EXTRACT_CHMOD = 2;
 
 /**
  * Applies a layer tar into `dir`; resolves to the number of file-content bytes written.
@@ -267,9 +265,9 @@ class LayerWriter implements TarHandler {
     if (!f) return;
     const e = f.entry;
     if (e.sparse) fs.ftruncateSync(f.fd, e.sparse.realSize);
-    const flags = this.metaFlags(e, f.inSetgidDir);
-    if (flags & EXTRACT_CHOWN) fs.fchownSync(f.fd, e.uid, e.gid);
-    if (flags & EXTRACT_CHMOD) fs.fchmodSync(f.fd, e.mode);
+    const { chown, chmod } = this.metaNeeds(e, f.inSetgidDir);
+    if (chown) fs.fchownSync(f.fd, e.uid, e.gid);
+    if (chmod) fs.fchmodSync(f.fd, e.mode);
     fs.closeSync(f.fd);
     this.file = undefined;
     this.applyXattrs(f.abs, e);
@@ -283,10 +281,10 @@ class LayerWriter implements TarHandler {
    * chmod when open's mode fell short: umask, setuid/setgid/sticky, or a chown (which
    * clears setuid/setgid).
    */
-  private metaFlags(e: TarEntry, inSetgidDir: boolean): number {
+  private metaNeeds(e: TarEntry, inSetgidDir: boolean): { chown: boolean; chmod: boolean } {
     const chown = this.ownership && (e.uid !== this.euid || e.gid !== this.egid || inSetgidDir);
     const chmod = chown || e.mode > 0o777 || (e.mode & processUmask()) !== 0;
-    return (chown ? EXTRACT_CHOWN : 0) | (chmod ? EXTRACT_CHMOD : 0);
+    return { chown, chmod };
   }
 
   /** Closes and removes a half-written file so no partial file keeps a final name. */
