@@ -13,8 +13,8 @@ export default {
     }],
   },
   moduleNameMapper: {
-    '^@cairn/([a-z0-9-]+)$': '<rootDir>/packages/$1/src/index.ts',
-    '^cairn$': '<rootDir>/packages/cairn/src/index.ts',
+    '^@cairnfs/([a-z0-9-]+)$': '<rootDir>/packages/$1/src/index.ts',
+    '^cairnfs$': '<rootDir>/packages/cairnfs/src/index.ts',
     '^(\\.{1,2}/.*)\\.js$': '$1',
   },
   testMatch: ['<rootDir>/packages/*/test/**/*.test.ts'],

@@ -40,13 +40,13 @@ if (!isRoot()) {
   process.exit(1);
 }
 const dist = (pkg, file = 'index.js') => join(repo, 'packages', pkg, 'dist', file);
-if (!existsSync(dist('core')) || !existsSync(dist('cairn'))) {
+if (!existsSync(dist('core')) || !existsSync(dist('cairnfs'))) {
   console.error('Build first: npx tsc -b (the bench measures the compiled packages).');
   process.exit(1);
 }
 const load = (pkg, file) => import(pathToFileURL(dist(pkg, file)).href);
 const core = await load('core');
-const cairn = await load('cairn');
+const cairn = await load('cairnfs');
 const sys = await load('sys');
 const overlay2 = await load('overlay2');
 const testkit = await load('testkit', 'loopfs.js');

@@ -194,7 +194,7 @@ function dockerLeftovers(dataRoot) {
 /**
  * Runs the import comparison for each archive kind (gzip layers, then plain layers as
  * `docker save` writes them) with every side writing under `base` (`where` names it).
- * `image` is @cairn/image, `testkit` testkit's dockerd module. Progress lines go to stderr.
+ * `image` is @cairnfs/image, `testkit` testkit's dockerd module. Progress lines go to stderr.
  */
 export async function importCases({ params, base, where, pairs, cairn, image: imagePkg, testkit, kinds = ['gzip', 'plain'] }) {
   const results = [];

@@ -4,7 +4,7 @@
 import { createHash } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { packEntries } from 'cairn';
+import { packEntries } from 'cairnfs';
 
 export async function makeBusyboxImage(dir, busybox = '/bin/busybox') {
   const binary = await readFile(busybox);

@@ -7,8 +7,8 @@ import { spawnSync } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { openDriver } from 'cairn';
-import { LayerStore } from '@cairn/image';
+import { openDriver } from 'cairnfs';
+import { LayerStore } from '@cairnfs/image';
 import { makeBusyboxImage } from './busybox-image.mjs';
 
 const root = resolve(process.env.CAIRN_ROOT ?? '.cairn/mini-runtime');

@@ -4,7 +4,7 @@
 //
 //   npm install && npm run demo            (as root: most drivers mount)
 //   CAIRN_ROOT=/var/lib/cairn-demo npm run demo
-import { openDriver, probe, packEntries } from 'cairn';
+import { openDriver, probe, packEntries } from 'cairnfs';
 import { mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { createWriteStream } from 'node:fs';
 import { pipeline } from 'node:stream/promises';

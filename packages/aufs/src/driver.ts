@@ -5,9 +5,9 @@ import {
   CairnError, MountRefs, NaiveDiff, STAGING_DIR, TRASH_DIR, applyLayer, assertValidId, copyTree, detectBackingFs,
   discardDir, exportChanges, fsyncDir, isValidId, makeStagingDir, normalizeParent, openUnderHomeLock, sweepLeftovers,
   translateSpaceError,
-} from '@cairn/core';
-import type { Change, CreateOptions, HomeLock, LayerLister, LayerRef, StorageDriver } from '@cairn/core';
-import { umount2 } from '@cairn/sys';
+} from '@cairnfs/core';
+import type { Change, CreateOptions, HomeLock, LayerLister, LayerRef, StorageDriver } from '@cairnfs/core';
+import { umount2 } from '@cairnfs/sys';
 import { branchChanges, diffDirBytes, diffDirEntries } from './changes.js';
 import { AufsLayout, formatAncestors, parseAncestors } from './layout.js';
 import { mountUnion } from './mount.js';

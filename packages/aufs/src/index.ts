@@ -1,7 +1,7 @@
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { CairnError, detectBackingFs, errnoCode, nearestExistingPath } from '@cairn/core';
-import type { DriverContext, DriverFactory, ProbeResult, StorageDriver } from '@cairn/core';
+import { CairnError, detectBackingFs, errnoCode, nearestExistingPath } from '@cairnfs/core';
+import type { DriverContext, DriverFactory, ProbeResult, StorageDriver } from '@cairnfs/core';
 import { AufsDriver } from './driver.js';
 import { aufsMissingReason } from './mount.js';
 

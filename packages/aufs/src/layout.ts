@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { assertValidId } from '@cairn/core';
+import { assertValidId } from '@cairnfs/core';
 
 /**
  * Docker's aufs layout under the driver home (`${root}/aufs`), kept exactly so a store

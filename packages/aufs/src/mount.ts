@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
-import { CairnError } from '@cairn/core';
-import { constants as sysConstants, mount, umount2 } from '@cairn/sys';
+import { CairnError } from '@cairnfs/core';
+import { constants as sysConstants, mount, umount2 } from '@cairnfs/sys';
 
 /** Why the kernel cannot mount aufs, or null when /proc/filesystems lists it. */
 export async function aufsMissingReason(procFilesystems = '/proc/filesystems'): Promise<string | null> {

@@ -2,10 +2,10 @@ import { mkdir, mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { applyLayer, packEntries, readTar } from '@cairn/core';
-import type { DriverContext, StorageDriver, TarSourceEntry } from '@cairn/core';
-import { AufsDriver, aufsDriver, aufsMissingReason } from '@cairn/aufs';
-import { expectCode, expectSameTree, snapshotTree } from '@cairn/testkit';
+import { applyLayer, packEntries, readTar } from '@cairnfs/core';
+import type { DriverContext, StorageDriver, TarSourceEntry } from '@cairnfs/core';
+import { AufsDriver, aufsDriver, aufsMissingReason } from '@cairnfs/aufs';
+import { expectCode, expectSameTree, snapshotTree } from '@cairnfs/testkit';
 import { T, put, writeDockerStore, writeExpectedTop } from './docker-store.js';
 
 function context(root: string): DriverContext {

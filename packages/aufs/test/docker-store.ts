@@ -1,7 +1,7 @@
 // A Docker aufs store built by hand, shared by the aufs and migration tests.
 import { chmod, mkdir, readdir, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { lutimesNsSync } from '@cairn/sys';
+import { lutimesNsSync } from '@cairnfs/sys';
 
 export const T = 1_600_000_000_000_000_000n; // a fixed mtime, in ns
 

@@ -5,9 +5,9 @@ import type { Readable } from 'node:stream';
 import {
   CairnError, KeyedMutex, MountRefs, NaiveDiff, openUnderHomeLock, assertValidId, detectBackingFs, errnoCode,
   formatByteSize, fsyncDir, normalizeParent,
-} from '@cairn/core';
-import type { Change, CreateOptions, HomeLock, StorageDriver } from '@cairn/core';
-import { btrfsFsInfo, btrfsGetFlags, btrfsSetReadOnly, btrfsSnapshot, btrfsSubvolCreate, btrfsSubvolId, BTRFS_SUBVOL_RDONLY } from '@cairn/sys';
+} from '@cairnfs/core';
+import type { Change, CreateOptions, HomeLock, StorageDriver } from '@cairnfs/core';
+import { btrfsFsInfo, btrfsGetFlags, btrfsSetReadOnly, btrfsSnapshot, btrfsSubvolCreate, btrfsSubvolId, BTRFS_SUBVOL_RDONLY } from '@cairnfs/sys';
 import { BtrfsLayout, idOfMetaFile, idOfUndoName, isLeftoverName } from './layout.js';
 import { readMeta, removeMeta, writeMeta } from './meta.js';
 import type { LayerMeta } from './meta.js';
@@ -222,7 +222,7 @@ export class BtrfsDriver implements StorageDriver {
       ['Backing Filesystem', 'btrfs'],
       ['Filesystem UUID', this.fsid],
       ['Kernel Version', kernelRelease()],
-      ['Interface', 'btrfs ioctls (linux/btrfs.h) via @cairn/sys'],
+      ['Interface', 'btrfs ioctls (linux/btrfs.h) via @cairnfs/sys'],
       ['Quota Enabled', String(await quotaEnabled(this.fsid))],
     ];
     if (this.opts.minSpace !== null) status.push(['Min Space', formatByteSize(this.opts.minSpace)]);

@@ -1,6 +1,6 @@
 import { readdir } from 'node:fs/promises';
-import { CairnError, detectBackingFs, errnoCode, isValidId } from '@cairn/core';
-import type { DriverContext, DriverFactory, ProbeResult, StorageDriver } from '@cairn/core';
+import { CairnError, detectBackingFs, errnoCode, isValidId } from '@cairnfs/core';
+import type { DriverContext, DriverFactory, ProbeResult, StorageDriver } from '@cairnfs/core';
 import { BtrfsDriver, incompatible } from './driver.js';
 import { BtrfsLayout } from './layout.js';
 import { parseDriverOptions } from './options.js';

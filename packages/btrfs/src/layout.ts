@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { isValidId } from '@cairn/core';
+import { isValidId } from '@cairnfs/core';
 
 /**
  * Where the btrfs driver keeps things, as Docker's btrfs graphdriver does:

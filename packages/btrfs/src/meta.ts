@@ -1,6 +1,6 @@
 import { readFile, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { CairnError, fsyncDir, isValidId, writeFileAtomic } from '@cairn/core';
+import { CairnError, fsyncDir, isValidId, writeFileAtomic } from '@cairnfs/core';
 
 /** What the btrfs driver remembers about a layer besides its subvolume. */
 export interface LayerMeta {

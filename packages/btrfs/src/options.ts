@@ -1,4 +1,4 @@
-import { CairnError, parseByteSize } from '@cairn/core';
+import { CairnError, parseByteSize } from '@cairnfs/core';
 
 /** Driver options (`openDriver({ options })`), named as moby and containers/storage name them. */
 export interface BtrfsOptions {

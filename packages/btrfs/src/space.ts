@@ -1,4 +1,4 @@
-import { CairnError, translateSpaceError } from '@cairn/core';
+import { CairnError, translateSpaceError } from '@cairnfs/core';
 
 // Node 20's libuv has no name for EDQUOT: a write past a qgroup limit fails with
 // code 'UNKNOWN' (sync calls) or no code at all (promises), errno -122. So the errno,

@@ -1,12 +1,12 @@
 import { readFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { errnoCode } from '@cairn/core';
+import { errnoCode } from '@cairnfs/core';
 import {
   btrfsQgroupDestroy, btrfsQgroupLimit, btrfsSetReadOnly, btrfsSubvolChildren, btrfsSubvolDestroy, btrfsSubvolId,
-} from '@cairn/sys';
+} from '@cairnfs/sys';
 
 /**
- * Subvolume work the driver builds on, all through ioctls in @cairn/sys (no `btrfs`
+ * Subvolume work the driver builds on, all through ioctls in @cairnfs/sys (no `btrfs`
  * process per layer: see the benchmark in test/bench.test.ts for the difference).
  */
 

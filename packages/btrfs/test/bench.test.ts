@@ -1,8 +1,8 @@
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { btrfsSnapshot, btrfsSubvolCreate, btrfsSubvolDestroy } from '@cairn/sys';
-import { describeBackend, loopFsMissing, makeLoopFs, missingTools } from '@cairn/testkit';
-import type { LoopFs } from '@cairn/testkit';
+import { btrfsSnapshot, btrfsSubvolCreate, btrfsSubvolDestroy } from '@cairnfs/sys';
+import { describeBackend, loopFsMissing, makeLoopFs, missingTools } from '@cairnfs/testkit';
+import type { LoopFs } from '@cairnfs/testkit';
 import { harness, run } from './helpers.js';
 
 const missing = loopFsMissing('btrfs') ?? missingTools('btrfs');

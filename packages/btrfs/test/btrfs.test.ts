@@ -2,12 +2,12 @@ import { lstat, mkdir, mkdtemp, readdir, readFile, rm, stat, statfs, writeFile }
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { btrfsDriver } from '@cairn/btrfs';
-import { btrfsSetReadOnly, btrfsSnapshot, btrfsSubvolCreate, btrfsGetFlags, BTRFS_SUBVOL_RDONLY } from '@cairn/sys';
+import { btrfsDriver } from '@cairnfs/btrfs';
+import { btrfsSetReadOnly, btrfsSnapshot, btrfsSubvolCreate, btrfsGetFlags, BTRFS_SUBVOL_RDONLY } from '@cairnfs/sys';
 import {
   describeBackend, driverConformanceSuite, expectCode, loopFsMissing, makeLoopFs, tarOf, withMounted,
-} from '@cairn/testkit';
-import type { DriverHarness, LoopFs } from '@cairn/testkit';
+} from '@cairnfs/testkit';
+import type { DriverHarness, LoopFs } from '@cairnfs/testkit';
 import { context, destroyTree, harness, listSubvolumes, run } from './helpers.js';
 
 const missing = loopFsMissing('btrfs');

@@ -2,9 +2,9 @@ import { execFile } from 'node:child_process';
 import { lstat, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import type { DriverContext, StorageDriver } from '@cairn/core';
-import { btrfsDriver } from '@cairn/btrfs';
-import type { DriverHarness } from '@cairn/testkit';
+import type { DriverContext, StorageDriver } from '@cairnfs/core';
+import { btrfsDriver } from '@cairnfs/btrfs';
+import type { DriverHarness } from '@cairnfs/testkit';
 import { destroySubvolumeTree } from '../src/subvolume.js';
 
 export const run = promisify(execFile);

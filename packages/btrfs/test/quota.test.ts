@@ -1,9 +1,9 @@
 import { access, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { btrfsFsInfo, btrfsSubvolId } from '@cairn/sys';
-import { describeBackend, expectCode, loopFsMissing, makeLoopFs, missingTools, tarOf, withMounted } from '@cairn/testkit';
-import type { DriverHarness, LoopFs } from '@cairn/testkit';
+import { btrfsFsInfo, btrfsSubvolId } from '@cairnfs/sys';
+import { describeBackend, expectCode, loopFsMissing, makeLoopFs, missingTools, tarOf, withMounted } from '@cairnfs/testkit';
+import type { DriverHarness, LoopFs } from '@cairnfs/testkit';
 import { harness, run } from './helpers.js';
 
 const missing = loopFsMissing('btrfs') ?? missingTools('btrfs');

@@ -1,4 +1,4 @@
-// The naive diff and diffSize over @cairn/sys's bulk reader: one native call per directory
+// The naive diff and diffSize over @cairnfs/sys's bulk reader: one native call per directory
 // returns every entry's lstat fields as plain numbers (plus xattrs and symlink targets
 // when there is a parent to compare with), so the JS side compares numbers and allocates
 // no BigIntStats. Semantics are changes.ts's (see changesBetween there); this module is
@@ -7,7 +7,7 @@ import { closeSync, constants as fsConstants, openSync, readSync } from 'node:fs
 import {
   STAT, STAT_FIELDS, WALK_LINKS, WALK_TYPES_ONLY, WALK_XATTRS, statDirSync, statPathsSync,
   type DirStats, type StatBatch,
-} from '@cairn/sys';
+} from '@cairnfs/sys';
 import type { Change } from './driver.js';
 import { errnoCode } from './errors.js';
 

@@ -1,7 +1,7 @@
 import type { BigIntStats } from 'node:fs';
 import { lstatSync, readdirSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import { lgetxattrSync, llistxattrSync } from '@cairn/sys';
+import { lgetxattrSync, llistxattrSync } from '@cairnfs/sys';
 import { NativeTreeComparer, nativeDiffSize, sameContent } from './changes-native.js';
 import type { Change } from './driver.js';
 import { errnoCode } from './errors.js';
@@ -51,7 +51,7 @@ export interface ChangesOptions {
   contentCheckSinceSec?: number;
   /**
    * Walk with node:fs (readdirSync, BigInt lstat, one llistxattr per entry) instead of the
-   * native bulk reader of @cairn/sys. Same result, ~2–3× the CPU. Default: false, unless
+   * native bulk reader of @cairnfs/sys. Same result, ~2–3× the CPU. Default: false, unless
    * the environment sets `CAIRN_PURE_JS=1` (as for applyLayer), so tests run both paths.
    */
   pureJs?: boolean;

@@ -5,7 +5,7 @@ import {
 } from 'node:fs';
 import { copyFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { lsetxattrSync, lutimesNsSync, major, minor, mknodSync } from '@cairn/sys';
+import { lsetxattrSync, lutimesNsSync, major, minor, mknodSync } from '@cairnfs/sys';
 import { readXattrs } from './changes.js';
 import { CairnError, errnoCode, translateSpaceError } from './errors.js';
 

@@ -30,7 +30,7 @@ export type ErrorCode = (typeof ErrorCodes)[number];
 export interface CairnErrorDetails {
   /** The layer id, path, archive entry or option the error is about. */
   subject?: string;
-  /** The underlying error (an errno error from fs or @cairn/sys, usually). */
+  /** The underlying error (an errno error from fs or @cairnfs/sys, usually). */
   cause?: unknown;
 }
 
@@ -51,7 +51,7 @@ export function isCairnError(err: unknown, code?: ErrorCode): err is CairnError 
   return err instanceof CairnError && (code === undefined || err.code === code);
 }
 
-/** The errno code of a Node or @cairn/sys error (`'ENOENT'`, …), or undefined. */
+/** The errno code of a Node or @cairnfs/sys error (`'ENOENT'`, …), or undefined. */
 export function errnoCode(err: unknown): string | undefined {
   const e = err as { code?: unknown; errno?: unknown } | null;
   // Node 20's libuv has no name for EDQUOT (122): errno -122 comes with code 'UNKNOWN' or

@@ -2,7 +2,7 @@ import { mkdir, open } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { constants as sysConstants, flockSync } from '@cairn/sys';
+import { constants as sysConstants, flockSync } from '@cairnfs/sys';
 import { CairnError, errnoCode } from './errors.js';
 
 /** The lock file in every driver home. Layer ids cannot start with '.', so it never clashes with a layer. */

@@ -213,7 +213,7 @@ export async function openDriver(opts: OpenOptions): Promise<StorageDriver> {
   throw new CairnError('ERR_NOT_SUPPORTED',
     refusals.length
       ? `no storage driver can run at ${setup.root}: ${refusals.join('; ')}`
-      : `no storage drivers are registered; import 'cairn' (which registers the built-in drivers) or register one`,
+      : `no storage drivers are registered; import 'cairnfs' (which registers the built-in drivers) or register one`,
     { subject: setup.root });
 }
 

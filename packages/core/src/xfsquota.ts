@@ -1,6 +1,6 @@
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { xfsGetProjectId, xfsProjectQuotaState, xfsSetProjectId, xfsSetProjectLimit } from '@cairn/sys';
+import { xfsGetProjectId, xfsProjectQuotaState, xfsSetProjectId, xfsSetProjectLimit } from '@cairnfs/sys';
 import { detectBackingFs, nearestExistingPath } from './backingfs.js';
 import { CairnError, errnoCode } from './errors.js';
 import { findMountOf } from './mountinfo.js';
@@ -11,7 +11,7 @@ import { findMountOf } from './mountinfo.js';
  * everything created below it, PROJINHERIT), and the kernel refuses writes past the
  * project's hard block limit with EDQUOT.
  *
- * Like moby, through the kernel interfaces directly (@cairn/sys: FS_IOC_FSSETXATTR and
+ * Like moby, through the kernel interfaces directly (@cairnfs/sys: FS_IOC_FSSETXATTR and
  * quotactl_fd: three syscalls per layer instead of two `xfs_quota` process starts), and with
  * moby's id scheme: nothing is persisted; the next id lives in memory, starting at the
  * project id of the directory holding the layers + 1 and raised above every id an

@@ -1,8 +1,8 @@
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { lgetxattrSync, lsetxattrSync, lutimesNsSync, mknodSync } from '@cairn/sys';
-import { applyLayer, exportChanges, exportOverlayUpper, packEntries, type Change, type TarSourceEntry } from '@cairn/core';
+import { lgetxattrSync, lsetxattrSync, lutimesNsSync, mknodSync } from '@cairnfs/sys';
+import { applyLayer, exportChanges, exportOverlayUpper, packEntries, type Change, type TarSourceEntry } from '@cairnfs/core';
 import { chunked, gnuTar, isRoot, readAll, removeDir, snapshotTree, streamToBuffer, tempDir } from './archive-helpers.js';
 
 const ALL_BYTES = Buffer.from(Array.from({ length: 256 }, (_, i) => i));

@@ -5,8 +5,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Readable } from 'node:stream';
-import { lgetxattrSync, llistxattrSync } from '@cairn/sys';
-import { readTar, type TarEntry } from '@cairn/core';
+import { lgetxattrSync, llistxattrSync } from '@cairnfs/sys';
+import { readTar, type TarEntry } from '@cairnfs/core';
 
 export function tempDir(label: string): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), `cairn-archive-${label}-`));

@@ -2,8 +2,8 @@
 // code, and a canary directory beside the target must stay byte-for-byte untouched.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { applyLayer, encodeHeader, tarTrailer, type ApplyOptions, type ErrorCode, type TarHeaderInput } from '@cairn/core';
-import { lgetxattrSync, makedev } from '@cairn/sys';
+import { applyLayer, encodeHeader, tarTrailer, type ApplyOptions, type ErrorCode, type TarHeaderInput } from '@cairnfs/core';
+import { lgetxattrSync, makedev } from '@cairnfs/sys';
 import { chunked, fingerprint, isRoot, removeDir, tempDir } from './archive-helpers.js';
 
 const pad = (n: number) => Buffer.alloc((512 - (n % 512)) % 512);

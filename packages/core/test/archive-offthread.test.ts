@@ -7,8 +7,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Readable } from 'node:stream';
 import { isMainThread } from 'node:worker_threads';
-import { CairnError, applyLayer, encodeHeader, tarTrailer } from '@cairn/core';
-import { expectSameTree, repoRoot, snapshotTree } from '@cairn/testkit';
+import { CairnError, applyLayer, encodeHeader, tarTrailer } from '@cairnfs/core';
+import { expectSameTree, repoRoot, snapshotTree } from '@cairnfs/testkit';
 import { removeDir, tempDir } from './archive-helpers.js';
 
 const block = (n: number) => Buffer.alloc(Math.ceil(n / 512) * 512);
@@ -119,7 +119,7 @@ describe('applyLayer off the JS thread (native, libuv pool)', () => {
     // In a plain node process (jest swallows unhandled rejections): the default mode throws on them.
     const script = `
       import { Readable } from 'node:stream';
-      import { applyLayer, encodeHeader, tarTrailer } from '@cairn/core';
+      import { applyLayer, encodeHeader, tarTrailer } from '@cairnfs/core';
       const h = encodeHeader({ name: '../escape', type: 'file', mode: 0o644, size: 0 });
       const slow = Readable.from((async function* () {
         yield Buffer.concat([h, tarTrailer()]);

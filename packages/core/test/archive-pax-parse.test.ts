@@ -1,7 +1,7 @@
 // The parser's PAX fast path: 'x' bodies are decoded in place when a chunk holds them
 // whole and copied when they straddle chunks; times and numbers are parsed by hand; an
 // empty value restores the header's value. These pin that behaviour down.
-import { CairnError, TarParser, encodeHeader, tarTrailer, type TarEntry } from '@cairn/core';
+import { CairnError, TarParser, encodeHeader, tarTrailer, type TarEntry } from '@cairnfs/core';
 
 function record(key: string, value: Buffer | string): Buffer {
   const v = typeof value === 'string' ? Buffer.from(value) : value;

@@ -1,8 +1,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import tarStream from 'tar-stream';
-import { lsetxattrSync, mknodSync } from '@cairn/sys';
-import { CairnError, encodeHeader, packEntries, readTar, tarTrailer, type TarEntry } from '@cairn/core';
+import { lsetxattrSync, mknodSync } from '@cairnfs/sys';
+import { CairnError, encodeHeader, packEntries, readTar, tarTrailer, type TarEntry } from '@cairnfs/core';
 import { chunked, gnuTar, isRoot, readAll, removeDir, streamToBuffer, tempDir } from './archive-helpers.js';
 
 const ALL_BYTES = Buffer.from(Array.from({ length: 256 }, (_, i) => i));

@@ -1,4 +1,4 @@
-import { classifyWhiteout, splitEntryPath } from '@cairn/core';
+import { classifyWhiteout, splitEntryPath } from '@cairnfs/core';
 
 describe('splitEntryPath (pure)', () => {
   test.each([

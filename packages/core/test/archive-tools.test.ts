@@ -6,8 +6,8 @@
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { applyLayer } from '@cairn/core';
-import { lsetxattrSync } from '@cairn/sys';
+import { applyLayer } from '@cairnfs/core';
+import { lsetxattrSync } from '@cairnfs/sys';
 import { fingerprint, isRoot, removeDir, snapshotTree, tempDir, type NodeFacts } from './archive-helpers.js';
 
 const hasBsdtar = (() => { try { execFileSync('bsdtar', ['--version']); return true; } catch { return false; } })();

@@ -5,9 +5,9 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import {
   detectBackingFs, findMountOf, nameBackingFs, parseMountInfo, readMountInfo, supportsDType, unescapeMountField,
-} from '@cairn/core';
-import { describeBackend, loopFsMissing, makeLoopFs } from '@cairn/testkit';
-import type { LoopFs } from '@cairn/testkit';
+} from '@cairnfs/core';
+import { describeBackend, loopFsMissing, makeLoopFs } from '@cairnfs/testkit';
+import type { LoopFs } from '@cairnfs/testkit';
 
 const run = promisify(execFile);
 

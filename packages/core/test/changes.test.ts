@@ -1,8 +1,8 @@
 import { chmod, lchown, link, mkdir, mkdtemp, rm, symlink, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { lsetxattrSync, lutimesNsSync } from '@cairn/sys';
-import { changesBetween, copyTree, diffSizeOf, sortChanges } from '@cairn/core';
+import { lsetxattrSync, lutimesNsSync } from '@cairnfs/sys';
+import { changesBetween, copyTree, diffSizeOf, sortChanges } from '@cairnfs/core';
 
 let work: string;
 let parent: string;

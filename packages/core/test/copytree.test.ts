@@ -2,9 +2,9 @@ import { chmod, lchown, link, lstat, mkdir, mkdtemp, readdir, rm, stat, symlink,
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { constants as sysConstants, lsetxattrSync, lutimesNsSync, mknodSync } from '@cairn/sys';
-import { copyTree } from '@cairn/core';
-import { expectSameTree, snapshotTree } from '@cairn/testkit';
+import { constants as sysConstants, lsetxattrSync, lutimesNsSync, mknodSync } from '@cairnfs/sys';
+import { copyTree } from '@cairnfs/core';
+import { expectSameTree, snapshotTree } from '@cairnfs/testkit';
 
 let work: string;
 beforeEach(async () => { work = await mkdtemp(join(tmpdir(), 'cairn-copytree-')); });

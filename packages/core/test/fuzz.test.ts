@@ -6,9 +6,9 @@
 import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { applyLayer, isCairnError } from '@cairn/core';
-import { fuzzCase, fuzzSeeds, makeLoopFs, snapshotTree, comparable } from '@cairn/testkit';
-import type { LoopFs } from '@cairn/testkit';
+import { applyLayer, isCairnError } from '@cairnfs/core';
+import { fuzzCase, fuzzSeeds, makeLoopFs, snapshotTree, comparable } from '@cairnfs/testkit';
+import type { LoopFs } from '@cairnfs/testkit';
 
 const CASES = Number(process.env.CAIRN_FUZZ_CASES) > 0 ? Number(process.env.CAIRN_FUZZ_CASES) : 10_000;
 const SEED = Number.isInteger(Number(process.env.CAIRN_FUZZ_SEED)) && process.env.CAIRN_FUZZ_SEED ? Number(process.env.CAIRN_FUZZ_SEED) : Math.floor(Math.random() * 2 ** 31);

@@ -1,4 +1,4 @@
-import { assertValidId, isValidId, normalizeParent, CairnError } from '@cairn/core';
+import { assertValidId, isValidId, normalizeParent, CairnError } from '@cairnfs/core';
 
 describe('layer ids', () => {
   test.each(['a', 'A9', '_x', 'abc.def-ghi_1', 'x'.repeat(128), 'sha256-' + 'f'.repeat(64)])('accepts %s', (id) => {
@@ -32,7 +32,7 @@ describe('layer ids', () => {
 
 describe('space errors', () => {
   test('ENOSPC and an unnamed EDQUOT (Node reports errno -122 as UNKNOWN) become ERR_NO_SPACE', async () => {
-    const { translateSpaceError, errnoCode } = await import('@cairn/core');
+    const { translateSpaceError, errnoCode } = await import('@cairnfs/core');
     const unnamed = Object.assign(new Error('UNKNOWN: unknown error, write'), { code: 'UNKNOWN', errno: -122 });
     expect(errnoCode(unnamed)).toBe('EDQUOT');
     expect(translateSpaceError(unnamed, 'applying layer x')).toMatchObject({ code: 'ERR_NO_SPACE' });

@@ -5,7 +5,7 @@ import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { acquireHomeLock, HOME_LOCK_FILE, isCairnError } from '@cairn/core';
+import { acquireHomeLock, HOME_LOCK_FILE, isCairnError } from '@cairnfs/core';
 
 // The child is plain Node holding flock(2) through the same addon the library uses, so
 // the test sees exactly what a second cairn process would do to us and we to it.

@@ -1,13 +1,13 @@
 import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { MIGRATE_JOURNAL, layerDigest, migrate, orderParentsFirst, packEntries, readMountInfo } from '@cairn/core';
-import type { LayerRef, MigrateProgress, StorageDriver, TarSourceEntry } from '@cairn/core';
-import { aufsDriver } from '@cairn/aufs';
-import { Overlay2Driver, probeOverlay } from '@cairn/overlay2';
-import * as sys from '@cairn/sys';
-import { describeBackend, expectCode, expectSameTree, snapshotTree, withMounted } from '@cairn/testkit';
-import { vfsDriver } from '@cairn/vfs';
+import { MIGRATE_JOURNAL, layerDigest, migrate, orderParentsFirst, packEntries, readMountInfo } from '@cairnfs/core';
+import type { LayerRef, MigrateProgress, StorageDriver, TarSourceEntry } from '@cairnfs/core';
+import { aufsDriver } from '@cairnfs/aufs';
+import { Overlay2Driver, probeOverlay } from '@cairnfs/overlay2';
+import * as sys from '@cairnfs/sys';
+import { describeBackend, expectCode, expectSameTree, snapshotTree, withMounted } from '@cairnfs/testkit';
+import { vfsDriver } from '@cairnfs/vfs';
 import { T, put, writeDockerStore, writeExpectedTop } from '../../aufs/test/docker-store.js';
 
 async function overlayMissing(): Promise<string | null> {

@@ -2,9 +2,9 @@ import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promis
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { CairnError, NaiveDiff, copyTree } from '@cairn/core';
-import type { NaiveDiffHost } from '@cairn/core';
-import { collect, tarEntries, tarOf } from '@cairn/testkit';
+import { CairnError, NaiveDiff, copyTree } from '@cairnfs/core';
+import type { NaiveDiffHost } from '@cairnfs/core';
+import { collect, tarEntries, tarOf } from '@cairnfs/testkit';
 
 /**
  * The smallest real host: layers are plain directories under `work`, get/put count

@@ -1,4 +1,4 @@
-import { describeBackend, runJestInVm, vmMissingReason } from '@cairn/testkit';
+import { describeBackend, runJestInVm, vmMissingReason } from '@cairnfs/testkit';
 
 // This host's kernel has no xfs quota code (CONFIG_XFS_QUOTA unset), so the overlay2, vfs
 // and core quota tests run in one boot of the test VM (scripts/run-in-vm.sh: Debian's 6.1

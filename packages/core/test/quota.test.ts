@@ -1,8 +1,8 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CairnError, LayerQuotas, detectBackingFs, probeXfsProjectQuota, requireXfsProjectQuota } from '@cairn/core';
-import { describeBackend, loopFsMissing, makeLoopFs } from '@cairn/testkit';
+import { CairnError, LayerQuotas, detectBackingFs, probeXfsProjectQuota, requireXfsProjectQuota } from '@cairnfs/core';
+import { describeBackend, loopFsMissing, makeLoopFs } from '@cairnfs/testkit';
 
 // Where quotas cannot work, on this host. Enforcement is tested in the VM
 // (test/vm/quota.vmtest.ts, launched by quota-vm.test.ts).

@@ -1,4 +1,4 @@
-import { MountRefs, KeyedMutex, CairnError } from '@cairn/core';
+import { MountRefs, KeyedMutex, CairnError } from '@cairnfs/core';
 
 function recordingHooks() {
   const events: string[] = [];

@@ -3,12 +3,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
   acquireHomeLock, CairnError, detectBackingFs, isCairnError, openDriver, probe, Registry, supportsDType,
-} from '@cairn/core';
+} from '@cairnfs/core';
 import type {
   BackingFs, DriverContext, DriverFactory, ErrorCode, HomeLock, ProbeResult, StorageDriver,
-} from '@cairn/core';
-import { describeBackend, loopFsMissing, makeLoopFs } from '@cairn/testkit';
-import type { LoopFs } from '@cairn/testkit';
+} from '@cairnfs/core';
+import { describeBackend, loopFsMissing, makeLoopFs } from '@cairnfs/testkit';
+import type { LoopFs } from '@cairnfs/testkit';
 
 /**
  * Test drivers: real probes of the real backing filesystem (statfs, d_type), a real

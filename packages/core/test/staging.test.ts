@@ -1,7 +1,7 @@
 import { mkdtemp, readdir, rm, stat, writeFile, mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { makeStagingDir, commitStaged, discardDir, sweepLeftovers, STAGING_DIR, TRASH_DIR } from '@cairn/core';
+import { makeStagingDir, commitStaged, discardDir, sweepLeftovers, STAGING_DIR, TRASH_DIR } from '@cairnfs/core';
 
 let home: string;
 beforeEach(async () => { home = await mkdtemp(join(tmpdir(), 'cairn-staging-')); });

@@ -6,11 +6,11 @@ import { chmod, lchown, link, mkdir, mkdtemp, rm, symlink, writeFile } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { lsetxattrSync, lutimesNsSync, mknodSync, constants, statDirSync, statPathsSync, STAT, STAT_FIELDS } from '@cairn/sys';
+import { lsetxattrSync, lutimesNsSync, mknodSync, constants, statDirSync, statPathsSync, STAT, STAT_FIELDS } from '@cairnfs/sys';
 import {
   changesBetween, copyTree, diffSizeOf, encodeHeader, encodeHeaderInto, exportChanges, exportOverlayUpper, exportTree,
   type TarHeaderInput,
-} from '@cairn/core';
+} from '@cairnfs/core';
 
 let work: string;
 let parent: string;

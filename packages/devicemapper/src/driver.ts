@@ -6,9 +6,9 @@ import type { Readable } from 'node:stream';
 import {
   CairnError, KeyedMutex, MountRefs, NaiveDiff, openUnderHomeLock, assertValidId, detectBackingFs,
   normalizeParent, readMountInfo,
-} from '@cairn/core';
-import type { Change, CreateOptions, DriverContext, HomeLock, StorageDriver } from '@cairn/core';
-import { major, minor } from '@cairn/sys';
+} from '@cairnfs/core';
+import type { Change, CreateOptions, DriverContext, HomeLock, StorageDriver } from '@cairnfs/core';
+import { major, minor } from '@cairnfs/sys';
 import {
   METADATA_BLOCK, createDevice, devPath, isActive, isIdTaken, isNoSuchThin, libraryVersion, listDevices,
   poolMessage, poolStatus, removeDevice, resume, suspendIfActive, targetVersions, thinTable,

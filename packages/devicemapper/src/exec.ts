@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { CairnError, errnoCode } from '@cairn/core';
+import { CairnError, errnoCode } from '@cairnfs/core';
 
 export interface RunResult { stdout: string; stderr: string }
 

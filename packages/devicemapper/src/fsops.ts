@@ -1,7 +1,7 @@
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { constants, mount, umount2 } from '@cairn/sys';
-import { CairnError } from '@cairn/core';
+import { constants, mount, umount2 } from '@cairnfs/sys';
+import { CairnError } from '@cairnfs/core';
 import { classify, run } from './exec.js';
 import type { DmFs } from './options.js';
 

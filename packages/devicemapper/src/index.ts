@@ -1,7 +1,7 @@
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { CairnError } from '@cairn/core';
-import type { DriverContext, DriverFactory, ProbeResult, StorageDriver } from '@cairn/core';
+import { CairnError } from '@cairnfs/core';
+import type { DriverContext, DriverFactory, ProbeResult, StorageDriver } from '@cairnfs/core';
 import { DeviceMapperDriver } from './driver.js';
 import { NAME, PRIORITY, probeDevicemapper } from './probe.js';
 

@@ -1,5 +1,5 @@
 import { mkdir, writeFile } from 'node:fs/promises';
-import { CairnError } from '@cairn/core';
+import { CairnError } from '@cairnfs/core';
 import { CommandFailure, classify, run, udevRunning } from './exec.js';
 import { readJson, writeJson } from './meta.js';
 import type { DmOptions } from './options.js';

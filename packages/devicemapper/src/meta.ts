@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { open, readFile, rename, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { errnoCode, fsyncDir } from '@cairn/core';
+import { errnoCode, fsyncDir } from '@cairnfs/core';
 import type { DmFs } from './options.js';
 
 /** One layer's thin device, as moby's per-device metadata file. */

@@ -1,4 +1,4 @@
-import { CairnError } from '@cairn/core';
+import { CairnError } from '@cairnfs/core';
 
 /** The filesystems a thin device can be formatted with. */
 export type DmFs = 'ext4' | 'xfs';

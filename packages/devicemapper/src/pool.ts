@@ -1,5 +1,5 @@
 import { mkdir, open, stat } from 'node:fs/promises';
-import { CairnError, errnoCode } from '@cairn/core';
+import { CairnError, errnoCode } from '@cairnfs/core';
 import { createDevice, devPath, deviceState, isActive, makeNode, poolStatus, reloadDevice, removeDevice } from './dmsetup.js';
 import type { Layout } from './layout.js';
 import { run } from './exec.js';

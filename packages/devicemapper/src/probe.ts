@@ -1,8 +1,8 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
 import { release } from 'node:os';
-import { detectBackingFs, isCairnError } from '@cairn/core';
-import type { DriverContext, ProbeResult } from '@cairn/core';
+import { detectBackingFs, isCairnError } from '@cairnfs/core';
+import type { DriverContext, ProbeResult } from '@cairnfs/core';
 import { parseOptions } from './options.js';
 
 export const NAME = 'devicemapper';

@@ -1,5 +1,5 @@
-import { isCairnError } from '@cairn/core';
-import { Layout, humanSize, parseOptions, parsePoolStatus, parseSize } from '@cairn/devicemapper';
+import { isCairnError } from '@cairnfs/core';
+import { Layout, humanSize, parseOptions, parsePoolStatus, parseSize } from '@cairnfs/devicemapper';
 
 describe('devicemapper options', () => {
   test('defaults are moby\'s: 100G data, 2G metadata, 10G base, ext4, 64K blocks, 10% minimum free space', () => {

@@ -1,8 +1,8 @@
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { isCairnError } from '@cairn/core';
-import { devicemapperDriver, kernelMissing } from '@cairn/devicemapper';
+import { isCairnError } from '@cairnfs/core';
+import { devicemapperDriver, kernelMissing } from '@cairnfs/devicemapper';
 
 // On a kernel without device-mapper (this project's usual CI host) the driver must say so
 // and refuse to open; on one with it (the test VM) probe says usable. Either way nothing

@@ -1,6 +1,6 @@
 import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { describeBackend, repoRoot, runInVm as runVm, vmMissingReason } from '@cairn/testkit';
+import { describeBackend, repoRoot, runInVm as runVm, vmMissingReason } from '@cairnfs/testkit';
 
 // Proves scripts/run-in-vm.sh: one boot, the guest kernel has device-mapper thin
 // provisioning, the project is shared read-write at its own path, and the command's

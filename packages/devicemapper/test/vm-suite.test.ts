@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { describeBackend, repoRoot, runInVm as runVm, vmMissingReason } from '@cairn/testkit';
+import { describeBackend, repoRoot, runInVm as runVm, vmMissingReason } from '@cairnfs/testkit';
 
 // The devicemapper tests need a kernel with device-mapper, which this host may not have:
 // they run inside one VM boot (scripts/run-in-vm.sh), as a single in-band jest run of

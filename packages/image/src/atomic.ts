@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 
-export { writeFileAtomic } from '@cairn/core';
+export { writeFileAtomic } from '@cairnfs/core';
 
 /** A small file written by {@link writeFileAtomic} (or by moby), trimmed; undefined when missing. */
 export async function readSmall(path: string): Promise<string | undefined> {

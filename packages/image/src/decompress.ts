@@ -1,7 +1,7 @@
 import { createGunzip } from 'node:zlib';
 import { Readable } from 'node:stream';
 import { Decompress } from 'fzstd';
-import { CairnError } from '@cairn/core';
+import { CairnError } from '@cairnfs/core';
 
 export type Compression = 'none' | 'gzip' | 'zstd';
 

@@ -2,7 +2,7 @@
 // version writes it, also next to the OCI layout of docker ≥ 25), else the OCI layout's
 // index.json, following nested indexes and picking this host's platform.
 import { posix } from 'node:path';
-import { CairnError } from '@cairn/core';
+import { CairnError } from '@cairnfs/core';
 import { assertDigest, hexOf, sha256Of } from './digest.js';
 import type { BlobSource } from './source.js';
 

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { CairnError } from '@cairn/core';
+import { CairnError } from '@cairnfs/core';
 
 const DIGEST = /^sha256:[0-9a-f]{64}$/;
 

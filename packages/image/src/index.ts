@@ -1,5 +1,5 @@
 /**
- * @cairn/image: images on any cairn storage driver. Import a `docker save` tarball, an
+ * @cairnfs/image: images on any cairn storage driver. Import a `docker save` tarball, an
  * OCI archive or an OCI image layout (layers plain, gzip or zstd, diff ids verified while
  * applying), keep layers by chain id shared between images, make container layers, and
  * export layers byte for byte and images as `docker save` tarballs.

@@ -6,7 +6,7 @@ import { mkdtemp, open, readFile, rm, stat, type FileHandle } from 'node:fs/prom
 import { join, posix } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
-import { CairnError } from '@cairn/core';
+import { CairnError } from '@cairnfs/core';
 import { decompressed, detectCompression, type DecompressLimit } from './decompress.js';
 import { indexTar, type IndexedFile } from './tarindex.js';
 

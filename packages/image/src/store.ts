@@ -6,7 +6,7 @@ import { pipeline } from 'node:stream/promises';
 import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
 import pLimit from 'p-limit';
-import { CairnError, KeyedMutex, assertValidId, fsyncDir, type StorageDriver } from '@cairn/core';
+import { CairnError, KeyedMutex, assertValidId, fsyncDir, type StorageDriver } from '@cairnfs/core';
 import { readSmall, writeFileAtomic } from './atomic.js';
 import { chainIdOf, chainIds, hexOf, isDigest, sha256Of } from './digest.js';
 import { DEFAULT_MAX_UNCOMPRESSED_BYTES, decompressed } from './decompress.js';

@@ -5,7 +5,7 @@
 // it is needed, and several can be read at once.
 import type { FileHandle } from 'node:fs/promises';
 import { posix } from 'node:path';
-import { CairnError } from '@cairn/core';
+import { CairnError } from '@cairnfs/core';
 
 export interface IndexedFile {
   offset: number;

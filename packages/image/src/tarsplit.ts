@@ -9,7 +9,7 @@ import { promisify } from 'node:util';
 import { open, realpath } from 'node:fs/promises';
 import { posix, sep } from 'node:path';
 import { createHash } from 'node:crypto';
-import { CairnError, TarParser, type TarEntry } from '@cairn/core';
+import { CairnError, TarParser, type TarEntry } from '@cairnfs/core';
 
 const gzipAsync = promisify(gzip);
 

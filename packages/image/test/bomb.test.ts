@@ -6,9 +6,9 @@ import { mkdtemp, mkdir, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createGzip } from 'node:zlib';
-import { openDriver, defaultRegistry, encodeHeader, tarTrailer, type StorageDriver } from '@cairn/core';
-import { overlay2Driver } from '@cairn/overlay2';
-import { LayerStore } from '@cairn/image';
+import { openDriver, defaultRegistry, encodeHeader, tarTrailer, type StorageDriver } from '@cairnfs/core';
+import { overlay2Driver } from '@cairnfs/overlay2';
+import { LayerStore } from '@cairnfs/image';
 import { sha } from './fixture.js';
 
 defaultRegistry.register(overlay2Driver);

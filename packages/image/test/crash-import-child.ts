@@ -7,8 +7,8 @@
  * is a step done.
  */
 import { join } from 'node:path';
-import { LayerStore } from '@cairn/image';
-import { loadDriverFactory, readPlan, runChild, runJournaled, say } from '@cairn/testkit';
+import { LayerStore } from '@cairnfs/image';
+import { loadDriverFactory, readPlan, runChild, runJournaled, say } from '@cairnfs/testkit';
 
 export type ImportCrashOp = { op: 'import'; path: string } | { op: 'remove'; ref: string } | { op: 'gc' };
 

@@ -1,10 +1,10 @@
 import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { openDriver, defaultRegistry, isValidId, readTar, type StorageDriver } from '@cairn/core';
-import { vfsDriver } from '@cairn/vfs';
-import { overlay2Driver } from '@cairn/overlay2';
-import { LayerStore, chainIds, exportImage } from '@cairn/image';
+import { openDriver, defaultRegistry, isValidId, readTar, type StorageDriver } from '@cairnfs/core';
+import { vfsDriver } from '@cairnfs/vfs';
+import { overlay2Driver } from '@cairnfs/overlay2';
+import { LayerStore, chainIds, exportImage } from '@cairnfs/image';
 import { configFor, sampleLayers, sha, tarDir, writeDockerSave, writeOciLayout, type Compress } from './fixture.js';
 
 for (const f of [vfsDriver, overlay2Driver]) defaultRegistry.register(f);

@@ -1,9 +1,9 @@
 import type { BigIntStats } from 'node:fs';
 import { lstat, readdir, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { errnoCode, readXattrs, sameXattrMaps, sortChanges, statDiffers } from '@cairn/core';
-import type { Change } from '@cairn/core';
-import { lgetxattrSync } from '@cairn/sys';
+import { errnoCode, readXattrs, sameXattrMaps, sortChanges, statDiffers } from '@cairnfs/core';
+import type { Change } from '@cairnfs/core';
+import { lgetxattrSync } from '@cairnfs/sys';
 
 /**
  * `changes` straight from the upper dir, without mounting anything and without walking

@@ -1,8 +1,8 @@
 import { chmod, lstat, mkdtemp, readdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { applyLayer, exportOverlayUpper, fsyncDir } from '@cairn/core';
-import type { Change } from '@cairn/core';
+import { applyLayer, exportOverlayUpper, fsyncDir } from '@cairnfs/core';
+import type { Change } from '@cairnfs/core';
 import { upperChanges } from './changes.js';
 import type { Layout } from './layout.js';
 

@@ -3,9 +3,9 @@ import type { Readable } from 'node:stream';
 import {
   CairnError, KeyedMutex, MountRefs, NaiveDiff, openUnderHomeLock, assertValidId, commitStaged, discardDir,
   errnoCode, fsyncDir, fsyncFile, makeStagingDir, normalizeParent, parseByteSize, readMountInfo, LayerQuotas, sweepLeftovers,
-} from '@cairn/core';
-import type { Change, CreateOptions, DriverContext, HomeLock, StorageDriver } from '@cairn/core';
-import * as sys from '@cairn/sys';
+} from '@cairnfs/core';
+import type { Change, CreateOptions, DriverContext, HomeLock, StorageDriver } from '@cairnfs/core';
+import * as sys from '@cairnfs/sys';
 import {
   COMMITTED_FILE_MODE, DEFAULT_MAX_DEPTH, DIFF_MODE, HOME_MODE, KERNEL_MAX_DEPTH, LAYER_DIR_MODE, LINK_FILE_MODE,
   LOWER_FILE_MODE, Layout, WORK_MODE, assertDepth, childLowers, formatLowerFile, generateShortName, parseLowerFile,

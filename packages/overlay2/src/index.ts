@@ -1,10 +1,10 @@
 /**
- * @cairn/overlay2 — the overlay2 storage driver on the kernel's overlayfs, with Docker's
+ * @cairnfs/overlay2 — the overlay2 storage driver on the kernel's overlayfs, with Docker's
  * exact on-disk layout (`l/` short links, `link`, `lower`, `diff/`, `work/`, `merged/`).
  * @packageDocumentation
  */
-import { CairnError } from '@cairn/core';
-import type { DriverContext, DriverFactory, ProbeResult } from '@cairn/core';
+import { CairnError } from '@cairnfs/core';
+import type { DriverContext, DriverFactory, ProbeResult } from '@cairnfs/core';
 import { Overlay2Driver } from './driver.js';
 import { listLayerIds } from './links.js';
 import { Layout } from './layout.js';

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { CairnError } from '@cairn/core';
+import { CairnError } from '@cairnfs/core';
 
 /**
  * Docker's overlay2 on-disk layout, as moby's `daemon/graphdriver/overlay2` writes it,

@@ -1,5 +1,5 @@
 import { readdir, readFile, readlink, symlink, unlink, writeFile } from 'node:fs/promises';
-import { errnoCode, isValidId } from '@cairn/core';
+import { errnoCode, isValidId } from '@cairnfs/core';
 import { LINK_FILE_MODE, Layout, generateShortName, idFromDirName, isShortName, parseLinkFile } from './layout.js';
 
 /**

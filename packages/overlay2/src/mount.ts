@@ -1,6 +1,6 @@
 import { join } from 'node:path';
-import { CairnError } from '@cairn/core';
-import * as sys from '@cairn/sys';
+import { CairnError } from '@cairnfs/core';
+import * as sys from '@cairnfs/sys';
 import { DIFF_DIR, MERGED_DIR, WORK_DIR, layerDirName } from './layout.js';
 
 /**
@@ -90,7 +90,7 @@ function classicOptions(req: OverlayMountRequest, p: ReturnType<typeof layerPath
  * Chooses how to mount a layer, in moby's order of preference, then beyond it:
  * 1. mount(2) with absolute `l/` paths, when the data fits in a page (what dockerd does);
  * 2. mount(2) with paths relative to the home, the process cwd untouched (moby forks a
- *    chrooted helper for this; @cairn/sys runs the call on a thread with its own cwd);
+ *    chrooted helper for this; @cairnfs/sys runs the call on a thread with its own cwd);
  * 3. the new mount API with one `lowerdir+` per layer, which has no page limit and is how
  *    stacks deeper than ~128 layers mount (Linux ≥ 6.8).
  * Absolute paths are also skipped when the home holds characters overlayfs would parse

@@ -1,9 +1,9 @@
 import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { CairnError, detectBackingFs, errnoCode, nearestExistingPath, supportsDType } from '@cairn/core';
-import type { ErrorCode } from '@cairn/core';
-import * as sys from '@cairn/sys';
+import { CairnError, detectBackingFs, errnoCode, nearestExistingPath, supportsDType } from '@cairnfs/core';
+import type { ErrorCode } from '@cairnfs/core';
+import * as sys from '@cairnfs/sys';
 import { detachMount, mountData } from './mount.js';
 
 /** What the kernel and the backing filesystem offer overlay2, found once at open. */

@@ -1,4 +1,4 @@
-import { describeBackend, driverConformanceSuite } from '@cairn/testkit';
+import { describeBackend, driverConformanceSuite } from '@cairnfs/testkit';
 import { harness, overlayMissing } from './helpers.js';
 
 const missing = await overlayMissing();

@@ -1,9 +1,9 @@
 import { readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { CairnError } from '@cairn/core';
-import * as sys from '@cairn/sys';
-import { describeBackend } from '@cairn/testkit';
-import type { Overlay2Driver } from '@cairn/overlay2';
+import { CairnError } from '@cairnfs/core';
+import * as sys from '@cairnfs/sys';
+import { describeBackend } from '@cairnfs/testkit';
+import type { Overlay2Driver } from '@cairnfs/overlay2';
 import { makeHome, overlayMissing, overlayMountsUnder } from './helpers.js';
 import type { Home } from './helpers.js';
 

@@ -2,11 +2,11 @@ import { existsSync } from 'node:fs';
 import { appendFile, chmod, chown, link, lstat, mkdir, readdir, rename, rm, symlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { changesBetween, diffSizeOf } from '@cairn/core';
-import type { Change } from '@cairn/core';
-import * as sys from '@cairn/sys';
-import { collect, describeBackend, expectSameTree, snapshotTree, tarEntries } from '@cairn/testkit';
-import type { Overlay2Driver } from '@cairn/overlay2';
+import { changesBetween, diffSizeOf } from '@cairnfs/core';
+import type { Change } from '@cairnfs/core';
+import * as sys from '@cairnfs/sys';
+import { collect, describeBackend, expectSameTree, snapshotTree, tarEntries } from '@cairnfs/testkit';
+import type { Overlay2Driver } from '@cairnfs/overlay2';
 import { makeHome, overlayMissing } from './helpers.js';
 import type { Home } from './helpers.js';
 

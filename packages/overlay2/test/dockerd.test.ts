@@ -2,7 +2,7 @@
  * overlay2's Docker compatibility, proved against a real moby dockerd (Debian's docker.io
  * 20.10, started privately by the testkit): an image built offline by dockerd is read in
  * place by cairn from a copy of dockerd's data root, its layers' changes and diffs are
- * checked, and the `docker save` of it re-imported through @cairn/image gives the same trees.
+ * checked, and the `docker save` of it re-imported through @cairnfs/image gives the same trees.
  *
  * Comparisons with what docker itself produces (export, save) account for two things
  * Docker's tar writer does, seen in its output here: mtimes are whole seconds, and of all
@@ -16,12 +16,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { promisify } from 'node:util';
-import type { Change } from '@cairn/core';
-import { LayerStore, exportImage } from '@cairn/image';
-import { Overlay2Driver } from '@cairn/overlay2';
-import * as sys from '@cairn/sys';
-import { describeBackend, dockerdMissing, expectSameTree, snapshotTree, startDockerd } from '@cairn/testkit';
-import type { DockerdFixture, TreeSnapshot } from '@cairn/testkit';
+import type { Change } from '@cairnfs/core';
+import { LayerStore, exportImage } from '@cairnfs/image';
+import { Overlay2Driver } from '@cairnfs/overlay2';
+import * as sys from '@cairnfs/sys';
+import { describeBackend, dockerdMissing, expectSameTree, snapshotTree, startDockerd } from '@cairnfs/testkit';
+import type { DockerdFixture, TreeSnapshot } from '@cairnfs/testkit';
 import { makeHome, overlayMissing, unmountUnder } from './helpers.js';
 import type { Home } from './helpers.js';
 
@@ -253,7 +253,7 @@ describeBackend('dockerd', missing, () => {
     }
   });
 
-  test('docker save re-imported through @cairn/image gives the same layers, each tree identical to Docker\'s in place', async () => {
+  test('docker save re-imported through @cairnfs/image gives the same layers, each tree identical to Docker\'s in place', async () => {
     const home = await makeHome('cairn-dockerd-save-');
     fresh.push(home);
     const target = await home.open();

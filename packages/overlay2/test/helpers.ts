@@ -1,10 +1,10 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { readMountInfo } from '@cairn/core';
-import * as sys from '@cairn/sys';
-import { Overlay2Driver, probeOverlay } from '@cairn/overlay2';
-import type { DriverHarness } from '@cairn/testkit';
+import { readMountInfo } from '@cairnfs/core';
+import * as sys from '@cairnfs/sys';
+import { Overlay2Driver, probeOverlay } from '@cairnfs/overlay2';
+import type { DriverHarness } from '@cairnfs/testkit';
 
 /** Why the real-overlayfs tests cannot run here, or null when they can. */
 export async function overlayMissing(): Promise<string | null> {

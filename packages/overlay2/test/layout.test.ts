@@ -1,9 +1,9 @@
-import { CairnError } from '@cairn/core';
+import { CairnError } from '@cairnfs/core';
 import {
   DEFAULT_MAX_DEPTH, Layout, assertDepth, childLowers, formatLowerFile, generateShortName, isShortName,
   mountData, parseLinkFile, parseLowerFile, planOverlayMount,
-} from '@cairn/overlay2';
-import type { OverlayMountRequest } from '@cairn/overlay2';
+} from '@cairnfs/overlay2';
+import type { OverlayMountRequest } from '@cairnfs/overlay2';
 
 const A = 'AAAAAAAAAAAAAAAAAAAAAAAAAA';
 const B = 'BBBBBBBBBBBBBBBBBBBBBBBBBB';

@@ -2,9 +2,9 @@ import { existsSync } from 'node:fs';
 import { lstat, mkdir, readFile, readdir, readlink, rm, stat, symlink, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { CairnError, STAGING_DIR } from '@cairn/core';
-import { describeBackend, tarOf } from '@cairn/testkit';
-import type { Overlay2Driver } from '@cairn/overlay2';
+import { CairnError, STAGING_DIR } from '@cairnfs/core';
+import { describeBackend, tarOf } from '@cairnfs/testkit';
+import type { Overlay2Driver } from '@cairnfs/overlay2';
 import { makeHome, overlayMissing, overlayMountsUnder } from './helpers.js';
 import type { Home } from './helpers.js';
 

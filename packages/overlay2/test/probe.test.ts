@@ -1,11 +1,11 @@
 import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CairnError } from '@cairn/core';
-import * as sys from '@cairn/sys';
-import { describeBackend, loopFsMissing, makeLoopFs } from '@cairn/testkit';
-import type { LoopFs } from '@cairn/testkit';
-import { overlay2Driver } from '@cairn/overlay2';
+import { CairnError } from '@cairnfs/core';
+import * as sys from '@cairnfs/sys';
+import { describeBackend, loopFsMissing, makeLoopFs } from '@cairnfs/testkit';
+import type { LoopFs } from '@cairnfs/testkit';
+import { overlay2Driver } from '@cairnfs/overlay2';
 import { makeHome, overlayMissing } from './helpers.js';
 
 const missing = await overlayMissing();

@@ -1,4 +1,4 @@
-// btrfs ioctls (native/btrfs.cc), used by @cairn/btrfs. Every call is async on the libuv
+// btrfs ioctls (native/btrfs.cc), used by @cairnfs/btrfs. Every call is async on the libuv
 // pool; failures are the same Node-style errors as the rest of this package, with
 // `syscall` naming the ioctl ('BTRFS_IOC_SNAP_CREATE_V2', …).
 import { native } from './native.js';

@@ -1,5 +1,5 @@
 /**
- * @cairn/sys — the Linux syscalls Node lacks, as a small Node-API addon: mount(2) and the new
+ * @cairnfs/sys — the Linux syscalls Node lacks, as a small Node-API addon: mount(2) and the new
  * mount API, umount2(2), mknod(2), l*xattr(2) (never following symlinks), utimensat(2) with
  * nanoseconds, flock(2) and dev_t packing.
  *

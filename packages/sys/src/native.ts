@@ -35,8 +35,8 @@ function load(): NativeBinding {
     const e = err as NodeJS.ErrnoException;
     if (e.code === 'MODULE_NOT_FOUND') {
       throw new Error(
-        '@cairn/sys: the native addon is not built (build/Release/cairn_sys.node is missing). ' +
-          'Run `npm rebuild @cairn/sys` (needs g++, make and python3) and try again.',
+        '@cairnfs/sys: the native addon is not built (build/Release/cairn_sys.node is missing). ' +
+          'Run `npm rebuild @cairnfs/sys` (needs g++, make and python3) and try again.',
         { cause: err },
       );
     }

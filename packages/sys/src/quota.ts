@@ -1,4 +1,4 @@
-// XFS project quota calls (native/quota.cc), used by @cairn/core's xfsquota.ts for the
+// XFS project quota calls (native/quota.cc), used by @cairnfs/core's xfsquota.ts for the
 // overlay2 and vfs `size` options. Async on the libuv pool; failures are the same
 // Node-style errors as the rest of this package (`syscall`: 'FS_IOC_FSSETXATTR',
 // 'quotactl_fd', …). quotactl_fd needs Linux >= 5.14.

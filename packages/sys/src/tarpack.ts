@@ -12,7 +12,7 @@ export const PACK_OVERLAY = 1;
 export const PACK_PATH_ORDER = 2;
 
 /**
- * A tar packer on a layer directory. Entries are exactly those of `@cairn/core`'s
+ * A tar packer on a layer directory. Entries are exactly those of `@cairnfs/core`'s
  * exportChanges/exportOverlayUpper (ustar headers, PAX records for long names and links,
  * big ids and sizes, nanosecond mtimes, `SCHILY.xattr.*` for xattrs other than
  * overlayfs' and SELinux's; the 2nd and later paths of an inode as hardlinks; sockets

@@ -2,7 +2,7 @@
 // the hostile catalogue, the archive suites and the differential fuzzer run through it).
 import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { openLayerApplier, type LayerApplierOptions } from '@cairn/sys';
+import { openLayerApplier, type LayerApplierOptions } from '@cairnfs/sys';
 import { scratch, type Scratch } from './helpers.js';
 
 let s: Scratch;

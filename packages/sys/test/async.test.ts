@@ -1,6 +1,6 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { constants, mknod, lsetxattr, lgetxattr, llistxattr, fsMount, umount2 } from '@cairn/sys';
+import { constants, mknod, lsetxattr, lgetxattr, llistxattr, fsMount, umount2 } from '@cairnfs/sys';
 import { scratch, type Scratch } from './helpers.js';
 
 let s: Scratch;

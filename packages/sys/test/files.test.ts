@@ -5,8 +5,8 @@ import {
   constants, mknod, mknodSync, major, minor, makedev,
   lsetxattrSync, lgetxattrSync, llistxattrSync, lremovexattrSync,
   lsetxattr, lgetxattr, llistxattr, lremovexattr, lutimesNsSync,
-} from '@cairn/sys';
-import type { SysError } from '@cairn/sys';
+} from '@cairnfs/sys';
+import type { SysError } from '@cairnfs/sys';
 import { scratch, thrown, type Scratch } from './helpers.js';
 
 let s: Scratch;

@@ -3,7 +3,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { join } from 'node:path';
 import type { FileHandle } from 'node:fs/promises';
-import { constants, flockSync } from '@cairn/sys';
+import { constants, flockSync } from '@cairnfs/sys';
 import { scratch, thrown, type Scratch } from './helpers.js';
 
 const { LOCK_EX, LOCK_SH, LOCK_UN, LOCK_NB } = constants;

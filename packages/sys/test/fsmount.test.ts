@@ -1,7 +1,7 @@
 import { mkdir, writeFile, readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { fsMount, hasNewMountApi, mount, umount2 } from '@cairn/sys';
-import type { SysError } from '@cairn/sys';
+import { fsMount, hasNewMountApi, mount, umount2 } from '@cairnfs/sys';
+import type { SysError } from '@cairnfs/sys';
 import { scratch, isMountPoint, type Scratch } from './helpers.js';
 
 let s: Scratch;

@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { isNativeError } from 'node:util/types';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { mount, umount2, constants } from '@cairn/sys';
+import { mount, umount2, constants } from '@cairnfs/sys';
 
 export interface Scratch {
   dir: string;

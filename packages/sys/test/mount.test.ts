@@ -1,7 +1,7 @@
 import { mkdir, writeFile, readFile, readdir, open, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { mount, mountAt, umount2, constants } from '@cairn/sys';
-import type { SysError } from '@cairn/sys';
+import { mount, mountAt, umount2, constants } from '@cairnfs/sys';
+import type { SysError } from '@cairnfs/sys';
 import { isNativeError } from 'node:util/types';
 import { scratch, isMountPoint, thrown, type Scratch } from './helpers.js';
 

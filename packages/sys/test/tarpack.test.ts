@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import {
   PACK_OVERLAY, constants, lgetxattrSync, llistxattrSync, lsetxattrSync, lutimesNsSync, mknodSync, openTarPacker,
   type TarPacker,
-} from '@cairn/sys';
+} from '@cairnfs/sys';
 import { scratch, type Scratch } from './helpers.js';
 
 let s: Scratch;

@@ -1,9 +1,9 @@
 import { chmod, lchown, link, lstat, mkdir, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { constants as sysConstants, lsetxattrSync, lutimesNsSync, makedev, mknodSync } from '@cairn/sys';
-import type { Change, ErrorCode, StorageDriver } from '@cairn/core';
-import { errnoCode } from '@cairn/core';
+import { constants as sysConstants, lsetxattrSync, lutimesNsSync, makedev, mknodSync } from '@cairnfs/sys';
+import type { Change, ErrorCode, StorageDriver } from '@cairnfs/core';
+import { errnoCode } from '@cairnfs/core';
 import tarStream from 'tar-stream';
 import { expectSameTree, snapshotTree } from './tree.js';
 

@@ -6,15 +6,15 @@
  * printed is a step done, whenever the SIGKILL comes.
  */
 import { writeSync } from 'node:fs';
-import type { DriverFactory } from '@cairn/core';
+import type { DriverFactory } from '@cairnfs/core';
 
 export function say(msg: unknown): void {
   writeSync(1, (typeof msg === 'string' ? msg : JSON.stringify(msg)) + '\n');
 }
 
-/** The driver factory `@cairn/<name>` exports as `<name>Driver`. */
+/** The driver factory `@cairnfs/<name>` exports as `<name>Driver`. */
 export async function loadDriverFactory(name: string): Promise<DriverFactory> {
-  const mod = (await import(`@cairn/${name}`)) as Record<string, unknown>;
+  const mod = (await import(`@cairnfs/${name}`)) as Record<string, unknown>;
   return mod[`${name}Driver`] as DriverFactory;
 }
 

@@ -8,9 +8,9 @@ import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import { applyLayer, encodeHeader, readMountInfo, tarTrailer } from '@cairn/core';
-import type { DriverFactory, StorageDriver } from '@cairn/core';
-import { constants as sysConstants, umount2 } from '@cairn/sys';
+import { applyLayer, encodeHeader, readMountInfo, tarTrailer } from '@cairnfs/core';
+import type { DriverFactory, StorageDriver } from '@cairnfs/core';
+import { constants as sysConstants, umount2 } from '@cairnfs/sys';
 
 /**
  * Crash consistency by SIGKILL: a child process runs a plan of driver operations

@@ -4,8 +4,8 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { readMountInfo } from '@cairn/core';
-import * as sys from '@cairn/sys';
+import { readMountInfo } from '@cairnfs/core';
+import * as sys from '@cairnfs/sys';
 
 /**
  * A private moby dockerd for tests (Debian's docker.io 20.10, overlay2), as the shared

@@ -1,4 +1,4 @@
-import { encodeHeader, tarTrailer } from '@cairn/core';
+import { encodeHeader, tarTrailer } from '@cairnfs/core';
 import { prng } from './crash.js';
 
 /**

@@ -2,8 +2,8 @@
 // xfs quotas): writing through a layer until the quota stops it, and the error codes.
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { CairnError } from '@cairn/core';
-import { xfsGetProjectId, xfsGetProjectLimit } from '@cairn/sys';
+import { CairnError } from '@cairnfs/core';
+import { xfsGetProjectId, xfsGetProjectLimit } from '@cairnfs/sys';
 
 /** Writes `bytes` to `path`; null when it worked, else the errno code (EDQUOT, ENOSPC…). */
 export async function writeError(path: string, bytes: number): Promise<string | null> {

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { BigIntStats } from 'node:fs';
 import { lstat, readdir, readFile, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { lgetxattrSync, llistxattrSync } from '@cairn/sys';
+import { lgetxattrSync, llistxattrSync } from '@cairnfs/sys';
 
 export type EntryType = 'dir' | 'file' | 'symlink' | 'char' | 'block' | 'fifo' | 'socket';
 

@@ -5,7 +5,7 @@ import type { FileHandle } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { constants as sysConstants, flockSync } from '@cairn/sys';
+import { constants as sysConstants, flockSync } from '@cairnfs/sys';
 
 /**
  * A zfs-fuse daemon and a file-backed pool for tests, as the shared backend notes

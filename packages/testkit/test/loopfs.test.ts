@@ -1,7 +1,7 @@
 import { open, stat, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { readMountInfo } from '@cairn/core';
-import { describeBackend, loopFsMissing, makeLoopFs, missingTools } from '@cairn/testkit';
+import { readMountInfo } from '@cairnfs/core';
+import { describeBackend, loopFsMissing, makeLoopFs, missingTools } from '@cairnfs/testkit';
 
 test('missingTools is null for installed tools and names each missing one', () => {
   expect(missingTools('mount', 'umount')).toBeNull();

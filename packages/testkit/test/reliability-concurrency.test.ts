@@ -4,11 +4,11 @@ import { spawn } from 'node:child_process';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { readMountInfo } from '@cairn/core';
-import type { DriverFactory, StorageDriver } from '@cairn/core';
-import { overlay2Driver } from '@cairn/overlay2';
-import { vfsDriver } from '@cairn/vfs';
-import { describeBackend, layerTar } from '@cairn/testkit';
+import { readMountInfo } from '@cairnfs/core';
+import type { DriverFactory, StorageDriver } from '@cairnfs/core';
+import { overlay2Driver } from '@cairnfs/overlay2';
+import { vfsDriver } from '@cairnfs/vfs';
+import { describeBackend, layerTar } from '@cairnfs/testkit';
 import { Readable } from 'node:stream';
 import { overlayMissing } from './reliability-helpers.js';
 

@@ -6,9 +6,9 @@ import { execFile } from 'node:child_process';
 import { readdir } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { promisify } from 'node:util';
-import { btrfsDriver } from '@cairn/btrfs';
-import { describeBackend, loopFsMissing, makeLoopFs, runCrashTrials } from '@cairn/testkit';
-import type { LoopFs } from '@cairn/testkit';
+import { btrfsDriver } from '@cairnfs/btrfs';
+import { describeBackend, loopFsMissing, makeLoopFs, runCrashTrials } from '@cairnfs/testkit';
+import type { LoopFs } from '@cairnfs/testkit';
 import { crashSeed, crashTrials } from './reliability-helpers.js';
 
 const run = promisify(execFile);

@@ -2,9 +2,9 @@
 // overlay2 layers; after each kill the home must reopen clean (see testkit/src/crash.ts).
 import { readdir, readFile, readlink, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { overlay2Driver } from '@cairn/overlay2';
-import { describeBackend, makeLoopFs, runCrashTrials } from '@cairn/testkit';
-import type { LoopFs } from '@cairn/testkit';
+import { overlay2Driver } from '@cairnfs/overlay2';
+import { describeBackend, makeLoopFs, runCrashTrials } from '@cairnfs/testkit';
+import type { LoopFs } from '@cairnfs/testkit';
 import { crashSeed, crashTrials, overlayMissing } from './reliability-helpers.js';
 
 /**

@@ -2,9 +2,9 @@
 // vfs layers; after each kill the home must reopen clean (see testkit/src/crash.ts).
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { vfsDriver } from '@cairn/vfs';
-import { describeBackend, makeLoopFs, runCrashTrials } from '@cairn/testkit';
-import type { LoopFs } from '@cairn/testkit';
+import { vfsDriver } from '@cairnfs/vfs';
+import { describeBackend, makeLoopFs, runCrashTrials } from '@cairnfs/testkit';
+import type { LoopFs } from '@cairnfs/testkit';
 import { crashSeed, crashTrials } from './reliability-helpers.js';
 
 /** Layer ids vfs has anything of on disk: a directory or a metadata file (either alone is an orphan). */

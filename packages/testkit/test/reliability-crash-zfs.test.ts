@@ -2,9 +2,9 @@
 // zfs layers on zfs-fuse; after each kill the home must reopen clean (see
 // testkit/src/crash.ts). Few trials: every layer operation is a `zfs` process talking
 // to one userspace daemon, so a trial costs seconds, not milliseconds.
-import { zfsDriver } from '@cairn/zfs';
-import { describeBackend, runCrashTrials, startZfsFuse, zfsFuseMissing } from '@cairn/testkit';
-import type { ZfsFuseFixture } from '@cairn/testkit';
+import { zfsDriver } from '@cairnfs/zfs';
+import { describeBackend, runCrashTrials, startZfsFuse, zfsFuseMissing } from '@cairnfs/testkit';
+import type { ZfsFuseFixture } from '@cairnfs/testkit';
 import { crashSeed, crashTrials } from './reliability-helpers.js';
 
 /**

@@ -4,12 +4,12 @@
 import { statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { encodeHeader, tarTrailer } from '@cairn/core';
-import type { DriverFactory, StorageDriver } from '@cairn/core';
-import { overlay2Driver } from '@cairn/overlay2';
-import { vfsDriver } from '@cairn/vfs';
-import { describeBackend, layerTar, makeLoopFs, snapshotTree, comparable, treeHash } from '@cairn/testkit';
-import type { LoopFs } from '@cairn/testkit';
+import { encodeHeader, tarTrailer } from '@cairnfs/core';
+import type { DriverFactory, StorageDriver } from '@cairnfs/core';
+import { overlay2Driver } from '@cairnfs/overlay2';
+import { vfsDriver } from '@cairnfs/vfs';
+import { describeBackend, layerTar, makeLoopFs, snapshotTree, comparable, treeHash } from '@cairnfs/testkit';
+import type { LoopFs } from '@cairnfs/testkit';
 import { overlayMissing } from './reliability-helpers.js';
 
 const badIds = ['', '.hidden', '-dash', 'a/b', '../x', 'x'.repeat(129), 'sp ace', 'nul\0', 'ünï'];

@@ -11,9 +11,9 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { packEntries } from '@cairn/core';
-import type { DriverFactory, TarSourceEntry } from '@cairn/core';
-import { LayerStore } from '@cairn/image';
+import { packEntries } from '@cairnfs/core';
+import type { DriverFactory, TarSourceEntry } from '@cairnfs/core';
+import { LayerStore } from '@cairnfs/image';
 
 function mark(step: string, data: Record<string, unknown> = {}): void {
   writeSync(1, `MARK ${JSON.stringify({ step, ...data })}\n`);
@@ -55,7 +55,7 @@ async function writeImage(dir: string): Promise<string> {
 async function main(): Promise<void> {
   const [name, root] = [process.argv[2], process.argv[3]];
   if (!name || !root) throw new Error('usage: reliability-powerloss-child.ts <driver> <root>');
-  const factory = ((await import(`@cairn/${name}`)) as Record<string, unknown>)[`${name}Driver`] as DriverFactory;
+  const factory = ((await import(`@cairnfs/${name}`)) as Record<string, unknown>)[`${name}Driver`] as DriverFactory;
   const source = await writeImage(join(root, 'source'));
   const driver = await factory.open({ root, home: join(root, name), options: {}, lockTimeoutMs: 5000 });
   mark('open');

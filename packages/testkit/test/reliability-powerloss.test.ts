@@ -34,7 +34,7 @@
  * Content of applied diffs (the files a tar unpacks) is NOT checked: as moby, cairn does
  * not fsync each unpacked file, so a power loss shortly after an import can leave a
  * committed layer with short files. Closing that needs a syncfs(2) per apply (not in
- * @cairn/sys yet).
+ * @cairnfs/sys yet).
  * fsync of a file by any fd counts (the data is the inode's); a syncfs counts for all.
  */
 import { execFileSync, spawn } from 'node:child_process';
@@ -42,7 +42,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { describeBackend, loopFsMissing, makeLoopFs } from '@cairn/testkit';
+import { describeBackend, loopFsMissing, makeLoopFs } from '@cairnfs/testkit';
 import { overlayMissing } from './reliability-helpers.js';
 
 const here = dirname(fileURLToPath(import.meta.url));

@@ -6,9 +6,9 @@ import {
   CairnError, MountRefs, NaiveDiff, STAGING_DIR, TRASH_DIR, applyLayer, assertValidId, commitStaged, copyTree,
   detectBackingFs, discardDir, errnoCode, fsyncDir, isValidId, LayerQuotas, makeStagingDir, normalizeParent, parseByteSize,
   openUnderHomeLock, readMountInfo, sweepLeftovers, translateSpaceError,
-} from '@cairn/core';
-import type { Change, CreateOptions, HomeLock, StorageDriver } from '@cairn/core';
-import { constants as sysConstants, mount, umount2 } from '@cairn/sys';
+} from '@cairnfs/core';
+import type { Change, CreateOptions, HomeLock, StorageDriver } from '@cairnfs/core';
+import { constants as sysConstants, mount, umount2 } from '@cairnfs/sys';
 import { VfsLayout } from './layout.js';
 import { readMeta, removeMeta, writeMeta } from './meta.js';
 import type { LayerMeta } from './meta.js';

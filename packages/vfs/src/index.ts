@@ -1,7 +1,7 @@
 import { access, constants as fsConstants, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { CairnError, detectBackingFs, errnoCode, nearestExistingPath, parseByteSize } from '@cairn/core';
-import type { DriverContext, DriverFactory, ProbeResult, StorageDriver } from '@cairn/core';
+import { CairnError, detectBackingFs, errnoCode, nearestExistingPath, parseByteSize } from '@cairnfs/core';
+import type { DriverContext, DriverFactory, ProbeResult, StorageDriver } from '@cairnfs/core';
 import { VfsDriver } from './driver.js';
 
 export { VfsDriver } from './driver.js';

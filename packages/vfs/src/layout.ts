@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { assertValidId } from '@cairn/core';
+import { assertValidId } from '@cairnfs/core';
 
 /**
  * Where the vfs driver keeps things under its home (`${root}/vfs`):

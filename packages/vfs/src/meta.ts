@@ -1,6 +1,6 @@
 import { readFile, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { CairnError, fsyncDir, isValidId, writeFileAtomic } from '@cairn/core';
+import { CairnError, fsyncDir, isValidId, writeFileAtomic } from '@cairnfs/core';
 
 /** What vfs remembers about a layer besides its files. */
 export interface LayerMeta {

@@ -1,8 +1,8 @@
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CairnError } from '@cairn/core';
-import { vfsDriver } from '@cairn/vfs';
+import { CairnError } from '@cairnfs/core';
+import { vfsDriver } from '@cairnfs/vfs';
 
 // vfs size options where they cannot be enforced (a temp dir that is not xfs with
 // prjquota). Enforcement is tested in the VM: test/vm/quota.vmtest.ts.

@@ -3,14 +3,14 @@ import { mkdir, mkdtemp, readdir, readFile, rm, stat, statfs, writeFile } from '
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import type { DriverContext, StorageDriver } from '@cairn/core';
-import { readMountInfo } from '@cairn/core';
+import type { DriverContext, StorageDriver } from '@cairnfs/core';
+import { readMountInfo } from '@cairnfs/core';
 import {
   describeBackend, driverConformanceSuite, expectCode, expectSameTree, loopFsMissing, makeLoopFs,
   snapshotTree, tarOf, withMounted, writeRichTree,
-} from '@cairn/testkit';
-import type { DriverHarness } from '@cairn/testkit';
-import { vfsDriver } from '@cairn/vfs';
+} from '@cairnfs/testkit';
+import type { DriverHarness } from '@cairnfs/testkit';
+import { vfsDriver } from '@cairnfs/vfs';
 
 function context(root: string): DriverContext {
   return { root, home: join(root, 'vfs'), options: {}, lockTimeoutMs: 0 };

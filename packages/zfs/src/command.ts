@@ -1,7 +1,7 @@
 import { execFile } from 'node:child_process';
 import { access, constants as fsConstants } from 'node:fs/promises';
 import { delimiter, join } from 'node:path';
-import { CairnError } from '@cairn/core';
+import { CairnError } from '@cairnfs/core';
 
 /** The two ZFS administration tools; both OpenZFS and zfs-fuse ship them under these names. */
 export type ZfsTool = 'zfs' | 'zpool';

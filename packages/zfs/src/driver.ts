@@ -2,8 +2,8 @@ import { mkdir, readdir, realpath, rmdir } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import {
   CairnError, MountRefs, NaiveDiff, openUnderHomeLock, assertValidId, normalizeParent, parseByteSize, readMountInfo, translateSpaceError,
-} from '@cairn/core';
-import type { Change, CreateOptions, HomeLock, StorageDriver } from '@cairn/core';
+} from '@cairnfs/core';
+import type { Change, CreateOptions, HomeLock, StorageDriver } from '@cairnfs/core';
 import { ZfsCommandError, ZfsCommands } from './command.js';
 import { ZfsLayout } from './layout.js';
 import { ZfsMounter, detectMountMethod, findDatasetMount, makeReadOnly, mountProperties, retryWhileBusy } from './mount.js';

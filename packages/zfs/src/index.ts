@@ -1,13 +1,13 @@
 /**
- * @cairn/zfs — the zfs storage driver: every layer a ZFS dataset, children are clones of
+ * @cairnfs/zfs — the zfs storage driver: every layer a ZFS dataset, children are clones of
  * a snapshot of their parent. Runs on OpenZFS and on zfs-fuse (the userspace ZFS daemon),
  * choosing the mount method the host has.
  * @packageDocumentation
  */
 import { access } from 'node:fs/promises';
 import { join } from 'node:path';
-import { isCairnError } from '@cairn/core';
-import type { DriverContext, DriverFactory, ProbeResult, StorageDriver } from '@cairn/core';
+import { isCairnError } from '@cairnfs/core';
+import type { DriverContext, DriverFactory, ProbeResult, StorageDriver } from '@cairnfs/core';
 import { ZfsCommands } from './command.js';
 import { ZfsDriver, KIND_PROPERTY } from './driver.js';
 import { checkParentDataset, probeZfs } from './probe.js';

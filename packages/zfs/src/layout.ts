@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { isValidId } from '@cairn/core';
+import { isValidId } from '@cairnfs/core';
 
 /**
  * Names and paths of the zfs driver, as moby's zfs graphdriver lays them out; pure, no I/O.

@@ -1,8 +1,8 @@
 import { mkdir, readFile, rmdir } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { CairnError, errnoCode, readMountInfo } from '@cairn/core';
-import type { MountInfoEntry } from '@cairn/core';
-import { constants as sysConstants, mount, umount2 } from '@cairn/sys';
+import { CairnError, errnoCode, readMountInfo } from '@cairnfs/core';
+import type { MountInfoEntry } from '@cairnfs/core';
+import { constants as sysConstants, mount, umount2 } from '@cairnfs/sys';
 import { ZfsCommandError } from './command.js';
 import type { ZfsCommands } from './command.js';
 

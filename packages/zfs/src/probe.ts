@@ -1,4 +1,4 @@
-import { CairnError, detectBackingFs, findMountOf, nearestExistingPath } from '@cairn/core';
+import { CairnError, detectBackingFs, findMountOf, nearestExistingPath } from '@cairnfs/core';
 import { ZfsCommandError, findTool, missingZfsTool } from './command.js';
 import type { ZfsCommands } from './command.js';
 

@@ -1,5 +1,5 @@
-import { describeBackend, driverConformanceSuite, startZfsFuse, zfsFuseMissing } from '@cairn/testkit';
-import type { ZfsFuseFixture } from '@cairn/testkit';
+import { describeBackend, driverConformanceSuite, startZfsFuse, zfsFuseMissing } from '@cairnfs/testkit';
+import type { ZfsFuseFixture } from '@cairnfs/testkit';
 import { zfsHarness } from './harness.js';
 
 describeBackend('zfs-fuse', zfsFuseMissing(), () => {

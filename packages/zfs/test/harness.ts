@@ -1,8 +1,8 @@
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { DriverHarness, ZfsFuseFixture } from '@cairn/testkit';
-import { ZfsDriver } from '@cairn/zfs';
-import type { ZfsOpenOptions } from '@cairn/zfs';
+import type { DriverHarness, ZfsFuseFixture } from '@cairnfs/testkit';
+import { ZfsDriver } from '@cairnfs/zfs';
+import type { ZfsOpenOptions } from '@cairnfs/zfs';
 
 let counter = 0;
 

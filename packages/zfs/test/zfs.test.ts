@@ -2,10 +2,10 @@ import { spawn } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { readMountInfo } from '@cairn/core';
-import { describeBackend, startZfsFuse, zfsFuseMissing } from '@cairn/testkit';
-import type { ZfsFuseFixture } from '@cairn/testkit';
-import { ZfsDriver, zfsDriver } from '@cairn/zfs';
+import { readMountInfo } from '@cairnfs/core';
+import { describeBackend, startZfsFuse, zfsFuseMissing } from '@cairnfs/testkit';
+import type { ZfsFuseFixture } from '@cairnfs/testkit';
+import { ZfsDriver, zfsDriver } from '@cairnfs/zfs';
 import { zfsHarness } from './harness.js';
 
 async function datasets(fixture: ZfsFuseFixture, under: string): Promise<string[]> {

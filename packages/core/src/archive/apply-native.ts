@@ -1,4 +1,4 @@
-// applyLayer's default path: @cairn/sys's LayerApplier parses the tar and does every
+// applyLayer's default path: @cairnfs/sys's LayerApplier parses the tar and does every
 // file operation natively (the rules of apply.ts, ported; the same test suites run on
 // both). This module only feeds it input and turns its failures into CairnErrors.
 //
@@ -9,7 +9,7 @@
 // the producer not changing a chunk once it was handed over.
 import { ReadStream, fstatSync } from 'node:fs';
 import type { Readable } from 'node:stream';
-import { openLayerApplier, type LayerApplier } from '@cairn/sys';
+import { openLayerApplier, type LayerApplier } from '@cairnfs/sys';
 import { CairnError, type ErrorCode } from '../errors.js';
 import { asBuffer } from './read-tar.js';
 import type { ApplyOptions } from './apply.js';

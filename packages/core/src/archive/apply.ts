@@ -47,7 +47,7 @@ export interface ApplyOptions {
   ownership?: boolean;
   /**
    * Parse and write in JavaScript (tar-parser.ts and node:fs calls, on the calling thread)
-   * instead of @cairn/sys's native LayerApplier. Default: false, unless the environment
+   * instead of @cairnfs/sys's native LayerApplier. Default: false, unless the environment
    * sets `CAIRN_PURE_JS=1`. Both paths apply the same rules and pass the same tests; the
    * native one is faster (see docs/benchmarks.md).
    */

@@ -1,8 +1,8 @@
-// Packing a layer directory's changes as an OCI layer tar. By default @cairn/sys's
+// Packing a layer directory's changes as an OCI layer tar. By default @cairnfs/sys's
 // TarPacker writes the tar (headers, content, padding) in the addon, one native call per
 // output chunk; the node:fs path below (pureJs) builds the same bytes in JS.
 import * as fs from 'node:fs';
-import { PACK_OVERLAY, PACK_PATH_ORDER, openTarPacker, type TarPacker } from '@cairn/sys';
+import { PACK_OVERLAY, PACK_PATH_ORDER, openTarPacker, type TarPacker } from '@cairnfs/sys';
 import { Readable } from 'node:stream';
 import { changesBetween } from '../changes.js';
 import type { Change } from '../driver.js';
@@ -29,7 +29,7 @@ export interface ExportOptions {
   whiteouts?: 'overlay' | 'none';
   /**
    * Read the tree with node:fs (BigInt lstat, llistxattr, readlink and open/read/close per
-   * entry) and encode headers in JS, instead of @cairn/sys's TarPacker. Same bytes out,
+   * entry) and encode headers in JS, instead of @cairnfs/sys's TarPacker. Same bytes out,
    * ~1.6× the CPU. Default: false, unless the environment sets `CAIRN_PURE_JS=1` (as for
    * applyLayer).
    */
@@ -286,7 +286,7 @@ function* tarChunks(entries: Iterable<ExportEntry>): Generator<Buffer> {
 const PUSH_BATCH = 1024;
 
 /**
- * The tar stream from @cairn/sys's TarPacker: headers, content and padding are written
+ * The tar stream from @cairnfs/sys's TarPacker: headers, content and padding are written
  * by the addon straight into BATCH-sized buffers, one native call per buffer. With
  * `changes`, their paths are pushed PUSH_BATCH at a time (sorted, normalised,
  * deletions flagged); with null, the packer walks the whole tree itself.

@@ -1,8 +1,8 @@
-// The few @cairn/sys calls the archive code needs, gathered here so this module states
+// The few @cairnfs/sys calls the archive code needs, gathered here so this module states
 // exactly what it depends on. All are no-follow (l*) variants: applying a layer must
 // never act through a symlink.
 import { constants as fsConstants } from 'node:fs';
-export { mknodSync, lsetxattrSync, lgetxattrSync, llistxattrSync, lutimesNsSync } from '@cairn/sys';
+export { mknodSync, lsetxattrSync, lgetxattrSync, llistxattrSync, lutimesNsSync } from '@cairnfs/sys';
 
 export const S_IFCHR = fsConstants.S_IFCHR;
 export const S_IFBLK = fsConstants.S_IFBLK;

@@ -5,10 +5,10 @@
 // project over 9p) that costs ≈30 s a file; one xfs image also saves two mkfs+mount runs.
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { LayerQuotas, probeXfsProjectQuota, requireXfsProjectQuota } from '@cairn/core';
-import { xfsGetProjectId, xfsGetProjectLimit, xfsSetProjectId } from '@cairn/sys';
-import { describeBackend, makeLoopFs } from '@cairn/testkit';
-import type { LoopFs } from '@cairn/testkit';
+import { LayerQuotas, probeXfsProjectQuota, requireXfsProjectQuota } from '@cairnfs/core';
+import { xfsGetProjectId, xfsGetProjectLimit, xfsSetProjectId } from '@cairnfs/sys';
+import { describeBackend, makeLoopFs } from '@cairnfs/testkit';
+import type { LoopFs } from '@cairnfs/testkit';
 import { overlay2QuotaTests } from '../../../overlay2/test/vm/quota.js';
 import { vfsQuotaTests } from '../../../vfs/test/vm/quota.js';
 

@@ -1,5 +1,5 @@
-import { describeBackend, driverConformanceSuite } from '@cairn/testkit';
-import { kernelMissing } from '@cairn/devicemapper';
+import { describeBackend, driverConformanceSuite } from '@cairnfs/testkit';
+import { kernelMissing } from '@cairnfs/devicemapper';
 import { harness } from './harness.js';
 import { makeRawPool } from './pools.js';
 import type { RawPool } from './pools.js';

@@ -6,10 +6,10 @@
 import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { Layout, devicePrefixFor, devicemapperDriver, kernelMissing } from '@cairn/devicemapper';
-import type { DeviceSetMeta, LayerMeta } from '@cairn/devicemapper';
-import { describeBackend, layerTar, runCrashTrials, treeHash, withMounted } from '@cairn/testkit';
-import { major, minor } from '@cairn/sys';
+import { Layout, devicePrefixFor, devicemapperDriver, kernelMissing } from '@cairnfs/devicemapper';
+import type { DeviceSetMeta, LayerMeta } from '@cairnfs/devicemapper';
+import { describeBackend, layerTar, runCrashTrials, treeHash, withMounted } from '@cairnfs/testkit';
+import { major, minor } from '@cairnfs/sys';
 import { SMALL_POOL, harness, sh } from './harness.js';
 
 /** CAIRN_DM_CRASH_TRIALS, else 8: each trial costs 20-45 s under emulation (a node start, pool set-up, mkfs, teardown). */

@@ -2,9 +2,9 @@ import { existsSync } from 'node:fs';
 import { readFile, statfs, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import type { StorageDriver } from '@cairn/core';
-import { Layout, devicemapperDriver, kernelMissing } from '@cairn/devicemapper';
-import { collect, describeBackend, expectCode, expectSameTree, snapshotTree, withMounted } from '@cairn/testkit';
+import type { StorageDriver } from '@cairnfs/core';
+import { Layout, devicemapperDriver, kernelMissing } from '@cairnfs/devicemapper';
+import { collect, describeBackend, expectCode, expectSameTree, snapshotTree, withMounted } from '@cairnfs/testkit';
 import { SMALL_POOL, harness, newHome, openAt, sh, usedDataBlocks } from './harness.js';
 import { makeLoopDisk, makeRawPool } from './pools.js';
 

@@ -2,9 +2,9 @@ import { execFileSync } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { StorageDriver } from '@cairn/core';
-import { devicemapperDriver } from '@cairn/devicemapper';
-import type { DriverHarness } from '@cairn/testkit';
+import type { StorageDriver } from '@cairnfs/core';
+import { devicemapperDriver } from '@cairnfs/devicemapper';
+import type { DriverHarness } from '@cairnfs/testkit';
 
 /** Small loop-lvm pools keep each fresh home cheap under emulation (sparse files on the guest's tmpfs). */
 export const SMALL_POOL = { 'dm.loopdatasize': '1G', 'dm.loopmetadatasize': '32M' };

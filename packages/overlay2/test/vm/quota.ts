@@ -2,9 +2,9 @@
 // test file packages/core/test/vm/quota.vmtest.ts, launched by packages/core/test/quota-vm.test.ts.
 // Every test name here contains the word "quota": the host launcher filters on it.
 import { join } from 'node:path';
-import { xfsGetProjectId } from '@cairn/sys';
-import { codeOf, driverConformanceSuite, expectIndependent16MQuotas, writeError } from '@cairn/testkit';
-import type { DriverHarness, LoopFs } from '@cairn/testkit';
+import { xfsGetProjectId } from '@cairnfs/sys';
+import { codeOf, driverConformanceSuite, expectIndependent16MQuotas, writeError } from '@cairnfs/testkit';
+import type { DriverHarness, LoopFs } from '@cairnfs/testkit';
 import { makeHome } from '../helpers.js';
 
 /** Registers the overlay2 quota tests; `fs()` is the xfs mounted with prjquota (made in a beforeAll). */

@@ -4,11 +4,11 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import type { StorageDriver } from '@cairn/core';
-import { xfsGetProjectId } from '@cairn/sys';
-import { codeOf, driverConformanceSuite, expectIndependent16MQuotas, tarOf, writeError } from '@cairn/testkit';
-import type { DriverHarness, LoopFs } from '@cairn/testkit';
-import { vfsDriver } from '@cairn/vfs';
+import type { StorageDriver } from '@cairnfs/core';
+import { xfsGetProjectId } from '@cairnfs/sys';
+import { codeOf, driverConformanceSuite, expectIndependent16MQuotas, tarOf, writeError } from '@cairnfs/testkit';
+import type { DriverHarness, LoopFs } from '@cairnfs/testkit';
+import { vfsDriver } from '@cairnfs/vfs';
 
 /** Registers the vfs quota tests; `fs()` is the xfs mounted with prjquota (made in a beforeAll). */
 export function vfsQuotaTests(fs: () => LoopFs): void {

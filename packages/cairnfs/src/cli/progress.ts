@@ -1,5 +1,5 @@
 import cliProgress from 'cli-progress';
-import type { ImportProgress } from '@cairn/image';
+import type { ImportProgress } from '@cairnfs/image';
 
 /**
  * Import progress on stderr (stdout may carry a tar): a bar when stderr is a terminal,

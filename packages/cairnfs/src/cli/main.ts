@@ -8,8 +8,8 @@ import { Command, CommanderError, Option } from 'commander';
 import { join } from 'node:path';
 import { cp, stat } from 'node:fs/promises';
 import { CairnError, defaultRegistry, migrate, openDriver, probe, type LayerRef, type StorageDriver } from '../index.js';
-import { LayerStore, exportImage } from '@cairn/image';
-import { parseByteSize } from '@cairn/core';
+import { LayerStore, exportImage } from '@cairnfs/image';
+import { parseByteSize } from '@cairnfs/core';
 import { exitCodeOf } from './exit-codes.js';
 import { importReporter } from './progress.js';
 

@@ -1,4 +1,4 @@
-import { ErrorCodes, isCairnError, type ErrorCode } from '@cairn/core';
+import { ErrorCodes, isCairnError, type ErrorCode } from '@cairnfs/core';
 
 /** Exit status for a CairnError code: 10 + its place in ErrorCodes, stable as long as codes are only appended. */
 export function exitCodeFor(code: ErrorCode): number {

@@ -1,8 +1,8 @@
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { builtinDrivers, CairnError, defaultRegistry, isCairnError, openDriver, probe, vfsDriver } from 'cairn';
-import type { StorageDriver } from 'cairn';
+import { builtinDrivers, CairnError, defaultRegistry, isCairnError, openDriver, probe, vfsDriver } from 'cairnfs';
+import type { StorageDriver } from 'cairnfs';
 
 let root: string;
 const opened: StorageDriver[] = [];

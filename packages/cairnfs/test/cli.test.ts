@@ -3,13 +3,13 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ErrorCodes } from '@cairn/core';
-import { readTar } from '@cairn/core';
+import { ErrorCodes } from '@cairnfs/core';
+import { readTar } from '@cairnfs/core';
 import { Readable } from 'node:stream';
 import { sampleLayers, sha, tarDir, writeDockerSave } from '../../image/test/fixture.js';
 
 const repo = join(import.meta.dirname ?? new URL('.', import.meta.url).pathname, '..', '..', '..');
-const bin = join(repo, 'packages/cairn/dist/cli/main.js');
+const bin = join(repo, 'packages/cairnfs/dist/cli/main.js');
 
 interface Run { code: number; stdout: Buffer; stderr: string }
 function cairn(root: string, ...args: string[]): Promise<Run> {
@@ -26,7 +26,7 @@ let layers: Buffer[];
 
 beforeAll(() => {
   // The test runs the real binary, so it needs the build (CI builds first; this keeps a local run honest).
-  execFileSync(process.execPath, [join(repo, 'node_modules/typescript/bin/tsc'), '-b', 'packages/cairn'], { cwd: repo });
+  execFileSync(process.execPath, [join(repo, 'node_modules/typescript/bin/tsc'), '-b', 'packages/cairnfs'], { cwd: repo });
 }, 180_000);
 
 beforeEach(async () => {

@@ -1,0 +1,47 @@
+/**
+ * cairn: Docker-grade container storage drivers for Node.js.
+ *
+ * Importing this package registers the built-in drivers in the default registry, so
+ * `openDriver({ root })` picks among them as moby does:
+ *
+ * ```ts
+ * import { openDriver, probe } from 'cairnfs';
+ * const driver = await openDriver({ root: '/var/lib/cairn' });
+ * const report = await probe({ root: '/var/lib/cairn' }); // why each driver was or was not chosen
+ * ```
+ *
+ * Driver authors who need the building blocks (staging, mount refcounts, the archive
+ * code) import `@cairnfs/core` directly; this package re-exports the user-facing API.
+ * @packageDocumentation
+ */
+import { defaultRegistry } from '@cairnfs/core';
+import { overlay2Driver } from '@cairnfs/overlay2';
+import { btrfsDriver } from '@cairnfs/btrfs';
+import { vfsDriver } from '@cairnfs/vfs';
+import { aufsDriver } from '@cairnfs/aufs';
+import { zfsDriver } from '@cairnfs/zfs';
+import { devicemapperDriver } from '@cairnfs/devicemapper';
+
+export { CairnError, ErrorCodes, isCairnError, isValidId } from '@cairnfs/core';
+export type { CairnErrorDetails, ErrorCode } from '@cairnfs/core';
+export type {
+  Change, ChangeKind, CreateOptions, DriverContext, DriverFactory, ProbeResult, StorageDriver,
+} from '@cairnfs/core';
+export { Registry, defaultRegistry, openDriver, probe } from '@cairnfs/core';
+export type { OpenOptions, ProbeOptions } from '@cairnfs/core';
+export { detectBackingFs, supportsDType } from '@cairnfs/core';
+export type { BackingFs } from '@cairnfs/core';
+export { overlay2Driver, btrfsDriver, zfsDriver, devicemapperDriver, aufsDriver, vfsDriver };
+
+// Moving a store from one driver to another (aufs → overlay2 is the classic case).
+export { migrate } from '@cairnfs/core';
+export type { MigrateOptions, MigrateProgress, MigrateResult, LayerRef } from '@cairnfs/core';
+
+// Building and reading layer tars (for runtimes that commit containers or make layers).
+export { packEntries, readTar } from '@cairnfs/core';
+export type { TarSourceEntry, TarHeaderInput, TarItem, TarEntry } from '@cairnfs/core';
+
+/** The drivers this package registers on import, in priority order. */
+export const builtinDrivers = [overlay2Driver, btrfsDriver, zfsDriver, devicemapperDriver, aufsDriver, vfsDriver] as const;
+
+for (const factory of builtinDrivers) defaultRegistry.register(factory);
