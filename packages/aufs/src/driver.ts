@@ -2,11 +2,12 @@ import { chmod, chown, mkdir, open as openFile, readdir, readFile, rename, rm, r
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import {
-  CairnError, MountRefs, NaiveDiff, STAGING_DIR, TRASH_DIR, applyLayer, assertValidId, copyTree, detectBackingFs,
-  discardDir, exportChanges, fsyncDir, isValidId, makeStagingDir, normalizeParent, openUnderHomeLock, sweepLeftovers,
-  translateSpaceError,
+  CairnError, MountRefs, STAGING_DIR, TRASH_DIR, assertValidId, copyTree, detectBackingFs, discardDir, fsyncDir,
+  isValidId, makeStagingDir, normalizeParent, openUnderHomeLock, sweepLeftovers, translateSpaceError,
 } from '@cairnfs/core';
-import type { Change, CreateOptions, HomeLock, LayerLister, LayerRef, StorageDriver } from '@cairnfs/core';
+import { NaiveDiff, applyLayer, exportChanges } from '@cairnfs/archive';
+import type { Change, CreateOptions, HomeLock, StorageDriver } from '@cairnfs/core';
+import type { LayerLister, LayerRef } from '@cairnfs/core';
 import { umount2 } from '@cairnfs/sys';
 import { branchChanges, diffDirBytes, diffDirEntries } from './changes.js';
 import { AufsLayout, formatAncestors, parseAncestors } from './layout.js';

@@ -2,11 +2,12 @@ import { mkdir, mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { applyLayer, packEntries, readTar } from '@cairnfs/core';
-import type { DriverContext, StorageDriver, TarSourceEntry } from '@cairnfs/core';
+import { applyLayer, packEntries, readTar } from '@cairnfs/archive';
+import type { DriverContext, StorageDriver } from '@cairnfs/core';
+import type { TarSourceEntry } from '@cairnfs/archive';
 import { AufsDriver, aufsDriver, aufsMissingReason } from '@cairnfs/aufs';
 import { expectCode, expectSameTree, snapshotTree } from '@cairnfs/testkit';
-import { T, put, writeDockerStore, writeExpectedTop } from './docker-store.js';
+import { AUFS_STORE_MTIME as T, putPinned as put, writeDockerStore, writeExpectedTop } from '@cairnfs/testkit';
 
 function context(root: string): DriverContext {
   return { root, home: join(root, 'aufs'), options: {}, lockTimeoutMs: 0 };

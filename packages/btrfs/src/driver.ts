@@ -3,9 +3,10 @@ import { release as kernelRelease } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import {
-  CairnError, KeyedMutex, MountRefs, NaiveDiff, openUnderHomeLock, assertValidId, detectBackingFs, errnoCode,
-  formatByteSize, fsyncDir, normalizeParent,
+  CairnError, KeyedMutex, MountRefs, openUnderHomeLock, assertValidId, detectBackingFs, errnoCode, formatByteSize,
+  fsyncDir, normalizeParent,
 } from '@cairnfs/core';
+import { NaiveDiff } from '@cairnfs/archive';
 import type { Change, CreateOptions, HomeLock, StorageDriver } from '@cairnfs/core';
 import { btrfsFsInfo, btrfsGetFlags, btrfsSetReadOnly, btrfsSnapshot, btrfsSubvolCreate, btrfsSubvolId, BTRFS_SUBVOL_RDONLY } from '@cairnfs/sys';
 import { BtrfsLayout, idOfMetaFile, idOfUndoName, isLeftoverName } from './layout.js';

@@ -4,9 +4,9 @@ import { readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ErrorCodes } from '@cairnfs/core';
-import { readTar } from '@cairnfs/core';
+import { readTar } from '@cairnfs/archive';
 import { Readable } from 'node:stream';
-import { sampleLayers, sha, tarDir, writeDockerSave } from '../../image/test/fixture.js';
+import { sampleLayers, sha, tarDir, writeDockerSave } from '@cairnfs/testkit';
 
 const repo = join(import.meta.dirname ?? new URL('.', import.meta.url).pathname, '..', '..', '..');
 const bin = join(repo, 'packages/cairnfs/dist/cli/main.js');

@@ -6,7 +6,7 @@ import {
 import { copyFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { lsetxattrSync, lutimesNsSync, major, minor, mknodSync } from '@cairnfs/sys';
-import { readXattrs } from './changes.js';
+import { readXattrs } from './xattrs.js';
 import { CairnError, errnoCode, translateSpaceError } from './errors.js';
 
 export type ReflinkMode = 'auto' | 'always' | 'never';

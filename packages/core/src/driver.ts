@@ -144,3 +144,20 @@ export interface DriverFactory {
   /** True when `${root}/${name}` already holds layers (prior-driver detection). */
   hasLayers(ctx: DriverContext): Promise<boolean>;
 }
+
+/** One layer of a store: its id and the layer it was created on (what migrate copies, parents first). */
+export interface LayerRef {
+  id: string;
+  parent: string | null;
+  /** Created with createReadWrite on the target (a container layer); default: create. */
+  readWrite?: boolean;
+}
+
+/**
+ * Drivers that can list their own layers. Optional: drivers whose parents live in
+ * metadata only the image layer store reads (vfs, overlay2, …) need the caller to pass
+ * `MigrateOptions.layers` instead.
+ */
+export interface LayerLister {
+  listLayers(): Promise<LayerRef[]>;
+}

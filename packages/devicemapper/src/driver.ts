@@ -4,9 +4,10 @@ import { mkdir, readdir, rm, rmdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import {
-  CairnError, KeyedMutex, MountRefs, NaiveDiff, openUnderHomeLock, assertValidId, detectBackingFs,
-  normalizeParent, readMountInfo,
+  CairnError, KeyedMutex, MountRefs, openUnderHomeLock, assertValidId, detectBackingFs, normalizeParent,
+  readMountInfo,
 } from '@cairnfs/core';
+import { NaiveDiff } from '@cairnfs/archive';
 import type { Change, CreateOptions, DriverContext, HomeLock, StorageDriver } from '@cairnfs/core';
 import { major, minor } from '@cairnfs/sys';
 import {

@@ -1,9 +1,10 @@
 import { chmod, chown, mkdir, readFile, readlink, rmdir, stat, symlink, unlink, writeFile } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import {
-  CairnError, KeyedMutex, MountRefs, NaiveDiff, openUnderHomeLock, assertValidId, commitStaged, discardDir,
-  errnoCode, fsyncDir, fsyncFile, makeStagingDir, normalizeParent, parseByteSize, readMountInfo, LayerQuotas, sweepLeftovers,
+  CairnError, KeyedMutex, MountRefs, openUnderHomeLock, assertValidId, commitStaged, discardDir, errnoCode, fsyncDir,
+  fsyncFile, makeStagingDir, normalizeParent, parseByteSize, readMountInfo, LayerQuotas, sweepLeftovers,
 } from '@cairnfs/core';
+import { NaiveDiff } from '@cairnfs/archive';
 import type { Change, CreateOptions, DriverContext, HomeLock, StorageDriver } from '@cairnfs/core';
 import * as sys from '@cairnfs/sys';
 import {

@@ -3,10 +3,11 @@ import { chmod, chown, copyFile, mkdir, readdir, realpath, rename, rm, stat, wri
 import { basename, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import {
-  CairnError, MountRefs, NaiveDiff, STAGING_DIR, TRASH_DIR, applyLayer, assertValidId, commitStaged, copyTree,
-  detectBackingFs, discardDir, errnoCode, fsyncDir, isValidId, LayerQuotas, makeStagingDir, normalizeParent, parseByteSize,
-  openUnderHomeLock, readMountInfo, sweepLeftovers, translateSpaceError,
+  CairnError, MountRefs, STAGING_DIR, TRASH_DIR, assertValidId, commitStaged, copyTree, detectBackingFs, discardDir,
+  errnoCode, fsyncDir, isValidId, LayerQuotas, makeStagingDir, normalizeParent, parseByteSize, openUnderHomeLock,
+  readMountInfo, sweepLeftovers, translateSpaceError,
 } from '@cairnfs/core';
+import { NaiveDiff, applyLayer } from '@cairnfs/archive';
 import type { Change, CreateOptions, HomeLock, StorageDriver } from '@cairnfs/core';
 import { constants as sysConstants, mount, umount2 } from '@cairnfs/sys';
 import { VfsLayout } from './layout.js';

@@ -1,8 +1,10 @@
 import { mkdir, readdir, realpath, rmdir } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import {
-  CairnError, MountRefs, NaiveDiff, openUnderHomeLock, assertValidId, normalizeParent, parseByteSize, readMountInfo, translateSpaceError,
+  CairnError, MountRefs, openUnderHomeLock, assertValidId, normalizeParent, parseByteSize, readMountInfo,
+  translateSpaceError,
 } from '@cairnfs/core';
+import { NaiveDiff } from '@cairnfs/archive';
 import type { Change, CreateOptions, HomeLock, StorageDriver } from '@cairnfs/core';
 import { ZfsCommandError, ZfsCommands } from './command.js';
 import { ZfsLayout } from './layout.js';
