@@ -46,7 +46,7 @@ const OPEN_NEW = fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_E
 export async function applyLayer(dir: string, tar: Readable | AsyncIterable<Uint8Array>, opts: ApplyOptions = {}): Promise<number> {
   const root = path.resolve(dir);
   if (!fs.statSync(root, { throwIfNoEntry: false })?.isDirectory()) {
-    throw new CairnError('ERR_LAYER_NOT_FOUND', `Cannot apply a layer into ${root}: it is not a directory.`, { subject: root });
+    throw new CairnError('ERR_INVALID_OPTION', `Cannot apply a layer into ${root}: it is not a directory.`, { subject: root });
   }
   if (!(opts.pureJs ?? process.env.CAIRN_PURE_JS === '1')) {
     const offThread = opts.offThread ?? (isMainThread && process.env.CAIRN_APPLY_THREAD !== '0');

@@ -131,7 +131,7 @@ function* pathEntries(dir: string, rel: string, parts: string[], inodes: Map<str
     st = fs.lstatSync(abs, { bigint: true });
   } catch (err) {
     if (errnoCode(err) === 'ENOENT') {
-      throw new CairnError('ERR_LAYER_NOT_FOUND',
+      throw new CairnError('ERR_BACKEND_FAILED',
         `Cannot export /${rel}: the change list names it but it is not in ${dir} (was the layer modified during the diff?).`,
         { subject: rel, cause: err });
     }
@@ -358,7 +358,7 @@ function packError(err: unknown, dir: string): unknown {
   const e = err as { cairnCode?: string; subject?: string; detail?: string };
   if (e.cairnCode === 'ERR_LAYER_NOT_FOUND') {
     const rel = e.subject!;
-    return new CairnError('ERR_LAYER_NOT_FOUND',
+    return new CairnError('ERR_BACKEND_FAILED',
       `Cannot export /${rel}: the change list names it but it is not in ${dir} (was the layer modified during the diff?).`,
       { subject: rel });
   }

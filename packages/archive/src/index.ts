@@ -10,4 +10,4 @@ export type { ApplyOptions, WhiteoutMode } from './apply-options.js';
 export { applyLayer } from './apply.js';
 export { exportChanges, exportOverlayUpper, exportTree, type ExportOptions } from './export.js';
 export { changesBetween, diffSizeOf, sortChanges, statDiffers, type ChangesOptions } from './changes.js';
-export { NaiveDiff, type NaiveDiffHost, type NaiveDiffOptions } from './naivediff.js';
+export { NaiveDiff, NaiveDiffDriver, type NaiveDiffHost, type NaiveDiffOptions } from './naivediff.js';

@@ -135,3 +135,25 @@ interface MountedPair {
   parentDir: string | null;
   release(): Promise<void>;
 }
+
+/**
+ * The changeset half of a driver whose every changeset is naive (vfs, btrfs, zfs,
+ * devicemapper): `diff`, `changes` and `diffSize` go to the driver's {@link NaiveDiff},
+ * which validates the ids and reaches unknown layers through `get()`, which refuses them.
+ * Drivers with a native diff (overlay2, aufs) use NaiveDiff directly for the other cases.
+ */
+export abstract class NaiveDiffDriver {
+  protected abstract readonly naive: NaiveDiff;
+
+  diff(id: string, parent?: string | null): Promise<Readable> {
+    return this.naive.diff(id, parent);
+  }
+
+  changes(id: string, parent?: string | null): Promise<Change[]> {
+    return this.naive.changes(id, parent);
+  }
+
+  diffSize(id: string, parent?: string | null): Promise<number> {
+    return this.naive.diffSize(id, parent);
+  }
+}

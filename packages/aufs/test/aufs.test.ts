@@ -197,6 +197,17 @@ onKernelWithoutAufs('aufs driver on a kernel without aufs', () => {
     expect(await again.exists('a')).toBe(false);
   });
 
+  test('after cleanup every call is ERR_NOT_SUPPORTED (listLayers included) and cleanup again is a no-op', async () => {
+    const d = await open();
+    await d.create('a');
+    await d.cleanup();
+    await expectCode(d.exists('a'), 'ERR_NOT_SUPPORTED');
+    await expectCode(d.create('b'), 'ERR_NOT_SUPPORTED');
+    await expectCode(d.changes('a'), 'ERR_NOT_SUPPORTED');
+    await expectCode(d.listLayers(), 'ERR_NOT_SUPPORTED');
+    await d.cleanup();
+  });
+
   test('a second open of the same home while the first holds it is ERR_LOCKED', async () => {
     await open();
     await expectCode(aufsDriver.open(context(root)), 'ERR_LOCKED');

@@ -100,7 +100,7 @@ test('import, list, create, mount, write, umount, changes, diff, export, rm, rmi
 
 test('errors exit with the code of their CairnError and a message saying what to do', async () => {
   const missing = await cairn(root, 'create', 'nope:1', 'c1');
-  expect(missing.code).toBe(exitFor('ERR_LAYER_NOT_FOUND'));
+  expect(missing.code).toBe(exitFor('ERR_IMAGE_NOT_FOUND'));
   expect(missing.stderr).toMatch(/no image nope:1/);
   const badName = await cairn(root, '--driver', 'vfs', 'create', 'demo:1', '../x');
   expect(badName.code).toBe(exitFor('ERR_INVALID_ID'));

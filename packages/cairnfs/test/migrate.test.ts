@@ -8,7 +8,7 @@ import type { StorageDriver } from '@cairnfs/core';
 import type { TarSourceEntry } from '@cairnfs/archive';
 import type { LayerRef, MigrateProgress } from '../src/migrate.js';
 import { aufsDriver } from '@cairnfs/aufs';
-import { Overlay2Driver, probeOverlay } from '@cairnfs/overlay2';
+import { Overlay2Driver, overlay2Driver, probeOverlay } from '@cairnfs/overlay2';
 import * as sys from '@cairnfs/sys';
 import { describeBackend, expectCode, expectSameTree, snapshotTree, withMounted } from '@cairnfs/testkit';
 import { vfsDriver } from '@cairnfs/vfs';
@@ -70,7 +70,7 @@ describeBackend('overlay', await overlayMissing(), () => {
     opened.push(d);
     return d;
   };
-  const openOverlay = async (root: string) => track(await Overlay2Driver.open({ root, home: join(root, 'overlay2'), options: {}, lockTimeoutMs: 0 }));
+  const openOverlay = async (root: string) => track(await overlay2Driver.open({ root, home: join(root, 'overlay2'), options: {}, lockTimeoutMs: 0 }));
   const openVfs = async (root: string) => track(await vfsDriver.open({ root, home: join(root, 'vfs'), options: {}, lockTimeoutMs: 0 }));
   const openAufs = async (root: string) => track(await aufsDriver.open({ root, home: join(root, 'aufs'), options: {}, lockTimeoutMs: 0 }));
 

@@ -51,7 +51,7 @@ export async function copyTree(src: string, dst: string, opts: CopyTreeOptions =
   try {
     const root = lstatSync(src, { bigint: true });
     if (!root.isDirectory()) {
-      throw new CairnError('ERR_LAYER_NOT_FOUND', `cannot copy ${src}: it is not a directory`, { subject: src });
+      throw new CairnError('ERR_INVALID_OPTION', `cannot copy ${src}: it is not a directory`, { subject: src });
     }
     try {
       mkdirSync(dst, { mode: 0o700 });

@@ -5,7 +5,8 @@ export { ErrorCodes, CairnError, isCairnError, errnoCode, translateSpaceError } 
 export type { ErrorCode, CairnErrorDetails } from './errors.js';
 export { isValidId, assertValidId, normalizeParent } from './ids.js';
 export type {
-  StorageDriver, CreateOptions, ChangeKind, Change, ProbeResult, DriverContext, DriverFactory, LayerRef, LayerLister,
+  StorageDriver, CreateOptions, GetOptions, ApplyDiffOptions, IdMappings, IdMap, ChangeKind, Change, ProbeResult,
+  DriverContext, DriverFactory, LayerRef, LayerLister,
 } from './driver.js';
 export { KeyedMutex } from './mutex.js';
 export { MountRefs, type MountHooks } from './refcount.js';
@@ -25,3 +26,8 @@ export {
   probeXfsProjectQuota, requireXfsProjectQuota, LayerQuotas, type ProjectQuota, type ProjectQuotaProbe,
 } from './xfsquota.js';
 export { readXattrs, sameXattrMaps } from './xattrs.js';
+export {
+  defineDriver, guardAfterCleanup, dirHasEntries, type DriverDefinition, type DriverSetup, type ProbeVerdict,
+} from './define.js';
+export { RecordFile } from './record.js';
+export { mountLabelOption } from './mountlabel.js';

@@ -175,7 +175,7 @@ export class LayerStore {
       if (hits.length === 1) return this.imageMap.get(hits[0]!)!;
       if (hits.length > 1) throw new CairnError('ERR_INVALID_OPTION', `image id prefix ${hex} is ambiguous (${hits.length} images); give more digits`, { subject: ref });
     }
-    throw notFound(`no image ${ref}; \`cairn images\` lists them, \`cairn import FILE\` adds one`);
+    throw new CairnError('ERR_IMAGE_NOT_FOUND', `no image ${ref}; \`cairn images\` lists them, \`cairn import FILE\` adds one`, { subject: ref });
   }
 
   // ---- import ----------------------------------------------------------------------

@@ -346,6 +346,24 @@ export function driverConformanceSuite(name: string, factory: () => Promise<Driv
       await d.cleanup();
     }));
 
+    test('after cleanup every method is ERR_NOT_SUPPORTED and a reopen sees the layers again', () => withDriver(async (d, harness) => {
+      await d.create('l');
+      await d.cleanup();
+      const empty = () => Readable.from([Buffer.alloc(1024)]);
+      const calls: Array<[string, () => Promise<unknown>]> = [
+        ['create', () => d.create('m')], ['createReadWrite', () => d.createReadWrite('m', 'l')], ['exists', () => d.exists('l')],
+        ['remove', () => d.remove('l')], ['get', () => d.get('l')], ['put', () => d.put('l')], ['diff', () => d.diff('l')],
+        ['changes', () => d.changes('l')], ['applyDiff', () => d.applyDiff('l', null, empty())], ['diffSize', () => d.diffSize('l')],
+        ['status', () => d.status()], ['metadata', () => d.metadata('l')],
+      ];
+      for (const [method, call] of calls) {
+        const code = await call().then(() => 'resolved', (e: unknown) => (e as { code?: string }).code ?? String(e));
+        expect([method, code]).toEqual([method, 'ERR_NOT_SUPPORTED']);
+      }
+      await d.cleanup();
+      expect(await (await harness.reopen()).exists('l')).toBe(true);
+    }));
+
     test('a reopened home has the same layers, contents and parent links', () => withDriver(async (d, harness) => {
       await d.createReadWrite('base');
       await withMounted(d, 'base', writeBase);
