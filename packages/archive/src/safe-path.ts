@@ -23,6 +23,7 @@ function unsafe(name: string, why: string): CairnError {
 
 /** Shows control characters (NUL, newlines) in messages instead of emitting them raw. */
 export function printable(name: string): string {
+  // eslint-disable-next-line no-control-regex -- matching control characters is the point
   return name.replace(/[\x00-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
 }
 

@@ -647,7 +647,7 @@ export class DeviceMapperDriver implements StorageDriver {
   }
 
   private assertOpen(): void {
-    if (this.closed) throw new CairnError('ERR_NOT_MOUNTED', `the devicemapper driver at ${this.home} was cleaned up; open it again`, { subject: this.home });
+    if (this.closed) throw new CairnError('ERR_NOT_SUPPORTED', `the devicemapper driver at ${this.home} was cleaned up; open it again`, { subject: this.home });
   }
 }
 

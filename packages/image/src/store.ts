@@ -9,7 +9,7 @@ import pLimit from 'p-limit';
 import { CairnError, KeyedMutex, assertValidId, fsyncDir, type StorageDriver } from '@cairnfs/core';
 import { readSmall, writeFileAtomic } from './atomic.js';
 import { chainIdOf, chainIds, hexOf, isDigest, sha256Of } from './digest.js';
-import { DEFAULT_MAX_UNCOMPRESSED_BYTES, decompressed } from './decompress.js';
+import { decompressed } from './decompress.js';
 import { describeSource, normalizeTag, type ImageDescription } from './describe.js';
 import { StoreLayout } from './layout.js';
 import { openSource, type BlobSource } from './source.js';
@@ -512,6 +512,7 @@ export class LayerStore {
    */
   exportLayer(chainId: string): Readable {
     const l = this.layer(chainId);
+    // eslint-disable-next-line @typescript-eslint/no-this-alias -- the generator below is not a method
     const store = this;
     return Readable.from((async function* () {
       const parentCache = l.parent ? store.layer(l.parent).cacheId : null;

@@ -15,7 +15,7 @@ const VM_SECONDS = Number(process.env.CAIRN_QUOTA_VM_TIMEOUT ?? 300);
 describeBackend('vm', vmMissingReason(), () => {
   test('xfs project quotas for overlay2, vfs and core pass inside the VM (loop xfs mounted prjquota)', async () => {
     const run = await runJestInVm(FILES, { timeoutSeconds: VM_SECONDS, filter: process.env.CAIRN_QUOTA_VM_FILTER ?? '\\bquota\\b|storageOpt size' });
-    // eslint-disable-next-line no-console
+     
     console.log(`quota VM suite: exit ${run.code} in ${run.seconds.toFixed(0)} s\n${run.summary}`);
     if (run.code !== 0) {
       throw new Error(`the in-VM quota suite failed (exit ${run.code}):\n${run.stdout.slice(-4000)}\n${run.stderr.slice(-20000)}`);

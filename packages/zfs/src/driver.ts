@@ -337,7 +337,7 @@ export class ZfsDriver extends NaiveDiffDriver implements StorageDriver {
   async get(id: string, opts: GetOptions = {}): Promise<string> {
     assertValidId(id);
     this.assertOpen();
-    return this.refs.get(id);
+    return this.refs.get(id, opts);
   }
 
   async put(id: string): Promise<void> {

@@ -197,7 +197,7 @@ describeBackend('zfs-fuse', zfsFuseMissing(), () => {
       removeChild: await measure(() => d.remove('child')),
       removeBase: await measure(() => d.remove('base')),
     };
-    // eslint-disable-next-line no-console
+     
     console.log(`zfs calls per operation: ${JSON.stringify(counts)}`);
     expect(counts).toEqual({
       createBase: 1, getBase: 1, putBase: 1, createChild: 3, getFreshClone: 0, putChild: 1,
