@@ -36,6 +36,9 @@ import type { ErrorCode } from './errors.js';
  *   mid-create leaves nothing that `exists()` reports, and the next open cleans up.
  * - `remove` of a mounted layer, or of one with children, fails with
  *   `ERR_LAYER_IN_USE` and deletes nothing.
+ * - Any number of processes may open one home at once: locks are taken per operation
+ *   (core's StoreLocks), mount holds are shared (core's SharedMounts), and what one
+ *   process creates or removes, the others see at their next operation.
  */
 export interface StorageDriver {
   /** `'overlay2' | 'vfs' | 'btrfs' | 'zfs' | 'devicemapper' | 'aufs'`. */
@@ -52,9 +55,12 @@ export interface StorageDriver {
   /** Deletes a layer; `ERR_LAYER_IN_USE` when it is mounted or has children. */
   remove(id: string): Promise<void>;
 
-  /** Mounts the layer (or counts one more user) and returns the root of its filesystem. */
+  /**
+   * Mounts the layer (or adds one more hold on its mount) and returns the root of its
+   * filesystem. Holds are shared by every process on the home: one mount, many holds.
+   */
   get(id: string, opts?: GetOptions): Promise<string>;
-  /** Drops one user; the last `put` unmounts. `ERR_NOT_MOUNTED` without a `get`. */
+  /** Drops one hold of this driver; the last hold (of any process) unmounts. `ERR_NOT_MOUNTED` without a `get`. */
   put(id: string): Promise<void>;
 
   /** The OCI changeset between `parent` (default: the layer's own parent) and the layer, as an uncompressed tar. */
@@ -70,7 +76,11 @@ export interface StorageDriver {
   status(): Promise<Array<[string, string]>>;
   /** Driver-specific facts about a layer, e.g. overlay2's `LowerDir`, `UpperDir`, `WorkDir`, `MergedDir`. */
   metadata(id: string): Promise<Record<string, string>>;
-  /** Unmounts everything this driver mounted and releases the home lock. Safe to call twice. */
+  /**
+   * Closes the driver: drops this driver's mount holds, unmounting the layers that then
+   * have no holder in any process (another process's mounts, and `cairn mount`s, stay).
+   * Safe to call twice.
+   */
   cleanup(): Promise<void>;
 }
 
@@ -148,7 +158,7 @@ export interface DriverContext {
   home: string;
   /** Driver options, named as moby names them (`overlay2.size`, `btrfs.min_space`, …). */
   options: Record<string, string>;
-  /** Milliseconds to wait for the home lock before `ERR_LOCKED`; 0 = fail at once. */
+  /** Milliseconds an operation waits for a lock held by another process before `ERR_LOCKED`; 0 = try once. */
   lockTimeoutMs: number;
 }
 

@@ -9,9 +9,10 @@ export type {
   DriverContext, DriverFactory, LayerRef, LayerLister,
 } from './driver.js';
 export { KeyedMutex } from './mutex.js';
-export { MountRefs, type MountHooks } from './refcount.js';
+export { SharedMounts, describeHolds, type MountHooks, type HoldInfo } from './holds.js';
 export {
   STAGING_DIR, TRASH_DIR, makeStagingDir, fsyncDir, fsyncFile, commitStaged, discardDir, sweepLeftovers, writeFileAtomic,
+  ownedName, parseOwnedName, isOwnerAlive, moveToTrash, type SweepOptions,
 } from './staging.js';
 export { unescapeMountField, parseMountInfo, readMountInfo, findMountOf, type MountInfoEntry } from './mountinfo.js';
 export {
@@ -19,7 +20,13 @@ export {
   type BackingFs,
 } from './backingfs.js';
 export { copyTree, type ReflinkMode, type CopyTreeOptions, type CopyTreeStats } from './copytree.js';
-export { HOME_LOCK_FILE, acquireHomeLock, openUnderHomeLock, type HomeLockOptions, type HomeLock } from './lock.js';
+export {
+  STORE_LOCK_FILE, STATE_DIR, DEFAULT_LOCK_TIMEOUT_MS, StoreLocks, SharedTable, type StoreLocksOptions,
+} from './storelock.js';
+export { flockHolders, type FlockHolder } from './flock.js';
+export {
+  processStartTime, selfIdentity, isProcessAlive, bootId, ownerToken, ownerOfToken, type ProcessIdentity,
+} from './proc.js';
 export { Registry, defaultRegistry, openDriver, probe, type ProbeOptions, type OpenOptions } from './registry.js';
 export { parseByteSize, formatByteSize } from './units.js';
 export {

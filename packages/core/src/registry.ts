@@ -2,6 +2,7 @@ import { isAbsolute, join, resolve } from 'node:path';
 import { detectBackingFs } from './backingfs.js';
 import type { DriverContext, DriverFactory, ProbeResult, StorageDriver } from './driver.js';
 import { CairnError, isCairnError } from './errors.js';
+import { DEFAULT_LOCK_TIMEOUT_MS } from './storelock.js';
 
 const DRIVER_NAME = /^[a-z0-9][a-z0-9_-]*$/;
 
@@ -57,7 +58,11 @@ export interface ProbeOptions {
 export interface OpenOptions extends ProbeOptions {
   /** The driver to open; omitted = auto-select as moby does (see {@link openDriver}). */
   driver?: string;
-  /** Milliseconds to wait for another holder of the driver home to let go before ERR_LOCKED; default 0. */
+  /**
+   * Milliseconds an operation waits for a lock another process (or driver instance) holds
+   * before ERR_LOCKED; default 30 000. Locks are taken per operation, never for the
+   * driver's lifetime: any number of processes may open one root at once.
+   */
   lockTimeoutMs?: number;
 }
 
@@ -89,7 +94,7 @@ function checkSetup(opts: OpenOptions): Setup {
         { subject: key });
     }
   }
-  const lockTimeoutMs = opts.lockTimeoutMs ?? 0;
+  const lockTimeoutMs = opts.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS;
   if (!Number.isFinite(lockTimeoutMs) || lockTimeoutMs < 0) {
     throw new CairnError('ERR_INVALID_OPTION', `lockTimeoutMs must be a number of milliseconds >= 0, got ${String(lockTimeoutMs)}`);
   }
@@ -173,7 +178,8 @@ function unusableError(result: ProbeResult, home: string, prior: boolean): Cairn
  *   silent switch to another driver that would not see those layers.
  * - otherwise the first usable driver by priority, skipping drivers that require their
  *   own filesystem (btrfs, zfs) unless the home is on it.
- * The driver's open takes the home lock (ERR_LOCKED, waiting up to `lockTimeoutMs`).
+ * The driver returned holds no lock: each of its operations locks what it needs, waiting
+ * up to `lockTimeoutMs` for other processes (ERR_LOCKED after that).
  */
 export async function openDriver(opts: OpenOptions): Promise<StorageDriver> {
   const setup = checkSetup(opts);

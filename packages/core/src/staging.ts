@@ -2,19 +2,49 @@ import { randomBytes } from 'node:crypto';
 import { constants as fsConstants } from 'node:fs';
 import { mkdir, open, readdir, rename, rm, unlink } from 'node:fs/promises';
 import { basename, join, dirname } from 'node:path';
+import { isValidId } from './ids.js';
+import { isProcessAlive, ownerOfToken, ownerToken } from './proc.js';
+import type { ProcessIdentity } from './proc.js';
+import type { StoreLocks } from './storelock.js';
 
 /**
  * Layers become visible atomically: a driver builds a layer under
  * `${home}/.staging/`, then renames it into place. Removal goes the other way: rename
  * into `${home}/.trash/` (the layer is gone for `exists()` at that instant), then
  * reclaim the disk. Layer ids cannot start with '.', so these names never clash with a
- * layer. Whatever is left in either place after a crash is swept when the driver opens.
+ * layer. Whatever is left in either place after a crash is swept when a driver opens.
+ *
+ * Several processes share a home, so an entry is named after the layer and the process
+ * that made it, `<id>@<pid>.<start>@<random>` ('@' is never in an id): a sweep removes
+ * only what a dead process left (see proc.ts for why the start time), and, given the
+ * store's locks, only while it can take that layer's lock.
  */
 export const STAGING_DIR = '.staging';
 export const TRASH_DIR = '.trash';
 
+/** A fresh name for work in progress on layer `id` by this process (see above). */
+export function ownedName(id: string): string {
+  return `${id}@${ownerToken()}@${randomBytes(6).toString('hex')}`;
+}
+
+/**
+ * The layer and owner an {@link ownedName} names; both null for names of another shape
+ * (left by an older cairn, whose owner cannot be known: treated as dead).
+ */
+export function parseOwnedName(name: string): { id: string | null; owner: ProcessIdentity | null } {
+  const parts = name.split('@');
+  if (parts.length !== 3) return { id: null, owner: null };
+  return { id: isValidId(parts[0]!) ? parts[0]! : null, owner: ownerOfToken(parts[1]!) };
+}
+
+/** True when the process that made `name` (an {@link ownedName}) is still running. */
+export function isOwnerAlive(name: string): boolean {
+  const { owner } = parseOwnedName(name);
+  return owner !== null && isProcessAlive(owner);
+}
+
 function uniqueName(id: string): string {
-  return `${id}-${randomBytes(6).toString('hex')}`;
+  return ownedName(id);
 }
 
 /** Makes and returns a fresh, empty staging directory for `id`. */
@@ -58,24 +88,45 @@ export async function commitStaged(staged: string, finalPath: string): Promise<v
 }
 
 /**
- * Moves `path` out of sight into the trash (atomic), then deletes it. If deletion fails
- * the layer is still gone; the next sweep reclaims the space.
+ * Moves `path` out of sight into the trash (one atomic rename, made durable) and returns
+ * where it went; the caller deletes it (perhaps after letting go of the store lock). What
+ * a crash leaves there is swept once its owner is gone.
  */
-export async function discardDir(home: string, path: string, id: string): Promise<void> {
+export async function moveToTrash(home: string, path: string, id: string): Promise<string> {
   const trash = join(home, TRASH_DIR);
   await mkdir(trash, { recursive: true, mode: 0o700 });
   const target = join(trash, uniqueName(id));
   await rename(path, target);
   await fsyncDir(dirname(path)).catch(() => undefined);
-  await rm(target, { recursive: true, force: true }).catch(() => undefined);
+  return target;
 }
 
 /**
- * Deletes leftovers of interrupted creates and removes. `beforeDelete` lets a driver
- * undo what plain rm cannot (unmount, delete a subvolume) for each leftover path.
- * Returns the paths swept.
+ * Moves `path` out of sight into the trash (atomic), then deletes it. If deletion fails
+ * the layer is still gone; the next sweep reclaims the space.
  */
-export async function sweepLeftovers(home: string, beforeDelete?: (path: string) => Promise<void>): Promise<string[]> {
+export async function discardDir(home: string, path: string, id: string): Promise<void> {
+  const target = await moveToTrash(home, path, id);
+  await rm(target, { recursive: true, force: true }).catch(() => undefined);
+}
+
+export interface SweepOptions {
+  /** Undoes what plain rm cannot (unmount, delete a subvolume) for a leftover path, before it is deleted. */
+  beforeDelete?: (path: string) => Promise<void>;
+  /**
+   * The home's locks: a leftover of layer X is then swept only while the lock of X can be
+   * taken at once (else a live operation on X owns it, whatever its name says).
+   */
+  locks?: StoreLocks;
+  /** Leftovers to keep although their owner is gone (the driver still needs them for a repair). */
+  keep?: (path: string) => boolean;
+}
+
+/**
+ * Deletes what dead processes left in `.staging/` and `.trash/` (interrupted creates,
+ * applies and removes); entries of live processes stay. Returns the paths swept.
+ */
+export async function sweepLeftovers(home: string, opts: SweepOptions = {}): Promise<string[]> {
   const swept: string[] = [];
   for (const sub of [STAGING_DIR, TRASH_DIR]) {
     const dir = join(home, sub);
@@ -87,9 +138,15 @@ export async function sweepLeftovers(home: string, beforeDelete?: (path: string)
     }
     for (const name of names) {
       const path = join(dir, name);
-      if (beforeDelete) await beforeDelete(path);
-      await rm(path, { recursive: true, force: true });
-      swept.push(path);
+      if (isOwnerAlive(name) || opts.keep?.(path)) continue;
+      const sweep = async () => {
+        if (opts.beforeDelete) await opts.beforeDelete(path);
+        await rm(path, { recursive: true, force: true });
+        swept.push(path);
+      };
+      const { id } = parseOwnedName(name);
+      if (opts.locks && id !== null) await opts.locks.tryLayer(id, `sweep ${path}`, sweep);
+      else await sweep();
     }
   }
   return swept;
@@ -99,14 +156,17 @@ export async function sweepLeftovers(home: string, beforeDelete?: (path: string)
  * Writes a small file so that a crash leaves either the old content or the new, never a
  * torn file: a hidden temp sibling (`.<name>.tmp`, overwritten by the next attempt, so
  * crashes leave at most one), fsynced, renamed over the target, the directory fsynced.
- * Callers serialise writes of one path (their per-id or store lock).
+ * Callers serialise writes of one path (their layer or store lock). `durable: false`
+ * skips both fsyncs, for records a power loss voids anyway (mount holds): still atomic
+ * for every process that reads them.
  */
-export async function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o600): Promise<void> {
+export async function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o600, opts: { durable?: boolean } = {}): Promise<void> {
+  const durable = opts.durable ?? true;
   const tmp = join(dirname(path), `.${basename(path)}.tmp`);
   const handle = await open(tmp, 'w', mode);
   try {
     await handle.writeFile(data);
-    await handle.sync();
+    if (durable) await handle.sync();
   } finally {
     await handle.close();
   }
@@ -116,5 +176,5 @@ export async function writeFileAtomic(path: string, data: string | Uint8Array, m
     await unlink(tmp).catch(() => undefined);
     throw err;
   }
-  await fsyncDir(dirname(path));
+  if (durable) await fsyncDir(dirname(path));
 }

@@ -1,9 +1,12 @@
-import { readdir } from 'node:fs/promises';
-import { join } from 'node:path';
+import { constants as fsConstants } from 'node:fs';
+import { mkdir, open, readdir } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { xfsGetProjectId, xfsProjectQuotaState, xfsSetProjectId, xfsSetProjectLimit } from '@cairnfs/sys';
 import { detectBackingFs, nearestExistingPath } from './backingfs.js';
 import { CairnError, errnoCode } from './errors.js';
+import { flockUntil } from './flock.js';
 import { findMountOf } from './mountinfo.js';
+import { STATE_DIR } from './storelock.js';
 
 /**
  * Per-layer size limits with XFS project quotas, as moby's `quota.Control` does for
@@ -13,9 +16,12 @@ import { findMountOf } from './mountinfo.js';
  *
  * Like moby, through the kernel interfaces directly (@cairnfs/sys: FS_IOC_FSSETXATTR and
  * quotactl_fd: three syscalls per layer instead of two `xfs_quota` process starts), and with
- * moby's id scheme: nothing is persisted; the next id lives in memory, starting at the
- * project id of the directory holding the layers + 1 and raised above every id an
- * existing layer directory carries (scanned once, when the control is made).
+ * moby's id scheme: the next id starts at the project id of the directory holding the
+ * layers + 1, raised above every id an existing layer directory carries (scanned once,
+ * when the control is made). Unlike moby, several processes may create layers in one
+ * home, and a layer being staged elsewhere is invisible to that scan: the next id is
+ * therefore also kept in `${home}/.cairn/xfs-next-project-id`, taken and bumped under a
+ * flock of that file (a leaf lock: nothing else is taken while it is held).
  *
  * Needs: an xfs backing filesystem mounted with `prjquota` (or `pquota`) and a kernel
  * with CONFIG_XFS_QUOTA (and quotactl_fd, Linux >= 5.14).
@@ -76,11 +82,11 @@ export async function probeXfsProjectQuota(home: string): Promise<ProjectQuotaPr
  * The quota control for layers kept as directories directly under `layersDir` (inside
  * `home`), or ERR_QUOTA_UNSUPPORTED with the probe's reason. `what` starts the message.
  */
-export async function requireXfsProjectQuota(home: string, what: string, layersDir: string = home): Promise<ProjectQuota> {
+export async function requireXfsProjectQuota(home: string, what: string, layersDir: string = home, counterFile?: string): Promise<ProjectQuota> {
   const probe = await probeXfsProjectQuota(home);
   if (!probe.ok) throw new CairnError('ERR_QUOTA_UNSUPPORTED', `${what}: ${probe.reason}`, { subject: home });
   try {
-    return await XfsQuotaControl.open(probe.mountPoint, layersDir);
+    return await XfsQuotaControl.open(probe.mountPoint, layersDir, counterFile ?? null);
   } catch (err) {
     throw new CairnError('ERR_QUOTA_UNSUPPORTED', `${what}: cannot read the project ids under ${layersDir}: ${(err as Error).message}`, { subject: layersDir, cause: err });
   }
@@ -98,7 +104,7 @@ export class LayerQuotas {
 
   /** Makes the control now; ERR_QUOTA_UNSUPPORTED (message starting with `what`) where quotas cannot work. */
   async require(what: string): Promise<ProjectQuota> {
-    this.control ??= requireXfsProjectQuota(this.home, what, this.layersDir);
+    this.control ??= requireXfsProjectQuota(this.home, what, this.layersDir, join(this.home, STATE_DIR, 'xfs-next-project-id'));
     try {
       return await this.control;
     } catch (err) {
@@ -127,10 +133,10 @@ export class LayerQuotas {
 }
 
 class XfsQuotaControl implements ProjectQuota {
-  private constructor(readonly mountPoint: string, private next: number) {}
+  private constructor(readonly mountPoint: string, private next: number, private readonly counterFile: string | null) {}
 
   /** moby's NewControl + findNextProjectID: base id + 1, above every layer's id. */
-  static async open(mountPoint: string, layersDir: string): Promise<XfsQuotaControl> {
+  static async open(mountPoint: string, layersDir: string, counterFile: string | null): Promise<XfsQuotaControl> {
     const base = await xfsGetProjectId(layersDir).catch((err: unknown) => {
       if (errnoCode(err) === 'ENOENT') return 0; // created with the first layer
       throw err;
@@ -145,12 +151,33 @@ class XfsQuotaControl implements ProjectQuota {
       const id = await xfsGetProjectId(join(layersDir, e.name));
       if (id >= next) next = id + 1;
     }
-    return new XfsQuotaControl(mountPoint, next);
+    return new XfsQuotaControl(mountPoint, next, counterFile);
+  }
+
+  /** The next project id: shared through the counter file between processes, else from memory. */
+  private async allocate(): Promise<number> {
+    if (this.counterFile === null) return this.next++;
+    await mkdir(dirname(this.counterFile), { recursive: true, mode: 0o700 });
+    const handle = await open(this.counterFile, fsConstants.O_RDWR | fsConstants.O_CREAT, 0o600);
+    try {
+      if (!(await flockUntil(handle.fd, true, Date.now() + 30_000, this.counterFile))) {
+        throw new Error(`${this.counterFile} stayed locked for 30 s`);
+      }
+      const stored = Number((await handle.readFile('utf8')).trim());
+      const id = Math.max(this.next, Number.isSafeInteger(stored) ? stored : 0);
+      const text = `${id + 1}\n`;
+      await handle.truncate(0);
+      await handle.write(text, 0, 'utf8');
+      this.next = id + 1;
+      return id;
+    } finally {
+      await handle.close(); // drops the flock
+    }
   }
 
   async setLimit(dir: string, bytes: number): Promise<number> {
-    // Taken synchronously, so concurrent creates never share an id.
-    const id = this.next++;
+    // Taken before the first await of the caller's work, so concurrent creates never share an id.
+    const id = await this.allocate();
     try {
       await xfsSetProjectId(dir, id);
       await xfsSetProjectLimit(dir, id, bytes);

@@ -3,12 +3,12 @@ import { chmod, chown, copyFile, mkdir, readdir, realpath, rename, rm, stat, wri
 import { basename, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import {
-  CairnError, MountRefs, STAGING_DIR, TRASH_DIR, assertValidId, commitStaged, copyTree, detectBackingFs, discardDir,
-  errnoCode, fsyncDir, isValidId, LayerQuotas, makeStagingDir, normalizeParent, parseByteSize, openUnderHomeLock,
-  readMountInfo, sweepLeftovers, translateSpaceError, mountLabelOption,
+  CairnError, STAGING_DIR, TRASH_DIR, SharedMounts, SharedTable, StoreLocks, assertValidId, commitStaged, copyTree,
+  detectBackingFs, errnoCode, fsyncDir, isOwnerAlive, isValidId, LayerQuotas, makeStagingDir, moveToTrash, normalizeParent,
+  parseByteSize, readMountInfo, sweepLeftovers, translateSpaceError, mountLabelOption,
 } from '@cairnfs/core';
 import { NaiveDiff, NaiveDiffDriver, applyLayer } from '@cairnfs/archive';
-import type { CreateOptions, DriverSetup, GetOptions, HomeLock, StorageDriver } from '@cairnfs/core';
+import type { CreateOptions, DriverSetup, GetOptions, StorageDriver } from '@cairnfs/core';
 import { constants as sysConstants, mount, umount2 } from '@cairnfs/sys';
 import { VfsLayout } from './layout.js';
 import { layerMeta } from './meta.js';
@@ -20,10 +20,12 @@ export interface VfsSettings {
   defaultSize: number;
 }
 
-/** An entry of the in-memory layer table; `committed` is false while create() is still copying. */
+/** An entry of the layer table; `committed` is false while a create is still copying (or died doing so). */
 interface LayerState extends LayerMeta {
   committed: boolean;
 }
+
+type Table = Map<string, LayerState>;
 
 /**
  * The vfs driver: every layer is a full copy of its parent (cloned extent by extent
@@ -34,8 +36,8 @@ interface LayerState extends LayerMeta {
  * - create: the metadata file (parent, kind) is written and fsynced *first*, then the
  *   tree is copied into `.staging/` and renamed to `dir/<id>`. So a layer directory
  *   never exists without its metadata. A crash before the rename leaves a metadata file
- *   without a directory (and a staging leftover): open() deletes both. `exists()` is
- *   true only once `dir/<id>` is there.
+ *   without a directory (and a staging leftover): the next process that can take that
+ *   layer's lock deletes both. `exists()` is true only once `dir/<id>` is there.
  * - remove: `dir/<id>` is renamed into `.trash/` first (the layer is gone at that
  *   instant), then the metadata is deleted, then the disk reclaimed.
  * - applyDiff: applied to a staged (reflinked where possible) copy; only a complete
@@ -43,24 +45,32 @@ interface LayerState extends LayerMeta {
  *   failed or interrupted apply leaves the layer exactly as it was (or, after a crash
  *   between the two renames of the swap, exactly as the finished apply left it).
  *
+ * ## Several processes (core's StoreLocks, SharedMounts)
+ * The layer table (meta/ and dir/) is read under the store lock and reloaded when another
+ * process changed it. create holds the new layer's lock throughout, and its parent's
+ * lock while it registers itself as a child (from then on the parent can be neither
+ * removed nor re-applied); the copy runs outside the store lock. applyDiff holds the
+ * layer's lock throughout and the store lock only for the swap. A create or apply that
+ * died is recognised by its layer lock being free, and repaired by whoever comes next.
+ *
  * ## Read-only image layers
  * moby's vfs hands out image layers writable. cairn's contract says an image layer is
  * read-only once its applyDiff is done, so `get` of such a layer bind-mounts its
  * directory read-only onto itself (same path as Docker's layout), and the last `put`
- * unmounts it. Mounts found under the home at open (left by a crash) are unmounted.
- * Container layers and image layers not yet applied are handed out as plain directories.
+ * (of any process) unmounts it. Container layers and image layers not yet applied are
+ * handed out as plain directories.
  */
 export class VfsDriver extends NaiveDiffDriver implements StorageDriver {
   readonly name = 'vfs';
   private readonly layout: VfsLayout;
-  private readonly layers = new Map<string, LayerState>();
-  private readonly refs: MountRefs;
+  private readonly locks: StoreLocks;
+  private readonly table: SharedTable<Table>;
+  private readonly mounts: SharedMounts;
   protected readonly naive: NaiveDiff;
-  private closed = false;
 
   private constructor(
     readonly home: string,
-    private readonly lock: HomeLock,
+    lockTimeoutMs: number,
     private readonly reflink: boolean,
     /** xfs project quotas (core's, shared with overlay2), keyed on the layer dirs under dir/. */
     private readonly quotas: LayerQuotas,
@@ -69,71 +79,115 @@ export class VfsDriver extends NaiveDiffDriver implements StorageDriver {
   ) {
     super();
     this.layout = new VfsLayout(home);
-    this.refs = new MountRefs({
+    this.locks = new StoreLocks(home, { timeoutMs: lockTimeoutMs, what: `vfs layer table of ${home}` });
+    this.table = new SharedTable(this.locks, () => this.loadTable());
+    this.mounts = new SharedMounts(home, this.locks, {
       mount: (id, opts) => this.mountLayer(id, opts),
-      unmount: (id, path) => this.unmountLayer(id, path),
+      unmount: (id) => this.unmountLayer(id),
     });
     this.naive = new NaiveDiff({
       get: (id) => this.get(id),
       put: (id) => this.put(id),
-      parentOf: async (id) => this.committed(id).parent,
+      parentOf: (id) => this.table.read(`read the parent of layer ${id}`, (t) => this.committed(t, id).parent),
     }, { whiteouts: 'delete' });
   }
 
-  /**
-   * Opens (creating if needed) the home, takes its lock for the driver's lifetime,
-   * repairs what a crash left behind, and loads the layer table.
-   */
+  /** Opens (creating if needed) the home and repairs what dead processes left behind. Holds no lock when it returns. */
   static async open(setup: DriverSetup<VfsSettings>): Promise<VfsDriver> {
     const { home, settings } = setup;
     await mkdir(home, { recursive: true, mode: 0o700 });
     const quotas = new LayerQuotas(home, new VfsLayout(home).layersDir);
     // As moby, a default size that cannot be enforced is refused at start-up, not ignored.
     if (settings.defaultSize > 0) await quotas.require('vfs.size');
-    return openUnderHomeLock(home, { timeoutMs: setup.lockTimeoutMs }, async (lock) => {
-      const layout = new VfsLayout(home);
-      await mkdir(layout.layersDir, { recursive: true, mode: 0o700 });
-      await mkdir(layout.metaDir, { recursive: true, mode: 0o700 });
-      await unmountStale(layout.layersDir);
-      const reflink = await probeReflink(home);
-      const driver = new VfsDriver(home, lock, reflink, quotas, settings.defaultSize);
-      await driver.recover();
-      return driver;
-    });
+    const layout = new VfsLayout(home);
+    await mkdir(layout.layersDir, { recursive: true, mode: 0o700 });
+    await mkdir(layout.metaDir, { recursive: true, mode: 0o700 });
+    const reflink = await probeReflink(home);
+    const driver = new VfsDriver(home, setup.lockTimeoutMs, reflink, quotas, settings.defaultSize);
+    await driver.recover();
+    return driver;
   }
 
-  /** Brings disk and table in line after a crash; see the class comment for the orders relied on. */
-  private async recover(): Promise<void> {
+  /** Reads the layer table from disk: meta/ says what layers there are, dir/ which are complete. */
+  private async loadTable(): Promise<Table> {
     const { layout } = this;
+    const table: Table = new Map();
+    const dirs = new Set(await readdir(layout.layersDir));
     for (const name of await readdir(layout.metaDir)) {
       const id = layout.idOfMetaFile(name);
-      if (id === null) {
-        await rm(join(layout.metaDir, name), { force: true }); // a temp file of an interrupted write
-        continue;
-      }
-      const meta = await layerMeta.require(join(layout.metaDir, name));
-      const dirPresent = await isDir(layout.layerPath(id));
-      if (meta.replacing !== undefined) {
-        const staged = join(this.home, STAGING_DIR, basename(meta.replacing));
-        // Crash between "old tree to trash" and "staged tree into place": finish the swap.
-        if (!dirPresent && await isDir(staged)) await rename(staged, layout.layerPath(id));
-        delete meta.replacing;
-        if (dirPresent || await isDir(layout.layerPath(id))) await layerMeta.write(layout.metaPath(id), meta);
-      }
-      if (!await isDir(layout.layerPath(id))) {
-        await layerMeta.remove(layout.metaPath(id)); // create died before its rename
-        continue;
-      }
-      this.layers.set(id, { ...meta, committed: true });
+      if (id === null || !isValidId(id)) continue;
+      const meta = await layerMeta.read(join(layout.metaDir, name));
+      if (!meta) continue; // removed between the readdir and the read
+      // Mid-swap the directory is briefly absent: the layer still exists (see applyDiff).
+      table.set(id, { ...meta, committed: dirs.has(id) || meta.replacing !== undefined });
     }
-    // A directory without metadata predates cairn (Docker's own vfs layout): adopt it as a base layer.
-    for (const id of await readdir(layout.layersDir)) {
-      if (this.layers.has(id) || !isValidId(id)) continue;
-      const meta: LayerMeta = { parent: null, kind: 'container', sealed: false };
-      await layerMeta.write(layout.metaPath(id), meta);
-      this.layers.set(id, { ...meta, committed: true });
+    // A directory without metadata predates cairn (Docker's own vfs layout): a base layer.
+    for (const id of dirs) {
+      if (!table.has(id) && isValidId(id)) table.set(id, { parent: null, kind: 'container', sealed: false, committed: true });
     }
-    await sweepLeftovers(this.home);
+    return table;
+  }
+
+  /**
+   * Brings disk in line after crashes, as far as no live process owns the pieces: creates
+   * that died before their rename, applies that died mid-swap, Docker directories without
+   * metadata, leftovers of dead processes, mounts nobody holds. Looks under the read lock
+   * first and takes the write lock only when there is something to repair.
+   */
+  private async recover(): Promise<void> {
+    const { layout } = this;
+    const work = await this.table.read('open the vfs driver', async (t) => {
+      const pending = [...t].filter(([, l]) => !l.committed || l.replacing !== undefined).map(([id]) => id);
+      const metas = new Set((await readdir(layout.metaDir)).map((n) => layout.idOfMetaFile(n)));
+      const unrecorded = [...t.keys()].filter((id) => !metas.has(id));
+      const strays = (await readdir(layout.metaDir)).some((n) => layout.idOfMetaFile(n) === null);
+      const leftovers = (await Promise.all([STAGING_DIR, TRASH_DIR].map((d) => readdir(join(this.home, d)).catch(() => [])))).flat();
+      return { pending, unrecorded, dirty: pending.length + unrecorded.length > 0 || strays || leftovers.some((n) => !isOwnerAlive(n)) };
+    });
+    if (work.dirty) {
+      await this.table.write('repair the vfs home after a crash', async (t) => {
+        for (const name of await readdir(layout.metaDir)) {
+          // A temp file of a write that died (writeFileAtomic's `.<name>.tmp`), unless its writer still runs.
+          if (layout.idOfMetaFile(name) === null) await rm(join(layout.metaDir, name), { force: true });
+        }
+        for (const id of work.pending) await this.locks.tryLayer(id, `repair layer ${id}`, () => this.repairLayer(t, id));
+        for (const id of work.unrecorded) {
+          const layer = t.get(id);
+          if (layer?.committed && !await isFile(layout.metaPath(id))) await layerMeta.write(layout.metaPath(id), { parent: layer.parent, kind: layer.kind, sealed: layer.sealed });
+        }
+        const keep = new Set([...t.values()].map((l) => l.replacing).filter((r): r is string => r !== undefined));
+        // Under the write lock, as every repair is: a swap being finished cannot lose its staged tree.
+        await sweepLeftovers(this.home, { keep: (path) => keep.has(basename(path)) });
+      });
+    }
+    const real = await realpath(layout.layersDir);
+    const mounted = (await readMountInfo()).filter((m) => m.mountPoint.startsWith(`${real}/`))
+      .map((m) => ({ id: m.mountPoint.slice(real.length + 1).split('/')[0]!, path: m.mountPoint }))
+      .filter((m) => isValidId(m.id));
+    await this.mounts.sweep(mounted);
+  }
+
+  /**
+   * Finishes or undoes what a dead create or apply left of layer `id` (the caller holds
+   * the write lock and the layer's lock, so its owner is gone).
+   */
+  private async repairLayer(t: Table, id: string): Promise<void> {
+    const { layout } = this;
+    const meta = await layerMeta.read(layout.metaPath(id));
+    if (!meta) return;
+    if (meta.replacing !== undefined) {
+      const staged = join(this.home, STAGING_DIR, basename(meta.replacing));
+      // Died between "old tree to trash" and "staged tree into place": finish the swap.
+      if (!await isDir(layout.layerPath(id)) && await isDir(staged)) await rename(staged, layout.layerPath(id));
+      delete meta.replacing;
+      if (await isDir(layout.layerPath(id))) await layerMeta.write(layout.metaPath(id), meta);
+    }
+    if (!await isDir(layout.layerPath(id))) {
+      await layerMeta.remove(layout.metaPath(id)); // create died before its rename
+      t.delete(id);
+      return;
+    }
+    t.set(id, { ...meta, committed: true });
   }
 
   create(id: string, parent?: string | null, opts?: CreateOptions): Promise<void> {
@@ -150,21 +204,24 @@ export class VfsDriver extends NaiveDiffDriver implements StorageDriver {
     const size = sizeFor(id, opts?.storageOpt, kind, this.defaultSize);
     // Refused before anything is made where quotas cannot work.
     if (size > 0) await this.quotas.require(`cannot give layer ${id} a size quota`);
-    await this.refs.withLock(id, async () => {
-      if (this.layers.has(id)) {
-        throw new CairnError('ERR_LAYER_EXISTS', `layer ${id} already exists; remove it first or pick another id`, { subject: id });
-      }
-      // Claim the id and register under the parent at once, so a concurrent remove of the
-      // parent sees this child (ERR_LAYER_IN_USE) for the whole time it is being copied.
-      await this.withParentLock(parentId, async () => {
-        if (parentId !== null && !this.layers.get(parentId)?.committed) {
+    await this.locks.layer(parentId === null ? [id] : [id, parentId], `create layer ${id}`, async (unlock) => {
+      // Claim the id and register under the parent at once, so a concurrent remove or
+      // apply of the parent sees this child (ERR_LAYER_IN_USE) for the whole copy.
+      await this.table.write(`create layer ${id}`, async (t) => {
+        const existing = t.get(id);
+        if (existing?.committed) {
+          throw new CairnError('ERR_LAYER_EXISTS', `layer ${id} already exists; remove it first or pick another id`, { subject: id });
+        }
+        // Holding its lock, an uncommitted entry can only be the leftover of a dead create.
+        if (existing) await this.repairLayer(t, id);
+        if (parentId !== null && !t.get(parentId)?.committed) {
           throw new CairnError('ERR_PARENT_NOT_FOUND', `cannot create layer ${id}: parent layer ${parentId} does not exist`, { subject: parentId });
         }
-        this.layers.set(id, { parent: parentId, kind, sealed: false, committed: false });
+        await layerMeta.write(this.layout.metaPath(id), { parent: parentId, kind, sealed: false });
+        t.set(id, { parent: parentId, kind, sealed: false, committed: false });
       });
       let staged: string | null = null;
       try {
-        await layerMeta.write(this.layout.metaPath(id), { parent: parentId, kind, sealed: false });
         staged = await makeStagingDir(this.home, id);
         // Before the copy, as moby: the parent's tree counts against the layer's limit.
         if (size > 0) await this.quotas.limit(staged, size, id);
@@ -174,56 +231,74 @@ export class VfsDriver extends NaiveDiffDriver implements StorageDriver {
         } else {
           await copyTree(this.layout.layerPath(parentId), staged, { reflink: this.reflink ? 'always' : 'never' });
         }
-        await commitStaged(staged, this.layout.layerPath(id));
-        this.layers.get(id)!.committed = true;
+        // The parent is copied: it may change or go now (this child keeps it from going).
+        if (parentId !== null) await unlock(parentId);
+        await this.table.write(`create layer ${id}`, async (t) => {
+          await commitStaged(staged!, this.layout.layerPath(id));
+          t.set(id, { parent: parentId, kind, sealed: false, committed: true });
+        });
       } catch (err) {
         if (staged) await rm(staged, { recursive: true, force: true }).catch(() => undefined);
-        await layerMeta.remove(this.layout.metaPath(id)).catch(() => undefined);
-        this.layers.delete(id);
+        await this.table.write(`undo the create of layer ${id}`, async (t) => {
+          if (t.get(id)?.committed) return;
+          await layerMeta.remove(this.layout.metaPath(id));
+          t.delete(id);
+        }).catch(() => undefined);
         throw translateSpaceError(err, `creating vfs layer ${id}`);
       }
     });
   }
 
-  private withParentLock<T>(parentId: string | null, fn: () => Promise<T>): Promise<T> {
-    return parentId === null ? fn() : this.refs.withLock(parentId, fn);
-  }
-
   async exists(id: string): Promise<boolean> {
     assertValidId(id);
-    return this.layers.get(id)?.committed === true;
+    return this.table.read(`look up layer ${id}`, (t) => t.get(id)?.committed === true);
   }
 
   async remove(id: string): Promise<void> {
     assertValidId(id);
-    await this.refs.withLock(id, async () => {
-      const layer = this.layers.get(id);
-      if (!layer) return; // as moby: removing what is not there is not an error
-      if (this.refs.isMounted(id)) {
-        throw new CairnError('ERR_LAYER_IN_USE', `layer ${id} is mounted (${this.refs.count(id)} user(s)); put it before removing it`, { subject: id });
-      }
-      const children = this.childrenOf(id);
-      if (children.length > 0) {
-        throw new CairnError('ERR_LAYER_IN_USE', `layer ${id} has child layers (${children.slice(0, 5).join(', ')}${children.length > 5 ? ', …' : ''}); remove them first`, { subject: id });
-      }
-      await discardDir(this.home, this.layout.layerPath(id), id);
-      this.layers.delete(id);
-      await layerMeta.remove(this.layout.metaPath(id));
+    await this.locks.layer(id, `remove layer ${id}`, async () => {
+      await this.mounts.assertUnheld(id, 'remove');
+      const trash = await this.table.write(`remove layer ${id}`, async (t) => {
+        const layer = t.get(id);
+        if (!layer) return null; // as moby: removing what is not there is not an error
+        if (!layer.committed) {
+          await this.repairLayer(t, id); // a dead create's leftover: ours to tidy, as we hold its lock
+          return null;
+        }
+        const children = await this.childrenOf(t, id);
+        if (children.length > 0) {
+          throw new CairnError('ERR_LAYER_IN_USE', `layer ${id} has child layers (${children.slice(0, 5).join(', ')}${children.length > 5 ? ', …' : ''}); remove them first`, { subject: id });
+        }
+        const moved = await moveToTrash(this.home, this.layout.layerPath(id), id);
+        t.delete(id);
+        await layerMeta.remove(this.layout.metaPath(id));
+        return moved;
+      });
+      if (trash === null) return;
+      await rm(trash, { recursive: true, force: true }).catch(() => undefined);
+      await this.mounts.forget(id);
+      await this.locks.forgetLayer(id);
     });
   }
 
   async get(id: string, opts: GetOptions = {}): Promise<string> {
     assertValidId(id);
-    return this.refs.get(id, opts);
+    return this.mounts.get(id, opts);
   }
 
   async put(id: string): Promise<void> {
     assertValidId(id);
-    return this.refs.put(id);
+    return this.mounts.put(id);
+  }
+
+  /** The hold count of a layer's mount, every process counted (for tests and diagnostics). */
+  mountCount(id: string): Promise<number> {
+    assertValidId(id);
+    return this.mounts.count(id);
   }
 
   private async mountLayer(id: string, opts: GetOptions): Promise<string> {
-    const layer = this.committed(id);
+    const layer = await this.table.read(`mount layer ${id}`, (t) => this.committed(t, id));
     const path = this.layout.layerPath(id);
     if (layer.sealed) {
       // Bind onto itself, then make that bind read-only (a bind mount ignores MS_RDONLY on the first call).
@@ -238,8 +313,13 @@ export class VfsDriver extends NaiveDiffDriver implements StorageDriver {
     return path;
   }
 
-  private async unmountLayer(id: string, path: string): Promise<void> {
-    if (this.layers.get(id)?.sealed) await umount2(path);
+  /** Unmounts the read-only view if there is one (an unsealed layer was never mounted: EINVAL). */
+  private async unmountLayer(id: string): Promise<void> {
+    try {
+      await umount2(this.layout.layerPath(id));
+    } catch (err) {
+      if (errnoCode(err) !== 'EINVAL' && errnoCode(err) !== 'ENOENT') throw err;
+    }
   }
 
   /**
@@ -247,21 +327,21 @@ export class VfsDriver extends NaiveDiffDriver implements StorageDriver {
    * whole tar applied, so a corrupt or truncated tar leaves the layer untouched. The
    * copy is a reflink where the filesystem clones, a byte copy elsewhere.
    *
-   * Refused (ERR_LAYER_IN_USE) while the layer is mounted (the swap would pull the tree
-   * from under its users) or has children (they were copied from the old tree).
+   * Refused (ERR_LAYER_IN_USE) while the layer is mounted by anyone (the swap would pull
+   * the tree from under its users) or has children (they were copied from the old tree).
    */
   async applyDiff(id: string, parent: string | null | undefined, tar: Readable | AsyncIterable<Uint8Array>): Promise<number> {
     assertValidId(id);
     normalizeParent(parent); // validated only: the layer already holds its parent's tree
-    return this.refs.withLock(id, async () => {
-      const layer = this.committed(id);
-      if (this.refs.isMounted(id)) {
-        throw new CairnError('ERR_LAYER_IN_USE', `cannot apply a diff to layer ${id} while it is mounted; put it first`, { subject: id });
-      }
-      const children = this.childrenOf(id);
-      if (children.length > 0) {
-        throw new CairnError('ERR_LAYER_IN_USE', `cannot apply a diff to layer ${id}: layers ${children.join(', ')} were created on it`, { subject: id });
-      }
+    return this.locks.layer(id, `apply a diff to layer ${id}`, async () => {
+      await this.table.read(`apply a diff to layer ${id}`, async (t) => {
+        this.committed(t, id);
+        const children = await this.childrenOf(t, id);
+        if (children.length > 0) {
+          throw new CairnError('ERR_LAYER_IN_USE', `cannot apply a diff to layer ${id}: layers ${children.join(', ')} were created on it`, { subject: id });
+        }
+      });
+      await this.mounts.assertUnheld(id, 'apply a diff to');
       const path = this.layout.layerPath(id);
       const staged = await makeStagingDir(this.home, id);
       let bytes: number;
@@ -269,21 +349,23 @@ export class VfsDriver extends NaiveDiffDriver implements StorageDriver {
         await this.quotas.carryOver(path, staged);
         await copyTree(path, staged, { reflink: this.reflink ? 'always' : 'never' });
         bytes = await applyLayer(staged, tar, { whiteouts: 'delete' });
+        await fsyncDir(staged);
       } catch (err) {
         await rm(staged, { recursive: true, force: true }).catch(() => undefined);
         throw translateSpaceError(err, `applying a diff to vfs layer ${id}`);
       }
-      const { committed: _c, ...meta } = layer;
-      await fsyncDir(staged);
-      await layerMeta.write(this.layout.metaPath(id), { ...meta, replacing: basename(staged) });
-      const trash = join(this.home, TRASH_DIR, `${id}-applied-${Date.now()}`);
-      await mkdir(join(this.home, TRASH_DIR), { recursive: true, mode: 0o700 });
-      await rename(path, trash);
-      await rename(staged, path);
-      await fsyncDir(this.layout.layersDir);
-      const sealed = layer.kind === 'image';
-      await layerMeta.write(this.layout.metaPath(id), { parent: layer.parent, kind: layer.kind, sealed });
-      layer.sealed = sealed;
+      const trash = await this.table.write(`apply a diff to layer ${id}`, async (t) => {
+        const layer = this.committed(t, id);
+        const meta: LayerMeta = { parent: layer.parent, kind: layer.kind, sealed: layer.sealed };
+        await layerMeta.write(this.layout.metaPath(id), { ...meta, replacing: basename(staged) });
+        const moved = await moveToTrash(this.home, path, id);
+        await rename(staged, path);
+        await fsyncDir(this.layout.layersDir);
+        const sealed = layer.kind === 'image';
+        await layerMeta.write(this.layout.metaPath(id), { ...meta, sealed });
+        t.set(id, { ...meta, sealed, committed: true });
+        return moved;
+      });
       await rm(trash, { recursive: true, force: true }).catch(() => undefined);
       return bytes;
     });
@@ -291,40 +373,53 @@ export class VfsDriver extends NaiveDiffDriver implements StorageDriver {
 
   async status(): Promise<Array<[string, string]>> {
     const fs = await detectBackingFs(this.home);
+    const layers = await this.table.read('report status', (t) => [...t.values()].filter((l) => l.committed).length);
     return [
       ['Backing Filesystem', fs.name],
       ['Reflink', this.reflink ? 'yes' : 'no'],
-      ['Layers', String([...this.layers.values()].filter((l) => l.committed).length)],
+      ['Layers', String(layers)],
     ];
   }
 
   async metadata(id: string): Promise<Record<string, string>> {
     assertValidId(id);
-    this.committed(id);
+    await this.table.read(`read the metadata of layer ${id}`, (t) => this.committed(t, id));
     return {};
   }
 
+  /** Drops this driver's mount holds (unmounting what nobody else holds); holds no lock afterwards. */
   async cleanup(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
-    const errors = await this.refs.unmountAll();
-    await this.lock.release();
+    const errors = await this.mounts.releaseAll();
+    await this.locks.close();
     if (errors.length > 0) {
       throw new CairnError('ERR_LAYER_IN_USE', `vfs cleanup could not unmount ${errors.length} read-only layer view(s): ${String(errors[0])}`, { cause: errors[0] });
     }
   }
 
   /** The layer's state, or ERR_LAYER_NOT_FOUND when it does not exist (or is still being created). */
-  private committed(id: string): LayerState {
-    const layer = this.layers.get(id);
+  private committed(t: Table, id: string): LayerState {
+    const layer = t.get(id);
     if (!layer?.committed) {
       throw new CairnError('ERR_LAYER_NOT_FOUND', `layer ${id} does not exist in ${this.home}`, { subject: id });
     }
     return layer;
   }
 
-  private childrenOf(id: string): string[] {
-    return [...this.layers].filter(([, l]) => l.parent === id).map(([child]) => child);
+  /**
+   * Children of `id`, including creates in progress; those a dead process left are
+   * tidied on the way (their lock is free). The caller holds the store lock.
+   */
+  private async childrenOf(t: Table, id: string): Promise<string[]> {
+    const children: string[] = [];
+    for (const [child, l] of [...t]) {
+      if (l.parent !== id) continue;
+      if (!l.committed && this.locks.holdsTable() === 'write') {
+        const r = await this.locks.tryLayer(child, `tidy the dead create of layer ${child}`, () => this.repairLayer(t, child));
+        if (r.ran && !t.has(child)) continue;
+      }
+      children.push(child);
+    }
+    return children;
   }
 }
 
@@ -345,6 +440,15 @@ function sizeFor(id: string, storageOpt: Record<string, string> | undefined, kin
     size = parseByteSize(value, 'storage option size');
   }
   return size;
+}
+
+async function isFile(path: string): Promise<boolean> {
+  try {
+    return (await stat(path)).isFile();
+  } catch (err) {
+    if (errnoCode(err) === 'ENOENT') return false;
+    throw err;
+  }
 }
 
 async function isDir(path: string): Promise<boolean> {
@@ -368,11 +472,4 @@ async function probeReflink(home: string): Promise<boolean> {
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
-}
-
-/** Unmounts read-only views a previous process left under `layersDir` (it died holding them). */
-async function unmountStale(layersDir: string): Promise<void> {
-  const real = await realpath(layersDir);
-  const mounts = (await readMountInfo()).filter((m) => m.mountPoint.startsWith(`${real}/`));
-  for (const m of mounts.reverse()) await umount2(m.mountPoint, sysConstants.MNT_DETACH).catch(() => undefined);
 }

@@ -114,11 +114,22 @@ describe('vfs extras', () => {
     await withMounted(again, 'img', async (root) => expect(await readdir(root)).toEqual(['applied']));
   });
 
-  test('a second open of the same home is ERR_LOCKED until the first cleans up', async () => {
-    await expectCode(vfsDriver.open(context(join(d.home, '..'))), 'ERR_LOCKED');
-    await d.cleanup();
+  test('a second open of the same home works alongside the first: each sees what the other made, a mount is shared and outlives the first cleanup', async () => {
     const again = await h.reopen();
-    expect(again.name).toBe('vfs');
+    await d.create('img');
+    await d.applyDiff('img', null, Readable.from([await tarOf([{ name: 'f', content: 'x' }])]));
+    expect(await again.exists('img')).toBe(true); // made after the second open: no stale table
+    const path = await d.get('img');
+    expect(await again.get('img')).toBe(path);
+    const mine = async () => (await readMountInfo()).filter((m) => m.mountPoint === path).length;
+    expect(await mine()).toBe(1); // one read-only view, two holds
+    await expectCode(again.remove('img'), 'ERR_LAYER_IN_USE');
+    await d.cleanup(); // drops d's hold only
+    expect(await mine()).toBe(1);
+    await again.put('img');
+    expect(await mine()).toBe(0);
+    await again.remove('img');
+    expect(await again.exists('img')).toBe(false);
   });
 
   test('status names the backing filesystem and reflink support; unknown storage options are refused', async () => {

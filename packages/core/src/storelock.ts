@@ -1,0 +1,540 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { constants as fsConstants } from 'node:fs';
+import { mkdir, open, stat, unlink } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import { CairnError, errnoCode } from './errors.js';
+import { flockHolders, flockUntil, tryFlock, unflock } from './flock.js';
+import { selfIdentity } from './proc.js';
+
+/**
+ * # One store, many processes: the locks
+ *
+ * Any number of processes may open one driver home at once (a runtime, the `cairn` CLI, a
+ * second runtime), as with containers/storage. No lock is held for a driver's lifetime:
+ * `openDriver` returns holding nothing, and every operation takes what it needs and lets
+ * go when it returns. Two kinds of lock, both flock(2), so a holder that dies (however it
+ * dies) releases them at once and nobody has to guess from pid files:
+ *
+ * - **The store lock**, `${home}/.cairn-lock`, a reader/writer lock over the *layer
+ *   table* (which layers exist, their parents and kinds). Readers: `exists`, the existence
+ *   checks inside get/apply/diff, `status`, `metadata`. Writers: what adds or drops a
+ *   layer (create, remove) and open-time repairs. It is held for the table work only,
+ *   milliseconds: never across a copy, an apply or a mount of unbounded length (vfs
+ *   copies a parent outside it, see that driver).
+ * - **A layer lock** per layer, `${home}/.cairn/locks/<id>`, exclusive, for everything
+ *   that changes one layer: create (all of it), applyDiff (all of it: seconds to minutes),
+ *   remove, and get/put (the mount or unmount plus the shared hold record, see holds.ts).
+ *
+ * **Order.** Layer locks first (several at once in sorted id order), then the store lock.
+ * Never the other way: a process that holds the store lock may only *try* a layer lock
+ * (`tryLayer`, which never waits). Two processes therefore cannot wait on each other in
+ * a cycle. The rule is checked at run time; breaking it is a programming error.
+ *
+ * **Reentrant within one operation.** The locks an async call chain holds are tracked
+ * with AsyncLocalStorage, so an operation that holds layer X (applyDiff) may call
+ * another that takes layer X (get/put of the naive diff) without deadlocking on itself.
+ * A frame is marked inactive when its lock is released, so a promise chain that outlives
+ * its operation does not inherit a lock it no longer has.
+ *
+ * **In one process** concurrent operations queue in memory (FIFO; readers share) before
+ * they touch flock, and that queue is not bounded by the timeout: our own operations
+ * always finish. Every driver instance has its own queue and its own open of the lock
+ * file, so two instances in one process exclude each other exactly as two processes do.
+ *
+ * **Waiting** for another process: flock with LOCK_NB, retried with growing pauses
+ * (1–8 ms, jittered) until `lockTimeoutMs` (an `openDriver` option, default 30 000),
+ * then `ERR_LOCKED` naming the holder: the pids come from the kernel (`/proc/locks`), the
+ * operation from the lock file, where every writer writes its pid, start time, op and
+ * since-when as it takes the lock.
+ *
+ * **No stale table.** The store lock file also carries a *generation*: each writer bumps it
+ * as it takes the lock (see {@link SharedTable}). A process keeps its layer table in memory
+ * and reloads it from disk at the start of an operation when the generation differs from
+ * the one it loaded, as containers/storage does with its lockfile's last-writer token. A
+ * writer that was current before its own bump stays current after it.
+ *
+ * **What a crashed holder leaves.** Its locks are gone with it. The lock file names a dead
+ * writer (ignored: the kernel is the authority on who holds what). Work in progress is
+ * marked on disk by the driver (a staging name with the owner's pid and start time, a
+ * metadata file without its layer, an undo snapshot) and protected by the layer lock its
+ * operation held: the next process that can *take* that layer lock (`tryLayer`) knows the
+ * owner is gone and repairs it; a live owner still holds it, so its work is never touched.
+ *
+ * **Lock files of removed layers** are unlinked by remove while it holds them. Whoever
+ * opened the old file and then gets the flock checks that the path still names the inode
+ * it locked, and starts over otherwise, so an unlink never lets two processes hold "the
+ * same" lock on two inodes.
+ */
+
+/** The store lock file in every driver home (layer ids cannot start with '.'). */
+export const STORE_LOCK_FILE = '.cairn-lock';
+/** cairn's own state in a driver home: layer locks, mount holds. */
+export const STATE_DIR = '.cairn';
+
+/** Default of `lockTimeoutMs`: how long an operation waits for another process. */
+export const DEFAULT_LOCK_TIMEOUT_MS = 30_000;
+
+/** Bytes of the record at the start of a lock file (padded with spaces, so one write replaces it). */
+const RECORD_BYTES = 256;
+
+export interface StoreLocksOptions {
+  /** Milliseconds to wait for another process before ERR_LOCKED; 0 = try once. */
+  timeoutMs: number;
+  /** What the store is, for messages: "the vfs layer table". */
+  what: string;
+}
+
+/** What a lock file records about its last writer. */
+interface LockRecord {
+  generation?: number;
+  pid?: number;
+  start?: number;
+  op?: string;
+  since?: number;
+}
+
+interface Frame {
+  readonly locks: StoreLocks;
+  /** 'table' or 'layer:<id>'. */
+  readonly key: string;
+  readonly exclusive: boolean;
+  active: boolean;
+}
+
+const held = new AsyncLocalStorage<readonly Frame[]>();
+
+/** In-process reader/writer queue, first come first served (a writer is not starved by a stream of readers). */
+class RwQueue {
+  private readers = 0;
+  private writer = false;
+  private readonly waiting: Array<{ exclusive: boolean; grant: () => void }> = [];
+
+  acquire(exclusive: boolean): Promise<void> {
+    if (this.waiting.length === 0 && this.fits(exclusive)) {
+      this.take(exclusive);
+      return Promise.resolve();
+    }
+    return new Promise((grant) => this.waiting.push({ exclusive, grant }));
+  }
+
+  release(exclusive: boolean): void {
+    if (exclusive) this.writer = false;
+    else this.readers--;
+    while (this.waiting.length > 0 && this.fits(this.waiting[0]!.exclusive)) {
+      const next = this.waiting.shift()!;
+      this.take(next.exclusive);
+      next.grant();
+    }
+  }
+
+  get idle(): boolean {
+    return !this.writer && this.readers === 0 && this.waiting.length === 0;
+  }
+
+  private fits(exclusive: boolean): boolean {
+    return exclusive ? !this.writer && this.readers === 0 : !this.writer;
+  }
+
+  private take(exclusive: boolean): void {
+    if (exclusive) this.writer = true;
+    else this.readers++;
+  }
+}
+
+/** In-process exclusive queue per key, with a non-waiting try. */
+class KeyedQueue {
+  private readonly tails = new Map<string, Promise<void>>();
+
+  async acquire(key: string): Promise<() => void> {
+    const previous = this.tails.get(key) ?? Promise.resolve();
+    let release!: () => void;
+    const mine = new Promise<void>((resolve) => { release = resolve; });
+    const tail = previous.then(() => mine);
+    this.tails.set(key, tail);
+    await previous;
+    return () => {
+      release();
+      if (this.tails.get(key) === tail) this.tails.delete(key);
+    };
+  }
+
+  /** The release function when `key` is free right now, else null. */
+  tryAcquire(key: string): (() => void) | null {
+    if (this.tails.has(key)) return null;
+    let release!: () => void;
+    const tail = new Promise<void>((resolve) => { release = resolve; });
+    this.tails.set(key, tail);
+    return () => {
+      release();
+      if (this.tails.get(key) === tail) this.tails.delete(key);
+    };
+  }
+}
+
+function padRecord(record: LockRecord): Buffer {
+  let text = JSON.stringify(record);
+  if (text.length > RECORD_BYTES - 1) text = JSON.stringify({ ...record, op: (record.op ?? '').slice(0, 80) });
+  const buf = Buffer.alloc(RECORD_BYTES, 0x20);
+  buf.write(text, 0, 'utf8');
+  buf[RECORD_BYTES - 1] = 0x0a;
+  return buf;
+}
+
+async function readRecord(handle: FileHandle): Promise<LockRecord | null> {
+  const buf = Buffer.alloc(RECORD_BYTES);
+  const { bytesRead } = await handle.read(buf, 0, RECORD_BYTES, 0);
+  try {
+    const parsed = JSON.parse(buf.subarray(0, bytesRead).toString('utf8')) as unknown;
+    return typeof parsed === 'object' && parsed !== null ? parsed as LockRecord : null;
+  } catch {
+    return null; // empty (a fresh file), or torn by a writer killed mid-write
+  }
+}
+
+/** The locks of one driver home (or image store directory), for one driver instance. */
+export class StoreLocks {
+  readonly lockPath: string;
+  readonly layerLockDir: string;
+  readonly timeoutMs: number;
+  private readonly what: string;
+  private handle: FileHandle | null = null;
+  private opening: Promise<FileHandle> | null = null;
+  private readonly queue = new RwQueue();
+  private readonly layerQueue = new KeyedQueue();
+  /** In-process readers sharing one LOCK_SH, and the promise of getting it. */
+  private readers = 0;
+  private sharedGrant: Promise<void> | null = null;
+  private gen = Number.NaN;
+  private bumpedFrom = Number.NaN;
+  private closed = false;
+
+  constructor(readonly home: string, opts: StoreLocksOptions) {
+    this.lockPath = join(home, STORE_LOCK_FILE);
+    this.layerLockDir = join(home, STATE_DIR, 'locks');
+    this.timeoutMs = Math.max(0, opts.timeoutMs);
+    this.what = opts.what;
+  }
+
+  /**
+   * The table's generation while this process holds the store lock (read or write);
+   * NaN when unknown (a fresh or torn lock file), which never matches a loaded table.
+   */
+  get generation(): number {
+    return this.gen;
+  }
+
+  /** During a write: the generation before this writer's bump (a table loaded at it is still current). */
+  get previousGeneration(): number {
+    return this.bumpedFrom;
+  }
+
+  /** Runs `fn` holding the store lock shared. */
+  async read<T>(op: string, fn: () => Promise<T>): Promise<T> {
+    if (this.frame('table')) return fn();
+    await this.queue.acquire(false);
+    try {
+      if (this.readers++ === 0) this.sharedGrant = this.takeShared(op);
+      try {
+        await this.sharedGrant;
+      } catch (err) {
+        this.dropReader();
+        throw err;
+      }
+      try {
+        return await this.inFrame('table', false, fn);
+      } finally {
+        this.dropReader();
+      }
+    } finally {
+      this.queue.release(false);
+    }
+  }
+
+  /** Runs `fn` holding the store lock exclusively; bumps the generation as it takes it. */
+  async write<T>(op: string, fn: () => Promise<T>): Promise<T> {
+    const current = this.frame('table');
+    if (current?.exclusive) return fn();
+    if (current) throw new Error(`cairn internal error: ${op} asked for the ${this.what} write lock while holding its read lock`);
+    await this.queue.acquire(true);
+    let locked = false;
+    try {
+      const handle = await this.file();
+      await this.waitFlock(handle, true, this.lockPath, op, `the ${this.what}`);
+      locked = true;
+      const record = await readRecord(handle);
+      const before = typeof record?.generation === 'number' ? record.generation : Number.NaN;
+      // A torn or missing counter restarts somewhere no table was ever loaded at.
+      const after = Number.isSafeInteger(before) ? before + 1 : Date.now() * 1000 + Math.floor(Math.random() * 1000);
+      const me = selfIdentity();
+      await handle.write(padRecord({ generation: after, pid: me.pid, start: me.start, op, since: Date.now() }), 0, RECORD_BYTES, 0);
+      this.bumpedFrom = before;
+      this.gen = after;
+      return await this.inFrame('table', true, fn);
+    } finally {
+      this.bumpedFrom = Number.NaN;
+      if (locked && this.handle) unflock(this.handle.fd);
+      this.queue.release(true);
+      await this.closeIfIdle();
+    }
+  }
+
+  /**
+   * Runs `fn` holding the layer locks of `ids` (in sorted order; those this operation
+   * already holds are not taken again). Refused while the store lock is held (order rule).
+   * `fn` may let go of one of them early with `unlock(id)` (vfs keeps the parent's lock
+   * only while it registers a child).
+   */
+  async layer<T>(ids: string | readonly string[], op: string, fn: (unlock: (id: string) => Promise<void>) => Promise<T>): Promise<T> {
+    const wanted = [...new Set(typeof ids === 'string' ? [ids] : ids)].sort().filter((id) => !this.frame(`layer:${id}`));
+    const noop = async () => undefined;
+    if (wanted.length === 0) return fn(noop);
+    if (this.frame('table')) {
+      throw new Error(`cairn internal error: ${op} asked for the lock of layer ${wanted.join(', ')} while holding the store lock (layer locks come first)`);
+    }
+    const taken = new Map<string, { handle: FileHandle; release: () => void; frame: Frame }>();
+    const unlock = async (id: string): Promise<void> => {
+      const t = taken.get(id);
+      if (!t) return;
+      taken.delete(id);
+      t.frame.active = false;
+      await t.handle.close().catch(() => undefined);
+      t.release();
+    };
+    try {
+      for (const id of wanted) {
+        const release = await this.layerQueue.acquire(id);
+        try {
+          const handle = await this.lockLayerFile(id, op, Date.now() + this.timeoutMs);
+          taken.set(id, { handle: handle!, release, frame: { locks: this, key: `layer:${id}`, exclusive: true, active: true } });
+        } catch (err) {
+          release();
+          throw err;
+        }
+      }
+      const frames = [...taken.values()].map((t) => t.frame);
+      return await held.run([...(held.getStore() ?? []), ...frames], () => fn(unlock));
+    } finally {
+      for (const id of [...taken.keys()].reverse()) await unlock(id);
+    }
+  }
+
+  /**
+   * Runs `fn` under the lock of layer `id` only if it is free right now, in this process
+   * and in every other: `{ ran: false }` when someone holds it (a live operation on that
+   * layer, whose work in progress must be left alone). Never waits, so it may be called
+   * holding the store lock: this is how repairs tell a dead owner from a live one.
+   */
+  async tryLayer<T>(id: string, op: string, fn: () => Promise<T>): Promise<{ ran: true; value: T } | { ran: false }> {
+    if (this.frame(`layer:${id}`)) return { ran: true, value: await fn() };
+    const release = this.layerQueue.tryAcquire(id);
+    if (!release) return { ran: false };
+    let handle: FileHandle | null = null;
+    try {
+      handle = await this.lockLayerFile(id, op, null);
+      if (!handle) return { ran: false };
+      return { ran: true, value: await this.inFrames([`layer:${id}`], fn) };
+    } finally {
+      await handle?.close().catch(() => undefined);
+      release();
+    }
+  }
+
+  /** Whether the current operation holds the store lock, and how. */
+  holdsTable(): 'read' | 'write' | null {
+    const f = this.frame('table');
+    return f ? (f.exclusive ? 'write' : 'read') : null;
+  }
+
+  /** True when the current operation holds the lock of layer `id`. */
+  holdsLayer(id: string): boolean {
+    return this.frame(`layer:${id}`) !== undefined;
+  }
+
+  /**
+   * Deletes the lock file of a layer that is gone. The caller holds that layer's lock;
+   * see the class comment for why this is safe for those waiting on it.
+   */
+  async forgetLayer(id: string): Promise<void> {
+    if (!this.holdsLayer(id)) throw new Error(`cairn internal error: forgetLayer(${id}) without its lock`);
+    await unlink(join(this.layerLockDir, id)).catch(() => undefined);
+  }
+
+  /** Closes the store lock file once nothing in this process uses it (driver cleanup). */
+  async close(): Promise<void> {
+    this.closed = true;
+    await this.closeIfIdle();
+  }
+
+  // ---- internals ------------------------------------------------------------------
+
+  private frame(key: string): Frame | undefined {
+    return held.getStore()?.find((f) => f.locks === this && f.key === key && f.active);
+  }
+
+  private async inFrame<T>(key: string, exclusive: boolean, fn: () => Promise<T>): Promise<T> {
+    const frame: Frame = { locks: this, key, exclusive, active: true };
+    try {
+      return await held.run([...(held.getStore() ?? []), frame], fn);
+    } finally {
+      frame.active = false;
+    }
+  }
+
+  private async inFrames<T>(keys: string[], fn: () => Promise<T>): Promise<T> {
+    const frames: Frame[] = keys.map((key) => ({ locks: this, key, exclusive: true, active: true }));
+    try {
+      return await held.run([...(held.getStore() ?? []), ...frames], fn);
+    } finally {
+      for (const f of frames) f.active = false;
+    }
+  }
+
+  private async file(): Promise<FileHandle> {
+    if (this.handle) return this.handle;
+    this.opening ??= (async () => {
+      await mkdir(this.home, { recursive: true, mode: 0o700 });
+      // Node opens with O_CLOEXEC: tools we spawn (mkfs, zfs, …) never inherit a lock.
+      const handle = await open(this.lockPath, fsConstants.O_RDWR | fsConstants.O_CREAT, 0o600);
+      this.handle = handle;
+      return handle;
+    })().finally(() => { this.opening = null; });
+    return this.opening;
+  }
+
+  private async takeShared(op: string): Promise<void> {
+    const handle = await this.file();
+    await this.waitFlock(handle, false, this.lockPath, op, `the ${this.what}`);
+    const record = await readRecord(handle);
+    this.gen = typeof record?.generation === 'number' ? record.generation : Number.NaN;
+  }
+
+  private dropReader(): void {
+    if (--this.readers > 0) return;
+    this.sharedGrant = null;
+    if (this.handle) unflock(this.handle.fd);
+    void this.closeIfIdle();
+  }
+
+  private async closeIfIdle(): Promise<void> {
+    if (!this.closed || !this.queue.idle || this.readers > 0 || !this.handle) return;
+    const handle = this.handle;
+    this.handle = null;
+    await handle.close().catch(() => undefined);
+  }
+
+  /**
+   * Opens (creating) the lock file of layer `id` and flocks it, waiting until `deadline`
+   * (null: one try, null back when taken). Writes the holder record. Starts over when the
+   * file was unlinked or replaced while we waited (a remove of that layer).
+   */
+  private async lockLayerFile(id: string, op: string, deadline: number | null): Promise<FileHandle | null> {
+    const path = join(this.layerLockDir, id);
+    for (;;) {
+      let handle: FileHandle;
+      try {
+        handle = await open(path, fsConstants.O_RDWR | fsConstants.O_CREAT, 0o600);
+      } catch (err) {
+        if (errnoCode(err) !== 'ENOENT') throw err;
+        await mkdir(this.layerLockDir, { recursive: true, mode: 0o700 });
+        continue;
+      }
+      try {
+        const got = deadline === null
+          ? tryFlock(handle.fd, true, path)
+          : (await this.waitFlock(handle, true, path, op, `layer ${id} in ${this.home}`, deadline), true);
+        if (!got) {
+          await handle.close();
+          return null;
+        }
+        const [mine, now] = await Promise.all([handle.stat(), stat(path).catch(() => null)]);
+        if (now === null || now.ino !== mine.ino || now.dev !== mine.dev) {
+          await handle.close();
+          continue;
+        }
+        const me = selfIdentity();
+        await handle.write(padRecord({ pid: me.pid, start: me.start, op, since: Date.now() }), 0, RECORD_BYTES, 0);
+        return handle;
+      } catch (err) {
+        await handle.close().catch(() => undefined);
+        throw err;
+      }
+    }
+  }
+
+  private async waitFlock(handle: FileHandle, exclusive: boolean, path: string, op: string, what: string, deadline = Date.now() + this.timeoutMs): Promise<void> {
+    if (await flockUntil(handle.fd, exclusive, deadline, path)) return;
+    throw await this.lockedError(handle, path, op, what);
+  }
+
+  private async lockedError(handle: FileHandle, path: string, op: string, what: string): Promise<CairnError> {
+    let holders = 'another process';
+    try {
+      const st = await handle.stat();
+      const record = await readRecord(handle);
+      const found = await flockHolders(st.dev, st.ino);
+      const described = found.filter((h) => h.pid !== process.pid || found.length === 1).map((h) => {
+        const doing = record?.pid === h.pid && typeof record.op === 'string'
+          ? `: ${record.op}${typeof record.since === 'number' ? `, for ${((Date.now() - record.since) / 1000).toFixed(1)} s` : ''}` : '';
+        return `process ${h.pid}${h.pid === process.pid ? ' (this process, another driver instance)' : ''} (${h.exclusive ? 'exclusive' : 'shared'}${doing})`;
+      });
+      if (described.length > 0) holders = described.join(', ');
+    } catch {
+      // Keep the generic words: the message matters more than its details.
+    }
+    const waited = this.timeoutMs > 0 ? `waited ${this.timeoutMs} ms (lockTimeoutMs)` : 'lockTimeoutMs is 0, so it did not wait';
+    return new CairnError('ERR_LOCKED',
+      `cannot ${op}: ${what} is locked by ${holders}; ${waited}. Let that operation finish and retry, or wait longer ` +
+      '(the lockTimeoutMs option of openDriver, `cairn --lock-timeout MS`); if the holder hangs, stop it: the kernel releases its locks when it exits.',
+      { subject: path });
+  }
+}
+
+/**
+ * A driver's in-memory copy of its layer table, kept honest across processes: every
+ * access runs under the store lock and reloads the table (`load`, from disk) when the
+ * generation changed since it was loaded, i.e. when another process (or another driver
+ * instance) wrote. `write` runs under the exclusive lock; what it changes in the table it
+ * also changes on disk, and a write that fails drops the copy (reloaded next time).
+ */
+export class SharedTable<T> {
+  private value: T | undefined;
+  private seen = Number.NaN;
+  private loading: Promise<T> | null = null;
+
+  constructor(readonly locks: StoreLocks, private readonly load: () => Promise<T>) {}
+
+  read<R>(op: string, fn: (table: T) => Promise<R> | R): Promise<R> {
+    return this.locks.read(op, async () => fn(await this.current()));
+  }
+
+  write<R>(op: string, fn: (table: T) => Promise<R> | R): Promise<R> {
+    return this.locks.write(op, async () => {
+      const table = await this.current();
+      try {
+        return await fn(table);
+      } catch (err) {
+        this.invalidate();
+        throw err;
+      }
+    });
+  }
+
+  /** Forces a reload at the next access. */
+  invalidate(): void {
+    this.value = undefined;
+  }
+
+  private async current(): Promise<T> {
+    const gen = this.locks.generation;
+    if (this.value !== undefined && (this.seen === gen || this.seen === this.locks.previousGeneration)) {
+      this.seen = gen;
+      return this.value;
+    }
+    this.loading ??= this.load().finally(() => { this.loading = null; });
+    const value = await this.loading;
+    this.value = value;
+    this.seen = gen;
+    return value;
+  }
+}
