@@ -53,7 +53,12 @@ export class NativeDiff {
     return (await readdir(this.layout.diffDir(id))).length === 0;
   }
 
-  /** Removes what an apply interrupted by a crash left beside `diff/`. */
+  /** True when an apply interrupted by a crash left something beside `diff/`. */
+  async hasInterruptedApply(id: string): Promise<boolean> {
+    return (await readdir(this.layout.layerDir(id)).catch(() => [] as string[])).some((name) => name.startsWith(APPLY_PREFIX));
+  }
+
+  /** Removes what an apply interrupted by a crash left beside `diff/` (the caller holds the layer's lock). */
   async sweepInterruptedApplies(id: string): Promise<void> {
     const layerDir = this.layout.layerDir(id);
     for (const name of await readdir(layerDir).catch(() => [] as string[])) {

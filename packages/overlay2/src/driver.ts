@@ -1,15 +1,16 @@
-import { chmod, chown, mkdir, readFile, readlink, rmdir, stat, symlink, unlink, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, readFile, readlink, realpath, rm, rmdir, stat, symlink, unlink, writeFile } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import {
-  CairnError, KeyedMutex, MountRefs, openUnderHomeLock, assertValidId, commitStaged, discardDir, errnoCode, fsyncDir,
-  fsyncFile, makeStagingDir, normalizeParent, parseByteSize, readMountInfo, LayerQuotas, sweepLeftovers,
+  CairnError, SharedMounts, SharedTable, StoreLocks, assertValidId, commitStaged, discardDir, errnoCode, fsyncDir,
+  fsyncFile, makeStagingDir, moveToTrash, normalizeParent, parseByteSize, readMountInfo, LayerQuotas, sweepLeftovers,
 } from '@cairnfs/core';
 import { NaiveDiff } from '@cairnfs/archive';
-import type { Change, CreateOptions, DriverSetup, GetOptions, HomeLock, StorageDriver } from '@cairnfs/core';
+import type { Change, CreateOptions, DriverSetup, GetOptions, StorageDriver } from '@cairnfs/core';
 import * as sys from '@cairnfs/sys';
 import {
   COMMITTED_FILE_MODE, DEFAULT_MAX_DEPTH, DIFF_MODE, HOME_MODE, KERNEL_MAX_DEPTH, LAYER_DIR_MODE, LINK_FILE_MODE,
-  LOWER_FILE_MODE, Layout, WORK_MODE, assertDepth, childLowers, formatLowerFile, generateShortName, parseLowerFile,
+  LOWER_FILE_MODE, Layout, WORK_MODE, assertDepth, childLowers, formatLowerFile, generateShortName, idFromDirName,
+  parseLowerFile,
 } from './layout.js';
 import { ensureSymlink, idFromLinkTarget, listLayerIds, readLinkFile, repairLinks } from './links.js';
 import { detachMount, performMount, planOverlayMount, planReadOnlyBind } from './mount.js';
@@ -60,17 +61,25 @@ export function parseOptions(options: Readonly<Record<string, string>>): Overlay
   return out;
 }
 
+/**
+ * moby's overlay2, layout for layout (see layout.ts).
+ *
+ * ## Several processes (core's StoreLocks, SharedMounts)
+ * The layout on disk is the layer table (nothing is cached but the seal marks, dropped
+ * whenever another process wrote). create and remove run under the store write lock
+ * (short: directories, small files, the `l/` link), so "has children?" never races a new
+ * child and a link repair never sees a create half made; get/put and applyDiff under the
+ * layer's lock, the mount shared by every process that gets the layer.
+ */
 export class Overlay2Driver implements StorageDriver {
   readonly name = 'overlay2';
   readonly layout: Layout;
-  private readonly refs: MountRefs;
-  /** Serialises create and remove against each other: "has children?" must not race a new child. */
-  private readonly tree = new KeyedMutex();
-  /** Image layers whose applyDiff is done (cache of the xattr). */
-  private readonly sealedLayers = new Set<string>();
+  private readonly locks: StoreLocks;
+  /** Image layers whose applyDiff is done (cache of the xattr), forgotten when another process writes. */
+  private readonly sealed: SharedTable<Set<string>>;
+  private readonly mounts: SharedMounts;
   private readonly naive: NaiveDiff;
   private readonly native: NativeDiff;
-  private closed = false;
   /** Project quota control (core's, shared with vfs), made on first need or at open when overlay2.size is set. */
   private quotas: LayerQuotas;
 
@@ -78,18 +87,21 @@ export class Overlay2Driver implements StorageDriver {
     readonly home: string,
     readonly features: OverlayFeatures,
     readonly options: Overlay2Options,
-    private readonly lock: HomeLock,
+    lockTimeoutMs: number,
   ) {
     this.layout = new Layout(home);
     this.quotas = new LayerQuotas(home, home); // layer dirs sit directly in the home, as moby's
-    this.refs = new MountRefs({ mount: (id, opts) => this.mountLayer(id, opts), unmount: (id, path) => this.unmountLayer(id, path) });
+    this.locks = new StoreLocks(home, { timeoutMs: lockTimeoutMs, what: `overlay2 layer table of ${home}` });
+    this.sealed = new SharedTable(this.locks, async () => new Set<string>());
+    this.mounts = new SharedMounts(home, this.locks, { mount: (id, opts) => this.mountLayer(id, opts), unmount: (id, path) => this.unmountLayer(id, path) });
     this.naive = new NaiveDiff({ get: (id) => this.get(id), put: (id) => this.put(id), parentOf: (id) => this.parentOf(id) }, { whiteouts: 'overlay' });
     this.native = new NativeDiff(this.layout, features.userXattr);
   }
 
   /**
-   * Probes the kernel's overlay features (the driver needs them, not just a yes), takes the
-   * home lock, sweeps leftovers, repairs links and adopts live mounts.
+   * Probes the kernel's overlay features (the driver needs them, not just a yes), sweeps
+   * what dead processes left, repairs links and drops mounts nobody holds. Holds no lock
+   * when it returns.
    */
   static async open(ctx: DriverSetup<Overlay2Options>): Promise<Overlay2Driver> {
     const probe = await probeOverlay(ctx.home);
@@ -105,30 +117,46 @@ export class Overlay2Driver implements StorageDriver {
     // moby refuses overlay2.size at start-up where it cannot be enforced, rather than ignoring it.
     const quotas = new LayerQuotas(ctx.home, ctx.home);
     if (options.defaultSize > 0) await quotas.require('overlay2.size');
-    return openUnderHomeLock(ctx.home, { timeoutMs: ctx.lockTimeoutMs }, async (lock) => {
-      const driver = new Overlay2Driver(ctx.home, probe.features, options, lock);
-      driver.quotas = quotas;
-      await driver.recover();
-      return driver;
-    });
+    const driver = new Overlay2Driver(ctx.home, probe.features, options, ctx.lockTimeoutMs);
+    driver.quotas = quotas;
+    await driver.recover();
+    return driver;
   }
 
   private async recover(): Promise<void> {
     await mkdir(this.layout.linkDir, { recursive: true, mode: 0o700 });
     const mounts = await readMountInfo();
     const mounted = new Set(mounts.map((m) => m.mountPoint));
-    // A crash between mounting and renaming can leave a mount inside a staged dir: detach it before rm.
-    await sweepLeftovers(this.home, async (path) => {
-      for (const point of mounted) if (point.startsWith(`${path}/`)) await detachMount(point).catch(() => undefined);
+    await this.locks.write('repair the overlay2 home', async () => {
+      // A crash between mounting and renaming can leave a mount inside a staged dir: detach it before rm.
+      await sweepLeftovers(this.home, {
+        beforeDelete: async (path) => {
+          for (const point of mounted) if (point.startsWith(`${path}/`)) await detachMount(point).catch(() => undefined);
+        },
+      });
+      await sweepProbeLeftovers(this.home, mounted);
+      await repairLinks(this.layout);
+      for (const id of await listLayerIds(this.layout)) {
+        // Only layers with something to repair are locked: a free lock means the owner is gone.
+        const merged = this.layout.mergedDir(id);
+        const stale = !mounted.has(merged) && await stat(merged).then(() => true, () => false);
+        if (stale || await this.native.hasInterruptedApply(id)) {
+          await this.locks.tryLayer(id, `repair layer ${id}`, async () => {
+            await this.native.sweepInterruptedApplies(id);
+            if (!(await this.mounts.count(id))) await rmdir(merged).catch(() => undefined); // a stale mount point
+          });
+        }
+      }
     });
-    await sweepProbeLeftovers(this.home, mounted);
-    await repairLinks(this.layout);
-    for (const id of await listLayerIds(this.layout)) {
-      await this.native.sweepInterruptedApplies(id);
-      const merged = this.layout.mergedDir(id);
-      if (mounted.has(merged)) this.refs.adopt(id, merged, 1);
-      else await rmdir(merged).catch(() => undefined); // a stale mount point from a crash
+    // Mounts in place of layers' merged dirs: those nobody holds (an older cairn's, a dead process's) come off.
+    const homes = new Set([this.home, await realpath(this.home)]);
+    const found: Array<{ id: string; path: string }> = [];
+    for (const m of mounts) {
+      const parts = m.mountPoint.split('/');
+      const id = parts.at(-1) === 'merged' ? idFromDirName(parts.at(-2) ?? '') : undefined;
+      if (id !== undefined && homes.has(parts.slice(0, -2).join('/'))) found.push({ id, path: this.layout.mergedDir(id) });
     }
+    await this.mounts.sweep(found);
   }
 
   // ---- lifecycle -------------------------------------------------------------------
@@ -145,10 +173,9 @@ export class Overlay2Driver implements StorageDriver {
     assertValidId(id);
     const parent = normalizeParent(parentArg);
     const size = this.sizeFor(id, opts, image);
-    this.assertOpen();
     // Refused before anything is made where quotas cannot work.
     if (size > 0) await this.quotas.require(`cannot give layer ${id} a size quota`);
-    await this.tree.run('', () => this.refs.withLock(id, async () => {
+    await this.locks.layer(id, `create layer ${id}`, () => this.locks.write(`create layer ${id}`, async () => {
       if (await this.exists(id)) throw new CairnError('ERR_LAYER_EXISTS', `layer ${id} already exists; remove it first or pick another id`, { subject: id });
       let lowers: string[] = [];
       let rootOwner: { uid: number; gid: number } | null = null;
@@ -216,21 +243,26 @@ export class Overlay2Driver implements StorageDriver {
 
   async remove(id: string): Promise<void> {
     assertValidId(id);
-    this.assertOpen();
-    await this.tree.run('', () => this.refs.withLock(id, async () => {
+    await this.locks.layer(id, `remove layer ${id}`, async () => {
       if (!(await this.exists(id))) return; // as moby: removing what is not there succeeds
-      if (this.refs.isMounted(id)) {
-        throw new CairnError('ERR_LAYER_IN_USE', `layer ${id} is mounted (${this.refs.count(id)} users); put() it before removing`, { subject: id });
-      }
-      const child = await this.findChild(id);
-      if (child !== undefined) throw new CairnError('ERR_LAYER_IN_USE', `layer ${id} has a child layer ${child}; remove the child first`, { subject: id });
-      const short = await readLinkFile(this.layout, id);
-      // Out of sight first (atomic rename), then the link: a crash in between leaves a
-      // dangling l/ entry, which the next open sweeps.
-      await discardDir(this.home, this.layout.layerDir(id), id);
-      if (short !== undefined) await unlink(this.layout.linkPath(short)).catch(() => undefined);
-      this.sealedLayers.delete(id);
-    }));
+      await this.mounts.assertUnheld(id, 'remove');
+      const trash = await this.sealed.write(`remove layer ${id}`, async (sealed) => {
+        if (!(await this.exists(id))) return null;
+        const child = await this.findChild(id);
+        if (child !== undefined) throw new CairnError('ERR_LAYER_IN_USE', `layer ${id} has a child layer ${child}; remove the child first`, { subject: id });
+        const short = await readLinkFile(this.layout, id);
+        // Out of sight first (atomic rename), then the link: a crash in between leaves a
+        // dangling l/ entry, which the next open sweeps.
+        const moved = await moveToTrash(this.home, this.layout.layerDir(id), id);
+        if (short !== undefined) await unlink(this.layout.linkPath(short)).catch(() => undefined);
+        sealed.delete(id);
+        return moved;
+      });
+      if (trash === null) return;
+      await rm(trash, { recursive: true, force: true }).catch(() => undefined);
+      await this.mounts.forget(id);
+      await this.locks.forgetLayer(id);
+    });
   }
 
   /** A layer whose nearest lower is `id`'s link, if any. */
@@ -250,13 +282,12 @@ export class Overlay2Driver implements StorageDriver {
 
   async get(id: string, opts: GetOptions = {}): Promise<string> {
     assertValidId(id);
-    this.assertOpen();
-    return this.refs.get(id, opts);
+    return this.mounts.get(id, opts);
   }
 
   async put(id: string): Promise<void> {
     assertValidId(id);
-    await this.refs.put(id);
+    await this.mounts.put(id);
   }
 
   /** The mount spec `get` would use (exposed for tests and `metadata`). */
@@ -286,7 +317,7 @@ export class Overlay2Driver implements StorageDriver {
         // A lost l/ link shows up as ENOENT from the mount; checking all lowers up front
         // would cost a stat per layer on every get (128 on a deep stack), so repair on failure.
         if (errnoCode(err) !== 'ENOENT' || spec.type !== 'overlay') throw err;
-        await repairLinks(this.layout);
+        await this.locks.write(`repair the links of layer ${id}`, () => repairLinks(this.layout));
         await performMount(spec);
       }
     } catch (err) {
@@ -297,8 +328,10 @@ export class Overlay2Driver implements StorageDriver {
     return merged;
   }
 
-  private async unmountLayer(id: string, path: string): Promise<void> {
-    if (path === this.layout.diffDir(id)) return;
+  /** `path` null: a get died mid-mount; the merged dir is where it would have mounted. */
+  private async unmountLayer(id: string, recorded: string | null): Promise<void> {
+    if (recorded === this.layout.diffDir(id)) return;
+    const path = recorded ?? this.layout.mergedDir(id);
     try {
       await detachMount(path);
     } catch (err) {
@@ -321,11 +354,13 @@ export class Overlay2Driver implements StorageDriver {
 
   /** Made with `create` and applied: read-only from now on. */
   private async isImageLayer(id: string): Promise<boolean> {
-    if (this.sealedLayers.has(id)) return true;
-    const marked = await sys.lgetxattr(this.layout.layerDir(id), IMAGE_LAYER_XATTR).catch(() => null);
-    if (marked?.toString() !== 'applied') return false;
-    this.sealedLayers.add(id);
-    return true;
+    return this.sealed.read(`read the seal of layer ${id}`, async (sealed) => {
+      if (sealed.has(id)) return true;
+      const marked = await sys.lgetxattr(this.layout.layerDir(id), IMAGE_LAYER_XATTR).catch(() => null);
+      if (marked?.toString() !== 'applied') return false;
+      sealed.add(id);
+      return true;
+    });
   }
 
   /** After applyDiff: an image layer becomes read-only (the contract), a container layer stays as it is. */
@@ -335,16 +370,17 @@ export class Overlay2Driver implements StorageDriver {
     if (marked?.toString() !== 'created') return;
     await sys.lsetxattr(dir, IMAGE_LAYER_XATTR, Buffer.from('applied'));
     await fsyncDir(dir); // the seal is inode metadata: durable before applyDiff reports done
-    this.sealedLayers.add(id);
   }
 
+  /** Repairs the layer's own `l/` link when it is missing or wrong (under the store write lock: l/ is shared). */
   private async ensureOwnLink(id: string): Promise<void> {
     const short = await readLinkFile(this.layout, id);
-    if (short === undefined) {
-      await repairLinks(this.layout);
-      return;
-    }
-    await ensureSymlink(this.layout, id, short);
+    if (short !== undefined && await linkIsRight(this.layout, id, short)) return;
+    await this.locks.write(`repair the link of layer ${id}`, async () => {
+      const again = await readLinkFile(this.layout, id);
+      if (again === undefined) await repairLinks(this.layout);
+      else await ensureSymlink(this.layout, id, again);
+    });
   }
 
   // ---- reading the layout -----------------------------------------------------------
@@ -352,7 +388,8 @@ export class Overlay2Driver implements StorageDriver {
   async shortNameOf(id: string): Promise<string> {
     let short = await readLinkFile(this.layout, id);
     if (short === undefined) {
-      await repairLinks(this.layout);
+      // Called by create, under the store write lock already.
+      await this.locks.write(`repair the link of layer ${id}`, () => repairLinks(this.layout));
       short = await readLinkFile(this.layout, id);
     }
     if (short === undefined) short = generateShortName();
@@ -407,19 +444,21 @@ export class Overlay2Driver implements StorageDriver {
   }
 
   async applyDiff(id: string, parent: string | null | undefined, tar: Readable | AsyncIterable<Uint8Array>): Promise<number> {
-    await this.assertLayer(id);
-    let bytes: number;
-    if (await this.useNative(id, parent)) {
-      // Under the layer's lock, so no get can mount it while diff/ is being swapped.
-      bytes = await this.refs.withLock(id, async () => {
-        const staged = this.refs.count(id) === 0 && await this.native.isEmpty(id);
-        return this.native.applyDiff(id, tar, staged);
-      });
-    } else {
-      bytes = await this.naive.applyDiff(id, parent, tar);
-    }
-    await this.sealIfImageLayer(id);
-    return bytes;
+    assertValidId(id);
+    // Under the layer's lock throughout, so no get (of any process) can mount it while
+    // diff/ is being swapped, and the seal lands before another apply can start.
+    return this.locks.layer(id, `apply a diff to layer ${id}`, async () => {
+      await this.assertLayer(id);
+      let bytes: number;
+      if (await this.useNative(id, parent)) {
+        const staged = (await this.mounts.count(id)) === 0 && await this.native.isEmpty(id);
+        bytes = await this.native.applyDiff(id, tar, staged);
+      } else {
+        bytes = await this.naive.applyDiff(id, parent, tar);
+      }
+      await this.sealIfImageLayer(id);
+      return bytes;
+    });
   }
 
   async diffSize(id: string, parent?: string | null): Promise<number> {
@@ -430,7 +469,6 @@ export class Overlay2Driver implements StorageDriver {
 
   private async assertLayer(id: string): Promise<void> {
     assertValidId(id);
-    this.assertOpen();
     if (!(await this.exists(id))) throw new CairnError('ERR_LAYER_NOT_FOUND', `layer ${id} does not exist`, { subject: id });
   }
 
@@ -461,23 +499,28 @@ export class Overlay2Driver implements StorageDriver {
     return out;
   }
 
-  /** Mount count of a layer (for tests and diagnostics). */
-  mountCount(id: string): number {
-    return this.refs.count(id);
+  /** Hold count of a layer's mount, every process counted (for tests and diagnostics). */
+  mountCount(id: string): Promise<number> {
+    assertValidId(id);
+    return this.mounts.count(id);
   }
 
+  /** Drops this driver's mount holds, unmounting what nobody else holds; holds no lock afterwards. */
   async cleanup(): Promise<void> {
-    if (this.closed) return;
-    const errors = await this.refs.unmountAll();
-    this.closed = true;
-    await this.lock.release();
+    const errors = await this.mounts.releaseAll();
+    await this.locks.close();
     if (errors.length > 0) {
       throw new CairnError('ERR_LAYER_IN_USE', `overlay2 cleanup: ${errors.length} layer(s) could not be unmounted: ${errors.map((e) => (e as Error).message).join('; ')}`, { cause: errors[0] });
     }
   }
+}
 
-  private assertOpen(): void {
-    if (this.closed) throw new CairnError('ERR_NOT_SUPPORTED', `the overlay2 driver on ${this.home} was cleaned up; open it again`, { subject: this.home });
+/** True when `l/<short>` is the symlink to the layer's diff (read only: no lock needed). */
+async function linkIsRight(layout: Layout, id: string, short: string): Promise<boolean> {
+  try {
+    return (await readlink(layout.linkPath(short))) === layout.linkTarget(id);
+  } catch {
+    return false;
   }
 }
 
