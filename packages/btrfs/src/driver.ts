@@ -3,13 +3,13 @@ import { release as kernelRelease } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import {
-  CairnError, KeyedMutex, MountRefs, openUnderHomeLock, assertValidId, detectBackingFs, errnoCode, formatByteSize,
+  CairnError, SharedMounts, SharedTable, StoreLocks, assertValidId, detectBackingFs, errnoCode, formatByteSize,
   fsyncDir, normalizeParent,
 } from '@cairnfs/core';
 import { NaiveDiff, NaiveDiffDriver } from '@cairnfs/archive';
-import type { CreateOptions, DriverSetup, GetOptions, HomeLock, StorageDriver } from '@cairnfs/core';
+import type { CreateOptions, DriverSetup, GetOptions, StorageDriver } from '@cairnfs/core';
 import { btrfsFsInfo, btrfsGetFlags, btrfsSetReadOnly, btrfsSnapshot, btrfsSubvolCreate, btrfsSubvolId, BTRFS_SUBVOL_RDONLY } from '@cairnfs/sys';
-import { BtrfsLayout, idOfMetaFile, idOfUndoName, isLeftoverName } from './layout.js';
+import { BtrfsLayout, idOfMetaFile, idOfUndoName, isAbandonedName, isLeftoverName } from './layout.js';
 import { layerMeta } from './meta.js';
 import type { LayerMeta } from './meta.js';
 import { parseStorageOpt } from './options.js';
@@ -17,10 +17,10 @@ import type { BtrfsOptions } from './options.js';
 import { spaceError } from './space.js';
 import { SUBVOLUME_ROOT_INO, destroyQgroups, destroySubvolumeTree, limitSubvolume, qgroupLimit, quotaEnabled } from './subvolume.js';
 
-/** One lock key for everything that changes the layer table (create, remove), so a parent cannot vanish under a snapshot. */
-const TABLE = 'layer-table';
-/** Qgroups the kernel would not destroy yet (EBUSY), retried on open and cleanup. */
+/** Qgroups the kernel would not destroy yet (EBUSY), retried on open and cleanup (under the store write lock). */
 const PENDING_QGROUPS_FILE = 'qgroups-pending.json';
+
+type Table = Map<string, LayerMeta>;
 
 
 /**
@@ -59,58 +59,64 @@ const PENDING_QGROUPS_FILE = 'qgroups-pending.json';
  * command an administrator would run. A snapshot inherits its parent's limit (btrfs does
  * not copy qgroup limits to snapshots). Writes past the limit fail with EDQUOT;
  * applyDiff reports that as ERR_NO_SPACE.
+ *
+ * ## Several processes (core's StoreLocks, SharedMounts)
+ * The layer table (meta/ and subvolumes/) is reloaded when another process changed it.
+ * create runs under its layer's and its parent's locks and the store write lock (a
+ * snapshot is one ioctl), so a parent can neither vanish nor be half applied under it.
+ * remove commits under the write lock and destroys the subvolume after, under the
+ * layer's lock; applyDiff holds the layer's lock throughout, which is what keeps its undo
+ * snapshot from being "restored" by another process's open. Staging and trash names
+ * carry their process, so an open destroys only what dead processes left.
  */
 export class BtrfsDriver extends NaiveDiffDriver implements StorageDriver {
   readonly name = 'btrfs';
   private readonly layout: BtrfsLayout;
-  private readonly layers = new Map<string, LayerMeta>();
-  private readonly refs: MountRefs;
+  private readonly locks: StoreLocks;
+  private readonly table: SharedTable<Table>;
+  private readonly mounts: SharedMounts;
   protected readonly naive: NaiveDiff;
-  private readonly table = new KeyedMutex();
-  private pendingQgroups: number[] = [];
-  private closed = false;
 
   private constructor(
     readonly home: string,
-    private readonly lock: HomeLock,
+    lockTimeoutMs: number,
     private readonly fsid: string,
     private readonly opts: BtrfsOptions,
   ) {
     super();
     this.layout = new BtrfsLayout(home);
-    this.refs = new MountRefs({
-      mount: async (id) => {
-        if (!this.layers.has(id)) throw notFound(id);
+    this.locks = new StoreLocks(home, { timeoutMs: lockTimeoutMs, what: `btrfs layer table of ${home}` });
+    this.table = new SharedTable(this.locks, () => this.loadTable());
+    this.mounts = new SharedMounts(home, this.locks, {
+      mount: (id) => this.table.read(`get layer ${id}`, (t) => {
+        if (!t.has(id)) throw notFound(id);
         return this.layout.subvolume(id);
-      },
+      }),
       unmount: async () => undefined, // nothing was mounted: the path is the subvolume itself
     });
     this.naive = new NaiveDiff({
       get: (id) => this.get(id),
       put: (id) => this.put(id),
-      parentOf: async (id) => this.meta(id).parent,
+      parentOf: (id) => this.table.read(`read the parent of layer ${id}`, (t) => this.metaOf(t, id).parent),
     }, { whiteouts: 'delete' });
   }
 
   /**
-   * Opens (creating if needed) the home on a btrfs filesystem, takes its lock for the
-   * driver's lifetime, destroys what interrupted creates and removes left behind, and
-   * loads the layer table.
+   * Opens (creating if needed) the home on a btrfs filesystem and repairs what dead
+   * processes left (interrupted creates, removes and applies). Holds no lock when it returns.
    */
   static async open(setup: DriverSetup<BtrfsOptions>): Promise<BtrfsDriver> {
     const { home, settings: opts } = setup;
     const fs = await detectBackingFs(home);
     if (fs.name !== 'btrfs') throw incompatible(home, fs.name);
     await mkdir(home, { recursive: true, mode: 0o700 });
-    return openUnderHomeLock(home, { timeoutMs: setup.lockTimeoutMs }, async (lock) => {
-      const layout = new BtrfsLayout(home);
-      await mkdir(layout.subvolumesDir, { recursive: true, mode: 0o700 });
-      await mkdir(layout.metaDir, { recursive: true, mode: 0o700 });
-      const { fsid } = await btrfsFsInfo(home);
-      const driver = new BtrfsDriver(home, lock, fsid, opts);
-      await driver.recover();
-      return driver;
-    });
+    const layout = new BtrfsLayout(home);
+    await mkdir(layout.subvolumesDir, { recursive: true, mode: 0o700 });
+    await mkdir(layout.metaDir, { recursive: true, mode: 0o700 });
+    const { fsid } = await btrfsFsInfo(home);
+    const driver = new BtrfsDriver(home, setup.lockTimeoutMs, fsid, opts);
+    await driver.recover();
+    return driver;
   }
 
   // ---- lifecycle ----
@@ -125,43 +131,51 @@ export class BtrfsDriver extends NaiveDiffDriver implements StorageDriver {
 
   async exists(id: string): Promise<boolean> {
     assertValidId(id);
-    return this.layers.has(id);
+    return this.table.read(`look up layer ${id}`, (t) => t.has(id));
   }
 
   async remove(id: string): Promise<void> {
     assertValidId(id);
-    const trash = await this.table.run(TABLE, () => this.refs.withLock(id, async () => {
-      if (!this.layers.has(id)) return null; // as moby: removing an unknown layer is not an error
-      if (this.refs.isMounted(id)) {
-        throw new CairnError('ERR_LAYER_IN_USE',
-          `cannot remove layer ${id}: it is in use (${this.refs.count(id)} get() without put())`, { subject: id });
-      }
-      const children = [...this.layers].filter(([, m]) => m.parent === id).map(([child]) => child);
-      if (children.length > 0) {
-        throw new CairnError('ERR_LAYER_IN_USE',
-          `cannot remove layer ${id}: layers ${children.slice(0, 5).join(', ')}${children.length > 5 ? ', …' : ''} are built on it; remove them first`,
-          { subject: id });
-      }
-      const name = this.layout.trashName(id);
-      await rename(this.layout.subvolume(id), join(this.layout.subvolumesDir, name));
-      this.layers.delete(id);
-      await fsyncDir(this.layout.subvolumesDir);
-      await layerMeta.remove(this.layout.metaFile(id));
-      return name;
-    }));
-    // Committed: the layer is gone. Reclaiming the disk may fail; the next open retries.
-    if (trash !== null) await this.reclaim(trash).catch(() => undefined);
+    await this.locks.layer(id, `remove layer ${id}`, async () => {
+      await this.mounts.assertUnheld(id, 'remove');
+      const trash = await this.table.write(`remove layer ${id}`, async (t) => {
+        if (!t.has(id)) return null; // as moby: removing an unknown layer is not an error
+        const children = [...t].filter(([, m]) => m.parent === id).map(([child]) => child);
+        if (children.length > 0) {
+          throw new CairnError('ERR_LAYER_IN_USE',
+            `cannot remove layer ${id}: layers ${children.slice(0, 5).join(', ')}${children.length > 5 ? ', …' : ''} are built on it; remove them first`,
+            { subject: id });
+        }
+        const name = this.layout.trashName(id);
+        await rename(this.layout.subvolume(id), join(this.layout.subvolumesDir, name));
+        t.delete(id);
+        await fsyncDir(this.layout.subvolumesDir);
+        await layerMeta.remove(this.layout.metaFile(id));
+        return name;
+      });
+      if (trash === null) return;
+      // Committed: the layer is gone. Reclaiming the disk may fail; an open retries.
+      await this.reclaim(trash).catch(() => undefined);
+      await this.mounts.forget(id);
+      await this.locks.forgetLayer(id);
+    });
   }
 
   /** No mount: the subvolume is the root filesystem, so a mount label has nothing to label. */
   async get(id: string, _opts?: GetOptions): Promise<string> {
     assertValidId(id);
-    return this.refs.get(id);
+    return this.mounts.get(id);
   }
 
   async put(id: string): Promise<void> {
     assertValidId(id);
-    await this.refs.put(id);
+    await this.mounts.put(id);
+  }
+
+  /** Hold count of a layer, every process counted (for tests and diagnostics). */
+  mountCount(id: string): Promise<number> {
+    assertValidId(id);
+    return this.mounts.count(id);
   }
 
   // ---- changesets (diff, changes and diffSize: NaiveDiffDriver) ----
@@ -174,25 +188,28 @@ export class BtrfsDriver extends NaiveDiffDriver implements StorageDriver {
   async applyDiff(id: string, parent: string | null | undefined, tar: Readable | AsyncIterable<Uint8Array>): Promise<number> {
     assertValidId(id);
     normalizeParent(parent);
-    const meta = this.meta(id);
-    const path = this.layout.subvolume(id);
-    const undo = this.layout.undoName(id);
-    const readOnly = ((await btrfsGetFlags(path)) & BTRFS_SUBVOL_RDONLY) !== 0;
-    await btrfsSnapshot(path, this.layout.subvolumesDir, undo, { readOnly });
-    await fsyncDir(this.layout.subvolumesDir);
-    try {
-      if (meta.kind === 'image') await btrfsSetReadOnly(path, false);
+    // The layer's lock for the whole apply: the undo snapshot is ours while it is held.
+    return this.locks.layer(id, `apply a diff to layer ${id}`, async () => {
+      const meta = await this.table.read(`apply a diff to layer ${id}`, (t) => this.metaOf(t, id));
+      const path = this.layout.subvolume(id);
+      const undo = this.layout.undoName(id);
+      const readOnly = ((await btrfsGetFlags(path)) & BTRFS_SUBVOL_RDONLY) !== 0;
+      await btrfsSnapshot(path, this.layout.subvolumesDir, undo, { readOnly });
+      await fsyncDir(this.layout.subvolumesDir);
       try {
-        return await this.naive.applyDiff(id, parent, tar);
-      } catch (err) {
-        throw spaceError(err, `applying a layer to ${id}`);
+        if (meta.kind === 'image') await btrfsSetReadOnly(path, false);
+        try {
+          return await this.naive.applyDiff(id, parent, tar);
+        } catch (err) {
+          throw spaceError(err, `applying a layer to ${id}`);
+        } finally {
+          if (meta.kind === 'image') await btrfsSetReadOnly(path, true);
+        }
       } finally {
-        if (meta.kind === 'image' && this.layers.has(id)) await btrfsSetReadOnly(path, true);
+        // Only now is the apply done (or failed, which leaves the layer as it always has): the undo copy goes.
+        await this.reclaim(undo);
       }
-    } finally {
-      // Only now is the apply done (or failed, which leaves the layer as it always has): the undo copy goes.
-      await this.reclaim(undo);
-    }
+    });
   }
 
   // ---- information ----
@@ -212,13 +229,13 @@ export class BtrfsDriver extends NaiveDiffDriver implements StorageDriver {
     ];
     if (this.opts.minSpace !== null) status.push(['Min Space', formatByteSize(this.opts.minSpace)]);
     if (this.opts.defaultSize !== null) status.push(['Default Container Size', formatByteSize(this.opts.defaultSize)]);
-    status.push(['Layers', String(this.layers.size)]);
+    status.push(['Layers', String(await this.table.read('report status', (t) => t.size))]);
     return status;
   }
 
   async metadata(id: string): Promise<Record<string, string>> {
     assertValidId(id);
-    const meta = this.meta(id);
+    const meta = await this.table.read(`read the metadata of layer ${id}`, (t) => this.metaOf(t, id));
     const path = this.layout.subvolume(id);
     const subvolId = await btrfsSubvolId(path);
     const out: Record<string, string> = {
@@ -232,18 +249,19 @@ export class BtrfsDriver extends NaiveDiffDriver implements StorageDriver {
     return out;
   }
 
+  /** Drops this driver's holds (nothing is mounted), retries qgroups left pending; holds no lock afterwards. */
   async cleanup(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
-    await this.refs.unmountAll(); // only drops counts: nothing is mounted
-    await this.retryPendingQgroups().catch(() => undefined);
-    await this.lock.release();
+    await this.mounts.releaseAll();
+    if (await pathExists(join(this.layout.metaDir, PENDING_QGROUPS_FILE))) {
+      await this.locks.write('retry pending qgroup removals', () => this.retryPendingQgroups()).catch(() => undefined);
+    }
+    await this.locks.close();
   }
 
   // ---- internals ----
 
-  private meta(id: string): LayerMeta {
-    const meta = this.layers.get(id);
+  private metaOf(t: Table, id: string): LayerMeta {
+    const meta = t.get(id);
     if (!meta) throw notFound(id);
     return meta;
   }
@@ -253,10 +271,10 @@ export class BtrfsDriver extends NaiveDiffDriver implements StorageDriver {
     const parentId = normalizeParent(parent);
     let size = parseStorageOpt(opts?.storageOpt, this.opts);
     if (size === null && kind === 'container') size = this.opts.defaultSize;
-    await this.table.run(TABLE, async () => {
-      if (this.closed) throw new CairnError('ERR_NOT_SUPPORTED', `the btrfs driver on ${this.home} was cleaned up; open it again`, { subject: id });
-      if (this.layers.has(id)) throw new CairnError('ERR_LAYER_EXISTS', `layer ${id} already exists`, { subject: id });
-      const parentMeta = parentId === null ? null : this.layers.get(parentId);
+    const ids = parentId === null ? [id] : [id, parentId];
+    await this.locks.layer(ids, `create layer ${id}`, () => this.table.write(`create layer ${id}`, async (t) => {
+      if (t.has(id)) throw new CairnError('ERR_LAYER_EXISTS', `layer ${id} already exists`, { subject: id });
+      const parentMeta = parentId === null ? null : t.get(parentId);
       if (parentMeta === undefined) {
         throw new CairnError('ERR_PARENT_NOT_FOUND', `cannot create layer ${id}: parent layer ${parentId} does not exist`, { subject: parentId ?? id });
       }
@@ -279,8 +297,8 @@ export class BtrfsDriver extends NaiveDiffDriver implements StorageDriver {
         await this.rollback(id, made ? staging : null);
         throw spaceError(err, `creating layer ${id}`);
       }
-      this.layers.set(id, meta);
-    });
+      t.set(id, meta);
+    }));
   }
 
   private async limit(path: string, bytes: number, id: string): Promise<void> {
@@ -303,7 +321,10 @@ export class BtrfsDriver extends NaiveDiffDriver implements StorageDriver {
     await layerMeta.remove(this.layout.metaFile(id)).catch(() => undefined);
   }
 
-  /** Destroys a staging or trash subvolume under subvolumes/ with everything nested in it, and its qgroups. */
+  /**
+   * Destroys a staging or trash subvolume under subvolumes/ with everything nested in it,
+   * and its qgroups; those the kernel will not destroy yet are recorded for a retry.
+   */
   private async reclaim(name: string): Promise<void> {
     const path = join(this.layout.subvolumesDir, name);
     const st = await lstat(path).catch((err: unknown) => {
@@ -318,48 +339,71 @@ export class BtrfsDriver extends NaiveDiffDriver implements StorageDriver {
     const ids = await destroySubvolumeTree(this.layout.subvolumesDir, name);
     const busy = await destroyQgroups(this.home, ids);
     if (busy.length > 0) {
-      this.pendingQgroups.push(...busy);
-      await this.savePendingQgroups();
+      await this.locks.write('record pending qgroup removals', async () => {
+        await this.savePendingQgroups([...await this.loadPendingQgroups(), ...busy]);
+      });
     }
   }
 
-  /**
-   * Open-time repair: destroys leftover staging/trash subvolumes, drops metadata whose
-   * subvolume never got its final name, adopts subvolumes without metadata (a home
-   * written by moby) as base container layers, and retries qgroups left pending.
-   */
-  private async recover(): Promise<void> {
-    for (const name of await readdir(this.layout.subvolumesDir)) {
-      const id = idOfUndoName(name);
-      if (id !== null) await this.restoreUndo(id);
-    }
-    const names = await readdir(this.layout.subvolumesDir);
-    for (const name of names) if (isLeftoverName(name)) await this.reclaim(name);
-
-    const present = new Set(names.filter((n) => !isLeftoverName(n)));
+  /** The layer table from disk: meta/ for what cairn made, subvolumes/ for what exists. */
+  private async loadTable(): Promise<Table> {
+    const table: Table = new Map();
+    const present = new Set((await readdir(this.layout.subvolumesDir)).filter((n) => !n.startsWith('.')));
     for (const file of await readdir(this.layout.metaDir)) {
       const id = idOfMetaFile(file);
-      const path = join(this.layout.metaDir, file);
-      if (id === null) {
-        if (file !== PENDING_QGROUPS_FILE) await rm(path, { force: true }); // temp files of an interrupted write
-      } else if (!present.has(id)) {
-        await layerMeta.remove(path);
-      } else {
-        this.layers.set(id, await layerMeta.require(path));
-      }
+      if (id === null || !present.has(id)) continue;
+      const meta = await layerMeta.read(join(this.layout.metaDir, file));
+      if (meta) table.set(id, meta);
     }
+    // A subvolume without metadata is a home written by moby: a base container layer.
     for (const id of present) {
-      if (this.layers.has(id) || idOfMetaFile(`${id}.json`) === null) continue;
-      const meta: LayerMeta = { parent: null, kind: 'container' };
-      await layerMeta.write(this.layout.metaFile(id), meta);
-      this.layers.set(id, meta);
+      if (!table.has(id) && idOfMetaFile(`${id}.json`) !== null) table.set(id, { parent: null, kind: 'container' });
     }
-    try {
-      this.pendingQgroups = JSON.parse(await readFile(join(this.layout.metaDir, PENDING_QGROUPS_FILE), 'utf8')) as number[];
-    } catch {
-      this.pendingQgroups = [];
-    }
-    await this.retryPendingQgroups();
+    return table;
+  }
+
+  /**
+   * Open-time repair, under the store write lock and only of what dead processes left:
+   * undo snapshots of applies that died (their layer's lock is free), staging and trash
+   * subvolumes of dead processes, metadata whose subvolume never got its final name,
+   * subvolumes without metadata (a home written by moby: adopted as base container
+   * layers), and qgroups left pending. Looks first under the read lock.
+   */
+  private async recover(): Promise<void> {
+    const dirty = await this.table.read('open the btrfs driver', async (t) => {
+      const names = await readdir(this.layout.subvolumesDir);
+      const metas = await readdir(this.layout.metaDir);
+      return names.some((n) => idOfUndoName(n) !== null || isAbandonedName(n))
+        || metas.some((f) => { const id = idOfMetaFile(f); return id === null ? f !== PENDING_QGROUPS_FILE : !t.has(id) || !names.includes(id); })
+        || [...t.keys()].some((id) => !metas.includes(`${id}.json`))
+        || metas.includes(PENDING_QGROUPS_FILE);
+    });
+    if (!dirty) return;
+    await this.table.write('repair the btrfs home after a crash', async (t) => {
+      for (const name of await readdir(this.layout.subvolumesDir)) {
+        const id = idOfUndoName(name);
+        if (id !== null) await this.locks.tryLayer(id, `roll back the apply of layer ${id}`, () => this.restoreUndo(id));
+      }
+      const names = await readdir(this.layout.subvolumesDir);
+      for (const name of names) if (isAbandonedName(name)) await this.reclaim(name);
+      const present = new Set(names.filter((n) => !isLeftoverName(n) && !n.startsWith('.')));
+      for (const file of await readdir(this.layout.metaDir)) {
+        const id = idOfMetaFile(file);
+        const path = join(this.layout.metaDir, file);
+        if (id === null) {
+          if (file !== PENDING_QGROUPS_FILE) await rm(path, { force: true }); // temp files of a write that died
+        } else if (!present.has(id)) {
+          await layerMeta.remove(path);
+        }
+      }
+      for (const id of present) {
+        if (idOfMetaFile(`${id}.json`) === null || await pathExists(this.layout.metaFile(id))) continue;
+        await layerMeta.write(this.layout.metaFile(id), { parent: null, kind: 'container' });
+      }
+      await this.retryPendingQgroups();
+      t.clear();
+      for (const [id, meta] of await this.loadTable()) t.set(id, meta);
+    });
   }
 
   /**
@@ -380,17 +424,31 @@ export class BtrfsDriver extends NaiveDiffDriver implements StorageDriver {
     if (present) await this.reclaim(trash);
   }
 
+  /** Retries the qgroups the kernel would not destroy before (the caller holds the store write lock). */
   private async retryPendingQgroups(): Promise<void> {
-    if (this.pendingQgroups.length === 0) return;
-    this.pendingQgroups = await destroyQgroups(this.home, this.pendingQgroups.filter((n) => Number.isSafeInteger(n)));
-    await this.savePendingQgroups();
+    const pending = await this.loadPendingQgroups();
+    if (pending.length === 0) return;
+    await this.savePendingQgroups(await destroyQgroups(this.home, pending));
   }
 
-  private async savePendingQgroups(): Promise<void> {
-    const path = join(this.layout.metaDir, PENDING_QGROUPS_FILE);
-    if (this.pendingQgroups.length === 0) await rm(path, { force: true });
-    else await writeFile(path, JSON.stringify(this.pendingQgroups));
+  private async loadPendingQgroups(): Promise<number[]> {
+    try {
+      const parsed = JSON.parse(await readFile(join(this.layout.metaDir, PENDING_QGROUPS_FILE), 'utf8')) as unknown;
+      return Array.isArray(parsed) ? parsed.filter((n): n is number => Number.isSafeInteger(n)) : [];
+    } catch {
+      return [];
+    }
   }
+
+  private async savePendingQgroups(pending: number[]): Promise<void> {
+    const path = join(this.layout.metaDir, PENDING_QGROUPS_FILE);
+    if (pending.length === 0) await rm(path, { force: true });
+    else await writeFile(path, JSON.stringify([...new Set(pending)]));
+  }
+}
+
+async function pathExists(path: string): Promise<boolean> {
+  return lstat(path).then(() => true, () => false);
 }
 
 function notFound(id: string): CairnError {

@@ -1,6 +1,5 @@
-import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { isValidId } from '@cairnfs/core';
+import { isOwnerAlive, isValidId, ownedName } from '@cairnfs/core';
 
 /**
  * Where the btrfs driver keeps things, as Docker's btrfs graphdriver does:
@@ -8,12 +7,15 @@ import { isValidId } from '@cairnfs/core';
  * ```
  * ${root}/btrfs/
  *   subvolumes/<id>            one btrfs subvolume per layer (snapshots of their parents)
- *   subvolumes/.staging-<id>-<rand>   a create in progress (renamed to <id> when complete)
- *   subvolumes/.trash-<id>-<rand>     a removed layer whose subvolume is being destroyed
- *   subvolumes/.undo-<id>      the layer as it was, while an applyDiff changes it
+ *   subvolumes/.staging-<id>@<owner>@<rand>   a create in progress (renamed to <id> when complete)
+ *   subvolumes/.trash-<id>@<owner>@<rand>     a removed layer whose subvolume is being destroyed
+ *   subvolumes/.undo-<id>      the layer as it was, while an applyDiff changes it (under the layer's lock)
  *   meta/<id>.json             cairn's own record: parent, kind, size quota
- *   .cairn-lock                the home lock
+ *   .cairn-lock  .cairn/       the store lock, layer locks and mount holds (core's StoreLocks)
  * ```
+ *
+ * `<owner>` is the pid and start time of the process doing the work (core's ownedName):
+ * an open sweeps staging and trash subvolumes of dead processes only.
  *
  * Staging and trash live *inside* subvolumes/ because a subvolume can only be renamed
  * within the subvolume that holds it, and rename is what makes create and remove atomic.
@@ -39,7 +41,7 @@ export class BtrfsLayout {
 
   /** A fresh name under subvolumes/ for a create in progress. */
   stagingName(id: string): string {
-    return `${STAGING_PREFIX}${id}-${randomBytes(6).toString('hex')}`;
+    return `${STAGING_PREFIX}${ownedName(id)}`;
   }
 
   /** The snapshot under subvolumes/ that keeps a layer as it was while an applyDiff changes it. */
@@ -49,7 +51,7 @@ export class BtrfsLayout {
 
   /** A fresh name under subvolumes/ for a layer being destroyed. */
   trashName(id: string): string {
-    return `${TRASH_PREFIX}${id}-${randomBytes(6).toString('hex')}`;
+    return `${TRASH_PREFIX}${ownedName(id)}`;
   }
 }
 
@@ -64,9 +66,16 @@ export function idOfUndoName(name: string): string | null {
   return isValidId(id) ? id : null;
 }
 
-/** True for names under subvolumes/ that an interrupted create or remove left behind. */
+/** True for staging and trash names under subvolumes/ (work in progress, or what a dead process left). */
 export function isLeftoverName(name: string): boolean {
   return name.startsWith(STAGING_PREFIX) || name.startsWith(TRASH_PREFIX);
+}
+
+/** True for a staging or trash name whose process is gone (names of an older cairn carry no owner: gone too). */
+export function isAbandonedName(name: string): boolean {
+  if (name.startsWith(STAGING_PREFIX)) return !isOwnerAlive(name.slice(STAGING_PREFIX.length));
+  if (name.startsWith(TRASH_PREFIX)) return !isOwnerAlive(name.slice(TRASH_PREFIX.length));
+  return false;
 }
 
 /** The layer id a meta/ file name stands for, or null for anything else (temp files). */
