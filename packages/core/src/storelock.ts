@@ -184,6 +184,7 @@ function padRecord(record: LockRecord): Buffer {
 async function readRecord(handle: FileHandle): Promise<LockRecord | null> {
   const buf = Buffer.alloc(RECORD_BYTES);
   const { bytesRead } = await handle.read(buf, 0, RECORD_BYTES, 0);
+  if (bytesRead === 0) return { generation: 0 }; // a fresh lock file: nobody has written yet
   try {
     const parsed = JSON.parse(buf.subarray(0, bytesRead).toString('utf8')) as unknown;
     return typeof parsed === 'object' && parsed !== null ? parsed as LockRecord : null;

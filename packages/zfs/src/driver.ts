@@ -1,11 +1,11 @@
 import { mkdir, readdir, realpath, rmdir } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import {
-  CairnError, MountRefs, openUnderHomeLock, assertValidId, normalizeParent, parseByteSize, readMountInfo,
+  CairnError, SharedMounts, SharedTable, StoreLocks, assertValidId, normalizeParent, parseByteSize, readMountInfo,
   translateSpaceError,
 } from '@cairnfs/core';
 import { NaiveDiff, NaiveDiffDriver } from '@cairnfs/archive';
-import type { CreateOptions, DriverSetup, GetOptions, HomeLock, StorageDriver } from '@cairnfs/core';
+import type { CreateOptions, DriverSetup, GetOptions, StorageDriver } from '@cairnfs/core';
 import { ZfsCommandError, ZfsCommands } from './command.js';
 import { ZfsLayout } from './layout.js';
 import { ZfsMounter, detectMountMethod, findDatasetMount, makeReadOnly, mountProperties, retryWhileBusy } from './mount.js';
@@ -30,8 +30,26 @@ interface LayerState {
   kind: LayerKind;
   /** An image layer whose applyDiff is done (`cairn:sealed=yes`): mounted read-only. */
   sealed: boolean;
-  /** False while create() is still running: the id is claimed but the layer does not exist yet. */
-  committed: boolean;
+}
+
+/** What one recursive `zfs get` under fsname says: the layers, and the snapshots repairs look at. */
+interface Scan {
+  layers: Map<string, LayerState>;
+  snapshots: Array<{ name: string; parent: string; child: string; deferred: boolean }>;
+  /** Snapshot name → the layer cloned from it. */
+  origins: Map<string, string>;
+  undos: string[];
+  /** Datasets whose mountpoint is not their layer's path (the home moved). */
+  misplaced: Array<{ id: string; dataset: string }>;
+}
+
+/** The layer table as one `zfs get` reads it, plus what we learn later that never changes for a dataset. */
+interface Table {
+  layers: Map<string, LayerState>;
+  /** Dataset creation times (epoch seconds) by layer id, filled on demand. */
+  creation: Map<string, number>;
+  /** The scan the table was loaded from (for the open-time repairs). */
+  scan: Scan;
 }
 
 /** The parsed `zfs.*` options. */
@@ -73,15 +91,26 @@ export interface ZfsSettings {
  * Datasets under fsname without the `cairn:kind` property are not ours (fsname defaults
  * to the dataset that holds the home, which may hold anything): they are never listed,
  * mounted or destroyed.
+ *
+ * ## Several processes (core's StoreLocks, SharedMounts)
+ * The table is read again (one `zfs get`) only when another process changed it (the store
+ * lock's generation). A dataset appears whole in one call, so create holds only its
+ * layer's and its parent's locks while it runs its zfs calls (the parent can be neither
+ * removed nor applied meanwhile) and takes the store write lock just to publish the new
+ * layer. An interrupted create's origin snapshot (`<parent>@<child>`) and an interrupted
+ * apply's undo snapshot are repaired only under a free lock of the layer they belong to.
+ * A fresh clone that zfs-fuse mounted by itself is used by the first get of any process
+ * (it checks the mount table); this driver unmounts the ones it made but nobody got at
+ * cleanup.
  */
 export class ZfsDriver extends NaiveDiffDriver implements StorageDriver {
   readonly name = 'zfs';
-  private readonly layers = new Map<string, LayerState>();
-  private readonly refs: MountRefs;
+  private readonly locks: StoreLocks;
+  private readonly table: SharedTable<Table>;
+  private readonly mounts: SharedMounts;
   protected readonly naive: NaiveDiff;
-  /** Layers zfs-fuse mounted by itself when they were cloned: mounted, but with no user yet. */
+  /** Layers this driver created that zfs-fuse mounted by itself at clone time (unmounted at cleanup if nobody holds them). */
   private readonly parked = new Set<string>();
-  private closed = false;
 
   private constructor(
     readonly home: string,
@@ -89,17 +118,19 @@ export class ZfsDriver extends NaiveDiffDriver implements StorageDriver {
     /** The zfs/zpool runner; `commands.calls` counts every process started. */
     readonly commands: ZfsCommands,
     private readonly mounter: ZfsMounter,
-    private readonly lock: HomeLock,
+    lockTimeoutMs: number,
   ) {
     super();
-    this.refs = new MountRefs({
+    this.locks = new StoreLocks(home, { timeoutMs: lockTimeoutMs, what: `zfs layer table of ${home}` });
+    this.table = new SharedTable(this.locks, () => this.loadTable());
+    this.mounts = new SharedMounts(home, this.locks, {
       mount: (id, opts) => this.mountLayer(id, opts),
-      unmount: (id, path) => this.mounter.unmount(this.layout.dataset(id), path),
+      unmount: (id, path) => this.mounter.unmount(this.layout.dataset(id), path ?? this.layout.mountPath(id)),
     });
     this.naive = new NaiveDiff({
       get: (id) => this.get(id),
       put: (id) => this.put(id),
-      parentOf: async (id) => this.committed(id).parent,
+      parentOf: (id) => this.parentOf(id),
     }, { whiteouts: 'delete', contentCheckSince: (id) => this.coarseTimesSince(id) });
   }
 
@@ -110,18 +141,17 @@ export class ZfsDriver extends NaiveDiffDriver implements StorageDriver {
    */
   private async coarseTimesSince(id: string): Promise<number | null> {
     if (this.mounter.method !== 'zfs-mount') return null;
-    let since = this.creationTimes.get(id);
-    if (since === undefined) {
-      const ds = this.layout.dataset(id);
-      since = Number((await this.commands.getProperties([ds], ['creation'])).get(ds)?.get('creation'));
-      if (!Number.isFinite(since)) return 0; // unknown: compare every file by content rather than miss an edit
-      this.creationTimes.set(id, since);
-    }
-    return since;
+    return this.table.read(`read the creation time of layer ${id}`, async (t) => {
+      let since = t.creation.get(id);
+      if (since === undefined) {
+        const ds = this.layout.dataset(id);
+        since = Number((await this.commands.getProperties([ds], ['creation'])).get(ds)?.get('creation'));
+        if (!Number.isFinite(since)) return 0; // unknown: compare every file by content rather than miss an edit
+        t.creation.set(id, since);
+      }
+      return since;
+    });
   }
-
-  /** Dataset creation times (epoch seconds) by layer id; they never change. */
-  private readonly creationTimes = new Map<string, number>();
 
   /** The parent dataset layers are made under. */
   get fsname(): string {
@@ -133,35 +163,42 @@ export class ZfsDriver extends NaiveDiffDriver implements StorageDriver {
   }
 
   /**
-   * Opens the driver on `home` (created if needed): takes the home lock, finds the parent
-   * dataset, reads the layer table in one call, repairs what a crash left and adopts
-   * layers that are still mounted (each counted once, so one `put` unmounts it).
+   * Opens the driver on `home` (created if needed): finds the parent dataset, reads the
+   * layer table in one call, repairs what dead processes left and drops mounts nobody
+   * holds. Holds no lock when it returns.
    */
   static async open(setup: DriverSetup<ZfsSettings>): Promise<ZfsDriver> {
     const { home } = setup;
     const commands = await ZfsCommands.locate();
     const { fsname } = await probeZfs(home, setup.settings.fsname);
-    return openUnderHomeLock(home, { timeoutMs: setup.lockTimeoutMs }, async (lock) => {
-      await checkParentDataset(commands, fsname);
-      const layout = new ZfsLayout(await realpath(home), fsname);
-      await mkdir(layout.graphDir, { recursive: true, mode: 0o700 });
-      const mounter = new ZfsMounter(await detectMountMethod(), commands);
-      const driver = new ZfsDriver(home, layout, commands, mounter, lock);
-      await driver.recover();
-      return driver;
-    });
+    await checkParentDataset(commands, fsname);
+    await mkdir(home, { recursive: true, mode: 0o700 });
+    const layout = new ZfsLayout(await realpath(home), fsname);
+    await mkdir(layout.graphDir, { recursive: true, mode: 0o700 });
+    const mounter = new ZfsMounter(await detectMountMethod(), commands);
+    const driver = new ZfsDriver(home, layout, commands, mounter, setup.lockTimeoutMs);
+    await driver.recover();
+    return driver;
   }
 
-  /** Loads the layer table and brings ZFS and the mount table in line with it. */
-  private async recover(): Promise<void> {
+  /** Reads the layer table: our datasets under fsname (one recursive `zfs get`). */
+  private async loadTable(): Promise<Table> {
+    const scan = await this.scan();
+    return { layers: scan.layers, creation: new Map(), scan };
+  }
+
+  /** Datasets and snapshots under fsname, as the table and the repairs need them. */
+  private async scan(): Promise<Scan> {
     const { layout, commands } = this;
     const props = ['type', 'origin', KIND_PROPERTY, SEALED_PROPERTY, 'defer_destroy', 'mountpoint'];
     // -d 2 reaches <fsname>/<id>@<child> without walking foreign trees below fsname.
-    const table = await commands.getProperties([layout.fsname], props, { recursive: true, depth: 2 });
-    const snapshots: Array<{ name: string; parent: string; child: string; deferred: boolean }> = [];
+    const rows = await commands.getProperties([layout.fsname], props, { recursive: true, depth: 2 });
+    const layers = new Map<string, LayerState>();
+    const snapshots: Scan['snapshots'] = [];
     const origins = new Map<string, string>(); // snapshot name → layer cloned from it
     const undos: string[] = [];
-    for (const [name, row] of table) {
+    const misplaced: Scan['misplaced'] = [];
+    for (const [name, row] of rows) {
       if (row.get('type') === 'snapshot' && name.endsWith(`@${UNDO_SNAPSHOT}`)) {
         undos.push(name);
         continue;
@@ -177,27 +214,51 @@ export class ZfsDriver extends NaiveDiffDriver implements StorageDriver {
       const origin = row.get('origin') ?? '-';
       const snap = origin === '-' ? null : layout.parseSnapshot(origin);
       if (snap) origins.set(origin, id);
-      this.layers.set(id, { parent: snap?.parent ?? null, kind, sealed: kind === 'image' && row.get(SEALED_PROPERTY) === 'yes', committed: true });
-      const mountpoint = row.get('mountpoint');
-      if (this.mounter.method === 'zfs-mount' && mountpoint !== layout.mountPath(id)) {
-        // The home moved (or was reached by another path): point the dataset at its new mount path.
-        await commands.zfs('set', `mountpoint=${layout.mountPath(id)}`, name);
-      }
+      layers.set(id, { parent: snap?.parent ?? null, kind, sealed: kind === 'image' && row.get(SEALED_PROPERTY) === 'yes' });
+      if (this.mounter.method === 'zfs-mount' && row.get('mountpoint') !== layout.mountPath(id)) misplaced.push({ id, dataset: name });
     }
-    for (const undo of undos) {
-      const id = layout.idOfDataset(undo.slice(0, -`@${UNDO_SNAPSHOT}`.length));
-      const layer = id === null ? undefined : this.layers.get(id);
-      if (layer) await this.rollBackApply(id!, layer, undo);
+    return { layers, snapshots, origins, undos, misplaced };
+  }
+
+  /**
+   * Brings ZFS and the mount table in line, as far as no live process owns the pieces:
+   * undo snapshots of applies that died, origin snapshots of creates that died, datasets
+   * whose mount path moved, mounts nobody holds. Takes the write lock only when needed.
+   */
+  private async recover(): Promise<void> {
+    const { layout, commands } = this;
+    const scan = await this.table.read('open the zfs driver', (t) => t.scan);
+    const needed = scan.undos.length > 0 || scan.misplaced.length > 0
+      || scan.snapshots.some((s) => scan.layers.has(s.parent) && (scan.origins.get(s.name) !== s.child || !s.deferred));
+    if (needed) {
+      await this.table.write('repair the zfs layers after a crash', async (t) => {
+        const now = await this.scan();
+        for (const { dataset, id } of now.misplaced) {
+          // The home moved (or was reached by another path): point the dataset at its new mount path.
+          await commands.zfs('set', `mountpoint=${layout.mountPath(id)}`, dataset);
+        }
+        for (const undo of now.undos) {
+          const id = layout.idOfDataset(undo.slice(0, -`@${UNDO_SNAPSHOT}`.length));
+          const layer = id === null ? undefined : now.layers.get(id);
+          if (layer) await this.locks.tryLayer(id!, `roll back the apply of layer ${id}`, () => this.rollBackApply(id!, layer, undo));
+        }
+        for (const snap of now.snapshots) {
+          if (!now.layers.has(snap.parent)) continue; // not a snapshot of one of our layers
+          // The child's lock: a create of that child may be between its snapshot and its clone.
+          await this.locks.tryLayer(snap.child, `tidy the origin snapshot ${snap.name}`, async () => {
+            if (now.origins.get(snap.name) !== snap.child) {
+              await commands.zfs('destroy', snap.name); // an interrupted create: nothing was cloned from it
+            } else if (!snap.deferred) {
+              await commands.zfs('destroy', '-d', snap.name); // create died before marking it
+            }
+          });
+        }
+        t.scan = await this.scan();
+        t.layers = t.scan.layers;
+        t.creation.clear();
+      });
     }
-    for (const snap of snapshots) {
-      if (!this.layers.has(snap.parent)) continue; // not a snapshot of one of our layers
-      if (origins.get(snap.name) !== snap.child) {
-        await commands.zfs('destroy', snap.name); // an interrupted create: nothing was cloned from it
-      } else if (!snap.deferred) {
-        await commands.zfs('destroy', '-d', snap.name); // create died before marking it
-      }
-    }
-    await this.adoptMounts();
+    await this.sweepMounts();
   }
 
   /**
@@ -220,15 +281,17 @@ export class ZfsDriver extends NaiveDiffDriver implements StorageDriver {
     await retryWhileBusy(() => this.commands.zfs('destroy', undo));
   }
 
-  /** Counts layers mounted at their path (left by an earlier process) as held once; drops empty stale mount points. */
-  private async adoptMounts(): Promise<void> {
+  /** Mounts of our datasets at their paths that nobody holds come off; empty stale mount points go. */
+  private async sweepMounts(): Promise<void> {
     const table = await readMountInfo();
+    const layers = await this.table.read('open the zfs driver', (t) => new Set(t.layers.keys()));
+    const found: Array<{ id: string; path: string }> = [];
     for (const name of await readdir(this.layout.graphDir)) {
       const path = this.layout.mountPath(name);
-      const layer = this.layers.get(name);
-      if (layer && findDatasetMount(table, this.layout.dataset(name), path)) this.refs.adopt(name, path, 1);
+      if (layers.has(name) && findDatasetMount(table, this.layout.dataset(name), path)) found.push({ id: name, path });
       else await rmdir(path).catch(() => undefined); // an empty mount point from a crash
     }
+    await this.mounts.sweep(found);
   }
 
   create(id: string, parent?: string | null, opts?: CreateOptions): Promise<void> {
@@ -243,25 +306,26 @@ export class ZfsDriver extends NaiveDiffDriver implements StorageDriver {
     assertValidId(id);
     const parentId = normalizeParent(parent);
     const quota = quotaOf(opts?.storageOpt);
-    this.assertOpen();
-    await this.refs.withLock(id, async () => {
-      if (this.layers.has(id)) {
-        throw new CairnError('ERR_LAYER_EXISTS', `layer ${id} already exists; remove it first or pick another id`, { subject: id });
-      }
-      // Claim the id under the parent's lock, so a concurrent remove of the parent sees this child.
-      await this.withLockOf(parentId, async () => {
-        if (parentId !== null && !this.layers.get(parentId)?.committed) {
+    // The parent's lock keeps it from being removed or applied while it is snapshotted and cloned.
+    await this.locks.layer(parentId === null ? [id] : [id, parentId], `create layer ${id}`, async () => {
+      await this.table.read(`create layer ${id}`, (t) => {
+        if (t.layers.has(id)) {
+          throw new CairnError('ERR_LAYER_EXISTS', `layer ${id} already exists; remove it first or pick another id`, { subject: id });
+        }
+        if (parentId !== null && !t.layers.has(parentId)) {
           throw new CairnError('ERR_PARENT_NOT_FOUND', `cannot create layer ${id}: parent layer ${parentId} does not exist`, { subject: parentId });
         }
-        this.layers.set(id, { parent: parentId, kind, sealed: false, committed: false });
       });
       try {
         await this.createDataset(id, parentId, kind, quota);
-        this.layers.get(id)!.committed = true;
       } catch (err) {
-        this.layers.delete(id);
         throw createError(err, id, this.layout.dataset(id));
       }
+      // Published: the generation tells every other process to read the table again.
+      await this.table.write(`create layer ${id}`, (t) => {
+        t.layers.set(id, { parent: parentId, kind, sealed: false });
+        t.creation.delete(id);
+      });
     });
   }
 
@@ -293,34 +357,31 @@ export class ZfsDriver extends NaiveDiffDriver implements StorageDriver {
     }
   }
 
-  private withLockOf<T>(id: string | null, fn: () => Promise<T>): Promise<T> {
-    return id === null ? fn() : this.refs.withLock(id, fn);
-  }
-
   async exists(id: string): Promise<boolean> {
     assertValidId(id);
-    return this.layers.get(id)?.committed === true;
+    return this.table.read(`look up layer ${id}`, (t) => t.layers.has(id));
   }
 
   async remove(id: string): Promise<void> {
     assertValidId(id);
-    this.assertOpen();
-    await this.refs.withLock(id, async () => {
-      const layer = this.layers.get(id);
-      if (!layer?.committed) return; // as moby: removing what is not there is not an error
-      if (this.refs.isMounted(id)) {
-        throw new CairnError('ERR_LAYER_IN_USE', `layer ${id} is mounted (${this.refs.count(id)} user(s)); put it before removing it`, { subject: id });
-      }
-      const children = this.childrenOf(id);
-      if (children.length > 0) {
-        throw new CairnError('ERR_LAYER_IN_USE', `layer ${id} has child layers (${children.slice(0, 5).join(', ')}${children.length > 5 ? ', …' : ''}); remove them first`, { subject: id });
-      }
+    // No child can appear while we hold this layer's lock (a create on it takes it too).
+    await this.locks.layer(id, `remove layer ${id}`, async () => {
+      const exists = await this.table.read(`remove layer ${id}`, (t) => {
+        if (!t.layers.has(id)) return false; // as moby: removing what is not there is not an error
+        const children = this.childrenOf(t, id);
+        if (children.length > 0) {
+          throw new CairnError('ERR_LAYER_IN_USE', `layer ${id} has child layers (${children.slice(0, 5).join(', ')}${children.length > 5 ? ', …' : ''}); remove them first`, { subject: id });
+        }
+        return true;
+      });
+      if (!exists) return;
+      await this.mounts.assertUnheld(id, 'remove');
       const path = this.layout.mountPath(id);
-      if (this.parked.has(id)) {
-        await this.mounter.unmount(this.layout.dataset(id), path);
-        this.parked.delete(id);
-      }
       const dataset = this.layout.dataset(id);
+      // A fresh clone zfs-fuse mounted by itself, which nobody got: unmount it first.
+      if (this.parked.delete(id) || (this.mounter.method === 'zfs-mount' && findDatasetMount(await readMountInfo(), dataset, path))) {
+        await this.mounter.unmount(dataset, path);
+      }
       try {
         // -r takes the layer's own stray snapshots along; ZFS still refuses if a clone depends on one.
         await retryWhileBusy(() => this.commands.zfs('destroy', '-r', dataset));
@@ -329,30 +390,46 @@ export class ZfsDriver extends NaiveDiffDriver implements StorageDriver {
           throw new CairnError('ERR_LAYER_IN_USE', `cannot destroy dataset ${dataset} of layer ${id}: ${errorText(err)}`, { subject: id, cause: err });
         }
       }
-      this.layers.delete(id);
+      await this.table.write(`remove layer ${id}`, (t) => {
+        t.layers.delete(id);
+        t.creation.delete(id);
+      });
       await rmdir(path).catch(() => undefined);
+      await this.mounts.forget(id);
+      await this.locks.forgetLayer(id);
     });
   }
 
   async get(id: string, opts: GetOptions = {}): Promise<string> {
     assertValidId(id);
-    this.assertOpen();
-    return this.refs.get(id, opts);
+    return this.mounts.get(id, opts);
   }
 
   async put(id: string): Promise<void> {
     assertValidId(id);
-    return this.refs.put(id);
+    return this.mounts.put(id);
+  }
+
+  /** Hold count of a layer's mount, every process counted (for tests and diagnostics). */
+  mountCount(id: string): Promise<number> {
+    assertValidId(id);
+    return this.mounts.count(id);
   }
 
   private async mountLayer(id: string, opts: GetOptions): Promise<string> {
-    const layer = this.committed(id);
+    const layer = await this.table.read(`mount layer ${id}`, (t) => this.committed(t, id));
     const path = this.layout.mountPath(id);
-    if (this.parked.delete(id)) return path;
+    const dataset = this.layout.dataset(id);
+    this.parked.delete(id);
+    // zfs-fuse mounted a fresh clone itself (in whichever process created it): use that mount.
+    if (this.mounter.method === 'zfs-mount' && findDatasetMount(await readMountInfo(), dataset, path)) {
+      if (layer.sealed) await makeReadOnly(path);
+      return path;
+    }
     try {
-      await this.mounter.mount(this.layout.dataset(id), path, { readOnly: layer.sealed, ...(opts.mountLabel ? { mountLabel: opts.mountLabel } : {}) });
+      await this.mounter.mount(dataset, path, { readOnly: layer.sealed, ...(opts.mountLabel ? { mountLabel: opts.mountLabel } : {}) });
     } catch (err) {
-      throw new CairnError('ERR_NOT_SUPPORTED', `cannot mount layer ${id} (${this.layout.dataset(id)}) at ${path}: ${errorText(err)}`, { subject: id, cause: err });
+      throw new CairnError('ERR_NOT_SUPPORTED', `cannot mount layer ${id} (${dataset}) at ${path}: ${errorText(err)}`, { subject: id, cause: err });
     }
     return path;
   }
@@ -367,32 +444,36 @@ export class ZfsDriver extends NaiveDiffDriver implements StorageDriver {
   async applyDiff(id: string, parent: string | null | undefined, tar: Readable | AsyncIterable<Uint8Array>): Promise<number> {
     assertValidId(id);
     normalizeParent(parent);
-    const layer = this.committed(id);
-    if (layer.sealed) {
-      throw new CairnError('ERR_LAYER_IN_USE', `image layer ${id} already had its diff applied and is read-only; create a new layer for more changes`, { subject: id });
-    }
-    const undo = `${this.layout.dataset(id)}@${UNDO_SNAPSHOT}`;
-    await this.commands.zfs('snapshot', undo);
-    let bytes: number;
-    try {
+    // The layer's lock for the whole apply: the undo snapshot is ours while it is held.
+    return this.locks.layer(id, `apply a diff to layer ${id}`, async () => {
+      const layer = await this.table.read(`apply a diff to layer ${id}`, (t) => this.committed(t, id));
+      if (layer.sealed) {
+        throw new CairnError('ERR_LAYER_IN_USE', `image layer ${id} already had its diff applied and is read-only; create a new layer for more changes`, { subject: id });
+      }
+      const undo = `${this.layout.dataset(id)}@${UNDO_SNAPSHOT}`;
+      await this.commands.zfs('snapshot', undo);
+      let bytes: number;
       try {
-        bytes = await this.naive.applyDiff(id, parent, tar);
-      } catch (err) {
-        throw translateSpaceError(err, `applying a diff to zfs layer ${id}`);
+        try {
+          bytes = await this.naive.applyDiff(id, parent, tar);
+        } catch (err) {
+          throw translateSpaceError(err, `applying a diff to zfs layer ${id}`);
+        }
+        if (layer.kind === 'image') {
+          await this.commands.zfs('set', `${SEALED_PROPERTY}=yes`, this.layout.dataset(id));
+          await this.table.write(`seal layer ${id}`, (t) => {
+            const now = t.layers.get(id);
+            if (now) now.sealed = true;
+          });
+          if ((await this.mounts.count(id)) > 0) await makeReadOnly(this.layout.mountPath(id));
+        }
+      } finally {
+        // Only now is the apply done (a failed one leaves the layer as it always has). If this
+        // fails the apply fails too: a later open would roll the layer back.
+        await retryWhileBusy(() => this.commands.zfs('destroy', undo));
       }
-      if (layer.kind === 'image') {
-        await this.commands.zfs('set', `${SEALED_PROPERTY}=yes`, this.layout.dataset(id));
-        await this.refs.withLock(id, async () => {
-          layer.sealed = true;
-          if (this.refs.isMounted(id)) await makeReadOnly(this.layout.mountPath(id));
-        });
-      }
-    } finally {
-      // Only now is the apply done (a failed one leaves the layer as it always has). If this
-      // fails the apply fails too: a later open would roll the layer back.
-      await retryWhileBusy(() => this.commands.zfs('destroy', undo));
-    }
-    return bytes;
+      return bytes;
+    });
   }
 
   /** What moby's zfs driver reports; sizes in exact bytes. Two calls: one `zfs get`, one `zpool list`. */
@@ -419,43 +500,51 @@ export class ZfsDriver extends NaiveDiffDriver implements StorageDriver {
   /** As moby: the layer's dataset and mount point. */
   async metadata(id: string): Promise<Record<string, string>> {
     assertValidId(id);
-    this.committed(id);
+    await this.table.read(`read the metadata of layer ${id}`, (t) => this.committed(t, id));
     return { Dataset: this.layout.dataset(id), Mountpoint: this.layout.mountPath(id) };
   }
 
+  /**
+   * Drops this driver's holds (unmounting what nobody else holds) and unmounts the fresh
+   * clones it made that nobody got. Holds no lock afterwards.
+   */
   async cleanup(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
-    const errors = await this.refs.unmountAll();
+    const errors = await this.mounts.releaseAll();
     for (const id of [...this.parked]) {
-      await this.mounter.unmount(this.layout.dataset(id), this.layout.mountPath(id)).then(() => this.parked.delete(id), (err: unknown) => errors.push(err));
+      try {
+        await this.locks.layer(id, `unmount the fresh clone ${id}`, async () => {
+          if ((await this.mounts.count(id)) > 0) return; // someone got it meanwhile: theirs now
+          const dataset = this.layout.dataset(id);
+          const path = this.layout.mountPath(id);
+          if (findDatasetMount(await readMountInfo(), dataset, path)) await this.mounter.unmount(dataset, path);
+        });
+        this.parked.delete(id);
+      } catch (err) {
+        errors.push(err);
+      }
     }
-    await this.lock.release();
+    await this.locks.close();
     if (errors.length > 0) {
       throw new CairnError('ERR_LAYER_IN_USE', `zfs cleanup could not unmount ${errors.length} layer(s): ${errorText(errors[0])}`, { cause: errors[0] });
     }
   }
 
   /** The parent each layer was created on (from the datasets' origins); for tests and tools. */
-  parentOf(id: string): string | null {
+  async parentOf(id: string): Promise<string | null> {
     assertValidId(id);
-    return this.committed(id).parent;
+    return this.table.read(`read the parent of layer ${id}`, (t) => this.committed(t, id).parent);
   }
 
-  private committed(id: string): LayerState {
-    const layer = this.layers.get(id);
-    if (!layer?.committed) {
+  private committed(t: Table, id: string): LayerState {
+    const layer = t.layers.get(id);
+    if (!layer) {
       throw new CairnError('ERR_LAYER_NOT_FOUND', `layer ${id} does not exist under ${this.layout.fsname}`, { subject: id });
     }
     return layer;
   }
 
-  private childrenOf(id: string): string[] {
-    return [...this.layers].filter(([, l]) => l.parent === id).map(([child]) => child);
-  }
-
-  private assertOpen(): void {
-    if (this.closed) throw new CairnError('ERR_NOT_SUPPORTED', `the zfs driver on ${this.home} was cleaned up; open it again`, { subject: this.home });
+  private childrenOf(t: Table, id: string): string[] {
+    return [...t.layers].filter(([, l]) => l.parent === id).map(([child]) => child);
   }
 }
 
