@@ -208,8 +208,13 @@ onKernelWithoutAufs('aufs driver on a kernel without aufs', () => {
     await d.cleanup();
   });
 
-  test('a second open of the same home while the first holds it is ERR_LOCKED', async () => {
-    await open();
-    await expectCode(aufsDriver.open(context(root)), 'ERR_LOCKED');
+  test('a second open of the same home works while the first is open, and each sees what the other made', async () => {
+    const first = await open();
+    const second = await open();
+    await first.create('a');
+    expect(await second.exists('a')).toBe(true);
+    await second.create('b', 'a');
+    expect(await first.listLayers()).toEqual(expect.arrayContaining([{ id: 'a', parent: null }, { id: 'b', parent: 'a' }]));
+    await expectCode(first.remove('a'), 'ERR_LAYER_IN_USE');
   });
 });
