@@ -234,6 +234,26 @@ export class SharedMounts {
     }
   }
 
+  /**
+   * True when some layer of the home has a live hold (dead ones are dropped on the way),
+   * or is being worked on right now (its lock is taken). Never waits.
+   */
+  async anyHeld(): Promise<boolean> {
+    for (const name of await readdir(this.dir).catch(() => [] as string[])) {
+      if (!name.endsWith('.json') || name.startsWith('.')) continue;
+      const id = name.slice(0, -'.json'.length);
+      const r = await this.locks.tryLayer(id, `read the mount holds of layer ${id}`, async () => {
+        try {
+          return (await this.load(id, false)) !== null;
+        } catch {
+          return true; // unreadable: assume someone holds it
+        }
+      });
+      if (!r.ran || r.value) return true;
+    }
+    return false;
+  }
+
   // ---- the record -----------------------------------------------------------------
 
   private path(id: string): string {

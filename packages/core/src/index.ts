@@ -24,6 +24,7 @@ export {
   STORE_LOCK_FILE, STATE_DIR, DEFAULT_LOCK_TIMEOUT_MS, StoreLocks, SharedTable, type StoreLocksOptions,
 } from './storelock.js';
 export { flockHolders, type FlockHolder } from './flock.js';
+export { OpenSessions } from './sessions.js';
 export {
   processStartTime, selfIdentity, isProcessAlive, bootId, ownerToken, ownerOfToken, type ProcessIdentity,
 } from './proc.js';

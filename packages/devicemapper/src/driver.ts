@@ -1,33 +1,40 @@
 import { randomInt } from 'node:crypto';
-import { existsSync } from 'node:fs';
 import { mkdir, readdir, rm, rmdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import {
-  CairnError, KeyedMutex, MountRefs, openUnderHomeLock, assertValidId, detectBackingFs, normalizeParent,
+  CairnError, OpenSessions, SharedMounts, SharedTable, StoreLocks, assertValidId, normalizeParent,
   readMountInfo,
 } from '@cairnfs/core';
 import { NaiveDiff } from '@cairnfs/archive';
-import type { Change, CreateOptions, DriverSetup, GetOptions, HomeLock, StorageDriver } from '@cairnfs/core';
+import type { Change, CreateOptions, DriverSetup, GetOptions, StorageDriver } from '@cairnfs/core';
 import { major, minor } from '@cairnfs/sys';
 import {
-  METADATA_BLOCK, createDevice, devPath, isActive, isIdTaken, isNoSuchThin, libraryVersion, listDevices,
-  poolMessage, poolStatus, removeDevice, resume, suspendIfActive, targetVersions, thinTable,
+  createDevice, devPath, isActive, isIdTaken, isNoSuchThin, listDevices,
+  poolMessage, poolStatus, removeDevice, resume, suspendIfActive, thinTable,
 } from './dmsetup.js';
-import { classify, run, udevRunning } from './exec.js';
+import { classify } from './exec.js';
 import { growFs, mkfs, mountDevice, rootfsOf, unmountDevice } from './fsops.js';
 import { Layout, devicePrefixFor } from './layout.js';
 import { deviceSetRecord, layerRecord, transactionRecord } from './meta.js';
 import type { DeviceSetMeta, LayerMeta, Transaction } from './meta.js';
-import { humanSize, parseSize } from './options.js';
+import { parseSize } from './options.js';
 import type { DmOptions } from './options.js';
 import { closePool, openPool } from './pool.js';
 import type { Pool } from './pool.js';
-import { NAME, kernelMissing } from './probe.js';
+import { NAME, ensureKernel } from './probe.js';
+import { statusRows } from './status.js';
 
 /** Thin device ids are 24 bits. */
 const MAX_DEVICE_ID = 0xffffff;
 const BASE = '.base';
+
+/** What the store lock guards: the layer records, the pool-wide record, and the pool's transaction id (read when first needed). */
+interface DmTable {
+  layers: Map<string, LayerMeta>;
+  deviceSet: DeviceSetMeta;
+  transactionId: number | null;
+}
 
 /**
  * moby's devicemapper graphdriver: every layer is a thin snapshot of its parent's thin
@@ -35,39 +42,93 @@ const BASE = '.base';
  * changes run one at a time, each inside a transaction recorded on disk first, so a
  * crash half-way is rolled back on the next open and the pool leaks neither space nor
  * device ids.
+ *
+ * ## Several processes (core's StoreLocks, SharedMounts, OpenSessions)
+ * Every change of the pool (messages, transaction ids, device ids, the base device) runs
+ * under the store write lock, as moby's runs under its device-set lock; the records are
+ * read again when another process wrote. create holds its layer's and its parent's
+ * locks too (the origin is suspended for its snapshot); applyDiff holds its layer's lock
+ * throughout, so its undo snapshot is never "restored" by another process's open.
+ * Devices are activated for mounts shared through hold records, and an open deactivates
+ * only devices nobody holds. The loop-lvm pool is set up under the write lock and torn
+ * down at cleanup only by the last driver open on the home with nothing held.
  */
 export class DeviceMapperDriver implements StorageDriver {
   readonly name = NAME;
-  private readonly refs: MountRefs;
+  private readonly table: SharedTable<DmTable>;
+  private readonly mounts: SharedMounts;
+  private readonly sessions: OpenSessions;
   private readonly naive: NaiveDiff;
-  /** Serialises everything that changes the pool (messages, transaction ids, device ids). */
-  private readonly poolLock = new KeyedMutex();
-  private readonly layers = new Map<string, LayerMeta>();
-  /** Image layers whose applyDiff is running: they mount read-write until it ends. */
+  /** The table as the locked section running now sees it (set by read() and write()). */
+  private state!: DmTable;
+  /** Image layers whose applyDiff is running here (under their lock): they mount read-write until it ends. */
   private readonly applying = new Set<string>();
-  private transactionId = 0;
-  private closed = false;
 
   private constructor(
     readonly home: string,
     private readonly layout: Layout,
     private readonly opts: DmOptions,
-    private readonly lock: HomeLock,
+    private readonly locks: StoreLocks,
     private readonly pool: Pool,
-    private deviceSet: DeviceSetMeta,
+    firstDeviceId: number,
   ) {
-    this.refs = new MountRefs({ mount: (id, opts) => this.mountLayer(id, opts), unmount: (id) => this.unmountLayer(id) });
-    this.naive = new NaiveDiff({ get: (id) => this.get(id), put: (id) => this.put(id), parentOf: async (id) => this.layers.get(id)?.parent ?? null });
+    this.table = new SharedTable(locks, () => this.loadTable(firstDeviceId));
+    this.mounts = new SharedMounts(home, locks, { mount: (id, opts) => this.mountLayer(id, opts), unmount: (id) => this.unmountLayer(id) });
+    this.sessions = new OpenSessions(home);
+    this.naive = new NaiveDiff({
+      get: (id) => this.get(id),
+      put: (id) => this.put(id),
+      parentOf: (id) => this.read(`read the parent of layer ${id}`, () => this.layers.get(id)?.parent ?? null),
+    });
   }
 
+  private get layers(): Map<string, LayerMeta> {
+    return this.state.layers;
+  }
+
+  private get deviceSet(): DeviceSetMeta {
+    return this.state.deviceSet;
+  }
+
+  private read<T>(op: string, fn: () => Promise<T> | T): Promise<T> {
+    return this.table.read(op, (t) => { this.state = t; return fn(); });
+  }
+
+  private write<T>(op: string, fn: () => Promise<T> | T): Promise<T> {
+    return this.table.write(op, (t) => { this.state = t; return fn(); });
+  }
+
+  /** The pool's transaction id, asked of the kernel once per table load (the caller holds the write lock). */
+  private async transactionId(): Promise<number> {
+    this.state.transactionId ??= (await poolStatus(this.pool.name)).transactionId;
+    return this.state.transactionId;
+  }
+
+  private async loadTable(firstDeviceId: number): Promise<DmTable> {
+    const layers = new Map<string, LayerMeta>();
+    for (const entry of await readdir(this.layout.metaDir)) {
+      if (entry.startsWith('.')) continue;
+      const meta = await layerRecord.read(this.layout.layerMeta(entry));
+      if (meta) layers.set(entry, meta);
+    }
+    const deviceSet = (await deviceSetRecord.read(this.layout.deviceSetFile)) ?? { nextDeviceId: firstDeviceId, base: null };
+    return { layers, deviceSet, transactionId: null };
+  }
+
+  /**
+   * Sets up (or finds) the pool and repairs what dead processes left, under the store
+   * write lock; holds no lock when it returns.
+   */
   static async open(ctx: DriverSetup<DmOptions>): Promise<DeviceMapperDriver> {
     const opts = ctx.settings;
-    return openUnderHomeLock(ctx.home, { timeoutMs: ctx.lockTimeoutMs }, async (lock) => {
-      await ensureKernel();
-      const st = await stat(ctx.home);
-      const layout = new Layout(ctx.home, devicePrefixFor(major(st.dev), minor(st.dev), st.ino));
-      await mkdir(layout.metaDir, { recursive: true, mode: 0o700 });
-      await mkdir(layout.mntDir, { recursive: true, mode: 0o700 });
+    await ensureKernel();
+    await mkdir(ctx.home, { recursive: true, mode: 0o700 });
+    const st = await stat(ctx.home);
+    const layout = new Layout(ctx.home, devicePrefixFor(major(st.dev), minor(st.dev), st.ino));
+    await mkdir(layout.metaDir, { recursive: true, mode: 0o700 });
+    await mkdir(layout.mntDir, { recursive: true, mode: 0o700 });
+    const locks = new StoreLocks(ctx.home, { timeoutMs: ctx.lockTimeoutMs, what: `devicemapper pool of ${ctx.home}` });
+    return locks.write('open the devicemapper pool', async () => {
       const saved = await deviceSetRecord.read(layout.deviceSetFile);
       const blockSize = saved?.blockSize ?? opts.blockSize;
       const pool = await openPool(opts, layout, blockSize);
@@ -79,16 +140,16 @@ export class DeviceMapperDriver implements StorageDriver {
       // the pool with other homes: start at a random id so that allocation rarely has to
       // step over ids that others hold (each step is a refused pool message).
       const firstId = pool.mode === 'loop-lvm' ? 1 : 1 + randomInt(MAX_DEVICE_ID - 4096);
-      const driver = new DeviceMapperDriver(ctx.home, layout, opts, lock, pool, saved ?? { nextDeviceId: firstId, base: null });
-      await driver.init();
+      const driver = new DeviceMapperDriver(ctx.home, layout, opts, locks, pool, firstId);
+      await driver.write('open the devicemapper pool', () => driver.init());
       return driver;
     });
   }
 
+  /** Open-time repair, under the store write lock: only what no live process owns. */
   private async init(): Promise<void> {
+    await this.sessions.join();
     await this.deactivateLeftovers();
-    this.transactionId = (await poolStatus(this.pool.name)).transactionId;
-    await this.loadLayers();
     await this.rollbackOpenTransaction();
     await this.undoInterruptedApplies();
     await this.sweepStrays();
@@ -98,22 +159,33 @@ export class DeviceMapperDriver implements StorageDriver {
 
   // ---- open-time recovery ----
 
-  /** Devices and mounts an earlier process left behind (it crashed, or was killed). */
+  /**
+   * Mounts and devices dead processes left behind: holds of dead processes are dropped
+   * (unmounting what then has none), and a layer's mount or device nobody holds is taken
+   * down, under that layer's lock (a free one: a live get may be between activating the
+   * device and mounting it). The base device is only ever active under the write lock,
+   * which we hold: any left is a dead process's.
+   */
   private async deactivateLeftovers(): Promise<void> {
-    const prefix = `${this.layout.devicePrefix}-`;
-    for (const m of await readMountInfo()) {
-      if (m.mountPoint.startsWith(`${this.layout.mntDir}/`)) await unmountDevice(m.mountPoint);
+    const mounted = (await readMountInfo()).filter((m) => m.mountPoint.startsWith(`${this.layout.mntDir}/`))
+      .map((m) => ({ id: m.mountPoint.slice(this.layout.mntDir.length + 1).split('/')[0]!, path: m.mountPoint }));
+    await this.mounts.sweep(mounted.filter((m) => this.layers.has(m.id)));
+    const unheld = async (id: string, undo: () => Promise<void>) => {
+      await this.locks.tryLayer(id, `take down what is left of layer ${id}`, async () => {
+        if ((await this.mounts.count(id)) === 0) await undo();
+      });
+    };
+    for (const m of (await readMountInfo()).filter((x) => x.mountPoint.startsWith(`${this.layout.mntDir}/`))) {
+      const id = m.mountPoint.slice(this.layout.mntDir.length + 1).split('/')[0]!;
+      if (this.layers.has(id)) await unheld(id, () => unmountDevice(m.mountPoint));
+      else await unmountDevice(m.mountPoint);
     }
-    for (const name of await listDevices(prefix)) {
-      if (name !== this.pool.name) await removeDevice(name, false, true);
-    }
-  }
-
-  private async loadLayers(): Promise<void> {
-    for (const entry of await readdir(this.layout.metaDir)) {
-      if (entry.startsWith('.')) continue;
-      const meta = await layerRecord.read(this.layout.layerMeta(entry));
-      if (meta) this.layers.set(entry, meta);
+    const byName = new Map([...this.layers.keys()].map((id) => [this.layout.deviceName(id), id]));
+    for (const name of await listDevices(`${this.layout.devicePrefix}-`)) {
+      if (name === this.pool.name) continue;
+      const id = byName.get(name);
+      if (id === undefined) await removeDevice(name, false, true);
+      else await unheld(id, () => removeDevice(name, false, true));
     }
   }
 
@@ -126,7 +198,7 @@ export class DeviceMapperDriver implements StorageDriver {
   private async rollbackOpenTransaction(): Promise<void> {
     const tx = await transactionRecord.read(this.layout.transactionFile);
     if (!tx) return;
-    if (this.transactionId < tx.id) {
+    if ((await this.transactionId()) < tx.id) {
       try {
         await poolMessage(this.pool.name, `delete ${tx.deviceId}`);
       } catch (err) {
@@ -161,15 +233,19 @@ export class DeviceMapperDriver implements StorageDriver {
    * between leaves either the old state or a device marked for discarding.
    */
   private async undoInterruptedApplies(): Promise<void> {
-    for (const [id, meta] of this.layers) {
-      if (meta.undoDeviceId !== undefined) {
-        const torn = meta.deviceId;
-        meta.deviceId = meta.undoDeviceId;
-        delete meta.undoDeviceId;
-        meta.discardDeviceId = torn;
-        await layerRecord.write(this.layout.layerMeta(id), meta);
-      }
-      if (meta.discardDeviceId !== undefined) await this.deleteSideDevice(id, meta, 'discardDeviceId');
+    for (const [id, meta] of [...this.layers]) {
+      if (meta.undoDeviceId === undefined && meta.discardDeviceId === undefined) continue;
+      // A free lock: the apply that took the snapshot is gone (a live one holds it).
+      await this.locks.tryLayer(id, `roll back the apply of layer ${id}`, async () => {
+        if (meta.undoDeviceId !== undefined) {
+          const torn = meta.deviceId;
+          meta.deviceId = meta.undoDeviceId;
+          delete meta.undoDeviceId;
+          meta.discardDeviceId = torn;
+          await layerRecord.write(this.layout.layerMeta(id), meta);
+        }
+        if (meta.discardDeviceId !== undefined) await this.deleteSideDevice(id, meta, 'discardDeviceId');
+      });
     }
   }
 
@@ -214,8 +290,9 @@ export class DeviceMapperDriver implements StorageDriver {
    * Snapshots a layer's device before applyDiff writes into it (see undoInterruptedApplies).
    * An active device is suspended for the snapshot, as for create.
    */
-  private async keepUndo(id: string, meta: LayerMeta): Promise<void> {
-    await this.poolLock.run('pool', async () => {
+  private async keepUndo(id: string): Promise<void> {
+    await this.write(`snapshot layer ${id} before its apply`, async () => {
+      const meta = this.current(id);
       const name = this.deviceName(id);
       const tx = await this.createWithFreshId(id, async (undoId) => {
         const active = await suspendIfActive(name);
@@ -252,18 +329,18 @@ export class DeviceMapperDriver implements StorageDriver {
   }
 
   private async openTransaction(subject: string, deviceId: number, op: Transaction['op']): Promise<Transaction> {
-    const tx: Transaction = { id: this.transactionId + 1, deviceId, subject, op };
+    const tx: Transaction = { id: (await this.transactionId()) + 1, deviceId, subject, op };
     await transactionRecord.write(this.layout.transactionFile, tx);
     return tx;
   }
 
   private async closeTransaction(tx: Transaction): Promise<void> {
     try {
-      await poolMessage(this.pool.name, `set_transaction_id ${this.transactionId} ${tx.id}`);
+      await poolMessage(this.pool.name, `set_transaction_id ${await this.transactionId()} ${tx.id}`);
     } catch (err) {
       throw classify(err, `setting the pool's transaction id to ${tx.id}`);
     }
-    this.transactionId = tx.id;
+    this.state.transactionId = tx.id;
     await transactionRecord.remove(this.layout.transactionFile);
   }
 
@@ -318,7 +395,7 @@ export class DeviceMapperDriver implements StorageDriver {
       if (this.opts.baseSizeSet && this.opts.baseSize > base.size) await this.growBase(this.opts.baseSize);
       return;
     }
-    await this.poolLock.run('pool', async () => {
+    await this.write('create the base device', async () => {
       const size = this.opts.baseSize;
       const tx = await this.createWithFreshId(BASE, (id) => poolMessage(this.pool.name, `create_thin ${id}`));
       const name = this.layout.baseName;
@@ -388,8 +465,8 @@ export class DeviceMapperDriver implements StorageDriver {
       }
       requested = parseSize(value, 'size');
     }
-    this.assertOpen();
-    await this.poolLock.run('pool', async () => {
+    // The parent's lock: its device is suspended for the snapshot, and it must not go or change meanwhile.
+    await this.locks.layer(parent === null ? [id] : [id, parent], `create layer ${id}`, () => this.write(`create layer ${id}`, async () => {
       if (this.layers.has(id)) {
         throw new CairnError('ERR_LAYER_EXISTS', `layer ${id} already exists`, { subject: id });
       }
@@ -403,17 +480,17 @@ export class DeviceMapperDriver implements StorageDriver {
       await this.assertFreeSpace(id);
       const originSubject = parent ?? BASE;
       const originName = this.deviceName(originSubject);
-      const tx = await this.createWithFreshId(id, (deviceId) => this.withOriginLock(parent, async () => {
+      const tx = await this.createWithFreshId(id, async (deviceId) => {
         // A snapshot of an active origin must be taken with the origin suspended, so
         // that no write is in flight while the pool shares its blocks. The origin's
-        // get/put lock is held so a concurrent put cannot remove it in between.
+        // layer lock is held, so no put (of any process) can remove it in between.
         const active = await suspendIfActive(originName);
         try {
           await poolMessage(this.pool.name, `create_snap ${deviceId} ${origin.deviceId}`);
         } finally {
           if (active) await resume(originName);
         }
-      }));
+      });
       const size = Math.max(origin.size, requested ?? 0);
       const meta: LayerMeta = { deviceId: tx.deviceId, size, transactionId: tx.id, parent, kind, applied: false };
       try {
@@ -428,15 +505,18 @@ export class DeviceMapperDriver implements StorageDriver {
         throw err;
       }
       await this.closeTransaction(tx);
-    });
-  }
-
-  private withOriginLock<T>(parent: string | null, fn: () => Promise<T>): Promise<T> {
-    return parent === null ? fn() : this.refs.withLock(parent, fn);
+    }));
   }
 
   private get fs(): DmOptions['fs'] {
     return this.deviceSet.base?.fs ?? this.opts.fs;
+  }
+
+  /** The layer's record in the table as the running locked section sees it; ERR_LAYER_NOT_FOUND if gone. */
+  private current(id: string): LayerMeta {
+    const meta = this.liveLayer(id);
+    if (!meta) throw new CairnError('ERR_LAYER_NOT_FOUND', `layer ${id} does not exist`, { subject: id });
+    return meta;
   }
 
   private liveLayer(id: string): LayerMeta | undefined {
@@ -459,23 +539,26 @@ export class DeviceMapperDriver implements StorageDriver {
 
   async exists(id: string): Promise<boolean> {
     assertValidId(id);
-    return this.liveLayer(id) !== undefined;
+    return this.read(`look up layer ${id}`, () => this.liveLayer(id) !== undefined);
   }
 
   async remove(id: string): Promise<void> {
     assertValidId(id);
-    this.assertOpen();
-    await this.refs.withLock(id, async () => {
-      const meta = this.liveLayer(id);
-      if (!meta) return;
-      if (this.refs.isMounted(id)) {
-        throw new CairnError('ERR_LAYER_IN_USE', `layer ${id} is mounted; put() it before removing it`, { subject: id });
-      }
-      const child = [...this.layers].find(([, m]) => m.parent === id && !m.deferredDeleted);
-      if (child) {
-        throw new CairnError('ERR_LAYER_IN_USE', `layer ${id} has a child layer (${child[0]}); remove the children first`, { subject: id });
-      }
-      await this.poolLock.run('pool', () => this.deleteDevice(id, meta));
+    await this.locks.layer(id, `remove layer ${id}`, async () => {
+      await this.mounts.assertUnheld(id, 'remove');
+      const removed = await this.write(`remove layer ${id}`, async () => {
+        const meta = this.liveLayer(id);
+        if (!meta) return false;
+        const child = [...this.layers].find(([, m]) => m.parent === id && !m.deferredDeleted);
+        if (child) {
+          throw new CairnError('ERR_LAYER_IN_USE', `layer ${id} has a child layer (${child[0]}); remove the children first`, { subject: id });
+        }
+        await this.deleteDevice(id, meta);
+        return true;
+      });
+      if (!removed) return;
+      await this.mounts.forget(id);
+      await this.locks.forgetLayer(id);
     });
   }
 
@@ -511,24 +594,29 @@ export class DeviceMapperDriver implements StorageDriver {
 
   async get(id: string, opts: GetOptions = {}): Promise<string> {
     assertValidId(id);
-    this.assertOpen();
-    if (!this.liveLayer(id)) throw new CairnError('ERR_LAYER_NOT_FOUND', `layer ${id} does not exist`, { subject: id });
-    return this.refs.get(id, opts);
+    return this.mounts.get(id, opts);
   }
 
   async put(id: string): Promise<void> {
     assertValidId(id);
-    await this.refs.put(id);
+    await this.mounts.put(id);
   }
 
+  /** Hold count of a layer's mount, every process counted (for tests and diagnostics). */
+  mountCount(id: string): Promise<number> {
+    assertValidId(id);
+    return this.mounts.count(id);
+  }
+
+  /** Activates and mounts the layer's device (under the layer's lock, see SharedMounts). */
   private async mountLayer(id: string, opts: GetOptions): Promise<string> {
-    const meta = this.liveLayer(id);
+    const { meta, fs } = await this.read(`mount layer ${id}`, () => ({ meta: this.liveLayer(id), fs: this.fs }));
     if (!meta) throw new CairnError('ERR_LAYER_NOT_FOUND', `layer ${id} does not exist`, { subject: id });
     const name = this.deviceName(id);
     if (!isActive(name)) await createDevice(name, thinTable(meta.size, this.pool.dev, meta.deviceId));
     const readOnly = meta.kind === 'ro' && meta.applied && !this.applying.has(id);
     try {
-      await mountDevice(devPath(name), this.layout.mountPoint(id), this.fs, this.opts.mountOpt, readOnly, opts.mountLabel);
+      await mountDevice(devPath(name), this.layout.mountPoint(id), fs, this.opts.mountOpt, readOnly, opts.mountLabel);
     } catch (err) {
       await removeDevice(name).catch(() => undefined);
       throw err;
@@ -551,23 +639,30 @@ export class DeviceMapperDriver implements StorageDriver {
 
   async applyDiff(id: string, parent: string | null | undefined, tar: Readable | AsyncIterable<Uint8Array>): Promise<number> {
     assertValidId(id);
-    const meta = this.liveLayer(id);
-    if (!meta) throw new CairnError('ERR_LAYER_NOT_FOUND', `layer ${id} does not exist`, { subject: id });
+    return this.locks.layer(id, `apply a diff to layer ${id}`, () => this.applyLocked(id, parent, tar));
+  }
+
+  private async applyLocked(id: string, parent: string | null | undefined, tar: Readable | AsyncIterable<Uint8Array>): Promise<number> {
+    await this.read(`apply a diff to layer ${id}`, () => this.current(id));
     this.applying.add(id);
     try {
       // The apply writes into the layer's device in place: an undo snapshot taken first
       // lets open put the layer back if the process dies half-way (found by the kill -9
       // trials). It is deleted once the apply is done, with the layer marked applied in the
       // same metadata write. A failed apply leaves the layer as it is, as before.
-      await this.keepUndo(id, meta);
+      await this.keepUndo(id);
       let bytes: number;
       try {
         bytes = await this.naive.applyDiff(id, parent, tar);
       } catch (err) {
-        await this.poolLock.run('pool', () => this.deleteSideDevice(id, meta, 'undoDeviceId')).catch(() => undefined);
+        await this.write(`drop the undo snapshot of layer ${id}`, () => this.deleteSideDevice(id, this.current(id), 'undoDeviceId')).catch(() => undefined);
         throw err;
       }
-      await this.poolLock.run('pool', () => this.deleteSideDevice(id, meta, 'undoDeviceId', meta.kind === 'ro' ? { applied: true } : {}));
+      // The record as the table has it now (it may have been read again since the snapshot).
+      await this.write(`finish the apply of layer ${id}`, () => {
+        const meta = this.current(id);
+        return this.deleteSideDevice(id, meta, 'undoDeviceId', meta.kind === 'ro' ? { applied: true } : {});
+      });
       return bytes;
     } finally {
       this.applying.delete(id);
@@ -579,48 +674,17 @@ export class DeviceMapperDriver implements StorageDriver {
   }
 
   async status(): Promise<Array<[string, string]>> {
-    const s = await poolStatus(this.pool.name);
-    const dataUsed = s.usedDataBlocks * this.pool.blockSize;
-    const dataTotal = s.totalDataBlocks * this.pool.blockSize;
-    const metaUsed = s.usedMetadataBlocks * METADATA_BLOCK;
-    const metaTotal = s.totalMetadataBlocks * METADATA_BLOCK;
-    const minFree = Math.floor(dataTotal * this.opts.minFreeSpacePercent / 100);
-    let backing = 'unknown';
-    try { backing = (await detectBackingFs(this.home)).name; } catch { /* keep unknown */ }
-    const out: Array<[string, string]> = [
-      ['Pool Name', this.pool.name],
-      ['Pool Mode', this.pool.mode === 'loop-lvm' ? 'loop-lvm (loopback files: for testing only, not for production)' : this.pool.mode],
-      ['Pool Blocksize', humanSize(this.pool.blockSize)],
-      ['Base Device Size', humanSize(this.deviceSet.base?.size ?? this.opts.baseSize)],
-      ['Backing Filesystem', this.fs === 'ext4' ? 'extfs' : 'xfs'],
-      ['Home Filesystem', backing],
-      ['Udev Sync Supported', String(udevRunning())],
-    ];
-    if (this.pool.loop) {
-      out.push(['Data file', this.pool.loop.dataDev], ['Metadata file', this.pool.loop.metadataDev]);
-    }
-    out.push(
-      ['Data Space Used', humanSize(dataUsed)],
-      ['Data Space Total', humanSize(dataTotal)],
-      ['Data Space Available', humanSize(dataTotal - dataUsed)],
-      ['Metadata Space Used', humanSize(metaUsed)],
-      ['Metadata Space Total', humanSize(metaTotal)],
-      ['Metadata Space Available', humanSize(metaTotal - metaUsed)],
-      ['Thin Pool Minimum Free Space', humanSize(minFree)],
-      ['Deferred Removal Enabled', String(this.opts.deferredRemoval)],
-      ['Deferred Deletion Enabled', String(this.opts.deferredDeletion)],
-      ['Deferred Deleted Device Count', String([...this.layers.values()].filter((m) => m.deferredDeleted).length)],
-    );
-    if (this.pool.loop) {
-      out.push(['Data loop file', this.pool.loop.dataFile], ['Metadata loop file', this.pool.loop.metadataFile]);
-    }
-    out.push(['Library Version', await libraryVersion()]);
-    return out;
+    return this.read('report status', () => this.statusLocked());
+  }
+
+  private async statusLocked(): Promise<Array<[string, string]>> {
+    const deferredDeleted = [...this.layers.values()].filter((m) => m.deferredDeleted).length;
+    return statusRows(this.home, this.pool, this.opts, this.deviceSet.base?.size ?? this.opts.baseSize, this.fs, deferredDeleted);
   }
 
   async metadata(id: string): Promise<Record<string, string>> {
     assertValidId(id);
-    const meta = this.liveLayer(id);
+    const meta = await this.read(`read the metadata of layer ${id}`, () => this.liveLayer(id));
     if (!meta) throw new CairnError('ERR_LAYER_NOT_FOUND', `layer ${id} does not exist`, { subject: id });
     return {
       DeviceId: String(meta.deviceId),
@@ -631,38 +695,26 @@ export class DeviceMapperDriver implements StorageDriver {
     };
   }
 
+  /**
+   * Drops this driver's holds (unmounting and deactivating what nobody else holds). The
+   * last driver open on the home, with nothing held by anyone (`cairn mount`s included),
+   * also deactivates what is left and, for loop-lvm, the pool and its loop devices.
+   * Holds no lock afterwards.
+   */
   async cleanup(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
     try {
-      const errors = await this.refs.unmountAll();
+      const errors = await this.mounts.releaseAll();
       if (errors.length > 0) throw errors[0];
-      for (const name of await listDevices(`${this.layout.devicePrefix}-`)) {
-        if (name !== this.pool.name) await removeDevice(name, false, true);
-      }
-      await closePool(this.pool);
+      await this.write('close the devicemapper pool', async () => {
+        await this.sessions.leave();
+        if ((await this.sessions.others()) > 0 || await this.mounts.anyHeld()) return;
+        for (const name of await listDevices(`${this.layout.devicePrefix}-`)) {
+          if (name !== this.pool.name) await removeDevice(name, false, true);
+        }
+        await closePool(this.pool);
+      });
     } finally {
-      await this.lock.release();
+      await this.locks.close();
     }
-  }
-
-  private assertOpen(): void {
-    if (this.closed) throw new CairnError('ERR_NOT_SUPPORTED', `the devicemapper driver at ${this.home} was cleaned up; open it again`, { subject: this.home });
-  }
-}
-
-/** Loads the thin-pool target when the kernel has it as a module, and checks it is there. */
-async function ensureKernel(): Promise<void> {
-  const missing = kernelMissing();
-  if (missing) throw new CairnError('ERR_NOT_SUPPORTED', missing);
-  // Loaded already (the common case after the first open): skip the dmsetup round trip.
-  if (existsSync('/sys/module/dm_thin_pool')) return;
-  let targets = await targetVersions().catch(() => new Map<string, string>());
-  if (!targets.has('thin-pool')) {
-    await run('modprobe', ['dm_thin_pool'], 'kmod').catch(() => undefined);
-    targets = await targetVersions();
-  }
-  if (!targets.has('thin-pool')) {
-    throw new CairnError('ERR_NOT_SUPPORTED', 'device-mapper has no thin-pool target (modprobe dm_thin_pool failed); devicemapper needs CONFIG_DM_THIN_PROVISIONING');
   }
 }

@@ -1,9 +1,11 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
 import { release } from 'node:os';
-import { detectBackingFs } from '@cairnfs/core';
+import { CairnError, detectBackingFs } from '@cairnfs/core';
 import type { DriverSetup, ProbeVerdict } from '@cairnfs/core';
 import type { DmOptions } from './options.js';
+import { targetVersions } from './dmsetup.js';
+import { run } from './exec.js';
 
 export const NAME = 'devicemapper';
 export const PRIORITY = 4;
@@ -62,4 +64,20 @@ export async function probeDevicemapper(setup: DriverSetup<DmOptions>): Promise<
     };
   }
   return { ...base, usable: true };
+}
+
+/** Loads the thin-pool target when the kernel has it as a module, and checks it is there. */
+export async function ensureKernel(): Promise<void> {
+  const missing = kernelMissing();
+  if (missing) throw new CairnError('ERR_NOT_SUPPORTED', missing);
+  // Loaded already (the common case after the first open): skip the dmsetup round trip.
+  if (existsSync('/sys/module/dm_thin_pool')) return;
+  let targets = await targetVersions().catch(() => new Map<string, string>());
+  if (!targets.has('thin-pool')) {
+    await run('modprobe', ['dm_thin_pool'], 'kmod').catch(() => undefined);
+    targets = await targetVersions();
+  }
+  if (!targets.has('thin-pool')) {
+    throw new CairnError('ERR_NOT_SUPPORTED', 'device-mapper has no thin-pool target (modprobe dm_thin_pool failed); devicemapper needs CONFIG_DM_THIN_PROVISIONING');
+  }
 }
