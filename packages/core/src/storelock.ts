@@ -260,8 +260,7 @@ export class StoreLocks {
     await this.queue.acquire(true);
     let locked = false;
     try {
-      const handle = await this.file();
-      await this.waitFlock(handle, true, this.lockPath, op, `the ${this.what}`);
+      const handle = await this.lockedFile(true, op);
       locked = true;
       const record = await readRecord(handle);
       const before = typeof record?.generation === 'number' ? record.generation : Number.NaN;
@@ -391,6 +390,21 @@ export class StoreLocks {
     }
   }
 
+  /**
+   * The store lock file, flocked. The file is never deleted by cairn; if someone did
+   * (our open file has no name left), locking it would exclude nobody: open the new one.
+   */
+  private async lockedFile(exclusive: boolean, op: string): Promise<FileHandle> {
+    for (;;) {
+      const handle = await this.file();
+      await this.waitFlock(handle, exclusive, this.lockPath, op, `the ${this.what}`);
+      if ((await handle.stat()).nlink > 0) return handle;
+      unflock(handle.fd);
+      if (this.handle === handle) this.handle = null;
+      await handle.close().catch(() => undefined);
+    }
+  }
+
   private async file(): Promise<FileHandle> {
     if (this.handle) return this.handle;
     this.opening ??= (async () => {
@@ -404,8 +418,7 @@ export class StoreLocks {
   }
 
   private async takeShared(op: string): Promise<void> {
-    const handle = await this.file();
-    await this.waitFlock(handle, false, this.lockPath, op, `the ${this.what}`);
+    const handle = await this.lockedFile(false, op);
     const record = await readRecord(handle);
     this.gen = typeof record?.generation === 'number' ? record.generation : Number.NaN;
   }

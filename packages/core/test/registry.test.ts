@@ -2,21 +2,24 @@ import { mkdir, mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  acquireHomeLock, CairnError, detectBackingFs, isCairnError, openDriver, probe, Registry, supportsDType,
+  CairnError, DEFAULT_LOCK_TIMEOUT_MS, detectBackingFs, isCairnError, openDriver, probe, Registry, StoreLocks, supportsDType,
 } from '@cairnfs/core';
 import type {
-  BackingFs, DriverContext, DriverFactory, ErrorCode, HomeLock, ProbeResult, StorageDriver,
+  BackingFs, DriverContext, DriverFactory, ErrorCode, ProbeResult, StorageDriver,
 } from '@cairnfs/core';
 import { describeBackend, loopFsMissing, makeLoopFs } from '@cairnfs/testkit';
 import type { LoopFs } from '@cairnfs/testkit';
 
 /**
- * Test drivers: real probes of the real backing filesystem (statfs, d_type), a real
- * home lock on open; only the layer operations are absent, since the registry never
- * calls them.
+ * Test drivers: real probes of the real backing filesystem (statfs, d_type), the real
+ * store lock taken by each operation (status); only the layer operations are absent,
+ * since the registry never calls them.
  */
 class TestDriver implements StorageDriver {
-  constructor(readonly name: string, readonly home: string, readonly ctx: DriverContext, private readonly lock: HomeLock) {}
+  private readonly locks: StoreLocks;
+  constructor(readonly name: string, readonly home: string, readonly ctx: DriverContext) {
+    this.locks = new StoreLocks(home, { timeoutMs: ctx.lockTimeoutMs, what: `${name} test table` });
+  }
   private absent(): never { throw new CairnError('ERR_NOT_SUPPORTED', `${this.name} test driver has no layer operations`); }
   async create(): Promise<void> { this.absent(); }
   async createReadWrite(): Promise<void> { this.absent(); }
@@ -28,9 +31,11 @@ class TestDriver implements StorageDriver {
   async changes(): Promise<never> { this.absent(); }
   async applyDiff(): Promise<number> { this.absent(); }
   async diffSize(): Promise<number> { this.absent(); }
-  async status(): Promise<Array<[string, string]>> { return [['Backing Filesystem', (await detectBackingFs(this.home)).name]]; }
+  async status(): Promise<Array<[string, string]>> {
+    return this.locks.read('report status', async () => [['Backing Filesystem', (await detectBackingFs(this.home)).name]]);
+  }
   async metadata(): Promise<Record<string, string>> { return {}; }
-  async cleanup(): Promise<void> { await this.lock.release(); }
+  async cleanup(): Promise<void> { await this.locks.close(); }
 }
 
 interface TestFactorySpec {
@@ -58,8 +63,8 @@ function testFactory(spec: TestFactorySpec): DriverFactory & { probes: number } 
         : { name: spec.name, priority: spec.priority, usable: true, backingFs: fs.name };
     },
     async open(ctx: DriverContext): Promise<StorageDriver> {
-      const lock = await acquireHomeLock(ctx.home, { timeoutMs: ctx.lockTimeoutMs });
-      return new TestDriver(spec.name, ctx.home, ctx, lock);
+      await mkdir(ctx.home, { recursive: true });
+      return new TestDriver(spec.name, ctx.home, ctx);
     },
     async hasLayers(ctx: DriverContext): Promise<boolean> {
       try {
@@ -184,16 +189,17 @@ describe('openDriver / probe argument checks', () => {
     expect(results[1]).toMatchObject({ name: 'vfs', usable: true, chosen: true });
   });
 
-  test('two opens of one driver home conflict through the home lock; lockTimeoutMs is handed to the driver', async () => {
+  test('two opens of one driver home both succeed (no lock outlives an operation); lockTimeoutMs is handed to the driver, 30 s by default', async () => {
     const registry = registryOf(vfsLike());
-    const first = await open({ root, registry });
-    const started = Date.now();
-    const err = await failure(openDriver({ root, registry, lockTimeoutMs: 200 }));
-    expect(err.code).toBe('ERR_LOCKED');
-    expect(Date.now() - started).toBeGreaterThanOrEqual(190);
+    const first = await open({ root, registry }) as TestDriver;
+    const second = await open({ root, registry, lockTimeoutMs: 200 }) as TestDriver;
+    expect(first.ctx.lockTimeoutMs).toBe(DEFAULT_LOCK_TIMEOUT_MS);
+    expect(DEFAULT_LOCK_TIMEOUT_MS).toBe(30_000);
+    expect(second.ctx.lockTimeoutMs).toBe(200);
+    expect(await first.status()).toEqual(await second.status());
     await first.cleanup();
-    const again = await open({ root, registry });
-    expect(again.home).toBe(join(root, 'vfs'));
+    await second.cleanup();
+    await expect(failure(openDriver({ root, registry, lockTimeoutMs: -1 }))).resolves.toMatchObject({ code: 'ERR_INVALID_OPTION' });
   });
 });
 

@@ -1,7 +1,8 @@
 import { mkdtemp, readdir, rm, stat, writeFile, mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { makeStagingDir, commitStaged, discardDir, sweepLeftovers, STAGING_DIR, TRASH_DIR } from '@cairnfs/core';
+import { basename } from 'node:path';
+import { makeStagingDir, commitStaged, discardDir, parseOwnedName, processStartTime, sweepLeftovers, STAGING_DIR, TRASH_DIR } from '@cairnfs/core';
 
 let home: string;
 beforeEach(async () => { home = await mkdtemp(join(tmpdir(), 'cairn-staging-')); });
@@ -23,15 +24,19 @@ test('discardDir makes the layer disappear and reclaims it', async () => {
   expect(await readdir(join(home, TRASH_DIR))).toEqual([]);
 });
 
-test('sweepLeftovers deletes interrupted creates and removes but never a committed layer', async () => {
-  await makeStagingDir(home, 'half');
-  await mkdir(join(home, TRASH_DIR, 'old-123', 'x'), { recursive: true });
+test('sweepLeftovers deletes what dead processes left, never a live process\'s work in progress or a committed layer', async () => {
+  const mine = await makeStagingDir(home, 'half');
+  expect(parseOwnedName(basename(mine))).toEqual({ id: 'half', owner: { pid: process.pid, start: processStartTime(process.pid) } });
+  // pid 1 is alive, but did not start at tick 1: a reused pid, its owner is gone.
+  await mkdir(join(home, STAGING_DIR, 'dead@1.1@0123456789ab', 'x'), { recursive: true });
+  await mkdir(join(home, TRASH_DIR, 'old-123', 'x'), { recursive: true }); // an older cairn's name: no owner, gone
+  await mkdir(join(home, TRASH_DIR, 'kept@1.1@0123456789ab'), { recursive: true });
   await mkdir(join(home, 'kept'));
   const seen: string[] = [];
-  const swept = await sweepLeftovers(home, async (p) => { seen.push(p); });
-  expect(swept).toHaveLength(2);
+  const swept = await sweepLeftovers(home, { beforeDelete: async (p) => { seen.push(p); }, keep: (p) => basename(p).startsWith('kept@') });
+  expect(swept.map((p) => basename(p)).sort()).toEqual(['dead@1.1@0123456789ab', 'old-123']);
   expect(seen).toEqual(swept);
-  expect(await readdir(join(home, STAGING_DIR))).toEqual([]);
-  expect(await readdir(join(home, TRASH_DIR))).toEqual([]);
+  expect(await readdir(join(home, STAGING_DIR))).toEqual([basename(mine)]);
+  expect(await readdir(join(home, TRASH_DIR))).toEqual(['kept@1.1@0123456789ab']);
   expect((await stat(join(home, 'kept'))).isDirectory()).toBe(true);
 });

@@ -1,0 +1,192 @@
+// Mount holds shared across processes (SharedMounts), with a second real process
+// (lock-child.ts) using the same marker-file hooks: a mount is a file `mounted/<id>`
+// created with O_EXCL, so a second mount of a layer fails the test by itself.
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { bootId, isCairnError, isProcessAlive, processStartTime, selfIdentity, SharedMounts, StoreLocks } from '@cairnfs/core';
+import type { MountHooks } from '@cairnfs/core';
+import { killChild, nextLine, spawnTsChild, type CrashChild } from '@cairnfs/testkit';
+
+const CHILD = fileURLToPath(new URL('./lock-child.ts', import.meta.url));
+const children: CrashChild[] = [];
+let home: string;
+let calls: string[];
+
+beforeEach(async () => {
+  home = await mkdtemp(join(tmpdir(), 'cairn-holds-'));
+  calls = [];
+});
+afterEach(async () => {
+  for (const c of children.splice(0)) { killChild(c); await c.exited; }
+  await rm(home, { recursive: true, force: true });
+});
+
+function hooks(): MountHooks {
+  return {
+    async mount(id) {
+      calls.push(`mount ${id}`);
+      await mkdir(join(home, 'mounted'), { recursive: true });
+      await writeFile(join(home, 'mounted', id), String(process.pid), { flag: 'wx' });
+      return join(home, 'mnt', id);
+    },
+    async unmount(id, path) {
+      calls.push(`unmount ${id} ${path === null ? 'null' : 'path'}`);
+      await rm(join(home, 'mounted', id), { force: true });
+    },
+  };
+}
+
+function open(timeoutMs = 5000): { locks: StoreLocks; mounts: SharedMounts } {
+  const locks = new StoreLocks(home, { timeoutMs, what: 'test table' });
+  return { locks, mounts: new SharedMounts(home, locks, hooks()) };
+}
+
+async function child(): Promise<CrashChild> {
+  const c = spawnTsChild(CHILD, [home, '5000']);
+  children.push(c);
+  expect(await nextLine(c)).toBe('ready');
+  return c;
+}
+
+async function ask(c: CrashChild, line: string): Promise<string | null> {
+  c.proc.stdin!.write(`${line}\n`);
+  return nextLine(c);
+}
+
+const mounted = (id: string) => existsSync(join(home, 'mounted', id));
+const recordOf = async (id: string) => JSON.parse(await readFile(join(home, '.cairn', 'mounts', `${id}.json`), 'utf8')) as { holds: unknown[]; path: string | null; boot: string };
+
+test('proc: our own start time is field 22 of /proc/self/stat; a pid with another start time is not alive', () => {
+  const me = selfIdentity();
+  expect(me.pid).toBe(process.pid);
+  expect(processStartTime(process.pid)).toBe(me.start);
+  expect(isProcessAlive(me)).toBe(true);
+  expect(isProcessAlive({ pid: 1, start: processStartTime(1)! + 1 })).toBe(false); // pid 1 lives, but not that one
+  expect(processStartTime(2 ** 22 + 7)).toBeNull();
+});
+
+test('64 concurrent gets mount once and return one path; 64 puts unmount once', async () => {
+  const { mounts, locks } = open();
+  const paths = await Promise.all(Array.from({ length: 64 }, () => mounts.get('a')));
+  expect(new Set(paths)).toEqual(new Set([join(home, 'mnt', 'a')]));
+  expect(await mounts.count('a')).toBe(64);
+  await Promise.all(Array.from({ length: 64 }, () => mounts.put('a')));
+  expect(calls).toEqual(['mount a', 'unmount a path']);
+  await expect(mounts.put('a')).rejects.toMatchObject({ code: 'ERR_NOT_MOUNTED' });
+  await locks.close();
+});
+
+test('get from two processes is one mount with two holds; the last put of either unmounts', async () => {
+  const { mounts, locks } = open();
+  const c = await child();
+  const path = await ask(c, 'get a');
+  expect(mounted('a')).toBe(true);
+  expect(await mounts.get('a')).toBe(path); // the child's mount: ours would fail O_EXCL
+  expect(calls).toEqual([]);
+  expect(await mounts.count('a')).toBe(2);
+  expect((await mounts.holds('a')).map((h) => h.holder).sort()).toEqual([`process ${c.proc.pid}`, `process ${process.pid}`].sort());
+  await mounts.put('a');
+  expect(mounted('a')).toBe(true);
+  expect(await ask(c, 'put a')).toBe('done');
+  expect(mounted('a')).toBe(false);
+  await locks.close();
+});
+
+test('the holds of a process killed with SIGKILL are dropped when next seen, and its mount comes off with the last of them', async () => {
+  const { mounts, locks } = open();
+  const c = await child();
+  await ask(c, 'get a');
+  await ask(c, 'get b');
+  await mounts.get('b');
+  killChild(c);
+  await c.exited;
+  expect(await mounts.count('a')).toBe(0); // seen: dropped, and nobody is left
+  expect(mounted('a')).toBe(false);
+  expect(await mounts.count('b')).toBe(1); // ours stays
+  expect(mounted('b')).toBe(true);
+  await mounts.put('b');
+  expect(mounted('b')).toBe(false);
+  await locks.close();
+});
+
+test('a hold whose pid is alive but started at another time (pid reuse) is not a holder', async () => {
+  const { mounts, locks } = open();
+  await mounts.get('a');
+  const record = await recordOf('a');
+  const init = { pid: 1, start: processStartTime(1)! + 99, session: 'old', count: 3 };
+  await writeFile(join(home, '.cairn', 'mounts', 'a.json'), JSON.stringify({ ...record, holds: [...record.holds, init] }));
+  expect(await mounts.count('a')).toBe(1);
+  expect((await recordOf('a')).holds).toHaveLength(1); // rewritten without it
+  await mounts.put('a');
+  expect(mounted('a')).toBe(false);
+  await locks.close();
+});
+
+test('a named hold (cairn mount) outlives the process that made it and every cleanup; only a put by that name ends it', async () => {
+  const first = open();
+  await first.mounts.get('web', {}, 'cli-mount:web');
+  await first.locks.close(); // the CLI process is gone; its named hold stays
+  const { mounts, locks } = open();
+  await mounts.get('web');
+  expect(await mounts.releaseAll()).toEqual([]); // our cleanup: our hold goes, the named one stays
+  expect(mounted('web')).toBe(true);
+  expect(await mounts.holds('web')).toEqual([{ holder: 'cli-mount:web', count: 1, mine: false }]);
+  await expect(mounts.put('web')).rejects.toMatchObject({ code: 'ERR_NOT_MOUNTED', message: expect.stringContaining('held by cli-mount:web') });
+  await expect(mounts.assertUnheld('web', 'remove')).rejects.toMatchObject({ code: 'ERR_LAYER_IN_USE', message: expect.stringContaining('cli-mount:web') });
+  await mounts.put('web', 'cli-mount:web');
+  expect(mounted('web')).toBe(false);
+  await locks.close();
+});
+
+test('a get killed between recording its hold and its mount is undone by the next reader (unmount with no path)', async () => {
+  await mkdir(join(home, '.cairn', 'mounts'), { recursive: true });
+  const dead = { pid: selfIdentity().pid, start: selfIdentity().start - 1, session: 'x', count: 1 };
+  await writeFile(join(home, '.cairn', 'mounts', 'a.json'), JSON.stringify({ boot: bootId(), path: null, holds: [dead] }));
+  const { mounts, locks } = open();
+  expect(await mounts.get('a')).toBe(join(home, 'mnt', 'a'));
+  expect(calls).toEqual(['unmount a null', 'mount a']);
+  await mounts.put('a');
+  await locks.close();
+});
+
+test('holds recorded in an earlier boot are void', async () => {
+  const { mounts, locks } = open();
+  await mounts.get('a');
+  const record = await recordOf('a');
+  await writeFile(join(home, '.cairn', 'mounts', 'a.json'), JSON.stringify({ ...record, boot: 'another-boot' }));
+  expect(await mounts.count('a')).toBe(0);
+  await locks.close();
+});
+
+test('a corrupt hold record is refused naming the file and what to do; the open-time sweep skips it', async () => {
+  await mkdir(join(home, '.cairn', 'mounts'), { recursive: true });
+  const file = join(home, '.cairn', 'mounts', 'bad.json');
+  await writeFile(file, '{"boot": "x", "holds": [{"pid": "no"}');
+  const { mounts, locks } = open();
+  const err = await mounts.get('bad').then(() => null, (e: unknown) => e as Error);
+  expect(isCairnError(err, 'ERR_BACKEND_FAILED')).toBe(true);
+  expect(err!.message).toContain(file);
+  expect(err!.message).toMatch(/delete that file/);
+  await writeFile(file, JSON.stringify({ boot: bootId(), path: '/x', holds: [{ count: 1 }] }));
+  await expect(mounts.count('bad')).rejects.toMatchObject({ code: 'ERR_BACKEND_FAILED', message: expect.stringContaining('malformed') });
+  await mounts.sweep([{ id: 'bad', path: '/x' }]); // does not throw: the layer stays refused, open goes on
+  expect(calls).toEqual([]);
+  await locks.close();
+});
+
+test('the open-time sweep drops dead holds and unmounts mounts no record knows, but leaves a layer another operation holds', async () => {
+  const c = await child();
+  await ask(c, 'get dead');
+  killChild(c);
+  await c.exited;
+  const c2 = await child();
+  expect(await ask(c2, 'layer busy')).toBe('held');
+  const { mounts, locks } = open();
+  await mounts.sweep([{ id: 'orphan', path: '/somewhere' }, { id: 'busy', path: '/busy' }]);
+  expect(calls.sort()).toEqual(['unmount dead path', 'unmount orphan path']);
+  c2.proc.stdin!.write('release\n');
+  await locks.close();
+});
