@@ -4,6 +4,8 @@ export * from './tree.js';
 export * from './conformance.js';
 export * from './dockerd.js';
 export * from './crash.js';
+export { RemoteDriver, RemoteError } from './remote.js';
+export type { StressOptions, WitnessOptions, WorkReport } from './remote-work.js';
 export * from './zfs.js';
 export * from './fuzz.js';
 export * from './vm.js';
