@@ -216,12 +216,16 @@ export class SharedMounts {
   async sweep(mounted: Array<{ id: string; path: string }> = []): Promise<void> {
     const paths = new Map(mounted.map((m) => [m.id, m.path]));
     const ids = new Set(paths.keys());
+    const temps = new Set<string>();
     for (const name of await readdir(this.dir).catch(() => [] as string[])) {
       if (name.endsWith('.json') && !name.startsWith('.')) ids.add(name.slice(0, -'.json'.length));
-      else if (name.startsWith('.') && name.endsWith('.tmp')) await unlink(join(this.dir, name)).catch(() => undefined);
+      else if (name.startsWith('.') && name.endsWith('.json.tmp')) temps.add(name.slice(1, -'.json.tmp'.length));
     }
-    for (const id of ids) {
+    for (const id of new Set([...ids, ...temps])) {
       await this.locks.tryLayer(id, `repair the mount holds of layer ${id}`, async () => {
+        // A record being written has its temp file: only a dead writer's (its lock is free) is litter.
+        if (temps.has(id)) await unlink(join(this.dir, `.${id}.json.tmp`)).catch(() => undefined);
+        if (!ids.has(id)) return;
         let record: HoldRecord | null;
         try {
           record = await this.load(id, false);

@@ -8,10 +8,11 @@ import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import { readMountInfo } from '@cairnfs/core';
+import { StoreLocks, isOwnerAlive, readMountInfo } from '@cairnfs/core';
 import { applyLayer, encodeHeader, tarTrailer } from '@cairnfs/archive';
 import type { DriverFactory, StorageDriver } from '@cairnfs/core';
 import { constants as sysConstants, umount2 } from '@cairnfs/sys';
+import { RemoteDriver } from './remote.js';
 
 /**
  * Crash consistency by SIGKILL: a child process runs a plan of driver operations
@@ -168,6 +169,14 @@ export interface CrashRunOptions {
   stepDeadlineMs?: number;
   /** Called with a line of progress every 50 trials. */
   log?: (line: string) => void;
+  /**
+   * Runs a second, live process on the same root for the whole run (a "witness": see
+   * remote-work.ts): it keeps creating, applying, mounting and removing its own layers
+   * (`w-…`) and holds one mounted throughout, while the victim is killed around it and
+   * the home reopened after every kill. Every witness operation must succeed, none may
+   * wait past its lock timeout, and its mounts must survive every reopen and cleanup.
+   */
+  witness?: boolean;
 }
 
 export interface CrashRunReport {
@@ -181,9 +190,20 @@ export interface CrashRunReport {
   /** Trials whose child finished its plan before the kill. */
   finished: number;
   millis: number;
+  /** Operations the witness process ran (0 without one). */
+  witnessOps?: number;
 }
 
 const here = dirname(fileURLToPath(import.meta.url));
+
+/**
+ * What belongs to the witness process (layers `w-<n>`, and staging, trash or subvolume
+ * names made from them): left alone by the checks, the witness checks its own. Model
+ * layers are `t<trial>-<n>`, which never match.
+ */
+const isWitnessId = (name: string): boolean => /(^|[/.-])w-\d/.test(name);
+const isWitnessPath = (path: string): boolean => path.split('/').some(isWitnessId);
+
 const repoRoot = join(here, '..', '..', '..');
 const CHILD = join(here, 'crash-child.ts');
 const REGISTER = join(repoRoot, 'scripts', 'ts-register.mjs');
@@ -280,6 +300,11 @@ export async function runCrashTrials(opts: CrashRunOptions): Promise<CrashRunRep
   let planMsEstimate = opts.planMs ?? 150;
   let openMsEstimate = opts.openMs ?? 60;
   let warm = spawnWarm(opts.factory.name);
+  const witness = opts.witness
+    ? await RemoteDriver.start(opts.factory.name, root, { options: opts.options ?? {}, lockTimeoutMs: 10_000 })
+    : null;
+  await witness?.startWitness({ prefix: 'w', bytes: Math.min(bytes, 16 * 1024), maxLayers: 3, opTimeoutMs: 10_000 });
+  const storeLocks = witness ? new StoreLocks(join(root, opts.factory.name), { timeoutMs: 10_000, what: 'store' }) : null;
   const fail = (trial: number, what: string): never => {
     throw new Error(`crash trial ${trial} of ${opts.factory.name} (CAIRN_CRASH_SEED=${opts.seed}): ${what}`);
   };
@@ -368,11 +393,15 @@ export async function runCrashTrials(opts: CrashRunOptions): Promise<CrashRunRep
           if (hash !== layer.hash) fail(trial, `finished layer ${id} changed after a kill during ${where}: tree hash ${hash}, expected ${layer.hash}`);
         }
         const home = join(root, opts.factory.name);
-        const onDisk = (await opts.listOnDisk(home)).sort();
+        // With a witness at work, look under the store's read lock: no create of its is half made then.
+        const list = () => opts.listOnDisk(home);
+        const listed = storeLocks ? await storeLocks.read('list the layers on disk', list) : await list();
+        const onDisk = listed.filter((id) => !isWitnessId(id)).sort();
         const expected = [...model.keys()].sort();
         if (JSON.stringify(onDisk) !== JSON.stringify(expected)) fail(trial, `layers on disk ${JSON.stringify(onDisk)} differ from finished layers ${JSON.stringify(expected)} (orphans or losses) after a kill during ${where}`);
         for (const sub of ['.staging', '.trash']) {
-          const left = await readdir(join(home, sub)).catch(() => []);
+          // A live process's work in progress (the witness's) is not a leftover.
+          const left = (await readdir(join(home, sub)).catch(() => [])).filter((n) => !isOwnerAlive(n));
           if (left.length > 0) fail(trial, `${sub} still holds ${left.join(', ')} after reopening (kill during ${where})`);
         }
       };
@@ -388,11 +417,22 @@ export async function runCrashTrials(opts: CrashRunOptions): Promise<CrashRunRep
         for (const path of known) await detachUnder(path);
         for (const path of known) await rm(path, { recursive: true, force: true });
       }
-      const mounts = (await readMountInfo()).filter((m) => m.mountPoint.startsWith(`${home}/`));
+      const mounts = (await readMountInfo()).filter((m) => m.mountPoint.startsWith(`${home}/`) && !isWitnessPath(m.mountPoint));
       if (mounts.length > 0) fail(trial, `mounts left after reopen + cleanup: ${mounts.map((m) => m.mountPoint).join(', ')}`);
+      if (witness && !(await witnessAlive(witness))) fail(trial, 'the witness process died');
       if (opts.log && (trial + 1) % 50 === 0) opts.log(`${opts.factory.name}: ${trial + 1} kill trials, ${model.size} layers, ${Date.now() - started} ms`);
     }
+    if (witness) {
+      const w = await witness.stopWitness();
+      report.witnessOps = w.ops;
+      if (w.errors.length > 0) throw new Error(`crash trials of ${opts.factory.name} (CAIRN_CRASH_SEED=${opts.seed}): the witness process failed: ${w.errors.slice(0, 5).join('; ')}`);
+      if (w.ops === 0) throw new Error('the witness process did no work');
+      await witness.exit();
+    }
   } finally {
+    await storeLocks?.close();
+    witness?.kill();
+    await witness?.exited;
     killChild(warm);
     await warm.exited;
     // Never let tidying up hide the failure that brought us here.
@@ -402,6 +442,14 @@ export async function runCrashTrials(opts: CrashRunOptions): Promise<CrashRunRep
   }
   report.millis = Date.now() - started;
   return report;
+}
+
+/** True while the witness process runs and answers. */
+async function witnessAlive(witness: RemoteDriver): Promise<boolean> {
+  return Promise.race([
+    witness.call('exists', 'w-0').then(() => true, (err: unknown) => (err as { code?: string }).code !== 'EXITED'),
+    witness.exited.then(() => false),
+  ]);
 }
 
 /** Brings the model in line with one op the child began: finished ops must show, an interrupted one may or may not. */

@@ -56,6 +56,14 @@ describeBackend('btrfs', process.getuid?.() === 0 ? loopFsMissing('btrfs') : 'bt
     expect(report.finished).toBeLessThan(report.trials / 2);
   }, 600_000);
 
+  test(`btrfs survives ${crashTrials(30)} SIGKILLs while a second live process keeps working on the same root: it never fails nor waits past its lock timeout`, async () => {
+    const seed = crashSeed();
+    const report = await runCrashTrials({ base: fs.dir, factory: btrfsDriver, trials: crashTrials(30), seed, listOnDisk: btrfsOnDisk(fs.dir), witness: true });
+    console.log(`btrfs crash trials with a witness (seed ${seed}): ${JSON.stringify(report)}`);
+    expect(report.trials).toBe(crashTrials(30));
+    expect(report.witnessOps).toBeGreaterThan(crashTrials(30));
+  }, 600_000);
+
   // Larger tars keep the child inside applyDiff for longer, so more kills land mid-apply.
   test('a kill during applyDiff of an 8 MiB tar leaves the layer as it was or fully applied, never torn', async () => {
     const seed = crashSeed();

@@ -48,6 +48,15 @@ describeBackend('overlay', overlayMissing(), () => {
     expect(report.knownDefectHits).toBe(0);
   }, 600_000);
 
+  test(`overlay2 survives ${crashTrials(60)} SIGKILLs while a second live process keeps working on the same root: it never fails nor waits past its lock timeout, its mounts stay`, async () => {
+    const seed = crashSeed();
+    const report = await runCrashTrials({ base: fs.dir, factory: overlay2Driver, trials: crashTrials(60), seed, listOnDisk: overlay2OnDisk, knownDefect: probeLeftovers, witness: true });
+    console.log(`overlay2 crash trials with a witness (seed ${seed}): ${JSON.stringify(report)}`);
+    expect(report.trials).toBe(crashTrials(60));
+    expect(report.knownDefectHits).toBe(0);
+    expect(report.witnessOps).toBeGreaterThan(crashTrials(60));
+  }, 600_000);
+
   // probeOverlay mounts a scratch overlay in the home itself (.cairn-overlay-probe-*/merged);
   // a kill mid-probe leaves dir and mount, which the next open must sweep (their flock is free).
   test('a kill during open leaves no overlay probe scratch directory or mount behind', async () => {

@@ -29,6 +29,14 @@ describeBackend('root', process.getuid?.() === 0 ? null : 'the vfs kill trials m
     expect(report.finished).toBeLessThan(report.trials / 2);
   }, 600_000);
 
+  test(`vfs survives ${crashTrials(60)} SIGKILLs while a second live process keeps working on the same root: it never fails nor waits past its lock timeout, its mounts stay`, async () => {
+    const seed = crashSeed();
+    const report = await runCrashTrials({ base: fs.dir, factory: vfsDriver, trials: crashTrials(60), seed, listOnDisk: vfsOnDisk, witness: true });
+    console.log(`vfs crash trials with a witness (seed ${seed}): ${JSON.stringify(report)}`);
+    expect(report.trials).toBe(crashTrials(60));
+    expect(report.witnessOps).toBeGreaterThan(crashTrials(60));
+  }, 600_000);
+
   test('a trial step that overruns its deadline fails naming the step, the seed and the processes around, instead of hanging', async () => {
     // 1 ms is too short for anything, so the first awaited step (the child starting) overruns.
     const run = runCrashTrials({ base: fs.dir, factory: vfsDriver, trials: 1, seed: 7, listOnDisk: vfsOnDisk, stepDeadlineMs: 1 });
