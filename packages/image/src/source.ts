@@ -6,7 +6,7 @@ import { mkdtemp, open, readFile, rm, stat, type FileHandle } from 'node:fs/prom
 import { join, posix } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
-import { CairnError } from '@cairnfs/core';
+import { CairnError, ownerToken } from '@cairnfs/core';
 import { decompressed, detectCompression, type DecompressLimit } from './decompress.js';
 import { indexTar, type IndexedFile } from './tarindex.js';
 
@@ -86,7 +86,7 @@ export async function openSource(path: string, scratch: string, limit: Decompres
   const probe = await open(path, 'r');
   try { await probe.read(head, 0, 4, 0); } finally { await probe.close(); }
   if (detectCompression(head) !== 'none') {
-    tmp = await mkdtemp(join(scratch, 'archive-'));
+    tmp = await mkdtemp(join(scratch, `archive@${ownerToken()}@`));
     file = join(tmp, 'image.tar');
     try {
       await pipeline(Readable.from(decompressed(createReadStream(path), limit)), createWriteStream(file));

@@ -1,19 +1,24 @@
 import { availableParallelism } from 'node:os';
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, open, readdir, readFile, rename, rm, unlink } from 'node:fs/promises';
+import { mkdir, open, readFile, rename, rm, unlink } from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
 import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
 import pLimit from 'p-limit';
-import { CairnError, KeyedMutex, assertValidId, fsyncDir, type StorageDriver } from '@cairnfs/core';
-import { readSmall, writeFileAtomic } from './atomic.js';
+import {
+  CairnError, DEFAULT_LOCK_TIMEOUT_MS, SharedTable, StoreLocks, assertValidId, fsyncDir, isCairnError, type StorageDriver,
+} from '@cairnfs/core';
+import { writeFileAtomic } from './atomic.js';
+import { Pins, pinned, scratchName, writeIntent } from './claims.js';
 import { chainIdOf, chainIds, hexOf, isDigest, sha256Of } from './digest.js';
 import { decompressed } from './decompress.js';
 import { describeSource, normalizeTag, type ImageDescription } from './describe.js';
 import { StoreLayout } from './layout.js';
 import { openSource, type BlobSource } from './source.js';
 import { SplitRecorder, reassemble } from './tarsplit.js';
+import { hasAbandonedWork, sweepAbandoned } from './repair.js';
+import { loadState, saveRepositories, tagsOf, type StoreState } from './state.js';
 
 export interface LayerInfo {
   chainId: string;
@@ -82,6 +87,18 @@ export interface ImportOptions {
 export interface StoreOptions {
   /** Storage root; defaults to the parent of the driver's home. The store lives in `${root}/image/${driver.name}`. */
   root?: string;
+  /** Milliseconds an operation waits for another process's lock on the store before ERR_LOCKED; default 30 000. */
+  lockTimeoutMs?: number;
+}
+
+/** One layer an import (or a commit) makes if the store lacks it. */
+interface LayerPlan {
+  chainId: string;
+  diffId: string;
+  parent: string | null;
+  blob: () => AsyncIterable<Uint8Array>;
+  onBytes: (n: number) => void;
+  onDone: () => void;
 }
 
 /** Writes a new file and fsyncs it (callers fsync its directory once all are written). */
@@ -115,67 +132,105 @@ const PARALLEL_DRIVERS = new Set(['overlay2', 'aufs']);
  * atomic: every file is written to a temp name and renamed, and driver layers being
  * created or removed are announced by an intent file first, so that the next open
  * removes whatever a crash left half done.
+ *
+ * ## Several processes
+ * Any number of processes (and LayerStores) may use one store at once. Every change of
+ * the tables (layers, images, containers, tags) runs under the store's write lock (core's
+ * StoreLocks on the store directory) against tables read again whenever another process
+ * wrote, so no tag or refcount is lost. Imports and commits do their driver work outside
+ * it: each missing layer is made under its own chain lock (two processes importing the
+ * same layer: the second waits and then uses the first's), and a *pin* names the layers
+ * an import builds on until its image is recorded, so a `rmi` or `gc` elsewhere cannot
+ * remove them meanwhile (see claims.ts). The synchronous getters (`layers()`, `image()`,
+ * …) answer from the tables as of this store's last operation; `refresh()` reads them again.
  */
 export class LayerStore {
   private readonly layout: StoreLayout;
-  private readonly layerMap = new Map<string, LayerInfo>();
-  private readonly imageMap = new Map<string, ImageInfo>();
-  private readonly containerMap = new Map<string, ContainerInfo>();
-  /** tag → image id */
-  private readonly tags = new Map<string, string>();
-  /** One metadata change at a time: imports, removals and tagging interleave only between steps. */
-  private readonly mutex = new KeyedMutex();
+  private readonly locks: StoreLocks;
+  private readonly table: SharedTable<StoreState>;
+  private readonly pins: Pins;
+  /** The tables as of the last locked section: what the synchronous getters read. */
+  private state: StoreState = { layers: new Map(), images: new Map(), containers: new Map(), tags: new Map(), pins: [] };
 
-  private constructor(readonly driver: StorageDriver, readonly dir: string) {
+  private constructor(readonly driver: StorageDriver, readonly dir: string, lockTimeoutMs: number) {
     this.layout = new StoreLayout(dir);
+    this.locks = new StoreLocks(dir, { timeoutMs: lockTimeoutMs, what: `image store ${dir}` });
+    this.pins = new Pins(join(dir, 'layerdb', 'pins'));
+    this.table = new SharedTable(this.locks, () => loadState(this.layout, this.pins));
   }
 
   static async open(driver: StorageDriver, opts: StoreOptions = {}): Promise<LayerStore> {
     const root = opts.root ?? dirname(driver.home);
-    const store = new LayerStore(driver, join(root, 'image', driver.name));
-    await store.load();
+    const store = new LayerStore(driver, join(root, 'image', driver.name), opts.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS);
+    await mkdir(store.layout.tmp, { recursive: true });
+    await store.recover();
     return store;
+  }
+
+  /** Reads the tables again (what another process changed shows in the getters after this). */
+  async refresh(): Promise<void> {
+    await this.read('read the image store', () => undefined);
+  }
+
+  /** Lets go of the store's lock file (the store needs no other closing; every lock is per operation). */
+  async close(): Promise<void> {
+    await this.locks.close();
+  }
+
+  private read<T>(op: string, fn: (s: StoreState) => Promise<T> | T): Promise<T> {
+    return this.table.read(op, (t) => { this.state = t; return fn(t); });
+  }
+
+  private write<T>(op: string, fn: (s: StoreState) => Promise<T> | T): Promise<T> {
+    return this.table.write(op, (t) => { this.state = t; return fn(t); });
   }
 
   // ---- reading ---------------------------------------------------------------------
 
-  layers(): LayerInfo[] { return [...this.layerMap.values()]; }
-  images(): ImageInfo[] { return [...this.imageMap.values()]; }
-  containers(): ContainerInfo[] { return [...this.containerMap.values()]; }
+  layers(): LayerInfo[] { return [...this.state.layers.values()]; }
+  images(): ImageInfo[] { return [...this.state.images.values()]; }
+  containers(): ContainerInfo[] { return [...this.state.containers.values()]; }
 
   layer(chainId: string): LayerInfo {
-    const l = this.layerMap.get(chainId);
+    const l = this.state.layers.get(chainId);
     if (!l) throw notFound(`no layer with chain id ${chainId}; \`cairn layers\` lists them`);
     return l;
   }
 
   container(name: string): ContainerInfo {
-    const c = this.containerMap.get(name);
+    const c = this.state.containers.get(name);
     if (!c) throw notFound(`no container named ${name}; \`cairn create IMAGE NAME\` makes one`);
     return c;
   }
 
-  /** Users of a layer: child layers, images whose top it is, containers on it. */
+  /** Users of a layer: child layers, images whose top it is, containers on it, imports in progress (any process) building on it. */
   refcount(chainId: string): number {
-    let n = 0;
-    for (const l of this.layerMap.values()) if (l.parent === chainId) n++;
-    for (const i of this.imageMap.values()) if (i.layers[i.layers.length - 1] === chainId) n++;
-    for (const c of this.containerMap.values()) if (c.parent === chainId) n++;
+    const s = this.state;
+    let n = pinned(s.pins, chainId);
+    for (const l of s.layers.values()) if (l.parent === chainId) n++;
+    for (const i of s.images.values()) if (i.layers[i.layers.length - 1] === chainId) n++;
+    for (const c of s.containers.values()) if (c.parent === chainId) n++;
     return n;
   }
 
   /** An image by `name:tag` (`:latest` implied), `sha256:<id>`, or a unique prefix of the id's hex. */
   image(ref: string): ImageInfo {
-    const byTag = this.tags.get(normalizeTag(ref));
-    if (byTag) return this.imageMap.get(byTag)!;
-    if (isDigest(ref) && this.imageMap.has(ref)) return this.imageMap.get(ref)!;
+    const s = this.state;
+    const byTag = s.tags.get(normalizeTag(ref));
+    if (byTag) return s.images.get(byTag)!;
+    if (isDigest(ref) && s.images.has(ref)) return s.images.get(ref)!;
     const hex = ref.startsWith('sha256:') ? ref.slice(7) : ref;
     if (/^[0-9a-f]{4,64}$/.test(hex)) {
-      const hits = [...this.imageMap.keys()].filter((id) => hexOf(id).startsWith(hex));
-      if (hits.length === 1) return this.imageMap.get(hits[0]!)!;
+      const hits = [...s.images.keys()].filter((id) => hexOf(id).startsWith(hex));
+      if (hits.length === 1) return s.images.get(hits[0]!)!;
       if (hits.length > 1) throw new CairnError('ERR_INVALID_OPTION', `image id prefix ${hex} is ambiguous (${hits.length} images); give more digits`, { subject: ref });
     }
     throw new CairnError('ERR_IMAGE_NOT_FOUND', `no image ${ref}; \`cairn images\` lists them, \`cairn import FILE\` adds one`, { subject: ref });
+  }
+
+  /** Tags of an image. */
+  tagsOf(imageId: string): string[] {
+    return tagsOf(this.state, imageId);
   }
 
   // ---- import ----------------------------------------------------------------------
@@ -187,7 +242,7 @@ export class LayerStore {
     try {
       const descs = await describeSource(src);
       const out: ImageInfo[] = [];
-      for (const d of descs) out.push(await this.mutex.run('store', () => this.importOne(src, d, opts)));
+      for (const d of descs) out.push(await this.importOne(src, d, opts));
       return out;
     } finally {
       await src.close();
@@ -196,65 +251,129 @@ export class LayerStore {
 
   private async importOne(src: BlobSource, desc: ImageDescription, opts: ImportOptions): Promise<ImageInfo> {
     const chains = chainIds(desc.diffIds);
-    const missing = chains.map((_, i) => i).filter((i) => !this.layerMap.has(chains[i]!));
-    const sizes = await Promise.all(missing.map(async (i) => (await src.size(desc.layerPaths[i]!)) ?? 0));
-    const progress: ImportProgress = {
-      image: desc.id, layersDone: chains.length - missing.length, layersTotal: chains.length,
-      bytesDone: 0, bytesTotal: sizes.reduce((a, b) => a + b, 0),
-    };
-    const report = (layer?: string) => opts.onProgress?.({ ...progress, ...(layer ? { layer } : {}) });
-    report();
-
-    const cacheIds = new Map<number, string>();
-    const cacheOf = (i: number): string | null => (i < 0 ? null : this.layerMap.get(chains[i]!)?.cacheId ?? cacheIds.get(i)!);
-    const applied = new Map<number, { size: number; tarSize: number; exact: boolean; split: Buffer }>();
-    const create = async (i: number) => {
-      const cacheId = randomBytes(32).toString('hex');
-      await writeFileAtomic(this.layout.intent(cacheId), cacheId);
-      cacheIds.set(i, cacheId);
-      await this.driver.create(cacheId, cacheOf(i - 1));
-    };
-    const apply = async (i: number) => {
-      const onBytes = (n: number) => { progress.bytesDone += n; report(); };
-      applied.set(i, await this.applyLayer(cacheIds.get(i)!, cacheOf(i - 1), desc.diffIds[i]!, src.stream(desc.layerPaths[i]!), onBytes, opts.maxUncompressedBytes));
-      progress.layersDone++;
-      report(chains[i]);
-    };
-
+    // Pinned before anything is looked at: what exists now stays while we build on it.
+    const pin = await this.write(`import image ${desc.id}`, () => this.pins.add(chains));
+    const made: string[] = [];
     try {
-      if ((opts.parallel ?? true) && PARALLEL_DRIVERS.has(this.driver.name)) {
-        // overlay2 layers are separate directories: create the chain (cheap), then fill them at once.
-        for (const i of missing) await create(i);
-        const limit = pLimit(opts.concurrency ?? availableParallelism());
-        const results = await Promise.allSettled(missing.map((i) => limit(() => apply(i))));
+      const missing = await this.read(`import image ${desc.id}`, (s) => chains.map((_, i) => i).filter((i) => !s.layers.has(chains[i]!)));
+      const sizes = await Promise.all(missing.map(async (i) => (await src.size(desc.layerPaths[i]!)) ?? 0));
+      const progress: ImportProgress = {
+        image: desc.id, layersDone: chains.length - missing.length, layersTotal: chains.length,
+        bytesDone: 0, bytesTotal: sizes.reduce((a, b) => a + b, 0),
+      };
+      const report = (layer?: string) => opts.onProgress?.({ ...progress, ...(layer ? { layer } : {}) });
+      report();
+      const plans: LayerPlan[] = missing.map((i) => ({
+        chainId: chains[i]!, diffId: desc.diffIds[i]!, parent: i > 0 ? chains[i - 1]! : null,
+        blob: () => src.stream(desc.layerPaths[i]!),
+        onBytes: (n) => { progress.bytesDone += n; report(); },
+        onDone: () => { progress.layersDone++; report(chains[i]); },
+      }));
+      const parallel = (opts.parallel ?? true) && PARALLEL_DRIVERS.has(this.driver.name);
+      await this.makeLayers(plans, parallel ? opts.concurrency ?? availableParallelism() : 1, made, opts.maxUncompressedBytes);
+      return await this.write(`import image ${desc.id}`, async (s) => {
+        const image: ImageInfo = { id: desc.id, tags: [], diffIds: desc.diffIds, layers: chains };
+        await mkdirDurable(this.layout.images);
+        await writeFileAtomic(this.layout.image(desc.id), desc.config);
+        if (!s.images.has(desc.id)) s.images.set(desc.id, image);
+        for (const t of [...desc.tags, ...(opts.tag ? [normalizeTag(opts.tag)] : [])]) s.tags.set(t, desc.id);
+        await saveRepositories(s, this.layout, this.dir);
+        await this.pins.drop(pin);
+        return s.images.get(desc.id)!;
+      });
+    } catch (err) {
+      // Nothing of a failed import stays: the layers it committed go again, top first,
+      // unless another image, container or import uses them by now.
+      await this.write(`undo the import of ${desc.id}`, async (s) => {
+        await this.pins.drop(pin);
+        s.pins = await this.pins.load();
+        for (const chain of made.reverse()) {
+          const l = s.layers.get(chain);
+          if (l && this.refcount(chain) === 0) await this.dropLayer(s, l);
+        }
+      }).catch(() => undefined);
+      throw err;
+    } finally {
+      await this.pins.drop(pin);
+    }
+  }
+
+  /**
+   * Makes the layers of `plans` (bottom first) that the store still lacks, each under its
+   * chain lock, and commits them; adds the chain ids it made to `made` as it goes (a
+   * failure halfway leaves the caller knowing which). With `concurrency` > 1 (overlay2,
+   * aufs: layers are independent directories) they are created first and applied at
+   * once, else one after the other (a child starts as a copy of its parent).
+   */
+  private async makeLayers(plans: LayerPlan[], concurrency: number, made: string[], maxBytes?: number): Promise<void> {
+    if (concurrency <= 1) {
+      for (const p of plans) {
+        await this.locks.layer(hexOf(p.chainId), `import layer ${p.chainId}`, async () => {
+          if (await this.read(`import layer ${p.chainId}`, (s) => s.layers.has(p.chainId))) return p.onDone(); // made meanwhile by another process
+          const parentCache = p.parent === null ? null : await this.read(`import layer ${p.chainId}`, (s) => s.layers.get(p.parent!)!.cacheId);
+          const cacheId = await this.createDriverLayer(parentCache);
+          try {
+            const applied = await this.applyLayer(cacheId, parentCache, p.diffId, p.blob(), p.onBytes, maxBytes);
+            await this.write(`commit layer ${p.chainId}`, (s) => this.commitLayer(s, { chainId: p.chainId, diffId: p.diffId, parent: p.parent, cacheId, ...applied }));
+          } catch (err) {
+            await this.discardDriverLayer(cacheId);
+            throw err;
+          }
+          made.push(p.chainId);
+          p.onDone();
+        });
+      }
+      return;
+    }
+    await this.locks.layer(plans.map((p) => hexOf(p.chainId)), `import ${plans.length} layers`, async () => {
+      const todo = await this.read('import layers', (s) => plans.filter((p) => !s.layers.has(p.chainId)));
+      const cacheIds = new Map<string, string>();
+      const cacheOf = async (chain: string | null) => (chain === null ? null : cacheIds.get(chain) ?? await this.read('import layers', (s) => s.layers.get(chain)!.cacheId));
+      try {
+        // Layers are separate directories: create the chain (cheap), then fill them at once.
+        for (const p of todo) cacheIds.set(p.chainId, await this.createDriverLayer(await cacheOf(p.parent)));
+        const limit = pLimit(concurrency);
+        const results = await Promise.allSettled(todo.map((p) => limit(async () => {
+          const cacheId = cacheIds.get(p.chainId)!;
+          const applied = await this.applyLayer(cacheId, await cacheOf(p.parent), p.diffId, p.blob(), p.onBytes, maxBytes);
+          p.onDone();
+          return { chainId: p.chainId, diffId: p.diffId, parent: p.parent, cacheId, ...applied };
+        })));
         const failed = results.find((r) => r.status === 'rejected');
         if (failed) throw (failed as PromiseRejectedResult).reason;
-      } else {
-        // vfs, btrfs, zfs, devicemapper: a child starts as a snapshot of its parent, so in order.
-        for (const i of missing) { await create(i); await apply(i); }
+        await this.write('commit layers', async (s) => {
+          for (const r of results) {
+            const l = (r as PromiseFulfilledResult<LayerInfo & { split: Buffer }>).value;
+            await this.commitLayer(s, l);
+            made.push(l.chainId);
+          }
+        });
+      } catch (err) {
+        for (const p of [...todo].reverse()) {
+          const cacheId = cacheIds.get(p.chainId);
+          if (cacheId !== undefined && !made.includes(p.chainId)) await this.discardDriverLayer(cacheId);
+        }
+        throw err;
       }
-      for (const i of missing) {
-        await this.commitLayer({ chainId: chains[i]!, diffId: desc.diffIds[i]!, parent: i > 0 ? chains[i - 1]! : null, cacheId: cacheIds.get(i)!, ...applied.get(i)! });
-      }
+    });
+  }
+
+  /** A new driver layer with an intent naming it, so a crash before its commit leaves it to the next sweep. */
+  private async createDriverLayer(parentCache: string | null): Promise<string> {
+    const cacheId = randomBytes(32).toString('hex');
+    await writeIntent(this.layout.intent(cacheId), cacheId);
+    try {
+      await this.driver.create(cacheId, parentCache);
     } catch (err) {
-      // Nothing of a failed import stays: remove the driver layers it made, top first.
-      for (const i of [...cacheIds.keys()].sort((a, b) => b - a)) {
-        if (this.layerMap.has(chains[i]!)) continue; // committed before the failure: a complete, valid layer
-        const cacheId = cacheIds.get(i)!;
-        await this.driver.remove(cacheId).catch(() => undefined);
-        await unlink(this.layout.intent(cacheId)).catch(() => undefined);
-      }
+      await unlink(this.layout.intent(cacheId)).catch(() => undefined);
       throw err;
     }
+    return cacheId;
+  }
 
-    const image: ImageInfo = { id: desc.id, tags: [], diffIds: desc.diffIds, layers: chains };
-    await mkdirDurable(this.layout.images);
-    await writeFileAtomic(this.layout.image(desc.id), desc.config);
-    this.imageMap.set(desc.id, this.imageMap.get(desc.id) ?? image);
-    const tags = [...desc.tags, ...(opts.tag ? [normalizeTag(opts.tag)] : [])];
-    for (const t of tags) this.tags.set(t, desc.id);
-    await this.saveRepositories();
-    return this.imageMap.get(desc.id)!;
+  private async discardDriverLayer(cacheId: string): Promise<void> {
+    await this.driver.remove(cacheId).catch(() => undefined);
+    await unlink(this.layout.intent(cacheId)).catch(() => undefined);
   }
 
   /**
@@ -296,8 +415,9 @@ export class LayerStore {
     return { size, tarSize, exact: rec.exact, split };
   }
 
-  private async commitLayer(l: LayerInfo & { split?: Buffer }): Promise<void> {
-    const stage = join(this.layout.tmp, `layer-${randomBytes(6).toString('hex')}`);
+  /** Records a layer in the layerdb (the caller holds the write lock); its intent goes with it. */
+  private async commitLayer(s: StoreState, l: LayerInfo & { split?: Buffer }): Promise<void> {
+    const stage = join(this.layout.tmp, scratchName('layer'));
     await mkdir(stage, { recursive: true });
     const files: Array<[string, string | Buffer]> = [
       ['diff', l.diffId], ['size', String(l.size)], ['tar-size', String(l.tarSize)],
@@ -312,31 +432,31 @@ export class LayerStore {
     await fsyncDir(this.layout.layerDb);
     await unlink(this.layout.intent(l.cacheId)).catch(() => undefined);
     const { split: _s, ...info } = l;
-    this.layerMap.set(l.chainId, info);
+    s.layers.set(l.chainId, info);
   }
 
   // ---- tags, containers, removal ---------------------------------------------------
 
   async tag(imageRef: string, tag: string): Promise<void> {
-    await this.mutex.run('store', async () => {
+    await this.write(`tag ${imageRef} as ${tag}`, async (s) => {
       const img = this.image(imageRef);
-      this.tags.set(normalizeTag(tag), img.id);
-      await this.saveRepositories();
+      s.tags.set(normalizeTag(tag), img.id);
+      await saveRepositories(s, this.layout, this.dir);
     });
   }
 
   /** A container's read-write layer on top of an image; `name` follows layer id rules. */
   async createContainer(imageRef: string, name: string): Promise<ContainerInfo> {
     assertValidId(name);
-    return this.mutex.run('store', async () => {
-      if (this.containerMap.has(name)) throw new CairnError('ERR_LAYER_EXISTS', `a container named ${name} exists; remove it with \`cairn rm ${name}\` or pick another name`, { subject: name });
+    return this.write(`create container ${name}`, async (s) => {
+      if (s.containers.has(name)) throw new CairnError('ERR_LAYER_EXISTS', `a container named ${name} exists; remove it with \`cairn rm ${name}\` or pick another name`, { subject: name });
       const img = this.image(imageRef);
       const parent = img.layers[img.layers.length - 1] ?? null;
       const mountId = randomBytes(32).toString('hex');
-      await writeFileAtomic(this.layout.intent(mountId), mountId);
+      await writeIntent(this.layout.intent(mountId), mountId);
       try {
         await this.driver.createReadWrite(mountId, parent ? this.layer(parent).cacheId : null);
-        const stage = join(this.layout.tmp, `mount-${randomBytes(6).toString('hex')}`);
+        const stage = join(this.layout.tmp, scratchName('mount'));
         await mkdir(stage, { recursive: true });
         // Durable before the rename names the container: else power loss can leave it with empty files.
         await writeSyncedFile(join(stage, 'mount-id'), mountId);
@@ -353,7 +473,7 @@ export class LayerStore {
         await unlink(this.layout.intent(mountId)).catch(() => undefined);
       }
       const c: ContainerInfo = { name, mountId, parent, image: img.id };
-      this.containerMap.set(name, c);
+      s.containers.set(name, c);
       return c;
     });
   }
@@ -364,38 +484,29 @@ export class LayerStore {
    * image config gains its diff id and a history entry. The container is left as it is.
    */
   async commitContainer(name: string, opts: { tag?: string; comment?: string } = {}): Promise<ImageInfo> {
-    return this.mutex.run('store', async () => {
+    const { c, base, parentCache } = await this.read(`commit container ${name}`, () => {
       const c = this.container(name);
-      const base = this.image(c.image);
-      const parentCache = c.parent ? this.layer(c.parent).cacheId : null;
-
-      // The diff id must be known before the layer is applied (applyLayer verifies it), so
-      // the changeset is spooled to a file once, hashed on the way.
-      await mkdir(this.layout.tmp, { recursive: true });
-      const spool = join(this.layout.tmp, `commit-${randomBytes(6).toString('hex')}.tar`);
-      try {
-        const hash = createHash('sha256');
-        const diff = await this.driver.diff(c.mountId, parentCache);
-        await pipeline(diff, async function* (source: AsyncIterable<Buffer>) {
-          for await (const chunk of source) { hash.update(chunk); yield chunk; }
-        }, createWriteStream(spool));
-        const diffId = `sha256:${hash.digest('hex')}`;
-        const chainId = chainIdOf(c.parent, diffId);
-
-        if (!this.layerMap.has(chainId)) {
-          const cacheId = randomBytes(32).toString('hex');
-          await writeFileAtomic(this.layout.intent(cacheId), cacheId);
-          try {
-            await this.driver.create(cacheId, parentCache);
-            const applied = await this.applyLayer(cacheId, parentCache, diffId, createReadStream(spool), () => undefined);
-            await this.commitLayer({ chainId, diffId, parent: c.parent, cacheId, ...applied });
-          } catch (err) {
-            await this.driver.remove(cacheId).catch(() => undefined);
-            await unlink(this.layout.intent(cacheId)).catch(() => undefined);
-            throw err;
-          }
-        }
-
+      return { c, base: this.image(c.image), parentCache: c.parent ? this.layer(c.parent).cacheId : null };
+    });
+    // The diff id must be known before the layer is applied (applyLayer verifies it), so
+    // the changeset is spooled to a file once, hashed on the way.
+    await mkdir(this.layout.tmp, { recursive: true });
+    const spool = join(this.layout.tmp, scratchName('commit'));
+    let pin: string | null = null;
+    try {
+      const hash = createHash('sha256');
+      const diff = await this.driver.diff(c.mountId, parentCache);
+      await pipeline(diff, async function* (source: AsyncIterable<Buffer>) {
+        for await (const chunk of source) { hash.update(chunk); yield chunk; }
+      }, createWriteStream(spool));
+      const diffId = `sha256:${hash.digest('hex')}`;
+      const chainId = chainIdOf(c.parent, diffId);
+      pin = await this.write(`commit container ${name}`, () => {
+        this.image(base.id); // still there: from now on the pin keeps its layers
+        return this.pins.add([...base.layers, chainId]);
+      });
+      await this.makeLayers([{ chainId, diffId, parent: c.parent, blob: () => createReadStream(spool), onBytes: () => undefined, onDone: () => undefined }], 1, []);
+      return await this.write(`commit container ${name}`, async (s) => {
         const config = JSON.parse((await readFile(this.layout.image(base.id))).toString('utf8')) as {
           rootfs?: { type?: string; diff_ids?: string[] }; history?: unknown[]; created?: string;
         };
@@ -408,23 +519,25 @@ export class LayerStore {
         await mkdirDurable(this.layout.images);
         await writeFileAtomic(this.layout.image(id), configBytes);
         const image: ImageInfo = { id, tags: [], diffIds: [...base.diffIds, diffId], layers: [...base.layers, chainId] };
-        this.imageMap.set(id, this.imageMap.get(id) ?? image);
-        if (opts.tag) this.tags.set(normalizeTag(opts.tag), id);
-        await this.saveRepositories();
-        return this.imageMap.get(id)!;
-      } finally {
-        await rm(spool, { force: true });
-      }
-    });
+        if (!s.images.has(id)) s.images.set(id, image);
+        if (opts.tag) s.tags.set(normalizeTag(opts.tag), id);
+        await saveRepositories(s, this.layout, this.dir);
+        await this.pins.drop(pin!);
+        return s.images.get(id)!;
+      });
+    } finally {
+      if (pin !== null) await this.pins.drop(pin);
+      await rm(spool, { force: true });
+    }
   }
 
   /** Removes a container's layer; ERR_LAYER_IN_USE (nothing removed) while it is mounted. */
   async removeContainer(name: string): Promise<void> {
-    await this.mutex.run('store', async () => {
+    await this.write(`remove container ${name}`, async (s) => {
       const c = this.container(name);
-      await this.driver.remove(c.mountId); // refuses while mounted; then nothing changed
+      await this.driver.remove(c.mountId); // refuses while mounted (by any process); then nothing changed
       await rm(this.layout.mount(name), { recursive: true, force: true });
-      this.containerMap.delete(name);
+      s.containers.delete(name);
     });
   }
 
@@ -433,28 +546,28 @@ export class LayerStore {
    * its layers, each removed once nothing uses it. ERR_LAYER_IN_USE while a container uses it.
    */
   async removeImage(ref: string): Promise<{ untagged: string[]; deleted: string | null; layersRemoved: string[] }> {
-    return this.mutex.run('store', async () => {
+    return this.write(`remove image ${ref}`, async (s) => {
       const img = this.image(ref);
       const tag = normalizeTag(ref);
-      const mine = [...this.tags].filter(([, id]) => id === img.id).map(([t]) => t);
-      if (this.tags.get(tag) === img.id && mine.length > 1) {
-        this.tags.delete(tag);
-        await this.saveRepositories();
+      const mine = [...s.tags].filter(([, id]) => id === img.id).map(([t]) => t);
+      if (s.tags.get(tag) === img.id && mine.length > 1) {
+        s.tags.delete(tag);
+        await saveRepositories(s, this.layout, this.dir);
         return { untagged: [tag], deleted: null, layersRemoved: [] };
       }
       const users = this.containers().filter((c) => c.image === img.id).map((c) => c.name);
       if (users.length) {
         throw new CairnError('ERR_LAYER_IN_USE', `image ${ref} is used by container(s) ${users.join(', ')}; remove them first (\`cairn rm NAME\`)`, { subject: ref });
       }
-      for (const t of mine) this.tags.delete(t);
-      await this.saveRepositories();
+      for (const t of mine) s.tags.delete(t);
+      await saveRepositories(s, this.layout, this.dir);
       await rm(this.layout.image(img.id), { force: true });
-      this.imageMap.delete(img.id);
+      s.images.delete(img.id);
       const removed: string[] = [];
       let chain: string | null = img.layers[img.layers.length - 1] ?? null;
       while (chain && this.refcount(chain) === 0) {
         const l = this.layer(chain);
-        await this.dropLayer(l);
+        if (!(await this.dropLayer(s, l))) break; // its driver layer is in use outside the store: it stays for a later gc
         removed.push(chain);
         chain = l.parent;
       }
@@ -462,38 +575,63 @@ export class LayerStore {
     });
   }
 
-  /** Metadata first (intent, then the layerdb entry goes), disk after: a crash leaves an intent the next open finishes. */
-  private async dropLayer(l: LayerInfo): Promise<void> {
-    await writeFileAtomic(this.layout.intent(l.cacheId), l.cacheId);
-    const trash = join(this.layout.tmp, `gone-${randomBytes(6).toString('hex')}`);
+  /**
+   * Metadata first (intent, then the layerdb entry goes), disk after: a crash leaves an
+   * intent the next open finishes. If the driver refuses (someone outside the store has
+   * the layer mounted), the entry comes back and false is returned. Under the write lock.
+   */
+  private async dropLayer(s: StoreState, l: LayerInfo): Promise<boolean> {
+    await writeIntent(this.layout.intent(l.cacheId), l.cacheId);
+    const trash = join(this.layout.tmp, scratchName('gone'));
     await rename(this.layout.layer(l.chainId), trash);
     await fsyncDir(this.layout.layerDb);
-    this.layerMap.delete(l.chainId);
-    await this.driver.remove(l.cacheId);
+    s.layers.delete(l.chainId);
+    try {
+      await this.driver.remove(l.cacheId);
+    } catch (err) {
+      if (!isCairnError(err, 'ERR_LAYER_IN_USE')) throw err;
+      await rename(trash, this.layout.layer(l.chainId));
+      await fsyncDir(this.layout.layerDb);
+      s.layers.set(l.chainId, l);
+      await unlink(this.layout.intent(l.cacheId)).catch(() => undefined);
+      return false;
+    }
     await unlink(this.layout.intent(l.cacheId)).catch(() => undefined);
     await rm(trash, { recursive: true, force: true });
+    await this.locks.tryLayer(hexOf(l.chainId), 'forget a removed layer', () => this.locks.forgetLayer(hexOf(l.chainId)));
+    return true;
   }
 
-  /** Removes untagged images no container uses, and finishes what crashes left behind. */
+  /** Removes untagged images no container uses, and finishes what dead processes left behind. */
   async gc(): Promise<{ imagesRemoved: string[]; layersRemoved: string[]; orphansRemoved: string[] }> {
-    const orphansRemoved = await this.mutex.run('store', () => this.sweep());
-    const tagged = new Set(this.tags.values());
+    const orphansRemoved = await this.write('collect garbage', (s) => this.sweep(s));
+    const doomed = await this.read('collect garbage', (s) => {
+      const tagged = new Set(s.tags.values());
+      return this.images().filter((img) => !tagged.has(img.id) && !this.containers().some((c) => c.image === img.id)).map((img) => img.id);
+    });
     const imagesRemoved: string[] = [];
     const layersRemoved: string[] = [];
-    for (const img of this.images()) {
-      if (tagged.has(img.id) || this.containers().some((c) => c.image === img.id)) continue;
-      const r = await this.removeImage(img.id);
-      imagesRemoved.push(img.id);
+    for (const id of doomed) {
+      const r = await this.removeImage(id).catch((err: unknown) => {
+        if (isCairnError(err, 'ERR_IMAGE_NOT_FOUND') || isCairnError(err, 'ERR_LAYER_IN_USE')) return null; // gone or used meanwhile
+        throw err;
+      });
+      if (r === null || r.deleted === null) continue;
+      imagesRemoved.push(id);
       layersRemoved.push(...r.layersRemoved);
     }
-    // Layers nobody uses (no child, image or container): what an import cut short had
-    // committed before its image, or a removal cut short had not dropped yet. Top first.
-    await this.mutex.run('store', async () => {
+    // Layers nobody uses (no child, image, container or import in progress): what an
+    // import cut short had committed before its image, or a removal had not dropped yet. Top first.
+    await this.write('collect garbage', async (s) => {
       for (let unused = this.unusedLayers(); unused.length > 0; unused = this.unusedLayers()) {
+        let progress = false;
         for (const l of unused) {
-          await this.dropLayer(l);
-          layersRemoved.push(l.chainId);
+          if (await this.dropLayer(s, l)) {
+            layersRemoved.push(l.chainId);
+            progress = true;
+          }
         }
+        if (!progress) break;
       }
     });
     return { imagesRemoved, layersRemoved, orphansRemoved };
@@ -532,100 +670,15 @@ export class LayerStore {
     return readFile(this.layout.image(this.image(ref).id));
   }
 
-  /** Tags of an image. */
-  tagsOf(imageId: string): string[] {
-    return [...this.tags].filter(([, id]) => id === imageId).map(([t]) => t).sort();
+  // ---- crash repair ----------------------------------------------------------------
+
+  /** At open: the sweep of repair.ts, under the write lock, only when a dead process left something. */
+  private async recover(): Promise<void> {
+    const dirty = await this.read('open the image store', (s) => hasAbandonedWork(s, this.layout));
+    if (dirty) await this.write('repair the image store', (s) => this.sweep(s));
   }
 
-  // ---- persistence -----------------------------------------------------------------
-
-  private async saveRepositories(): Promise<void> {
-    const repos: Record<string, Record<string, string>> = {};
-    for (const [tag, id] of [...this.tags].sort()) {
-      const name = tag.slice(0, tag.lastIndexOf(':'));
-      (repos[name] ??= {})[tag] = id;
-    }
-    await mkdir(this.dir, { recursive: true });
-    await writeFileAtomic(this.layout.repositories, JSON.stringify({ Repositories: repos }, null, 2) + '\n');
-    for (const img of this.imageMap.values()) img.tags = this.tagsOf(img.id);
-  }
-
-  private async load(): Promise<void> {
-    await mkdir(this.layout.tmp, { recursive: true });
-    for (const hex of await readdir(this.layout.layerDb).catch(() => [] as string[])) {
-      const d = join(this.layout.layerDb, hex);
-      const diffId = await readSmall(join(d, 'diff'));
-      const cacheId = await readSmall(join(d, 'cache-id'));
-      if (!diffId || !cacheId) continue; // not a layer: skip rather than refuse to open
-      this.layerMap.set(`sha256:${hex}`, {
-        chainId: `sha256:${hex}`, diffId, cacheId, parent: (await readSmall(join(d, 'parent'))) ?? null,
-        size: Number(await readSmall(join(d, 'size')) ?? 0), tarSize: Number(await readSmall(join(d, 'tar-size')) ?? 0),
-        exact: (await readSmall(join(d, 'exact'))) === 'true',
-      });
-    }
-    for (const hex of await readdir(this.layout.images).catch(() => [] as string[])) {
-      if (!/^[0-9a-f]{64}$/.test(hex)) continue;
-      try {
-        const cfg = JSON.parse(await readFile(join(this.layout.images, hex), 'utf8')) as { rootfs?: { diff_ids?: string[] } };
-        const diffIds = cfg.rootfs?.diff_ids ?? [];
-        this.imageMap.set(`sha256:${hex}`, { id: `sha256:${hex}`, tags: [], diffIds, layers: chainIds(diffIds) });
-      } catch { /* a torn config cannot exist (atomic writes); an alien file is ignored */ }
-    }
-    const repos = await readSmall(this.layout.repositories);
-    if (repos) {
-      const parsed = JSON.parse(repos) as { Repositories?: Record<string, Record<string, string>> };
-      for (const byTag of Object.values(parsed.Repositories ?? {})) {
-        for (const [tag, id] of Object.entries(byTag)) if (this.imageMap.has(id)) this.tags.set(tag, id);
-      }
-    }
-    for (const img of this.imageMap.values()) img.tags = this.tagsOf(img.id);
-    for (const name of await readdir(this.layout.mounts).catch(() => [] as string[])) {
-      const d = this.layout.mount(name);
-      const mountId = await readSmall(join(d, 'mount-id'));
-      const image = await readSmall(join(d, 'image'));
-      if (!mountId || !image) continue;
-      this.containerMap.set(name, { name, mountId, image, parent: (await readSmall(join(d, 'parent'))) ?? null });
-    }
-    await this.sweep();
-  }
-
-  /** Finishes interrupted creates and removes: driver layers named by an intent file that no metadata claims are removed. */
-  private async sweep(): Promise<string[]> {
-    const claimed = new Set([...this.layerMap.values()].map((l) => l.cacheId));
-    for (const c of this.containerMap.values()) claimed.add(c.mountId);
-    const pending = new Map<string, string>(); // cache id → its intent file
-    for (const name of await readdir(this.layout.tmp).catch(() => [] as string[])) {
-      const p = join(this.layout.tmp, name);
-      if (name.startsWith('intent-')) {
-        const cacheId = name.slice('intent-'.length);
-        if (!claimed.has(cacheId) && await this.driver.exists(cacheId)) pending.set(cacheId, p);
-        else await unlink(p).catch(() => undefined);
-      } else {
-        await rm(p, { recursive: true, force: true });
-      }
-    }
-    // An import cut short leaves a chain of driver layers, and drivers refuse to remove a
-    // parent before its children; which is which is not recorded, so retry the refused
-    // ones while a round makes progress (found by the import kill trials: in directory
-    // order the store failed to open until someone removed the layers by hand).
-    const removed: string[] = [];
-    while (pending.size > 0) {
-      const before = pending.size;
-      let refused: unknown = null;
-      for (const [cacheId, intent] of [...pending]) {
-        try {
-          await this.driver.remove(cacheId);
-        } catch (err) {
-          if (!(err instanceof CairnError && err.code === 'ERR_LAYER_IN_USE')) throw err;
-          refused = err;
-          continue;
-        }
-        pending.delete(cacheId);
-        removed.push(cacheId);
-        await unlink(intent).catch(() => undefined);
-      }
-      if (pending.size === before) throw refused; // nothing went this round: a user outside the store holds them
-    }
-    return removed;
+  private sweep(s: StoreState): Promise<string[]> {
+    return sweepAbandoned(s, this.layout, this.pins, this.driver);
   }
 }
