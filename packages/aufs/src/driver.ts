@@ -7,7 +7,7 @@ import {
   translateSpaceError,
 } from '@cairnfs/core';
 import { NaiveDiff, applyLayer, exportChanges } from '@cairnfs/archive';
-import type { Change, CreateOptions, DriverContext, GetOptions, StorageDriver } from '@cairnfs/core';
+import type { Change, CreateOptions, DriverContext, GetOptions, PutOptions, StorageDriver } from '@cairnfs/core';
 import type { LayerLister, LayerRef } from '@cairnfs/core';
 import { umount2 } from '@cairnfs/sys';
 import { branchChanges, diffDirBytes, diffDirEntries } from './changes.js';
@@ -231,9 +231,9 @@ export class AufsDriver implements StorageDriver, LayerLister {
     return this.mounts.get(id, opts);
   }
 
-  async put(id: string): Promise<void> {
+  async put(id: string, opts: PutOptions = {}): Promise<void> {
     assertValidId(id);
-    return this.mounts.put(id);
+    return this.mounts.put(id, opts);
   }
 
   private async mountLayer(id: string, opts: GetOptions): Promise<string> {

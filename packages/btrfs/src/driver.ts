@@ -7,7 +7,7 @@ import {
   fsyncDir, normalizeParent,
 } from '@cairnfs/core';
 import { NaiveDiff, NaiveDiffDriver } from '@cairnfs/archive';
-import type { CreateOptions, DriverSetup, GetOptions, StorageDriver } from '@cairnfs/core';
+import type { CreateOptions, DriverSetup, GetOptions, PutOptions, StorageDriver } from '@cairnfs/core';
 import { btrfsFsInfo, btrfsGetFlags, btrfsSetReadOnly, btrfsSnapshot, btrfsSubvolCreate, btrfsSubvolId, BTRFS_SUBVOL_RDONLY } from '@cairnfs/sys';
 import { BtrfsLayout, idOfMetaFile, idOfUndoName, isAbandonedName, isLeftoverName } from './layout.js';
 import { layerMeta } from './meta.js';
@@ -162,14 +162,14 @@ export class BtrfsDriver extends NaiveDiffDriver implements StorageDriver {
   }
 
   /** No mount: the subvolume is the root filesystem, so a mount label has nothing to label. */
-  async get(id: string, _opts?: GetOptions): Promise<string> {
+  async get(id: string, opts: GetOptions = {}): Promise<string> {
     assertValidId(id);
-    return this.mounts.get(id);
+    return this.mounts.get(id, opts.holder === undefined ? {} : { holder: opts.holder });
   }
 
-  async put(id: string): Promise<void> {
+  async put(id: string, opts: PutOptions = {}): Promise<void> {
     assertValidId(id);
-    await this.mounts.put(id);
+    await this.mounts.put(id, opts);
   }
 
   /** Hold count of a layer, every process counted (for tests and diagnostics). */

@@ -60,8 +60,11 @@ export interface StorageDriver {
    * filesystem. Holds are shared by every process on the home: one mount, many holds.
    */
   get(id: string, opts?: GetOptions): Promise<string>;
-  /** Drops one hold of this driver; the last hold (of any process) unmounts. `ERR_NOT_MOUNTED` without a `get`. */
-  put(id: string): Promise<void>;
+  /**
+   * Drops one hold of this driver (or of `opts.holder`); the last hold (of any process)
+   * unmounts. `ERR_NOT_MOUNTED` without a matching `get`.
+   */
+  put(id: string, opts?: PutOptions): Promise<void>;
 
   /** The OCI changeset between `parent` (default: the layer's own parent) and the layer, as an uncompressed tar. */
   diff(id: string, parent?: string | null): Promise<Readable>;
@@ -97,6 +100,19 @@ export interface GetOptions {
   mountLabel?: string;
   /** Show the layer through an id-mapped mount (container id → host id), without a copy. */
   idMappings?: IdMappings;
+  /**
+   * Who holds the mount. By default this driver instance: the hold ends with `put`, with
+   * `cleanup()`, or when this process dies. A name (`cli-mount:web`) makes it a hold of
+   * the store itself, which outlives this process and every cleanup until
+   * `put(id, { holder })` with the same name: what `cairn mount` does.
+   */
+  holder?: string;
+}
+
+/** Which hold `put` drops. */
+export interface PutOptions {
+  /** The named holder a `get` used (see GetOptions.holder); default: this driver instance. */
+  holder?: string;
 }
 
 /** How `applyDiff` writes ownership. */

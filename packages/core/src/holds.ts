@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { GetOptions } from './driver.js';
+import type { GetOptions, PutOptions } from './driver.js';
 import { CairnError, errnoCode } from './errors.js';
 import { bootId, isProcessAlive, selfIdentity } from './proc.js';
 import { writeFileAtomic } from './staging.js';
@@ -98,8 +98,9 @@ export class SharedMounts {
     this.dir = join(home, STATE_DIR, 'mounts');
   }
 
-  /** Mounts the layer or adds a hold on its mount; `owner` names a store-owned hold (`cairn mount`). */
-  get(id: string, opts: GetOptions = {}, owner?: string): Promise<string> {
+  /** Mounts the layer or adds a hold on its mount; `opts.holder` names a store-owned hold (`cairn mount`). */
+  get(id: string, opts: GetOptions = {}): Promise<string> {
+    const owner = opts.holder;
     return this.locks.layer(id, `mount layer ${id}`, async () => {
       let record = await this.load(id, true);
       if (record === null || record.path === null) {
@@ -123,8 +124,9 @@ export class SharedMounts {
     });
   }
 
-  /** Drops one hold of this driver instance (or of `owner`); the last hold of all unmounts. */
-  put(id: string, owner?: string): Promise<void> {
+  /** Drops one hold of this driver instance (or of `opts.holder`); the last hold of all unmounts. */
+  put(id: string, opts: PutOptions = {}): Promise<void> {
+    const owner = opts.holder;
     return this.locks.layer(id, `unmount layer ${id}`, async () => {
       const record = await this.load(id, false);
       const hold = record?.holds.find((h) => this.isOurs(h, owner));

@@ -5,7 +5,7 @@ export { ErrorCodes, CairnError, isCairnError, errnoCode, translateSpaceError } 
 export type { ErrorCode, CairnErrorDetails } from './errors.js';
 export { isValidId, assertValidId, normalizeParent } from './ids.js';
 export type {
-  StorageDriver, CreateOptions, GetOptions, ApplyDiffOptions, IdMappings, IdMap, ChangeKind, Change, ProbeResult,
+  StorageDriver, CreateOptions, GetOptions, PutOptions, ApplyDiffOptions, IdMappings, IdMap, ChangeKind, Change, ProbeResult,
   DriverContext, DriverFactory, LayerRef, LayerLister,
 } from './driver.js';
 export { KeyedMutex } from './mutex.js';

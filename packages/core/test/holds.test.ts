@@ -127,7 +127,7 @@ test('a hold whose pid is alive but started at another time (pid reuse) is not a
 
 test('a named hold (cairn mount) outlives the process that made it and every cleanup; only a put by that name ends it', async () => {
   const first = open();
-  await first.mounts.get('web', {}, 'cli-mount:web');
+  await first.mounts.get('web', { holder: 'cli-mount:web' });
   await first.locks.close(); // the CLI process is gone; its named hold stays
   const { mounts, locks } = open();
   await mounts.get('web');
@@ -136,7 +136,7 @@ test('a named hold (cairn mount) outlives the process that made it and every cle
   expect(await mounts.holds('web')).toEqual([{ holder: 'cli-mount:web', count: 1, mine: false }]);
   await expect(mounts.put('web')).rejects.toMatchObject({ code: 'ERR_NOT_MOUNTED', message: expect.stringContaining('held by cli-mount:web') });
   await expect(mounts.assertUnheld('web', 'remove')).rejects.toMatchObject({ code: 'ERR_LAYER_IN_USE', message: expect.stringContaining('cli-mount:web') });
-  await mounts.put('web', 'cli-mount:web');
+  await mounts.put('web', { holder: 'cli-mount:web' });
   expect(mounted('web')).toBe(false);
   await locks.close();
 });

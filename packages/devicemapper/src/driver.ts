@@ -7,7 +7,7 @@ import {
   readMountInfo,
 } from '@cairnfs/core';
 import { NaiveDiff } from '@cairnfs/archive';
-import type { Change, CreateOptions, DriverSetup, GetOptions, StorageDriver } from '@cairnfs/core';
+import type { Change, CreateOptions, DriverSetup, GetOptions, PutOptions, StorageDriver } from '@cairnfs/core';
 import { major, minor } from '@cairnfs/sys';
 import {
   createDevice, devPath, isActive, isIdTaken, isNoSuchThin, listDevices,
@@ -597,9 +597,9 @@ export class DeviceMapperDriver implements StorageDriver {
     return this.mounts.get(id, opts);
   }
 
-  async put(id: string): Promise<void> {
+  async put(id: string, opts: PutOptions = {}): Promise<void> {
     assertValidId(id);
-    await this.mounts.put(id);
+    await this.mounts.put(id, opts);
   }
 
   /** Hold count of a layer's mount, every process counted (for tests and diagnostics). */

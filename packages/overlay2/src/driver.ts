@@ -5,7 +5,7 @@ import {
   fsyncFile, makeStagingDir, moveToTrash, normalizeParent, parseByteSize, readMountInfo, LayerQuotas, sweepLeftovers,
 } from '@cairnfs/core';
 import { NaiveDiff } from '@cairnfs/archive';
-import type { Change, CreateOptions, DriverSetup, GetOptions, StorageDriver } from '@cairnfs/core';
+import type { Change, CreateOptions, DriverSetup, GetOptions, PutOptions, StorageDriver } from '@cairnfs/core';
 import * as sys from '@cairnfs/sys';
 import {
   COMMITTED_FILE_MODE, DEFAULT_MAX_DEPTH, DIFF_MODE, HOME_MODE, KERNEL_MAX_DEPTH, LAYER_DIR_MODE, LINK_FILE_MODE,
@@ -285,9 +285,9 @@ export class Overlay2Driver implements StorageDriver {
     return this.mounts.get(id, opts);
   }
 
-  async put(id: string): Promise<void> {
+  async put(id: string, opts: PutOptions = {}): Promise<void> {
     assertValidId(id);
-    await this.mounts.put(id);
+    await this.mounts.put(id, opts);
   }
 
   /** The mount spec `get` would use (exposed for tests and `metadata`). */

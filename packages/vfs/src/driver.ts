@@ -8,7 +8,7 @@ import {
   parseByteSize, readMountInfo, sweepLeftovers, translateSpaceError, mountLabelOption,
 } from '@cairnfs/core';
 import { NaiveDiff, NaiveDiffDriver, applyLayer } from '@cairnfs/archive';
-import type { CreateOptions, DriverSetup, GetOptions, StorageDriver } from '@cairnfs/core';
+import type { CreateOptions, DriverSetup, GetOptions, PutOptions, StorageDriver } from '@cairnfs/core';
 import { constants as sysConstants, mount, umount2 } from '@cairnfs/sys';
 import { VfsLayout } from './layout.js';
 import { layerMeta } from './meta.js';
@@ -286,9 +286,9 @@ export class VfsDriver extends NaiveDiffDriver implements StorageDriver {
     return this.mounts.get(id, opts);
   }
 
-  async put(id: string): Promise<void> {
+  async put(id: string, opts: PutOptions = {}): Promise<void> {
     assertValidId(id);
-    return this.mounts.put(id);
+    return this.mounts.put(id, opts);
   }
 
   /** The hold count of a layer's mount, every process counted (for tests and diagnostics). */

@@ -5,7 +5,7 @@ import {
   translateSpaceError,
 } from '@cairnfs/core';
 import { NaiveDiff, NaiveDiffDriver } from '@cairnfs/archive';
-import type { CreateOptions, DriverSetup, GetOptions, StorageDriver } from '@cairnfs/core';
+import type { CreateOptions, DriverSetup, GetOptions, PutOptions, StorageDriver } from '@cairnfs/core';
 import { ZfsCommandError, ZfsCommands } from './command.js';
 import { ZfsLayout } from './layout.js';
 import { ZfsMounter, detectMountMethod, findDatasetMount, makeReadOnly, mountProperties, retryWhileBusy } from './mount.js';
@@ -405,9 +405,9 @@ export class ZfsDriver extends NaiveDiffDriver implements StorageDriver {
     return this.mounts.get(id, opts);
   }
 
-  async put(id: string): Promise<void> {
+  async put(id: string, opts: PutOptions = {}): Promise<void> {
     assertValidId(id);
-    return this.mounts.put(id);
+    return this.mounts.put(id, opts);
   }
 
   /** Hold count of a layer's mount, every process counted (for tests and diagnostics). */

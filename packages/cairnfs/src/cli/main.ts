@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 // The `cairn` command: one subcommand per verb of the layer store and the driver.
-// Every command opens the driver, does one thing, and releases it (except `mount`,
-// which must leave its mount in place for `umount` in a later process to find).
+// Every command opens the driver, does one thing, and releases it. Locks are taken per
+// operation, so every command works while a runtime (or another cairn) has the root
+// open; `mount` records a hold owned by the store (`cli-mount:<name>`), which outlives
+// this process and everyone's cleanup until `umount` drops it.
 import { pipeline } from 'node:stream/promises';
 import { dirname, resolve } from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
@@ -10,11 +12,11 @@ import { cp, stat } from 'node:fs/promises';
 import { CairnError, defaultRegistry, openDriver, probe, type StorageDriver } from '../index.js';
 import { migrate, type LayerRef } from '../migrate.js';
 import { LayerStore, exportImage } from '@cairnfs/image';
-import { parseByteSize } from '@cairnfs/core';
+import { DEFAULT_LOCK_TIMEOUT_MS, parseByteSize } from '@cairnfs/core';
 import { exitCodeOf } from './exit-codes.js';
 import { importReporter } from './progress.js';
 
-interface Globals { root: string; driver?: string; storageOpt: string[]; json?: boolean }
+interface Globals { root: string; driver?: string; storageOpt: string[]; json?: boolean; lockTimeout?: string }
 
 const program = new Command('cairn')
   .description('Container image layers on Docker-grade storage drivers (overlay2, btrfs, vfs, …)')
@@ -22,6 +24,7 @@ const program = new Command('cairn')
   .option('--driver <name>', 'storage driver (default: auto-select as moby does)')
   .option('--storage-opt <key=value>', 'driver option, e.g. overlay2.size=10G (repeatable)', (v: string, prev: string[]) => [...prev, v], [] as string[])
   .option('--json', 'machine-readable output')
+  .option('--lock-timeout <ms>', 'how long to wait for a lock another process holds before failing with ERR_LOCKED (default 30000)')
   .exitOverride()
   .showHelpAfterError();
 
@@ -37,15 +40,32 @@ function options(): Record<string, string> {
   return out;
 }
 
-async function withStore<T>(fn: (store: LayerStore, driver: StorageDriver) => Promise<T>, keepMounts = false): Promise<T> {
+function lockTimeoutMs(): number {
+  const raw = globals().lockTimeout;
+  if (raw === undefined) return DEFAULT_LOCK_TIMEOUT_MS;
+  const ms = Number(raw);
+  if (!Number.isInteger(ms) || ms < 0) throw new CairnError('ERR_INVALID_OPTION', `--lock-timeout ${raw}: expected milliseconds, e.g. 30000 (0: do not wait)`, { subject: raw });
+  return ms;
+}
+
+async function withStore<T>(fn: (store: LayerStore, driver: StorageDriver) => Promise<T>): Promise<T> {
   const g = globals();
-  const driver = await openDriver({ root: resolve(g.root), options: options(), ...(g.driver ? { driver: g.driver } : {}) });
+  const timeout = lockTimeoutMs();
+  const driver = await openDriver({ root: resolve(g.root), options: options(), lockTimeoutMs: timeout, ...(g.driver ? { driver: g.driver } : {}) });
   try {
-    return await fn(await LayerStore.open(driver), driver);
+    const store = await LayerStore.open(driver, { lockTimeoutMs: timeout });
+    try {
+      return await fn(store, driver);
+    } finally {
+      await store.close();
+    }
   } finally {
-    if (!keepMounts) await driver.cleanup();
+    await driver.cleanup(); // drops this process's holds only: `cairn mount`s are the store's
   }
 }
+
+/** The hold `cairn mount NAME` records (and `cairn umount NAME` drops). */
+const cliMount = (name: string) => ({ holder: `cli-mount:${name}` });
 
 function print(rows: Array<Record<string, unknown>>, columns: string[]): void {
   if (globals().json) { process.stdout.write(JSON.stringify(rows, null, 2) + '\n'); return; }
@@ -115,11 +135,11 @@ program.command('create').argument('<image>').argument('<name>').description('cr
 
 program.command('mount').argument('<name>').description('mount a container layer and print its root path (stays mounted until `cairn umount`)')
   .action((name: string) => withStore(async (store, driver) => {
-    process.stdout.write(`${await driver.get(store.container(name).mountId)}\n`);
-  }, true));
+    process.stdout.write(`${await driver.get(store.container(name).mountId, cliMount(name))}\n`);
+  }));
 
-program.command('umount').argument('<name>').description('unmount a container layer')
-  .action((name: string) => withStore(async (store, driver) => { await driver.put(store.container(name).mountId); }, true));
+program.command('umount').argument('<name>').description('unmount a container layer mounted by `cairn mount`')
+  .action((name: string) => withStore(async (store, driver) => { await driver.put(store.container(name).mountId, cliMount(name)); }));
 
 const parentCache = (store: LayerStore, name: string) => {
   const c = store.container(name);
@@ -187,9 +207,9 @@ program.command('migrate').description('copy every layer of the store to another
     // that can no longer mount aufs, which is exactly when people migrate away from it.
     const factory = defaultRegistry.get(fromName);
     if (!factory) throw new CairnError('ERR_DRIVER_NOT_FOUND', `no storage driver named ${fromName}`, { subject: fromName });
-    const from = await factory.open({ root, home: join(root, fromName), options: options(), lockTimeoutMs: 0 });
+    const from = await factory.open({ root, home: join(root, fromName), options: options(), lockTimeoutMs: lockTimeoutMs() });
     try {
-      const to = await openDriver({ root, driver: o.to, options: options() });
+      const to = await openDriver({ root, driver: o.to, options: options(), lockTimeoutMs: lockTimeoutMs() });
       try {
         const layers = await layersFromImageStore(from);
         const r = await migrate(from, to, {
