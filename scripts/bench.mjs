@@ -21,6 +21,7 @@ import { zfsCases } from '../bench/cases/zfs-layer.mjs';
 import { dmCases } from '../bench/cases/dm-layer.mjs';
 import { rssCase } from '../bench/cases/rss.mjs';
 import { importCases } from '../bench/cases/import.mjs';
+import { multiprocCases } from '../bench/cases/multiproc.mjs';
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), '..');
 const args = process.argv.slice(2);
@@ -32,7 +33,7 @@ const value = (name) => {
 const quick = flag('--quick');
 const json = flag('--json');
 const pairs = Number(value('--pairs') ?? 5);
-const all = ['apply', 'export', 'changes', 'vfs-create', 'overlay2', 'btrfs', 'zfs', 'dm', 'import', 'rss'];
+const all = ['apply', 'export', 'changes', 'vfs-create', 'overlay2', 'multiproc', 'btrfs', 'zfs', 'dm', 'import', 'rss'];
 const only = (value('--only') ?? all.join(',')).split(',');
 
 if (!isRoot()) {
@@ -97,6 +98,7 @@ try {
     report(await changesCases({ input: walk, label: `${walk.files} files`, pairs, core }));
   }
   if (only.includes('overlay2')) report(await overlayMountCases({ base: scratch.dir('ovl'), pairs, cairn, sys, overlay2 }));
+  if (only.includes('multiproc')) report(await multiprocCases({ base: scratch.dir('multiproc'), pairs, cairn, sys, repo }));
   if (only.includes('btrfs')) report(await btrfsCases({ pairs, cairn, testkit }));
   if (only.includes('zfs')) report(await zfsCases({ pairs, cairn, zfsKit }));
   if (only.includes('dm')) report(await dmCases({ pairs, cairn, dm, vmKit, repo }));

@@ -5,7 +5,7 @@ import type { GetOptions, PutOptions } from './driver.js';
 import { CairnError, errnoCode } from './errors.js';
 import { bootId, isProcessAlive, selfIdentity } from './proc.js';
 import { writeFileAtomic } from './staging.js';
-import { STATE_DIR, type StoreLocks } from './storelock.js';
+import { LAYER_RECORD_BYTES, STATE_DIR, type StoreLocks } from './storelock.js';
 
 /**
  * What a driver does when a layer gets its first holder and loses its last: `mount`
@@ -28,7 +28,7 @@ interface ProcessHold { pid: number; start: number; session: string; count: numb
 interface NamedHold { owner: string; count: number }
 type Hold = ProcessHold | NamedHold;
 
-/** `${home}/.cairn/mounts/<id>.json`: who holds the layer's mount, and where it is. */
+/** Who holds the layer's mount, and where it is (in the layer's lock file, see StoreLocks.layerRecord). */
 interface HoldRecord {
   /** Mounts do not survive a reboot: holds recorded in an earlier boot are void. */
   boot: string;
@@ -64,11 +64,17 @@ function checkRecord(raw: unknown): HoldRecord | string {
   return r as HoldRecord;
 }
 
+/** The record area's marker for a record too big for it, kept in `${home}/.cairn/mounts/<id>.json` instead. */
+const OVERFLOW = '@file';
+
 /**
  * Mount counts shared by every process that opens a home (what MountRefs counted in
  * memory before): one mount per layer, however many processes `get` it, and a record
- * of who holds it in `${home}/.cairn/mounts/<id>.json`, read and written only under the
- * layer's lock (see storelock.ts), atomically (a temp file renamed over it).
+ * of who holds it in the record area of the layer's lock file (StoreLocks.layerRecord),
+ * read when the lock is taken and written only under it, atomically (one pwrite within
+ * a page; a record too big for the area goes to `${home}/.cairn/mounts/<id>.json`,
+ * written with writeFileAtomic). Reading and writing the record costs no file of its own:
+ * the lock file is open anyway.
  *
  * - `get`: the first holder mounts; every later one (any process) adds a hold and gets
  *   the same path. `put` drops one hold of the caller; the last hold's put unmounts.
@@ -217,37 +223,35 @@ export class SharedMounts {
    */
   async sweep(mounted: Array<{ id: string; path: string }> = []): Promise<void> {
     const paths = new Map(mounted.map((m) => [m.id, m.path]));
-    const ids = new Set(paths.keys());
+    // Overflow records (see OVERFLOW) live in files; their layers are visited too, and a
+    // dead writer's temp file goes under that layer's free lock.
     const temps = new Set<string>();
+    const ids = new Set(paths.keys());
     for (const name of await readdir(this.dir).catch(() => [] as string[])) {
       if (name.endsWith('.json') && !name.startsWith('.')) ids.add(name.slice(0, -'.json'.length));
       else if (name.startsWith('.') && name.endsWith('.json.tmp')) temps.add(name.slice(1, -'.json.tmp'.length));
     }
     for (const id of new Set([...ids, ...temps])) {
       await this.locks.tryLayer(id, `repair the mount holds of layer ${id}`, async () => {
-        // A record being written has its temp file: only a dead writer's (its lock is free) is litter.
         if (temps.has(id)) await unlink(join(this.dir, `.${id}.json.tmp`)).catch(() => undefined);
-        if (!ids.has(id)) return;
-        let record: HoldRecord | null;
+        const recorded = this.locks.layerRecord(id) !== null;
         try {
-          record = await this.load(id, false);
+          await this.load(id, false); // drops dead holds, unmounting what then has none
         } catch {
           return;
         }
         const orphan = paths.get(id);
-        if (record === null && orphan !== undefined) await this.hooks.unmount(id, orphan).catch(() => undefined);
+        if (!recorded && orphan !== undefined) await this.hooks.unmount(id, orphan).catch(() => undefined);
       });
     }
   }
 
   /**
-   * True when some layer of the home has a live hold (dead ones are dropped on the way),
-   * or is being worked on right now (its lock is taken). Never waits.
+   * True when one of `ids` (the layers the driver finds mounted) has a live hold (dead ones
+   * are dropped on the way) or is being worked on right now (its lock is taken). Never waits.
    */
-  async anyHeld(): Promise<boolean> {
-    for (const name of await readdir(this.dir).catch(() => [] as string[])) {
-      if (!name.endsWith('.json') || name.startsWith('.')) continue;
-      const id = name.slice(0, -'.json'.length);
+  async anyHeld(ids: Iterable<string>): Promise<boolean> {
+    for (const id of ids) {
       const r = await this.locks.tryLayer(id, `read the mount holds of layer ${id}`, async () => {
         try {
           return (await this.load(id, false)) !== null;
@@ -273,13 +277,17 @@ export class SharedMounts {
    * returned as a record without holds, to be reused by the caller, not stacked upon.
    */
   private async load(id: string, adopt: boolean): Promise<HoldRecord | null> {
-    const file = this.path(id);
-    let text: string;
-    try {
-      text = await readFile(file, 'utf8');
-    } catch (err) {
-      if (errnoCode(err) === 'ENOENT') return null;
-      throw this.corrupt(id, file, `cannot be read (${errnoCode(err) ?? String(err)})`, err);
+    let text = this.locks.layerRecord(id);
+    let file = join(this.locks.layerLockDir, id);
+    if (text === null) return null;
+    if (text === OVERFLOW) {
+      file = this.path(id);
+      try {
+        text = await readFile(file, 'utf8');
+      } catch (err) {
+        if (errnoCode(err) === 'ENOENT') return null;
+        throw this.corrupt(id, file, `cannot be read (${errnoCode(err) ?? String(err)})`, err);
+      }
     }
     let parsed: unknown;
     try {
@@ -310,17 +318,26 @@ export class SharedMounts {
   }
 
   private async save(id: string, record: HoldRecord): Promise<void> {
+    const text = JSON.stringify(record);
+    const overflowed = this.locks.layerRecord(id) === OVERFLOW;
+    if (Buffer.byteLength(text) <= LAYER_RECORD_BYTES) {
+      await this.locks.setLayerRecord(id, text);
+      if (overflowed) await unlink(this.path(id)).catch(() => undefined);
+      return;
+    }
     if (!this.dirMade) {
       await mkdir(this.dir, { recursive: true, mode: 0o700 });
       this.dirMade = true;
     }
-    await writeFileAtomic(this.path(id), JSON.stringify(record), 0o600, { durable: false });
+    await writeFileAtomic(this.path(id), text, 0o600, { durable: false });
+    if (!overflowed) await this.locks.setLayerRecord(id, OVERFLOW);
   }
 
   private async drop(id: string): Promise<void> {
-    await unlink(this.path(id)).catch((err: unknown) => {
-      if (errnoCode(err) !== 'ENOENT') throw err;
-    });
+    const current = this.locks.layerRecord(id);
+    if (current === null) return;
+    if (current === OVERFLOW) await unlink(this.path(id)).catch(() => undefined);
+    await this.locks.setLayerRecord(id, null);
   }
 
   private addHold(record: HoldRecord, owner: string | undefined): void {
@@ -347,7 +364,7 @@ export class SharedMounts {
 
   private corrupt(id: string, file: string, why: string, cause?: unknown): CairnError {
     return new CairnError('ERR_BACKEND_FAILED',
-      `the mount hold record of layer ${id}, ${file}, ${why}, so cairn cannot tell who holds that layer's mount. ` +
+      `the mount hold record of layer ${id} (in ${file}) ${why}, so cairn cannot tell who holds that layer's mount. ` +
       `If no container uses layer ${id}, delete that file (and unmount the layer's mount if one is left); cairn starts a new record at the next get`,
       cause === undefined ? { subject: file } : { subject: file, cause });
   }

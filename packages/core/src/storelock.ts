@@ -1,6 +1,6 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { constants as fsConstants } from 'node:fs';
-import { mkdir, open, stat, unlink } from 'node:fs/promises';
+import { mkdir, open, unlink } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CairnError, errnoCode } from './errors.js';
@@ -77,6 +77,15 @@ export const DEFAULT_LOCK_TIMEOUT_MS = 30_000;
 
 /** Bytes of the record at the start of a lock file (padded with spaces, so one write replaces it). */
 const RECORD_BYTES = 256;
+/**
+ * A layer lock file is one page: the holder record, then the layer's own record area
+ * (SharedMounts keeps the mount holds there), read once when the lock is taken and
+ * rewritten in place by one pwrite within the page: what another process reads is the
+ * old content or the new, never half (a page write is not torn by a SIGKILL).
+ */
+export const LAYER_LOCK_PAGE = 4096;
+/** How much of the page a layer's record may fill (JSON, space-padded). */
+export const LAYER_RECORD_BYTES = LAYER_LOCK_PAGE - RECORD_BYTES;
 
 export interface StoreLocksOptions {
   /** Milliseconds to wait for another process before ERR_LOCKED; 0 = try once. */
@@ -94,6 +103,12 @@ interface LockRecord {
   since?: number;
 }
 
+/** A layer lock this instance holds: its open file and the page as read (kept in step with our writes). */
+interface LayerFile {
+  handle: FileHandle;
+  page: Buffer;
+}
+
 interface Frame {
   readonly locks: StoreLocks;
   /** 'table' or 'layer:<id>'. */
@@ -103,6 +118,9 @@ interface Frame {
 }
 
 const held = new AsyncLocalStorage<readonly Frame[]>();
+
+/** Layer lock files an instance keeps open between operations (see StoreLocks.idleFiles). */
+const MAX_IDLE_LAYER_FILES = 64;
 
 /** In-process reader/writer queue, first come first served (a writer is not starved by a stream of readers). */
 class RwQueue {
@@ -203,6 +221,13 @@ export class StoreLocks {
   private opening: Promise<FileHandle> | null = null;
   private readonly queue = new RwQueue();
   private readonly layerQueue = new KeyedQueue();
+  /** The open, locked file of each layer an operation of this instance holds (one per id: the queue is exclusive). */
+  private readonly layerFiles = new Map<string, LayerFile>();
+  /**
+   * Layer lock files kept open, unlocked, between operations (least recently used first),
+   * so that a get or put costs no open and close: an instance keeps at most this many.
+   */
+  private readonly idleFiles = new Map<string, FileHandle>();
   /** In-process readers sharing one LOCK_SH, and the promise of getting it. */
   private readers = 0;
   private sharedGrant: Promise<void> | null = null;
@@ -292,21 +317,23 @@ export class StoreLocks {
     if (this.frame('table')) {
       throw new Error(`cairn internal error: ${op} asked for the lock of layer ${wanted.join(', ')} while holding the store lock (layer locks come first)`);
     }
-    const taken = new Map<string, { handle: FileHandle; release: () => void; frame: Frame }>();
+    const taken = new Map<string, { release: () => void; frame: Frame }>();
     const unlock = async (id: string): Promise<void> => {
       const t = taken.get(id);
       if (!t) return;
       taken.delete(id);
       t.frame.active = false;
-      await t.handle.close().catch(() => undefined);
+      const file = this.layerFiles.get(id);
+      this.layerFiles.delete(id);
+      if (file) await this.putBack(id, file.handle);
       t.release();
     };
     try {
       for (const id of wanted) {
         const release = await this.layerQueue.acquire(id);
         try {
-          const handle = await this.lockLayerFile(id, op, Date.now() + this.timeoutMs);
-          taken.set(id, { handle: handle!, release, frame: { locks: this, key: `layer:${id}`, exclusive: true, active: true } });
+          this.layerFiles.set(id, (await this.lockLayerFile(id, op, Date.now() + this.timeoutMs))!);
+          taken.set(id, { release, frame: { locks: this, key: `layer:${id}`, exclusive: true, active: true } });
         } catch (err) {
           release();
           throw err;
@@ -329,13 +356,17 @@ export class StoreLocks {
     if (this.frame(`layer:${id}`)) return { ran: true, value: await fn() };
     const release = this.layerQueue.tryAcquire(id);
     if (!release) return { ran: false };
-    let handle: FileHandle | null = null;
+    let file: LayerFile | null = null;
     try {
-      handle = await this.lockLayerFile(id, op, null);
-      if (!handle) return { ran: false };
+      file = await this.lockLayerFile(id, op, null);
+      if (!file) return { ran: false };
+      this.layerFiles.set(id, file);
       return { ran: true, value: await this.inFrames([`layer:${id}`], fn) };
     } finally {
-      await handle?.close().catch(() => undefined);
+      if (file) {
+        this.layerFiles.delete(id);
+        await this.putBack(id, file.handle);
+      }
       release();
     }
   }
@@ -352,6 +383,27 @@ export class StoreLocks {
   }
 
   /**
+   * The layer's record area (see LAYER_LOCK_PAGE) as its lock file holds it: null when
+   * empty. The current operation must hold the layer's lock.
+   */
+  layerRecord(id: string): string | null {
+    const file = this.heldFile(id);
+    const text = file.page.subarray(RECORD_BYTES).toString('utf8').replace(/[\s\0]+$/, '');
+    return text === '' ? null : text;
+  }
+
+  /** Replaces the layer's record area (null empties it) with one pwrite; RangeError when `text` does not fit. */
+  async setLayerRecord(id: string, text: string | null): Promise<void> {
+    const file = this.heldFile(id);
+    const area = Buffer.alloc(LAYER_RECORD_BYTES, 0x20);
+    if (text !== null && area.write(text, 0, 'utf8') !== Buffer.byteLength(text)) {
+      throw new RangeError(`a ${Buffer.byteLength(text)}-byte record does not fit the ${LAYER_RECORD_BYTES} bytes of a layer lock file`);
+    }
+    await file.handle.write(area, 0, area.length, RECORD_BYTES);
+    area.copy(file.page, RECORD_BYTES);
+  }
+
+  /**
    * Deletes the lock file of a layer that is gone. The caller holds that layer's lock;
    * see the class comment for why this is safe for those waiting on it.
    */
@@ -360,13 +412,38 @@ export class StoreLocks {
     await unlink(join(this.layerLockDir, id)).catch(() => undefined);
   }
 
-  /** Closes the store lock file once nothing in this process uses it (driver cleanup). */
+  /** Closes the store lock file once nothing in this process uses it, and the idle layer lock files (driver cleanup). */
   async close(): Promise<void> {
     this.closed = true;
+    for (const [id, handle] of [...this.idleFiles]) {
+      this.idleFiles.delete(id);
+      await handle.close().catch(() => undefined);
+    }
     await this.closeIfIdle();
   }
 
   // ---- internals ------------------------------------------------------------------
+
+  /** Unlocks a layer lock file and keeps it open for the next operation on that layer (or closes it). */
+  private async putBack(id: string, handle: FileHandle): Promise<void> {
+    unflock(handle.fd);
+    if (this.closed || this.idleFiles.has(id)) {
+      await handle.close().catch(() => undefined);
+      return;
+    }
+    this.idleFiles.set(id, handle);
+    if (this.idleFiles.size > MAX_IDLE_LAYER_FILES) {
+      const [oldest, old] = this.idleFiles.entries().next().value as [string, FileHandle];
+      this.idleFiles.delete(oldest);
+      await old.close().catch(() => undefined);
+    }
+  }
+
+  private heldFile(id: string): LayerFile {
+    const file = this.holdsLayer(id) ? this.layerFiles.get(id) : undefined;
+    if (!file) throw new Error(`cairn internal error: the record of layer ${id} was used without its lock`);
+    return file;
+  }
 
   private frame(key: string): Frame | undefined {
     return held.getStore()?.find((f) => f.locks === this && f.key === key && f.active);
@@ -439,15 +516,17 @@ export class StoreLocks {
 
   /**
    * Opens (creating) the lock file of layer `id` and flocks it, waiting until `deadline`
-   * (null: one try, null back when taken). Writes the holder record. Starts over when the
-   * file was unlinked or replaced while we waited (a remove of that layer).
+   * (null: one try, null back when taken); reads its page and writes the holder record.
+   * Starts over when the file was unlinked while we waited (a remove of that layer: our
+   * open file then has no name left).
    */
-  private async lockLayerFile(id: string, op: string, deadline: number | null): Promise<FileHandle | null> {
+  private async lockLayerFile(id: string, op: string, deadline: number | null): Promise<LayerFile | null> {
     const path = join(this.layerLockDir, id);
     for (;;) {
-      let handle: FileHandle;
+      let handle = this.idleFiles.get(id);
+      this.idleFiles.delete(id);
       try {
-        handle = await open(path, fsConstants.O_RDWR | fsConstants.O_CREAT, 0o600);
+        handle ??= await open(path, fsConstants.O_RDWR | fsConstants.O_CREAT, 0o600);
       } catch (err) {
         if (errnoCode(err) !== 'ENOENT') throw err;
         await mkdir(this.layerLockDir, { recursive: true, mode: 0o700 });
@@ -461,14 +540,17 @@ export class StoreLocks {
           await handle.close();
           return null;
         }
-        const [mine, now] = await Promise.all([handle.stat(), stat(path).catch(() => null)]);
-        if (now === null || now.ino !== mine.ino || now.dev !== mine.dev) {
+        if ((await handle.stat()).nlink === 0) {
           await handle.close();
           continue;
         }
+        const page = Buffer.alloc(LAYER_LOCK_PAGE);
+        await handle.read(page, 0, LAYER_LOCK_PAGE, 0);
         const me = selfIdentity();
-        await handle.write(padRecord({ pid: me.pid, start: me.start, op, since: Date.now() }), 0, RECORD_BYTES, 0);
-        return handle;
+        const holder = padRecord({ pid: me.pid, start: me.start, op, since: Date.now() });
+        await handle.write(holder, 0, RECORD_BYTES, 0);
+        holder.copy(page, 0);
+        return { handle, page };
       } catch (err) {
         await handle.close().catch(() => undefined);
         throw err;

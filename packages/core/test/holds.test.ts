@@ -57,7 +57,15 @@ async function ask(c: CrashChild, line: string): Promise<string | null> {
 }
 
 const mounted = (id: string) => existsSync(join(home, 'mounted', id));
-const recordOf = async (id: string) => JSON.parse(await readFile(join(home, '.cairn', 'mounts', `${id}.json`), 'utf8')) as { holds: unknown[]; path: string | null; boot: string };
+// The record lives in the layer's lock file, after the 256-byte holder record (StoreLocks.layerRecord).
+const lockFile = (id: string) => join(home, '.cairn', 'locks', id);
+const recordOf = async (id: string) => JSON.parse((await readFile(lockFile(id))).subarray(256).toString('utf8').trim()) as { holds: unknown[]; path: string | null; boot: string };
+async function writeRecord(id: string, text: string): Promise<void> {
+  await mkdir(join(home, '.cairn', 'locks'), { recursive: true });
+  const page = Buffer.alloc(4096, 0x20);
+  page.write(text, 256, 'utf8');
+  await writeFile(lockFile(id), page);
+}
 
 test('proc: our own start time is field 22 of /proc/self/stat; a pid with another start time is not alive', () => {
   const me = selfIdentity();
@@ -117,7 +125,7 @@ test('a hold whose pid is alive but started at another time (pid reuse) is not a
   await mounts.get('a');
   const record = await recordOf('a');
   const init = { pid: 1, start: processStartTime(1)! + 99, session: 'old', count: 3 };
-  await writeFile(join(home, '.cairn', 'mounts', 'a.json'), JSON.stringify({ ...record, holds: [...record.holds, init] }));
+  await writeRecord('a', JSON.stringify({ ...record, holds: [...record.holds, init] }));
   expect(await mounts.count('a')).toBe(1);
   expect((await recordOf('a')).holds).toHaveLength(1); // rewritten without it
   await mounts.put('a');
@@ -142,9 +150,8 @@ test('a named hold (cairn mount) outlives the process that made it and every cle
 });
 
 test('a get killed between recording its hold and its mount is undone by the next reader (unmount with no path)', async () => {
-  await mkdir(join(home, '.cairn', 'mounts'), { recursive: true });
   const dead = { pid: selfIdentity().pid, start: selfIdentity().start - 1, session: 'x', count: 1 };
-  await writeFile(join(home, '.cairn', 'mounts', 'a.json'), JSON.stringify({ boot: bootId(), path: null, holds: [dead] }));
+  await writeRecord('a', JSON.stringify({ boot: bootId(), path: null, holds: [dead] }));
   const { mounts, locks } = open();
   expect(await mounts.get('a')).toBe(join(home, 'mnt', 'a'));
   expect(calls).toEqual(['unmount a null', 'mount a']);
@@ -156,21 +163,20 @@ test('holds recorded in an earlier boot are void', async () => {
   const { mounts, locks } = open();
   await mounts.get('a');
   const record = await recordOf('a');
-  await writeFile(join(home, '.cairn', 'mounts', 'a.json'), JSON.stringify({ ...record, boot: 'another-boot' }));
+  await writeRecord('a', JSON.stringify({ ...record, boot: 'another-boot' }));
   expect(await mounts.count('a')).toBe(0);
   await locks.close();
 });
 
 test('a corrupt hold record is refused naming the file and what to do; the open-time sweep skips it', async () => {
-  await mkdir(join(home, '.cairn', 'mounts'), { recursive: true });
-  const file = join(home, '.cairn', 'mounts', 'bad.json');
-  await writeFile(file, '{"boot": "x", "holds": [{"pid": "no"}');
+  const file = lockFile('bad');
+  await writeRecord('bad', '{"boot": "x", "holds": [{"pid": "no"}');
   const { mounts, locks } = open();
   const err = await mounts.get('bad').then(() => null, (e: unknown) => e as Error);
   expect(isCairnError(err, 'ERR_BACKEND_FAILED')).toBe(true);
   expect(err!.message).toContain(file);
   expect(err!.message).toMatch(/delete that file/);
-  await writeFile(file, JSON.stringify({ boot: bootId(), path: '/x', holds: [{ count: 1 }] }));
+  await writeRecord('bad', JSON.stringify({ boot: bootId(), path: '/x', holds: [{ count: 1 }] }));
   await expect(mounts.count('bad')).rejects.toMatchObject({ code: 'ERR_BACKEND_FAILED', message: expect.stringContaining('malformed') });
   await mounts.sweep([{ id: 'bad', path: '/x' }]); // does not throw: the layer stays refused, open goes on
   expect(calls).toEqual([]);
@@ -185,8 +191,21 @@ test('the open-time sweep drops dead holds and unmounts mounts no record knows, 
   const c2 = await child();
   expect(await ask(c2, 'layer busy')).toBe('held');
   const { mounts, locks } = open();
-  await mounts.sweep([{ id: 'orphan', path: '/somewhere' }, { id: 'busy', path: '/busy' }]);
+  await mounts.sweep([{ id: 'dead', path: '/dead' }, { id: 'orphan', path: '/somewhere' }, { id: 'busy', path: '/busy' }]);
   expect(calls.sort()).toEqual(['unmount dead path', 'unmount orphan path']);
   c2.proc.stdin!.write('release\n');
+  await locks.close();
+});
+
+test('a record too big for the lock file page (many holders) moves to its own file and back', async () => {
+  const { mounts, locks } = open();
+  for (let i = 0; i < 80; i++) await mounts.get('big', { holder: `cli-mount:a-long-container-name-number-${i}` });
+  expect(existsSync(join(home, '.cairn', 'mounts', 'big.json'))).toBe(true);
+  expect(await mounts.count('big')).toBe(80);
+  for (let i = 0; i < 79; i++) await mounts.put('big', { holder: `cli-mount:a-long-container-name-number-${i}` });
+  expect(existsSync(join(home, '.cairn', 'mounts', 'big.json'))).toBe(false); // small again: back in the page
+  expect(await mounts.count('big')).toBe(1);
+  await mounts.put('big', { holder: 'cli-mount:a-long-container-name-number-79' });
+  expect(calls).toEqual(['mount big', 'unmount big path']);
   await locks.close();
 });

@@ -707,7 +707,9 @@ export class DeviceMapperDriver implements StorageDriver {
       if (errors.length > 0) throw errors[0];
       await this.write('close the devicemapper pool', async () => {
         await this.sessions.leave();
-        if ((await this.sessions.others()) > 0 || await this.mounts.anyHeld()) return;
+        const mounted = (await readMountInfo()).filter((m) => m.mountPoint.startsWith(`${this.layout.mntDir}/`))
+          .map((m) => m.mountPoint.slice(this.layout.mntDir.length + 1).split('/')[0]!);
+        if ((await this.sessions.others()) > 0 || await this.mounts.anyHeld(mounted)) return;
         for (const name of await listDevices(`${this.layout.devicePrefix}-`)) {
           if (name !== this.pool.name) await removeDevice(name, false, true);
         }
