@@ -1,9 +1,10 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { constants as fsConstants } from 'node:fs';
-import { mkdir, open, unlink } from 'node:fs/promises';
+import { constants as fsConstants, fstatSync, readSync, writeSync } from 'node:fs';
+import { mkdir, open, statfs, unlink } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CairnError, errnoCode } from './errors.js';
+import { FS_MAGIC_FUSE } from './backingfs.js';
 import { flockHolders, flockUntil, tryFlock, unflock } from './flock.js';
 import { selfIdentity } from './proc.js';
 
@@ -199,9 +200,33 @@ function padRecord(record: LockRecord): Buffer {
   return buf;
 }
 
-async function readRecord(handle: FileHandle): Promise<LockRecord | null> {
+/**
+ * The few bytes a lock operation reads and writes on its lock file: with synchronous
+ * calls where the file lives on a local filesystem (a pwrite of 256 bytes into the page
+ * cache costs microseconds, a trip through the libuv pool far more), through the pool
+ * where it lives on FUSE (zfs-fuse: every call is a round trip to a daemon, which must
+ * never hold up the event loop).
+ */
+class LockFileIo {
+  constructor(readonly sync: boolean) {}
+
+  async read(handle: FileHandle, buf: Buffer, length: number): Promise<number> {
+    return this.sync ? readSync(handle.fd, buf, 0, length, 0) : (await handle.read(buf, 0, length, 0)).bytesRead;
+  }
+
+  async write(handle: FileHandle, buf: Buffer, length: number, position: number): Promise<void> {
+    if (this.sync) writeSync(handle.fd, buf, 0, length, position);
+    else await handle.write(buf, 0, length, position);
+  }
+
+  async nlink(handle: FileHandle): Promise<number> {
+    return this.sync ? fstatSync(handle.fd).nlink : (await handle.stat()).nlink;
+  }
+}
+
+async function readRecord(io: LockFileIo, handle: FileHandle): Promise<LockRecord | null> {
   const buf = Buffer.alloc(RECORD_BYTES);
-  const { bytesRead } = await handle.read(buf, 0, RECORD_BYTES, 0);
+  const bytesRead = await io.read(handle, buf, RECORD_BYTES);
   if (bytesRead === 0) return { generation: 0 }; // a fresh lock file: nobody has written yet
   try {
     const parsed = JSON.parse(buf.subarray(0, bytesRead).toString('utf8')) as unknown;
@@ -231,6 +256,8 @@ export class StoreLocks {
   /** In-process readers sharing one LOCK_SH, and the promise of getting it. */
   private readers = 0;
   private sharedGrant: Promise<void> | null = null;
+  private io = new LockFileIo(false);
+  private ioChosen = false;
   private gen = Number.NaN;
   private bumpedFrom = Number.NaN;
   private closed = false;
@@ -287,12 +314,12 @@ export class StoreLocks {
     try {
       const handle = await this.lockedFile(true, op);
       locked = true;
-      const record = await readRecord(handle);
+      const record = await readRecord(this.io, handle);
       const before = typeof record?.generation === 'number' ? record.generation : Number.NaN;
       // A torn or missing counter restarts somewhere no table was ever loaded at.
       const after = Number.isSafeInteger(before) ? before + 1 : Date.now() * 1000 + Math.floor(Math.random() * 1000);
       const me = selfIdentity();
-      await handle.write(padRecord({ generation: after, pid: me.pid, start: me.start, op, since: Date.now() }), 0, RECORD_BYTES, 0);
+      await this.io.write(handle, padRecord({ generation: after, pid: me.pid, start: me.start, op, since: Date.now() }), RECORD_BYTES, 0);
       this.bumpedFrom = before;
       this.gen = after;
       return await this.inFrame('table', true, fn);
@@ -399,7 +426,7 @@ export class StoreLocks {
     if (text !== null && area.write(text, 0, 'utf8') !== Buffer.byteLength(text)) {
       throw new RangeError(`a ${Buffer.byteLength(text)}-byte record does not fit the ${LAYER_RECORD_BYTES} bytes of a layer lock file`);
     }
-    await file.handle.write(area, 0, area.length, RECORD_BYTES);
+    await this.io.write(file.handle, area, area.length, RECORD_BYTES);
     area.copy(file.page, RECORD_BYTES);
   }
 
@@ -423,6 +450,15 @@ export class StoreLocks {
   }
 
   // ---- internals ------------------------------------------------------------------
+
+  /** Synchronous lock file I/O unless the home is on FUSE (decided once, see LockFileIo). */
+  private async chooseIo(): Promise<void> {
+    if (this.ioChosen) return;
+    const type = await statfs(this.home).then((st) => Number(st.type), () => null);
+    if (type === null) return; // no home yet: the pool for now, ask again next time
+    this.io = new LockFileIo(type !== FS_MAGIC_FUSE);
+    this.ioChosen = true;
+  }
 
   /** Unlocks a layer lock file and keeps it open for the next operation on that layer (or closes it). */
   private async putBack(id: string, handle: FileHandle): Promise<void> {
@@ -475,7 +511,7 @@ export class StoreLocks {
     for (;;) {
       const handle = await this.file();
       await this.waitFlock(handle, exclusive, this.lockPath, op, `the ${this.what}`);
-      if ((await handle.stat()).nlink > 0) return handle;
+      if ((await this.io.nlink(handle)) > 0) return handle;
       unflock(handle.fd);
       if (this.handle === handle) this.handle = null;
       await handle.close().catch(() => undefined);
@@ -486,6 +522,7 @@ export class StoreLocks {
     if (this.handle) return this.handle;
     this.opening ??= (async () => {
       await mkdir(this.home, { recursive: true, mode: 0o700 });
+      await this.chooseIo();
       // Node opens with O_CLOEXEC: tools we spawn (mkfs, zfs, …) never inherit a lock.
       const handle = await open(this.lockPath, fsConstants.O_RDWR | fsConstants.O_CREAT, 0o600);
       this.handle = handle;
@@ -496,7 +533,7 @@ export class StoreLocks {
 
   private async takeShared(op: string): Promise<void> {
     const handle = await this.lockedFile(false, op);
-    const record = await readRecord(handle);
+    const record = await readRecord(this.io, handle);
     this.gen = typeof record?.generation === 'number' ? record.generation : Number.NaN;
   }
 
@@ -522,6 +559,7 @@ export class StoreLocks {
    */
   private async lockLayerFile(id: string, op: string, deadline: number | null): Promise<LayerFile | null> {
     const path = join(this.layerLockDir, id);
+    await this.chooseIo();
     for (;;) {
       let handle = this.idleFiles.get(id);
       this.idleFiles.delete(id);
@@ -540,15 +578,15 @@ export class StoreLocks {
           await handle.close();
           return null;
         }
-        if ((await handle.stat()).nlink === 0) {
+        if ((await this.io.nlink(handle)) === 0) {
           await handle.close();
           continue;
         }
         const page = Buffer.alloc(LAYER_LOCK_PAGE);
-        await handle.read(page, 0, LAYER_LOCK_PAGE, 0);
+        await this.io.read(handle, page, LAYER_LOCK_PAGE);
         const me = selfIdentity();
         const holder = padRecord({ pid: me.pid, start: me.start, op, since: Date.now() });
-        await handle.write(holder, 0, RECORD_BYTES, 0);
+        await this.io.write(handle, holder, RECORD_BYTES, 0);
         holder.copy(page, 0);
         return { handle, page };
       } catch (err) {
@@ -567,7 +605,7 @@ export class StoreLocks {
     let holders = 'another process';
     try {
       const st = await handle.stat();
-      const record = await readRecord(handle);
+      const record = await readRecord(this.io, handle);
       const found = await flockHolders(st.dev, st.ino);
       const described = found.filter((h) => h.pid !== process.pid || found.length === 1).map((h) => {
         const doing = record?.pid === h.pid && typeof record.op === 'string'
