@@ -235,3 +235,4 @@ export function openLayerApplier(root: string, opts: LayerApplierOptions): Layer
 }
 export * from './walk.js';
 export * from './tarpack.js';
+export * from './beneath.js';
