@@ -3,7 +3,7 @@
 // docker ≥ 25 writes it, so the result loads into docker, podman and containerd alike.
 // Layer blobs are the uncompressed tars, rebuilt byte for byte, named by their diff id.
 import { Readable } from 'node:stream';
-import { encodeHeader, tarTrailer } from '@cairnfs/core';
+import { CairnError, encodeHeader, tarTrailer } from '@cairnfs/core';
 import { hexOf, sha256Of } from './digest.js';
 import type { LayerStore } from './store.js';
 
@@ -21,9 +21,28 @@ function* file(name: string, data: Buffer): Generator<Buffer> {
   yield pad(data.length);
 }
 
-/** Streams a docker-save tarball of the given images (by tag, id or id prefix). */
+/**
+ * Streams a docker-save tarball of the given images (by tag, id or id prefix).
+ *
+ * Every layer must be exact (see LayerInfo.exact): the image config names each layer by
+ * the digest of its original tar, so a regenerated diff (other bytes) would make an
+ * archive no runtime loads. An inexact layer fails the export with ERR_NOT_SUPPORTED
+ * before the first byte is written, as Docker's save fails on a layer tar-split cannot
+ * rebuild.
+ */
 export function exportImage(store: LayerStore, refs: readonly string[]): Readable {
   return Readable.from((async function* () {
+    for (const ref of refs) {
+      for (const chain of store.image(ref).layers) {
+        const l = store.layer(chain);
+        if (!l.exact) {
+          throw new CairnError('ERR_NOT_SUPPORTED',
+            `image ${ref} cannot be exported: its layer ${l.diffId} cannot be rebuilt byte for byte (a path in its tar was ` +
+            'written twice or replaced by another entry), and the image config names the layer by the digest of those exact bytes. ' +
+            "LayerStore.exportLayer still gives its content (as the driver's diff); re-import the image from its origin to export it.", { subject: chain });
+        }
+      }
+    }
     const written = new Set<string>();
     const manifest: Array<{ Config: string; RepoTags: string[]; Layers: string[] }> = [];
     const index: Array<Record<string, unknown>> = [];
