@@ -5,7 +5,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CairnError, encodeHeader, tarTrailer } from '@cairnfs/core';
+import { CairnError, TarParser, encodeHeader, tarTrailer, type TarHeaderInput } from '@cairnfs/core';
 import { SplitRecorder, reassemble } from '../src/tarsplit.js';
 import { sha } from './fixture.js';
 
@@ -26,18 +26,27 @@ describe('tar-split recorder', () => {
   beforeAll(async () => { root = await mkdtemp(join(tmpdir(), 'cairn-split-')); });
   afterAll(async () => { await rm(root, { recursive: true, force: true }); });
 
-  test('200,000 symlink entries (100 MB of headers) are recorded and rebuilt in well under a few seconds', async () => {
+  // Times are compared with the tar parser alone on the same input in the same run (the
+  // recorder parses too, so it cannot beat it), which keeps the test honest on a loaded
+  // machine; the absolute bound only catches a return of the quadratic copy (>200 s).
+  test('200,000 symlink entries (100 MB of headers) are recorded and rebuilt in a small multiple of a bare parse', async () => {
     const tar = symlinkTar(200_000);
-    const started = performance.now();
+    let t = performance.now();
+    const parser = new TarParser({ entry() {}, data() {}, end() {} });
+    for (let i = 0; i < tar.length; i += 64 * 1024) parser.write(tar.subarray(i, i + 64 * 1024));
+    parser.finish();
+    const parseMs = performance.now() - t;
+    t = performance.now();
     const split = await record(tar);
-    const recorded = performance.now() - started;
+    const recordMs = performance.now() - t;
+    t = performance.now();
     const parts: Buffer[] = [];
     for await (const c of reassemble(split, root, sha(tar))) parts.push(c);
-    const total = performance.now() - started;
+    const rebuildMs = performance.now() - t;
     expect(Buffer.concat(parts).equals(tar)).toBe(true);
     expect(split.length).toBeLessThan(tar.length / 10); // kept gzipped
-    expect(recorded).toBeLessThan(3_000);
-    expect(total).toBeLessThan(6_000);
+    expect(recordMs).toBeLessThan(4 * parseMs + 500);
+    expect(recordMs + rebuildMs).toBeLessThan(30_000);
   });
 
   test('the time per entry does not grow with the layer: 4x the entries cost about 4x the time', async () => {
@@ -69,15 +78,15 @@ describe('tar-split recorder', () => {
     expect((err as CairnError).message).toMatch(/layer L holds more than 1000 bytes.*maxUncompressedBytes/);
   });
 
-  test.each([
-    ['a second copy of a file', [{ name: 'x', type: 'file' as const, size: 3 }]],
-    ['a hardlink over a file', [{ name: 'x', type: 'hardlink' as const, linkname: 'y' }]],
-    ['a fifo over a file', [{ name: './x', type: 'fifo' as const }]],
-    ['a whiteout of a file of the same layer', [{ name: '.wh.x', type: 'file' as const, size: 0 }]],
-    ['a whiteout with content', [{ name: 'd/.wh.z', type: 'file' as const, size: 5 }]],
+  test.each<[string, TarHeaderInput[]]>([
+    ['a second copy of a file', [{ name: 'x', type: 'file' as const, mode: 0o644, size: 3 }]],
+    ['a hardlink over a file', [{ name: 'x', type: 'hardlink', mode: 0o644, linkname: 'y' }]],
+    ['a fifo over a file', [{ name: './x', type: 'fifo', mode: 0o644 }]],
+    ['a whiteout of a file of the same layer', [{ name: '.wh.x', type: 'file', mode: 0o644, size: 0 }]],
+    ['a whiteout with content', [{ name: 'd/.wh.z', type: 'file', mode: 0o644, size: 5 }]],
   ])('a layer is marked inexact by %s', async (_what, later) => {
     const parts: Buffer[] = [encodeHeader({ name: 'y', type: 'file', mode: 0o644, size: 0 }), encodeHeader({ name: 'x', type: 'file', mode: 0o644, size: 3 }), Buffer.alloc(512)];
-    for (const h of later) { parts.push(encodeHeader({ mode: 0o644, ...h })); if (h.size) parts.push(Buffer.alloc(512)); }
+    for (const h of later) { parts.push(encodeHeader(h)); if (h.size) parts.push(Buffer.alloc(512)); }
     parts.push(tarTrailer());
     const rec = new SplitRecorder();
     await record(Buffer.concat(parts), rec);
