@@ -11,6 +11,7 @@ export * from './copytree.js';
 export * from './archive/index.js';
 export * from './naivediff.js';
 export * from './lock.js';
+export { ROOT_DIR_MODE, secureDir } from './securedir.js';
 export * from './registry.js';
 export * from './units.js';
 export * from './xfsquota.js';

@@ -6,7 +6,7 @@ import { pipeline } from 'node:stream/promises';
 import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
 import pLimit from 'p-limit';
-import { CairnError, KeyedMutex, assertValidId, fsyncDir, type StorageDriver } from '@cairnfs/core';
+import { CairnError, KeyedMutex, assertValidId, fsyncDir, secureDir, type StorageDriver } from '@cairnfs/core';
 import { readSmall, writeFileAtomic } from './atomic.js';
 import { chainIdOf, chainIds, hexOf, sha256Of } from './digest.js';
 import { DEFAULT_MAX_UNCOMPRESSED_BYTES, decompressed } from './decompress.js';
@@ -149,6 +149,9 @@ export class LayerStore {
 
   static async open(driver: StorageDriver, opts: StoreOptions = {}): Promise<LayerStore> {
     const root = opts.root ?? dirname(driver.home);
+    // image/ holds every layer's tar-split and every image's config: the caller's alone, as the driver homes.
+    await secureDir(join(root, 'image'), 0o700, 'image store');
+    await secureDir(join(root, 'image', driver.name), 0o700, 'image store');
     const store = new LayerStore(driver, join(root, 'image', driver.name));
     await store.load();
     return store;
