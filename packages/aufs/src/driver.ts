@@ -10,7 +10,7 @@ import type { Change, CreateOptions, HomeLock, LayerLister, LayerRef, StorageDri
 import { umount2 } from '@cairnfs/sys';
 import { branchChanges, diffDirBytes, diffDirEntries } from './changes.js';
 import { AufsLayout, formatAncestors, parseAncestors } from './layout.js';
-import { mountUnion } from './mount.js';
+import { mountUnion, planAufsMount } from './mount.js';
 
 /** aufs takes at most 127 branches: the layer's own plus 126 ancestors. */
 export const MAX_DEPTH = 127;
@@ -183,7 +183,8 @@ export class AufsDriver implements StorageDriver, LayerLister {
 
   async get(id: string, opts?: { mountLabel?: string }): Promise<string> {
     assertValidId(id);
-    this.state(id);
+    // The mount data is checked first: an unsafe label or branch path is the caller's to fix on any kernel.
+    planAufsMount(this.layout.diffDir(id), this.state(id).ancestors.map((a) => this.layout.diffDir(a)), opts?.mountLabel);
     if (this.kernelMissing !== null) {
       throw new CairnError('ERR_NOT_SUPPORTED', `cannot mount aufs layer ${id}: ${this.kernelMissing}`, { subject: id });
     }

@@ -8,7 +8,7 @@ import { aufsMissingReason } from './mount.js';
 export { AufsDriver, MAX_DEPTH } from './driver.js';
 export { AufsLayout, parseAncestors, formatAncestors } from './layout.js';
 export { branchChanges, diffDirEntries, diffDirBytes, isAufsMeta } from './changes.js';
-export { aufsMissingReason, mountUnion } from './mount.js';
+export { aufsMissingReason, mountUnion, planAufsMount, type AufsMountPlan } from './mount.js';
 
 function checkOptions(options: Record<string, string>): void {
   for (const key of Object.keys(options)) {
