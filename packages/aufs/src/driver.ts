@@ -211,7 +211,7 @@ export class AufsDriver implements StorageDriver, LayerLister {
   async diff(id: string, parent?: string | null): Promise<Readable> {
     if (this.isDirectParent(id, parent)) {
       const dir = this.layout.diffDir(id);
-      return exportChanges(dir, diffDirEntries(dir));
+      return exportChanges(dir, diffDirEntries(dir), { whiteoutNames: 'keep' }); // its .wh. files are its whiteouts
     }
     return this.naive.diff(id, parent);
   }

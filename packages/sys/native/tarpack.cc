@@ -27,6 +27,11 @@ constexpr int kOverlay = 1;  // overlay whiteouts: 0/0 char device → .wh.<name
 // Walk mode: entries in the order of their full paths as strings (exportChanges' order:
 // 'a', 'a-b', 'a/x'), not directory by directory ('a', 'a/x', 'a-b').
 constexpr int kPathOrder = 2;
+// Without it, a real entry whose name starts with ".wh." is refused (ERR_UNSAFE_ARCHIVE):
+// in a layer tar that name means a deletion, so a container that made /etc/.wh.passwd
+// would commit a layer deleting /etc/passwd. aufs branches, whose .wh. files are their
+// whiteouts, set it.
+constexpr int kKeepWhiteoutNames = 4;
 constexpr size_t kBlock = 512;
 constexpr int64_t kOctal8 = 07777777;        // largest value of an 8-byte octal field
 constexpr int64_t kOctal12 = 077777777777;   // of a 12-byte one
@@ -574,6 +579,11 @@ class Packer : public Napi::ObjectWrap<Packer> {
   // directory's prefix ('' or 'a/b/'), `dirfd` that directory.
   bool Entry(int dirfd, const std::string& base, const std::string& rel, const std::string& parent,
              const struct stat& st, PackError& pe) {
+    if (!(flags_ & kKeepWhiteoutNames) && base.compare(0, 4, ".wh.") == 0) {
+      pe.isFault = true;
+      pe.fault = {"ERR_UNSAFE_ARCHIVE", rel, "whiteout-name"};
+      return false;
+    }
     Header h;
     switch (st.st_mode & S_IFMT) {
       case S_IFREG: h.type = '0'; break;

@@ -10,6 +10,13 @@ export const PACK_OVERLAY = 1;
  * directory by directory ('a', 'a/x', 'a-b').
  */
 export const PACK_PATH_ORDER = 2;
+/**
+ * {@link openTarPacker} flag: pack entries whose name starts with `.wh.` as they are.
+ * Without it such an entry fails the pack with `cairnCode` 'ERR_UNSAFE_ARCHIVE' (`detail`
+ * 'whiteout-name'): in a layer tar the name means a deletion, so a file a container made
+ * must not be packed under it. For aufs branches, whose `.wh.` files are their whiteouts.
+ */
+export const PACK_KEEP_WHITEOUT_NAMES = 4;
 
 /**
  * A tar packer on a layer directory. Entries are exactly those of `@cairnfs/core`'s
@@ -24,7 +31,8 @@ export const PACK_PATH_ORDER = 2;
  * `syscall`, `path`), or an Error with `cairnCode` 'ERR_LAYER_NOT_FOUND' (a pushed path is
  * not there), or 'ERR_INVALID_ARCHIVE' (`detail` 'short:<size>': a file is shorter than
  * its lstat size; 'xattr:<name>': an xattr name with '=' that PAX cannot carry), with
- * `subject` the entry's path.
+ * `subject` the entry's path; or 'ERR_UNSAFE_ARCHIVE' (`detail` 'whiteout-name', see
+ * {@link PACK_KEEP_WHITEOUT_NAMES}).
  */
 export interface TarPacker {
   /** Queues relative, normalised paths (never the root) in archive order; `deletes[i]` ≠ 0 packs rels[i] as `.wh.` whiteout. */
