@@ -5,7 +5,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, rm, symlink, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CairnError, defaultRegistry, openDriver, type StorageDriver } from '@cairnfs/core';
+import { CairnError, defaultRegistry, encodeHeader, openDriver, tarTrailer, type StorageDriver } from '@cairnfs/core';
 import { overlay2Driver } from '@cairnfs/overlay2';
 import { LayerStore, isValidTag } from '@cairnfs/image';
 import { configFor, fileEntry, sha, tarDir, tarOf, writeDockerSave, writeOciLayout } from './fixture.js';
@@ -135,6 +135,23 @@ describe('hostile image sources (overlay2)', () => {
       expect(err.message).toMatch(/does not contain/);
       expect(store.layers()).toEqual([]);
     });
+  });
+
+  test('an image tarball with a 10 MiB PAX header (10x the cap) is refused before it is read', async () => {
+    const body = Buffer.alloc(10 << 20, 0x41);
+    const tar = Buffer.concat([encodeHeader({ name: 'PaxHeaders/x', type: 'file', mode: 0o644, size: body.length }), body, tarTrailer()]);
+    tar[156] = 0x78; // typeflag 'x'; fix the checksum the type change broke
+    tar.fill(0x20, 148, 156);
+    let sum = 0;
+    for (let i = 0; i < 512; i++) sum += tar[i]!;
+    tar.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 'latin1');
+    const file = join(work, 'pax.tar');
+    await writeFile(file, tar);
+    const started = performance.now();
+    const err = await errorOf(store.importImage(file));
+    expect(performance.now() - started).toBeLessThan(1_000);
+    expect(err.code).toBe('ERR_INVALID_ARCHIVE');
+    expect(err.message).toMatch(/PAX header of 10485760 bytes/);
   });
 
   describe('nested OCI indexes (finding 7)', () => {
