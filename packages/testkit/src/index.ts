@@ -9,3 +9,5 @@ export * from './fuzz.js';
 export * from './vm.js';
 export { codeOf, expectIndependent16MQuotas, writeError } from './quota-checks.js';
 export { loadDriverFactory, readPlan, runChild, runJournaled, say } from './crash-protocol.js';
+export * from './registry.js';
+export * from './httpproxy.js';

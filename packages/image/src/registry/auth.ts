@@ -7,7 +7,7 @@ import { CairnError } from '@cairnfs/core';
 import { parseChallenges, type Challenge } from './challenge.js';
 import type { Credentials, FoundCredentials } from './credentials.js';
 import { registryError } from './errors.js';
-import { header, type Transport } from './http.js';
+import { header, networkError, type HttpResponse, type Transport } from './http.js';
 
 /** Token answers larger than this are refused (a token is a few KB). */
 const MAX_TOKEN_RESPONSE = 1 << 20;
@@ -96,18 +96,12 @@ export class Authenticator {
       throw registryError('ERR_REGISTRY', `the registry ${this.registry} sends clients to a token service over ${url.protocol} (${realm}); refused without insecure: true`, 401);
     }
     const started = Date.now();
-    let res;
-    if (creds?.identityToken) {
-      // OAuth2 refresh-token grant, as docker does with an identity token.
-      const form = new URLSearchParams({ grant_type: 'refresh_token', refresh_token: creds.identityToken, client_id: 'cairn', ...(ch.params.service ? { service: ch.params.service } : {}) });
-      if (scopes.length) form.set('scope', scopes.join(' '));
-      res = await this.transport.send({ method: 'POST', url: url.href, headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: form.toString(), ...(signal ? { signal } : {}) });
-    } else {
-      if (ch.params.service) url.searchParams.set('service', ch.params.service);
-      for (const s of scopes) url.searchParams.append('scope', s);
-      if (creds?.username) url.searchParams.set('account', creds.username);
-      const authorization = creds?.username && creds.password !== undefined ? `Basic ${Buffer.from(`${creds.username}:${creds.password}`).toString('base64')}` : undefined;
-      res = await this.transport.send({ method: 'GET', url: url.href, ...(authorization ? { authorization } : {}), ...(signal ? { signal } : {}) });
+    let res: HttpResponse;
+    try {
+      res = await this.requestToken(url, scopes, ch, creds, signal);
+    } catch (err) {
+      if (err instanceof CairnError || (signal?.aborted ?? false)) throw err;
+      throw networkError(`asking the token service ${url.origin} for access to ${this.registry}`, err, 1);
     }
     const text = await readLimited(res.body, MAX_TOKEN_RESPONSE, `the token service ${url.origin}`);
     if (res.status === 401 || res.status === 403) {
@@ -124,6 +118,24 @@ export class Authenticator {
     if (!token) throw registryError('ERR_REGISTRY', `the token service of ${this.registry} answered without a token`, res.status);
     const seconds = typeof doc.expires_in === 'number' && doc.expires_in > 0 ? doc.expires_in : DEFAULT_TOKEN_SECONDS;
     return { token, expiresAt: started + seconds * 1000 - EXPIRY_MARGIN_MS };
+  }
+
+  /** GET with Basic credentials (or none), or the OAuth2 POST when there is an identity token. */
+  private async requestToken(url: URL, scopes: string[], ch: Challenge, creds: Credentials | null, signal?: AbortSignal): Promise<HttpResponse> {
+    let res: HttpResponse;
+    if (creds?.identityToken) {
+      // OAuth2 refresh-token grant, as docker does with an identity token.
+      const form = new URLSearchParams({ grant_type: 'refresh_token', refresh_token: creds.identityToken, client_id: 'cairn', ...(ch.params.service ? { service: ch.params.service } : {}) });
+      if (scopes.length) form.set('scope', scopes.join(' '));
+      res = await this.transport.send({ method: 'POST', url: url.href, headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: form.toString(), ...(signal ? { signal } : {}) });
+    } else {
+      if (ch.params.service) url.searchParams.set('service', ch.params.service);
+      for (const s of scopes) url.searchParams.append('scope', s);
+      if (creds?.username) url.searchParams.set('account', creds.username);
+      const authorization = creds?.username && creds.password !== undefined ? `Basic ${Buffer.from(`${creds.username}:${creds.password}`).toString('base64')}` : undefined;
+      res = await this.transport.send({ method: 'GET', url: url.href, ...(authorization ? { authorization } : {}), ...(signal ? { signal } : {}) });
+    }
+    return res;
   }
 }
 

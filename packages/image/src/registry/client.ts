@@ -108,7 +108,8 @@ export class RegistryClient {
         return res;
       } catch (err) {
         if (isAbort(err, this.signal)) throw this.signal?.reason ?? err;
-        if (!isTransient(err)) throw err;
+        if (err instanceof CairnError) throw err;
+        if (!isTransient(err)) throw networkError(`${method} ${url}`, err, attempt); // TLS refused, bad address: retrying cannot help
         if (attempt >= attempts) throw networkError(`${method} ${url}`, err, attempt);
         await this.transport.wait(this.transport.delay(attempt), this.signal);
       }

@@ -163,10 +163,13 @@ export function isRetryableStatus(status: number): boolean {
 
 /** Wraps a connection failure that outlived its retries. */
 export function networkError(what: string, err: unknown, attempts: number): CairnError {
-  const code = (err as { code?: string }).code;
+  const code = (err as { code?: string }).code ?? '';
+  const tls = /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ALTNAME|EPROTO|SSL|TLS/i.test(`${code} ${(err as Error).message}`);
+  const hint = tls
+    ? 'The TLS connection failed: if the registry uses a private CA, pass it as tls.ca (cairn --tls-ca FILE); if it speaks plain HTTP or you accept an unverified certificate, use insecure: true (--insecure).'
+    : 'Check that the registry is up and reachable (address, port, proxy, firewall).';
   return new CairnError('ERR_NETWORK',
-    `${what}: ${(err as Error).message ?? String(err)}${code ? ` (${code})` : ''}, ${attempts > 1 ? `still after ${attempts} tries` : 'not retried'}. ` +
-    'Check that the registry is up and reachable (address, port, proxy, firewall).', { cause: err });
+    `${what}: ${(err as Error).message ?? String(err)}${code ? ` (${code})` : ''}${attempts > 1 ? `, still after ${attempts} tries` : ''}. ${hint}`, { cause: err });
 }
 
 export { isAbort, isTransient };
