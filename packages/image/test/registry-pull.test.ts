@@ -84,4 +84,123 @@ describeBackend('registry', registryMissing(), () => {
       await s.close();
     }
   });
+
+  test('pull by digest: the manifest must hash to it; recorded as name@digest (kept by gc); an unknown digest is ERR_IMAGE_NOT_FOUND', async () => {
+    const s = await freshStore();
+    try {
+      const inspect = JSON.parse(await skopeo(['inspect', ...reg.skopeoFlags('inspect'), `docker://${reg.host}/demo/app:1`])) as { Digest: string };
+      const img = await s.store.pull(`${reg.host}/demo/app@${inspect.Digest}`, FAST);
+      expect(img.id).toBe(seeded.id);
+      expect(img.tags).toEqual([`${reg.host}/demo/app@${inspect.Digest}`]);
+      await s.store.gc();
+      expect(s.store.image(`${reg.host}/demo/app@${inspect.Digest}`).id).toBe(seeded.id);
+      const err = await s.store.pull(`${reg.host}/demo/app@sha256:${'0'.repeat(64)}`, FAST).catch((e: unknown) => e);
+      expect(isCairnError(err, 'ERR_IMAGE_NOT_FOUND')).toBe(true);
+      expect((err as { status?: number }).status).toBe(404);
+    } finally {
+      await s.close();
+    }
+  });
+
+  test('a multi-platform index: the host image by default, another by platform, a missing platform is ERR_IMAGE_NOT_FOUND naming those there', async () => {
+    const amd = await layersFor('amd64');
+    const arm = await layersFor('arm64v8');
+    const ids = await seedMultiPlatform(reg, work, 'multi/app:1', [
+      { platform: { os: 'linux', architecture: 'amd64' }, layers: amd },
+      { platform: { os: 'linux', architecture: 'arm64', variant: 'v8' }, layers: arm },
+    ]);
+    const raw = JSON.parse(await skopeo(['inspect', '--raw', ...reg.skopeoFlags('inspect'), `docker://${reg.host}/multi/app:1`])) as { manifests: unknown[] };
+    expect(raw.manifests).toHaveLength(2); // skopeo pushed the whole index
+    const s = await freshStore();
+    try {
+      const host = await s.store.pull(`${reg.host}/multi/app:1`, FAST);
+      expect(host.id).toBe(process.arch === 'arm64' ? ids['linux/arm64/v8'] : ids['linux/amd64']);
+      const other = await s.store.pull(`${reg.host}/multi/app:1`, { ...FAST, platform: 'linux/arm64' });
+      expect(other.id).toBe(ids['linux/arm64/v8']);
+      expect(other.diffIds).toEqual(arm.map(sha));
+      // both images carry the tag? No: a tag names one image; the last pull owns it
+      expect(s.store.image(`${reg.host}/multi/app:1`).id).toBe(other.id);
+      const err = await s.store.pull(`${reg.host}/multi/app:1`, { ...FAST, platform: 'linux/s390x' }).catch((e: unknown) => e);
+      expect(isCairnError(err, 'ERR_IMAGE_NOT_FOUND')).toBe(true);
+      expect((err as Error).message).toMatch(/linux\/amd64, linux\/arm64\/v8/);
+    } finally {
+      await s.close();
+    }
+  });
+
+  test('a zstd image pushed with its digests preserved pulls to the same image as importing its OCI layout', async () => {
+    const zl = await layersFor('zstd-image', 400_000);
+    const { dir, id } = await seedOci(reg, work, 'zstd/app:1', zl, 'zstd');
+    const raw = JSON.parse(await skopeo(['inspect', '--raw', ...reg.skopeoFlags('inspect'), `docker://${reg.host}/zstd/app:1`])) as { layers: Array<{ mediaType: string }> };
+    expect(raw.layers.map((l) => l.mediaType)).toEqual(zl.map(() => 'application/vnd.oci.image.layer.v1.tar+zstd'));
+    const a = await freshStore();
+    const b = await freshStore();
+    try {
+      const img = await a.store.pull(`${reg.host}/zstd/app:1`, FAST);
+      const [imported] = await b.store.importImage(dir);
+      expect(img.id).toBe(id);
+      expectSameTree(await imageTree(a, img.id), await imageTree(b, imported!.id));
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+
+  test('a missing repository or tag is ERR_IMAGE_NOT_FOUND with the registry\'s status and code', async () => {
+    const s = await freshStore();
+    try {
+      for (const ref of [`${reg.host}/no/such:1`, `${reg.host}/demo/app:nope`]) {
+        const err = await s.store.pull(ref, FAST).catch((e: unknown) => e);
+        expect(isCairnError(err, 'ERR_IMAGE_NOT_FOUND')).toBe(true);
+        expect((err as { status?: number }).status).toBe(404);
+        expect((err as { registryCode?: string }).registryCode).toBe('MANIFEST_UNKNOWN');
+      }
+      expect(await storeState(s)).toEqual({ layers: 0, images: 0, driverLayers: [] });
+    } finally {
+      await s.close();
+    }
+  });
+
+  test('bad references and options are ERR_INVALID_OPTION before any request', async () => {
+    const s = await freshStore();
+    try {
+      for (const ref of [`${proxy.host}/Upper/case:1`, `${proxy.host}/x:bad tag`, `${proxy.host}/x@sha256:abc`, `${proxy.host}/x@md5:${'a'.repeat(32)}`,
+        'a'.repeat(64), `${proxy.host}/${'x'.repeat(300)}`, '', `${proxy.host}/a//b`]) {
+        expect(await codeOf(s.store.pull(ref, FAST))).toBe('ERR_INVALID_OPTION');
+      }
+      expect(await codeOf(s.store.pull(`${proxy.host}/demo/app:1`, { ...FAST, platform: 'linux' }))).toBe('ERR_INVALID_OPTION');
+      expect(await codeOf(s.store.pull(`${proxy.host}/demo/app:1`, { mirrors: { [proxy.host]: ['ftp://m'] } }))).toBe('ERR_INVALID_OPTION');
+      expect(proxy.log).toEqual([]);
+    } finally {
+      await s.close();
+    }
+  });
+
+  test('TLS is required unless insecure: a plain-HTTP registry is ERR_NETWORK naming the TLS failure and the way out', async () => {
+    const s = await freshStore();
+    try {
+      const err = await s.store.pull(`${reg.host}/demo/app:1`, { retry: { attempts: 1 } }).catch((e: unknown) => e);
+      expect(isCairnError(err, 'ERR_NETWORK')).toBe(true);
+      expect((err as Error).message).toMatch(/insecure/);
+    } finally {
+      await s.close();
+    }
+  });
+
+  test('a mirror that lacks the image is skipped; one that has it serves the pull', async () => {
+    const mirror = await startRegistry();
+    const s = await freshStore();
+    try {
+      await seedDockerArchive(mirror, work, 'demo/app:1', layers);
+      // the upstream named in the reference is the proxy, which fails every request: the mirror serves
+      proxy.setHandler((_req, res) => { res.writeHead(500); res.end(); });
+      const img = await s.store.pull(`${proxy.host}/demo/app:1`, { ...FAST, mirrors: { [proxy.host]: [`http://${reg.host}/nothing-here-prefix`, mirror.url] } });
+      expect(img.id).toBe(seeded.id);
+      expect(img.tags).toEqual([`${proxy.host}/demo/app:1`]);
+      expect(proxy.log).toEqual([]);
+    } finally {
+      await s.close();
+      await mirror.stop();
+    }
+  });
 });

@@ -192,8 +192,8 @@ export interface RegistryFixture {
   readonly logFile: string;
   /** Where the registry keeps blobs (`docker/registry/v2/…`). */
   readonly storage: string;
-  /** skopeo flags for this registry as source (`src`) or destination (`dest`): TLS and credentials. */
-  skopeoFlags(side: 'src' | 'dest', creds?: { username: string; password: string }): string[];
+  /** skopeo flags for this registry as `copy` source (`src`) or destination (`dest`), or for `inspect`: TLS and credentials. */
+  skopeoFlags(side: 'src' | 'dest' | 'inspect', creds?: { username: string; password: string }): string[];
   stop(): Promise<void>;
 }
 
@@ -284,10 +284,13 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<Registr
   }
   return {
     dir, host, url: `${scheme}://${host}`, pid, logFile, storage,
-    skopeoFlags: (side, creds) => [
-      ...(opts.tls ? [`--${side}-cert-dir`, opts.tls.certDir] : [`--${side}-tls-verify=false`]),
-      ...(creds ? [`--${side}-creds`, `${creds.username}:${creds.password}`] : []),
-    ],
+    skopeoFlags: (side, creds) => {
+      const p = side === 'inspect' ? '--' : `--${side}-`;
+      return [
+        ...(opts.tls ? [`${p}cert-dir`, opts.tls.certDir] : [`${p}tls-verify=false`]),
+        ...(creds ? [`${p}creds`, `${creds.username}:${creds.password}`] : []),
+      ];
+    },
     stop,
   };
 }
