@@ -42,11 +42,9 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
       const body = Buffer.concat(chunks);
       const entry: ProxyLogEntry = { method: req.method ?? '', path: req.url ?? '', ...(req.headers.range ? { range: req.headers.range } : {}), authorization: !!req.headers.authorization };
       log.push(entry);
+      res.on('close', () => { entry.status = res.statusCode; }); // what the client got, not what the registry said
       const forward = () => new Promise<IncomingMessage>((resolve, reject) => {
-        const up = httpRequest({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers }, (r) => {
-          entry.status = r.statusCode;
-          resolve(r);
-        });
+        const up = httpRequest({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers }, resolve);
         up.on('error', reject);
         up.end(body);
       });

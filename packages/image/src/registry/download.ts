@@ -99,7 +99,10 @@ export async function* blobStream(client: RegistryClient, repository: string, de
   const hash = createHash('sha256');
   let done = 0;
   let fh: FileHandle | undefined;
-  let keepPartial = true;
+  // The partial file is kept only when a broken connection or an abort ended the stream:
+  // that is what a next pull resumes. A consumer that stopped (a failed apply), a lie or
+  // a success leave none.
+  let resumable = false;
   let res: HttpResponse | null = null;
   const what = `layer blob ${desc.digest}`;
   try {
@@ -137,11 +140,9 @@ export async function* blobStream(client: RegistryClient, repository: string, de
         for await (const chunk of res.body) {
           let c = chunk as Buffer;
           if (skip > 0) { const drop = Math.min(skip, c.length); skip -= drop; c = c.subarray(drop); if (!c.length) continue; }
-          if (done + c.length > desc.size) {
-            res.body.destroy();
-            keepPartial = false;
-            throw corrupt(`${what} is larger than the ${desc.size} bytes its manifest declares`, desc.digest);
-          }
+          // Exactly the declared size is read and verified; whatever a registry sends beyond
+          // it (without a Content-Length that says so, which get() refuses) is never read.
+          if (done + c.length > desc.size) c = c.subarray(0, desc.size - done);
           hash.update(c);
           if (fh) await fh.write(c);
           done += c.length;
@@ -160,21 +161,20 @@ export async function* blobStream(client: RegistryClient, repository: string, de
         if (res.status !== 206 && res.status !== 200) await expectStatus(client, res, [206], `resuming ${what}`);
       }
     }
+  } catch (err) {
+    resumable = isAbort(err, client.signal) || isTransient(err) || (err instanceof CairnError && err.code === 'ERR_NETWORK');
+    throw err;
   } finally {
     // A consumer that stops early (abort, a failed apply) must not leave the answer open.
     if (res && !res.body.readableEnded) res.body.destroy();
     await fh?.close().catch(() => undefined);
-    if (!keepPartial && o.partial) await rm(o.partial, { force: true });
+    if (!resumable && o.partial) await rm(o.partial, { force: true });
   }
 
   // Verifies before the last chunk goes out; on success the partial file has served its purpose.
   async function* finish(last: Buffer): AsyncGenerator<Buffer> {
     const got = `sha256:${hash.digest('hex')}`;
-    if (got !== desc.digest) {
-      keepPartial = false;
-      throw corrupt(`${what} hashes to ${got}: the bytes the registry sent are not the blob the manifest names`, desc.digest);
-    }
-    keepPartial = false;
+    if (got !== desc.digest) throw corrupt(`${what} hashes to ${got}: the bytes the registry sent are not the blob the manifest names`, desc.digest);
     if (last.length) yield last;
   }
 }
