@@ -247,4 +247,21 @@ if (verb === 'get') {
       await plainTokens.stop();
     }
   });
+
+  test('push with basic auth (concurrent first requests all meet the challenge) and with a token; anonymous push is ERR_AUTH', async () => {
+    const s = await freshStore();
+    try {
+      await s.store.pull(`${basic.host}/auth/app:1`, { ...RETRY, tls, auth: ALICE, env: bare });
+      const r = await s.store.push(id, `${basic.host}/auth/copy:1`, { ...RETRY, tls, auth: ALICE, env: bare });
+      expect(r.mounted + r.uploaded + r.existing).toBe(3);
+      const anon = await failure(s.store.push(id, `${tokenReg.host}/token/pushed:1`, { ...RETRY, tls, env: bare }));
+      expect(anon.code).toBe('ERR_AUTH');
+      tokens.requests.length = 0;
+      const t = await s.store.push(id, `${tokenReg.host}/token/pushed:1`, { ...RETRY, tls, auth: BOB, env: bare });
+      expect(t.uploaded).toBe(3);
+      expect(tokens.requests.every((q) => q.user === 'bob' && q.scopes.includes('repository:token/pushed:pull,push'))).toBe(true);
+    } finally {
+      await s.close();
+    }
+  });
 });

@@ -67,18 +67,19 @@ export class Authenticator {
    * True when a retry with (new) credentials can succeed; false when it cannot (no
    * supported challenge, or Basic asked and no credentials).
    */
-  async unauthorized(origin: string, wwwAuthenticate: string | string[] | undefined): Promise<boolean> {
+  async unauthorized(origin: string, wwwAuthenticate: string | string[] | undefined, sent: string | undefined): Promise<boolean> {
     const chs = parseChallenges(wwwAuthenticate);
     const ch = chs.find((c) => c.scheme === 'bearer' && c.params.realm) ?? chs.find((c) => c.scheme === 'basic');
     if (!ch) return false;
-    const before = this.challenges.get(origin);
     this.challenges.set(origin, ch);
     if (ch.scheme === 'bearer') {
-      for (const k of [...this.tokens.keys()]) if (k.startsWith(`${ch.params.realm}\n`)) this.tokens.delete(k);
+      // The token this request carried was refused (expired, revoked): forget it, not others'.
+      if (sent) for (const [k, t] of [...this.tokens]) if (`Bearer ${t.token}` === sent) this.tokens.delete(k);
       return true;
     }
-    // Basic: a retry helps only if we have credentials and did not send them already.
-    return before?.scheme !== 'basic' && (await this.hasCredentials());
+    // Basic: a retry helps only when this request went without the credentials we have.
+    // (Decided per request: concurrent first requests all meet the same challenge.)
+    return !sent?.startsWith('Basic ') && (await this.hasCredentials());
   }
 
   /** Whether requests to `origin` are sent with authentication now. */

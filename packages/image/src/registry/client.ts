@@ -69,7 +69,7 @@ export class RegistryClient {
     try {
       const res = await this.transport.send({ method: 'GET', url: `https://${host}/v2/`, ...(this.signal ? { signal: this.signal } : {}) });
       await res.body.dump({ limit: ERROR_BODY_LIMIT }).catch(() => undefined);
-      if (res.status === 401) await this.auth.unauthorized(`https://${host}`, res.headers['www-authenticate']);
+      if (res.status === 401) await this.auth.unauthorized(`https://${host}`, res.headers['www-authenticate'], undefined);
       return `https://${host}`;
     } catch (err) {
       if (isAbort(err, this.signal)) throw err;
@@ -94,10 +94,10 @@ export class RegistryClient {
     const attempts = canRetry ? this.transport.retry.attempts : 1;
     for (let attempt = 1; ; attempt++) {
       try {
-        let res = await this.sendOnce(method, url, origin, o);
-        if (res.status === 401 && await this.auth.unauthorized(origin, res.headers['www-authenticate'])) {
+        let { res, authorization } = await this.sendOnce(method, url, origin, o);
+        if (res.status === 401 && await this.auth.unauthorized(origin, res.headers['www-authenticate'], authorization)) {
           await res.body.dump({ limit: ERROR_BODY_LIMIT }).catch(() => undefined);
-          res = await this.sendOnce(method, url, origin, o);
+          ({ res } = await this.sendOnce(method, url, origin, o));
         }
         if (isRetryableStatus(res.status) && attempt < attempts) {
           const after = header(res.headers, 'retry-after');
@@ -116,13 +116,14 @@ export class RegistryClient {
     }
   }
 
-  private async sendOnce(method: Method, url: string, origin: string, o: RequestOptions): Promise<HttpResponse> {
+  private async sendOnce(method: Method, url: string, origin: string, o: RequestOptions): Promise<{ res: HttpResponse; authorization: string | undefined }> {
     const authorization = await this.auth.authorization(origin, o.scopes, this.signal);
     const body = typeof o.body === 'function' ? o.body() : o.body;
-    return this.transport.send({
+    const res = await this.transport.send({
       method, url, ...(o.headers ? { headers: o.headers } : {}), ...(authorization ? { authorization } : {}),
       ...(body !== undefined ? { body } : {}), ...(this.signal ? { signal: this.signal } : {}),
     });
+    return { res, authorization };
   }
 
   /**
