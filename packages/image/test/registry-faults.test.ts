@@ -164,7 +164,7 @@ describeBackend('registry', registryMissing(), () => {
         if (!isManifest(req)) { relay(up, res); return; }
         up.resume();
         const huge = Buffer.from(`{"schemaVersion":2,"layers":[${'"x",'.repeat(1_500_000)}"x"]}`);
-        const headers = { ...up.headers, ...(declared ? { 'content-length': String(huge.length) } : {}) };
+        const headers: Record<string, string | string[] | undefined> = { ...up.headers, ...(declared ? { 'content-length': String(huge.length) } : {}) };
         if (!declared) delete headers['content-length'];
         delete headers['docker-content-digest'];
         res.writeHead(200, headers);

@@ -2,13 +2,13 @@
 // seeded by skopeo with images these tests make; the result is compared with importing
 // the same image. A fault-injecting proxy in front of the registry plays the network and
 // the lying registry.
-import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isCairnError } from '@cairnfs/core';
 import { chainIds, type PullProgress } from '@cairnfs/image';
 import {
-  describeBackend, expectSameTree, registryMissing, relay, skopeo, startFaultProxy, startRegistry,
+  describeBackend, expectSameTree, registryMissing, skopeo, startFaultProxy, startRegistry,
   type FaultProxy, type RegistryFixture,
 } from '@cairnfs/testkit';
 import { sampleLayers, sha } from './fixture.js';
