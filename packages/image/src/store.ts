@@ -337,6 +337,8 @@ export class LayerStore {
     });
     try {
       return await this.mutex.run('store', async () => {
+        const have = this.imageMap.get(plan.desc.id);
+        if (have && this.tags.get(plan.tag) === have.id && have.layers.every((l) => this.layerMap.has(l))) return have; // nothing to write
         const img = await this.importOne(plan.source, plan.desc, plan.importOptions);
         await plan.recordSources();
         return img;

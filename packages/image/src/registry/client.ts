@@ -29,6 +29,9 @@ export interface RequestOptions {
 
 type Method = 'GET' | 'HEAD' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
 
+/** insecure registries: host → the scheme it answered on (bounded). */
+const insecureSchemes = new Map<string, 'https' | 'http'>();
+
 /** Most bytes of an error answer read for its message. */
 const ERROR_BODY_LIMIT = 64 * 1024;
 
@@ -66,15 +69,22 @@ export class RegistryClient {
     const host = endpointHost(this.registry);
     if (!this.transport.insecure) return `https://${host}`;
     // As docker with an insecure registry: HTTPS without verification first, then plain HTTP.
+    // What a host speaks is remembered for this process (a second pull skips the probe).
+    const known = insecureSchemes.get(host);
+    if (known) return `${known}://${host}`;
+    let scheme: 'https' | 'http';
     try {
       const res = await this.transport.send({ method: 'GET', url: `https://${host}/v2/`, ...(this.signal ? { signal: this.signal } : {}) });
       await res.body.dump({ limit: ERROR_BODY_LIMIT }).catch(() => undefined);
       if (res.status === 401) await this.auth.unauthorized(`https://${host}`, res.headers['www-authenticate'], undefined);
-      return `https://${host}`;
+      scheme = 'https';
     } catch (err) {
       if (isAbort(err, this.signal)) throw err;
-      return `http://${host}`;
+      scheme = 'http';
     }
+    if (insecureSchemes.size >= 256) insecureSchemes.clear();
+    insecureSchemes.set(host, scheme);
+    return `${scheme}://${host}`;
   }
 
   /** A URL under the endpoint's /v2/ (or an absolute one, as upload Locations are). */
@@ -109,6 +119,7 @@ export class RegistryClient {
       } catch (err) {
         if (isAbort(err, this.signal)) throw this.signal?.reason ?? err;
         if (err instanceof CairnError) throw err;
+        if (this.transport.insecure && !this.mirror) insecureSchemes.delete(endpointHost(this.registry)); // probe again next time
         if (!isTransient(err)) throw networkError(`${method} ${url}`, err, attempt); // TLS refused, bad address: retrying cannot help
         if (attempt >= attempts) throw networkError(`${method} ${url}`, err, attempt);
         await this.transport.wait(this.transport.delay(attempt), this.signal);
