@@ -1,13 +1,17 @@
 // The registry verbs of the real `cairn` binary against a real TLS registry with htpasswd
 // auth: login writes docker's config.json, push and pull use it, failures exit with the
 // code of their CairnError.
-import { execFile, execFileSync } from 'node:child_process';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { execFile, execFileSync, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import type { IncomingMessage } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ErrorCodes } from '@cairnfs/core';
-import { describeBackend, makeTestCa, registryMissing, startRegistry, type RegistryFixture } from '@cairnfs/testkit';
-import { sampleLayers, tarDir, writeDockerSave } from '../../image/test/fixture.js';
+import { LayerStore } from '@cairnfs/image';
+import { openDriver } from 'cairnfs';
+import { describeBackend, makeTestCa, registryMissing, relay, startFaultProxy, startRegistry, type RegistryFixture } from '@cairnfs/testkit';
+import { dirEntry, fileEntry, sampleLayers, tarDir, tarOf, writeDockerSave } from '../../image/test/fixture.js';
 
 const repo = join(import.meta.dirname ?? new URL('.', import.meta.url).pathname, '..', '..', '..');
 const bin = join(repo, 'packages/cairnfs/dist/cli/main.js');
@@ -78,5 +82,57 @@ describeBackend('registry', registryMissing(), () => {
 
     expect((await cairn(b, ['logout', reg.host])).stdout).toBe(`Removed login credentials for ${reg.host}\n`);
     expect((await cairn(b, ['pull', `${reg.host}/cli/app:2`, '--tls-ca', caFile])).code).toBe(exitFor('ERR_AUTH'));
+  });
+
+  test('a pull killed (SIGKILL) mid-blob: the next open removes its half-made layers, the next pull resumes the blob with Range', async () => {
+    const plain = await startRegistry();
+    const proxy = await startFaultProxy(plain.url);
+    const root = await mkdtemp(join(work, 'root-kill-'));
+    try {
+      const layers = [...await sampleLayers(), await tarOf([dirEntry('big'), fileEntry('big/random.bin', randomBytes(6 << 20))])];
+      const dir = await mkdtemp(join(work, 'kill-img-'));
+      const killId = await writeDockerSave(dir, layers, 'kill:1', 'none');
+      tarDir(dir, `${dir}.tar`);
+      execFileSync('skopeo', ['--insecure-policy', 'copy', '-q', '--dest-tls-verify=false', `docker-archive:${dir}.tar`, `docker://${plain.host}/kill/app:1`], { env: { PATH: process.env.PATH, HOME: work } });
+      const raw = JSON.parse(execFileSync('skopeo', ['--insecure-policy', 'inspect', '--raw', '--tls-verify=false', `docker://${plain.host}/kill/app:1`], { encoding: 'utf8', env: { PATH: process.env.PATH, HOME: work } })) as { layers: Array<{ digest: string; size: number }> };
+      const big = raw.layers.reduce((a, b) => (b.size > a.size ? b : a)).digest;
+      let child: ReturnType<typeof spawn> | undefined;
+      let sentHalf: () => void = () => undefined;
+      const half = new Promise<void>((r) => { sentHalf = r; });
+      proxy.setHandler(async (req, res, forward) => {
+        const up: IncomingMessage = await forward();
+        if (!req.url!.endsWith(`/blobs/${big}`)) { relay(up, res); return; }
+        const parts: Buffer[] = [];
+        for await (const c of up) parts.push(c as Buffer);
+        res.writeHead(200, { ...up.headers });
+        res.write(Buffer.concat(parts).subarray(0, 2 << 20), () => setTimeout(sentHalf, 500)); // then it stalls
+      });
+      child = spawn(process.execPath, [bin, '--root', root, 'pull', '--insecure', `${proxy.host}/kill/app:1`], { env, stdio: 'ignore' });
+      await half;
+      child.kill('SIGKILL');
+      await new Promise((r) => child!.once('exit', r));
+      const downloads = join(root, 'image', 'overlay2', 'downloads');
+      const partial = join(downloads, `${big.slice(7)}.partial`);
+      const have = (await stat(partial)).size;
+      expect(have).toBeGreaterThan(0);
+
+      proxy.setHandler(null);
+      proxy.log.length = 0;
+      const driver = await openDriver({ root, driver: 'overlay2' });
+      try {
+        const store = await LayerStore.open(driver); // sweeps what the killed pull left
+        expect(store.layers()).toEqual([]);
+        expect((await readdir(driver.home)).filter((n) => /^[0-9a-f]{64}$/.test(n))).toEqual([]);
+        const img = await store.pull(`${proxy.host}/kill/app:1`, { insecure: true });
+        expect(img.id).toBe(killId);
+        expect(proxy.log.find((l) => l.path.endsWith(`/blobs/${big}`))).toMatchObject({ range: `bytes=${have}-`, status: 206 });
+        expect(await readdir(downloads)).toEqual([]);
+      } finally {
+        await driver.cleanup();
+      }
+    } finally {
+      await proxy.stop();
+      await plain.stop();
+    }
   });
 });

@@ -338,7 +338,11 @@ export class LayerStore {
     try {
       return await this.mutex.run('store', async () => {
         const have = this.imageMap.get(plan.desc.id);
-        if (have && this.tags.get(plan.tag) === have.id && have.layers.every((l) => this.layerMap.has(l))) return have; // nothing to write
+        if (have && this.tags.get(plan.tag) === have.id && have.layers.every((l) => this.layerMap.has(l))) { // nothing to write
+          const n = have.layers.length;
+          plan.importOptions.onProgress?.({ image: have.id, layersDone: n, layersTotal: n, bytesDone: 0, bytesTotal: 0 });
+          return have;
+        }
         const img = await this.importOne(plan.source, plan.desc, plan.importOptions);
         await plan.recordSources();
         return img;

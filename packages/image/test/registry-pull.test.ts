@@ -203,4 +203,19 @@ describeBackend('registry', registryMissing(), () => {
       await mirror.stop();
     }
   });
+
+  test('on vfs (layers applied in order, each a copy of its parent) a pull gives the same image and tree as on overlay2', async () => {
+    const v = await freshStore('vfs');
+    const o = await freshStore('overlay2');
+    try {
+      const a = await v.store.pull(`${reg.host}/demo/app:1`, FAST);
+      const b = await o.store.pull(`${reg.host}/demo/app:1`, FAST);
+      expect(a.id).toBe(seeded.id);
+      expect(a.layers).toEqual(b.layers);
+      expectSameTree(await imageTree(v, a.id), await imageTree(o, b.id));
+    } finally {
+      await v.close();
+      await o.close();
+    }
+  });
 });
