@@ -331,22 +331,10 @@ export class LayerStore {
    */
   async pull(ref: string, opts: PullOptions = {}): Promise<ImageInfo> {
     await mkdir(this.layout.tmp, { recursive: true });
-    const plan = await planPull(ref, opts, {
-      storeDir: this.dir,
-      localConfig: async (id) => (this.imageMap.has(id) ? readFile(this.layout.image(id)) : undefined),
-    });
+    const localConfig = async (id: string) => (this.imageMap.has(id) ? readFile(this.layout.image(id)) : undefined);
+    const plan = await planPull(ref, opts, { storeDir: this.dir, localConfig });
     try {
-      return await this.mutex.run('store', async () => {
-        const have = this.imageMap.get(plan.desc.id);
-        if (have && this.tags.get(plan.tag) === have.id && have.layers.every((l) => this.layerMap.has(l))) { // nothing to write
-          const n = have.layers.length;
-          plan.importOptions.onProgress?.({ image: have.id, layersDone: n, layersTotal: n, bytesDone: 0, bytesTotal: 0 });
-          return have;
-        }
-        const img = await this.importOne(plan.source, plan.desc, plan.importOptions);
-        await plan.recordSources();
-        return img;
-      });
+      return await this.mutex.run('store', async () => plan.upToDate(this) ?? plan.recorded(await this.importOne(plan.source, plan.desc, plan.importOptions)));
     } finally {
       await plan.close();
     }

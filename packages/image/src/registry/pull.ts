@@ -5,7 +5,7 @@
 // overlay2, everything removed on failure); layers it already has are never requested.
 import { describeConfig, type ImageDescription } from '../describe.js';
 import type { BlobSource } from '../source.js';
-import type { ImportOptions, ImportProgress } from '../store.js';
+import type { ImageInfo, ImportOptions, ImportProgress, LayerStore } from '../store.js';
 import { chainIds } from '../digest.js';
 import { CairnError } from '@cairnfs/core';
 import { RegistryClient, type ClientOptions } from './client.js';
@@ -72,8 +72,10 @@ export interface PullPlan {
   desc: ImageDescription;
   source: BlobSource;
   importOptions: ImportOptions;
-  /** Remembers where the layers came from (for pushes); call after the import. */
-  recordSources(): Promise<void>;
+  /** The image, when the store has it complete under this tag already (then nothing is written). */
+  upToDate(store: LayerStore): ImageInfo | undefined;
+  /** Remembers where the imported image's layers came from (for pushes); returns the image. */
+  recorded(img: ImageInfo): Promise<ImageInfo>;
   close(): Promise<void>;
 }
 
@@ -160,19 +162,28 @@ export async function planPull(refText: string, opts: PullOptions, ctx: PullCont
     await meta.ensureDownloads();
     const progress = new PullReporter(tag, desc.id, manifest.layers, opts.onProgress);
     const source = new RegistryBlobSource(client!, ref.repository, manifest.layers, meta, progress);
-    const chains = chainIds(desc.diffIds);
+    const layerChains = chainIds(desc.diffIds);
     const importOptions: ImportOptions = {
       concurrency: opts.concurrency ?? 3,
       ...(opts.parallel !== undefined ? { parallel: opts.parallel } : {}),
       ...(opts.maxUncompressedBytes !== undefined ? { maxUncompressedBytes: opts.maxUncompressedBytes } : {}),
-      onProgress: (p) => progress.fromImport(p, chains),
+      onProgress: (p) => progress.fromImport(p, layerChains),
     };
     return {
       ref, tag, manifestDigest: resolved!.top.digest, desc, source, importOptions,
-      recordSources: async () => {
+      upToDate: (store) => {
+        const have = store.images().find((i) => i.id === desc.id);
+        const chains = new Set(store.layers().map((l) => l.chainId));
+        if (!have || !store.tagsOf(have.id).includes(tag) || !have.layers.every((l) => chains.has(l))) return undefined;
+        const n = have.layers.length;
+        progress.fromImport({ image: have.id, layersDone: n, layersTotal: n, bytesDone: 0, bytesTotal: 0 }, layerChains);
+        return have;
+      },
+      recorded: async (img) => {
         for (const [i, l] of manifest.layers.entries()) {
           await meta.record(desc.diffIds[i]!, { digest: l.digest, mediaType: l.mediaType, size: l.size, registry: ref.registry, repository: ref.repository });
         }
+        return img;
       },
       close: closeAll,
     };
