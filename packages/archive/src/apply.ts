@@ -24,7 +24,7 @@ import { PATH_MAX, classifyWhiteout, printable, splitEntryPath, unsafeEntry } fr
 import * as sys from './sys.js';
 import { TarParser, type TarHandler } from './tar-parser.js';
 import { isMainThread } from 'node:worker_threads';
-import { applyLayerNative, processUmask } from './apply-native.js';
+import { applyLayerNative, processUmask, refreshUmask } from './apply-native.js';
 import type { ApplyOptions, WhiteoutMode } from './apply-options.js';
 
 const OPEN_NEW = fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW;
@@ -45,6 +45,7 @@ const OPEN_NEW = fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_E
  */
 export async function applyLayer(dir: string, tar: Readable | AsyncIterable<Uint8Array>, opts: ApplyOptions = {}): Promise<number> {
   const root = path.resolve(dir);
+  refreshUmask();
   if (!fs.statSync(root, { throwIfNoEntry: false })?.isDirectory()) {
     throw new CairnError('ERR_INVALID_OPTION', `Cannot apply a layer into ${root}: it is not a directory.`, { subject: root });
   }
