@@ -40,12 +40,12 @@ if (!isRoot()) {
   process.exit(1);
 }
 const dist = (pkg, file = 'index.js') => join(repo, 'packages', pkg, 'dist', file);
-if (!existsSync(dist('core')) || !existsSync(dist('cairnfs'))) {
+if (!existsSync(dist('archive')) || !existsSync(dist('cairnfs'))) {
   console.error('Build first: npx tsc -b (the bench measures the compiled packages).');
   process.exit(1);
 }
 const load = (pkg, file) => import(pathToFileURL(dist(pkg, file)).href);
-const core = await load('core');
+const archive = await load('archive');
 const cairn = await load('cairnfs');
 const sys = await load('sys');
 const overlay2 = await load('overlay2');
@@ -86,15 +86,15 @@ try {
   if (layer) log(`layer input: ${layer.files} files, ${(layer.bytes / 2 ** 20).toFixed(0)} MiB (${layer.tar})`);
   const label = layer ? `${layer.files} files` : '';
   if (only.includes('apply')) {
-    if (!flag('--no-disk')) report(await applyCases({ input: layer, base: scratch.dir('disk'), label: `${label}, repo disk`, pairs, core, cairn }));
+    if (!flag('--no-disk')) report(await applyCases({ input: layer, base: scratch.dir('disk'), label: `${label}, repo disk`, pairs, archive, cairn }));
     const tmp = scratch.tmpfs('tmpfs', 4096);
-    report(await applyCases({ input: layer, base: tmp, label: `${label}, tmpfs`, pairs, core, cairn }));
+    report(await applyCases({ input: layer, base: tmp, label: `${label}, tmpfs`, pairs, archive, cairn }));
   }
-  if (only.includes('export')) report(await exportCases({ input: layer, base: scratch.dir('export'), label, pairs, core, cairn }));
+  if (only.includes('export')) report(await exportCases({ input: layer, base: scratch.dir('export'), label, pairs, archive, cairn }));
   if (only.includes('vfs-create')) report(await vfsCreateCases({ input: layer, base: scratch.dir('vfs'), label, pairs, cairn }));
   if (only.includes('changes')) {
     const walk = await cachedInput('walk', walkParams);
-    report(await changesCases({ input: walk, label: `${walk.files} files`, pairs, core }));
+    report(await changesCases({ input: walk, label: `${walk.files} files`, pairs, archive }));
   }
   if (only.includes('overlay2')) report(await overlayMountCases({ base: scratch.dir('ovl'), pairs, cairn, sys, overlay2 }));
   if (only.includes('btrfs')) report(await btrfsCases({ pairs, cairn, testkit }));
@@ -106,7 +106,7 @@ try {
     report(await importCase(scratch.tmpfs('import', 4096), 'tmpfs'));
   }
   if (only.includes('rss')) {
-    report([rssCase({ base: scratch.dir('rss'), gib: rssGiB, coreDist: pathToFileURL(dist('core')).href, native: process.env.CAIRN_PURE_JS !== '1' })]);
+    report([rssCase({ base: scratch.dir('rss'), gib: rssGiB, archiveDist: pathToFileURL(dist('archive')).href, native: process.env.CAIRN_PURE_JS !== '1' })]);
   }
 } finally {
   scratch.cleanup();
