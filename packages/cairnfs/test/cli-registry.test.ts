@@ -11,7 +11,7 @@ import { ErrorCodes } from '@cairnfs/core';
 import { LayerStore } from '@cairnfs/image';
 import { openDriver } from 'cairnfs';
 import { describeBackend, makeTestCa, registryMissing, relay, startFaultProxy, startRegistry, type RegistryFixture } from '@cairnfs/testkit';
-import { dirEntry, fileEntry, sampleLayers, tarDir, tarOf, writeDockerSave } from '../../image/test/fixture.js';
+import { dirEntry, fileEntry, sampleLayers, tarDir, packedTarOf as tarOf, writeDockerSave } from '@cairnfs/testkit';
 
 const repo = join(import.meta.dirname ?? new URL('.', import.meta.url).pathname, '..', '..', '..');
 const bin = join(repo, 'packages/cairnfs/dist/cli/main.js');
@@ -96,7 +96,6 @@ describeBackend('registry', registryMissing(), () => {
       execFileSync('skopeo', ['--insecure-policy', 'copy', '-q', '--dest-tls-verify=false', `docker-archive:${dir}.tar`, `docker://${plain.host}/kill/app:1`], { env: { PATH: process.env.PATH, HOME: work } });
       const raw = JSON.parse(execFileSync('skopeo', ['--insecure-policy', 'inspect', '--raw', '--tls-verify=false', `docker://${plain.host}/kill/app:1`], { encoding: 'utf8', env: { PATH: process.env.PATH, HOME: work } })) as { layers: Array<{ digest: string; size: number }> };
       const big = raw.layers.reduce((a, b) => (b.size > a.size ? b : a)).digest;
-      let child: ReturnType<typeof spawn> | undefined;
       let sentHalf: () => void = () => undefined;
       const half = new Promise<void>((r) => { sentHalf = r; });
       proxy.setHandler(async (req, res, forward) => {
@@ -107,10 +106,10 @@ describeBackend('registry', registryMissing(), () => {
         res.writeHead(200, { ...up.headers });
         res.write(Buffer.concat(parts).subarray(0, 2 << 20), () => setTimeout(sentHalf, 500)); // then it stalls
       });
-      child = spawn(process.execPath, [bin, '--root', root, 'pull', '--insecure', `${proxy.host}/kill/app:1`], { env, stdio: 'ignore' });
+      const child = spawn(process.execPath, [bin, '--root', root, 'pull', '--insecure', `${proxy.host}/kill/app:1`], { env, stdio: 'ignore' });
       await half;
       child.kill('SIGKILL');
-      await new Promise((r) => child!.once('exit', r));
+      await new Promise((r) => child.once('exit', r));
       const downloads = join(root, 'image', 'overlay2', 'downloads');
       const partial = join(downloads, `${big.slice(7)}.partial`);
       const have = (await stat(partial)).size;

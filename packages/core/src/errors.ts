@@ -19,17 +19,19 @@ export const ErrorCodes = [
   'ERR_NO_SPACE',
   'ERR_LOCKED',
   'ERR_MULTIPLE_PRIOR_DRIVERS',
+  /** A bad option, reference or root (the message names it and what is accepted). */
   'ERR_INVALID_OPTION',
+  /** No driver is registered by that name. */
   'ERR_DRIVER_NOT_FOUND',
   /** A kernel or backend tool refused an operation for a reason none of the codes above names (the message carries its output). */
   'ERR_BACKEND_FAILED',
   /** No such image or tag, locally or in a registry. */
   'ERR_IMAGE_NOT_FOUND',
-  /** A registry answered with an error; its HTTP status and error code are on the error as `status` / `registryCode`. */
+  /** A registry answered with an error: its HTTP status and error code are on the error as `status` / `registryCode`. */
   'ERR_REGISTRY',
-  /** Registry credentials missing or refused. */
+  /** Registry credentials are missing or were refused. */
   'ERR_AUTH',
-  /** A registry could not be reached (after retries). */
+  /** A registry could not be reached after retries. */
   'ERR_NETWORK',
 ] as const;
 

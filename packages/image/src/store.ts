@@ -9,7 +9,7 @@ import pLimit from 'p-limit';
 import { CairnError, KeyedMutex, assertValidId, fsyncDir, type StorageDriver } from '@cairnfs/core';
 import { readSmall, writeFileAtomic } from './atomic.js';
 import { chainIdOf, chainIds, hexOf, isDigest, sha256Of } from './digest.js';
-import { DEFAULT_MAX_UNCOMPRESSED_BYTES, decompressed } from './decompress.js';
+import { decompressed } from './decompress.js';
 import { describeSource, normalizeTag, type ImageDescription } from './describe.js';
 import { StoreLayout } from './layout.js';
 import { openSource, type BlobSource } from './source.js';
@@ -182,7 +182,7 @@ export class LayerStore {
       if (hits.length === 1) return this.imageMap.get(hits[0]!)!;
       if (hits.length > 1) throw new CairnError('ERR_INVALID_OPTION', `image id prefix ${hex} is ambiguous (${hits.length} images); give more digits`, { subject: ref });
     }
-    throw notFound(`no image ${ref}; \`cairn images\` lists them, \`cairn import FILE\` adds one`);
+    throw new CairnError('ERR_IMAGE_NOT_FOUND', `no image ${ref}; \`cairn images\` lists them, \`cairn import FILE\` adds one`, { subject: ref });
   }
 
   // ---- import ----------------------------------------------------------------------
@@ -549,6 +549,7 @@ export class LayerStore {
    */
   exportLayer(chainId: string): Readable {
     const l = this.layer(chainId);
+    // eslint-disable-next-line @typescript-eslint/no-this-alias -- the generator below is not a method
     const store = this;
     return Readable.from((async function* () {
       const parentCache = l.parent ? store.layer(l.parent).cacheId : null;

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LayerStore, login, openDriver } from 'cairnfs';
 import { describeBackend, makeTestCa, registryMissing, startRegistry, type RegistryFixture } from '@cairnfs/testkit';
-import { sampleLayers } from './fixture.js';
+import { sampleLayers } from '@cairnfs/testkit';
 import { seedDockerArchive } from './registry-fixture.js';
 
 const repo = join(import.meta.dirname ?? new URL('.', import.meta.url).pathname, '..', '..', '..');

@@ -12,7 +12,7 @@ import {
   describeBackend, freePort, registryMissing, relay, skopeo, startFaultProxy, startRegistry,
   type FaultProxy, type ProxyHandler, type RegistryFixture,
 } from '@cairnfs/testkit';
-import { fileEntry, tarOf, dirEntry } from './fixture.js';
+import { fileEntry, packedTarOf as tarOf, dirEntry } from '@cairnfs/testkit';
 import { freshStore, layersFor, seedDockerArchive, storeState } from './registry-fixture.js';
 
 const FAST = { insecure: true, retry: { attempts: 3, baseDelayMs: 20, maxDelayMs: 100 } };

@@ -8,7 +8,7 @@ import { overlay2Driver } from '@cairnfs/overlay2';
 import { vfsDriver } from '@cairnfs/vfs';
 import { LayerStore } from '@cairnfs/image';
 import { skopeo, snapshotTree, type RegistryFixture, type TreeSnapshot } from '@cairnfs/testkit';
-import { configFor, dirEntry, fileEntry, sha, tarDir, tarOf, writeDockerSave, writeOciLayout, type Compress } from './fixture.js';
+import { configFor, dirEntry, fileEntry, sha, tarDir, packedTarOf as tarOf, writeDockerSave, writeOciLayout, type Compress } from '@cairnfs/testkit';
 
 for (const f of [vfsDriver, overlay2Driver]) defaultRegistry.register(f);
 

@@ -11,7 +11,7 @@ import {
   describeBackend, expectSameTree, registryMissing, skopeo, startFaultProxy, startRegistry,
   type FaultProxy, type RegistryFixture,
 } from '@cairnfs/testkit';
-import { sampleLayers, sha } from './fixture.js';
+import { sampleLayers, sha } from '@cairnfs/testkit';
 import { freshStore, imageTree, layersFor, seedDockerArchive, seedMultiPlatform, seedOci, storeState } from './registry-fixture.js';
 
 const FAST = { insecure: true, retry: { attempts: 3, baseDelayMs: 20, maxDelayMs: 100 } };

@@ -11,7 +11,7 @@ import {
   describeBackend, expectSameTree, registryMissing, relay, skopeo, startFaultProxy, startRegistry,
   type FaultProxy, type RegistryFixture,
 } from '@cairnfs/testkit';
-import { sampleLayers, tarDir, writeDockerSave } from './fixture.js';
+import { sampleLayers, tarDir, writeDockerSave } from '@cairnfs/testkit';
 import { freshStore, imageTree, seedDockerArchive } from './registry-fixture.js';
 
 const FAST = { insecure: true, retry: { attempts: 3, baseDelayMs: 20, maxDelayMs: 100 } };

@@ -104,10 +104,11 @@ export class RegistryClient {
     const attempts = canRetry ? this.transport.retry.attempts : 1;
     for (let attempt = 1; ; attempt++) {
       try {
-        let { res, authorization } = await this.sendOnce(method, url, origin, o);
-        if (res.status === 401 && await this.auth.unauthorized(origin, res.headers['www-authenticate'], authorization)) {
+        const first = await this.sendOnce(method, url, origin, o);
+        let res = first.res;
+        if (res.status === 401 && await this.auth.unauthorized(origin, res.headers['www-authenticate'], first.authorization)) {
           await res.body.dump({ limit: ERROR_BODY_LIMIT }).catch(() => undefined);
-          ({ res } = await this.sendOnce(method, url, origin, o));
+          res = (await this.sendOnce(method, url, origin, o)).res;
         }
         if (isRetryableStatus(res.status) && attempt < attempts) {
           const after = header(res.headers, 'retry-after');
