@@ -39,6 +39,8 @@ describeBackend('registry', registryMissing(), () => {
     tarDir(dir, save);
     src = await freshStore();
     await src.store.importImage(save);
+    // an imported docker-save name is found by its qualified form too (as a pulled one by its short form)
+    expect(src.store.image('docker.io/library/demo:1').id).toBe(id);
   }, 60_000);
   afterAll(async () => {
     await src?.close();
