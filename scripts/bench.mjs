@@ -24,6 +24,7 @@ import { zfsCases } from '../bench/cases/zfs-layer.mjs';
 import { dmCases } from '../bench/cases/dm-layer.mjs';
 import { rssCase } from '../bench/cases/rss.mjs';
 import { importCases } from '../bench/cases/import.mjs';
+import { pullCases } from '../bench/cases/pull.mjs';
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), '..');
 const args = process.argv.slice(2);
@@ -36,7 +37,7 @@ const check = flag('--check');
 const quick = flag('--quick') || check;
 const json = flag('--json');
 const pairs = Number(value('--pairs') ?? (check ? 3 : 5));
-const all = ['apply', 'export', 'changes', 'vfs-create', 'overlay2', 'btrfs', 'zfs', 'dm', 'import', 'rss'];
+const all = ['apply', 'export', 'changes', 'vfs-create', 'overlay2', 'btrfs', 'zfs', 'dm', 'import', 'pull', 'rss'];
 const boundsFile = join(dirname(fileURLToPath(import.meta.url)), '..', 'bench', 'bounds.json');
 const bounds = check ? loadBounds(boundsFile) : null;
 const only = (value('--only') ?? (check ? bounds.cases.join(',') : all.join(','))).split(',');
@@ -59,6 +60,7 @@ const overlay2 = await load('overlay2');
 const testkit = await load('testkit', 'loopfs.js');
 const image = await load('image');
 const dockerdKit = await load('testkit', 'dockerd.js');
+const registryKit = await load('testkit', 'registry.js');
 const zfsKit = await load('testkit', 'zfs.js');
 const vmKit = await load('testkit', 'vm.js');
 const dm = await load('devicemapper');
@@ -111,6 +113,11 @@ try {
     const importCase = (base, where) => importCases({ params: imageParams, base, where, pairs, cairn, image, testkit: dockerdKit });
     if (!noDisk) report(await importCase(scratch.dir('import'), 'repo disk'));
     report(await importCase(scratch.tmpfs('import', 4096), 'tmpfs'));
+  }
+  if (only.includes('pull')) {
+    const pullCase = (base, where) => pullCases({ params: imageParams, base, where, pairs, cairn, image, dockerKit: dockerdKit, registryKit });
+    if (!noDisk) report(await pullCase(scratch.dir('pull'), 'repo disk'));
+    report(await pullCase(scratch.tmpfs('pull', 4096), 'tmpfs'));
   }
   if (only.includes('rss')) {
     report([rssCase({ base: scratch.dir('rss'), gib: rssGiB, archiveDist: pathToFileURL(dist('archive')).href, native: process.env.CAIRN_PURE_JS !== '1' })]);

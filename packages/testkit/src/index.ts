@@ -14,3 +14,5 @@ export {
   sha, tarOf as packedTarOf, fileEntry, dirEntry, sampleLayers, configFor, writeDockerSave, writeOciLayout, tarDir,
   type Compress,
 } from './image-fixture.js';
+export * from './registry.js';
+export * from './httpproxy.js';
