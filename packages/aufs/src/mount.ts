@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import { CairnError } from '@cairnfs/core';
+import { CairnError, mountLabelOption } from '@cairnfs/core';
 import { constants as sysConstants, mount, umount2 } from '@cairnfs/sys';
 
 /** Why the kernel cannot mount aufs, or null when /proc/filesystems lists it. */
@@ -22,43 +22,31 @@ const PAGE_SIZE = 4096;
 const DATA_BUDGET = PAGE_SIZE - 512;
 const XINO = ',dio,xino=/dev/shm/aufs.xino';
 
-/**
- * An SELinux context (user:role:type[:level]); the MCS level may hold ',' ':' '.' '-'
- * ("s0:c1,c2", "s0-s0:c0.c1023"). It goes inside double quotes in the mount data, where
- * the kernel's option parser keeps ',' and ':' as part of the value; a '"', '=', space or
- * control character could close the quotes or start another option, so none may occur.
- */
-const SELINUX_CONTEXT = /^[A-Za-z0-9_.-]+:[A-Za-z0-9_.-]+:[A-Za-z0-9_.-]+(?::[A-Za-z0-9_.,:-]+)?$/;
-
 /** What mountUnion passes to mount(2): the first call's data, then one remount per branch past the page. */
 export interface AufsMountPlan {
   data: string;
   appends: string[];
 }
 
-function badOption(what: string, value: string, why: string): CairnError {
-  return new CairnError('ERR_INVALID_OPTION', `cannot mount aufs: ${what} ${JSON.stringify(value)} ${why}`, { subject: value });
-}
-
 /**
  * Builds the aufs mount data: `br:<rw>=rw:<ro>=ro+wh:…` (lower branches nearest first),
- * options, and the SELinux context. The data is a comma-separated option list whose `br`
- * value is ':'-separated `path=perm` pairs, with no quoting: a branch path holding ',', ':'
- * or '=' (a storage root such as `/data,xino=/etc/x`) would inject options or branches, so
- * such paths are refused with ERR_INVALID_OPTION, as are labels that are not SELinux contexts.
- * Pure: no I/O, testable without an aufs kernel.
+ * options, and the SELinux context (core's mountLabelOption: quoted, no quotes or control
+ * characters inside). The data is a comma-separated option list whose `br` value is
+ * ':'-separated `path=perm` pairs, with no quoting: a branch path holding ',', ':' or '='
+ * (a storage root such as `/data,xino=/etc/x`) would inject options or branches, so such
+ * paths are refused with ERR_INVALID_OPTION. Pure: no I/O, testable without an aufs kernel.
  */
 export function planAufsMount(rw: string, ro: readonly string[], mountLabel?: string): AufsMountPlan {
   for (const [i, path] of [rw, ...ro].entries()) {
     // eslint-disable-next-line no-control-regex
     if (/[,:=\x00-\x1f]/.test(path)) {
-      throw badOption(i === 0 ? 'branch' : 'lower branch', path, "contains ',', ':', '=' or a control character, which aufs mount data cannot carry; use a storage root without them");
+      throw new CairnError('ERR_INVALID_OPTION',
+        `cannot mount aufs: ${i === 0 ? 'branch' : 'lower branch'} ${JSON.stringify(path)} contains ',', ':', '=' or a control character, ` +
+        'which aufs mount data cannot carry; use a storage root without them', { subject: path });
     }
   }
-  if (mountLabel !== undefined && mountLabel !== '' && !SELINUX_CONTEXT.test(mountLabel)) {
-    throw badOption('mount label', mountLabel, 'is not an SELinux context (user:role:type[:level])');
-  }
-  const label = mountLabel ? `,context="${mountLabel}"` : '';
+  const context = mountLabelOption(mountLabel);
+  const label = context === null ? '' : `,${context}`;
   let data = `br:${rw}=rw`;
   let i = 0;
   for (; i < ro.length; i++) {

@@ -11,7 +11,7 @@
  * ```
  *
  * Driver authors who need the building blocks (staging, mount refcounts, the archive
- * code) import `@cairnfs/core` directly; this package re-exports the user-facing API.
+ * code) import `@cairnfs/core` and `@cairnfs/archive` directly; this package re-exports the user-facing API.
  * @packageDocumentation
  */
 import { defaultRegistry } from '@cairnfs/core';
@@ -34,12 +34,19 @@ export type { BackingFs } from '@cairnfs/core';
 export { overlay2Driver, btrfsDriver, zfsDriver, devicemapperDriver, aufsDriver, vfsDriver };
 
 // Moving a store from one driver to another (aufs → overlay2 is the classic case).
-export { migrate } from '@cairnfs/core';
-export type { MigrateOptions, MigrateProgress, MigrateResult, LayerRef } from '@cairnfs/core';
+export { migrate } from './migrate.js';
+export type { MigrateOptions, MigrateProgress, MigrateResult, LayerRef } from './migrate.js';
 
 // Building and reading layer tars (for runtimes that commit containers or make layers).
-export { packEntries, readTar } from '@cairnfs/core';
-export type { TarSourceEntry, TarHeaderInput, TarItem, TarEntry } from '@cairnfs/core';
+export { packEntries, readTar } from '@cairnfs/archive';
+export type { TarSourceEntry, TarHeaderInput, TarItem, TarEntry } from '@cairnfs/archive';
+
+// Images: the layer store (import, export, commit) and registries (pull, push, login).
+export { LayerStore, exportImage, login, logout, parseReference, formatReference, familiarName, parsePlatform } from '@cairnfs/image';
+export type {
+  ImageInfo, LayerInfo, ContainerInfo, ImportOptions, ImportProgress, StoreOptions,
+  PullOptions, PullProgress, LayerProgress, PushOptions, PushProgress, PushResult, LoginOptions, Credentials, Reference, Platform, TlsOptions, RetryOptions,
+} from '@cairnfs/image';
 
 /** The drivers this package registers on import, in priority order. */
 export const builtinDrivers = [overlay2Driver, btrfsDriver, zfsDriver, devicemapperDriver, aufsDriver, vfsDriver] as const;

@@ -11,10 +11,14 @@ import { readSmall, writeFileAtomic } from './atomic.js';
 import { chainIdOf, chainIds, hexOf, sha256Of } from './digest.js';
 import { DEFAULT_MAX_UNCOMPRESSED_BYTES, decompressed } from './decompress.js';
 import { describeSource, type ImageDescription } from './describe.js';
-import { isValidTag, normalizeTag, refMeaning, validTag } from './reference.js';
+import { isStoreKey, normalizeTag, refMeaning, validTag } from './reference.js';
 import { StoreLayout } from './layout.js';
 import { openSource, type BlobSource } from './source.js';
 import { SplitRecorder, reassemble } from './tarsplit.js';
+import { planPull, type PullOptions } from './registry/pull.js';
+import { pushImage, type PushOptions, type PushResult } from './registry/push.js';
+import { localNameCandidates } from './registry/reference.js';
+import { DistributionMeta } from './registry/distmeta.js';
 
 export interface LayerInfo {
   chainId: string;
@@ -193,22 +197,25 @@ export class LayerStore {
    */
   image(ref: string): ImageInfo {
     const m = refMeaning(ref);
+    const missing = () => new CairnError('ERR_IMAGE_NOT_FOUND', `no image ${ref}; \`cairn images\` lists them, \`cairn import FILE\` adds one`, { subject: ref });
     if (m.fullId) {
       const img = this.imageMap.get(m.fullId);
       if (img) return img;
-      throw notFound(`no image ${ref}; \`cairn images\` lists them, \`cairn import FILE\` adds one`);
+      throw missing();
     }
-    const byTag = m.tag ? this.tags.get(m.tag) : undefined;
+    // `busybox:1.36` also finds what a pull recorded as `docker.io/library/busybox:1.36`, and back.
+    let byTag: string | undefined;
+    if (m.tag) for (const name of [m.tag, ...localNameCandidates(ref)]) { byTag = this.tags.get(name); if (byTag) break; }
     const hits = m.idPrefix ? [...this.imageMap.keys()].filter((id) => hexOf(id).startsWith(m.idPrefix!)) : [];
     if (byTag && hits.length > 0 && !(hits.length === 1 && hits[0] === byTag)) {
       throw new CairnError('ERR_INVALID_OPTION',
-        `${ref} is ambiguous: it is the tag ${m.tag} of image ${byTag} and a prefix of the id of ${hits.filter((h) => h !== byTag).join(', ')}; ` +
+        `${ref} is ambiguous: it is a tag of image ${byTag} and a prefix of the id of ${hits.filter((h) => h !== byTag).join(', ')}; ` +
         'give the full image id (sha256:…) or the tag with a registry or repository path', { subject: ref });
     }
     if (byTag) return this.imageMap.get(byTag)!;
     if (hits.length === 1) return this.imageMap.get(hits[0]!)!;
     if (hits.length > 1) throw new CairnError('ERR_INVALID_OPTION', `image id prefix ${m.idPrefix} is ambiguous (${hits.length} images); give more digits`, { subject: ref });
-    throw notFound(`no image ${ref}; \`cairn images\` lists them, \`cairn import FILE\` adds one`);
+    throw missing();
   }
 
   // ---- import ----------------------------------------------------------------------
@@ -347,6 +354,29 @@ export class LayerStore {
     await unlink(this.layout.intent(l.cacheId)).catch(() => undefined);
     const { split: _s, ...info } = l;
     this.layerMap.set(l.chainId, info);
+  }
+
+  // ---- registries (./registry/*) ---------------------------------------------------
+
+  /**
+   * Pulls an image from a registry through the import path: the same verification,
+   * parallelism and all-or-nothing cleanup; layers the store has are not downloaded.
+   * Tagged with the normalised reference (`docker.io/library/busybox:1.36`).
+   */
+  async pull(ref: string, opts: PullOptions = {}): Promise<ImageInfo> {
+    await mkdir(this.layout.tmp, { recursive: true });
+    const localConfig = async (id: string) => (this.imageMap.has(id) ? readFile(this.layout.image(id)) : undefined);
+    const plan = await planPull(ref, opts, { storeDir: this.dir, localConfig });
+    try {
+      return await this.mutex.run('store', async () => plan.upToDate(this) ?? plan.recorded(await this.importOne(plan.source, plan.desc, plan.importOptions)));
+    } finally {
+      await plan.close();
+    }
+  }
+
+  /** Pushes a local image (tag, id or id prefix) to a registry reference; the manifest goes last. */
+  async push(image: string, ref: string, opts: PushOptions = {}): Promise<PushResult> {
+    return this.mutex.run('store', () => pushImage(this, image, ref, opts));
   }
 
   // ---- tags, containers, removal ---------------------------------------------------
@@ -545,6 +575,13 @@ export class LayerStore {
         }
       }
     });
+    // Partial downloads of interrupted pulls, and registry records of layers that are gone.
+    await this.mutex.run('store', async () => {
+      const dist = new DistributionMeta(this.dir);
+      await dist.dropPartials();
+      const diffIds = new Set(this.layers().map((l) => l.diffId));
+      for (const d of await dist.diffIds()) if (!diffIds.has(d)) await dist.forget(d);
+    });
     return { imagesRemoved, layersRemoved, orphansRemoved };
   }
 
@@ -561,6 +598,7 @@ export class LayerStore {
    */
   exportLayer(chainId: string): Readable {
     const l = this.layer(chainId);
+    // eslint-disable-next-line @typescript-eslint/no-this-alias -- the generator below is not a method
     const store = this;
     return Readable.from((async function* () {
       const parentCache = l.parent ? store.layer(l.parent).cacheId : null;
@@ -590,7 +628,7 @@ export class LayerStore {
   private async saveRepositories(): Promise<void> {
     const repos: Record<string, Record<string, string>> = {};
     for (const [tag, id] of [...this.tags].sort()) {
-      const name = tag.slice(0, tag.lastIndexOf(':'));
+      const name = tag.includes('@') ? tag.slice(0, tag.indexOf('@')) : tag.slice(0, tag.lastIndexOf(':'));
       (repos[name] ??= {})[tag] = id;
     }
     await mkdir(this.dir, { recursive: true });
@@ -624,7 +662,7 @@ export class LayerStore {
       const parsed = JSON.parse(repos) as { Repositories?: Record<string, Record<string, string>> };
       for (const byTag of Object.values(parsed.Repositories ?? {})) {
         // A tag that could pose as an image id (written before tags were validated) is dropped.
-        for (const [tag, id] of Object.entries(byTag)) if (this.imageMap.has(id) && isValidTag(tag)) this.tags.set(normalizeTag(tag), id);
+        for (const [tag, id] of Object.entries(byTag)) if (this.imageMap.has(id) && isStoreKey(tag)) this.tags.set(normalizeTag(tag), id);
       }
     }
     for (const img of this.imageMap.values()) img.tags = this.tagsOf(img.id);

@@ -17,7 +17,8 @@ import { promisify } from 'node:util';
 import { posix } from 'node:path';
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
-import { CairnError, TarParser, errnoCode, type TarEntry } from '@cairnfs/core';
+import { CairnError, errnoCode } from '@cairnfs/core';
+import { TarParser, type TarEntry } from '@cairnfs/archive';
 import { fileTypeName, openBeneathSync } from '@cairnfs/sys';
 
 const readAsync = promisify(read);

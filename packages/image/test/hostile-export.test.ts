@@ -9,10 +9,11 @@ import { mkdtemp, rm, symlink, truncate, unlink } from 'node:fs/promises';
 import { execFileSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CairnError, defaultRegistry, openDriver, readTar, type StorageDriver } from '@cairnfs/core';
+import { CairnError, defaultRegistry, openDriver, type StorageDriver } from '@cairnfs/core';
+import { readTar } from '@cairnfs/archive';
 import { overlay2Driver } from '@cairnfs/overlay2';
 import { LayerStore, exportImage } from '@cairnfs/image';
-import { dirEntry, fileEntry, tarOf } from './fixture.js';
+import { dirEntry, fileEntry, packedTarOf as tarOf } from '@cairnfs/testkit';
 import { CANARY, canaryDisk, drain, saveDir, type CanaryDisk } from './hostile.js';
 
 defaultRegistry.register(overlay2Driver);

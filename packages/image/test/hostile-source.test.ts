@@ -5,10 +5,11 @@ import { execFileSync } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, rm, symlink, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CairnError, defaultRegistry, encodeHeader, openDriver, tarTrailer, type StorageDriver } from '@cairnfs/core';
+import { CairnError, defaultRegistry, openDriver, type StorageDriver } from '@cairnfs/core';
+import { encodeHeader, tarTrailer } from '@cairnfs/archive';
 import { overlay2Driver } from '@cairnfs/overlay2';
 import { LayerStore, isValidTag } from '@cairnfs/image';
-import { configFor, fileEntry, sha, tarDir, tarOf, writeDockerSave, writeOciLayout } from './fixture.js';
+import { configFor, fileEntry, sha, tarDir, packedTarOf as tarOf, writeDockerSave, writeOciLayout } from '@cairnfs/testkit';
 
 defaultRegistry.register(overlay2Driver);
 

@@ -6,7 +6,7 @@ import { statSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { major, minor } from '@cairnfs/sys';
-import { writeDockerSave } from './fixture.js';
+import { writeDockerSave } from '@cairnfs/testkit';
 
 export const CANARY = Buffer.from('HOST-DISK-CANARY-7f3a9c-');
 

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { CairnError, defaultRegistry, openDriver, type StorageDriver } from '@cairnfs/core';
 import { overlay2Driver } from '@cairnfs/overlay2';
 import { DEFAULT_MAX_UNCOMPRESSED_BYTES, LayerStore } from '@cairnfs/image';
-import { fileEntry, tarOf } from './fixture.js';
+import { fileEntry, packedTarOf as tarOf } from '@cairnfs/testkit';
 import { saveDir } from './hostile.js';
 
 defaultRegistry.register(overlay2Driver);

@@ -5,9 +5,10 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CairnError, TarParser, encodeHeader, tarTrailer, type TarHeaderInput } from '@cairnfs/core';
+import { CairnError } from '@cairnfs/core';
+import { TarParser, encodeHeader, tarTrailer, type TarHeaderInput } from '@cairnfs/archive';
 import { SplitRecorder, reassemble } from '../src/tarsplit.js';
-import { sha } from './fixture.js';
+import { sha } from '@cairnfs/testkit';
 
 function symlinkTar(n: number): Buffer {
   const parts: Buffer[] = [];

@@ -11,7 +11,7 @@ import { CairnError, defaultRegistry, openDriver, type StorageDriver } from '@ca
 import { vfsDriver } from '@cairnfs/vfs';
 import { overlay2Driver } from '@cairnfs/overlay2';
 import { LayerStore } from '@cairnfs/image';
-import { dirEntry, fileEntry, tarOf } from './fixture.js';
+import { dirEntry, fileEntry, packedTarOf as tarOf } from '@cairnfs/testkit';
 import { drain, saveDir } from './hostile.js';
 
 for (const f of [vfsDriver, overlay2Driver]) defaultRegistry.register(f);

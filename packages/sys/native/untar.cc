@@ -1,7 +1,7 @@
 // Layer apply in the addon: the tar parse and every file operation of core's applyLayer
 // in one native pass over raw tar bytes, so that a 20,000-file layer costs no JS object,
 // string or N-API crossing per entry (docs/benchmarks.md measured those at more than
-// half of apply's CPU). The rules are core's (packages/core/src/archive/apply.ts,
+// half of apply's CPU). The rules are core's (packages/archive/src/apply.ts,
 // tar-parser.ts, safe-path.ts), and the same test suites run against this path and the
 // pure-JS one; keep the two in step.
 //

@@ -1,4 +1,4 @@
-// The LayerApplier handle itself (its rules are held to core's by packages/core/test:
+// The LayerApplier handle itself (its rules are held to core's by packages/archive/test:
 // the hostile catalogue, the archive suites and the differential fuzzer run through it).
 import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';

@@ -55,6 +55,31 @@ export function driverConformanceSuite(name: string, factory: () => Promise<Driv
       }
     }));
 
+    test('under umask 0 a new layer root is still 0755 root:root and applied entries keep exactly their modes', () => withDriver(async (d) => {
+      const saved = process.umask(0);
+      try {
+        await d.create('base');
+        await d.applyDiff('base', null, Readable.from([await tarOf([
+          { name: 'dir', type: 'directory', mode: 0o750 }, { name: 'dir/file', content: 'x', mode: 0o640 },
+          { name: 'implied/parent/file', content: 'y', mode: 0o600 },
+        ])]));
+        await d.createReadWrite('top', 'base');
+        for (const id of ['base', 'top']) {
+          await withMounted(d, id, async (root) => {
+            const st = await stat(root);
+            expect([id, st.mode & 0o7777, st.uid, st.gid]).toEqual([id, 0o755, 0, 0]);
+            expect((await stat(join(root, 'dir'))).mode & 0o7777).toBe(0o750);
+            expect((await stat(join(root, 'dir/file'))).mode & 0o7777).toBe(0o640);
+            expect((await stat(join(root, 'implied/parent/file'))).mode & 0o7777).toBe(0o600);
+            // A directory the tar implies but does not list is made as a plain 0755 one, never world-writable.
+            expect((await stat(join(root, 'implied'))).mode & 0o7777).toBe(0o755);
+          });
+        }
+      } finally {
+        process.umask(saved);
+      }
+    }));
+
     test('a base layer keeps a sticky 0705 dir owned 1:2 and a setuid 0222 file, through get/put and through a child', () => withDriver(async (d) => {
       await d.createReadWrite('base');
       await withMounted(d, 'base', writeBase);
@@ -344,6 +369,24 @@ export function driverConformanceSuite(name: string, factory: () => Promise<Driv
       await d.get('l');
       await d.cleanup();
       await d.cleanup();
+    }));
+
+    test('after cleanup every method is ERR_NOT_SUPPORTED and a reopen sees the layers again', () => withDriver(async (d, harness) => {
+      await d.create('l');
+      await d.cleanup();
+      const empty = () => Readable.from([Buffer.alloc(1024)]);
+      const calls: Array<[string, () => Promise<unknown>]> = [
+        ['create', () => d.create('m')], ['createReadWrite', () => d.createReadWrite('m', 'l')], ['exists', () => d.exists('l')],
+        ['remove', () => d.remove('l')], ['get', () => d.get('l')], ['put', () => d.put('l')], ['diff', () => d.diff('l')],
+        ['changes', () => d.changes('l')], ['applyDiff', () => d.applyDiff('l', null, empty())], ['diffSize', () => d.diffSize('l')],
+        ['status', () => d.status()], ['metadata', () => d.metadata('l')],
+      ];
+      for (const [method, call] of calls) {
+        const code = await call().then(() => 'resolved', (e: unknown) => (e as { code?: string }).code ?? String(e));
+        expect([method, code]).toEqual([method, 'ERR_NOT_SUPPORTED']);
+      }
+      await d.cleanup();
+      expect(await (await harness.reopen()).exists('l')).toBe(true);
     }));
 
     test('a reopened home has the same layers, contents and parent links', () => withDriver(async (d, harness) => {

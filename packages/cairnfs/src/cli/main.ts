@@ -7,11 +7,13 @@ import { dirname, resolve } from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import { join } from 'node:path';
 import { cp, stat } from 'node:fs/promises';
-import { CairnError, defaultRegistry, migrate, openDriver, probe, type LayerRef, type StorageDriver } from '../index.js';
+import { CairnError, defaultRegistry, openDriver, probe, type StorageDriver } from '../index.js';
+import { migrate, type LayerRef } from '../migrate.js';
 import { LayerStore, exportImage } from '@cairnfs/image';
 import { parseByteSize } from '@cairnfs/core';
 import { exitCodeOf } from './exit-codes.js';
 import { importReporter } from './progress.js';
+import { registryCommands } from './registry.js';
 
 interface Globals { root: string; driver?: string; storageOpt: string[]; json?: boolean }
 
@@ -180,7 +182,7 @@ program.command('migrate').description('copy every layer of the store to another
   .action(async (o: { to: string; from?: string }) => {
     const root = resolve(globals().root);
     const fromName = o.from ?? globals().driver ?? (await probe({ root, options: options() })).find((r) => r.prior)?.name;
-    if (!fromName) throw new CairnError('ERR_LAYER_NOT_FOUND', `no driver under ${root} holds layers; pass --from DRIVER`, { subject: root });
+    if (!fromName) throw new CairnError('ERR_INVALID_OPTION', `no driver under ${root} holds layers; pass --from DRIVER`, { subject: root });
     if (fromName === o.to) throw new CairnError('ERR_INVALID_OPTION', `--from and --to are both ${o.to}; pick another target driver`, { subject: o.to });
     // The source is opened without its probe: an aufs store must be readable on kernels
     // that can no longer mount aufs, which is exactly when people migrate away from it.
@@ -227,6 +229,8 @@ async function copyImageStore(root: string, from: string, to: string): Promise<v
   if (!(await stat(src).catch(() => null)) || (await stat(dst).catch(() => null))) return;
   await cp(src, dst, { recursive: true, preserveTimestamps: true });
 }
+
+registryCommands(program, { withStore: (fn) => withStore((store) => fn(store)), print, json: () => globals().json === true });
 
 for (const cmd of program.commands) cmd.exitOverride().showHelpAfterError();
 
