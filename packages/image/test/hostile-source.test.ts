@@ -10,6 +10,7 @@ import { encodeHeader, tarTrailer } from '@cairnfs/archive';
 import { overlay2Driver } from '@cairnfs/overlay2';
 import { LayerStore, isValidTag } from '@cairnfs/image';
 import { configFor, fileEntry, sha, tarDir, packedTarOf as tarOf, writeDockerSave, writeOciLayout } from '@cairnfs/testkit';
+import { cpuMsSince } from './hostile.js';
 
 defaultRegistry.register(overlay2Driver);
 
@@ -148,9 +149,9 @@ describe('hostile image sources (overlay2)', () => {
     tar.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 'latin1');
     const file = join(work, 'pax.tar');
     await writeFile(file, tar);
-    const started = performance.now();
+    const started = process.cpuUsage();
     const err = await errorOf(store.importImage(file));
-    expect(performance.now() - started).toBeLessThan(1_000);
+    expect(cpuMsSince(started)).toBeLessThan(1_000);
     expect(err.code).toBe('ERR_INVALID_ARCHIVE');
     expect(err.message).toMatch(/PAX header of 10485760 bytes/);
   });
@@ -173,10 +174,10 @@ describe('hostile image sources (overlay2)', () => {
 
     test('an index listing 100,000 manifests (10x the cap) is refused in well under a second', async () => {
       const { dir, leaf, top } = await layout('flat');
-      await top(Array.from({ length: 100_000 }, () => leaf));
-      const started = performance.now();
+      await top(Array.from({ length: 100_000 }, () => ({ digest: leaf.digest })));
+      const started = process.cpuUsage();
       const err = await errorOf(store.importImage(dir));
-      expect(performance.now() - started).toBeLessThan(1_000);
+      expect(cpuMsSince(started)).toBeLessThan(1_000);
       expect(err.code).toBe('ERR_INVALID_ARCHIVE');
       expect(err.message).toMatch(/more than 10000 manifests/);
     });
@@ -186,9 +187,9 @@ describe('hostile image sources (overlay2)', () => {
       let d: unknown = leaf;
       for (let i = 0; i < 80; i++) d = await put({ schemaVersion: 2, manifests: [d] });
       await top([d]);
-      const started = performance.now();
+      const started = process.cpuUsage();
       const err = await errorOf(store.importImage(dir));
-      expect(performance.now() - started).toBeLessThan(1_000);
+      expect(cpuMsSince(started)).toBeLessThan(1_000);
       expect(err.code).toBe('ERR_INVALID_ARCHIVE');
       expect(err.message).toMatch(/nested more than 8 deep/);
     });
@@ -198,9 +199,9 @@ describe('hostile image sources (overlay2)', () => {
       let d: unknown = leaf;
       for (let i = 0; i < 6; i++) d = await put({ schemaVersion: 2, manifests: Array.from({ length: 10 }, () => d) });
       await top([{ ...(d as object), annotations: { 'io.containerd.image.name': 'dag:1' } }]);
-      const started = performance.now();
+      const started = process.cpuUsage();
       const imgs = await Promise.race([store.importImage(dir), new Promise<never>((_, r) => setTimeout(() => r(new Error('still running after 10 s')), 10_000))]);
-      expect(performance.now() - started).toBeLessThan(5_000);
+      expect(cpuMsSince(started)).toBeLessThan(5_000);
       expect(imgs).toHaveLength(1);
       expect(imgs[0]!.tags).toEqual(['dag:1']);
     });

@@ -10,7 +10,7 @@ import { CairnError, defaultRegistry, openDriver, type StorageDriver } from '@ca
 import { overlay2Driver } from '@cairnfs/overlay2';
 import { DEFAULT_MAX_UNCOMPRESSED_BYTES, LayerStore } from '@cairnfs/image';
 import { fileEntry, packedTarOf as tarOf } from '@cairnfs/testkit';
-import { saveDir } from './hostile.js';
+import { cpuMsSince, saveDir } from './hostile.js';
 
 defaultRegistry.register(overlay2Driver);
 
@@ -44,9 +44,9 @@ describe('sparse files against maxUncompressedBytes (overlay2)', () => {
     const tar = await sparseTar(work, '15T', posix);
     expect(tar.length).toBeLessThan(64 * 1024);
     expect(15 * 2 ** 40).toBeGreaterThan(10 * DEFAULT_MAX_UNCOMPRESSED_BYTES);
-    const started = performance.now();
+    const started = process.cpuUsage();
     const err = await store.importImage(await saveDir(join(work, 'img'), [tar])).catch((e: unknown) => e);
-    expect(performance.now() - started).toBeLessThan(2_000);
+    expect(cpuMsSince(started)).toBeLessThan(2_000);
     expect(err).toBeInstanceOf(CairnError);
     expect((err as CairnError).code).toBe('ERR_INVALID_ARCHIVE');
     expect((err as CairnError).message).toMatch(/sparse file of 16492674416640 bytes.*maxUncompressedBytes/);
@@ -73,9 +73,9 @@ describe('sparse files against maxUncompressedBytes (overlay2)', () => {
       execFileSync('truncate', ['-s', '1G', join(rootfs, 'tmp/huge')]);
     } finally { await driver.put(c.mountId); }
     const layersBefore = store.layers().length;
-    const started = performance.now();
+    const started = process.cpuUsage();
     const err = await store.commitContainer('c1', { maxUncompressedBytes: 64 << 20 }).catch((e: unknown) => e);
-    expect(performance.now() - started).toBeLessThan(10_000);
+    expect(cpuMsSince(started)).toBeLessThan(10_000);
     expect(err).toBeInstanceOf(CairnError);
     expect((err as CairnError).code).toBe('ERR_INVALID_ARCHIVE');
     expect((err as CairnError).message).toMatch(/container c1 exceed 67108864 bytes/);
