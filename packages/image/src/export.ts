@@ -6,7 +6,7 @@ import { Readable } from 'node:stream';
 import { CairnError } from '@cairnfs/core';
 import { encodeHeader, tarTrailer } from '@cairnfs/archive';
 import { hexOf, sha256Of } from './digest.js';
-import type { LayerStore } from './store.js';
+import type { LayerInfo, LayerStore } from './store.js';
 
 const LAYER_TYPE = 'application/vnd.oci.image.layer.v1.tar';
 const CONFIG_TYPE = 'application/vnd.oci.image.config.v1+json';
@@ -23,6 +23,17 @@ function* file(name: string, data: Buffer): Generator<Buffer> {
 }
 
 /**
+ * The error for a layer that cannot be rebuilt byte for byte where its original digest is
+ * needed (an image export, a push): the image config names the layer by that digest.
+ */
+export function notExact(what: string, l: LayerInfo): CairnError {
+  return new CairnError('ERR_NOT_SUPPORTED',
+    `${what}: its layer ${l.diffId} cannot be rebuilt byte for byte (a path in its tar was ` +
+    'written twice or replaced by another entry), and the image config names the layer by the digest of those exact bytes. ' +
+    "LayerStore.exportLayer still gives its content (as the driver's diff); re-import the image from its origin to export it.", { subject: l.chainId });
+}
+
+/**
  * Streams a docker-save tarball of the given images (by tag, id or id prefix).
  *
  * Every layer must be exact (see LayerInfo.exact): the image config names each layer by
@@ -36,12 +47,7 @@ export function exportImage(store: LayerStore, refs: readonly string[]): Readabl
     for (const ref of refs) {
       for (const chain of store.image(ref).layers) {
         const l = store.layer(chain);
-        if (!l.exact) {
-          throw new CairnError('ERR_NOT_SUPPORTED',
-            `image ${ref} cannot be exported: its layer ${l.diffId} cannot be rebuilt byte for byte (a path in its tar was ` +
-            'written twice or replaced by another entry), and the image config names the layer by the digest of those exact bytes. ' +
-            "LayerStore.exportLayer still gives its content (as the driver's diff); re-import the image from its origin to export it.", { subject: chain });
-        }
+        if (!l.exact) throw notExact(`image ${ref} cannot be exported`, l);
       }
     }
     const written = new Set<string>();
