@@ -1,0 +1,697 @@
+// The layer applier's tar reader (see tar_reader.h): header fields, PAX records, GNU
+// sparse maps, and the state machine that turns raw bytes into entries for a sink.
+#include "tar_reader.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace cairn {
+
+namespace {
+
+constexpr size_t kBlock = 512;
+constexpr size_t kMaxMeta = 16 * 1024 * 1024;  // PAX bodies, long names, sparse maps
+constexpr int64_t kMaxSafe = 9007199254740991;   // what JS's parser accepts (2^53 - 1)
+
+// ---- tar fields ----
+
+// Octal ASCII (space/NUL padded) or GNU base-256; false when malformed or beyond 2^53.
+bool ReadNumber(const uint8_t* b, size_t off, size_t width, int64_t* out) {
+  uint8_t first = b[off];
+  if (first & 0x80) {
+    __int128 v = 0;
+    for (size_t i = 0; i < width; i++) {
+      uint8_t byte = (i == 0 && first != 0xff) ? (first & 0x7f) : b[off + i];
+      v = (v << 8) | byte;
+    }
+    if (first == 0xff) v -= static_cast<__int128>(1) << (8 * width);
+    if (v > kMaxSafe || v < -kMaxSafe) return false;
+    *out = static_cast<int64_t>(v);
+    return true;
+  }
+  size_t i = off, end = off + width;
+  while (i < end && (b[i] == 0x20 || b[i] == 0)) {
+    if (b[i] == 0) {
+      *out = 0;
+      return true;
+    }
+    i++;
+  }
+  int64_t v = 0;
+  for (; i < end; i++) {
+    uint8_t c = b[i];
+    if (c >= '0' && c <= '7') {
+      v = v * 8 + (c - '0');
+    } else if (c == 0x20 || c == 0) {
+      break;
+    } else {
+      return false;
+    }
+  }
+  for (; i < end; i++)
+    if (b[i] != 0x20 && b[i] != 0) return false;
+  *out = v;
+  return true;
+}
+
+std::string ReadString(const uint8_t* b, size_t off, size_t width) {
+  size_t end = off;
+  while (end < off + width && b[end] != 0) end++;
+  return std::string(reinterpret_cast<const char*>(b + off), end - off);
+}
+
+bool IsZeroBlock(const uint8_t* b) {
+  for (size_t i = 0; i < kBlock; i++)
+    if (b[i]) return false;
+  return true;
+}
+
+// The unsigned byte sum with the checksum field read as spaces, or the signed sum some
+// historic tars wrote. The unsigned pass has no branch (it vectorizes): this runs twice
+// per entry of a GNU pax-format tar.
+bool ChecksumMatches(const uint8_t* b, int64_t stored) {
+  uint32_t u = 0;
+  for (size_t i = 0; i < kBlock; i++) u += b[i];
+  for (size_t i = 148; i < 156; i++) u -= b[i];
+  u += 8 * 0x20;
+  if (stored == static_cast<int64_t>(u)) return true;
+  int64_t s = 8 * 0x20;
+  for (size_t i = 0; i < kBlock; i++) {
+    if (i >= 148 && i < 156) continue;
+    s += static_cast<int8_t>(b[i]);
+  }
+  return stored == s;
+}
+
+size_t Padding(int64_t size) {
+  size_t r = static_cast<size_t>(size % kBlock);
+  return r == 0 ? 0 : kBlock - r;
+}
+
+// "1700000000.123456789", "-1.5": seconds and nanoseconds (floored, as NsToTimespec).
+bool ParsePaxTime(const std::string& t, timespec* out) {
+  size_t i = 0, n = t.size();
+  bool neg = n > 0 && t[0] == '-';
+  if (neg) i = 1;
+  size_t secStart = i;
+  int64_t sec = 0;
+  for (; i < n && t[i] >= '0' && t[i] <= '9'; i++) {
+    if (sec < 922337203685) sec = sec * 10 + (t[i] - '0');  // far-future times saturate
+  }
+  if (i == secStart) return false;
+  int64_t frac = 0;
+  int digits = 0;
+  if (i < n && t[i] == '.') {
+    for (i++; i < n; i++) {
+      if (t[i] < '0' || t[i] > '9') return false;
+      if (digits < 9) {
+        frac = frac * 10 + (t[i] - '0');
+        digits++;
+      }
+    }
+  }
+  if (i != n) return false;
+  for (; digits < 9; digits++) frac *= 10;
+  if (neg) {
+    sec = -sec;
+    if (frac > 0) {
+      sec -= 1;
+      frac = 1000000000 - frac;
+    }
+  }
+  out->tv_sec = static_cast<time_t>(sec);
+  out->tv_nsec = static_cast<long>(frac);
+  return true;
+}
+
+// Decimal digits only (what the JS parser's paxInt accepts), up to 2^53 - 1.
+bool ParseDecimal(const std::string& t, int64_t* out) {
+  if (t.empty()) return false;
+  int64_t v = 0;
+  for (char c : t) {
+    if (c < '0' || c > '9') return false;
+    v = v * 10 + (c - '0');
+    if (v > kMaxSafe) return false;
+  }
+  *out = v;
+  return true;
+}
+
+// Buffer.from(text, 'base64') semantics: both alphabets, anything else skipped, '=' ends.
+std::string Base64Decode(const std::string& in) {
+  std::string out;
+  uint32_t acc = 0;
+  int bits = 0;
+  for (char c : in) {
+    int v;
+    if (c >= 'A' && c <= 'Z') v = c - 'A';
+    else if (c >= 'a' && c <= 'z') v = c - 'a' + 26;
+    else if (c >= '0' && c <= '9') v = c - '0' + 52;
+    else if (c == '+' || c == '-') v = 62;
+    else if (c == '/' || c == '_') v = 63;
+    else if (c == '=') break;
+    else continue;
+    acc = (acc << 6) | static_cast<uint32_t>(v);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out += static_cast<char>((acc >> bits) & 0xff);
+    }
+  }
+  return out;
+}
+
+int HexDigit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// decodeURIComponent, keeping the text as it is when a %-escape is malformed.
+std::string UriDecode(const std::string& in) {
+  std::string out;
+  for (size_t i = 0; i < in.size(); i++) {
+    if (in[i] != '%') {
+      out += in[i];
+      continue;
+    }
+    if (i + 2 >= in.size()) return in;
+    int hi = HexDigit(in[i + 1]);
+    int lo = HexDigit(in[i + 2]);
+    if (hi < 0 || lo < 0) return in;
+    out += static_cast<char>(hi * 16 + lo);
+    i += 2;
+  }
+  return out;
+}
+
+}  // namespace
+
+// Feeds raw tar bytes. After the end-of-archive marker, input is ignored.
+void TarReader::Write(const uint8_t* data, size_t len) {
+  size_t pos = 0;
+  while (pos < len) {
+    switch (state_) {
+      case State::kHeader:
+      case State::kSparseExt:
+      case State::kSparseMap: {
+        const uint8_t* block;
+        if (block_fill_ == 0 && len - pos >= kBlock) {
+          block = data + pos;
+          pos += kBlock;
+        } else {
+          size_t n = std::min(kBlock - block_fill_, len - pos);
+          std::memcpy(block_buf_ + block_fill_, data + pos, n);
+          block_fill_ += n;
+          pos += n;
+          if (block_fill_ < kBlock) return;
+          block_fill_ = 0;
+          block = block_buf_;
+        }
+        int64_t at = offset_;
+        offset_ += kBlock;
+        if (state_ == State::kHeader) OnHeader(block, at);
+        else if (state_ == State::kSparseExt) OnSparseExt(block);
+        else OnSparseMapBlock(block);
+        break;
+      }
+      case State::kMeta: {
+        size_t n = std::min(meta_size_ - meta_.size(), len - pos);
+        meta_.append(reinterpret_cast<const char*>(data + pos), n);
+        pos += n;
+        offset_ += static_cast<int64_t>(n);
+        if (meta_.size() == meta_size_) OnMeta();
+        break;
+      }
+      case State::kData: {
+        size_t n = static_cast<size_t>(std::min<int64_t>(remaining_, static_cast<int64_t>(len - pos)));
+        Emit(data + pos, n);
+        pos += n;
+        offset_ += static_cast<int64_t>(n);
+        remaining_ -= static_cast<int64_t>(n);
+        if (remaining_ == 0) FinishEntry();
+        break;
+      }
+      case State::kSkip: {
+        size_t n = static_cast<size_t>(std::min<int64_t>(skip_left_, static_cast<int64_t>(len - pos)));
+        pos += n;
+        offset_ += static_cast<int64_t>(n);
+        skip_left_ -= static_cast<int64_t>(n);
+        if (skip_left_ == 0) state_ = State::kHeader;
+        break;
+      }
+      case State::kDone:
+        return;
+    }
+  }
+}
+
+// The input ended: refuses a truncated archive.
+void TarReader::Finish() {
+  if (state_ == State::kDone) return;
+  bool clean = state_ == State::kHeader && block_fill_ == 0 && !has_long_name_ && !has_long_link_ && local_.empty() && !has_local_pax_;
+  if (!clean) {
+    std::string where = in_entry_ || state_ != State::kHeader ? " inside entry \"" + entry_name_ + "\"" : "";
+    Invalid(entry_name_.empty() ? "offset " + std::to_string(header_offset_) : entry_name_,
+            "the archive is truncated: input ended" + where + " at byte " + std::to_string(offset_ + static_cast<int64_t>(block_fill_)));
+  }
+  state_ = State::kDone;
+}
+
+[[noreturn]] void TarReader::Bad(const std::string& what) {
+  Invalid(entry_name_.empty() ? "offset " + std::to_string(header_offset_) : entry_name_, what);
+}
+
+int64_t TarReader::Num(const uint8_t* b, size_t off, size_t width, const char* field) {
+  int64_t v;
+  if (!ReadNumber(b, off, width, &v)) Bad(std::string("malformed ") + field + " field in the header at byte " + std::to_string(header_offset_));
+  return v;
+}
+
+void TarReader::OnHeader(const uint8_t* b, int64_t at) {
+  header_offset_ = at;
+  if (IsZeroBlock(b)) {
+    if (saw_zero_) {
+      state_ = State::kDone;
+      if (has_long_name_ || has_long_link_ || has_local_pax_) Bad("end of archive at byte " + std::to_string(at) + " right after an extended header");
+    }
+    saw_zero_ = true;
+    return;
+  }
+  if (saw_zero_) Bad("a zero block at byte " + std::to_string(at - static_cast<int64_t>(kBlock)) + " is followed by more entries");
+  entry_name_ = ReadString(b, 0, 100);
+  int64_t stored;
+  if (!ReadNumber(b, 148, 8, &stored) || !ChecksumMatches(b, stored)) Bad("header checksum mismatch at byte " + std::to_string(at));
+  char flag = b[156] == 0 ? '0' : static_cast<char>(b[156]);
+  int64_t size = Num(b, 124, 12, "size");
+  if (size < 0) Bad("negative size in the header at byte " + std::to_string(at));
+  if (flag == 'x' || flag == 'g' || flag == 'L' || flag == 'K') {
+    if (size > static_cast<int64_t>(kMaxMeta)) Bad("a " + std::to_string(size) + "-byte extended header at byte " + std::to_string(at) + " (limit " + std::to_string(kMaxMeta) + ")");
+    meta_kind_ = flag;
+    meta_.clear();
+    meta_size_ = static_cast<size_t>(size);
+    pad_after_ = Padding(size);
+    state_ = State::kMeta;
+    if (size == 0) OnMeta();
+    return;
+  }
+  BuildEntry(b, flag, size);
+}
+
+void TarReader::OnMeta() {
+  switch (meta_kind_) {
+    case 'L':
+      long_name_ = meta_.substr(0, meta_.find('\0'));
+      has_long_name_ = true;
+      break;
+    case 'K':
+      long_link_ = meta_.substr(0, meta_.find('\0'));
+      has_long_link_ = true;
+      break;
+    default: {
+      bool global = meta_kind_ == 'g';
+      if (!ScanPax(global)) Bad("malformed PAX header at byte " + std::to_string(header_offset_));
+      if (!global) has_local_pax_ = true;
+    }
+  }
+  meta_.clear();
+  skip_left_ = static_cast<int64_t>(pad_after_);
+  state_ = skip_left_ > 0 ? State::kSkip : State::kHeader;
+}
+
+// "<len> <key>=<value>\n" records (pax.ts scanPax).
+bool TarReader::ScanPax(bool global) {
+  const std::string& body = meta_;
+  size_t pos = 0, size = body.size();
+  while (pos < size) {
+    if (body[pos] == 0) break;  // trailing NUL padding
+    size_t len = 0, i = pos;
+    while (i < size && body[i] >= '0' && body[i] <= '9') {
+      len = len * 10 + static_cast<size_t>(body[i] - '0');
+      i++;
+      if (len > size) return false;
+    }
+    if (i == pos || i >= size || body[i] != ' ' || len <= i - pos + 1 || pos + len > size) return false;
+    size_t end = pos + len;
+    if (body[end - 1] != '\n') return false;
+    size_t eq = body.find('=', i + 1);
+    if (eq == std::string::npos || eq >= end - 1 || eq == i + 1) return false;
+    std::string key = body.substr(i + 1, eq - i - 1);
+    if (key != "ctime") {
+      std::string value = body.substr(eq + 1, end - 1 - eq - 1);
+      if (!global) {
+        local_.emplace_back(std::move(key), std::move(value));
+      } else if (value.empty()) {
+        for (auto it = global_.begin(); it != global_.end(); ++it) {
+          if (it->first == key) {
+            global_.erase(it);
+            break;
+          }
+        }
+      } else {
+        bool found = false;
+        for (auto& kv : global_) {
+          if (kv.first == key) {
+            kv.second = std::move(value);
+            found = true;
+            break;
+          }
+        }
+        if (!found) global_.emplace_back(std::move(key), std::move(value));
+      }
+    }
+    pos = end;
+  }
+  return true;
+}
+
+int64_t TarReader::PaxInt(const std::string& key, const std::string& text) {
+  int64_t v;
+  if (!ParseDecimal(text, &v)) Bad("PAX record " + key + "=\"" + text.substr(0, 40) + "\" is not a number");
+  return v;
+}
+
+void TarReader::BuildEntry(const uint8_t* b, char flag, int64_t headerSize) {
+  bool ustar = b[257] == 'u' && b[258] == 's' && b[259] == 't' && b[260] == 'a' && b[261] == 'r';
+  bool gnu = ustar && b[262] == ' ';
+  bool posix = ustar && b[262] == 0;
+
+  Entry e;
+  std::string name = entry_name_;
+  if (posix && b[345] != 0) name = ReadString(b, 345, 155) + "/" + name;
+  std::string linkname = ReadString(b, 157, 100);
+  int64_t uid = Num(b, 108, 8, "uid");
+  int64_t gid = Num(b, 116, 8, "gid");
+  int64_t size = headerSize;
+  int64_t headerMtime = Num(b, 136, 12, "mtime");
+  bool hasMtime = false;
+  timespec mtime{};
+  bool hasAtime = false;
+  timespec atime{};
+  int64_t devmajor = ustar ? Num(b, 329, 8, "devmajor") : 0;
+  int64_t devminor = ustar ? Num(b, 337, 8, "devminor") : 0;
+  if (gnu && b[345] != 0) {
+    int64_t at;
+    if (ReadNumber(b, 345, 12, &at) && at != 0) {
+      atime.tv_sec = static_cast<time_t>(at);
+      hasAtime = true;
+    }
+  }
+  // Header values a PAX record with an empty value puts back (copied only then).
+  const std::string hLink = linkname;
+  const std::string hPrefixed = name;
+  const int64_t hUid = uid, hGid = gid, hSize = size, hMajor = devmajor, hMinor = devminor;
+  const bool hHasAtime = hasAtime;
+  const timespec hAtime = atime;
+  std::vector<std::pair<std::string, std::string>> sparse;  // GNU.sparse.* without the prefix
+  std::vector<int64_t> offsets;
+  bool hasOffsets = false;
+  auto setSparse = [&sparse](const std::string& k, const std::string& v) {
+    for (auto it = sparse.begin(); it != sparse.end(); ++it) {
+      if (it->first == k) {
+        if (v.empty()) sparse.erase(it);
+        else it->second = v;
+        return;
+      }
+    }
+    if (!v.empty()) sparse.emplace_back(k, v);
+  };
+  auto apply = [&](const std::string& k, const std::string& v, bool local) {
+    if (StartsWith(k, "SCHILY.xattr.")) {
+      e.SetXattr(k.substr(13), v);
+      return;
+    }
+    if (local && (k == "GNU.sparse.offset" || k == "GNU.sparse.numbytes")) {
+      offsets.push_back(PaxInt(k, v));
+      hasOffsets = true;
+      return;
+    }
+    if (StartsWith(k, "LIBARCHIVE.xattr.")) {
+      e.SetXattr(UriDecode(k.substr(17)), Base64Decode(v));
+      return;
+    }
+    bool empty = v.empty();
+    if (k == "path") name = empty ? hPrefixed : v;
+    else if (k == "linkpath") linkname = empty ? hLink : v;
+    else if (k == "size") size = empty ? hSize : PaxInt(k, v);
+    else if (k == "uid") uid = empty ? hUid : PaxInt(k, v);
+    else if (k == "gid") gid = empty ? hGid : PaxInt(k, v);
+    else if (k == "SCHILY.devmajor") devmajor = empty ? hMajor : PaxInt(k, v);
+    else if (k == "SCHILY.devminor") devminor = empty ? hMinor : PaxInt(k, v);
+    else if (k == "mtime") {
+      hasMtime = !empty;
+      if (!empty && !ParsePaxTime(v, &mtime)) Bad("PAX record mtime is not a time");
+    } else if (k == "atime") {
+      if (empty) {
+        hasAtime = hHasAtime;
+        atime = hAtime;
+      } else {
+        if (!ParsePaxTime(v, &atime)) Bad("PAX record atime is not a time");
+        hasAtime = true;
+      }
+    } else if (StartsWith(k, "GNU.sparse.")) {
+      setSparse(k.substr(11), v);
+    }
+  };
+  for (auto& [k, v] : global_) apply(k, v, false);
+  for (auto& [k, v] : local_) apply(k, v, true);
+  if (has_long_name_) name = long_name_;
+  if (has_long_link_) linkname = long_link_;
+  auto sparseAttr = [&sparse](const char* k) -> const std::string* {
+    for (auto& kv : sparse)
+      if (kv.first == k) return &kv.second;
+    return nullptr;
+  };
+  if (const std::string* n = sparseAttr("name")) name = *n;
+  has_long_name_ = has_long_link_ = has_local_pax_ = false;
+  long_name_.clear();
+  long_link_.clear();
+  local_.clear();
+  entry_name_ = name;
+  if (!hasMtime) {
+    mtime.tv_sec = static_cast<time_t>(headerMtime);
+    mtime.tv_nsec = 0;
+  }
+
+  char type = 0;
+  switch (flag) {
+    case '0': case '7': case 'S':
+      type = (name.size() > 0 && name.back() == '/' && flag == '0' && !ustar) ? '5' : '0';
+      break;
+    case '1': case '2': case '3': case '4': case '6': type = flag; break;
+    case '5': case 'D': type = '5'; break;
+  }
+  bool headerOnly = flag >= '1' && flag <= '6';
+  int64_t stored = headerOnly ? 0 : size;
+  if (type == 0) {
+    Skip(stored);  // unknown types (volume labels, continuations, …) are never written
+    return;
+  }
+  e.name = std::move(name);
+  e.type = type;
+  e.mode = static_cast<uint32_t>(Num(b, 100, 8, "mode") & 07777);
+  e.uid = uid;
+  e.gid = gid;
+  e.size = type == '0' ? size : 0;
+  e.mtime = mtime;
+  e.atime = atime;
+  e.hasAtime = hasAtime;
+  e.devmajor = devmajor;
+  e.devminor = devminor;
+  if (type == '1' || type == '2') e.linkname = std::move(linkname);
+
+  segments_.clear();
+  if (type == '0' && flag == 'S') {
+    OldGnuSparse(b, std::move(e), stored);
+    return;
+  }
+  if (type == '0' && !sparse.empty()) {
+    if (PaxSparse(e, sparseAttr, hasOffsets, offsets, stored)) return;
+  }
+  StartEntry(std::move(e), stored);
+}
+
+void TarReader::StartEntry(Entry e, int64_t stored) {
+  in_entry_ = true;
+  bool file = e.type == '0';
+  sink_.OnEntry(std::move(e));
+  if (file) {
+    StartData(stored);
+  } else {
+    sink_.OnEnd();
+    in_entry_ = false;
+    Skip(stored);
+  }
+}
+
+void TarReader::Skip(int64_t bytes) {
+  skip_left_ = bytes + static_cast<int64_t>(Padding(bytes));
+  state_ = skip_left_ > 0 ? State::kSkip : State::kHeader;
+}
+
+void TarReader::StartData(int64_t stored) {
+  remaining_ = stored;
+  pad_after_ = Padding(stored + map_bytes_);
+  map_bytes_ = 0;
+  position_ = 0;
+  seg_index_ = 0;
+  seg_left_ = 0;
+  if (!segments_.empty()) NextSegment();
+  if (stored == 0) FinishEntry();
+  else state_ = State::kData;
+}
+
+void TarReader::NextSegment() {
+  while (seg_index_ < segments_.size() && segments_[seg_index_].length == 0) seg_index_++;
+  if (seg_index_ < segments_.size()) {
+    position_ = segments_[seg_index_].offset;
+    seg_left_ = segments_[seg_index_].length;
+    seg_index_++;
+  }
+}
+
+void TarReader::Emit(const uint8_t* p, size_t n) {
+  if (segments_.empty()) {
+    sink_.OnData(p, n, position_);
+    position_ += static_cast<int64_t>(n);
+    return;
+  }
+  size_t pos = 0;
+  while (pos < n) {
+    size_t take = static_cast<size_t>(std::min<int64_t>(seg_left_, static_cast<int64_t>(n - pos)));
+    sink_.OnData(p + pos, take, position_);
+    position_ += static_cast<int64_t>(take);
+    seg_left_ -= static_cast<int64_t>(take);
+    pos += take;
+    if (seg_left_ == 0) NextSegment();
+  }
+}
+
+void TarReader::FinishEntry() {
+  sink_.OnEnd();
+  in_entry_ = false;
+  segments_.clear();
+  skip_left_ = static_cast<int64_t>(pad_after_);
+  state_ = skip_left_ > 0 ? State::kSkip : State::kHeader;
+}
+
+// -- GNU sparse --
+
+void TarReader::ReadSparsePairs(const uint8_t* b, size_t off, int count) {
+  for (int i = 0; i < count; i++) {
+    size_t at = off + static_cast<size_t>(i) * 24;
+    if (b[at] == 0) break;
+    int64_t o, l;
+    if (!ReadNumber(b, at, 12, &o) || !ReadNumber(b, at + 12, 12, &l)) Bad("malformed GNU sparse map");
+    segments_.push_back({o, l});
+  }
+}
+
+void TarReader::OldGnuSparse(const uint8_t* b, Entry e, int64_t stored) {
+  ReadSparsePairs(b, 386, 4);
+  int64_t real;
+  if (!ReadNumber(b, 483, 12, &real)) Bad("malformed GNU sparse real size");
+  e.size = real;
+  pending_ = std::move(e);
+  pending_stored_ = stored;
+  if (b[482]) state_ = State::kSparseExt;
+  else EmitSparseEntry();
+}
+
+void TarReader::OnSparseExt(const uint8_t* b) {
+  ReadSparsePairs(b, 0, 21);
+  if (!b[504]) EmitSparseEntry();
+}
+
+template <typename Attr>
+bool TarReader::PaxSparse(Entry& e, Attr attr, bool hasOffsets, const std::vector<int64_t>& offsets, int64_t stored) {
+  const std::string* realText = attr("realsize");
+  if (!realText) realText = attr("size");
+  int64_t real = -1;
+  bool realOk = realText && ParseDecimal(*realText, &real);
+  const std::string* major = attr("major");
+  const std::string* minor = attr("minor");
+  if (major && minor && *major == "1" && *minor == "0") {
+    if (!realOk) Bad("GNU sparse 1.0 entry without a real size");
+    e.size = real;
+    pending_ = std::move(e);
+    pending_stored_ = stored;
+    map_text_.clear();
+    map_bytes_ = 0;
+    if (stored == 0) Bad("GNU sparse 1.0 entry without its map");
+    state_ = State::kSparseMap;
+    return true;
+  }
+  std::vector<int64_t> numbers;
+  if (const std::string* map = attr("map")) {
+    if (!map->empty()) {
+      size_t start = 0;
+      while (true) {
+        size_t comma = map->find(',', start);
+        std::string part = map->substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+        int64_t v = 0;
+        if (!part.empty() && !ParseDecimal(part, &v)) Bad("malformed GNU sparse map in a PAX header");
+        numbers.push_back(v);
+        if (comma == std::string::npos) break;
+        start = comma + 1;
+      }
+    }
+  } else if (hasOffsets) {
+    numbers = offsets;
+  } else {
+    return false;
+  }
+  if (!realOk || numbers.size() % 2 != 0) Bad("malformed GNU sparse map in a PAX header");
+  for (size_t i = 0; i < numbers.size(); i += 2) segments_.push_back({numbers[i], numbers[i + 1]});
+  e.size = real;
+  pending_ = std::move(e);
+  pending_stored_ = stored;
+  EmitSparseEntry();
+  return true;
+}
+
+void TarReader::OnSparseMapBlock(const uint8_t* b) {
+  map_bytes_ += static_cast<int64_t>(kBlock);
+  if (map_bytes_ > static_cast<int64_t>(kMaxMeta) || map_bytes_ > pending_stored_) Bad("GNU sparse 1.0 map is too long");
+  map_text_.append(reinterpret_cast<const char*>(b), kBlock);
+  std::vector<std::string> lines;
+  size_t start = 0;
+  while (true) {
+    size_t nl = map_text_.find('\n', start);
+    if (nl == std::string::npos) break;
+    lines.push_back(map_text_.substr(start, nl - start));
+    start = nl + 1;
+  }
+  if (lines.empty()) return;
+  int64_t count;
+  if (!ParseDecimal(lines[0], &count)) Bad("malformed GNU sparse 1.0 map");
+  if (static_cast<int64_t>(lines.size()) < 1 + 2 * count) return;
+  for (int64_t i = 0; i < count; i++) {
+    int64_t o, l;
+    if (!ParseDecimal(lines[1 + 2 * i], &o) || !ParseDecimal(lines[2 + 2 * i], &l)) Bad("malformed GNU sparse 1.0 map");
+    segments_.push_back({o, l});
+  }
+  map_text_.clear();
+  pending_stored_ -= map_bytes_;
+  EmitSparseEntry();
+}
+
+void TarReader::EmitSparseEntry() {
+  int64_t end = 0, total = 0;
+  for (const Segment& s : segments_) {
+    if (s.offset < end || s.length < 0) Bad("GNU sparse map segments overlap or go backwards");
+    end = s.offset + s.length;
+    total += s.length;
+  }
+  if (end > pending_.size || total != pending_stored_) {
+    Bad("GNU sparse map does not match the entry (map holds " + std::to_string(total) + " bytes, entry " + std::to_string(pending_stored_) + ")");
+  }
+  pending_.sparse = true;
+  in_entry_ = true;
+  sink_.OnEntry(std::move(pending_));
+  pending_ = Entry();
+  StartData(pending_stored_);
+}
+
+}  // namespace cairn
