@@ -48,6 +48,5 @@ export interface TarPacker {
  * otherwise pack the paths given to push (as exportChanges).
  */
 export function openTarPacker(root: string, flags = 0, walk = false): TarPacker {
-  const Ctor = (native as unknown as { TarPacker: new (root: string, flags: number, walk: boolean) => TarPacker }).TarPacker;
-  return new Ctor(root, flags, walk);
+  return new native.TarPacker(root, flags, walk);
 }

@@ -46,7 +46,7 @@ export interface DirStats extends StatBatch {
  * an entry removed between listing and lstat is left out.
  */
 export function statDirSync(dir: string, flags = 0): DirStats {
-  return (native as unknown as { statDirSync(dir: string, flags: number): DirStats }).statDirSync(dir, flags);
+  return native.statDirSync(dir, flags);
 }
 
 /**
@@ -55,8 +55,7 @@ export function statDirSync(dir: string, flags = 0): DirStats {
  * failure throws.
  */
 export function statPathsSync(base: string, rels: readonly string[], flags = 0): StatBatch {
-  return (native as unknown as { statPathsSync(base: string, rels: readonly string[], flags: number): StatBatch })
-    .statPathsSync(base, rels, flags);
+  return native.statPathsSync(base, rels, flags);
 }
 
 /**
@@ -64,6 +63,5 @@ export function statPathsSync(base: string, rels: readonly string[], flags = 0):
  * `buf[offset…]`, closes it, and returns how many bytes were read (fewer only at EOF).
  */
 export function readFileIntoSync(path: string, buf: Uint8Array, offset: number, length: number): number {
-  return (native as unknown as { readFileIntoSync(p: string, b: Uint8Array, o: number, l: number): number })
-    .readFileIntoSync(path, buf, offset, length);
+  return native.readFileIntoSync(path, buf, offset, length);
 }

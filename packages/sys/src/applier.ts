@@ -1,0 +1,56 @@
+// Layer apply in the addon (native/untar.cc and the reader, beneath and applier it drives).
+import { native } from './native.js';
+
+/** How {@link LayerApplier} writes whiteouts: core's ApplyOptions.whiteouts. */
+export type ApplierWhiteouts = 'delete' | 'overlay' | 'aufs';
+
+export interface LayerApplierOptions {
+  whiteouts: ApplierWhiteouts;
+  /** Refuse character and block devices (ERR_UNSAFE_ARCHIVE). */
+  noDevices: boolean;
+  /** Apply entries' uid/gid. */
+  ownership: boolean;
+  /** The effective ids and umask of the process (a new file already has these; chown/chmod only when the entry differs). */
+  euid: number;
+  egid: number;
+  umask: number;
+}
+
+/**
+ * Layer apply in the addon: raw tar bytes in, files out, with the tar parse and every
+ * rule of core's applyLayer (path safety, whiteouts, ownership, modes, xattrs, times)
+ * done natively, so an entry costs no JS work at all. Parent directories are opened
+ * beneath the root with openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS) and every operation
+ * is relative to them, final components never followed.
+ *
+ * Feed chunks in order with `write` (on this thread) or `writeAsync` (on the libuv pool;
+ * await each before the next call, and do not change the chunks until it settles), then
+ * `finish()` once the input ended: it refuses a truncated archive, sets directory times
+ * and returns the content bytes written. Archive faults are errors with `cairnCode`
+ * (ERR_INVALID_ARCHIVE / ERR_UNSAFE_ARCHIVE), `message` and `subject`; failed syscalls are
+ * Node-style errors (`code`, `syscall`, `path`) with the archive `entry` they hit. After
+ * a failure, `abort()` removes the half-written file; `close()` releases every fd.
+ */
+export interface LayerApplier {
+  write(chunks: Uint8Array | Uint8Array[]): void;
+  writeAsync(chunks: Uint8Array | Uint8Array[]): Promise<void>;
+  /** The whole input read from `fd` (pread from offset 0 into one reused buffer), on this thread. */
+  writeFrom(fd: number): void;
+  /** The same on the libuv pool; `fd` must stay open until it settles. */
+  writeFromAsync(fd: number): Promise<void>;
+  finish(): number;
+  abort(): void;
+  close(): void;
+  /** True once the end-of-archive marker was read; later input is ignored. */
+  readonly finished: boolean;
+  /** The entry being applied (for messages). */
+  readonly currentName: string;
+  readonly bytes: number;
+}
+
+const WHITEOUT_MODES: Record<ApplierWhiteouts, number> = { delete: 0, overlay: 1, aufs: 2 };
+
+/** Opens a {@link LayerApplier} on the directory `root` (which must not be a symlink). */
+export function openLayerApplier(root: string, opts: LayerApplierOptions): LayerApplier {
+  return new native.LayerApplier(root, WHITEOUT_MODES[opts.whiteouts], opts.noDevices, opts.ownership, opts.euid, opts.egid, opts.umask);
+}
