@@ -10,7 +10,6 @@ namespace cairn {
 namespace {
 
 constexpr size_t kBlock = 512;
-constexpr size_t kMaxMeta = 16 * 1024 * 1024;  // PAX bodies, long names, sparse maps
 constexpr int64_t kMaxSafe = 9007199254740991;   // what JS's parser accepts (2^53 - 1)
 
 // ---- tar fields ----
@@ -186,9 +185,75 @@ std::string UriDecode(const std::string& in) {
   return out;
 }
 
+// The global keys an entry can use (BuildEntry); the others are dropped when read, so they
+// cost nothing per entry and do not count against TarLimits::kGlobalPax. tar-parser.ts
+// keeps the same set.
+bool GlobalKeyMatters(const std::string& k) {
+  static const char* const kKeys[] = {"path", "linkpath", "size", "uid", "gid", "uname", "gname", "mtime", "atime",
+                                      "SCHILY.devmajor", "SCHILY.devminor", "GNU.sparse.major", "GNU.sparse.minor",
+                                      "GNU.sparse.name", "GNU.sparse.realsize", "GNU.sparse.size", "GNU.sparse.map"};
+  for (const char* key : kKeys)
+    if (k == key) return true;
+  return StartsWith(k, "SCHILY.xattr.") || StartsWith(k, "LIBARCHIVE.xattr.");
+}
+
 }  // namespace
 
-// Feeds raw tar bytes. After the end-of-archive marker, input is ignored.
+void Entry::Xattrs::Set(std::string name, std::string value) {
+  if (items_.size() < kLinear) {
+    for (auto& [k, v] : items_) {
+      if (k == name) {
+        v = std::move(value);
+        return;
+      }
+    }
+  } else {
+    if (index_.empty()) {
+      for (size_t i = 0; i < items_.size(); i++) index_.emplace(items_[i].first, i);
+    }
+    auto it = index_.find(name);
+    if (it != index_.end()) {
+      items_[it->second].second = std::move(value);
+      return;
+    }
+    index_.emplace(name, items_.size());
+  }
+  items_.emplace_back(std::move(name), std::move(value));
+}
+
+void PaxTable::Set(const std::string& key, std::string value) {
+  auto it = index_.find(key);
+  if (it != index_.end()) {
+    bytes_ -= it->second->first.size() + it->second->second.size();
+    if (value.empty()) {
+      items_.erase(it->second);
+      index_.erase(it);
+      return;
+    }
+    it->second->second = std::move(value);
+    bytes_ += key.size() + it->second->second.size();
+    return;
+  }
+  if (value.empty()) return;
+  bytes_ += key.size() + value.size();
+  items_.emplace_back(key, std::move(value));
+  index_.emplace(key, std::prev(items_.end()));
+}
+
+// The GNU.sparse.* records BuildEntry and PaxSparse read; an empty value removes one.
+struct TarReader::SparseAttrs {
+  std::optional<std::string> major, minor, name, realsize, size, map;
+
+  void Set(const std::string& k, const std::string& v) {
+    std::optional<std::string>* slot = k == "major" ? &major : k == "minor" ? &minor : k == "name" ? &name
+                                     : k == "realsize" ? &realsize : k == "size" ? &size : k == "map" ? &map : nullptr;
+    if (slot == nullptr) return;
+    if (v.empty()) slot->reset();
+    else *slot = v;
+  }
+  bool any() const { return major || minor || name || realsize || size || map; }
+};
+
 void TarReader::Write(const uint8_t* data, size_t len) {
   size_t pos = 0;
   while (pos < len) {
@@ -287,7 +352,15 @@ void TarReader::OnHeader(const uint8_t* b, int64_t at) {
   int64_t size = Num(b, 124, 12, "size");
   if (size < 0) Bad("negative size in the header at byte " + std::to_string(at));
   if (flag == 'x' || flag == 'g' || flag == 'L' || flag == 'K') {
-    if (size > static_cast<int64_t>(kMaxMeta)) Bad("a " + std::to_string(size) + "-byte extended header at byte " + std::to_string(at) + " (limit " + std::to_string(kMaxMeta) + ")");
+    if (size > static_cast<int64_t>(TarLimits::kExtendedHeader)) {
+      Bad("a " + std::to_string(size) + "-byte extended header at byte " + std::to_string(at) + " (limit " + std::to_string(TarLimits::kExtendedHeader) + ")");
+    }
+    if (flag == 'x') {
+      local_bytes_ += static_cast<size_t>(size);
+      if (local_bytes_ > TarLimits::kLocalPax) {
+        Bad("the PAX headers before the entry at byte " + std::to_string(at) + " hold more than " + std::to_string(TarLimits::kLocalPax) + " bytes (limit)");
+      }
+    }
     meta_kind_ = flag;
     meta_.clear();
     meta_size_ = static_cast<size_t>(size);
@@ -313,6 +386,10 @@ void TarReader::OnMeta() {
       bool global = meta_kind_ == 'g';
       if (!ScanPax(global)) Bad("malformed PAX header at byte " + std::to_string(header_offset_));
       if (!global) has_local_pax_ = true;
+      if (global && global_.bytes() > TarLimits::kGlobalPax) {
+        Bad("the global PAX records in force after the header at byte " + std::to_string(header_offset_) + " hold " +
+            std::to_string(global_.bytes()) + " bytes (limit " + std::to_string(TarLimits::kGlobalPax) + ")");
+      }
     }
   }
   meta_.clear();
@@ -342,23 +419,8 @@ bool TarReader::ScanPax(bool global) {
       std::string value = body.substr(eq + 1, end - 1 - eq - 1);
       if (!global) {
         local_.emplace_back(std::move(key), std::move(value));
-      } else if (value.empty()) {
-        for (auto it = global_.begin(); it != global_.end(); ++it) {
-          if (it->first == key) {
-            global_.erase(it);
-            break;
-          }
-        }
-      } else {
-        bool found = false;
-        for (auto& kv : global_) {
-          if (kv.first == key) {
-            kv.second = std::move(value);
-            found = true;
-            break;
-          }
-        }
-        if (!found) global_.emplace_back(std::move(key), std::move(value));
+      } else if (GlobalKeyMatters(key)) {
+        global_.Set(key, std::move(value));
       }
     }
     pos = end;
@@ -404,22 +466,12 @@ void TarReader::BuildEntry(const uint8_t* b, char flag, int64_t headerSize) {
   const int64_t hUid = uid, hGid = gid, hSize = size, hMajor = devmajor, hMinor = devminor;
   const bool hHasAtime = hasAtime;
   const timespec hAtime = atime;
-  std::vector<std::pair<std::string, std::string>> sparse;  // GNU.sparse.* without the prefix
+  SparseAttrs sparse;  // the GNU.sparse.* records that mean something (others are ignored)
   std::vector<int64_t> offsets;
   bool hasOffsets = false;
-  auto setSparse = [&sparse](const std::string& k, const std::string& v) {
-    for (auto it = sparse.begin(); it != sparse.end(); ++it) {
-      if (it->first == k) {
-        if (v.empty()) sparse.erase(it);
-        else it->second = v;
-        return;
-      }
-    }
-    if (!v.empty()) sparse.emplace_back(k, v);
-  };
   auto apply = [&](const std::string& k, const std::string& v, bool local) {
     if (StartsWith(k, "SCHILY.xattr.")) {
-      e.SetXattr(k.substr(13), v);
+      e.xattrs.Set(k.substr(13), v);
       return;
     }
     if (local && (k == "GNU.sparse.offset" || k == "GNU.sparse.numbytes")) {
@@ -428,7 +480,7 @@ void TarReader::BuildEntry(const uint8_t* b, char flag, int64_t headerSize) {
       return;
     }
     if (StartsWith(k, "LIBARCHIVE.xattr.")) {
-      e.SetXattr(UriDecode(k.substr(17)), Base64Decode(v));
+      e.xattrs.Set(UriDecode(k.substr(17)), Base64Decode(v));
       return;
     }
     bool empty = v.empty();
@@ -451,23 +503,19 @@ void TarReader::BuildEntry(const uint8_t* b, char flag, int64_t headerSize) {
         hasAtime = true;
       }
     } else if (StartsWith(k, "GNU.sparse.")) {
-      setSparse(k.substr(11), v);
+      sparse.Set(k.substr(11), v);
     }
   };
   for (auto& [k, v] : global_) apply(k, v, false);
   for (auto& [k, v] : local_) apply(k, v, true);
   if (has_long_name_) name = long_name_;
   if (has_long_link_) linkname = long_link_;
-  auto sparseAttr = [&sparse](const char* k) -> const std::string* {
-    for (auto& kv : sparse)
-      if (kv.first == k) return &kv.second;
-    return nullptr;
-  };
-  if (const std::string* n = sparseAttr("name")) name = *n;
+  if (sparse.name) name = *sparse.name;
   has_long_name_ = has_long_link_ = has_local_pax_ = false;
   long_name_.clear();
   long_link_.clear();
   local_.clear();
+  local_bytes_ = 0;
   entry_name_ = name;
   if (!hasMtime) {
     mtime.tv_sec = static_cast<time_t>(headerMtime);
@@ -506,8 +554,8 @@ void TarReader::BuildEntry(const uint8_t* b, char flag, int64_t headerSize) {
     OldGnuSparse(b, std::move(e), stored);
     return;
   }
-  if (type == '0' && !sparse.empty()) {
-    if (PaxSparse(e, sparseAttr, hasOffsets, offsets, stored)) return;
+  if (type == '0' && (sparse.any() || hasOffsets)) {
+    if (PaxSparse(e, sparse, hasOffsets, offsets, stored)) return;
   }
   StartEntry(std::move(e), stored);
 }
@@ -586,6 +634,13 @@ void TarReader::ReadSparsePairs(const uint8_t* b, size_t off, int count) {
     if (!ReadNumber(b, at, 12, &o) || !ReadNumber(b, at + 12, 12, &l)) Bad("malformed GNU sparse map");
     segments_.push_back({o, l});
   }
+  CheckSegmentCount(segments_.size(), "GNU sparse");
+}
+
+void TarReader::CheckSegmentCount(size_t n, const char* format) {
+  if (n > TarLimits::kSparseSegments) {
+    Bad(std::string("a ") + format + " map of more than " + std::to_string(TarLimits::kSparseSegments) + " entries (limit)");
+  }
 }
 
 void TarReader::OldGnuSparse(const uint8_t* b, Entry e, int64_t stored) {
@@ -604,27 +659,26 @@ void TarReader::OnSparseExt(const uint8_t* b) {
   if (!b[504]) EmitSparseEntry();
 }
 
-template <typename Attr>
-bool TarReader::PaxSparse(Entry& e, Attr attr, bool hasOffsets, const std::vector<int64_t>& offsets, int64_t stored) {
-  const std::string* realText = attr("realsize");
-  if (!realText) realText = attr("size");
+bool TarReader::PaxSparse(Entry& e, const SparseAttrs& attrs, bool hasOffsets, const std::vector<int64_t>& offsets, int64_t stored) {
+  const std::optional<std::string>& realText = attrs.realsize ? attrs.realsize : attrs.size;
   int64_t real = -1;
   bool realOk = realText && ParseDecimal(*realText, &real);
-  const std::string* major = attr("major");
-  const std::string* minor = attr("minor");
-  if (major && minor && *major == "1" && *minor == "0") {
+  if (attrs.major && attrs.minor && *attrs.major == "1" && *attrs.minor == "0") {
     if (!realOk) Bad("GNU sparse 1.0 entry without a real size");
     e.size = real;
     pending_ = std::move(e);
     pending_stored_ = stored;
-    map_text_.clear();
     map_bytes_ = 0;
+    map_value_ = 0;
+    map_digits_ = 0;
+    map_count_ = -1;
+    map_have_offset_ = false;
     if (stored == 0) Bad("GNU sparse 1.0 entry without its map");
     state_ = State::kSparseMap;
     return true;
   }
   std::vector<int64_t> numbers;
-  if (const std::string* map = attr("map")) {
+  if (const std::optional<std::string>& map = attrs.map) {
     if (!map->empty()) {
       size_t start = 0;
       while (true) {
@@ -643,6 +697,7 @@ bool TarReader::PaxSparse(Entry& e, Attr attr, bool hasOffsets, const std::vecto
     return false;
   }
   if (!realOk || numbers.size() % 2 != 0) Bad("malformed GNU sparse map in a PAX header");
+  CheckSegmentCount(numbers.size() / 2, "GNU sparse");
   for (size_t i = 0; i < numbers.size(); i += 2) segments_.push_back({numbers[i], numbers[i + 1]});
   e.size = real;
   pending_ = std::move(e);
@@ -651,30 +706,43 @@ bool TarReader::PaxSparse(Entry& e, Attr attr, bool hasOffsets, const std::vecto
   return true;
 }
 
+// The map is "<count>\n" then "<offset>\n<length>\n" per entry, in as many blocks as it
+// needs: each block is parsed as it arrives (one pass, only the line being read kept), and
+// the rest of the block after the last line is padding.
 void TarReader::OnSparseMapBlock(const uint8_t* b) {
   map_bytes_ += static_cast<int64_t>(kBlock);
-  if (map_bytes_ > static_cast<int64_t>(kMaxMeta) || map_bytes_ > pending_stored_) Bad("GNU sparse 1.0 map is too long");
-  map_text_.append(reinterpret_cast<const char*>(b), kBlock);
-  std::vector<std::string> lines;
-  size_t start = 0;
-  while (true) {
-    size_t nl = map_text_.find('\n', start);
-    if (nl == std::string::npos) break;
-    lines.push_back(map_text_.substr(start, nl - start));
-    start = nl + 1;
+  if (map_bytes_ > pending_stored_) Bad("GNU sparse 1.0 map is too long");
+  for (size_t i = 0; i < kBlock; i++) {
+    uint8_t c = b[i];
+    if (c != '\n') {
+      if (c < '0' || c > '9') Bad("malformed GNU sparse 1.0 map");
+      map_value_ = map_value_ * 10 + (c - '0');
+      map_digits_++;
+      if (map_value_ > kMaxSafe) Bad("malformed GNU sparse 1.0 map");
+      continue;
+    }
+    if (map_digits_ == 0) Bad("malformed GNU sparse 1.0 map");
+    int64_t v = map_value_;
+    map_value_ = 0;
+    map_digits_ = 0;
+    if (map_count_ < 0) {
+      if (v > static_cast<int64_t>(TarLimits::kSparseSegments)) {
+        Bad("a GNU sparse 1.0 map of " + std::to_string(v) + " entries (limit " + std::to_string(TarLimits::kSparseSegments) + ")");
+      }
+      map_count_ = v;
+    } else if (!map_have_offset_) {
+      map_offset_ = v;
+      map_have_offset_ = true;
+    } else {
+      segments_.push_back({map_offset_, v});
+      map_have_offset_ = false;
+    }
+    if (!map_have_offset_ && static_cast<int64_t>(segments_.size()) == map_count_) {
+      pending_stored_ -= map_bytes_;
+      EmitSparseEntry();
+      return;
+    }
   }
-  if (lines.empty()) return;
-  int64_t count;
-  if (!ParseDecimal(lines[0], &count)) Bad("malformed GNU sparse 1.0 map");
-  if (static_cast<int64_t>(lines.size()) < 1 + 2 * count) return;
-  for (int64_t i = 0; i < count; i++) {
-    int64_t o, l;
-    if (!ParseDecimal(lines[1 + 2 * i], &o) || !ParseDecimal(lines[2 + 2 * i], &l)) Bad("malformed GNU sparse 1.0 map");
-    segments_.push_back({o, l});
-  }
-  map_text_.clear();
-  pending_stored_ -= map_bytes_;
-  EmitSparseEntry();
 }
 
 void TarReader::EmitSparseEntry() {
@@ -686,6 +754,11 @@ void TarReader::EmitSparseEntry() {
   }
   if (end > pending_.size || total != pending_stored_) {
     Bad("GNU sparse map does not match the entry (map holds " + std::to_string(total) + " bytes, entry " + std::to_string(pending_stored_) + ")");
+  }
+  sparse_total_ += pending_.size;
+  if (sparse_total_ > TarLimits::kSparseTotal) {
+    Bad("the sparse files up to this one add up to " + std::to_string(sparse_total_) + " bytes (limit " + std::to_string(TarLimits::kSparseTotal) +
+        " for one archive)");
   }
   pending_.sparse = true;
   in_entry_ = true;

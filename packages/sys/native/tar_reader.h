@@ -7,13 +7,35 @@
 
 #include <cstdint>
 #include <ctime>
+#include <list>
+#include <optional>
 #include <string>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
 #include "untar_errors.h"
 
 namespace cairn {
+
+// Caps on what an archive can make the reader hold or do, each refused with
+// ERR_INVALID_ARCHIVE naming the limit. core's tar-parser.ts (TAR_LIMITS) has the same
+// numbers, and docs/reliability.md lists them.
+struct TarLimits {
+  // One 'x', 'g', 'L' or 'K' body. Go's archive/tar, which moby reads layers with,
+  // refuses larger ones too.
+  static constexpr size_t kExtendedHeader = 1 << 20;
+  // The 'x' bodies before one entry, together (each would be fine, a run of them not).
+  static constexpr size_t kLocalPax = 1 << 20;
+  // The global ('g') records in force: bytes of the keys and values kept. Only keys an
+  // entry can use are kept (others have no effect), and every later entry applies them,
+  // so this bounds the work per entry too.
+  static constexpr size_t kGlobalPax = 64 << 10;
+  // Segments of one sparse file's map (any GNU sparse format).
+  static constexpr size_t kSparseSegments = 1 << 18;
+  // Logical size of all sparse files of one archive together (holes cost no input).
+  static constexpr int64_t kSparseTotal = int64_t{1} << 40;
+};
 
 struct Segment {
   int64_t offset;
@@ -31,18 +53,38 @@ struct Entry {
   bool hasAtime = false;
   std::string linkname;
   int64_t devmajor = 0, devminor = 0;
-  std::vector<std::pair<std::string, std::string>> xattrs;
-  bool sparse = false;
+  // In the order first set; a later record for a name replaces its value in place (as
+  // the JS parser's Map).
+  class Xattrs {
+   public:
+    void Set(std::string name, std::string value);
+    bool empty() const { return items_.empty(); }
+    std::vector<std::pair<std::string, std::string>>::const_iterator begin() const { return items_.begin(); }
+    std::vector<std::pair<std::string, std::string>>::const_iterator end() const { return items_.end(); }
 
-  void SetXattr(std::string name, std::string value) {
-    for (auto& [k, v] : xattrs) {
-      if (k == name) {
-        v = std::move(value);
-        return;
-      }
-    }
-    xattrs.emplace_back(std::move(name), std::move(value));
-  }
+   private:
+    static constexpr size_t kLinear = 8;  // below this many, a scan beats hashing
+    std::vector<std::pair<std::string, std::string>> items_;
+    std::unordered_map<std::string, size_t> index_;  // name → position, once there are kLinear
+  };
+  Xattrs xattrs;
+  bool sparse = false;
+};
+
+// The global PAX records in force, with a JS Map's order (a new key goes last, a replaced
+// one keeps its place, a removed one is gone) at O(1) per record, and their size.
+class PaxTable {
+ public:
+  // An empty value removes the key.
+  void Set(const std::string& key, std::string value);
+  size_t bytes() const { return bytes_; }
+  std::list<std::pair<std::string, std::string>>::const_iterator begin() const { return items_.begin(); }
+  std::list<std::pair<std::string, std::string>>::const_iterator end() const { return items_.end(); }
+
+ private:
+  std::list<std::pair<std::string, std::string>> items_;
+  std::unordered_map<std::string, std::list<std::pair<std::string, std::string>>::iterator> index_;
+  size_t bytes_ = 0;
 };
 
 // Receives the parse, synchronously; a Failure thrown from a callback aborts it.
@@ -86,8 +128,9 @@ class TarReader {
   void ReadSparsePairs(const uint8_t* b, size_t off, int count);
   void OldGnuSparse(const uint8_t* b, Entry e, int64_t stored);
   void OnSparseExt(const uint8_t* b);
-  template <typename Attr>
-  bool PaxSparse(Entry& e, Attr attr, bool hasOffsets, const std::vector<int64_t>& offsets, int64_t stored);
+  struct SparseAttrs;
+  bool PaxSparse(Entry& e, const SparseAttrs& attrs, bool hasOffsets, const std::vector<int64_t>& offsets, int64_t stored);
+  void CheckSegmentCount(size_t n, const char* format);
   void OnSparseMapBlock(const uint8_t* b);
   void EmitSparseEntry();
 
@@ -102,7 +145,9 @@ class TarReader {
   bool saw_zero_ = false;
   bool has_long_name_ = false, has_long_link_ = false, has_local_pax_ = false;
   std::string long_name_, long_link_;
-  std::vector<std::pair<std::string, std::string>> local_, global_;
+  std::vector<std::pair<std::string, std::string>> local_;
+  size_t local_bytes_ = 0;  // of the 'x' bodies since the last entry
+  PaxTable global_;
   std::string meta_;
   size_t meta_size_ = 0;
   char meta_kind_ = 'x';
@@ -117,8 +162,15 @@ class TarReader {
   int64_t skip_left_ = 0;
   Entry pending_;
   int64_t pending_stored_ = 0;
-  std::string map_text_;
   int64_t map_bytes_ = 0;
+  // The GNU sparse 1.0 map, parsed as its blocks arrive: the line being read, the
+  // entry count (-1 until read) and an offset waiting for its length.
+  int64_t map_value_ = 0;
+  size_t map_digits_ = 0;
+  int64_t map_count_ = -1;
+  bool map_have_offset_ = false;
+  int64_t map_offset_ = 0;
+  int64_t sparse_total_ = 0;  // logical bytes of the sparse files so far
 };
 
 }  // namespace cairn

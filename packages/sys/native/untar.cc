@@ -222,6 +222,15 @@ class LayerApplier : public Napi::ObjectWrap<LayerApplier> {
 
 void InitUntar(Napi::Env env, Napi::Object exports) {
   exports.Set("LayerApplier", LayerApplier::Define(env));
+  // The reader's caps (tar_reader.h), so core's tests can hold tar-parser.ts to the same numbers.
+  Napi::Object limits = Napi::Object::New(env);
+  limits.Set("extendedHeader", Napi::Number::New(env, static_cast<double>(TarLimits::kExtendedHeader)));
+  limits.Set("localPax", Napi::Number::New(env, static_cast<double>(TarLimits::kLocalPax)));
+  limits.Set("globalPax", Napi::Number::New(env, static_cast<double>(TarLimits::kGlobalPax)));
+  limits.Set("sparseSegments", Napi::Number::New(env, static_cast<double>(TarLimits::kSparseSegments)));
+  limits.Set("sparseTotal", Napi::Number::New(env, static_cast<double>(TarLimits::kSparseTotal)));
+  limits.Freeze();
+  exports.Set("tarLimits", limits);
 }
 
 }  // namespace cairn

@@ -54,3 +54,20 @@ const WHITEOUT_MODES: Record<ApplierWhiteouts, number> = { delete: 0, overlay: 1
 export function openLayerApplier(root: string, opts: LayerApplierOptions): LayerApplier {
   return new native.LayerApplier(root, WHITEOUT_MODES[opts.whiteouts], opts.noDevices, opts.ownership, opts.euid, opts.egid, opts.umask);
 }
+
+/**
+ * The caps of the applier's tar reader (native/tar_reader.h), each refused with
+ * ERR_INVALID_ARCHIVE: bytes of one 'x'/'g'/'L'/'K' body; of the 'x' bodies before one
+ * entry together; of the global PAX records in force; entries of one sparse map; logical
+ * bytes of all sparse files of one archive. @cairnfs/core's TAR_LIMITS has the same numbers.
+ */
+export interface TarLimits {
+  readonly extendedHeader: number;
+  readonly localPax: number;
+  readonly globalPax: number;
+  readonly sparseSegments: number;
+  readonly sparseTotal: number;
+}
+
+/** The applier's tar reader caps. */
+export const tarLimits: TarLimits = native.tarLimits;

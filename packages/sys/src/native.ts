@@ -1,7 +1,7 @@
 // Loads the compiled addon. The relative path works from src/ (jest runs the sources) and
 // from dist/ (the built package), since both sit one level below the package root.
 import { createRequire } from 'node:module';
-import type { LayerApplier } from './applier.js';
+import type { LayerApplier, TarLimits } from './applier.js';
 import type { BtrfsChildSubvolume, BtrfsFsInfo } from './btrfs.js';
 import type { TarPacker } from './tarpack.js';
 import type { DirStats, StatBatch } from './walk.js';
@@ -37,6 +37,7 @@ export interface NativeBinding {
 
   // applier.ts (native/untar.cc)
   LayerApplier: new (root: string, whiteouts: number, noDevices: boolean, ownership: boolean, euid: number, egid: number, umask: number) => LayerApplier;
+  tarLimits: TarLimits;
   // tarpack.ts (native/tarpack.cc)
   TarPacker: new (root: string, flags: number, walk: boolean) => TarPacker;
   // walk.ts (native/walk.cc)
