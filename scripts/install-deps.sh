@@ -9,6 +9,7 @@
 #   attr          getfattr/setfattr, used by tests to cross-check xattrs with an independent tool
 #   tar           GNU tar: reference archives and the benchmark baseline
 #   zfs-fuse      the only ZFS on a kernel without the zfs module: daemon + zfs/zpool for the zfs driver tests
+#   gcc           the race tests' racer (C, built by the tests: one RENAME_EXCHANGE per loop)
 set -euo pipefail
 
 packages=(btrfs-progs xfsprogs e2fsprogs util-linux attr tar zfs-fuse)
@@ -24,6 +25,8 @@ packages+=(strace)
 packages+=(zstd)
 # archive tests: bsdtar (libarchive) as a second producer of layer tars besides GNU tar
 packages+=(libarchive-tools)
+# race tests: the racer that swaps names inside a layer while apply/export run
+packages+=(gcc libc6-dev)
 
 missing=()
 for p in "${packages[@]}"; do

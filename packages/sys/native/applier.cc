@@ -13,6 +13,8 @@
 #include <memory>
 #include <utility>
 
+#include "nofollow.h"
+
 namespace cairn {
 
 namespace {
@@ -26,8 +28,9 @@ bool Later(const timespec& a, const timespec& b) {
 
 }  // namespace
 
-Applier::Applier(const std::string& root, Whiteouts mode, bool noDevices, bool ownership, uid_t euid, gid_t egid, mode_t umask)
-    : dirs_(root, current_name_), reader_(*this), mode_(mode), no_devices_(noDevices), ownership_(ownership), euid_(euid), egid_(egid), umask_(umask) {}
+Applier::Applier(const std::string& root, Whiteouts mode, bool noDevices, bool ownership, uid_t euid, gid_t egid, mode_t umask, bool legacy)
+    : dirs_(root, current_name_), reader_(*this), mode_(mode), no_devices_(noDevices), ownership_(ownership), legacy_(legacy),
+      euid_(euid), egid_(egid), umask_(umask) {}
 
 void Applier::Release() {
   if (file_fd_ >= 0) close(file_fd_);
@@ -150,18 +153,56 @@ void Applier::RemoveIfPresent(const std::string& parentRel, const std::string& b
   if (dirs_.Lstat(parentRel, base, &st)) Remove(parentRel, base, st);
 }
 
-// A path that names parent/base without following base: for the l*xattr calls, which
-// have no *at form (the parent is a magic link to the fd resolved beneath the root).
-std::string Applier::ProcPath(const std::string& parentRel, const std::string& base) {
-  return "/proc/self/fd/" + std::to_string(dirs_.Dir(parentRel)) + (base.empty() ? "" : "/" + base);
+// The xattrs of dirfd/name (the name never followed; "." is the directory itself).
+void Applier::SetXattrsAt(const Entry& e, int dirfd, const std::string& name, const std::string& rel) {
+  for (const auto& [k, v] : e.xattrs) {
+    int err = nofollow::SetXattrAt(dirfd, name, k, v, legacy_);
+    if (err != 0) dirs_.SysFail(err, "lsetxattr", rel);
+  }
 }
 
-void Applier::SetXattrs(const Entry& e, const std::string& parentRel, const std::string& base, int fd) {
-  for (const auto& [k, v] : e.xattrs) {
-    int rc = fd >= 0 ? fsetxattr(fd, k.c_str(), v.data(), v.size(), 0)
-                     : lsetxattr(ProcPath(parentRel, base).c_str(), k.c_str(), v.data(), v.size(), 0);
-    if (rc != 0) dirs_.SysFail(errno, "lsetxattr", Beneath::Join(parentRel, base));
+// Opens parentfd/base as an O_PATH fd (never following it, never opening a device or a
+// fifo) and checks that it is the kind of node the entry made; anything else means
+// something else is writing into the layer, and nothing is done to it.
+int Applier::OpenMade(int parentfd, const std::string& base, const std::string& rel, mode_t kind, dev_t dev, struct stat* st) {
+  int fd = openat(parentfd, base.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) dirs_.SysFail(errno, "open", rel);
+  if (fstat(fd, st) != 0) {
+    int err = errno;
+    close(fd);
+    dirs_.SysFail(err, "fstat", rel);
   }
+  if ((st->st_mode & S_IFMT) != kind || ((kind == S_IFCHR || kind == S_IFBLK) && st->st_rdev != dev)) {
+    close(fd);
+    Replaced(rel, *st);
+  }
+  return fd;
+}
+
+// parentfd/base no longer is the node `st` describes.
+void Applier::CheckSame(int parentfd, const std::string& base, const std::string& rel, const struct stat& st) {
+  struct stat now;
+  if (fstatat(parentfd, base.c_str(), &now, AT_SYMLINK_NOFOLLOW) != 0) dirs_.SysFail(errno, "lstat", rel);
+  if (now.st_dev != st.st_dev || now.st_ino != st.st_ino) Replaced(rel, now);
+}
+
+void Applier::Replaced(const std::string& rel, const struct stat& st) {
+  const char* what = S_ISLNK(st.st_mode) ? "a symlink" : S_ISDIR(st.st_mode) ? "a directory" : S_ISREG(st.st_mode) ? "a file"
+                     : S_ISCHR(st.st_mode) ? "a character device" : S_ISBLK(st.st_mode) ? "a block device" : "something else";
+  Failure f;
+  f.code = "ERR_UNSAFE_ARCHIVE";
+  f.message = "Archive entry \"" + Printable(current_name_) + "\": \"" + Printable(rel) + "\" was replaced by " + what +
+              " while the layer was being applied (something else is writing into the layer directory). Nothing was done "
+              "to the replacement; the layer was not applied.";
+  f.subject = current_name_;
+  throw f;
+}
+
+// utimensat on an fd (AT_EMPTY_PATH, Linux >= 5.8); where the kernel refuses that, on
+// dirfd/name without following name.
+void Applier::TimesAt(int fd, int dirfd, const std::string& name, const timespec ts[2], const std::string& rel) {
+  if (utimensat(fd, "", ts, AT_EMPTY_PATH) == 0) return;
+  if (errno != EINVAL || utimensat(dirfd, name.c_str(), ts, AT_SYMLINK_NOFOLLOW) != 0) dirs_.SysFail(errno, "lutimes", rel);
 }
 
 void Applier::Times(const Entry& e, timespec out[2]) {
@@ -231,7 +272,7 @@ void Applier::OnEntry(Entry e) {
       if (e.linkname.size() >= kPathMax) InvalidEntry(e.name, "symlink entry \"" + Printable(e.name) + "\" has a target longer than PATH_MAX (4096 bytes); the archive is corrupt");
       RemoveIfPresent(parentRel, base);
       if (symlinkat(e.linkname.c_str(), dirs_.Dir(parentRel), base.c_str()) != 0) dirs_.SysFail(errno, "symlink", rel);
-      Metadata(parentRel, base, e, false);
+      Metadata(parentRel, base, e, S_IFLNK, 0);
       return;
     }
     case '1': {
@@ -263,9 +304,14 @@ void Applier::OnEntry(Entry e) {
       if (no_devices_ && e.type != '6') Unsafe(e.name, "device nodes are not allowed here (noDevices)");
       RemoveIfPresent(parentRel, base);
       mode_t kind = e.type == '3' ? S_IFCHR : e.type == '4' ? S_IFBLK : S_IFIFO;
+      // A fifo's numbers too, as the pure-JS path passes them (glibc refuses numbers that do
+      // not fit the syscall's 32 bits with EINVAL, whatever the type).
       dev_t dev = makedev(static_cast<unsigned>(e.devmajor), static_cast<unsigned>(e.devminor));
-      if (mknodat(dirs_.Dir(parentRel), base.c_str(), kind | (e.mode & 0777), dev) != 0) dirs_.SysFail(errno, "mknod", rel);
-      Metadata(parentRel, base, e, true);
+      // Where the mode cannot be set on an fd afterwards (no fchmodat2), it is made exact now.
+      int err = nofollow::HaveChmodFd(legacy_) ? (mknodat(dirs_.Dir(parentRel), base.c_str(), kind | (e.mode & 0777), dev) == 0 ? 0 : errno)
+                                                : nofollow::MknodExact(dirs_.Dir(parentRel), base, kind | e.mode, dev);
+      if (err != 0) dirs_.SysFail(err, "mknod", rel);
+      Metadata(parentRel, base, e, kind, dev);
       return;
     }
   }
@@ -310,7 +356,9 @@ void Applier::OnEnd() {
   bool chmod = chown || e.mode > 0777 || (e.mode & umask_) != 0;
   if (chown && fchown(fd, static_cast<uid_t>(e.uid), static_cast<gid_t>(e.gid)) != 0) dirs_.SysFail(errno, "fchown", rel);
   if (chmod && fchmod(fd, e.mode) != 0) dirs_.SysFail(errno, "fchmod", rel);
-  SetXattrs(e, file_parent_, file_base_, fd);
+  for (const auto& [k, v] : e.xattrs) {
+    if (fsetxattr(fd, k.c_str(), v.data(), v.size(), 0) != 0) dirs_.SysFail(errno, "lsetxattr", rel);
+  }
   timespec ts[2];
   Times(e, ts);
   if (futimens(fd, ts) != 0) dirs_.SysFail(errno, "futimens", rel);
@@ -323,63 +371,88 @@ void Applier::OnEnd() {
   }
 }
 
+// A directory's owner, mode and xattrs (its times come last, FinishDirectories). It is
+// opened as an O_PATH fd with O_DIRECTORY|O_NOFOLLOW, so it is the real directory the
+// entry made or verified, and everything acts on that fd.
 void Applier::DirMetadata(const std::string& parentRel, const std::string& base, const Entry& e) {
   std::string rel = Beneath::Join(parentRel, base);
-  int pfd = base.empty() ? dirs_.root() : dirs_.Dir(parentRel);
-  const char* name = base.empty() ? "" : base.c_str();
-  int flags = base.empty() ? AT_EMPTY_PATH : AT_SYMLINK_NOFOLLOW;
-  if (ownership_ && fchownat(pfd, name, static_cast<uid_t>(e.uid), static_cast<gid_t>(e.gid), flags) != 0) dirs_.SysFail(errno, "lchown", rel);
-  // A verified (or new) real directory: chmod through the magic link of an O_PATH fd.
-  int dfd = base.empty() ? dirs_.root() : openat(pfd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  int pfd = base.empty() ? -1 : dirs_.Dir(parentRel);
+  int dfd = base.empty() ? dirs_.root() : openat(pfd, base.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   if (dfd < 0) dirs_.SysFail(errno, "open", rel);
-  std::string proc = "/proc/self/fd/" + std::to_string(dfd);
-  int rc = chmod(proc.c_str(), e.mode);
-  int err = errno;
-  if (rc == 0 && !e.xattrs.empty()) {
-    for (const auto& [k, v] : e.xattrs) {
-      if (setxattr(proc.c_str(), k.c_str(), v.data(), v.size(), 0) != 0) {
-        rc = -1;
-        err = errno;
-        break;
-      }
-    }
+  Fd owned(base.empty() ? -1 : dfd);
+  if (ownership_ && fchownat(dfd, "", static_cast<uid_t>(e.uid), static_cast<gid_t>(e.gid), AT_EMPTY_PATH) != 0) dirs_.SysFail(errno, "lchown", rel);
+  // Without fchmodat2, "." of the directory fd: the directory itself, nothing to follow.
+  if (nofollow::ChmodFd(dfd, e.mode, legacy_) != 0 && (errno != ENOSYS || fchmodat(dfd, ".", e.mode, 0) != 0)) dirs_.SysFail(errno, "chmod", rel);
+  if (!e.xattrs.empty()) {
+    // By name from the parent (the mode just set may deny a lookup of "." inside it),
+    // then checked to still be this directory.
+    struct stat st;
+    if (fstat(dfd, &st) != 0) dirs_.SysFail(errno, "fstat", rel);
+    SetXattrsAt(e, base.empty() ? dfd : pfd, base.empty() ? "." : base, rel);
+    if (!base.empty()) CheckSame(pfd, base, rel, st);
   }
-  if (dfd != dirs_.root()) close(dfd);
-  if (rc != 0) dirs_.SysFail(err, e.xattrs.empty() ? "chmod" : "lsetxattr", rel);
   dirs_.Remember(rel, (e.mode & S_ISGID) != 0);
   timespec ts[2];
   Times(e, ts);
   dir_times_.push_back({rel, ts[0], ts[1]});
 }
 
-// Symlinks, devices and fifos: owner, mode (not for symlinks), xattrs, times, no-follow.
-void Applier::Metadata(const std::string& parentRel, const std::string& base, const Entry& e, bool withChmod) {
+// Symlinks, devices and fifos just made by name in their (verified) parent: owner, mode
+// (not for symlinks), xattrs and times, on an O_PATH fd of the node checked to be the
+// kind made, so a name swapped for a symlink meanwhile is refused, never followed.
+void Applier::Metadata(const std::string& parentRel, const std::string& base, const Entry& e, mode_t kind, dev_t dev) {
   std::string rel = Beneath::Join(parentRel, base);
-  if (ownership_ && fchownat(dirs_.Dir(parentRel), base.c_str(), static_cast<uid_t>(e.uid), static_cast<gid_t>(e.gid), AT_SYMLINK_NOFOLLOW) != 0) {
+  int pfd = dirs_.Dir(parentRel);
+  struct stat st;
+  Fd node(OpenMade(pfd, base, rel, kind, dev, &st));
+  if (ownership_ && fchownat(node.get(), "", static_cast<uid_t>(e.uid), static_cast<gid_t>(e.gid), AT_EMPTY_PATH) != 0) {
     dirs_.SysFail(errno, "lchown", rel);
   }
-  // Just made by us and not a symlink, so following the name cannot leave the layer.
-  if (withChmod && fchmodat(dirs_.Dir(parentRel), base.c_str(), e.mode, 0) != 0) dirs_.SysFail(errno, "chmod", rel);
-  SetXattrs(e, parentRel, base, -1);
+  if (kind != S_IFLNK) {
+    if (nofollow::ChmodFd(node.get(), e.mode, legacy_) != 0) {
+      if (errno != ENOSYS) dirs_.SysFail(errno, "chmod", rel);
+      // No fchmodat2: the node was made with its exact mode (MknodExact); a chown since
+      // may have cleared setuid/setgid, which only a chmod could put back.
+      struct stat now;
+      if (fstat(node.get(), &now) != 0) dirs_.SysFail(errno, "fstat", rel);
+      if ((now.st_mode & 07777) != e.mode) {
+        Failure f;
+        f.code = "ERR_NOT_SUPPORTED";
+        f.message = "Archive entry \"" + Printable(e.name) + "\" needs mode " + std::to_string(e.mode) +
+                    " (decimal) after its owner was set, and this kernel has no fchmodat2 (Linux 6.6) to set it without "
+                    "following a symlink. The layer was not applied.";
+        f.subject = e.name;
+        throw f;
+      }
+    }
+  }
+  if (!e.xattrs.empty()) {
+    SetXattrsAt(e, pfd, base, rel);
+    CheckSame(pfd, base, rel, st);
+  }
   timespec ts[2];
   Times(e, ts);
-  if (utimensat(dirs_.Dir(parentRel), base.c_str(), ts, AT_SYMLINK_NOFOLLOW) != 0) dirs_.SysFail(errno, "lutimes", rel);
+  TimesAt(node.get(), pfd, base, ts, rel);
 }
 
 void Applier::Whiteout(const Entry& e, const std::string& parentRel, const std::string* target) {
   if (mode_ == Whiteouts::kOverlay) {
     dirs_.WalkDirs(parentRel, true, e.name);
     if (!target) {
-      std::string proc = "/proc/self/fd/" + std::to_string(dirs_.Dir(parentRel));
-      if (setxattr(proc.c_str(), "trusted.overlay.opaque", "y", 1, 0) != 0) dirs_.SysFail(errno, "lsetxattr", parentRel);
+      // "." of the directory's fd: the (verified) directory itself.
+      int err = nofollow::SetXattrAt(dirs_.Dir(parentRel), ".", "trusted.overlay.opaque", "y", legacy_);
+      if (err != 0) dirs_.SysFail(err, "lsetxattr", parentRel);
       return;
     }
     std::string rel = Beneath::Join(parentRel, *target);
     RemoveIfPresent(parentRel, *target);
     // What the kernel and moby leave for a deletion: a 0/0 char device, mode 0000.
-    if (mknodat(dirs_.Dir(parentRel), target->c_str(), S_IFCHR, 0) != 0) dirs_.SysFail(errno, "mknod", rel);
-    if (ownership_ && fchownat(dirs_.Dir(parentRel), target->c_str(), static_cast<uid_t>(e.uid), static_cast<gid_t>(e.gid), AT_SYMLINK_NOFOLLOW) != 0) {
-      dirs_.SysFail(errno, "lchown", rel);
+    int pfd = dirs_.Dir(parentRel);
+    if (mknodat(pfd, target->c_str(), S_IFCHR, 0) != 0) dirs_.SysFail(errno, "mknod", rel);
+    if (ownership_) {
+      struct stat st;
+      Fd node(OpenMade(pfd, *target, rel, S_IFCHR, 0, &st));
+      if (fchownat(node.get(), "", static_cast<uid_t>(e.uid), static_cast<gid_t>(e.gid), AT_EMPTY_PATH) != 0) dirs_.SysFail(errno, "lchown", rel);
     }
     return;
   }
@@ -426,19 +499,12 @@ void Applier::RemoveNotUnpacked(const std::string& rel) {
 void Applier::FinishDirectories() {
   for (const DirTime& d : dir_times_) {
     timespec ts[2] = {d.atime, d.mtime};
-    if (d.rel.empty()) {
-      std::string proc = "/proc/self/fd/" + std::to_string(dirs_.root());
-      if (utimensat(AT_FDCWD, proc.c_str(), ts, 0) != 0) dirs_.SysFail(errno, "lutimes", "");
-      continue;
-    }
-    if (!dirs_.Known(d.rel)) continue;
-    int fd = dirs_.OpenPath(d.rel);
+    if (!d.rel.empty() && !dirs_.Known(d.rel)) continue;
+    int fd = d.rel.empty() ? dirs_.root() : dirs_.OpenPath(d.rel);
     if (fd < 0) continue;  // no longer a directory reachable without symlinks
-    std::string proc = "/proc/self/fd/" + std::to_string(fd);
-    int rc = utimensat(AT_FDCWD, proc.c_str(), ts, 0);
-    int err = errno;
-    close(fd);
-    if (rc != 0) dirs_.SysFail(err, "lutimes", d.rel);
+    Fd owned(d.rel.empty() ? -1 : fd);
+    // On the O_PATH fd of the directory; "." of it where the kernel refuses AT_EMPTY_PATH.
+    TimesAt(fd, fd, ".", ts, d.rel);
   }
   dir_times_.clear();
 }

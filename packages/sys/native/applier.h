@@ -24,7 +24,8 @@ enum class Whiteouts { kDelete = 0, kOverlay = 1, kAufs = 2 };
 
 class Applier : public EntrySink {
  public:
-  Applier(const std::string& root, Whiteouts mode, bool noDevices, bool ownership, uid_t euid, gid_t egid, mode_t umask);
+  // legacy: use the fallbacks for kernels without fchmodat2 / *xattrat (nofollow.h), for tests.
+  Applier(const std::string& root, Whiteouts mode, bool noDevices, bool ownership, uid_t euid, gid_t egid, mode_t umask, bool legacy);
   ~Applier() override { Release(); }
 
   void Release();
@@ -58,12 +59,15 @@ class Applier : public EntrySink {
   void RemoveTree(int dirfd, const std::string& name, const std::string& rel);
   void Remove(const std::string& parentRel, const std::string& base, const struct stat& st);
   void RemoveIfPresent(const std::string& parentRel, const std::string& base);
-  std::string ProcPath(const std::string& parentRel, const std::string& base);
-  void SetXattrs(const Entry& e, const std::string& parentRel, const std::string& base, int fd);
+  void SetXattrsAt(const Entry& e, int dirfd, const std::string& name, const std::string& rel);
+  int OpenMade(int parentfd, const std::string& base, const std::string& rel, mode_t kind, dev_t dev, struct stat* st);
+  void CheckSame(int parentfd, const std::string& base, const std::string& rel, const struct stat& st);
+  [[noreturn]] void Replaced(const std::string& rel, const struct stat& st);
+  void TimesAt(int fd, int dirfd, const std::string& name, const timespec ts[2], const std::string& rel);
   void Times(const Entry& e, timespec out[2]);
   static const char* TypeName(char t);
   void DirMetadata(const std::string& parentRel, const std::string& base, const Entry& e);
-  void Metadata(const std::string& parentRel, const std::string& base, const Entry& e, bool withChmod);
+  void Metadata(const std::string& parentRel, const std::string& base, const Entry& e, mode_t kind, dev_t dev);
   void Whiteout(const Entry& e, const std::string& parentRel, const std::string* target);
   void RemoveNotUnpacked(const std::string& rel);
   void FinishDirectories();
@@ -72,7 +76,7 @@ class Applier : public EntrySink {
   Beneath dirs_;
   TarReader reader_;
   Whiteouts mode_;
-  bool no_devices_, ownership_;
+  bool no_devices_, ownership_, legacy_;
   int64_t euid_, egid_;
   mode_t umask_;
   std::unordered_set<std::string> unpacked_;

@@ -16,6 +16,45 @@ constexpr size_t kMaxCachedDirs = 64;
 
 }  // namespace
 
+int OpenBeneath(int root, const std::string& relOrEmpty) {
+  const std::string rel = relOrEmpty.empty() ? std::string(".") : relOrEmpty;
+  static bool noOpenat2 = false;
+  if (!noOpenat2) {
+    open_how how{};
+    how.flags = O_PATH | O_DIRECTORY | O_CLOEXEC;
+    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+    int fd;
+    do {
+      fd = static_cast<int>(syscall(SYS_openat2, root, rel.c_str(), &how, sizeof how));
+    } while (fd < 0 && (errno == EINTR || errno == EAGAIN));
+    if (fd >= 0 || errno != ENOSYS) return fd;
+    noOpenat2 = true;
+  }
+  int cur = dup(root);
+  if (cur < 0) return -1;
+  size_t start = 0;
+  while (start <= rel.size()) {
+    size_t slash = rel.find('/', start);
+    std::string part = rel.substr(start, slash == std::string::npos ? std::string::npos : slash - start);
+    start = slash == std::string::npos ? rel.size() + 1 : slash + 1;
+    if (part.empty() || part == ".") continue;
+    if (part == "..") {
+      close(cur);
+      errno = EXDEV;
+      return -1;
+    }
+    int next = openat(cur, part.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    int saved = errno;
+    close(cur);
+    if (next < 0) {
+      errno = saved;
+      return -1;
+    }
+    cur = next;
+  }
+  return cur;
+}
+
 Beneath::Beneath(const std::string& root, const std::string& subject) : root_path_(root), subject_(subject) {
   root_ = open(root.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   if (root_ < 0) SysFail(errno, "open", "");
@@ -61,43 +100,7 @@ int Beneath::Dir(const std::string& rel) {
   return fd;
 }
 
-int Beneath::OpenPath(const std::string& rel) const {
-  static bool noOpenat2 = false;
-  if (!noOpenat2) {
-    open_how how{};
-    how.flags = O_PATH | O_DIRECTORY | O_CLOEXEC;
-    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
-    int fd;
-    do {
-      fd = static_cast<int>(syscall(SYS_openat2, root_, rel.c_str(), &how, sizeof how));
-    } while (fd < 0 && (errno == EINTR || errno == EAGAIN));
-    if (fd >= 0 || errno != ENOSYS) return fd;
-    noOpenat2 = true;
-  }
-  int cur = dup(root_);
-  if (cur < 0) return -1;
-  size_t start = 0;
-  while (start <= rel.size()) {
-    size_t slash = rel.find('/', start);
-    std::string part = rel.substr(start, slash == std::string::npos ? std::string::npos : slash - start);
-    start = slash == std::string::npos ? rel.size() + 1 : slash + 1;
-    if (part.empty() || part == ".") continue;
-    if (part == "..") {
-      close(cur);
-      errno = EXDEV;
-      return -1;
-    }
-    int next = openat(cur, part.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    int saved = errno;
-    close(cur);
-    if (next < 0) {
-      errno = saved;
-      return -1;
-    }
-    cur = next;
-  }
-  return cur;
-}
+int Beneath::OpenPath(const std::string& rel) const { return OpenBeneath(root_, rel); }
 
 bool Beneath::Lstat(const std::string& parentRel, const std::string& base, struct stat* st) {
   if (fstatat(Dir(parentRel), base.c_str(), st, AT_SYMLINK_NOFOLLOW) == 0) return true;

@@ -17,6 +17,13 @@
 
 namespace cairn {
 
+// An O_PATH fd of directory `rel` beneath the directory fd `root`, never through a symlink
+// or a magic link, never above `root` (openat2 RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS|
+// RESOLVE_NO_MAGICLINKS; an O_NOFOLLOW walk one component at a time where openat2 is
+// missing); -1 with errno set (ELOOP or EXDEV for a symlink or '..' on the way). The
+// caller closes it.
+int OpenBeneath(int root, const std::string& rel);
+
 class Beneath {
  public:
   // Opens `root` (O_PATH, not through a symlink). `subject` is the entry being applied,

@@ -70,7 +70,7 @@ class LayerApplier : public Napi::ObjectWrap<LayerApplier> {
     });
   }
 
-  // new LayerApplier(root, whiteoutMode 0|1|2, noDevices, ownership, euid, egid, umask)
+  // new LayerApplier(root, whiteoutMode 0|1|2, noDevices, ownership, euid, egid, umask, legacyKernel?)
   explicit LayerApplier(const Napi::CallbackInfo& info) : Napi::ObjectWrap<LayerApplier>(info) {
     Napi::Env env = info.Env();
     std::string root = ArgString(info, 0, "root");
@@ -80,8 +80,9 @@ class LayerApplier : public Napi::ObjectWrap<LayerApplier> {
     auto euid = static_cast<uid_t>(ArgInt(info, 4, "euid"));
     auto egid = static_cast<gid_t>(ArgInt(info, 5, "egid"));
     auto umask = static_cast<mode_t>(ArgInt(info, 6, "umask"));
+    bool legacy = info.Length() > 7 && info[7].ToBoolean();
     try {
-      applier_ = std::make_unique<Applier>(root, mode, noDevices, ownership, euid, egid, umask);
+      applier_ = std::make_unique<Applier>(root, mode, noDevices, ownership, euid, egid, umask, legacy);
     } catch (const Failure& f) {
       throw FailureToJs(env, f);
     }

@@ -14,6 +14,12 @@ export interface LayerApplierOptions {
   euid: number;
   egid: number;
   umask: number;
+  /**
+   * Tests only: act as on a kernel without fchmodat2 (Linux 6.6) and the *xattrat calls
+   * (6.13), so the fallbacks run (modes given at mknod time by a helper thread with a
+   * private umask; xattrs set by name on a helper thread whose cwd is the parent fd).
+   */
+  legacyKernel?: boolean;
 }
 
 /**
@@ -21,7 +27,9 @@ export interface LayerApplierOptions {
  * rule of core's applyLayer (path safety, whiteouts, ownership, modes, xattrs, times)
  * done natively, so an entry costs no JS work at all. Parent directories are opened
  * beneath the root with openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS) and every operation
- * is relative to them, final components never followed.
+ * is relative to them, final components never followed: a new node's owner, mode, xattrs
+ * and times are set on an O_PATH fd of it, checked to be the kind of node just made (a
+ * name swapped meanwhile is ERR_UNSAFE_ARCHIVE, and nothing is done to the swapped-in node).
  *
  * Feed chunks in order with `write` (on this thread) or `writeAsync` (on the libuv pool;
  * await each before the next call, and do not change the chunks until it settles), then
@@ -52,7 +60,8 @@ const WHITEOUT_MODES: Record<ApplierWhiteouts, number> = { delete: 0, overlay: 1
 
 /** Opens a {@link LayerApplier} on the directory `root` (which must not be a symlink). */
 export function openLayerApplier(root: string, opts: LayerApplierOptions): LayerApplier {
-  return new native.LayerApplier(root, WHITEOUT_MODES[opts.whiteouts], opts.noDevices, opts.ownership, opts.euid, opts.egid, opts.umask);
+  return new native.LayerApplier(root, WHITEOUT_MODES[opts.whiteouts], opts.noDevices, opts.ownership, opts.euid, opts.egid, opts.umask,
+    opts.legacyKernel ?? false);
 }
 
 /**

@@ -36,12 +36,13 @@ export interface NativeBinding {
   makedev(major: number, minor: number): number;
 
   // applier.ts (native/untar.cc)
-  LayerApplier: new (root: string, whiteouts: number, noDevices: boolean, ownership: boolean, euid: number, egid: number, umask: number) => LayerApplier;
+  LayerApplier: new (root: string, whiteouts: number, noDevices: boolean, ownership: boolean, euid: number, egid: number, umask: number,
+    legacyKernel: boolean) => LayerApplier;
   tarLimits: TarLimits;
   // tarpack.ts (native/tarpack.cc)
   TarPacker: new (root: string, flags: number, walk: boolean) => TarPacker;
   // walk.ts (native/walk.cc)
-  statDirSync(dir: string, flags: number): DirStats;
+  statDirSync(dir: string, flags: number, root: string | undefined): DirStats;
   statPathsSync(base: string, rels: readonly string[], flags: number): StatBatch;
   readFileIntoSync(path: string, buf: Uint8Array, offset: number, length: number): number;
   // btrfs.ts (native/btrfs.cc)

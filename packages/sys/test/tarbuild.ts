@@ -9,6 +9,8 @@ export interface HeaderFields {
   /** The typeflag character ('0' file, '5' dir, 'x' PAX, 'g' global PAX, 'S' old GNU sparse, …). */
   type?: string;
   mode?: number;
+  uid?: number;
+  gid?: number;
   linkname?: string;
   /** GNU magic ("ustar  ") instead of POSIX ("ustar\0" "00"). */
   gnu?: boolean;
@@ -41,8 +43,8 @@ export function header(name: string, f: HeaderFields = {}): Buffer {
   const b = Buffer.alloc(BLOCK);
   b.write(name.slice(0, 100), 0);
   writeNumber(b, 100, 8, f.mode ?? 0o644);
-  writeNumber(b, 108, 8, 0);
-  writeNumber(b, 116, 8, 0);
+  writeNumber(b, 108, 8, f.uid ?? 0);
+  writeNumber(b, 116, 8, f.gid ?? 0);
   writeNumber(b, 124, 12, f.size ?? 0);
   writeNumber(b, 136, 12, 0o14000000000);
   b.write(f.type ?? '0', 156, 'latin1');
