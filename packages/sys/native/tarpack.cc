@@ -772,14 +772,13 @@ class Packer : public Napi::ObjectWrap<Packer> {
         }
       }
       close(p);
-      if (fd < 0) handles_ = false;  // not permitted or not supported here: by name from now on
+      if (fd >= 0) return fd;  // the inode of the fd just checked: nothing to check again
+      handles_ = false;  // not permitted or not supported here: by name from now on
     }
+    fd = openat(dirfd, base.c_str(), kRead | O_NOFOLLOW);
     if (fd < 0) {
-      fd = openat(dirfd, base.c_str(), kRead | O_NOFOLLOW);
-      if (fd < 0) {
-        PathError(pe.sys, errno, "open", root_path_ + "/" + rel);
-        return -1;
-      }
+      PathError(pe.sys, errno, "open", root_path_ + "/" + rel);
+      return -1;
     }
     struct stat now;
     if (fstat(fd, &now) != 0 || !S_ISREG(now.st_mode) || now.st_dev != st.st_dev || now.st_ino != st.st_ino) {
