@@ -138,11 +138,9 @@ bool Beneath::WalkDirs(const std::string& rel, bool create, const std::string& e
 }
 
 void Beneath::ForgetDirs(const std::string& rel) {
-  std::string prefix = rel + "/";
-  for (auto it = known_.begin(); it != known_.end();) {
-    if (it->first == rel || StartsWith(it->first, prefix.c_str())) it = known_.erase(it);
-    else ++it;
-  }
+  known_.erase(rel);
+  // Everything below rel sorts in [rel + "/", rel + "0"): '0' is the byte after '/'.
+  known_.erase(known_.lower_bound(rel + "/"), known_.lower_bound(rel + "0"));
 }
 
 }  // namespace cairn

@@ -10,6 +10,7 @@
 
 #include <sys/stat.h>
 
+#include <map>
 #include <string>
 #include <unordered_map>
 
@@ -79,7 +80,10 @@ class Beneath {
   std::string root_path_;
   const std::string& subject_;
   int root_ = -1;
-  std::unordered_map<std::string, bool> known_;  // verified real directories → setgid
+  // Verified real directories → setgid. Ordered, so that forgetting a removed directory's
+  // subtree is one range erase (a scan of every known directory per removal made an archive
+  // replacing n directories cost n^2: 20,000 took 29 s).
+  std::map<std::string, bool> known_;
   std::unordered_map<std::string, int> fds_;
 };
 
