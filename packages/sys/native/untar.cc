@@ -1,6 +1,7 @@
 // Layer apply in the addon, the N-API side: the LayerApplier class JS sees. The work is
 // split by job:
 //   tar_reader.{h,cc}  the tar parse (core's tar-parser.ts rules), entries to a sink
+//   tar_fields.{h,cc}  header fields and PAX values (core's tar-fields.ts)
 //   beneath.{h,cc}     directory fds resolved beneath the layer root, never via a symlink
 //   applier.{h,cc}     what each entry becomes on disk (core's apply.ts rules)
 // One native pass over raw tar bytes, so a 20,000-file layer costs no JS object, string

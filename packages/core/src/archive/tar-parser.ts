@@ -11,7 +11,10 @@
 import { CairnError } from '../errors.js';
 import type { SparseMap, SparseSegment, TarEntry, TarEntryType } from './entry.js';
 import { scanPax } from './pax.js';
-import { BLOCK, F, checksum, isZeroBlock, parsePaxTime, readNumber, readString, signedChecksum } from './tar-fields.js';
+import { BLOCK, F, checksum, decimal, isZeroBlock, parsePaxTime, readNumber, readString, signedChecksum } from './tar-fields.js';
+import { SPARSE_KEYS, TAR_LIMITS, globalKeyMatters } from './tar-limits.js';
+
+export { TAR_LIMITS } from './tar-limits.js';
 
 /** Receives the parse, synchronously. Throwing from a callback aborts the parse. */
 export interface TarHandler {
@@ -23,40 +26,6 @@ export interface TarHandler {
   end(): void;
 }
 
-/**
- * Caps on what an archive can make the parser hold or do, each refused with
- * ERR_INVALID_ARCHIVE naming the limit. The addon's reader (packages/sys/native/tar_reader.h,
- * TarLimits) has the same numbers, so both paths end a hostile archive the same way; the
- * caps are listed in docs/reliability.md.
- */
-export const TAR_LIMITS = {
-  /** One 'x', 'g', 'L' or 'K' body, in bytes. Go's archive/tar, which moby reads layers with, refuses larger ones too. */
-  extendedHeader: 1 << 20,
-  /** The 'x' bodies before one entry, together (each may be fine, a run of them is not). */
-  localPax: 1 << 20,
-  /**
-   * The global ('g') records in force: bytes of the keys and values kept. Only keys an entry
-   * can use are kept (the others have no effect), and every later entry applies them, so
-   * this bounds the work per entry too.
-   */
-  globalPax: 64 << 10,
-  /** Segments of one sparse file's map (any GNU sparse format). */
-  sparseSegments: 1 << 18,
-  /** Logical size of all sparse files of one archive together, in bytes (holes cost no input). */
-  sparseTotal: 2 ** 40,
-} as const;
-
-/** The global PAX keys buildEntry uses; other global records are dropped when read. */
-const GLOBAL_KEYS = new Set(['path', 'linkpath', 'size', 'uid', 'gid', 'uname', 'gname', 'mtime', 'atime',
-  'SCHILY.devmajor', 'SCHILY.devminor', 'GNU.sparse.major', 'GNU.sparse.minor', 'GNU.sparse.name',
-  'GNU.sparse.realsize', 'GNU.sparse.size', 'GNU.sparse.map']);
-
-function globalKeyMatters(k: string): boolean {
-  return GLOBAL_KEYS.has(k) || k.startsWith('SCHILY.xattr.') || k.startsWith('LIBARCHIVE.xattr.');
-}
-
-/** The GNU.sparse.* records that mean something (the others are ignored). */
-const SPARSE_KEYS = new Set(['major', 'minor', 'name', 'realsize', 'size', 'map']);
 
 const enum State {
   Header,
@@ -681,17 +650,6 @@ function paxValue(body: Buffer, key: string, start: number, end: number): PaxVal
   return body.toString(key.startsWith('LIBARCHIVE.') ? 'latin1' : 'utf8', start, end);
 }
 
-/** Decimal digits only (no sign, space, exponent or hex, unlike Number()), up to 2^53 - 1; NaN otherwise. */
-function decimal(text: string): number {
-  if (text.length === 0) return NaN;
-  let value = 0;
-  for (let i = 0; i < text.length; i++) {
-    const d = text.charCodeAt(i) - 0x30;
-    if (d < 0 || d > 9) return NaN;
-    value = value * 10 + d;
-  }
-  return Number.isSafeInteger(value) ? value : NaN;
-}
 
 function padding(size: number): number {
   const r = size % BLOCK;
