@@ -13,6 +13,7 @@
 #   skopeo        seeds those registries and cross-checks what cairn pushed
 #   apache2-utils htpasswd -B (bcrypt entries: the only kind distribution's htpasswd auth reads)
 #   openssl       the test CA and certificates for the TLS registry
+#   gcc           the race tests' racer (C, built by the tests: one RENAME_EXCHANGE per loop)
 set -euo pipefail
 
 packages=(btrfs-progs xfsprogs e2fsprogs util-linux attr tar zfs-fuse)
@@ -30,6 +31,8 @@ packages+=(zstd)
 packages+=(libarchive-tools)
 # image registries (pull/push): a real registry, skopeo, bcrypt htpasswd, a test CA
 packages+=(docker-registry skopeo apache2-utils openssl)
+# race tests: the racer that swaps names inside a layer while apply/export run
+packages+=(gcc libc6-dev)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -70,7 +70,7 @@ class DirSource implements BlobSource {
         throw unsafeSource(this.dir, p, 'is a symlink (or lies below one) that does not lead to a file inside the image directory', err2);
       }
     }
-    if (f.fd < 0) throw unsafeSource(this.dir, p, `is ${fileTypeName(f.mode)}, not a regular file`);
+    if (f.fd < 0) throw unsafeSource(this.dir, p, f.changed ? 'was replaced while it was being opened' : `is ${fileTypeName(f.mode)}, not a regular file`);
     return f;
   }
 

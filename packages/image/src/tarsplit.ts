@@ -283,7 +283,7 @@ function openRecorded(rootFd: number, path: string, expected: number | undefined
     if (code === 'ENOENT' || code === 'ENOTDIR') throw changed(path, 'is missing (no longer a file, or a parent is no longer a directory)');
     throw err;
   }
-  if (f.fd < 0) throw refuse(path, fileTypeName(f.mode));
+  if (f.fd < 0) throw f.changed ? changed(path, 'was replaced while it was being opened') : refuse(path, fileTypeName(f.mode));
   const bad = expected !== undefined && f.size !== expected ? `changed size (${f.size} bytes, ${expected} at import)`
     : end > f.size ? `is shorter (${f.size} bytes) than a recorded segment ending at ${end}` : undefined;
   if (bad) { closeSync(f.fd); throw changed(path, bad); }

@@ -1,79 +1,28 @@
-// openBeneathSync: open a file below a root directory for reading, the way every host-side
-// read of untrusted content must (the rule in @cairnfs/core's archive README):
-//   1. resolve the name beneath the root with openat2 — RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS
-//      (strict: any symlink on the way, the last component included, is ELOOP), or
-//      RESOLVE_IN_ROOT (symlinks are followed but resolved as if the root were "/", so they
-//      cannot leave it; image sources use this for docker save's symlinked layer.tar) —
-//      always with RESOLVE_NO_MAGICLINKS, and as an O_PATH fd: opening a device, fifo or
-//      socket by O_PATH has no side effect and cannot block;
-//   2. fstat that fd: anything but a regular file is reported (fd -1 and its mode), never opened;
-//   3. reopen the very inode through /proc/self/fd/N for reading (O_NONBLOCK, O_NOCTTY) and
-//      check that fstat gives the same dev/ino, so the name cannot be swapped in between.
-// Kernels before 5.6 (no openat2) get a per-component O_NOFOLLOW walk instead; there the
-// in-root mode degrades to strict (symlinks refused).
-#include "common.h"
+// The layer applier's directory fds (see beneath.h).
+#include "beneath.h"
 
 #include <fcntl.h>
 #include <linux/openat2.h>
-#include <sys/stat.h>
 #include <sys/syscall.h>
+#include <unistd.h>
 
 #include <cerrno>
-#include <cstdio>
 
 namespace cairn {
 
 namespace {
 
-constexpr int kInRoot = 1;  // BENEATH_IN_ROOT in src/beneath.ts
+constexpr size_t kMaxCachedDirs = 64;
 
-// Per-component walk for kernels without openat2: every component opened O_PATH|O_NOFOLLOW
-// from the previous one, '..' and absolute names refused (EXDEV, as RESOLVE_BENEATH does).
-int WalkNoFollow(int root, const std::string& rel) {
-  if (!rel.empty() && rel[0] == '/') {
-    errno = EXDEV;
-    return -1;
-  }
-  int cur = fcntl(root, F_DUPFD_CLOEXEC, 0);
-  if (cur < 0) return -1;
-  size_t start = 0;
-  while (start < rel.size()) {
-    size_t slash = rel.find('/', start);
-    size_t end = slash == std::string::npos ? rel.size() : slash;
-    std::string part = rel.substr(start, end - start);
-    start = end + 1;
-    if (part.empty() || part == ".") continue;
-    if (part == "..") {
-      close(cur);
-      errno = EXDEV;
-      return -1;
-    }
-    int next = openat(cur, part.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
-    int saved = errno;
-    close(cur);
-    if (next < 0) {
-      errno = saved;
-      return -1;
-    }
-    // A symlink opened O_PATH|O_NOFOLLOW is the link itself: refuse it as openat2 would.
-    struct stat st;
-    if (fstat(next, &st) != 0 || S_ISLNK(st.st_mode)) {
-      close(next);
-      errno = ELOOP;
-      return -1;
-    }
-    cur = next;
-  }
-  return cur;
-}
+}  // namespace
 
-int OpenPath(int root, const std::string& rel, int flags) {
+int OpenBeneath(int root, const std::string& relOrEmpty) {
+  const std::string rel = relOrEmpty.empty() ? std::string(".") : relOrEmpty;
   static bool noOpenat2 = false;
   if (!noOpenat2) {
     open_how how{};
-    how.flags = O_PATH | O_CLOEXEC;
-    how.resolve = RESOLVE_NO_MAGICLINKS |
-                  ((flags & kInRoot) ? RESOLVE_IN_ROOT : (RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS));
+    how.flags = O_PATH | O_DIRECTORY | O_CLOEXEC;
+    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
     int fd;
     do {
       fd = static_cast<int>(syscall(SYS_openat2, root, rel.c_str(), &how, sizeof how));
@@ -81,96 +30,117 @@ int OpenPath(int root, const std::string& rel, int flags) {
     if (fd >= 0 || errno != ENOSYS) return fd;
     noOpenat2 = true;
   }
-  return WalkNoFollow(root, rel);
+  int cur = dup(root);
+  if (cur < 0) return -1;
+  size_t start = 0;
+  while (start <= rel.size()) {
+    size_t slash = rel.find('/', start);
+    std::string part = rel.substr(start, slash == std::string::npos ? std::string::npos : slash - start);
+    start = slash == std::string::npos ? rel.size() + 1 : slash + 1;
+    if (part.empty() || part == ".") continue;
+    if (part == "..") {
+      close(cur);
+      errno = EXDEV;
+      return -1;
+    }
+    int next = openat(cur, part.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    int saved = errno;
+    close(cur);
+    if (next < 0) {
+      errno = saved;
+      return -1;
+    }
+    cur = next;
+  }
+  return cur;
 }
 
-// Reopens the inode behind an O_PATH fd for reading. /proc/self/fd/N names exactly that
-// inode; without /proc, the name is opened again (O_NONBLOCK, so a fifo swapped in cannot
-// block) and the caller's dev/ino check rejects whatever else it found.
-int Reopen(int pathFd, int root, const std::string& rel, int flags) {
-  char proc[64];
-  std::snprintf(proc, sizeof proc, "/proc/self/fd/%d", pathFd);
-  int fd = open(proc, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
-  if (fd >= 0 || errno != ENOENT) return fd;
-  open_how how{};
-  how.flags = O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC;
-  how.resolve = RESOLVE_NO_MAGICLINKS | ((flags & kInRoot) ? RESOLVE_IN_ROOT : (RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS));
-  do {
-    fd = static_cast<int>(syscall(SYS_openat2, root, rel.c_str(), &how, sizeof how));
-  } while (fd < 0 && (errno == EINTR || errno == EAGAIN));
+Beneath::Beneath(const std::string& root, const std::string& subject) : root_path_(root), subject_(subject) {
+  root_ = open(root.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (root_ < 0) SysFail(errno, "open", "");
+  struct stat st;
+  if (fstat(root_, &st) != 0) SysFail(errno, "fstat", "");
+  known_.emplace("", (st.st_mode & S_ISGID) != 0);
+}
+
+void Beneath::Release() {
+  ForgetFds();
+  if (root_ >= 0) close(root_);
+  root_ = -1;
+}
+
+void Beneath::SysFail(int err, const char* syscall, const std::string& rel) const {
+  Failure f;
+  f.sys.Set(err, syscall);
+  f.sys.path = rel.empty() ? root_path_ : root_path_ + "/" + rel;
+  f.sys.hasPath = true;
+  f.subject = subject_;
+  throw f;
+}
+
+void Beneath::ForgetFds() {
+  for (auto& [rel, fd] : fds_) close(fd);
+  fds_.clear();
+}
+
+int Beneath::DirOrNeg(const std::string& rel) {
+  if (rel.empty()) return root_;
+  auto it = fds_.find(rel);
+  if (it != fds_.end()) return it->second;
+  int fd = OpenPath(rel);
+  if (fd < 0) return -1;
+  if (fds_.size() >= kMaxCachedDirs) ForgetFds();
+  fds_.emplace(rel, fd);
   return fd;
 }
 
-Napi::Object StatObject(Napi::Env env, int fd, const struct stat& st) {
-  Napi::Object o = Napi::Object::New(env);
-  o.Set("fd", Napi::Number::New(env, fd));
-  o.Set("mode", Napi::Number::New(env, st.st_mode));
-  o.Set("size", Napi::Number::New(env, static_cast<double>(st.st_size)));
-  o.Set("dev", Napi::BigInt::New(env, static_cast<uint64_t>(st.st_dev)));
-  o.Set("ino", Napi::BigInt::New(env, static_cast<uint64_t>(st.st_ino)));
-  o.Set("nlink", Napi::Number::New(env, static_cast<double>(st.st_nlink)));
-  return o;
+int Beneath::Dir(const std::string& rel) {
+  int fd = DirOrNeg(rel);
+  if (fd < 0) SysFail(errno, "openat2", rel);
+  return fd;
 }
 
-// openBeneathSync(root: number | string, rel: string, flags: number)
-//   → { fd, mode, size, dev, ino, nlink }, fd -1 when the name is not a regular file.
-Napi::Value OpenBeneathSync(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  std::string rel = ArgString(info, 1, "rel");
-  int flags = static_cast<int>(ArgOptInt(info, 2, "flags", 0));
-  SysError e;
-  int root;
-  std::string rootName;
-  int ownedRoot = -1;
-  if (info[0].IsString()) {
-    rootName = ArgString(info, 0, "root");
-    // The root itself is the caller's (trusted) path: followed as given.
-    ownedRoot = open(rootName.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
-    if (ownedRoot < 0) {
-      PathError(e, errno, "open", rootName);
-      ThrowSysError(env, e);
+int Beneath::OpenPath(const std::string& rel) const { return OpenBeneath(root_, rel); }
+
+bool Beneath::Lstat(const std::string& parentRel, const std::string& base, struct stat* st) {
+  if (fstatat(Dir(parentRel), base.c_str(), st, AT_SYMLINK_NOFOLLOW) == 0) return true;
+  if (errno == ENOENT) return false;
+  SysFail(errno, "lstat", Join(parentRel, base));
+}
+
+bool Beneath::WalkDirs(const std::string& rel, bool create, const std::string& entryName) {
+  if (known_.count(rel)) return true;
+  std::string cur;
+  size_t start = 0;
+  while (start < rel.size()) {
+    size_t slash = rel.find('/', start);
+    size_t end = slash == std::string::npos ? rel.size() : slash;
+    std::string parent = cur;
+    std::string part = rel.substr(start, end - start);
+    cur = Join(cur, part);
+    start = end + 1;
+    if (known_.count(cur)) continue;
+    bool parentSetgid = known_[parent];
+    struct stat st;
+    if (!Lstat(parent, part, &st)) {
+      if (!create) return false;
+      if (mkdirat(Dir(parent), part.c_str(), 0755) != 0) SysFail(errno, "mkdir", cur);
+      known_[cur] = parentSetgid;  // Linux: a new directory inherits setgid
+      continue;
     }
-    root = ownedRoot;
-  } else {
-    root = static_cast<int>(ArgInt(info, 0, "root"));
-    rootName = "<fd " + std::to_string(root) + ">";
+    if (S_ISLNK(st.st_mode)) Unsafe(entryName, "its path goes through the symlink \"" + cur + "\"");
+    if (!S_ISDIR(st.st_mode)) {
+      InvalidEntry(entryName, "entry \"" + Printable(entryName) + "\" needs \"" + cur + "\" to be a directory, but it is not");
+    }
+    known_[cur] = (st.st_mode & S_ISGID) != 0;
   }
-  Fd rootGuard(ownedRoot);
-  Fd pathFd(OpenPath(root, rel, flags));
-  if (!pathFd.ok()) {
-    PathError(e, errno, "openat2", rel);
-    ThrowSysError(env, e);
-  }
-  struct stat st;
-  if (fstat(pathFd.get(), &st) != 0) {
-    PathError(e, errno, "fstat", rel);
-    ThrowSysError(env, e);
-  }
-  if (!S_ISREG(st.st_mode)) return StatObject(env, -1, st);
-  int fd = Reopen(pathFd.get(), root, rel, flags);
-  if (fd < 0) {
-    PathError(e, errno, "open", rel);
-    ThrowSysError(env, e);
-  }
-  struct stat st2;
-  if (fstat(fd, &st2) != 0) {
-    int err = errno;
-    close(fd);
-    PathError(e, err, "fstat", rel);
-    ThrowSysError(env, e);
-  }
-  if (st2.st_dev != st.st_dev || st2.st_ino != st.st_ino || !S_ISREG(st2.st_mode)) {
-    // Only reachable without /proc: the name changed between the two opens.
-    close(fd);
-    return StatObject(env, -1, st2);
-  }
-  return StatObject(env, fd, st2);
+  return true;
 }
 
-}  // namespace
-
-void InitBeneath(Napi::Env env, Napi::Object exports) {
-  exports.Set("openBeneathSync", Napi::Function::New(env, OpenBeneathSync, "openBeneathSync"));
+void Beneath::ForgetDirs(const std::string& rel) {
+  known_.erase(rel);
+  // Everything below rel sorts in [rel + "/", rel + "0"): '0' is the byte after '/'.
+  known_.erase(known_.lower_bound(rel + "/"), known_.lower_bound(rel + "0"));
 }
 
 }  // namespace cairn

@@ -6,6 +6,7 @@ export * from './dockerd.js';
 export * from './crash.js';
 export * from './zfs.js';
 export * from './fuzz.js';
+export * from './racer.js';
 export * from './vm.js';
 export { codeOf, expectIndependent16MQuotas, writeError } from './quota-checks.js';
 export { loadDriverFactory, readPlan, runChild, runJournaled, say } from './crash-protocol.js';

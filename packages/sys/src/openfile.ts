@@ -1,5 +1,5 @@
 // Opening untrusted content for reading: beneath a root, never through a link, regular
-// files only. See native/beneath.cc for the three steps.
+// files only. See native/openfile.cc for the three steps.
 import { native } from './native.js';
 
 /** {@link openBeneathSync} flag: follow symlinks, but resolve them inside the root as if it
@@ -17,6 +17,8 @@ export interface BeneathFile {
   dev: bigint;
   ino: bigint;
   nlink: number;
+  /** With fd -1: the name held a regular file when checked and no longer did when reopened (`mode` is what was found then). */
+  changed: boolean;
 }
 
 /**
@@ -25,15 +27,15 @@ export interface BeneathFile {
  * following links (openat2 RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS|RESOLVE_NO_MAGICLINKS, or
  * RESOLVE_IN_ROOT with {@link BENEATH_IN_ROOT}), first as an O_PATH fd that is fstat'ed.
  * Anything but a regular file (device, fifo, socket, directory) is never opened for
- * reading: the result has `fd` -1 and its `mode`. A regular file is reopened through that
- * very fd, so the returned fd is the inode that was checked.
+ * reading: the result has `fd` -1 and its `mode`. A regular file is reopened from a file
+ * handle of that O_PATH fd where the process may, else by name and fstat-checked, so the
+ * returned fd is the inode that was checked (`changed` when the name was swapped between).
  *
  * Throws a Node-style error: ELOOP (a symlink on the way), EXDEV (the name leads out of the
  * root: '..', an absolute name), ENOENT/ENOTDIR, … with `syscall` 'openat2' and `path` rel.
  */
 export function openBeneathSync(root: number | string, rel: string, flags = 0): BeneathFile {
-  return (native as unknown as { openBeneathSync(root: number | string, rel: string, flags: number): BeneathFile })
-    .openBeneathSync(root, rel, flags);
+  return native.openBeneathSync(root, rel, flags);
 }
 
 /** A file type in words, for messages: "a block device", "a fifo", … */
