@@ -28,7 +28,8 @@ namespace cairn {
 
 namespace {
 
-constexpr int kInRoot = 1;  // BENEATH_IN_ROOT in src/beneath.ts
+constexpr int kInRoot = 1;     // BENEATH_IN_ROOT in src/openfile.ts
+constexpr int kNoHandles = 2;  // BENEATH_NO_HANDLES: tests only, reopen by name as without CAP_DAC_READ_SEARCH
 
 // Per-component walk for kernels without openat2: every component opened O_PATH|O_NOFOLLOW
 // from the previous one, '..' and absolute names refused (EXDEV, as RESOLVE_BENEATH does).
@@ -100,7 +101,9 @@ int ReopenByHandle(int pathFd, int root) {
   int mount;
   if (name_to_handle_at(pathFd, "", &fh.h, &mount, AT_EMPTY_PATH) != 0) return -1;
   int fd = open_by_handle_at(root, &fh.h, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
-  if (fd < 0 && (errno == EPERM || errno == EOPNOTSUPP || errno == ENOSYS)) noHandles = true;
+  // Not permitted (no CAP_DAC_READ_SEARCH) or no such call: true for the whole process. A
+  // filesystem without handles (EOPNOTSUPP) says so per call, cheaply.
+  if (fd < 0 && (errno == EPERM || errno == ENOSYS)) noHandles = true;
   return fd;
 }
 
@@ -155,7 +158,8 @@ Napi::Value OpenBeneathSync(const Napi::CallbackInfo& info) {
   if (info[0].IsString()) {
     rootName = ArgString(info, 0, "root");
     // The root itself is the caller's (trusted) path: followed as given.
-    ownedRoot = open(rootName.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+    // O_RDONLY, not O_PATH: open_by_handle_at needs a real fd of the mount.
+    ownedRoot = open(rootName.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (ownedRoot < 0) {
       PathError(e, errno, "open", rootName);
       ThrowSysError(env, e);
@@ -177,7 +181,7 @@ Napi::Value OpenBeneathSync(const Napi::CallbackInfo& info) {
     ThrowSysError(env, e);
   }
   if (!S_ISREG(st.st_mode)) return StatObject(env, -1, st);
-  int fd = ReopenByHandle(pathFd.get(), root);
+  int fd = (flags & kNoHandles) ? -1 : ReopenByHandle(pathFd.get(), root);
   if (fd >= 0) return StatObject(env, fd, st);  // the very inode checked above
   fd = ReopenByName(root, rel, flags);
   if (fd < 0) {

@@ -6,6 +6,9 @@ import { native } from './native.js';
  *  were "/" (openat2 RESOLVE_IN_ROOT), so none can lead out. Without it any symlink on the
  *  way is refused (ELOOP). Either way magic links (/proc/…/fd) are refused. */
 export const BENEATH_IN_ROOT = 1;
+/** {@link openBeneathSync} flag, tests only: reopen by name and fstat-check, as a process
+ *  without CAP_DAC_READ_SEARCH (or on a filesystem without file handles) does. */
+export const BENEATH_NO_HANDLES = 2;
 
 /** What {@link openBeneathSync} found. */
 export interface BeneathFile {

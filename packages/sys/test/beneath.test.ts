@@ -5,7 +5,7 @@ import { closeSync, fstatSync, openSync, readSync, constants as fsConstants } fr
 import { mkdir, rename, symlink, writeFile } from 'node:fs/promises';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
-import { BENEATH_IN_ROOT, fileTypeName, openBeneathSync } from '@cairnfs/sys';
+import { BENEATH_IN_ROOT, BENEATH_NO_HANDLES, fileTypeName, openBeneathSync } from '@cairnfs/sys';
 import type { SysError } from '@cairnfs/sys';
 import { scratch, thrown, type Scratch } from './helpers.js';
 
@@ -87,6 +87,15 @@ describe('openBeneathSync', () => {
     await writeFile(join(root, 'd/g'), 'replacement\n');
     await rename(join(root, 'd/g'), join(root, 'd/f'));
     expect(read(f.fd)).toBe('inside\n');
+  });
+
+  test('reopened by name (no file handles): the same file, links kept inside the root in in-root mode', async () => {
+    const f = openBeneathSync(root, 'd/f', BENEATH_NO_HANDLES);
+    expect(f.changed).toBe(false);
+    expect(read(f.fd)).toBe('inside\n');
+    await symlink('f', join(root, 'd/rel'));
+    expect(read(openBeneathSync(root, 'd/rel', BENEATH_IN_ROOT | BENEATH_NO_HANDLES).fd)).toBe('inside\n');
+    expect((thrown(() => openBeneathSync(root, 'd/rel', BENEATH_NO_HANDLES)) as SysError).code).toBe('ELOOP');
   });
 
   test('missing: ENOENT with the path', () => {
