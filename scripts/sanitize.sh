@@ -26,6 +26,8 @@ export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export CAIRN_SYS_ADDON="$PWD/$out/build/Release/cairn_sys.node"
 if [ $# -eq 0 ]; then
   set -- packages/sys/test packages/archive/test/apply packages/archive/test/hostile \
-    packages/archive/test/fuzz packages/archive/test/reader packages/archive/test/limits
+    packages/archive/test/fuzz packages/archive/test/reader
+  # limits.test.ts is left out: its time bounds (refused within 1 s) measure the plain
+  # build; under ASan the same work is 2-3x slower.
 fi
 node scripts/test.mjs "$@"
