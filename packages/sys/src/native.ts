@@ -85,7 +85,9 @@ export interface NativeConstants {
 function load(): NativeBinding {
   const require = createRequire(import.meta.url);
   try {
-    return require('../build/Release/cairn_sys.node') as NativeBinding;
+    // CAIRN_SYS_ADDON: another build of this same addon (scripts/sanitize.sh points it at
+    // the ASan/UBSan build); unset, the one node-gyp built at install.
+    return require(process.env['CAIRN_SYS_ADDON'] ?? '../build/Release/cairn_sys.node') as NativeBinding;
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     if (e.code === 'MODULE_NOT_FOUND') {
