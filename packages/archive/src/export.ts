@@ -2,7 +2,7 @@
 // TarPacker writes the tar (headers, content, padding) in the addon, one native call per
 // output chunk; the node:fs path below (pureJs) builds the same bytes in JS.
 import * as fs from 'node:fs';
-import { PACK_OVERLAY, PACK_PATH_ORDER, openTarPacker, type TarPacker } from '@cairnfs/sys';
+import { PACK_KEEP_WHITEOUT_NAMES, PACK_OVERLAY, PACK_PATH_ORDER, openTarPacker, type TarPacker } from '@cairnfs/sys';
 import { Readable } from 'node:stream';
 import { CairnError, errnoCode, type Change } from '@cairnfs/core';
 import { changesBetween } from './changes.js';
@@ -29,6 +29,14 @@ export interface ExportOptions {
    * entry. `none` (default): everything is packed as what it is.
    */
   whiteouts?: 'overlay' | 'none';
+  /**
+   * Files of `dir` whose name starts with `.wh.`. `refuse` (default): the export fails with
+   * ERR_UNSAFE_ARCHIVE, since in a layer tar that name is a deletion: a container that
+   * made /etc/.wh.passwd would otherwise commit a layer that deletes /etc/passwd, while
+   * changes() reports an added file. `keep`: pack them as they are, for aufs branches,
+   * whose `.wh.` files are their whiteouts.
+   */
+  whiteoutNames?: 'refuse' | 'keep';
   /**
    * Read the tree with node:fs (BigInt lstat, llistxattr, readlink and open/read/close per
    * entry) and encode headers in JS, instead of @cairnfs/sys's TarPacker. Same bytes out,
@@ -65,8 +73,9 @@ const BATCH = 256 * 1024;
  */
 export function exportChanges(dir: string, changes: readonly Change[], opts: ExportOptions = {}): Readable {
   const sorted = [...changes].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
-  if (!usePureJs(opts)) return packNative(dir, opts.whiteouts === 'overlay' ? PACK_OVERLAY : 0, sorted);
-  return packDirect(changeEntries(dir, sorted, opts.whiteouts === 'overlay'));
+  const keep = opts.whiteoutNames === 'keep';
+  if (!usePureJs(opts)) return packNative(dir, (opts.whiteouts === 'overlay' ? PACK_OVERLAY : 0) | (keep ? PACK_KEEP_WHITEOUT_NAMES : 0), sorted);
+  return packDirect(changeEntries(dir, sorted, opts.whiteouts === 'overlay', keep));
 }
 
 /**
@@ -90,7 +99,7 @@ export async function exportTree(dir: string, opts: { pureJs?: boolean } = {}): 
   return exportChanges(dir, await changesBetween(dir, null, { pureJs: true }), { pureJs: true });
 }
 
-function* changeEntries(dir: string, changes: readonly Change[], overlay: boolean): Generator<ExportEntry> {
+function* changeEntries(dir: string, changes: readonly Change[], overlay: boolean, keepWhiteoutNames: boolean): Generator<ExportEntry> {
   const inodes = new Map<string, string>();
   for (const change of changes) {
     const parts = splitEntryPath(change.path.replace(/^\/+/, ''));
@@ -100,7 +109,7 @@ function* changeEntries(dir: string, changes: readonly Change[], overlay: boolea
       yield { header: whiteoutHeader(parts, 0, 0, 0n, 0) };
       continue;
     }
-    yield* pathEntries(dir, rel, parts, inodes, overlay);
+    yield* pathEntries(dir, rel, parts, inodes, overlay, keepWhiteoutNames);
   }
 }
 
@@ -118,7 +127,7 @@ function* walkEntries(dir: string): Generator<ExportEntry> {
       continue;
     }
     const rel = prefixes[prefixes.length - 1]! + name;
-    yield* pathEntries(dir, rel, rel.split('/'), inodes, true);
+    yield* pathEntries(dir, rel, rel.split('/'), inodes, true, false);
     const st = fs.lstatSync(dir + '/' + rel);
     if (st.isDirectory()) {
       stack.push(fs.readdirSync(dir + '/' + rel).sort().reverse());
@@ -127,8 +136,9 @@ function* walkEntries(dir: string): Generator<ExportEntry> {
   }
 }
 
-function* pathEntries(dir: string, rel: string, parts: string[], inodes: Map<string, string>, overlay: boolean): Generator<ExportEntry> {
+function* pathEntries(dir: string, rel: string, parts: string[], inodes: Map<string, string>, overlay: boolean, keepWhiteoutNames: boolean): Generator<ExportEntry> {
   const abs = dir + '/' + rel;
+  if (!keepWhiteoutNames && parts[parts.length - 1]!.startsWith(WHITEOUT_PREFIX)) throw whiteoutNamed(rel);
   let st: fs.BigIntStats;
   try {
     st = fs.lstatSync(abs, { bigint: true });
@@ -390,6 +400,7 @@ function packError(err: unknown, dir: string): unknown {
       `Cannot export /${rel}: the change list names it but it is not in ${dir} (was the layer modified during the diff?).`,
       { subject: rel });
   }
+  if (e.cairnCode === 'ERR_UNSAFE_ARCHIVE' && e.detail === 'whiteout-name') return whiteoutNamed(e.subject!);
   if (e.cairnCode === 'ERR_INVALID_ARCHIVE') {
     const detail = e.detail ?? '';
     if (detail.startsWith('short:')) return shorterThanHeader(e.subject!, Number(detail.slice(6)));
@@ -399,6 +410,16 @@ function packError(err: unknown, dir: string): unknown {
     return new CairnError('ERR_INVALID_ARCHIVE', `Cannot pack xattr "${key}" of ${name}: the name cannot be written in a PAX record.`, { subject: name });
   }
   return err;
+}
+
+/** A file the layer holds under a whiteout's name: no layer tar can carry it as a file. */
+function whiteoutNamed(rel: string): CairnError {
+  const slash = rel.lastIndexOf('/');
+  const target = rel.slice(0, slash + 1) + rel.slice(slash + 1 + WHITEOUT_PREFIX.length);
+  return new CairnError('ERR_UNSAFE_ARCHIVE',
+    `Cannot export /${rel}: a file whose name starts with "${WHITEOUT_PREFIX}" means a deletion in a layer tar ` +
+    `(here of /${target}), so no layer can carry it. Rename or remove it (it was made in the container or layer, not by an image).`,
+    { subject: rel });
 }
 
 function changedWhilePacked(name: string): CairnError {

@@ -3,6 +3,7 @@
 import { createRequire } from 'node:module';
 import type { LayerApplier, TarLimits } from './applier.js';
 import type { BtrfsChildSubvolume, BtrfsFsInfo } from './btrfs.js';
+import type { BeneathFile } from './openfile.js';
 import type { TarPacker } from './tarpack.js';
 import type { DirStats, StatBatch } from './walk.js';
 
@@ -45,6 +46,8 @@ export interface NativeBinding {
   statDirSync(dir: string, flags: number, root: string | undefined): DirStats;
   statPathsSync(base: string, rels: readonly string[], flags: number): StatBatch;
   readFileIntoSync(path: string, buf: Uint8Array, offset: number, length: number): number;
+  // openfile.ts (native/openfile.cc)
+  openBeneathSync(root: number | string, rel: string, flags: number): BeneathFile;
   // btrfs.ts (native/btrfs.cc)
   btrfsSubvolCreate(dir: string, name: string): Promise<void>;
   btrfsSnapshot(source: string, dir: string, name: string, readOnly: boolean): Promise<void>;
