@@ -7,7 +7,7 @@
 // 16 KiB decompressor chunk would add up; reading and applying overlap. Chunks are held,
 // not copied, until their batch is applied: like any Readable consumer, this relies on
 // the producer not changing a chunk once it was handed over.
-import { ReadStream, fstatSync } from 'node:fs';
+import { ReadStream, fstatSync, readFileSync } from 'node:fs';
 import type { Readable } from 'node:stream';
 import { openLayerApplier, type LayerApplier } from '@cairnfs/sys';
 import { CairnError, type ErrorCode } from '@cairnfs/core';
@@ -16,11 +16,24 @@ import type { ApplyOptions } from './apply-options.js';
 
 const BATCH_BYTES = 2 << 20;
 
-/** The process umask, read once (it decides whether a new file's mode needs a chmod). */
+/**
+ * The process umask as of the start of the current apply (it decides whether a new file's
+ * mode needs a chmod). Read afresh by every applyLayer (refreshUmask), not once per process:
+ * a runtime may change its umask, and a stale 0 would leave files short of their modes.
+ */
 let umaskCache: number | undefined;
 export function processUmask(): number {
-  umaskCache ??= process.umask();
+  umaskCache ??= refreshUmask();
   return umaskCache;
+}
+
+/** Reads the umask from /proc/self/status (process.umask() without an argument is deprecated: it sets it to read it). */
+export function refreshUmask(): number {
+  try {
+    const line = /^Umask:\s*([0-7]+)$/m.exec(readFileSync('/proc/self/status', 'latin1'));
+    if (line) return (umaskCache = parseInt(line[1]!, 8));
+  } catch { /* no /proc: fall back below */ }
+  return (umaskCache = process.umask());
 }
 
 /** Applies `tar` into the existing directory `root`; resolves to the content bytes written. */

@@ -24,7 +24,7 @@ import { PATH_MAX, classifyWhiteout, printable, splitEntryPath, unsafeEntry } fr
 import * as sys from './sys.js';
 import { TarParser, type TarHandler } from './tar-parser.js';
 import { isMainThread } from 'node:worker_threads';
-import { applyLayerNative, processUmask } from './apply-native.js';
+import { applyLayerNative, processUmask, refreshUmask } from './apply-native.js';
 import type { ApplyOptions, WhiteoutMode } from './apply-options.js';
 
 const OPEN_NEW = fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW;
@@ -45,6 +45,7 @@ const OPEN_NEW = fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_E
  */
 export async function applyLayer(dir: string, tar: Readable | AsyncIterable<Uint8Array>, opts: ApplyOptions = {}): Promise<number> {
   const root = path.resolve(dir);
+  refreshUmask();
   if (!fs.statSync(root, { throwIfNoEntry: false })?.isDirectory()) {
     throw new CairnError('ERR_INVALID_OPTION', `Cannot apply a layer into ${root}: it is not a directory.`, { subject: root });
   }
@@ -113,6 +114,18 @@ class LayerWriter implements TarHandler {
    * whether it has the setgid bit (new files in it then take its group, not ours).
    */
   private readonly knownDirs = new Map<string, boolean>();
+  /**
+   * The known directories directly below each known directory, so that forgetting a
+   * removed directory's subtree costs that subtree, not a scan of every known directory (an
+   * archive replacing n directories cost n^2).
+   */
+  private readonly knownChildren = new Map<string, Set<string>>();
+  /**
+   * Overlay mode: paths this layer whited out. A directory re-created at one of them must
+   * be opaque, or the lower layers' content would show through it (a whiteout removes what
+   * is below this layer, never what this layer itself writes).
+   */
+  private readonly whitedOut = new Set<string>();
   /** Relative paths this apply wrote (delete mode: opaque dirs keep them). */
   private readonly unpacked = new Set<string>();
   private readonly dirTimes: Array<{ rel: string; abs: string; atimeNs: bigint; mtimeNs: bigint }> = [];
@@ -151,6 +164,7 @@ class LayerWriter implements TarHandler {
       }
     }
 
+    if (this.whitedOut.size > 0 && !this.knownDirs.has(parentRel)) this.recreateWhitedOutParents(parentParts);
     const parent = this.ensureDir(parentParts, e.name, parentRel);
     const abs = parent + '/' + base;
     if (this.mode === 'delete') this.unpacked.add(rel);
@@ -161,6 +175,7 @@ class LayerWriter implements TarHandler {
         if (!st?.isDirectory()) {
           if (st) this.remove(rel, abs, st);
           fs.mkdirSync(abs, 0o700);
+          if (this.whitedOut.has(rel)) sys.lsetxattrSync(abs, 'trusted.overlay.opaque', Buffer.from('y'));
         }
         this.applyDirMetadata(rel, abs, e);
         return;
@@ -286,6 +301,7 @@ class LayerWriter implements TarHandler {
       const abs = parent + '/' + target;
       const rel = parentRel === '' ? target : parentRel + '/' + target;
       this.removeIfPresent(rel, abs);
+      this.whitedOut.add(rel);
       // What the kernel and moby leave for a deletion: a 0/0 char device, mode 0000,
       // owned as the whiteout entry says.
       sys.mknodSync(abs, sys.S_IFCHR, 0, 0);
@@ -300,6 +316,33 @@ class LayerWriter implements TarHandler {
     }
     const rel = parentRel === '' ? target : parentRel + '/' + target;
     this.removeIfPresent(rel, parent + '/' + target);
+  }
+
+  /**
+   * Overlay mode: an entry below a path this layer whited out (`.wh.dir`, then `dir/g` with
+   * no `dir/` entry) finds the whiteout device where its parent should be. Each such
+   * ancestor becomes a new opaque directory (0755, as implicit parents are), which is what
+   * delete mode leaves: the lower `dir` gone, this layer's `dir/g` in a fresh one.
+   */
+  private recreateWhitedOutParents(parentParts: string[]): void {
+    let cur = '';
+    let up = '';
+    for (const part of parentParts) {
+      up = cur;
+      cur = cur === '' ? part : cur + '/' + part;
+      if (!this.whitedOut.has(cur) || this.knownDirs.has(cur)) continue;
+      const upAbs = this.existingDir(up === '' ? [] : up.split('/'), this.currentName);
+      if (upAbs === null) return; // ensureDir creates the rest
+      const abs = upAbs + '/' + part;
+      const st = lstatOrNull(abs);
+      if (st) {
+        if (st.isDirectory()) continue;
+        if (!st.isCharacterDevice() || st.rdev !== 0) continue; // not our whiteout: ensureDir reports it
+        this.remove(cur, abs, st);
+      }
+      fs.mkdirSync(abs, 0o755);
+      sys.lsetxattrSync(abs, 'trusted.overlay.opaque', Buffer.from('y'));
+    }
   }
 
   /** Opaque directory in delete mode: removes what this apply did not write. */
@@ -344,7 +387,7 @@ class LayerWriter implements TarHandler {
       if (st === null) {
         if (!create) return null;
         fs.mkdirSync(curAbs, 0o755);
-        this.knownDirs.set(curRel, parentSetgid); // Linux: a new dir inherits setgid
+        this.knowDir(curRel, parentSetgid); // Linux: a new dir inherits setgid
         continue;
       } else if (st.isSymbolicLink()) {
         throw unsafeEntry(entryName, `its path goes through the symlink "${curRel}"`);
@@ -353,7 +396,7 @@ class LayerWriter implements TarHandler {
           `Invalid layer archive: entry "${printable(entryName)}" needs "${curRel}" to be a directory, but it is not.`,
           { subject: entryName });
       }
-      this.knownDirs.set(curRel, (st.mode & 0o2000) !== 0);
+      this.knowDir(curRel, (st.mode & 0o2000) !== 0);
     }
     return abs;
   }
@@ -388,15 +431,34 @@ class LayerWriter implements TarHandler {
     }
   }
 
+  private knowDir(rel: string, setgid: boolean): void {
+    if (!this.knownDirs.has(rel) && rel !== '') {
+      const slash = rel.lastIndexOf('/');
+      const parent = slash < 0 ? '' : rel.slice(0, slash);
+      let children = this.knownChildren.get(parent);
+      if (children === undefined) this.knownChildren.set(parent, children = new Set());
+      children.add(rel);
+    }
+    this.knownDirs.set(rel, setgid);
+  }
+
   private forgetDirs(rel: string): void {
-    const prefix = rel + '/';
-    for (const d of this.knownDirs.keys()) if (d === rel || d.startsWith(prefix)) this.knownDirs.delete(d);
+    const slash = rel.lastIndexOf('/');
+    this.knownChildren.get(slash < 0 ? '' : rel.slice(0, slash))?.delete(rel);
+    const stack = [rel];
+    for (let d = stack.pop(); d !== undefined; d = stack.pop()) {
+      this.knownDirs.delete(d);
+      const children = this.knownChildren.get(d);
+      if (children === undefined) continue;
+      this.knownChildren.delete(d);
+      for (const child of children) stack.push(child);
+    }
   }
 
   private applyDirMetadata(rel: string, abs: string, e: TarEntry): void {
     if (this.ownership) fs.lchownSync(abs, e.uid, e.gid);
     fs.chmodSync(abs, e.mode); // abs was just verified (or made) a real directory
-    this.knownDirs.set(rel, (e.mode & 0o2000) !== 0);
+    this.knowDir(rel, (e.mode & 0o2000) !== 0);
     this.applyXattrs(abs, e);
     const [atimeNs, mtimeNs] = times(e);
     this.dirTimes.push({ rel, abs, atimeNs, mtimeNs });

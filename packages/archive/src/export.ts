@@ -2,7 +2,7 @@
 // TarPacker writes the tar (headers, content, padding) in the addon, one native call per
 // output chunk; the node:fs path below (pureJs) builds the same bytes in JS.
 import * as fs from 'node:fs';
-import { PACK_OVERLAY, PACK_PATH_ORDER, openTarPacker, type TarPacker } from '@cairnfs/sys';
+import { PACK_KEEP_WHITEOUT_NAMES, PACK_OVERLAY, PACK_PATH_ORDER, openTarPacker, type TarPacker } from '@cairnfs/sys';
 import { Readable } from 'node:stream';
 import { CairnError, errnoCode, type Change } from '@cairnfs/core';
 import { changesBetween } from './changes.js';
@@ -12,10 +12,13 @@ import * as sys from './sys.js';
 import { BLOCK } from './tar-fields.js';
 import { encodeHeader, encodeHeaderInto, type TarHeaderInput } from './tar-writer.js';
 
-/** One entry to pack: a header and, for regular files, the path its content is read from. */
+/**
+ * One entry to pack: a header and, for regular files, the path its content is read from
+ * with the identity (device, inode) of the file its header was built from.
+ */
 interface ExportEntry {
   header: TarHeaderInput;
-  file?: string;
+  file?: { path: string; dev: bigint; ino: bigint };
 }
 
 export interface ExportOptions {
@@ -26,6 +29,14 @@ export interface ExportOptions {
    * entry. `none` (default): everything is packed as what it is.
    */
   whiteouts?: 'overlay' | 'none';
+  /**
+   * Files of `dir` whose name starts with `.wh.`. `refuse` (default): the export fails with
+   * ERR_UNSAFE_ARCHIVE, since in a layer tar that name is a deletion: a container that
+   * made /etc/.wh.passwd would otherwise commit a layer that deletes /etc/passwd, while
+   * changes() reports an added file. `keep`: pack them as they are, for aufs branches,
+   * whose `.wh.` files are their whiteouts.
+   */
+  whiteoutNames?: 'refuse' | 'keep';
   /**
    * Read the tree with node:fs (BigInt lstat, llistxattr, readlink and open/read/close per
    * entry) and encode headers in JS, instead of @cairnfs/sys's TarPacker. Same bytes out,
@@ -62,8 +73,9 @@ const BATCH = 256 * 1024;
  */
 export function exportChanges(dir: string, changes: readonly Change[], opts: ExportOptions = {}): Readable {
   const sorted = [...changes].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
-  if (!usePureJs(opts)) return packNative(dir, opts.whiteouts === 'overlay' ? PACK_OVERLAY : 0, sorted);
-  return packDirect(changeEntries(dir, sorted, opts.whiteouts === 'overlay'));
+  const keep = opts.whiteoutNames === 'keep';
+  if (!usePureJs(opts)) return packNative(dir, (opts.whiteouts === 'overlay' ? PACK_OVERLAY : 0) | (keep ? PACK_KEEP_WHITEOUT_NAMES : 0), sorted);
+  return packDirect(changeEntries(dir, sorted, opts.whiteouts === 'overlay', keep));
 }
 
 /**
@@ -87,7 +99,7 @@ export async function exportTree(dir: string, opts: { pureJs?: boolean } = {}): 
   return exportChanges(dir, await changesBetween(dir, null, { pureJs: true }), { pureJs: true });
 }
 
-function* changeEntries(dir: string, changes: readonly Change[], overlay: boolean): Generator<ExportEntry> {
+function* changeEntries(dir: string, changes: readonly Change[], overlay: boolean, keepWhiteoutNames: boolean): Generator<ExportEntry> {
   const inodes = new Map<string, string>();
   for (const change of changes) {
     const parts = splitEntryPath(change.path.replace(/^\/+/, ''));
@@ -97,7 +109,7 @@ function* changeEntries(dir: string, changes: readonly Change[], overlay: boolea
       yield { header: whiteoutHeader(parts, 0, 0, 0n, 0) };
       continue;
     }
-    yield* pathEntries(dir, rel, parts, inodes, overlay);
+    yield* pathEntries(dir, rel, parts, inodes, overlay, keepWhiteoutNames);
   }
 }
 
@@ -115,7 +127,7 @@ function* walkEntries(dir: string): Generator<ExportEntry> {
       continue;
     }
     const rel = prefixes[prefixes.length - 1]! + name;
-    yield* pathEntries(dir, rel, rel.split('/'), inodes, true);
+    yield* pathEntries(dir, rel, rel.split('/'), inodes, true, false);
     const st = fs.lstatSync(dir + '/' + rel);
     if (st.isDirectory()) {
       stack.push(fs.readdirSync(dir + '/' + rel).sort().reverse());
@@ -124,8 +136,9 @@ function* walkEntries(dir: string): Generator<ExportEntry> {
   }
 }
 
-function* pathEntries(dir: string, rel: string, parts: string[], inodes: Map<string, string>, overlay: boolean): Generator<ExportEntry> {
+function* pathEntries(dir: string, rel: string, parts: string[], inodes: Map<string, string>, overlay: boolean, keepWhiteoutNames: boolean): Generator<ExportEntry> {
   const abs = dir + '/' + rel;
+  if (!keepWhiteoutNames && parts[parts.length - 1]!.startsWith(WHITEOUT_PREFIX)) throw whiteoutNamed(rel);
   let st: fs.BigIntStats;
   try {
     st = fs.lstatSync(abs, { bigint: true });
@@ -170,7 +183,7 @@ function* pathEntries(dir: string, rel: string, parts: string[], inodes: Map<str
   switch (type) {
     case 'file':
       header.size = Number(st.size);
-      yield { header, file: abs };
+      yield { header, file: { path: abs, dev: st.dev, ino: st.ino } };
       break;
     case 'symlink':
       header.linkname = fs.readlinkSync(abs);
@@ -241,7 +254,7 @@ function* tarChunks(entries: Iterable<ExportEntry>): Generator<Buffer> {
     used += n;
     if (file === undefined) continue;
     const size = header.size ?? 0;
-    const fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+    const fd = openRegular(header.name, file);
     try {
       let left = size;
       while (left > 0) {
@@ -279,6 +292,31 @@ function* tarChunks(entries: Iterable<ExportEntry>): Generator<Buffer> {
   }
   buf.fill(0, used, used + 2 * BLOCK);
   yield buf.subarray(0, used + 2 * BLOCK);
+}
+
+/**
+ * Opens the regular file an entry's header was built from, for reading: O_NOFOLLOW (no
+ * symlink), O_NONBLOCK (a fifo swapped in meanwhile must not block the JS thread for
+ * ever), O_NOCTTY; then the fd must be that very regular file (type, device, inode), or
+ * the export fails with ERR_INVALID_ARCHIVE before a byte is read. (The native packer
+ * goes further: it opens through a file handle where it may, so not even a device's
+ * open is called.)
+ */
+function openRegular(name: string, file: { path: string; dev: bigint; ino: bigint }): number {
+  const { O_RDONLY, O_NOFOLLOW, O_NONBLOCK, O_NOCTTY } = fs.constants;
+  const fd = fs.openSync(file.path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY);
+  let st: fs.BigIntStats;
+  try {
+    st = fs.fstatSync(fd, { bigint: true });
+  } catch (err) {
+    fs.closeSync(fd);
+    throw err;
+  }
+  if (!st.isFile() || st.dev !== file.dev || st.ino !== file.ino) {
+    fs.closeSync(fd);
+    throw changedWhilePacked(name);
+  }
+  return fd;
 }
 
 /** Paths handed to the native packer per push. */
@@ -362,14 +400,32 @@ function packError(err: unknown, dir: string): unknown {
       `Cannot export /${rel}: the change list names it but it is not in ${dir} (was the layer modified during the diff?).`,
       { subject: rel });
   }
+  if (e.cairnCode === 'ERR_UNSAFE_ARCHIVE' && e.detail === 'whiteout-name') return whiteoutNamed(e.subject!);
   if (e.cairnCode === 'ERR_INVALID_ARCHIVE') {
     const detail = e.detail ?? '';
     if (detail.startsWith('short:')) return shorterThanHeader(e.subject!, Number(detail.slice(6)));
+    if (detail === 'changed') return changedWhilePacked(e.subject!);
     const name = e.subject!;
     const key = detail.slice('xattr:'.length);
     return new CairnError('ERR_INVALID_ARCHIVE', `Cannot pack xattr "${key}" of ${name}: the name cannot be written in a PAX record.`, { subject: name });
   }
   return err;
+}
+
+/** A file the layer holds under a whiteout's name: no layer tar can carry it as a file. */
+function whiteoutNamed(rel: string): CairnError {
+  const slash = rel.lastIndexOf('/');
+  const target = rel.slice(0, slash + 1) + rel.slice(slash + 1 + WHITEOUT_PREFIX.length);
+  return new CairnError('ERR_UNSAFE_ARCHIVE',
+    `Cannot export /${rel}: a file whose name starts with "${WHITEOUT_PREFIX}" means a deletion in a layer tar ` +
+    `(here of /${target}), so no layer can carry it. Rename or remove it (it was made in the container or layer, not by an image).`,
+    { subject: rel });
+}
+
+function changedWhilePacked(name: string): CairnError {
+  return new CairnError('ERR_INVALID_ARCHIVE',
+    `Cannot pack ${name}: it was replaced (by another file, a device or a fifo) while it was being packed; nothing of the replacement was read. Export the layer again once nothing writes into it.`,
+    { subject: name });
 }
 
 function shorterThanHeader(name: string, size: number): CairnError {

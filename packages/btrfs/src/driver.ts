@@ -1,4 +1,4 @@
-import { lstat, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { chmod, chown, lstat, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { release as kernelRelease } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -286,8 +286,13 @@ export class BtrfsDriver extends NaiveDiffDriver implements StorageDriver {
       const meta: LayerMeta = { parent: parentId, kind, ...(size === null ? {} : { sizeBytes: size }) };
       let made = false;
       try {
-        if (parentId === null) await btrfsSubvolCreate(dir, staging);
-        else await btrfsSnapshot(this.layout.subvolume(parentId), dir, staging, { readOnly: false });
+        if (parentId === null) {
+          await btrfsSubvolCreate(dir, staging);
+          // The subvolume's root comes out 0777 less the umask (0777 under umask 0: a
+          // world-writable container root); a new layer's root is 0755 root:root on every driver.
+          await chmod(stagingPath, 0o755);
+          await chown(stagingPath, 0, 0);
+        } else await btrfsSnapshot(this.layout.subvolume(parentId), dir, staging, { readOnly: false });
         made = true;
         if (size !== null) await this.limit(stagingPath, size, id);
         await layerMeta.write(this.layout.metaFile(id), meta);

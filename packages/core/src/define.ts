@@ -1,6 +1,7 @@
 import { readdir } from 'node:fs/promises';
 import type { DriverContext, DriverFactory, ProbeResult, StorageDriver } from './driver.js';
 import { CairnError, errnoCode, isCairnError } from './errors.js';
+import { secureDir } from './securedir.js';
 
 /** What a driver's probe and open see: the registry's context plus the driver's own options, already parsed. */
 export interface DriverSetup<Options> extends DriverContext {
@@ -40,6 +41,8 @@ export interface DriverDefinition<Options> {
    * The registry still never picks an unusable driver.
    */
   readonly opensWhenUnusable?: boolean;
+  /** The mode of the driver's home (default 0700; overlay2 0710, as moby's). */
+  readonly homeMode?: number;
   parseOptions(options: Readonly<Record<string, string>>): Options;
   probe(setup: DriverSetup<Options>): Promise<ProbeVerdict>;
   hasLayers(ctx: DriverContext): Promise<boolean>;
@@ -76,6 +79,9 @@ export function defineDriver<Options>(def: DriverDefinition<Options>): DriverFac
         throw new CairnError(verdict.code ?? 'ERR_NOT_SUPPORTED',
           `${def.name} cannot run at ${ctx.home}: ${verdict.reason ?? 'its probe gave no reason'}`, { subject: ctx.home });
       }
+      // Every driver opens through here: the one place that refuses a home another user
+      // owns and tightens a loose one (the per-operation locks live inside it).
+      await secureDir(ctx.home, def.homeMode ?? 0o700, 'driver home');
       return guardAfterCleanup(await def.open(setup));
     },
   };

@@ -28,6 +28,7 @@ export { OpenSessions } from './sessions.js';
 export {
   processStartTime, selfIdentity, isProcessAlive, bootId, ownerToken, ownerOfToken, type ProcessIdentity,
 } from './proc.js';
+export { ROOT_DIR_MODE, secureDir } from './securedir.js';
 export { Registry, defaultRegistry, openDriver, probe, type ProbeOptions, type OpenOptions } from './registry.js';
 export { parseByteSize, formatByteSize } from './units.js';
 export {

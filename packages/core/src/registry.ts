@@ -2,6 +2,7 @@ import { isAbsolute, join, resolve } from 'node:path';
 import { detectBackingFs } from './backingfs.js';
 import type { DriverContext, DriverFactory, ProbeResult, StorageDriver } from './driver.js';
 import { CairnError, isCairnError } from './errors.js';
+import { ROOT_DIR_MODE, secureDir } from './securedir.js';
 import { DEFAULT_LOCK_TIMEOUT_MS } from './storelock.js';
 
 const DRIVER_NAME = /^[a-z0-9][a-z0-9_-]*$/;
@@ -180,9 +181,12 @@ function unusableError(result: ProbeResult, home: string, prior: boolean): Cairn
  *   own filesystem (btrfs, zfs) unless the home is on it.
  * The driver returned holds no lock: each of its operations locks what it needs, waiting
  * up to `lockTimeoutMs` for other processes (ERR_LOCKED after that).
+ * The root is created 0711, or tightened to 0711, as moby's; a root or home owned by
+ * another user is refused with ERR_INVALID_OPTION ({@link secureDir}).
  */
 export async function openDriver(opts: OpenOptions): Promise<StorageDriver> {
   const setup = checkSetup(opts);
+  await secureDir(setup.root, ROOT_DIR_MODE, 'storage root');
 
   if (opts.driver !== undefined) {
     const factory = setup.registry.get(opts.driver);

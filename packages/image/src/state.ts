@@ -4,6 +4,7 @@ import { readSmall, writeFileAtomic } from './atomic.js';
 import type { Pin, Pins } from './claims.js';
 import { chainIds } from './digest.js';
 import type { StoreLayout } from './layout.js';
+import { isStoreKey, normalizeTag } from './reference.js';
 import type { ContainerInfo, ImageInfo, LayerInfo } from './store.js';
 
 /**
@@ -47,7 +48,8 @@ export async function loadState(layout: StoreLayout, pins: Pins): Promise<StoreS
   if (repos) {
     const parsed = JSON.parse(repos) as { Repositories?: Record<string, Record<string, string>> };
     for (const byTag of Object.values(parsed.Repositories ?? {})) {
-      for (const [tag, id] of Object.entries(byTag)) if (state.images.has(id)) state.tags.set(tag, id);
+      // A tag that could pose as an image id (written before tags were validated) is dropped.
+      for (const [tag, id] of Object.entries(byTag)) if (state.images.has(id) && isStoreKey(tag)) state.tags.set(normalizeTag(tag), id);
     }
   }
   for (const img of state.images.values()) img.tags = tagsOf(state, img.id);
@@ -69,7 +71,7 @@ export function tagsOf(state: StoreState, imageId: string): string[] {
 export async function saveRepositories(state: StoreState, layout: StoreLayout, dir: string): Promise<void> {
   const repos: Record<string, Record<string, string>> = {};
   for (const [tag, id] of [...state.tags].sort()) {
-    const name = tag.slice(0, tag.lastIndexOf(':'));
+    const name = tag.includes('@') ? tag.slice(0, tag.indexOf('@')) : tag.slice(0, tag.lastIndexOf(':'));
     (repos[name] ??= {})[tag] = id;
   }
   await mkdir(dir, { recursive: true });

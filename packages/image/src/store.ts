@@ -7,13 +7,18 @@ import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
 import pLimit from 'p-limit';
 import {
-  CairnError, DEFAULT_LOCK_TIMEOUT_MS, SharedTable, StoreLocks, assertValidId, fsyncDir, isCairnError, type StorageDriver,
+  CairnError, DEFAULT_LOCK_TIMEOUT_MS, SharedTable, StoreLocks, assertValidId, fsyncDir, isCairnError, secureDir, type StorageDriver,
 } from '@cairnfs/core';
 import { writeFileAtomic } from './atomic.js';
 import { Pins, pinned, scratchName, writeIntent } from './claims.js';
-import { chainIdOf, chainIds, hexOf, isDigest, sha256Of } from './digest.js';
-import { decompressed } from './decompress.js';
-import { describeSource, normalizeTag, type ImageDescription } from './describe.js';
+import { chainIdOf, chainIds, hexOf, sha256Of } from './digest.js';
+import { DEFAULT_MAX_UNCOMPRESSED_BYTES, decompressed } from './decompress.js';
+import { describeSource, type ImageDescription } from './describe.js';
+import { normalizeTag, refMeaning, validTag } from './reference.js';
+import { planPull, type PullOptions } from './registry/pull.js';
+import { pushImage, type PushOptions, type PushResult } from './registry/push.js';
+import { localNameCandidates } from './registry/reference.js';
+import { DistributionMeta } from './registry/distmeta.js';
 import { StoreLayout } from './layout.js';
 import { openSource, type BlobSource } from './source.js';
 import { SplitRecorder, reassemble } from './tarsplit.js';
@@ -76,12 +81,28 @@ export interface ImportOptions {
   /** Extra tag for the imported image(s) (`name:tag`). */
   tag?: string;
   /**
-   * Most bytes one layer (or a compressed image archive) may decompress to; past it the
-   * import fails with ERR_INVALID_ARCHIVE and leaves nothing behind. Default 64 GiB
-   * ({@link DEFAULT_MAX_UNCOMPRESSED_BYTES}): a bound against gzip/zstd bombs that no real layer meets.
+   * Most bytes one layer (or a compressed image archive) may decompress to, and most bytes
+   * one layer's files may hold counted at their logical size (a sparse file at its full
+   * size, however few bytes its tar stores); past either the import fails with
+   * ERR_INVALID_ARCHIVE and leaves nothing behind. Default 64 GiB
+   * ({@link DEFAULT_MAX_UNCOMPRESSED_BYTES}): a bound against gzip/zstd bombs and
+   * terabyte sparse files that no real layer meets.
    */
   maxUncompressedBytes?: number;
   onProgress?: (p: ImportProgress) => void;
+}
+
+export interface CommitOptions {
+  /** Tag for the new image (`name:tag`). */
+  tag?: string;
+  /** History comment. */
+  comment?: string;
+  /**
+   * Most bytes the container's changes may take as a tar (sparse files count at their full
+   * size, as the diff writes them); past it the commit fails with ERR_INVALID_ARCHIVE and
+   * leaves nothing behind. Default {@link DEFAULT_MAX_UNCOMPRESSED_BYTES}, as for imports.
+   */
+  maxUncompressedBytes?: number;
 }
 
 export interface StoreOptions {
@@ -161,6 +182,9 @@ export class LayerStore {
 
   static async open(driver: StorageDriver, opts: StoreOptions = {}): Promise<LayerStore> {
     const root = opts.root ?? dirname(driver.home);
+    // image/ holds every layer's tar-split and every image's config: the caller's alone, as the driver homes.
+    await secureDir(join(root, 'image'), 0o700, 'image store');
+    await secureDir(join(root, 'image', driver.name), 0o700, 'image store');
     const store = new LayerStore(driver, join(root, 'image', driver.name), opts.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS);
     await mkdir(store.layout.tmp, { recursive: true });
     await store.recover();
@@ -213,20 +237,37 @@ export class LayerStore {
     return n;
   }
 
-  /** An image by `name:tag` (`:latest` implied), `sha256:<id>`, or a unique prefix of the id's hex. */
+  /**
+   * An image by `name:tag` (`:latest` implied), full id (`sha256:<hex>` or the 64 hex digits),
+   * or a unique prefix of the id's hex (at least 4 digits). A full id is only ever an id.
+   * A reference that is both a tag and an id prefix must agree on the image, else it is
+   * refused as ambiguous (ERR_INVALID_OPTION): Docker prefers the tag there, which lets an
+   * image tagged `<12 hex of another image>:latest` stand in for that image.
+   */
   image(ref: string): ImageInfo {
-    const s = this.state;
-    const byTag = s.tags.get(normalizeTag(ref));
-    if (byTag) return s.images.get(byTag)!;
-    if (isDigest(ref) && s.images.has(ref)) return s.images.get(ref)!;
-    const hex = ref.startsWith('sha256:') ? ref.slice(7) : ref;
-    if (/^[0-9a-f]{4,64}$/.test(hex)) {
-      const hits = [...s.images.keys()].filter((id) => hexOf(id).startsWith(hex));
-      if (hits.length === 1) return s.images.get(hits[0]!)!;
-      if (hits.length > 1) throw new CairnError('ERR_INVALID_OPTION', `image id prefix ${hex} is ambiguous (${hits.length} images); give more digits`, { subject: ref });
+    const { images: imageMap, tags } = this.state;
+    const m = refMeaning(ref);
+    const missing = () => new CairnError('ERR_IMAGE_NOT_FOUND', `no image ${ref}; \`cairn images\` lists them, \`cairn import FILE\` adds one`, { subject: ref });
+    if (m.fullId) {
+      const img = imageMap.get(m.fullId);
+      if (img) return img;
+      throw missing();
     }
-    throw new CairnError('ERR_IMAGE_NOT_FOUND', `no image ${ref}; \`cairn images\` lists them, \`cairn import FILE\` adds one`, { subject: ref });
+    // `busybox:1.36` also finds what a pull recorded as `docker.io/library/busybox:1.36`, and back.
+    let byTag: string | undefined;
+    if (m.tag) for (const name of [m.tag, ...localNameCandidates(ref)]) { byTag = tags.get(name); if (byTag) break; }
+    const hits = m.idPrefix ? [...imageMap.keys()].filter((id) => hexOf(id).startsWith(m.idPrefix!)) : [];
+    if (byTag && hits.length > 0 && !(hits.length === 1 && hits[0] === byTag)) {
+      throw new CairnError('ERR_INVALID_OPTION',
+        `${ref} is ambiguous: it is a tag of image ${byTag} and a prefix of the id of ${hits.filter((h) => h !== byTag).join(', ')}; ` +
+        'give the full image id (sha256:…) or the tag with a registry or repository path', { subject: ref });
+    }
+    if (byTag) return imageMap.get(byTag)!;
+    if (hits.length === 1) return imageMap.get(hits[0]!)!;
+    if (hits.length > 1) throw new CairnError('ERR_INVALID_OPTION', `image id prefix ${m.idPrefix} is ambiguous (${hits.length} images); give more digits`, { subject: ref });
+    throw missing();
   }
+
 
   /** Tags of an image. */
   tagsOf(imageId: string): string[] {
@@ -237,6 +278,7 @@ export class LayerStore {
 
   /** Imports every image of a docker-save tarball, OCI archive or OCI layout directory. */
   async importImage(path: string, opts: ImportOptions = {}): Promise<ImageInfo[]> {
+    if (opts.tag !== undefined) opts = { ...opts, tag: validTag(opts.tag, 'ERR_INVALID_OPTION', 'the tag option') };
     await mkdir(this.layout.tmp, { recursive: true });
     const src = await openSource(path, this.layout.tmp, { maxBytes: opts.maxUncompressedBytes, what: `image archive ${path}` });
     try {
@@ -276,7 +318,7 @@ export class LayerStore {
         await mkdirDurable(this.layout.images);
         await writeFileAtomic(this.layout.image(desc.id), desc.config);
         if (!s.images.has(desc.id)) s.images.set(desc.id, image);
-        for (const t of [...desc.tags, ...(opts.tag ? [normalizeTag(opts.tag)] : [])]) s.tags.set(t, desc.id);
+        for (const t of [...desc.tags, ...(opts.tag ? [opts.tag] : [])]) s.tags.set(t, desc.id);
         await saveRepositories(s, this.layout, this.dir);
         await this.pins.drop(pin);
         return s.images.get(desc.id)!;
@@ -385,7 +427,7 @@ export class LayerStore {
     const counted = (async function* () { for await (const c of blob) { onBytes(c.length); yield c; } })();
     const it = decompressed(counted, { maxBytes: maxUncompressedBytes, what: `layer ${diffId}` })[Symbol.asyncIterator]();
     const hash = createHash('sha256');
-    const rec = new SplitRecorder();
+    const rec = new SplitRecorder({ maxLogicalBytes: maxUncompressedBytes ?? DEFAULT_MAX_UNCOMPRESSED_BYTES, what: `layer ${diffId}` });
     let tarSize = 0;
     const take = async (): Promise<IteratorResult<Buffer>> => {
       const r = await it.next();
@@ -435,12 +477,47 @@ export class LayerStore {
     s.layers.set(l.chainId, info);
   }
 
+  // ---- registries (./registry/*) ---------------------------------------------------
+
+  /**
+   * Pulls an image from a registry through the import path: the same verification,
+   * parallelism and all-or-nothing cleanup; layers the store has are not downloaded.
+   * Tagged with the normalised reference (`docker.io/library/busybox:1.36`).
+   */
+  async pull(ref: string, opts: PullOptions = {}): Promise<ImageInfo> {
+    await mkdir(this.layout.tmp, { recursive: true });
+    await this.refresh();
+    const localConfig = async (id: string) => (this.state.images.has(id) ? readFile(this.layout.image(id)) : undefined);
+    const plan = await planPull(ref, opts, { storeDir: this.dir, localConfig });
+    try {
+      // importOne takes its own locks (chain locks before the store lock): not under one here.
+      await this.refresh();
+      return plan.upToDate(this) ?? await plan.recorded(await this.importOne(plan.source, plan.desc, plan.importOptions));
+    } finally {
+      await plan.close();
+    }
+  }
+
+  /**
+   * Pushes a local image (tag, id or id prefix) to a registry reference; the manifest goes
+   * last. Its layers are pinned meanwhile (no rmi or gc elsewhere removes them under the upload).
+   */
+  async push(image: string, ref: string, opts: PushOptions = {}): Promise<PushResult> {
+    const pin = await this.write(`push ${image}`, () => this.pins.add(this.image(image).layers));
+    try {
+      return await pushImage(this, image, ref, opts);
+    } finally {
+      await this.pins.drop(pin);
+    }
+  }
+
   // ---- tags, containers, removal ---------------------------------------------------
 
   async tag(imageRef: string, tag: string): Promise<void> {
-    await this.write(`tag ${imageRef} as ${tag}`, async (s) => {
+    const t = validTag(tag, 'ERR_INVALID_OPTION', 'tag');
+    await this.write(`tag ${imageRef} as ${t}`, async (s) => {
       const img = this.image(imageRef);
-      s.tags.set(normalizeTag(tag), img.id);
+      s.tags.set(t, img.id);
       await saveRepositories(s, this.layout, this.dir);
     });
   }
@@ -483,7 +560,8 @@ export class LayerStore {
    * does: the container's diff becomes a layer (shared if an identical one exists), the
    * image config gains its diff id and a history entry. The container is left as it is.
    */
-  async commitContainer(name: string, opts: { tag?: string; comment?: string } = {}): Promise<ImageInfo> {
+  async commitContainer(name: string, opts: CommitOptions = {}): Promise<ImageInfo> {
+    const tag = opts.tag === undefined ? undefined : validTag(opts.tag, 'ERR_INVALID_OPTION', 'the tag option');
     const { c, base, parentCache } = await this.read(`commit container ${name}`, () => {
       const c = this.container(name);
       return { c, base: this.image(c.image), parentCache: c.parent ? this.layer(c.parent).cacheId : null };
@@ -496,8 +574,21 @@ export class LayerStore {
     try {
       const hash = createHash('sha256');
       const diff = await this.driver.diff(c.mountId, parentCache);
+      // The container is not trusted: a 16 TiB sparse file made with truncate(1) would
+      // stream 16 TiB of zeros into the spool. The same bound as an import's.
+      const max = opts.maxUncompressedBytes ?? DEFAULT_MAX_UNCOMPRESSED_BYTES;
+      let spooled = 0;
       await pipeline(diff, async function* (source: AsyncIterable<Buffer>) {
-        for await (const chunk of source) { hash.update(chunk); yield chunk; }
+        for await (const chunk of source) {
+          spooled += chunk.length;
+          if (spooled > max) {
+            throw new CairnError('ERR_INVALID_ARCHIVE',
+              `the changes of container ${name} exceed ${max} bytes as a tar (maxUncompressedBytes; sparse files count at their full size): not committed. ` +
+              'Remove the large files from the container, or commit with a larger maxUncompressedBytes.', { subject: name });
+          }
+          hash.update(chunk);
+          yield chunk;
+        }
       }, createWriteStream(spool));
       const diffId = `sha256:${hash.digest('hex')}`;
       const chainId = chainIdOf(c.parent, diffId);
@@ -505,7 +596,7 @@ export class LayerStore {
         this.image(base.id); // still there: from now on the pin keeps its layers
         return this.pins.add([...base.layers, chainId]);
       });
-      await this.makeLayers([{ chainId, diffId, parent: c.parent, blob: () => createReadStream(spool), onBytes: () => undefined, onDone: () => undefined }], 1, []);
+      await this.makeLayers([{ chainId, diffId, parent: c.parent, blob: () => createReadStream(spool), onBytes: () => undefined, onDone: () => undefined }], 1, [], max);
       return await this.write(`commit container ${name}`, async (s) => {
         const config = JSON.parse((await readFile(this.layout.image(base.id))).toString('utf8')) as {
           rootfs?: { type?: string; diff_ids?: string[] }; history?: unknown[]; created?: string;
@@ -520,7 +611,7 @@ export class LayerStore {
         await writeFileAtomic(this.layout.image(id), configBytes);
         const image: ImageInfo = { id, tags: [], diffIds: [...base.diffIds, diffId], layers: [...base.layers, chainId] };
         if (!s.images.has(id)) s.images.set(id, image);
-        if (opts.tag) s.tags.set(normalizeTag(opts.tag), id);
+        if (tag) s.tags.set(tag, id);
         await saveRepositories(s, this.layout, this.dir);
         await this.pins.drop(pin!);
         return s.images.get(id)!;
@@ -633,6 +724,13 @@ export class LayerStore {
         }
         if (!progress) break;
       }
+    });
+    // Partial downloads of interrupted pulls, and registry records of layers that are gone.
+    await this.write('collect garbage', async (s) => {
+      const dist = new DistributionMeta(this.dir);
+      await dist.dropPartials();
+      const diffIds = new Set([...s.layers.values()].map((l) => l.diffId));
+      for (const d of await dist.diffIds()) if (!diffIds.has(d)) await dist.forget(d);
     });
     return { imagesRemoved, layersRemoved, orphansRemoved };
   }

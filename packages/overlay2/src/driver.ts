@@ -3,6 +3,7 @@ import type { Readable } from 'node:stream';
 import {
   CairnError, SharedMounts, SharedTable, StoreLocks, assertValidId, commitStaged, discardDir, errnoCode, fsyncDir,
   fsyncFile, makeStagingDir, moveToTrash, normalizeParent, parseByteSize, readMountInfo, LayerQuotas, sweepLeftovers,
+  secureDir,
 } from '@cairnfs/core';
 import { NaiveDiff } from '@cairnfs/archive';
 import type { Change, CreateOptions, DriverSetup, GetOptions, PutOptions, StorageDriver } from '@cairnfs/core';
@@ -124,7 +125,8 @@ export class Overlay2Driver implements StorageDriver {
   }
 
   private async recover(): Promise<void> {
-    await mkdir(this.layout.linkDir, { recursive: true, mode: 0o700 });
+    // l/ names every layer's lower dir: nobody but us may rename its links.
+    await secureDir(this.layout.linkDir, 0o700, 'overlay2 link directory');
     const mounts = await readMountInfo();
     const mounted = new Set(mounts.map((m) => m.mountPoint));
     await this.locks.write('repair the overlay2 home', async () => {

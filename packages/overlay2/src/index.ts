@@ -6,7 +6,7 @@
 import { CairnError, defineDriver } from '@cairnfs/core';
 import { Overlay2Driver, parseOptions, type Overlay2Options } from './driver.js';
 import { listLayerIds } from './links.js';
-import { Layout } from './layout.js';
+import { HOME_MODE, Layout } from './layout.js';
 import { probeOverlay } from './probe.js';
 
 export { Overlay2Driver, IMAGE_LAYER_XATTR, parseOptions } from './driver.js';
@@ -24,6 +24,7 @@ export type { LinkRepairReport } from './links.js';
 export const overlay2Driver = defineDriver<Overlay2Options>({
   name: 'overlay2',
   priority: 1,
+  homeMode: HOME_MODE,
   parseOptions,
   async probe(setup) {
     try {

@@ -8,6 +8,7 @@ export { RemoteDriver, RemoteError } from './remote.js';
 export type { StressOptions, WitnessOptions, WorkReport } from './remote-work.js';
 export * from './zfs.js';
 export * from './fuzz.js';
+export * from './racer.js';
 export * from './vm.js';
 export { codeOf, expectIndependent16MQuotas, writeError } from './quota-checks.js';
 export { loadDriverFactory, readPlan, runChild, runJournaled, say } from './crash-protocol.js';
@@ -16,3 +17,5 @@ export {
   sha, tarOf as packedTarOf, fileEntry, dirEntry, sampleLayers, configFor, writeDockerSave, writeOciLayout, tarDir,
   type Compress,
 } from './image-fixture.js';
+export * from './registry.js';
+export * from './httpproxy.js';

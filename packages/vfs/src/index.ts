@@ -1,5 +1,7 @@
 import { access, constants as fsConstants } from 'node:fs/promises';
-import { CairnError, defineDriver, detectBackingFs, dirHasEntries, errnoCode, nearestExistingPath, parseByteSize } from '@cairnfs/core';
+import {
+  CairnError, defineDriver, detectBackingFs, dirHasEntries, errnoCode, nearestExistingPath, parseByteSize,
+} from '@cairnfs/core';
 import { VfsDriver, type VfsSettings } from './driver.js';
 import { VfsLayout } from './layout.js';
 
