@@ -3,14 +3,14 @@ import { mkdir, readdir, rm, rmdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import {
-  CairnError, OpenSessions, SharedMounts, SharedTable, StoreLocks, assertValidId, normalizeParent,
+  CairnError, OpenSessions, SharedMounts, SharedTable, StoreLocks, assertValidId, errnoCode, normalizeParent,
   readMountInfo,
 } from '@cairnfs/core';
 import { NaiveDiff } from '@cairnfs/archive';
 import type { Change, CreateOptions, DriverSetup, GetOptions, PutOptions, StorageDriver } from '@cairnfs/core';
 import { major, minor } from '@cairnfs/sys';
 import {
-  createDevice, devPath, isActive, isIdTaken, isNoSuchThin, listDevices,
+  createDevice, devPath, isActive, isIdTaken, isNoSuchThin, listDevices, makeNode,
   poolMessage, poolStatus, removeDevice, resume, suspendIfActive, thinTable,
 } from './dmsetup.js';
 import { classify } from './exec.js';
@@ -613,10 +613,22 @@ export class DeviceMapperDriver implements StorageDriver {
     const { meta, fs } = await this.read(`mount layer ${id}`, () => ({ meta: this.liveLayer(id), fs: this.fs }));
     if (!meta) throw new CairnError('ERR_LAYER_NOT_FOUND', `layer ${id} does not exist`, { subject: id });
     const name = this.deviceName(id);
-    if (!isActive(name)) await createDevice(name, thinTable(meta.size, this.pool.dev, meta.deviceId));
+    const table = thinTable(meta.size, this.pool.dev, meta.deviceId);
+    if (!isActive(name)) await createDevice(name, table);
     const readOnly = meta.kind === 'ro' && meta.applied && !this.applying.has(id);
+    const mountIt = () => mountDevice(devPath(name), this.layout.mountPoint(id), fs, this.opts.mountOpt, readOnly, opts.mountLabel);
     try {
-      await mountDevice(devPath(name), this.layout.mountPoint(id), fs, this.opts.mountOpt, readOnly, opts.mountLabel);
+      try {
+        await mountIt();
+      } catch (err) {
+        // ENXIO: a /dev/mapper node without its device (a process killed inside a dmsetup
+        // remove leaves one, and there is no udev to tidy it): mknodes drops it, then the
+        // device is made for real (found by the kill trials with several processes).
+        if (errnoCode((err as { cause?: unknown }).cause) !== 'ENXIO') throw err;
+        await makeNode(name).catch(() => rm(devPath(name), { force: true }));
+        if (!isActive(name)) await createDevice(name, table);
+        await mountIt();
+      }
     } catch (err) {
       await removeDevice(name).catch(() => undefined);
       throw err;
