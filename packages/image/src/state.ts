@@ -4,7 +4,10 @@ import { readSmall, writeFileAtomic } from './atomic.js';
 import type { Pin, Pins } from './claims.js';
 import { chainIds } from './digest.js';
 import type { StoreLayout } from './layout.js';
-import { isStoreKey, normalizeTag } from './reference.js';
+import { isStoreKey, normalizeTag, refMeaning } from './reference.js';
+import { CairnError } from '@cairnfs/core';
+import { hexOf } from './digest.js';
+import { localNameCandidates } from './registry/reference.js';
 import type { ContainerInfo, ImageInfo, LayerInfo } from './store.js';
 
 /**
@@ -77,4 +80,29 @@ export async function saveRepositories(state: StoreState, layout: StoreLayout, d
   await mkdir(dir, { recursive: true });
   await writeFileAtomic(layout.repositories, JSON.stringify({ Repositories: repos }, null, 2) + '\n');
   for (const img of state.images.values()) img.tags = tagsOf(state, img.id);
+}
+
+/** The image a reference names in `state` (see LayerStore.image for the rules). */
+export function resolveImage(state: StoreState, ref: string): ImageInfo {
+  const { images: imageMap, tags } = state;
+  const m = refMeaning(ref);
+  const missing = () => new CairnError('ERR_IMAGE_NOT_FOUND', `no image ${ref}; \`cairn images\` lists them, \`cairn import FILE\` adds one`, { subject: ref });
+  if (m.fullId) {
+    const img = imageMap.get(m.fullId);
+    if (img) return img;
+    throw missing();
+  }
+  // `busybox:1.36` also finds what a pull recorded as `docker.io/library/busybox:1.36`, and back.
+  let byTag: string | undefined;
+  if (m.tag) for (const name of [m.tag, ...localNameCandidates(ref)]) { byTag = tags.get(name); if (byTag) break; }
+  const hits = m.idPrefix ? [...imageMap.keys()].filter((id) => hexOf(id).startsWith(m.idPrefix!)) : [];
+  if (byTag && hits.length > 0 && !(hits.length === 1 && hits[0] === byTag)) {
+    throw new CairnError('ERR_INVALID_OPTION',
+      `${ref} is ambiguous: it is a tag of image ${byTag} and a prefix of the id of ${hits.filter((h) => h !== byTag).join(', ')}; ` +
+      'give the full image id (sha256:…) or the tag with a registry or repository path', { subject: ref });
+  }
+  if (byTag) return imageMap.get(byTag)!;
+  if (hits.length === 1) return imageMap.get(hits[0]!)!;
+  if (hits.length > 1) throw new CairnError('ERR_INVALID_OPTION', `image id prefix ${m.idPrefix} is ambiguous (${hits.length} images); give more digits`, { subject: ref });
+  throw missing();
 }

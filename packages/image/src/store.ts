@@ -1,7 +1,7 @@
 import { availableParallelism } from 'node:os';
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, open, readFile, rename, rm, unlink } from 'node:fs/promises';
+import { mkdir, readFile, rename, rm, unlink } from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
 import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -10,20 +10,20 @@ import {
   CairnError, DEFAULT_LOCK_TIMEOUT_MS, SharedTable, StoreLocks, assertValidId, fsyncDir, isCairnError, secureDir, type StorageDriver,
 } from '@cairnfs/core';
 import { writeFileAtomic } from './atomic.js';
+import { applyBlob, mkdirDurable, writeSyncedFile } from './layerfiles.js';
 import { Pins, pinned, scratchName, writeIntent } from './claims.js';
 import { chainIdOf, chainIds, hexOf, sha256Of } from './digest.js';
-import { DEFAULT_MAX_UNCOMPRESSED_BYTES, decompressed } from './decompress.js';
+import { DEFAULT_MAX_UNCOMPRESSED_BYTES } from './decompress.js';
 import { describeSource, type ImageDescription } from './describe.js';
-import { normalizeTag, refMeaning, validTag } from './reference.js';
+import { normalizeTag, validTag } from './reference.js';
 import { planPull, type PullOptions } from './registry/pull.js';
 import { pushImage, type PushOptions, type PushResult } from './registry/push.js';
-import { localNameCandidates } from './registry/reference.js';
 import { DistributionMeta } from './registry/distmeta.js';
 import { StoreLayout } from './layout.js';
 import { openSource, type BlobSource } from './source.js';
-import { SplitRecorder, reassemble } from './tarsplit.js';
+import { reassemble } from './tarsplit.js';
 import { hasAbandonedWork, sweepAbandoned } from './repair.js';
-import { loadState, saveRepositories, tagsOf, type StoreState } from './state.js';
+import { loadState, resolveImage, saveRepositories, tagsOf, type StoreState } from './state.js';
 
 export interface LayerInfo {
   chainId: string;
@@ -123,24 +123,6 @@ interface LayerPlan {
 }
 
 /** Writes a new file and fsyncs it (callers fsync its directory once all are written). */
-async function writeSyncedFile(path: string, data: string | Buffer): Promise<void> {
-  const fh = await open(path, 'w', 0o600);
-  try { await fh.writeFile(data); await fh.sync(); } finally { await fh.close(); }
-}
-
-/**
- * mkdir -p whose new directories survive power loss: each one's parent is fsynced, so the
- * first layer or image recorded under a fresh tree does not vanish with its directory.
- */
-async function mkdirDurable(path: string): Promise<void> {
-  const first = await mkdir(path, { recursive: true });
-  if (first === undefined) return;
-  for (let dir = path; ; dir = dirname(dir)) {
-    await fsyncDir(dirname(dir));
-    if (dir === first || dir === dirname(dir)) break;
-  }
-}
-
 const notFound = (what: string) => new CairnError('ERR_LAYER_NOT_FOUND', what, { subject: what });
 
 /** Drivers whose layers are independent directories, so an image's layers can be applied at once. */
@@ -245,29 +227,8 @@ export class LayerStore {
    * image tagged `<12 hex of another image>:latest` stand in for that image.
    */
   image(ref: string): ImageInfo {
-    const { images: imageMap, tags } = this.state;
-    const m = refMeaning(ref);
-    const missing = () => new CairnError('ERR_IMAGE_NOT_FOUND', `no image ${ref}; \`cairn images\` lists them, \`cairn import FILE\` adds one`, { subject: ref });
-    if (m.fullId) {
-      const img = imageMap.get(m.fullId);
-      if (img) return img;
-      throw missing();
-    }
-    // `busybox:1.36` also finds what a pull recorded as `docker.io/library/busybox:1.36`, and back.
-    let byTag: string | undefined;
-    if (m.tag) for (const name of [m.tag, ...localNameCandidates(ref)]) { byTag = tags.get(name); if (byTag) break; }
-    const hits = m.idPrefix ? [...imageMap.keys()].filter((id) => hexOf(id).startsWith(m.idPrefix!)) : [];
-    if (byTag && hits.length > 0 && !(hits.length === 1 && hits[0] === byTag)) {
-      throw new CairnError('ERR_INVALID_OPTION',
-        `${ref} is ambiguous: it is a tag of image ${byTag} and a prefix of the id of ${hits.filter((h) => h !== byTag).join(', ')}; ` +
-        'give the full image id (sha256:…) or the tag with a registry or repository path', { subject: ref });
-    }
-    if (byTag) return imageMap.get(byTag)!;
-    if (hits.length === 1) return imageMap.get(hits[0]!)!;
-    if (hits.length > 1) throw new CairnError('ERR_INVALID_OPTION', `image id prefix ${m.idPrefix} is ambiguous (${hits.length} images); give more digits`, { subject: ref });
-    throw missing();
+    return resolveImage(this.state, ref);
   }
-
 
   /** Tags of an image. */
   tagsOf(imageId: string): string[] {
@@ -418,43 +379,10 @@ export class LayerStore {
     await unlink(this.layout.intent(cacheId)).catch(() => undefined);
   }
 
-  /**
-   * Applies one layer blob, hashing the uncompressed stream and recording its tar-split
-   * as it passes to the driver; the diff id is checked once the stream is read to the end.
-   */
-  private async applyLayer(cacheId: string, parentCacheId: string | null, diffId: string,
+  /** Applies one layer blob to a driver layer (see applyBlob). */
+  private applyLayer(cacheId: string, parentCacheId: string | null, diffId: string,
     blob: AsyncIterable<Uint8Array>, onBytes: (n: number) => void, maxUncompressedBytes?: number) {
-    const counted = (async function* () { for await (const c of blob) { onBytes(c.length); yield c; } })();
-    const it = decompressed(counted, { maxBytes: maxUncompressedBytes, what: `layer ${diffId}` })[Symbol.asyncIterator]();
-    const hash = createHash('sha256');
-    const rec = new SplitRecorder({ maxLogicalBytes: maxUncompressedBytes ?? DEFAULT_MAX_UNCOMPRESSED_BYTES, what: `layer ${diffId}` });
-    let tarSize = 0;
-    const take = async (): Promise<IteratorResult<Buffer>> => {
-      const r = await it.next();
-      if (!r.done) { hash.update(r.value); rec.write(r.value); tarSize += r.value.length; }
-      return r;
-    };
-    // The driver may stop reading at the end-of-archive marker; its return() must not
-    // close the source, since the digest covers every byte up to EOF.
-    const feed: AsyncIterable<Buffer> = {
-      [Symbol.asyncIterator]: () => ({ next: take, return: async () => ({ done: true, value: undefined }) }),
-    };
-    let size: number;
-    try {
-      size = await this.driver.applyDiff(cacheId, parentCacheId, feed);
-      while (!(await take()).done) { /* drain to EOF */ }
-    } catch (err) {
-      await it.return?.(undefined);
-      throw err;
-    }
-    const split = await rec.finish();
-    const got = `sha256:${hash.digest('hex')}`;
-    if (got !== diffId) {
-      throw new CairnError('ERR_INVALID_ARCHIVE',
-        `layer content does not match the image: its diff id is ${got}, the image config says ${diffId}; the image is corrupt or was tampered with`,
-        { subject: diffId });
-    }
-    return { size, tarSize, exact: rec.exact, split };
+    return applyBlob(this.driver, cacheId, parentCacheId, diffId, blob, onBytes, maxUncompressedBytes);
   }
 
   /** Records a layer in the layerdb (the caller holds the write lock); its intent goes with it. */
