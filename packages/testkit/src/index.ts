@@ -7,5 +7,6 @@ export * from './crash.js';
 export * from './zfs.js';
 export * from './fuzz.js';
 export * from './vm.js';
+export * from './busybox.js';
 export { codeOf, expectIndependent16MQuotas, writeError } from './quota-checks.js';
 export { loadDriverFactory, readPlan, runChild, runJournaled, say } from './crash-protocol.js';

@@ -32,6 +32,8 @@ const TOOL_PACKAGES: Record<string, string> = {
   'mkfs.xfs': 'xfsprogs',
   xfs_quota: 'xfsprogs',
   'mkfs.ext4': 'e2fsprogs',
+  getfattr: 'attr',
+  setfattr: 'attr',
   mount: 'mount',
   umount: 'mount',
   losetup: 'mount',
