@@ -25,6 +25,11 @@ packages+=(zstd)
 # archive tests: bsdtar (libarchive) as a second producer of layer tars besides GNU tar
 packages+=(libarchive-tools)
 
+# @cairnfs/sys prebuilt binaries: scripts/prebuild.sh compiles linux-x64 and linux-arm64 (g++ and
+# Debian's cross g++, which brings the arm64 glibc/libstdc++ too); scripts/arm64/test-sys.sh runs
+# the arm64 one under qemu-user
+packages+=(g++ g++-aarch64-linux-gnu qemu-user)
+
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -1,6 +1,7 @@
-// Loads the compiled addon. The relative path works from src/ (jest runs the sources) and
-// from dist/ (the built package), since both sit one level below the package root.
-import { createRequire } from 'node:module';
+// Loads the compiled addon (see load.ts for which binary). The package root is one level
+// above this module both from src/ (jest runs the sources) and from dist/ (the built package).
+import { fileURLToPath } from 'node:url';
+import { loadAddon } from './load.js';
 
 /** The raw addon surface; src/index.ts wraps it with documented, typed functions. */
 export interface NativeBinding {
@@ -28,20 +29,7 @@ export interface NativeBinding {
 }
 
 function load(): NativeBinding {
-  const require = createRequire(import.meta.url);
-  try {
-    return require('../build/Release/cairn_sys.node') as NativeBinding;
-  } catch (err) {
-    const e = err as NodeJS.ErrnoException;
-    if (e.code === 'MODULE_NOT_FOUND') {
-      throw new Error(
-        '@cairnfs/sys: the native addon is not built (build/Release/cairn_sys.node is missing). ' +
-          'Run `npm rebuild @cairnfs/sys` (needs g++, make and python3) and try again.',
-        { cause: err },
-      );
-    }
-    throw err;
-  }
+  return loadAddon<NativeBinding>(fileURLToPath(new URL('..', import.meta.url)));
 }
 
 export const native: NativeBinding = load();
