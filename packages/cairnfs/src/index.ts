@@ -10,6 +10,10 @@
  * const report = await probe({ root: '/var/lib/cairn' }); // why each driver was or was not chosen
  * ```
  *
+ * Images and containers on top of a driver ({@link LayerStore}, {@link exportImage}) and
+ * moving a store between drivers ({@link migrate}) are re-exported here too, so one
+ * dependency is enough.
+ *
  * Driver authors who need the building blocks (staging, mount refcounts, the archive
  * code) import `@cairnfs/core` directly; this package re-exports the user-facing API.
  * @packageDocumentation
@@ -36,6 +40,11 @@ export { overlay2Driver, btrfsDriver, zfsDriver, devicemapperDriver, aufsDriver,
 // Moving a store from one driver to another (aufs → overlay2 is the classic case).
 export { migrate } from '@cairnfs/core';
 export type { MigrateOptions, MigrateProgress, MigrateResult, LayerRef } from '@cairnfs/core';
+
+// Images: import (docker save, OCI layout or archive) into a layer store on any driver,
+// containers on top, and export back to a docker save tarball (store.importImage, exportImage).
+export { LayerStore, exportImage, chainIdOf, chainIds, normalizeTag, DEFAULT_MAX_UNCOMPRESSED_BYTES } from '@cairnfs/image';
+export type { ContainerInfo, ImageInfo, ImportOptions, ImportProgress, LayerInfo, StoreOptions, Compression } from '@cairnfs/image';
 
 // Building and reading layer tars (for runtimes that commit containers or make layers).
 export { packEntries, readTar } from '@cairnfs/core';
