@@ -2,6 +2,7 @@
 // The `cairn` command: one subcommand per verb of the layer store and the driver.
 // Every command opens the driver, does one thing, and releases it (except `mount`,
 // which must leave its mount in place for `umount` in a later process to find).
+import { createRequire } from 'node:module';
 import { pipeline } from 'node:stream/promises';
 import { dirname, resolve } from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
@@ -15,8 +16,12 @@ import { importReporter } from './progress.js';
 
 interface Globals { root: string; driver?: string; storageOpt: string[]; json?: boolean }
 
+// From src/cli and dist/cli alike, the package root is two levels up.
+const { version } = createRequire(import.meta.url)('../../package.json') as { version: string };
+
 const program = new Command('cairn')
   .description('Container image layers on Docker-grade storage drivers (overlay2, btrfs, vfs, …)')
+  .version(version, '-V, --version', 'print the version of cairn and exit')
   .addOption(new Option('--root <dir>', 'storage root').default('/var/lib/cairn').env('CAIRN_ROOT'))
   .option('--driver <name>', 'storage driver (default: auto-select as moby does)')
   .option('--storage-opt <key=value>', 'driver option, e.g. overlay2.size=10G (repeatable)', (v: string, prev: string[]) => [...prev, v], [] as string[])
