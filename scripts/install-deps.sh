@@ -30,6 +30,9 @@ packages+=(libarchive-tools)
 # the arm64 one under qemu-user
 packages+=(g++ g++-aarch64-linux-gnu qemu-user)
 
+# cairn completion: the generated zsh and fish scripts are run by their shells in the CLI tests
+packages+=(zsh fish)
+
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -33,6 +33,8 @@ const TOOL_PACKAGES: Record<string, string> = {
   xfs_quota: 'xfsprogs',
   'mkfs.ext4': 'e2fsprogs',
   getfattr: 'attr',
+  zsh: 'zsh',
+  fish: 'fish',
   setfattr: 'attr',
   mount: 'mount',
   umount: 'mount',

@@ -1,29 +1,98 @@
+// Progress of long operations, on stderr (stdout may carry a tar or a listing), with rate
+// and time left. --progress picks the form: auto (a bar on a terminal, else plain), plain
+// (one line per finished step), json (one JSON object per line, for scripts), none.
 import cliProgress from 'cli-progress';
 import type { ImportProgress } from '@cairnfs/image';
+import type { MigrateProgress } from '../index.js';
+import type { ProgressMode } from './context.js';
+import { humanBytes, humanDuration, shortId } from './output.js';
 
-/**
- * Import progress on stderr (stdout may carry a tar): a bar when stderr is a terminal,
- * one plain line per finished layer otherwise, so logs stay readable.
- */
-export function importReporter(): { onProgress: (p: ImportProgress) => void; stop: () => void } {
-  if (process.stderr.isTTY) {
-    const bar = new cliProgress.SingleBar({
-      stream: process.stderr,
-      format: 'importing {image} [{bar}] {percentage}% | {layersDone}/{layersTotal} layers | {value}/{total} bytes',
-    }, cliProgress.Presets.shades_classic);
-    let started = '';
+/** Bytes per second and seconds left from the start of the operation (null until measurable). */
+export class Rate {
+  private readonly start = performance.now();
+  measure(done: number, total: number): { perSecond: number | null; etaSeconds: number | null } {
+    const seconds = (performance.now() - this.start) / 1000;
+    if (seconds < 0.05 || done <= 0) return { perSecond: null, etaSeconds: null };
+    const perSecond = done / seconds;
+    return { perSecond, etaSeconds: total > done ? (total - done) / perSecond : 0 };
+  }
+}
+
+type Display = 'bar' | 'plain' | 'json' | 'none';
+const display = (mode: ProgressMode): Display => (mode === 'auto' ? (process.stderr.isTTY ? 'bar' : 'plain') : mode);
+const line = (text: string) => process.stderr.write(`${text}\n`);
+const json = (event: object) => process.stderr.write(`${JSON.stringify(event)}\n`);
+
+export interface Reporter<P> { onProgress: (p: P) => void; stop: () => void }
+
+/** Import progress: bytes are those read from the source (compressed, as stored there). */
+export function importReporter(mode: ProgressMode): Reporter<ImportProgress> {
+  const rate = new Rate();
+  const how = display(mode);
+  if (how === 'none') return { onProgress: () => undefined, stop: () => undefined };
+  if (how === 'json') {
     return {
       onProgress: (p) => {
-        const payload = { image: p.image.slice(7, 19), layersDone: p.layersDone, layersTotal: p.layersTotal };
-        if (started !== p.image) { if (started) bar.stop(); bar.start(Math.max(p.bytesTotal, 1), p.bytesDone, payload); started = p.image; }
-        else bar.update(p.bytesDone, payload);
+        const { perSecond, etaSeconds } = rate.measure(p.bytesDone, p.bytesTotal);
+        json({ event: p.layer ? 'layer' : 'progress', image: p.image, ...(p.layer ? { layer: p.layer } : {}), layersDone: p.layersDone, layersTotal: p.layersTotal,
+          bytesDone: p.bytesDone, bytesTotal: p.bytesTotal, bytesPerSecond: perSecond === null ? null : Math.round(perSecond),
+          etaSeconds: etaSeconds === null ? null : Math.ceil(etaSeconds) });
       },
-      stop: () => bar.stop(),
+      stop: () => undefined,
     };
   }
+  const speed = (p: ImportProgress) => {
+    const { perSecond, etaSeconds } = rate.measure(p.bytesDone, p.bytesTotal);
+    return perSecond === null ? { rate: '-', eta: '-' } : { rate: `${humanBytes(perSecond)}/s`, eta: humanDuration(etaSeconds ?? 0) };
+  };
+  if (how === 'plain') {
+    return {
+      onProgress: (p) => {
+        if (!p.layer) return;
+        const s = speed(p);
+        line(`layer ${p.layer} applied (${p.layersDone}/${p.layersTotal}, ${humanBytes(p.bytesDone)}/${humanBytes(p.bytesTotal)}, ${s.rate}, ${s.eta} left)`);
+      },
+      stop: () => undefined,
+    };
+  }
+  const bar = new cliProgress.SingleBar({
+    stream: process.stderr,
+    format: 'importing {image} [{bar}] {percentage}% | {layersDone}/{layersTotal} layers | {done}/{all} | {rate} | {eta} left',
+  }, cliProgress.Presets.shades_classic);
+  let started = '';
   return {
     onProgress: (p) => {
-      if (p.layer) process.stderr.write(`layer ${p.layer} applied (${p.layersDone}/${p.layersTotal}, ${p.bytesDone}/${p.bytesTotal} bytes)\n`);
+      const payload = { image: shortId(p.image), layersDone: p.layersDone, layersTotal: p.layersTotal, done: humanBytes(p.bytesDone), all: humanBytes(p.bytesTotal), ...speed(p) };
+      if (started !== p.image) {
+        if (started) bar.stop();
+        bar.start(Math.max(p.bytesTotal, 1), p.bytesDone, payload);
+        started = p.image;
+      } else {
+        bar.update(p.bytesDone, payload);
+      }
+    },
+    stop: () => bar.stop(),
+  };
+}
+
+/** Migration progress: one event per layer; the time left is estimated from layers done. */
+export function migrateReporter(mode: ProgressMode): Reporter<MigrateProgress> {
+  const rate = new Rate();
+  let bytes = 0;
+  const how = display(mode);
+  return {
+    onProgress: (p) => {
+      bytes += p.bytes;
+      const byLayers = rate.measure(p.index, p.total);
+      const perSecond = rate.measure(bytes, bytes).perSecond;
+      if (how === 'none') return;
+      if (how === 'json') {
+        json({ event: 'layer', index: p.index, total: p.total, id: p.id, outcome: p.outcome, bytes: p.bytes, digest: p.digest,
+          bytesPerSecond: perSecond === null ? null : Math.round(perSecond), etaSeconds: byLayers.etaSeconds === null ? null : Math.ceil(byLayers.etaSeconds) });
+        return;
+      }
+      line(`[${p.index}/${p.total}] ${p.id} ${p.outcome} (${humanBytes(p.bytes)}) ${p.digest.slice(0, 19)}` +
+        (perSecond === null ? '' : ` ${humanBytes(perSecond)}/s, ${humanDuration(byLayers.etaSeconds ?? 0)} left`));
     },
     stop: () => undefined,
   };
