@@ -81,25 +81,32 @@ for node in "${nodes[@]}"; do
   mkdir -p "$proj" "$bin"
   # The consumer's PATH: this Node and npm, and the system's tools less every compiler,
   # make and python, so nothing can be compiled.
+  declare -A seen=()
+  links=()
   for f in /usr/local/bin/* /usr/bin/* /bin/*; do
-    name="$(basename "$f")"
+    name="${f##*/}"
     case "$name" in
       *g++*|*gcc*|*c++*|cc|*-cc|cpp*|*-cpp*|clang*|make|gmake|*python*|node|nodejs|npm|npx|corepack) continue ;;
     esac
-    [ -L "$bin/$name" ] || ln -s "$f" "$bin/$name"
+    [ -n "${seen[$name]:-}" ] && continue
+    seen[$name]=1
+    links+=("$f")
   done
+  ln -s -t "$bin" "${links[@]}"
   ln -s "$(readlink -f "$node")" "$bin/node"
   printf '#!/bin/sh\nexec "%s" "%s" "$@"\n' "$bin/node" "$npmcli" >"$bin/npm"
   printf '#!/bin/sh\nexec "%s" "%s" exec -- "$@"\n' "$bin/node" "$npmcli" >"$bin/npx"
   chmod +x "$bin/npm" "$bin/npx"
   cp scripts/pack-test/consumer.* scripts/pack-test/tsconfig.*.json "$proj/"
   echo '{ "name": "cairn-consumer", "private": true, "version": "1.0.0" }' >"$proj/package.json"
-  run() { (cd "$proj" && env -i HOME="$HOME" TMPDIR="${TMPDIR:-/tmp}" PATH="$bin" npm_config_cache="${npm_config_cache:-$HOME/.npm}" "$@"); }
+  # The rest of the environment stays (proxy CA certificates among it); NODE_OPTIONS would
+  # change how the consumers load.
+  run() { (cd "$proj" && env PATH="$bin" NODE_OPTIONS= "$@"); }
 
   check "[$version] no compiler on the consumer's PATH" \
     run /bin/sh -c 'for t in g++ c++ cc gcc make python3; do command -v $t && exit 1; done; test "$(command -v node)" = "$0/node"' "$bin"
   check "[$version] npm install --ignore-scripts of the ${#tarballs[@]} tarballs" \
-    run npm install --ignore-scripts --no-audit --no-fund --loglevel=error "${tarballs[@]}" "@types/node@^20.19.0"
+    run timeout 600 npm install --ignore-scripts --no-audit --no-fund --loglevel=error "${tarballs[@]}" "@types/node@^20.19.0"
   check "[$version] ESM consumer" run node consumer.mjs
   check "[$version] CommonJS consumer (require of ESM)" run node --no-warnings consumer.cjs
   check "[$version] TypeScript consumer, moduleResolution nodenext" run node "$tsc" -p tsconfig.nodenext.json
