@@ -21,6 +21,9 @@ export async function resolve(specifier, context, next) {
   if (pkg) {
     return { url: pathToFileURL(join(repo, 'packages', pkg[1], 'src', 'index.ts')).href, shortCircuit: true };
   }
+  if (specifier === 'cairnfs') {
+    return { url: pathToFileURL(join(repo, 'packages', 'cairnfs', 'src', 'index.ts')).href, shortCircuit: true };
+  }
   if (context.parentURL?.endsWith('.ts') && /^\.{1,2}\/.*\.js$/.test(specifier)) {
     const ts = new URL(specifier.replace(/\.js$/, '.ts'), context.parentURL);
     if (existsSync(fileURLToPath(ts))) return { url: ts.href, shortCircuit: true };

@@ -6,7 +6,7 @@ import { comparePair } from '../harness.mjs';
 import { rmrf, run } from '../env.mjs';
 
 /** `applyLayer` straight into a directory, plus vfs and overlay2 `applyDiff` through the driver. */
-export async function applyCases({ input, base, label, pairs, core, cairn }) {
+export async function applyCases({ input, base, label, pairs, archive, cairn }) {
   const results = [];
   const fresh = (name) => (side, i) => {
     const dir = `${base}/${name}-${side}-${i}`;
@@ -18,7 +18,7 @@ export async function applyCases({ input, base, label, pairs, core, cairn }) {
   results.push(await comparePair({
     name: `apply ${label}: applyLayer`, pairs, referenceName: 'tar -xf',
     setup: fresh('apply'),
-    cairn: (ctx) => core.applyLayer(ctx.dir, createReadStream(input.tar, { highWaterMark: 256 * 1024 })),
+    cairn: (ctx) => archive.applyLayer(ctx.dir, createReadStream(input.tar, { highWaterMark: 256 * 1024 })),
     reference: tarX,
   }));
 
@@ -28,7 +28,7 @@ export async function applyCases({ input, base, label, pairs, core, cairn }) {
   results.push(await comparePair({
     name: `apply ${label}: applyLayer, input through a JS stream`, pairs, referenceName: 'tar -xf',
     setup: fresh('apply-stream'),
-    cairn: (ctx) => core.applyLayer(ctx.dir, createReadStream(input.tar, { highWaterMark: 256 * 1024, end: Number.MAX_SAFE_INTEGER })),
+    cairn: (ctx) => archive.applyLayer(ctx.dir, createReadStream(input.tar, { highWaterMark: 256 * 1024, end: Number.MAX_SAFE_INTEGER })),
     reference: tarX,
   }));
 

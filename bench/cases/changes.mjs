@@ -10,17 +10,17 @@ import { comparePair } from '../harness.mjs';
 import { run } from '../env.mjs';
 import { cachedInput } from '../inputs.mjs';
 
-async function walkPair({ input, label, pairs, core }) {
+async function walkPair({ input, label, pairs, archive }) {
   const results = [];
   results.push(await comparePair({
     name: `changes ${label}: changesBetween`, pairs, referenceName: 'find -printf',
-    cairn: () => core.changesBetween(input.dir, null),
+    cairn: () => archive.changesBetween(input.dir, null),
     reference: () => run('find', [input.dir, '-printf', '%s %m %U %G %T@ %p\\n']),
   }));
-  const changes = await core.changesBetween(input.dir, null);
+  const changes = await archive.changesBetween(input.dir, null);
   results.push(await comparePair({
     name: `changes ${label}: diffSizeOf`, pairs, referenceName: 'find -printf',
-    cairn: () => core.diffSizeOf(input.dir, changes),
+    cairn: () => archive.diffSizeOf(input.dir, changes),
     reference: () => run('find', [input.dir, '-printf', '%s %i %n\\n']),
   }));
   for (const r of results) r.entries = changes.length;
@@ -32,12 +32,12 @@ async function walkPair({ input, label, pairs, core }) {
  * walk's density, 1 MiB per 1,000 files, generated and cached like `input`). Each
  * result carries `entries`, so CPU per entry can be compared across sizes.
  */
-export async function changesCases({ input, label, pairs, core }) {
+export async function changesCases({ input, label, pairs, archive }) {
   const results = [];
   for (const files of [Math.round(input.files / 5), Math.round(input.files / 2)]) {
     const smaller = await cachedInput('walk', { files, totalBytes: Math.round((files / 1000) * 1024 * 1024) });
-    results.push(...await walkPair({ input: smaller, label: `${smaller.files} files`, pairs, core }));
+    results.push(...await walkPair({ input: smaller, label: `${smaller.files} files`, pairs, archive }));
   }
-  results.push(...await walkPair({ input, label, pairs, core }));
+  results.push(...await walkPair({ input, label, pairs, archive }));
   return results;
 }

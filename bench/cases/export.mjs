@@ -23,10 +23,10 @@ async function writeTo(stream, file) {
   }
 }
 
-export async function exportCases({ input, base, label, pairs, core, cairn }) {
+export async function exportCases({ input, base, label, pairs, archive, cairn }) {
   const results = [];
   // The change list of a base layer: every path is an addition.
-  const changes = await core.changesBetween(input.dir, null);
+  const changes = await archive.changesBetween(input.dir, null);
   const { mkdirSync } = await import('node:fs');
   mkdirSync(base, { recursive: true });
   const out = (side, i) => {
@@ -36,7 +36,7 @@ export async function exportCases({ input, base, label, pairs, core, cairn }) {
   results.push(await comparePair({
     name: `export ${label}: exportChanges`, pairs, referenceName: 'tar -cf (pax)',
     setup: out,
-    cairn: (ctx) => writeTo(core.exportChanges(input.dir, changes), ctx.file),
+    cairn: (ctx) => writeTo(archive.exportChanges(input.dir, changes), ctx.file),
     reference: (ctx) => run('tar', ['--format=pax', '-C', input.dir, '-cf', ctx.file, '.']),
   }));
 
@@ -45,7 +45,7 @@ export async function exportCases({ input, base, label, pairs, core, cairn }) {
   results.push(await comparePair({
     name: `export ${label}: exportChanges`, pairs, referenceName: 'tar -cf (pax, --xattrs)',
     setup: out,
-    cairn: (ctx) => writeTo(core.exportChanges(input.dir, changes), ctx.file),
+    cairn: (ctx) => writeTo(archive.exportChanges(input.dir, changes), ctx.file),
     reference: (ctx) => run('tar', ['--format=pax', '--xattrs', '-C', input.dir, '-cf', ctx.file, '.']),
   }));
 

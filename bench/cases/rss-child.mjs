@@ -3,8 +3,8 @@
 // into applyLayer and prints the process's peak RSS (VmHWM) as JSON.
 import { readFileSync } from 'node:fs';
 
-const [coreDist, target, gib] = process.argv.slice(2);
-const core = await import(coreDist);
+const [archiveDist, target, gib] = process.argv.slice(2);
+const archive = await import(archiveDist);
 const total = Number(gib) * 1024 ** 3;
 const MiB = 1024 * 1024;
 
@@ -22,7 +22,7 @@ function* entries() {
   }
 }
 const t0 = performance.now();
-const bytes = await core.applyLayer(target, core.packEntries(entries()));
+const bytes = await archive.applyLayer(target, archive.packEntries(entries()));
 const ms = performance.now() - t0;
 const hwm = Number(/VmHWM:\s+(\d+)/.exec(readFileSync('/proc/self/status', 'utf8'))[1]);
 process.stdout.write(JSON.stringify({ bytes, ms, peakRssMiB: hwm / 1024 }) + '\n');

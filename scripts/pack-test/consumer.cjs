@@ -1,3 +1,4 @@
+/* eslint-disable @typescript-eslint/no-require-imports -- this file is the CommonJS consumer: require() is what it tests */
 // CommonJS consumer: require() of the ES-module packages (Node >= 20.19 and 22.12 load
 // an ES module graph without top-level await synchronously).
 const assert = require('node:assert/strict');

@@ -1,7 +1,8 @@
 import type { BigIntStats } from 'node:fs';
 import { lstatSync, readdirSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import { errnoCode, readXattrs, sameXattrMaps, sortChanges, statDiffers } from '@cairnfs/core';
+import { errnoCode, readXattrs, sameXattrMaps } from '@cairnfs/core';
+import { sortChanges, statDiffers } from '@cairnfs/archive';
 import type { Change } from '@cairnfs/core';
 import { WH_META_PREFIX, WH_OPAQUE, WH_PREFIX } from './layout.js';
 

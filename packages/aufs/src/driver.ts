@@ -2,11 +2,12 @@ import { chmod, chown, mkdir, open as openFile, readdir, readFile, rename, rm, r
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import {
-  CairnError, MountRefs, NaiveDiff, STAGING_DIR, TRASH_DIR, applyLayer, assertValidId, copyTree, detectBackingFs,
-  discardDir, exportChanges, fsyncDir, isValidId, makeStagingDir, normalizeParent, openUnderHomeLock, sweepLeftovers,
-  translateSpaceError,
+  CairnError, MountRefs, STAGING_DIR, TRASH_DIR, assertValidId, copyTree, detectBackingFs, discardDir, fsyncDir,
+  isValidId, makeStagingDir, normalizeParent, openUnderHomeLock, sweepLeftovers, translateSpaceError,
 } from '@cairnfs/core';
-import type { Change, CreateOptions, HomeLock, LayerLister, LayerRef, StorageDriver } from '@cairnfs/core';
+import { NaiveDiff, applyLayer, exportChanges } from '@cairnfs/archive';
+import type { Change, CreateOptions, DriverContext, GetOptions, HomeLock, StorageDriver } from '@cairnfs/core';
+import type { LayerLister, LayerRef } from '@cairnfs/core';
 import { umount2 } from '@cairnfs/sys';
 import { branchChanges, diffDirBytes, diffDirEntries } from './changes.js';
 import { AufsLayout, formatAncestors, parseAncestors } from './layout.js';
@@ -51,7 +52,7 @@ export class AufsDriver implements StorageDriver, LayerLister {
   private constructor(readonly home: string, private readonly lock: HomeLock, private readonly kernelMissing: string | null) {
     this.layout = new AufsLayout(home);
     this.refs = new MountRefs({
-      mount: (id) => this.mountLayer(id),
+      mount: (id, opts) => this.mountLayer(id, opts),
       unmount: (_id, path) => umount2(path),
     });
     this.naive = new NaiveDiff({
@@ -65,10 +66,11 @@ export class AufsDriver implements StorageDriver, LayerLister {
    * Opens (creating if needed) the home and loads every layers file. `kernelMissing` is
    * why aufs cannot be mounted here (null when it can): the driver opens either way.
    */
-  static async open(home: string, opts: { kernelMissing: string | null; lockTimeoutMs?: number; }): Promise<AufsDriver> {
+  static async open(setup: DriverContext, kernelMissing: string | null): Promise<AufsDriver> {
+    const { home } = setup;
     await mkdir(home, { recursive: true, mode: 0o700 });
-    return openUnderHomeLock(home, { timeoutMs: opts.lockTimeoutMs ?? 0 }, async (lock) => {
-      const driver = new AufsDriver(home, lock, opts.kernelMissing);
+    return openUnderHomeLock(home, { timeoutMs: setup.lockTimeoutMs }, async (lock) => {
+      const driver = new AufsDriver(home, lock, kernelMissing);
       await driver.load();
       return driver;
     });
@@ -181,28 +183,25 @@ export class AufsDriver implements StorageDriver, LayerLister {
     });
   }
 
-  async get(id: string, opts?: { mountLabel?: string }): Promise<string> {
+  async get(id: string, opts: GetOptions = {}): Promise<string> {
     assertValidId(id);
     this.state(id);
     if (this.kernelMissing !== null) {
       throw new CairnError('ERR_NOT_SUPPORTED', `cannot mount aufs layer ${id}: ${this.kernelMissing}`, { subject: id });
     }
-    this.mountLabel = opts?.mountLabel;
-    return this.refs.get(id);
+    return this.refs.get(id, opts);
   }
-
-  private mountLabel: string | undefined;
 
   async put(id: string): Promise<void> {
     assertValidId(id);
     return this.refs.put(id);
   }
 
-  private async mountLayer(id: string): Promise<string> {
+  private async mountLayer(id: string, opts: GetOptions): Promise<string> {
     const target = this.layout.mntDir(id);
     await mkdir(target, { recursive: true, mode: 0o755 });
     const ro = this.state(id).ancestors.map((a) => this.layout.diffDir(a));
-    await mountUnion(this.layout.diffDir(id), ro, target, this.mountLabel);
+    await mountUnion(this.layout.diffDir(id), ro, target, opts.mountLabel);
     return target;
   }
 

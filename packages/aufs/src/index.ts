@@ -1,8 +1,6 @@
-import { readdir } from 'node:fs/promises';
-import { join } from 'node:path';
-import { CairnError, detectBackingFs, errnoCode, nearestExistingPath } from '@cairnfs/core';
-import type { DriverContext, DriverFactory, ProbeResult, StorageDriver } from '@cairnfs/core';
+import { CairnError, defineDriver, detectBackingFs, dirHasEntries, nearestExistingPath } from '@cairnfs/core';
 import { AufsDriver } from './driver.js';
+import { AufsLayout } from './layout.js';
 import { aufsMissingReason } from './mount.js';
 
 export { AufsDriver, MAX_DEPTH } from './driver.js';
@@ -10,12 +8,12 @@ export { AufsLayout, parseAncestors, formatAncestors } from './layout.js';
 export { branchChanges, diffDirEntries, diffDirBytes, isAufsMeta } from './changes.js';
 export { aufsMissingReason, mountUnion } from './mount.js';
 
-function checkOptions(options: Record<string, string>): void {
+/** The aufs driver takes no options: any `aufs.*` key is a mistake worth saying. */
+function parseOptions(options: Readonly<Record<string, string>>): Record<string, never> {
   for (const key of Object.keys(options)) {
-    if (key.startsWith('aufs.')) {
-      throw new CairnError('ERR_INVALID_OPTION', `unknown aufs driver option ${JSON.stringify(key)}: the aufs driver takes no options`, { subject: key });
-    }
+    throw new CairnError('ERR_INVALID_OPTION', `unknown aufs driver option ${JSON.stringify(key)}: the aufs driver takes no options`, { subject: key });
   }
+  return {};
 }
 
 /**
@@ -24,31 +22,22 @@ function checkOptions(options: Record<string, string>): void {
  * Docker aufs store, and `open` still works (everything but get/put), so that store can
  * be read, exported and migrated.
  */
-export const aufsDriver: DriverFactory = {
+export const aufsDriver = defineDriver<Record<string, never>>({
   name: 'aufs',
   priority: 5,
+  opensWhenUnusable: true,
+  parseOptions,
 
-  async probe(ctx: DriverContext): Promise<ProbeResult> {
-    const backingFs = (await detectBackingFs(await nearestExistingPath(ctx.home))).name;
+  async probe(setup) {
+    const backingFs = (await detectBackingFs(await nearestExistingPath(setup.home))).name;
     const missing = await aufsMissingReason();
-    if (missing !== null) return { name: 'aufs', priority: 5, usable: false, reason: missing, code: 'ERR_NOT_SUPPORTED', backingFs };
-    return { name: 'aufs', priority: 5, usable: true, backingFs };
+    if (missing !== null) return { usable: false, reason: missing, code: 'ERR_NOT_SUPPORTED', backingFs };
+    return { usable: true, backingFs };
   },
 
-  async open(ctx: DriverContext): Promise<StorageDriver> {
-    checkOptions(ctx.options);
-    return AufsDriver.open(ctx.home, {
-      kernelMissing: await aufsMissingReason(),
-      lockTimeoutMs: ctx.lockTimeoutMs,
-    });
+  async open(setup) {
+    return AufsDriver.open(setup, await aufsMissingReason());
   },
 
-  async hasLayers(ctx: DriverContext): Promise<boolean> {
-    try {
-      return (await readdir(join(ctx.home, 'layers'))).length > 0;
-    } catch (err) {
-      if (errnoCode(err) === 'ENOENT' || errnoCode(err) === 'ENOTDIR') return false;
-      throw err;
-    }
-  },
-};
+  hasLayers: (ctx) => dirHasEntries(new AufsLayout(ctx.home).layersRoot),
+});

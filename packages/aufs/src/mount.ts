@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import { CairnError } from '@cairnfs/core';
+import { CairnError, mountLabelOption } from '@cairnfs/core';
 import { constants as sysConstants, mount, umount2 } from '@cairnfs/sys';
 
 /** Why the kernel cannot mount aufs, or null when /proc/filesystems lists it. */
@@ -28,7 +28,8 @@ const DATA_BUDGET = PAGE_SIZE - 512;
  * project's machines has aufs.
  */
 export async function mountUnion(rw: string, ro: readonly string[], target: string, mountLabel?: string): Promise<void> {
-  const label = mountLabel ? `,context="${mountLabel}"` : '';
+  const context = mountLabelOption(mountLabel);
+  const label = context === null ? '' : `,${context}`;
   let data = `br:${rw}=rw`;
   let i = 0;
   for (; i < ro.length; i++) {

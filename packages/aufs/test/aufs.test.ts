@@ -2,11 +2,12 @@ import { mkdir, mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { applyLayer, packEntries, readTar } from '@cairnfs/core';
-import type { DriverContext, StorageDriver, TarSourceEntry } from '@cairnfs/core';
+import { applyLayer, packEntries, readTar } from '@cairnfs/archive';
+import type { DriverContext, StorageDriver } from '@cairnfs/core';
+import type { TarSourceEntry } from '@cairnfs/archive';
 import { AufsDriver, aufsDriver, aufsMissingReason } from '@cairnfs/aufs';
 import { expectCode, expectSameTree, snapshotTree } from '@cairnfs/testkit';
-import { T, put, writeDockerStore, writeExpectedTop } from './docker-store.js';
+import { AUFS_STORE_MTIME as T, putPinned as put, writeDockerStore, writeExpectedTop } from '@cairnfs/testkit';
 
 function context(root: string): DriverContext {
   return { root, home: join(root, 'aufs'), options: {}, lockTimeoutMs: 0 };
@@ -194,6 +195,17 @@ onKernelWithoutAufs('aufs driver on a kernel without aufs', () => {
     expect(await again.listLayers()).toEqual([{ id: 'a', parent: null }]);
     await again.remove('a');
     expect(await again.exists('a')).toBe(false);
+  });
+
+  test('after cleanup every call is ERR_NOT_SUPPORTED (listLayers included) and cleanup again is a no-op', async () => {
+    const d = await open();
+    await d.create('a');
+    await d.cleanup();
+    await expectCode(d.exists('a'), 'ERR_NOT_SUPPORTED');
+    await expectCode(d.create('b'), 'ERR_NOT_SUPPORTED');
+    await expectCode(d.changes('a'), 'ERR_NOT_SUPPORTED');
+    await expectCode(d.listLayers(), 'ERR_NOT_SUPPORTED');
+    await d.cleanup();
   });
 
   test('a second open of the same home while the first holds it is ERR_LOCKED', async () => {

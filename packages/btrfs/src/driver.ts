@@ -1,17 +1,18 @@
-import { lstat, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { chmod, chown, lstat, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { release as kernelRelease } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import {
-  CairnError, KeyedMutex, MountRefs, NaiveDiff, openUnderHomeLock, assertValidId, detectBackingFs, errnoCode,
-  formatByteSize, fsyncDir, normalizeParent,
+  CairnError, KeyedMutex, MountRefs, openUnderHomeLock, assertValidId, detectBackingFs, errnoCode, formatByteSize,
+  fsyncDir, normalizeParent,
 } from '@cairnfs/core';
-import type { Change, CreateOptions, HomeLock, StorageDriver } from '@cairnfs/core';
+import { NaiveDiff, NaiveDiffDriver } from '@cairnfs/archive';
+import type { CreateOptions, DriverSetup, GetOptions, HomeLock, StorageDriver } from '@cairnfs/core';
 import { btrfsFsInfo, btrfsGetFlags, btrfsSetReadOnly, btrfsSnapshot, btrfsSubvolCreate, btrfsSubvolId, BTRFS_SUBVOL_RDONLY } from '@cairnfs/sys';
 import { BtrfsLayout, idOfMetaFile, idOfUndoName, isLeftoverName } from './layout.js';
-import { readMeta, removeMeta, writeMeta } from './meta.js';
+import { layerMeta } from './meta.js';
 import type { LayerMeta } from './meta.js';
-import { parseDriverOptions, parseStorageOpt } from './options.js';
+import { parseStorageOpt } from './options.js';
 import type { BtrfsOptions } from './options.js';
 import { spaceError } from './space.js';
 import { SUBVOLUME_ROOT_INO, destroyQgroups, destroySubvolumeTree, limitSubvolume, qgroupLimit, quotaEnabled } from './subvolume.js';
@@ -21,12 +22,6 @@ const TABLE = 'layer-table';
 /** Qgroups the kernel would not destroy yet (EBUSY), retried on open and cleanup. */
 const PENDING_QGROUPS_FILE = 'qgroups-pending.json';
 
-export interface BtrfsOpenOptions {
-  /** Driver options (`btrfs.min_space`, `btrfs.size`). */
-  options?: Record<string, string>;
-  /** Milliseconds to wait for the home lock; 0 fails at once with ERR_LOCKED. */
-  lockTimeoutMs?: number;
-}
 
 /**
  * The btrfs driver, as moby's: every layer is a btrfs subvolume under
@@ -65,12 +60,12 @@ export interface BtrfsOpenOptions {
  * not copy qgroup limits to snapshots). Writes past the limit fail with EDQUOT;
  * applyDiff reports that as ERR_NO_SPACE.
  */
-export class BtrfsDriver implements StorageDriver {
+export class BtrfsDriver extends NaiveDiffDriver implements StorageDriver {
   readonly name = 'btrfs';
   private readonly layout: BtrfsLayout;
   private readonly layers = new Map<string, LayerMeta>();
   private readonly refs: MountRefs;
-  private readonly naive: NaiveDiff;
+  protected readonly naive: NaiveDiff;
   private readonly table = new KeyedMutex();
   private pendingQgroups: number[] = [];
   private closed = false;
@@ -81,6 +76,7 @@ export class BtrfsDriver implements StorageDriver {
     private readonly fsid: string,
     private readonly opts: BtrfsOptions,
   ) {
+    super();
     this.layout = new BtrfsLayout(home);
     this.refs = new MountRefs({
       mount: async (id) => {
@@ -101,12 +97,12 @@ export class BtrfsDriver implements StorageDriver {
    * driver's lifetime, destroys what interrupted creates and removes left behind, and
    * loads the layer table.
    */
-  static async open(home: string, openOpts: BtrfsOpenOptions = {}): Promise<BtrfsDriver> {
-    const opts = parseDriverOptions(openOpts.options ?? {});
+  static async open(setup: DriverSetup<BtrfsOptions>): Promise<BtrfsDriver> {
+    const { home, settings: opts } = setup;
     const fs = await detectBackingFs(home);
     if (fs.name !== 'btrfs') throw incompatible(home, fs.name);
     await mkdir(home, { recursive: true, mode: 0o700 });
-    return openUnderHomeLock(home, { timeoutMs: openOpts.lockTimeoutMs ?? 0 }, async (lock) => {
+    return openUnderHomeLock(home, { timeoutMs: setup.lockTimeoutMs }, async (lock) => {
       const layout = new BtrfsLayout(home);
       await mkdir(layout.subvolumesDir, { recursive: true, mode: 0o700 });
       await mkdir(layout.metaDir, { recursive: true, mode: 0o700 });
@@ -150,14 +146,15 @@ export class BtrfsDriver implements StorageDriver {
       await rename(this.layout.subvolume(id), join(this.layout.subvolumesDir, name));
       this.layers.delete(id);
       await fsyncDir(this.layout.subvolumesDir);
-      await removeMeta(this.layout.metaFile(id));
+      await layerMeta.remove(this.layout.metaFile(id));
       return name;
     }));
     // Committed: the layer is gone. Reclaiming the disk may fail; the next open retries.
     if (trash !== null) await this.reclaim(trash).catch(() => undefined);
   }
 
-  async get(id: string, _opts?: { mountLabel?: string }): Promise<string> {
+  /** No mount: the subvolume is the root filesystem, so a mount label has nothing to label. */
+  async get(id: string, _opts?: GetOptions): Promise<string> {
     assertValidId(id);
     return this.refs.get(id);
   }
@@ -167,19 +164,7 @@ export class BtrfsDriver implements StorageDriver {
     await this.refs.put(id);
   }
 
-  // ---- changesets ----
-
-  diff(id: string, parent?: string | null): Promise<Readable> {
-    return this.naive.diff(id, parent);
-  }
-
-  changes(id: string, parent?: string | null): Promise<Change[]> {
-    return this.naive.changes(id, parent);
-  }
-
-  diffSize(id: string, parent?: string | null): Promise<number> {
-    return this.naive.diffSize(id, parent);
-  }
+  // ---- changesets (diff, changes and diffSize: NaiveDiffDriver) ----
 
   /**
    * Applies a changeset into the layer's subvolume. An image layer is read-only after
@@ -269,7 +254,7 @@ export class BtrfsDriver implements StorageDriver {
     let size = parseStorageOpt(opts?.storageOpt, this.opts);
     if (size === null && kind === 'container') size = this.opts.defaultSize;
     await this.table.run(TABLE, async () => {
-      if (this.closed) throw new CairnError('ERR_PREREQUISITES', `the btrfs driver on ${this.home} was cleaned up; open it again`, { subject: id });
+      if (this.closed) throw new CairnError('ERR_NOT_SUPPORTED', `the btrfs driver on ${this.home} was cleaned up; open it again`, { subject: id });
       if (this.layers.has(id)) throw new CairnError('ERR_LAYER_EXISTS', `layer ${id} already exists`, { subject: id });
       const parentMeta = parentId === null ? null : this.layers.get(parentId);
       if (parentMeta === undefined) {
@@ -283,11 +268,16 @@ export class BtrfsDriver implements StorageDriver {
       const meta: LayerMeta = { parent: parentId, kind, ...(size === null ? {} : { sizeBytes: size }) };
       let made = false;
       try {
-        if (parentId === null) await btrfsSubvolCreate(dir, staging);
-        else await btrfsSnapshot(this.layout.subvolume(parentId), dir, staging, { readOnly: false });
+        if (parentId === null) {
+          await btrfsSubvolCreate(dir, staging);
+          // The subvolume's root comes out 0777 less the umask (0777 under umask 0: a
+          // world-writable container root); a new layer's root is 0755 root:root on every driver.
+          await chmod(stagingPath, 0o755);
+          await chown(stagingPath, 0, 0);
+        } else await btrfsSnapshot(this.layout.subvolume(parentId), dir, staging, { readOnly: false });
         made = true;
         if (size !== null) await this.limit(stagingPath, size, id);
-        await writeMeta(this.layout.metaFile(id), meta);
+        await layerMeta.write(this.layout.metaFile(id), meta);
         await rename(stagingPath, this.layout.subvolume(id));
         await fsyncDir(dir);
       } catch (err) {
@@ -315,7 +305,7 @@ export class BtrfsDriver implements StorageDriver {
   /** Undoes a failed create: the staging subvolume (if made) and the metadata file. Never throws. */
   private async rollback(id: string, staging: string | null): Promise<void> {
     if (staging !== null) await this.reclaim(staging).catch(() => undefined);
-    await removeMeta(this.layout.metaFile(id)).catch(() => undefined);
+    await layerMeta.remove(this.layout.metaFile(id)).catch(() => undefined);
   }
 
   /** Destroys a staging or trash subvolume under subvolumes/ with everything nested in it, and its qgroups. */
@@ -358,15 +348,15 @@ export class BtrfsDriver implements StorageDriver {
       if (id === null) {
         if (file !== PENDING_QGROUPS_FILE) await rm(path, { force: true }); // temp files of an interrupted write
       } else if (!present.has(id)) {
-        await removeMeta(path);
+        await layerMeta.remove(path);
       } else {
-        this.layers.set(id, await readMeta(path));
+        this.layers.set(id, await layerMeta.require(path));
       }
     }
     for (const id of present) {
       if (this.layers.has(id) || idOfMetaFile(`${id}.json`) === null) continue;
       const meta: LayerMeta = { parent: null, kind: 'container' };
-      await writeMeta(this.layout.metaFile(id), meta);
+      await layerMeta.write(this.layout.metaFile(id), meta);
       this.layers.set(id, meta);
     }
     try {
@@ -390,7 +380,7 @@ export class BtrfsDriver implements StorageDriver {
     if (present) await rename(path, join(dir, trash));
     await rename(join(dir, this.layout.undoName(id)), path);
     await fsyncDir(dir);
-    const meta = await readMeta(this.layout.metaFile(id)).catch(() => null);
+    const meta = await layerMeta.read(this.layout.metaFile(id)).catch(() => null);
     if (meta?.sizeBytes !== undefined) await this.limit(path, meta.sizeBytes, id);
     if (present) await this.reclaim(trash);
   }

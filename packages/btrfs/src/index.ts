@@ -1,11 +1,9 @@
-import { readdir } from 'node:fs/promises';
-import { CairnError, detectBackingFs, errnoCode, isValidId } from '@cairnfs/core';
-import type { DriverContext, DriverFactory, ProbeResult, StorageDriver } from '@cairnfs/core';
+import { defineDriver, detectBackingFs, dirHasEntries, isValidId } from '@cairnfs/core';
 import { BtrfsDriver, incompatible } from './driver.js';
 import { BtrfsLayout } from './layout.js';
-import { parseDriverOptions } from './options.js';
+import { parseDriverOptions, type BtrfsOptions } from './options.js';
 
-export { BtrfsDriver, type BtrfsOpenOptions } from './driver.js';
+export { BtrfsDriver } from './driver.js';
 export { BtrfsLayout } from './layout.js';
 export type { LayerMeta } from './meta.js';
 export type { BtrfsOptions } from './options.js';
@@ -18,38 +16,26 @@ const PRIORITY = 2;
  * subvolume and qgroup operation is an ioctl. What it does need is root
  * (CAP_SYS_ADMIN): deleting subvolumes and setting qgroup limits are privileged.
  */
-export const btrfsDriver: DriverFactory = {
+export const btrfsDriver = defineDriver<BtrfsOptions>({
   name: 'btrfs',
   priority: PRIORITY,
   requiresOwnFilesystem: true,
+  parseOptions: parseDriverOptions,
 
-  async probe(ctx: DriverContext): Promise<ProbeResult> {
-    const backingFs = (await detectBackingFs(ctx.home)).name;
+  async probe(setup) {
+    const backingFs = (await detectBackingFs(setup.home)).name;
     if (backingFs !== 'btrfs') {
-      return { name: 'btrfs', priority: PRIORITY, usable: false, backingFs, code: 'ERR_INCOMPATIBLE_FS', reason: incompatible(ctx.home, backingFs).message };
+      return { usable: false, backingFs, code: 'ERR_INCOMPATIBLE_FS', reason: incompatible(setup.home, backingFs).message };
     }
     if (process.getuid?.() !== 0) {
       return {
-        name: 'btrfs', priority: PRIORITY, usable: false, backingFs, code: 'ERR_PREREQUISITES',
+        usable: false, backingFs, code: 'ERR_PREREQUISITES',
         reason: 'the btrfs driver needs root (CAP_SYS_ADMIN) to destroy subvolumes and set qgroup limits; run as root',
       };
     }
-    return { name: 'btrfs', priority: PRIORITY, usable: true, backingFs };
+    return { usable: true, backingFs };
   },
 
-  async open(ctx: DriverContext): Promise<StorageDriver> {
-    parseDriverOptions(ctx.options); // option errors before anything is created
-    const probed = await btrfsDriver.probe(ctx);
-    if (!probed.usable) throw new CairnError(probed.code ?? 'ERR_NOT_SUPPORTED', probed.reason ?? 'btrfs is not usable here', { subject: ctx.home });
-    return BtrfsDriver.open(ctx.home, { options: ctx.options, lockTimeoutMs: ctx.lockTimeoutMs });
-  },
-
-  async hasLayers(ctx: DriverContext): Promise<boolean> {
-    try {
-      return (await readdir(new BtrfsLayout(ctx.home).subvolumesDir)).some((name) => isValidId(name));
-    } catch (err) {
-      if (errnoCode(err) === 'ENOENT' || errnoCode(err) === 'ENOTDIR') return false;
-      throw err;
-    }
-  },
-};
+  open: (setup) => BtrfsDriver.open(setup),
+  hasLayers: (ctx) => dirHasEntries(new BtrfsLayout(ctx.home).subvolumesDir, isValidId),
+});

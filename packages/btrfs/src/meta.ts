@@ -1,6 +1,4 @@
-import { readFile, rm } from 'node:fs/promises';
-import { dirname } from 'node:path';
-import { CairnError, fsyncDir, isValidId, writeFileAtomic } from '@cairnfs/core';
+import { RecordFile, isValidId } from '@cairnfs/core';
 
 /** What the btrfs driver remembers about a layer besides its subvolume. */
 export interface LayerMeta {
@@ -12,34 +10,14 @@ export interface LayerMeta {
   sizeBytes?: number;
 }
 
-/** Writes `meta` durably (see writeFileAtomic): a crash leaves the old record or the new. */
-export async function writeMeta(path: string, meta: LayerMeta): Promise<void> {
-  await writeFileAtomic(path, JSON.stringify(meta));
+function checkMeta(raw: unknown): LayerMeta | string {
+  const m = (raw ?? {}) as Partial<LayerMeta>;
+  if (!(m.parent === null || isValidId(m.parent))) return 'parent is not a layer id';
+  if (m.kind !== 'image' && m.kind !== 'container') return 'kind is neither image nor container';
+  if (m.sizeBytes !== undefined && !(Number.isSafeInteger(m.sizeBytes) && m.sizeBytes > 0)) return 'sizeBytes is not a positive integer';
+  return { parent: m.parent, kind: m.kind, ...(m.sizeBytes === undefined ? {} : { sizeBytes: m.sizeBytes }) };
 }
 
-export async function readMeta(path: string): Promise<LayerMeta> {
-  let parsed: Partial<LayerMeta>;
-  try {
-    parsed = JSON.parse(await readFile(path, 'utf8')) as Partial<LayerMeta>;
-  } catch (err) {
-    throw new CairnError('ERR_PREREQUISITES',
-      `btrfs layer metadata ${path} is unreadable (${String(err)}); restore it from a backup or remove the layer's subvolume`,
-      { subject: path, cause: err });
-  }
-  const parentOk = parsed.parent === null || isValidId(parsed.parent);
-  const sizeOk = parsed.sizeBytes === undefined || (Number.isSafeInteger(parsed.sizeBytes) && parsed.sizeBytes > 0);
-  if (!parentOk || (parsed.kind !== 'image' && parsed.kind !== 'container') || !sizeOk) {
-    throw new CairnError('ERR_PREREQUISITES',
-      `btrfs layer metadata ${path} is malformed; restore it from a backup or remove the layer's subvolume`, { subject: path });
-  }
-  return {
-    parent: parsed.parent as string | null,
-    kind: parsed.kind,
-    ...(parsed.sizeBytes === undefined ? {} : { sizeBytes: parsed.sizeBytes }),
-  };
-}
-
-export async function removeMeta(path: string): Promise<void> {
-  await rm(path, { force: true });
-  await fsyncDir(dirname(path)).catch(() => undefined);
-}
+/** `meta/<id>.json`: written atomically, read back validated. */
+export const layerMeta = new RecordFile<LayerMeta>('btrfs layer metadata', checkMeta,
+  "restore it from a backup or remove the layer's subvolume");

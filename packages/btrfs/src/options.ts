@@ -9,7 +9,7 @@ export interface BtrfsOptions {
 }
 
 /** Parses `btrfs.*` driver options; anything else under `btrfs.` is ERR_INVALID_OPTION. */
-export function parseDriverOptions(options: Record<string, string>): BtrfsOptions {
+export function parseDriverOptions(options: Readonly<Record<string, string>>): BtrfsOptions {
   const parsed: BtrfsOptions = { minSpace: null, defaultSize: null };
   for (const [key, value] of Object.entries(options)) {
     switch (key) {

@@ -52,7 +52,7 @@ describeBackend('btrfs', missing, () => {
       await h.dispose();
     }
     const ms = (x: number[]) => `${median(x).toFixed(2)} ms`;
-    // eslint-disable-next-line no-console
+     
     console.log([
       `btrfs per-layer cost, median of ${N} on a loopback btrfs:`,
       `  snapshot: ioctl ${ms(ioctlSnap)} vs spawn \`btrfs subvolume snapshot\` ${ms(spawnSnap)}`,

@@ -15,7 +15,7 @@
  * dependency is enough.
  *
  * Driver authors who need the building blocks (staging, mount refcounts, the archive
- * code) import `@cairnfs/core` directly; this package re-exports the user-facing API.
+ * code) import `@cairnfs/core` and `@cairnfs/archive` directly; this package re-exports the user-facing API.
  * @packageDocumentation
  */
 import { defaultRegistry } from '@cairnfs/core';
@@ -38,17 +38,23 @@ export type { BackingFs } from '@cairnfs/core';
 export { overlay2Driver, btrfsDriver, zfsDriver, devicemapperDriver, aufsDriver, vfsDriver };
 
 // Moving a store from one driver to another (aufs → overlay2 is the classic case).
-export { migrate } from '@cairnfs/core';
-export type { MigrateOptions, MigrateProgress, MigrateResult, LayerRef } from '@cairnfs/core';
-
-// Images: import (docker save, OCI layout or archive) into a layer store on any driver,
-// containers on top, and export back to a docker save tarball (store.importImage, exportImage).
-export { LayerStore, exportImage, chainIdOf, chainIds, normalizeTag, DEFAULT_MAX_UNCOMPRESSED_BYTES } from '@cairnfs/image';
-export type { ContainerInfo, ImageInfo, ImportOptions, ImportProgress, LayerInfo, StoreOptions, Compression } from '@cairnfs/image';
+export { migrate } from './migrate.js';
+export type { MigrateOptions, MigrateProgress, MigrateResult, LayerRef } from './migrate.js';
 
 // Building and reading layer tars (for runtimes that commit containers or make layers).
-export { packEntries, readTar } from '@cairnfs/core';
-export type { TarSourceEntry, TarHeaderInput, TarItem, TarEntry } from '@cairnfs/core';
+export { packEntries, readTar } from '@cairnfs/archive';
+export type { TarSourceEntry, TarHeaderInput, TarItem, TarEntry } from '@cairnfs/archive';
+
+// Images: the layer store (import docker save / OCI images, containers, commit, export)
+// and registries (pull, push, login).
+export {
+  LayerStore, exportImage, login, logout, parseReference, formatReference, familiarName, parsePlatform,
+  chainIdOf, chainIds, normalizeTag, DEFAULT_MAX_UNCOMPRESSED_BYTES,
+} from '@cairnfs/image';
+export type {
+  ImageInfo, LayerInfo, ContainerInfo, ImportOptions, ImportProgress, StoreOptions, Compression,
+  PullOptions, PullProgress, LayerProgress, PushOptions, PushProgress, PushResult, LoginOptions, Credentials, Reference, Platform, TlsOptions, RetryOptions,
+} from '@cairnfs/image';
 
 /** The drivers this package registers on import, in priority order. */
 export const builtinDrivers = [overlay2Driver, btrfsDriver, zfsDriver, devicemapperDriver, aufsDriver, vfsDriver] as const;

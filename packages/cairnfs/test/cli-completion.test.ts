@@ -35,7 +35,7 @@ async function bashComplete(file: string, words: string[]): Promise<string[]> {
 test('bash: commands, a command\'s options with the global ones, option values, paths for import', async () => {
   const file = await script('bash');
   expect(await bashComplete(file, ['cairn', 'im'])).toEqual(['images', 'import']);
-  expect(await bashComplete(file, ['cairn', '--root', '/x', 'p'])).toEqual(['probe', 'ps']);
+  expect(await bashComplete(file, ['cairn', '--root', '/x', 'p'])).toEqual(['probe', 'ps', 'pull', 'push']);
   expect(await bashComplete(file, ['cairn', 'images', '--'])).toEqual(expect.arrayContaining(['--format', '--quiet', '--no-trunc', '--root', '--bytes', '--help']));
   expect(await bashComplete(file, ['cairn', 'images', '--format', ''])).toEqual(['json', 'table']);
   expect(await bashComplete(file, ['cairn', '--driver', 'o'])).toEqual(['overlay2']);

@@ -4,9 +4,9 @@ import { readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ErrorCodes } from '@cairnfs/core';
-import { readTar } from '@cairnfs/core';
+import { readTar } from '@cairnfs/archive';
 import { Readable } from 'node:stream';
-import { fileEntry, sampleLayers, sha, tarDir, tarOf, writeDockerSave } from '../../image/test/fixture.js';
+import { fileEntry, packedTarOf as tarOf, sampleLayers, sha, tarDir, writeDockerSave } from '@cairnfs/testkit';
 
 const repo = join(import.meta.dirname ?? new URL('.', import.meta.url).pathname, '..', '..', '..');
 const bin = join(repo, 'packages/cairnfs/dist/cli/main.js');
@@ -108,7 +108,7 @@ test('import, list, create, mount, write, umount, changes, diff, export, rm, rmi
 
 test('errors exit with the code of their CairnError and a message saying what to do', async () => {
   const missing = await cairn(root, 'create', 'nope:1', 'c1');
-  expect(missing.code).toBe(exitFor('ERR_LAYER_NOT_FOUND'));
+  expect(missing.code).toBe(exitFor('ERR_IMAGE_NOT_FOUND'));
   expect(missing.stderr).toMatch(/no image nope:1/);
   const badName = await cairn(root, '--driver', 'vfs', 'create', 'demo:1', '../x');
   expect(badName.code).toBe(exitFor('ERR_INVALID_ID'));
@@ -241,7 +241,7 @@ test('export and diff refuse to write a tar to a terminal, and write -o FILE who
   expect((await readFile(join(work, 'c1.tar'))).length % 512).toBe(0);
   // A failed export leaves neither the file nor its temporary.
   const missing = await cairn(root, '--driver', 'vfs', 'export', '-o', join(work, 'bad.tar'), 'nope:1');
-  expect(missing.code).toBe(exitFor('ERR_LAYER_NOT_FOUND'));
+  expect(missing.code).toBe(exitFor('ERR_IMAGE_NOT_FOUND'));
   expect((await readdir(work)).filter((f) => f.includes('bad.tar'))).toEqual([]);
 }, 60_000);
 

@@ -5,9 +5,7 @@ import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import ts from 'typescript';
 import { readMountInfo } from '@cairnfs/core';
-import { describeBackend } from '@cairnfs/testkit';
-import { writeDockerStore } from '../../aufs/test/docker-store.js';
-import { sampleLayers, tarDir, writeDockerSave } from '../../image/test/fixture.js';
+import { describeBackend, sampleLayers, tarDir, writeDockerSave, writeDockerStore } from '@cairnfs/testkit';
 
 // The doc test: every code block in the README, the guides and the package READMEs whose
 // fence reads ```ts test is type-checked against the packages' sources and run, as written,

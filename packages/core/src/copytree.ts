@@ -6,7 +6,7 @@ import {
 import { copyFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { lsetxattrSync, lutimesNsSync, major, minor, mknodSync } from '@cairnfs/sys';
-import { readXattrs } from './changes.js';
+import { readXattrs } from './xattrs.js';
 import { CairnError, errnoCode, translateSpaceError } from './errors.js';
 
 export type ReflinkMode = 'auto' | 'always' | 'never';
@@ -51,7 +51,7 @@ export async function copyTree(src: string, dst: string, opts: CopyTreeOptions =
   try {
     const root = lstatSync(src, { bigint: true });
     if (!root.isDirectory()) {
-      throw new CairnError('ERR_LAYER_NOT_FOUND', `cannot copy ${src}: it is not a directory`, { subject: src });
+      throw new CairnError('ERR_INVALID_OPTION', `cannot copy ${src}: it is not a directory`, { subject: src });
     }
     try {
       mkdirSync(dst, { mode: 0o700 });

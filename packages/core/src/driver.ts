@@ -53,7 +53,7 @@ export interface StorageDriver {
   remove(id: string): Promise<void>;
 
   /** Mounts the layer (or counts one more user) and returns the root of its filesystem. */
-  get(id: string, opts?: { mountLabel?: string }): Promise<string>;
+  get(id: string, opts?: GetOptions): Promise<string>;
   /** Drops one user; the last `put` unmounts. `ERR_NOT_MOUNTED` without a `get`. */
   put(id: string): Promise<void>;
 
@@ -62,7 +62,7 @@ export interface StorageDriver {
   /** The paths that differ between `parent` and the layer. */
   changes(id: string, parent?: string | null): Promise<Change[]>;
   /** Applies an OCI changeset (or a plain tar) to the layer; returns the bytes of file content applied. */
-  applyDiff(id: string, parent: string | null | undefined, tar: Readable | AsyncIterable<Uint8Array>): Promise<number>;
+  applyDiff(id: string, parent: string | null | undefined, tar: Readable | AsyncIterable<Uint8Array>, opts?: ApplyDiffOptions): Promise<number>;
   /** The bytes of file content the changeset between `parent` and the layer would carry. */
   diffSize(id: string, parent?: string | null): Promise<number>;
 
@@ -79,6 +79,35 @@ export interface CreateOptions {
   storageOpt?: Record<string, string>;
   /** SELinux mount label, passed through to mounts where the driver supports it. */
   mountLabel?: string;
+}
+
+/** How `get` mounts a layer. */
+export interface GetOptions {
+  /** SELinux mount label (`context=`), passed to the mount on drivers that mount. */
+  mountLabel?: string;
+  /** Show the layer through an id-mapped mount (container id → host id), without a copy. */
+  idMappings?: IdMappings;
+}
+
+/** How `applyDiff` writes ownership. */
+export interface ApplyDiffOptions {
+  /** Store ownership shifted by these maps (as containers/storage does for user-namespaced containers). */
+  idMappings?: IdMappings;
+  /** Rootless with a single id: keep going when a chown is refused, leaving files owned by the caller. */
+  ignoreChownErrors?: boolean;
+}
+
+/** User and group id maps, as the OCI runtime spec writes them. */
+export interface IdMappings {
+  uidMap: IdMap[];
+  gidMap: IdMap[];
+}
+
+/** `size` ids from `containerId` on map to `hostId` on. */
+export interface IdMap {
+  containerId: number;
+  hostId: number;
+  size: number;
 }
 
 export type ChangeKind = 'add' | 'modify' | 'delete';
@@ -139,8 +168,29 @@ export interface DriverFactory {
   readonly optionPrefixes?: readonly string[];
   /** Says whether the driver can run here, and why not. Must not create or change anything. */
   probe(ctx: DriverContext): Promise<ProbeResult>;
-  /** Opens (creating the home if needed) and returns a ready driver. */
-  open(ctx: DriverContext): Promise<StorageDriver>;
+  /**
+   * Opens (creating the home if needed) and returns a ready driver. Probes first and
+   * refuses, with the probe's code and reason, where the driver cannot run; a caller that
+   * has just probed (the registry) passes that usable result as `probed` to skip a second probe.
+   */
+  open(ctx: DriverContext, probed?: ProbeResult): Promise<StorageDriver>;
   /** True when `${root}/${name}` already holds layers (prior-driver detection). */
   hasLayers(ctx: DriverContext): Promise<boolean>;
+}
+
+/** One layer of a store: its id and the layer it was created on (what migrate copies, parents first). */
+export interface LayerRef {
+  id: string;
+  parent: string | null;
+  /** Created with createReadWrite on the target (a container layer); default: create. */
+  readWrite?: boolean;
+}
+
+/**
+ * Drivers that can list their own layers. Optional: drivers whose parents live in
+ * metadata only the image layer store reads (vfs, overlay2, …) need the caller to pass
+ * `MigrateOptions.layers` instead.
+ */
+export interface LayerLister {
+  listLayers(): Promise<LayerRef[]>;
 }

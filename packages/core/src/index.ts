@@ -1,17 +1,33 @@
-export * from './errors.js';
-export * from './ids.js';
-export type * from './driver.js';
-export * from './mutex.js';
-export * from './refcount.js';
-export * from './staging.js';
-export * from './mountinfo.js';
-export * from './backingfs.js';
-export * from './changes.js';
-export * from './copytree.js';
-export * from './archive/index.js';
-export * from './naivediff.js';
-export * from './lock.js';
-export * from './registry.js';
-export * from './units.js';
-export * from './xfsquota.js';
-export * from './migrate.js';
+// @cairnfs/core: the StorageDriver contract and the helpers every driver shares. The tar and
+// changeset engine is @cairnfs/archive; the syscalls are @cairnfs/sys. Every name below is
+// public API: nothing is exported by wildcard, so this file is the list a reviewer checks.
+export { ErrorCodes, CairnError, isCairnError, errnoCode, translateSpaceError } from './errors.js';
+export type { ErrorCode, CairnErrorDetails } from './errors.js';
+export { isValidId, assertValidId, normalizeParent } from './ids.js';
+export type {
+  StorageDriver, CreateOptions, GetOptions, ApplyDiffOptions, IdMappings, IdMap, ChangeKind, Change, ProbeResult,
+  DriverContext, DriverFactory, LayerRef, LayerLister,
+} from './driver.js';
+export { KeyedMutex } from './mutex.js';
+export { MountRefs, type MountHooks } from './refcount.js';
+export {
+  STAGING_DIR, TRASH_DIR, makeStagingDir, fsyncDir, fsyncFile, commitStaged, discardDir, sweepLeftovers, writeFileAtomic,
+} from './staging.js';
+export { unescapeMountField, parseMountInfo, readMountInfo, findMountOf, type MountInfoEntry } from './mountinfo.js';
+export {
+  FS_MAGIC_NAMES, FS_MAGIC_FUSE, UNKNOWN_FS_NAME, nearestExistingPath, detectBackingFs, nameBackingFs, supportsDType,
+  type BackingFs,
+} from './backingfs.js';
+export { copyTree, type ReflinkMode, type CopyTreeOptions, type CopyTreeStats } from './copytree.js';
+export { HOME_LOCK_FILE, acquireHomeLock, openUnderHomeLock, type HomeLockOptions, type HomeLock } from './lock.js';
+export { Registry, defaultRegistry, openDriver, probe, type ProbeOptions, type OpenOptions } from './registry.js';
+export { parseByteSize, formatByteSize } from './units.js';
+export {
+  probeXfsProjectQuota, requireXfsProjectQuota, LayerQuotas, type ProjectQuota, type ProjectQuotaProbe,
+} from './xfsquota.js';
+export { readXattrs, sameXattrMaps } from './xattrs.js';
+export {
+  defineDriver, guardAfterCleanup, dirHasEntries, type DriverDefinition, type DriverSetup, type ProbeVerdict,
+} from './define.js';
+export { RecordFile } from './record.js';
+export { mountLabelOption } from './mountlabel.js';

@@ -1,3 +1,4 @@
+import type { GetOptions } from './driver.js';
 import { CairnError } from './errors.js';
 import { KeyedMutex } from './mutex.js';
 
@@ -6,7 +7,8 @@ import { KeyedMutex } from './mutex.js';
  * `mount` returns the path handed to callers; `unmount` undoes it.
  */
 export interface MountHooks {
-  mount(id: string): Promise<string>;
+  /** `opts` are those of the get that mounts (the first); later gets share that mount. */
+  mount(id: string, opts: GetOptions): Promise<string>;
   unmount(id: string, path: string): Promise<void>;
 }
 
@@ -23,14 +25,14 @@ export class MountRefs {
 
   constructor(private readonly hooks: MountHooks) {}
 
-  get(id: string): Promise<string> {
+  get(id: string, opts: GetOptions = {}): Promise<string> {
     return this.locks.run(id, async () => {
       const current = this.held.get(id);
       if (current) {
         current.count++;
         return current.path;
       }
-      const path = await this.hooks.mount(id);
+      const path = await this.hooks.mount(id, opts);
       this.held.set(id, { path, count: 1 });
       return path;
     });

@@ -189,7 +189,7 @@ export async function openDriver(opts: OpenOptions): Promise<StorageDriver> {
     const ctx = contextFor(factory, setup);
     const result = await probeFactory(factory, ctx);
     if (!result.usable) throw unusableError(result, ctx.home, false);
-    return factory.open(ctx);
+    return factory.open(ctx, result);
   }
 
   const priors = await priorDrivers(setup);
@@ -199,7 +199,7 @@ export async function openDriver(opts: OpenOptions): Promise<StorageDriver> {
     const ctx = contextFor(factory, setup);
     const result = await probeFactory(factory, ctx);
     if (!result.usable) throw unusableError(result, ctx.home, true);
-    return factory.open(ctx);
+    return factory.open(ctx, result);
   }
 
   const refusals: string[] = [];
@@ -207,7 +207,7 @@ export async function openDriver(opts: OpenOptions): Promise<StorageDriver> {
     const ctx = contextFor(factory, setup);
     const result = await probeFactory(factory, ctx);
     const refusal = result.usable ? ownFilesystemRule(factory, result) : (result.reason ?? 'unusable');
-    if (refusal === null) return factory.open(ctx);
+    if (refusal === null) return factory.open(ctx, result);
     refusals.push(`${factory.name}: ${refusal}`);
   }
   throw new CairnError('ERR_NOT_SUPPORTED',

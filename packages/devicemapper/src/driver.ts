@@ -4,10 +4,11 @@ import { mkdir, readdir, rm, rmdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import {
-  CairnError, KeyedMutex, MountRefs, NaiveDiff, openUnderHomeLock, assertValidId, detectBackingFs,
-  normalizeParent, readMountInfo,
+  CairnError, KeyedMutex, MountRefs, openUnderHomeLock, assertValidId, detectBackingFs, normalizeParent,
+  readMountInfo,
 } from '@cairnfs/core';
-import type { Change, CreateOptions, DriverContext, HomeLock, StorageDriver } from '@cairnfs/core';
+import { NaiveDiff } from '@cairnfs/archive';
+import type { Change, CreateOptions, DriverSetup, GetOptions, HomeLock, StorageDriver } from '@cairnfs/core';
 import { major, minor } from '@cairnfs/sys';
 import {
   METADATA_BLOCK, createDevice, devPath, isActive, isIdTaken, isNoSuchThin, libraryVersion, listDevices,
@@ -16,9 +17,9 @@ import {
 import { classify, run, udevRunning } from './exec.js';
 import { growFs, mkfs, mountDevice, rootfsOf, unmountDevice } from './fsops.js';
 import { Layout, devicePrefixFor } from './layout.js';
-import { readJson, removeFile, writeJson } from './meta.js';
+import { deviceSetRecord, layerRecord, transactionRecord } from './meta.js';
 import type { DeviceSetMeta, LayerMeta, Transaction } from './meta.js';
-import { humanSize, parseOptions, parseSize } from './options.js';
+import { humanSize, parseSize } from './options.js';
 import type { DmOptions } from './options.js';
 import { closePool, openPool } from './pool.js';
 import type { Pool } from './pool.js';
@@ -55,19 +56,19 @@ export class DeviceMapperDriver implements StorageDriver {
     private readonly pool: Pool,
     private deviceSet: DeviceSetMeta,
   ) {
-    this.refs = new MountRefs({ mount: (id) => this.mountLayer(id), unmount: (id) => this.unmountLayer(id) });
+    this.refs = new MountRefs({ mount: (id, opts) => this.mountLayer(id, opts), unmount: (id) => this.unmountLayer(id) });
     this.naive = new NaiveDiff({ get: (id) => this.get(id), put: (id) => this.put(id), parentOf: async (id) => this.layers.get(id)?.parent ?? null });
   }
 
-  static async open(ctx: DriverContext): Promise<DeviceMapperDriver> {
-    const opts = parseOptions(ctx.options);
+  static async open(ctx: DriverSetup<DmOptions>): Promise<DeviceMapperDriver> {
+    const opts = ctx.settings;
     return openUnderHomeLock(ctx.home, { timeoutMs: ctx.lockTimeoutMs }, async (lock) => {
       await ensureKernel();
       const st = await stat(ctx.home);
       const layout = new Layout(ctx.home, devicePrefixFor(major(st.dev), minor(st.dev), st.ino));
       await mkdir(layout.metaDir, { recursive: true, mode: 0o700 });
       await mkdir(layout.mntDir, { recursive: true, mode: 0o700 });
-      const saved = await readJson<DeviceSetMeta & { blockSize?: number }>(layout.deviceSetFile);
+      const saved = await deviceSetRecord.read(layout.deviceSetFile);
       const blockSize = saved?.blockSize ?? opts.blockSize;
       const pool = await openPool(opts, layout, blockSize);
       if (pool.mode === 'loop-lvm') {
@@ -111,7 +112,7 @@ export class DeviceMapperDriver implements StorageDriver {
   private async loadLayers(): Promise<void> {
     for (const entry of await readdir(this.layout.metaDir)) {
       if (entry.startsWith('.')) continue;
-      const meta = await readJson<LayerMeta>(this.layout.layerMeta(entry));
+      const meta = await layerRecord.read(this.layout.layerMeta(entry));
       if (meta) this.layers.set(entry, meta);
     }
   }
@@ -123,7 +124,7 @@ export class DeviceMapperDriver implements StorageDriver {
    * create and completes a delete.
    */
   private async rollbackOpenTransaction(): Promise<void> {
-    const tx = await readJson<Transaction>(this.layout.transactionFile);
+    const tx = await transactionRecord.read(this.layout.transactionFile);
     if (!tx) return;
     if (this.transactionId < tx.id) {
       try {
@@ -138,18 +139,18 @@ export class DeviceMapperDriver implements StorageDriver {
         }
       } else if (this.layers.get(tx.subject)?.deviceId === tx.deviceId) {
         this.layers.delete(tx.subject);
-        await removeFile(this.layout.layerMeta(tx.subject));
+        await layerRecord.remove(this.layout.layerMeta(tx.subject));
       } else {
         // The device was a layer's undo snapshot or a device it was discarding: now gone.
         const meta = this.layers.get(tx.subject);
         if (meta && (meta.undoDeviceId === tx.deviceId || meta.discardDeviceId === tx.deviceId)) {
           if (meta.undoDeviceId === tx.deviceId) delete meta.undoDeviceId;
           if (meta.discardDeviceId === tx.deviceId) delete meta.discardDeviceId;
-          await writeJson(this.layout.layerMeta(tx.subject), meta);
+          await layerRecord.write(this.layout.layerMeta(tx.subject), meta);
         }
       }
     }
-    await removeFile(this.layout.transactionFile);
+    await transactionRecord.remove(this.layout.transactionFile);
   }
 
   /**
@@ -166,7 +167,7 @@ export class DeviceMapperDriver implements StorageDriver {
         meta.deviceId = meta.undoDeviceId;
         delete meta.undoDeviceId;
         meta.discardDeviceId = torn;
-        await writeJson(this.layout.layerMeta(id), meta);
+        await layerRecord.write(this.layout.layerMeta(id), meta);
       }
       if (meta.discardDeviceId !== undefined) await this.deleteSideDevice(id, meta, 'discardDeviceId');
     }
@@ -174,12 +175,12 @@ export class DeviceMapperDriver implements StorageDriver {
 
   /**
    * What a kill between two steps leaves that no layer owns: a metadata file half written
-   * (writeJson's `.tmp-*`), the empty mount point of a layer removed or never finished.
+   * (writeFileAtomic's `.<name>.tmp`), the empty mount point of a layer removed or never finished.
    * Runs after deactivateLeftovers, so nothing is mounted there any more.
    */
   private async sweepStrays(): Promise<void> {
     for (const entry of await readdir(this.layout.metaDir)) {
-      if (entry.startsWith('.tmp-')) await rm(join(this.layout.metaDir, entry), { force: true });
+      if (entry.startsWith('.') && entry.endsWith('.tmp')) await rm(join(this.layout.metaDir, entry), { force: true });
     }
     for (const entry of await readdir(this.layout.mntDir)) {
       if (!entry.startsWith('.') && !this.layers.has(entry)) await rmdir(this.layout.mountPoint(entry)).catch(() => undefined);
@@ -199,13 +200,13 @@ export class DeviceMapperDriver implements StorageDriver {
       await poolMessage(this.pool.name, `delete ${deviceId}`);
     } catch (err) {
       if (!isNoSuchThin(err)) {
-        await removeFile(this.layout.transactionFile);
+        await transactionRecord.remove(this.layout.transactionFile);
         throw classify(err, `deleting thin device ${deviceId} (no longer used by layer ${id})`, id);
       }
     }
     delete meta[field];
     Object.assign(meta, extra);
-    await writeJson(this.layout.layerMeta(id), meta);
+    await layerRecord.write(this.layout.layerMeta(id), meta);
     await this.closeTransaction(tx);
   }
 
@@ -226,12 +227,12 @@ export class DeviceMapperDriver implements StorageDriver {
       });
       try {
         meta.undoDeviceId = tx.deviceId;
-        await writeJson(this.layout.layerMeta(id), meta);
+        await layerRecord.write(this.layout.layerMeta(id), meta);
         await this.saveDeviceSet();
       } catch (err) {
         delete meta.undoDeviceId;
         await poolMessage(this.pool.name, `delete ${tx.deviceId}`).catch(() => undefined);
-        await removeFile(this.layout.transactionFile).catch(() => undefined);
+        await transactionRecord.remove(this.layout.transactionFile).catch(() => undefined);
         throw err;
       }
       await this.closeTransaction(tx);
@@ -247,12 +248,12 @@ export class DeviceMapperDriver implements StorageDriver {
   // ---- transactions and device ids ----
 
   private async saveDeviceSet(): Promise<void> {
-    await writeJson(this.layout.deviceSetFile, { ...this.deviceSet, blockSize: this.pool.blockSize });
+    await deviceSetRecord.write(this.layout.deviceSetFile, { ...this.deviceSet, blockSize: this.pool.blockSize });
   }
 
   private async openTransaction(subject: string, deviceId: number, op: Transaction['op']): Promise<Transaction> {
     const tx: Transaction = { id: this.transactionId + 1, deviceId, subject, op };
-    await writeJson(this.layout.transactionFile, tx);
+    await transactionRecord.write(this.layout.transactionFile, tx);
     return tx;
   }
 
@@ -263,7 +264,7 @@ export class DeviceMapperDriver implements StorageDriver {
       throw classify(err, `setting the pool's transaction id to ${tx.id}`);
     }
     this.transactionId = tx.id;
-    await removeFile(this.layout.transactionFile);
+    await transactionRecord.remove(this.layout.transactionFile);
   }
 
   /**
@@ -281,7 +282,7 @@ export class DeviceMapperDriver implements StorageDriver {
         return tx;
       } catch (err) {
         if (!isIdTaken(err)) {
-          await removeFile(this.layout.transactionFile);
+          await transactionRecord.remove(this.layout.transactionFile);
           throw classify(err, `creating thin device ${deviceId} for ${subject}`, subject);
         }
         deviceId = deviceId >= MAX_DEVICE_ID ? 1 : deviceId + 1;
@@ -294,7 +295,7 @@ export class DeviceMapperDriver implements StorageDriver {
   private async abortCreate(tx: Transaction): Promise<void> {
     await removeDevice(this.deviceName(tx.subject)).catch(() => undefined);
     await poolMessage(this.pool.name, `delete ${tx.deviceId}`).catch(() => undefined);
-    await removeFile(this.layout.transactionFile).catch(() => undefined);
+    await transactionRecord.remove(this.layout.transactionFile).catch(() => undefined);
   }
 
   // ---- the base device ----
@@ -417,12 +418,12 @@ export class DeviceMapperDriver implements StorageDriver {
       const meta: LayerMeta = { deviceId: tx.deviceId, size, transactionId: tx.id, parent, kind, applied: false };
       try {
         if (size > origin.size) await this.growDevice(id, tx.deviceId, size, this.fs);
-        await writeJson(this.layout.layerMeta(id), meta);
+        await layerRecord.write(this.layout.layerMeta(id), meta);
         this.layers.set(id, meta);
         await this.saveDeviceSet();
       } catch (err) {
         this.layers.delete(id);
-        await removeFile(this.layout.layerMeta(id)).catch(() => undefined);
+        await layerRecord.remove(this.layout.layerMeta(id)).catch(() => undefined);
         await this.abortCreate(tx);
         throw err;
       }
@@ -493,26 +494,26 @@ export class DeviceMapperDriver implements StorageDriver {
     } catch (err) {
       if (!isNoSuchThin(err)) {
         const classified = classify(err, `deleting thin device ${meta.deviceId} of layer ${id}`, id);
-        await removeFile(this.layout.transactionFile);
+        await transactionRecord.remove(this.layout.transactionFile);
         if (this.opts.deferredDeletion && (classified as CairnError).code === 'ERR_LAYER_IN_USE') {
           meta.deferredDeleted = true;
-          await writeJson(this.layout.layerMeta(id), meta);
+          await layerRecord.write(this.layout.layerMeta(id), meta);
           return;
         }
         throw classified;
       }
     }
-    await removeFile(this.layout.layerMeta(id));
+    await layerRecord.remove(this.layout.layerMeta(id));
     this.layers.delete(id);
     await this.closeTransaction(tx);
     await rm(this.layout.mountPoint(id), { recursive: true, force: true });
   }
 
-  async get(id: string): Promise<string> {
+  async get(id: string, opts: GetOptions = {}): Promise<string> {
     assertValidId(id);
     this.assertOpen();
     if (!this.liveLayer(id)) throw new CairnError('ERR_LAYER_NOT_FOUND', `layer ${id} does not exist`, { subject: id });
-    return this.refs.get(id);
+    return this.refs.get(id, opts);
   }
 
   async put(id: string): Promise<void> {
@@ -520,14 +521,14 @@ export class DeviceMapperDriver implements StorageDriver {
     await this.refs.put(id);
   }
 
-  private async mountLayer(id: string): Promise<string> {
+  private async mountLayer(id: string, opts: GetOptions): Promise<string> {
     const meta = this.liveLayer(id);
     if (!meta) throw new CairnError('ERR_LAYER_NOT_FOUND', `layer ${id} does not exist`, { subject: id });
     const name = this.deviceName(id);
     if (!isActive(name)) await createDevice(name, thinTable(meta.size, this.pool.dev, meta.deviceId));
     const readOnly = meta.kind === 'ro' && meta.applied && !this.applying.has(id);
     try {
-      await mountDevice(devPath(name), this.layout.mountPoint(id), this.fs, this.opts.mountOpt, readOnly);
+      await mountDevice(devPath(name), this.layout.mountPoint(id), this.fs, this.opts.mountOpt, readOnly, opts.mountLabel);
     } catch (err) {
       await removeDevice(name).catch(() => undefined);
       throw err;
@@ -646,7 +647,7 @@ export class DeviceMapperDriver implements StorageDriver {
   }
 
   private assertOpen(): void {
-    if (this.closed) throw new CairnError('ERR_NOT_MOUNTED', `the devicemapper driver at ${this.home} was cleaned up; open it again`, { subject: this.home });
+    if (this.closed) throw new CairnError('ERR_NOT_SUPPORTED', `the devicemapper driver at ${this.home} was cleaned up; open it again`, { subject: this.home });
   }
 }
 

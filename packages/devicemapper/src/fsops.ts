@@ -1,7 +1,7 @@
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { constants, mount, umount2 } from '@cairnfs/sys';
-import { CairnError } from '@cairnfs/core';
+import { CairnError, mountLabelOption } from '@cairnfs/core';
 import { classify, run } from './exec.js';
 import type { DmFs } from './options.js';
 
@@ -19,16 +19,18 @@ export async function mkfs(dev: string, fs: DmFs, extra: readonly string[]): Pro
 }
 
 /** Mount data for a thin device. XFS snapshots share the origin's UUID, so they mount only with nouuid. */
-export function mountData(fs: DmFs, extra: string): string {
+export function mountData(fs: DmFs, extra: string, mountLabel?: string): string {
   const opts = fs === 'xfs' ? ['nouuid'] : [];
   if (extra) opts.push(extra);
+  const context = mountLabelOption(mountLabel);
+  if (context !== null) opts.push(context);
   return opts.join(',');
 }
 
-export async function mountDevice(dev: string, target: string, fs: DmFs, extra: string, readOnly: boolean): Promise<void> {
+export async function mountDevice(dev: string, target: string, fs: DmFs, extra: string, readOnly: boolean, mountLabel?: string): Promise<void> {
   await mkdir(target, { recursive: true, mode: 0o700 });
   try {
-    await mount(dev, target, fs, readOnly ? constants.MS_RDONLY : 0, mountData(fs, extra));
+    await mount(dev, target, fs, readOnly ? constants.MS_RDONLY : 0, mountData(fs, extra, mountLabel));
   } catch (err) {
     throw new CairnError('ERR_BACKEND_FAILED', `mounting ${dev} (${fs}) on ${target} failed: ${(err as Error).message}`, { subject: target, cause: err });
   }

@@ -1,7 +1,7 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { CairnError } from '@cairnfs/core';
 import { CommandFailure, classify, run, udevRunning } from './exec.js';
-import { readJson, writeJson } from './meta.js';
+import { RecordFile } from '@cairnfs/core';
 import type { DmOptions } from './options.js';
 
 const PKG = 'lvm2';
@@ -13,6 +13,13 @@ export const LVM_POOL_NAME = `${VG}-${THINPOOL_LV}`;
 const PROFILE = 'cairn-thinpool';
 
 interface LvmSetup { device: string; vg: string; pool: string }
+
+/** `setup-config.json`: what direct-lvm built on dm.directlvm_device. */
+const lvmSetupRecord = new RecordFile<LvmSetup>('devicemapper direct-lvm setup', (raw) => {
+  const m = (raw ?? {}) as Partial<LvmSetup>;
+  const names = [m.device, m.vg, m.pool];
+  return names.every((v) => typeof v === 'string' && v !== '') ? m as LvmSetup : 'device, vg and pool must be non-empty strings';
+}, 'restore it, or remove it to set the device up again (only if the device holds nothing you need)');
 
 /**
  * LVM settings when udev is absent: LVM must not wait for udev to create nodes, and the
@@ -52,7 +59,7 @@ async function signatureOf(device: string): Promise<string | null> {
  */
 export async function setupDirectLvm(opts: DmOptions, setupFile: string): Promise<string> {
   const device = opts.directLvmDevice!;
-  const prior = await readJson<LvmSetup>(setupFile);
+  const prior = await lvmSetupRecord.read(setupFile);
   if (prior) {
     if (prior.device !== device) {
       throw new CairnError('ERR_INVALID_OPTION',
@@ -78,6 +85,6 @@ export async function setupDirectLvm(opts: DmOptions, setupFile: string): Promis
   await writeFile(`/etc/lvm/profile/${PROFILE}.profile`,
     `activation {\n  thin_pool_autoextend_threshold=${opts.autoextendThreshold}\n  thin_pool_autoextend_percent=${opts.autoextendPercent}\n}\n`);
   await lvm('lvchange', ['--metadataprofile', PROFILE, `${VG}/${THINPOOL_LV}`], 'applying the autoextend profile');
-  await writeJson(setupFile, { device, vg: VG, pool: THINPOOL_LV } satisfies LvmSetup);
+  await lvmSetupRecord.write(setupFile, { device, vg: VG, pool: THINPOOL_LV });
   return LVM_POOL_NAME;
 }

@@ -1,7 +1,4 @@
-import { randomBytes } from 'node:crypto';
-import { open, readFile, rename, rm } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
-import { errnoCode, fsyncDir } from '@cairnfs/core';
+import { RecordFile, isValidId } from '@cairnfs/core';
 import type { DmFs } from './options.js';
 
 /** One layer's thin device, as moby's per-device metadata file. */
@@ -30,6 +27,8 @@ export interface LayerMeta {
 /** Pool-wide state. */
 export interface DeviceSetMeta {
   nextDeviceId: number;
+  /** The pool's block size in bytes, fixed when the pool was made (absent in homes from before it was recorded). */
+  blockSize?: number;
   base: { deviceId: number; size: number; fs: DmFs; transactionId: number } | null;
 }
 
@@ -43,30 +42,44 @@ export interface Transaction {
   op: 'create' | 'delete';
 }
 
-export async function readJson<T>(path: string): Promise<T | null> {
-  try {
-    return JSON.parse(await readFile(path, 'utf8')) as T;
-  } catch (err) {
-    if (errnoCode(err) === 'ENOENT') return null;
-    throw err;
-  }
+const uint = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
+const optionalUint = (v: unknown): boolean => v === undefined || uint(v);
+
+function checkLayer(raw: unknown): LayerMeta | string {
+  const m = (raw ?? {}) as Partial<LayerMeta>;
+  if (!uint(m.deviceId) || !uint(m.size) || !uint(m.transactionId)) return 'deviceId, size and transactionId must be non-negative integers';
+  if (!(m.parent === null || isValidId(m.parent))) return 'parent is not a layer id';
+  if (m.kind !== 'ro' && m.kind !== 'rw') return 'kind is neither ro nor rw';
+  if (typeof m.applied !== 'boolean') return 'applied is not a boolean';
+  if (!optionalUint(m.undoDeviceId) || !optionalUint(m.discardDeviceId)) return 'undoDeviceId/discardDeviceId must be device ids';
+  if (m.deferredDeleted !== undefined && typeof m.deferredDeleted !== 'boolean') return 'deferredDeleted is not a boolean';
+  return m as LayerMeta;
 }
 
-/** Write to a sibling, fsync, rename over, fsync the directory: readers see old or new, never half. */
-export async function writeJson(path: string, value: unknown): Promise<void> {
-  const tmp = join(dirname(path), `.tmp-${randomBytes(6).toString('hex')}`);
-  const handle = await open(tmp, 'w', 0o600);
-  try {
-    await handle.writeFile(JSON.stringify(value, null, 1));
-    await handle.sync();
-  } finally {
-    await handle.close();
+function checkDeviceSet(raw: unknown): DeviceSetMeta | string {
+  const m = (raw ?? {}) as Partial<DeviceSetMeta>;
+  if (!uint(m.nextDeviceId)) return 'nextDeviceId must be a non-negative integer';
+  if (!optionalUint(m.blockSize)) return 'blockSize must be a non-negative integer';
+  const b = m.base;
+  if (b !== null && !(typeof b === 'object' && b !== undefined && uint(b.deviceId) && uint(b.size) && uint(b.transactionId) && (b.fs === 'ext4' || b.fs === 'xfs'))) {
+    return 'base must be null or { deviceId, size, fs, transactionId }';
   }
-  await rename(tmp, path);
-  await fsyncDir(dirname(path));
+  return m as DeviceSetMeta;
 }
 
-export async function removeFile(path: string): Promise<void> {
-  await rm(path, { force: true });
-  await fsyncDir(dirname(path));
+function checkTransaction(raw: unknown): Transaction | string {
+  const m = (raw ?? {}) as Partial<Transaction>;
+  if (!uint(m.id) || !uint(m.deviceId)) return 'id and deviceId must be non-negative integers';
+  if (typeof m.subject !== 'string' || !(m.subject === '.base' || isValidId(m.subject))) return 'subject is neither a layer id nor .base';
+  if (m.op !== 'create' && m.op !== 'delete') return 'op is neither create nor delete';
+  return m as Transaction;
 }
+
+const REPAIR = 'restore it from a backup, or remove the devicemapper home and its pool to start over';
+
+/** `metadata/<id>`: one layer's thin device. */
+export const layerRecord = new RecordFile<LayerMeta>('devicemapper layer metadata', checkLayer, REPAIR);
+/** `metadata/.deviceset`: pool-wide state. */
+export const deviceSetRecord = new RecordFile<DeviceSetMeta>('devicemapper pool metadata', checkDeviceSet, REPAIR);
+/** `metadata/.transaction`: the operation in flight, if any. */
+export const transactionRecord = new RecordFile<Transaction>('devicemapper transaction record', checkTransaction, REPAIR);

@@ -76,7 +76,7 @@ function parsePercent(value: string, option: string, max = 100): number {
 }
 
 /** Reads `dm.*` options (the `dm.` prefix is optional) into {@link DmOptions}; unknown names are ERR_INVALID_OPTION. */
-export function parseOptions(raw: Record<string, string>): DmOptions {
+export function parseOptions(raw: Readonly<Record<string, string>>): DmOptions {
   const o: DmOptions = {
     loopDataSize: 100 * GiB, loopDataSizeSet: false,
     loopMetadataSize: 2 * GiB, loopMetadataSizeSet: false,

@@ -1,9 +1,9 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
 import { release } from 'node:os';
-import { detectBackingFs, isCairnError } from '@cairnfs/core';
-import type { DriverContext, ProbeResult } from '@cairnfs/core';
-import { parseOptions } from './options.js';
+import { detectBackingFs } from '@cairnfs/core';
+import type { DriverSetup, ProbeVerdict } from '@cairnfs/core';
+import type { DmOptions } from './options.js';
 
 export const NAME = 'devicemapper';
 export const PRIORITY = 4;
@@ -40,17 +40,12 @@ export function kernelMissing(): string | null {
 }
 
 /** Says whether devicemapper can run here; touches nothing (no module loads, no devices). */
-export async function probeDevicemapper(ctx: DriverContext): Promise<ProbeResult> {
-  const base: ProbeResult = { name: NAME, priority: PRIORITY, usable: false };
+export async function probeDevicemapper(setup: DriverSetup<DmOptions>): Promise<ProbeVerdict> {
+  const base: ProbeVerdict = { usable: false };
   try {
-    base.backingFs = (await detectBackingFs(ctx.root)).name;
+    base.backingFs = (await detectBackingFs(setup.root)).name;
   } catch { /* leave unknown */ }
-  let opts;
-  try {
-    opts = parseOptions(ctx.options);
-  } catch (err) {
-    return { ...base, code: isCairnError(err) ? err.code : 'ERR_INVALID_OPTION', reason: (err as Error).message };
-  }
+  const opts = setup.settings;
   const kernel = kernelMissing();
   if (kernel) return { ...base, code: 'ERR_NOT_SUPPORTED', reason: kernel };
   if (process.getuid?.() !== 0) {

@@ -20,7 +20,7 @@ describeBackend('devicemapper-vm', vmMissingReason(), () => {
       'exit 7',
     ].join('\n');
     const run = await runVm(['bash', '-c', script], { timeoutSeconds: 300 });
-    // eslint-disable-next-line no-console
+     
     console.log(`VM round trip (boot, dmsetup, modprobe, power off): ${run.seconds.toFixed(1)} s`);
     expect(run.code).toBe(7);
     expect(run.stdout).toMatch(/Driver version:\s+4\.\d+/);

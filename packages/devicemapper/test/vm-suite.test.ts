@@ -24,7 +24,7 @@ describeBackend('devicemapper-vm', vmMissingReason(), () => {
       ...(process.env.CAIRN_DM_VM_FILTER ? ['-t', process.env.CAIRN_DM_VM_FILTER] : []),
     ], { timeoutSeconds: VM_SUITE_SECONDS, env });
     const summary = run.stderr.split('\n').filter((l) => /^(Tests|Test Suites|Time):/.test(l)).join('\n');
-    // eslint-disable-next-line no-console
+     
     console.log(`devicemapper VM suite: exit ${run.code} in ${run.seconds.toFixed(0)} s\n${summary}`);
     if (run.code !== 0) {
       throw new Error(`the in-VM devicemapper suite failed (exit ${run.code}):\n${run.stdout.slice(-4000)}\n${run.stderr.slice(-20000)}`);

@@ -3,7 +3,7 @@
 // docker ≥ 25 writes it, so the result loads into docker, podman and containerd alike.
 // Layer blobs are the uncompressed tars, rebuilt byte for byte, named by their diff id.
 import { Readable } from 'node:stream';
-import { encodeHeader, tarTrailer } from '@cairnfs/core';
+import { encodeHeader, tarTrailer } from '@cairnfs/archive';
 import { hexOf, sha256Of } from './digest.js';
 import type { LayerStore } from './store.js';
 

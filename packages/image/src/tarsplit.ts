@@ -9,7 +9,8 @@ import { promisify } from 'node:util';
 import { open, realpath } from 'node:fs/promises';
 import { posix, sep } from 'node:path';
 import { createHash } from 'node:crypto';
-import { CairnError, TarParser, type TarEntry } from '@cairnfs/core';
+import { CairnError } from '@cairnfs/core';
+import { TarParser, type TarEntry } from '@cairnfs/archive';
 
 const gzipAsync = promisify(gzip);
 

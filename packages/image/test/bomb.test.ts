@@ -6,10 +6,11 @@ import { mkdtemp, mkdir, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createGzip } from 'node:zlib';
-import { openDriver, defaultRegistry, encodeHeader, tarTrailer, type StorageDriver } from '@cairnfs/core';
+import { openDriver, defaultRegistry, type StorageDriver } from '@cairnfs/core';
+import { encodeHeader, tarTrailer } from '@cairnfs/archive';
 import { overlay2Driver } from '@cairnfs/overlay2';
 import { LayerStore } from '@cairnfs/image';
-import { sha } from './fixture.js';
+import { sha } from '@cairnfs/testkit';
 
 defaultRegistry.register(overlay2Driver);
 

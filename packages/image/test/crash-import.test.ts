@@ -16,14 +16,15 @@ import { cp, mkdir, readdir } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import { applyLayer, readMountInfo } from '@cairnfs/core';
+import { readMountInfo } from '@cairnfs/core';
+import { applyLayer } from '@cairnfs/archive';
 import type { DriverFactory, StorageDriver } from '@cairnfs/core';
 import { LayerStore, chainIds } from '@cairnfs/image';
 import { overlay2Driver } from '@cairnfs/overlay2';
 import { vfsDriver } from '@cairnfs/vfs';
 import { describeBackend, killChild, layerTar, makeLoopFs, nextLine, prng, spawnTsChild, treeHash } from '@cairnfs/testkit';
 import type { CrashChild, LoopFs } from '@cairnfs/testkit';
-import { tarDir, writeDockerSave } from './fixture.js';
+import { tarDir, writeDockerSave } from '@cairnfs/testkit';
 import type { ImportCrashOp, ImportCrashPlan } from './crash-import-child.js';
 
 const CHILD = join(dirname(fileURLToPath(import.meta.url)), 'crash-import-child.ts');

@@ -1,11 +1,12 @@
 import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { openDriver, defaultRegistry, isValidId, readTar, type StorageDriver } from '@cairnfs/core';
+import { openDriver, defaultRegistry, isValidId, type StorageDriver } from '@cairnfs/core';
+import { readTar } from '@cairnfs/archive';
 import { vfsDriver } from '@cairnfs/vfs';
 import { overlay2Driver } from '@cairnfs/overlay2';
 import { LayerStore, chainIds, exportImage } from '@cairnfs/image';
-import { configFor, sampleLayers, sha, tarDir, writeDockerSave, writeOciLayout, type Compress } from './fixture.js';
+import { configFor, sampleLayers, sha, tarDir, writeDockerSave, writeOciLayout, type Compress } from '@cairnfs/testkit';
 
 for (const f of [vfsDriver, overlay2Driver]) defaultRegistry.register(f);
 

@@ -1,7 +1,8 @@
 import { chmod, lstat, mkdtemp, readdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { applyLayer, exportOverlayUpper, fsyncDir } from '@cairnfs/core';
+import { fsyncDir } from '@cairnfs/core';
+import { applyLayer, exportOverlayUpper } from '@cairnfs/archive';
 import type { Change } from '@cairnfs/core';
 import { upperChanges } from './changes.js';
 import type { Layout } from './layout.js';

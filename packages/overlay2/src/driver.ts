@@ -1,10 +1,11 @@
 import { chmod, chown, mkdir, readFile, readlink, rmdir, stat, symlink, unlink, writeFile } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import {
-  CairnError, KeyedMutex, MountRefs, NaiveDiff, openUnderHomeLock, assertValidId, commitStaged, discardDir,
-  errnoCode, fsyncDir, fsyncFile, makeStagingDir, normalizeParent, parseByteSize, readMountInfo, LayerQuotas, sweepLeftovers,
+  CairnError, KeyedMutex, MountRefs, openUnderHomeLock, assertValidId, commitStaged, discardDir, errnoCode, fsyncDir,
+  fsyncFile, makeStagingDir, normalizeParent, parseByteSize, readMountInfo, LayerQuotas, sweepLeftovers,
 } from '@cairnfs/core';
-import type { Change, CreateOptions, DriverContext, HomeLock, StorageDriver } from '@cairnfs/core';
+import { NaiveDiff } from '@cairnfs/archive';
+import type { Change, CreateOptions, DriverSetup, GetOptions, HomeLock, StorageDriver } from '@cairnfs/core';
 import * as sys from '@cairnfs/sys';
 import {
   COMMITTED_FILE_MODE, DEFAULT_MAX_DEPTH, DIFF_MODE, HOME_MODE, KERNEL_MAX_DEPTH, LAYER_DIR_MODE, LINK_FILE_MODE,
@@ -34,7 +35,8 @@ export interface Overlay2Options {
   defaultSize: number;
 }
 
-export function parseOptions(options: Record<string, string>, newMountApi: boolean): Overlay2Options {
+/** Parses the `overlay2.*` options (pure; whether this kernel can mount maxDepth layers is checked at open). */
+export function parseOptions(options: Readonly<Record<string, string>>): Overlay2Options {
   const out: Overlay2Options = { maxDepth: DEFAULT_MAX_DEPTH, defaultSize: 0 };
   for (const [key, value] of Object.entries(options)) {
     switch (key) {
@@ -42,9 +44,6 @@ export function parseOptions(options: Record<string, string>, newMountApi: boole
         const n = Number(value);
         if (!Number.isInteger(n) || n < 1 || n > KERNEL_MAX_DEPTH) {
           throw new CairnError('ERR_INVALID_OPTION', `overlay2.maxDepth must be an integer from 1 to ${KERNEL_MAX_DEPTH} (overlayfs' own limit), got ${JSON.stringify(value)}`, { subject: key });
-        }
-        if (n > DEFAULT_MAX_DEPTH && !newMountApi) {
-          throw new CairnError('ERR_NOT_SUPPORTED', `overlay2.maxDepth=${n} needs the new mount API (fsopen, lowerdir+; Linux 6.8 or later), which this kernel lacks; use at most ${DEFAULT_MAX_DEPTH}`, { subject: key });
         }
         out.maxDepth = n;
         break;
@@ -83,16 +82,24 @@ export class Overlay2Driver implements StorageDriver {
   ) {
     this.layout = new Layout(home);
     this.quotas = new LayerQuotas(home, home); // layer dirs sit directly in the home, as moby's
-    this.refs = new MountRefs({ mount: (id) => this.mountLayer(id), unmount: (id, path) => this.unmountLayer(id, path) });
+    this.refs = new MountRefs({ mount: (id, opts) => this.mountLayer(id, opts), unmount: (id, path) => this.unmountLayer(id, path) });
     this.naive = new NaiveDiff({ get: (id) => this.get(id), put: (id) => this.put(id), parentOf: (id) => this.parentOf(id) }, { whiteouts: 'overlay' });
     this.native = new NativeDiff(this.layout, features.userXattr);
   }
 
-  /** Probes, takes the home lock, sweeps leftovers, repairs links and adopts live mounts. */
-  static async open(ctx: DriverContext): Promise<Overlay2Driver> {
+  /**
+   * Probes the kernel's overlay features (the driver needs them, not just a yes), takes the
+   * home lock, sweeps leftovers, repairs links and adopts live mounts.
+   */
+  static async open(ctx: DriverSetup<Overlay2Options>): Promise<Overlay2Driver> {
     const probe = await probeOverlay(ctx.home);
     if (!probe.usable) throw new CairnError(probe.code, `overlay2 cannot run on ${ctx.home}: ${probe.reason}`, { subject: ctx.home });
-    const options = parseOptions(ctx.options, probe.features.newMountApi);
+    const options = ctx.settings;
+    if (options.maxDepth > DEFAULT_MAX_DEPTH && !probe.features.newMountApi) {
+      throw new CairnError('ERR_NOT_SUPPORTED',
+        `overlay2.maxDepth=${options.maxDepth} needs the new mount API (fsopen, lowerdir+; Linux 6.8 or later), which this kernel lacks; use at most ${DEFAULT_MAX_DEPTH}`,
+        { subject: 'overlay2.maxDepth' });
+    }
     await mkdir(ctx.home, { recursive: true, mode: HOME_MODE });
     await chmod(ctx.home, HOME_MODE);
     // moby refuses overlay2.size at start-up where it cannot be enforced, rather than ignoring it.
@@ -241,10 +248,10 @@ export class Overlay2Driver implements StorageDriver {
 
   // ---- mounting ----------------------------------------------------------------------
 
-  async get(id: string, _opts?: { mountLabel?: string }): Promise<string> {
+  async get(id: string, opts: GetOptions = {}): Promise<string> {
     assertValidId(id);
     this.assertOpen();
-    return this.refs.get(id);
+    return this.refs.get(id, opts);
   }
 
   async put(id: string): Promise<void> {
@@ -253,21 +260,21 @@ export class Overlay2Driver implements StorageDriver {
   }
 
   /** The mount spec `get` would use (exposed for tests and `metadata`). */
-  async mountSpecFor(id: string): Promise<MountSpec | null> {
+  async mountSpecFor(id: string, mountLabel?: string): Promise<MountSpec | null> {
     const lowers = await this.readLowers(id);
     if (lowers.length === 0) {
       return (await this.isImageLayer(id)) ? planReadOnlyBind(this.layout.diffDir(id), this.layout.mergedDir(id)) : null;
     }
     return planOverlayMount({
       home: this.home, id, lowers, readOnly: await this.isReadOnly(id),
-      indexOff: this.features.indexOff, userXattr: this.features.userXattr, newMountApi: this.features.newMountApi,
+      indexOff: this.features.indexOff, userXattr: this.features.userXattr, newMountApi: this.features.newMountApi, mountLabel,
     });
   }
 
-  private async mountLayer(id: string): Promise<string> {
+  private async mountLayer(id: string, opts: GetOptions): Promise<string> {
     if (!(await this.exists(id))) throw new CairnError('ERR_LAYER_NOT_FOUND', `layer ${id} does not exist`, { subject: id });
     await this.ensureOwnLink(id);
-    const spec = await this.mountSpecFor(id);
+    const spec = await this.mountSpecFor(id, opts.mountLabel);
     // moby: a layer without lowers is used as is; there is nothing to overlay.
     if (spec === null) return this.layout.diffDir(id);
     const merged = this.layout.mergedDir(id);
@@ -373,7 +380,7 @@ export class Overlay2Driver implements StorageDriver {
   async idOfLower(entry: string): Promise<string> {
     const target = await readlink(`${this.home}/${entry}`);
     const id = idFromLinkTarget(target);
-    if (id === undefined) throw new CairnError('ERR_LAYER_NOT_FOUND', `link ${entry} points at ${target}, not at a layer`, { subject: entry });
+    if (id === undefined) throw new CairnError('ERR_BACKEND_FAILED', `link ${entry} points at ${target}, not at a layer; remove the link and reopen the driver to have it rebuilt`, { subject: entry });
     return id;
   }
 

@@ -3,9 +3,8 @@
  * exact on-disk layout (`l/` short links, `link`, `lower`, `diff/`, `work/`, `merged/`).
  * @packageDocumentation
  */
-import { CairnError } from '@cairnfs/core';
-import type { DriverContext, DriverFactory, ProbeResult } from '@cairnfs/core';
-import { Overlay2Driver } from './driver.js';
+import { CairnError, defineDriver } from '@cairnfs/core';
+import { Overlay2Driver, parseOptions, type Overlay2Options } from './driver.js';
 import { listLayerIds } from './links.js';
 import { Layout } from './layout.js';
 import { probeOverlay } from './probe.js';
@@ -22,21 +21,22 @@ export { repairLinks } from './links.js';
 export type { LinkRepairReport } from './links.js';
 
 /** overlay2 as the registry knows it: priority 1, the first choice wherever overlayfs works. */
-export const overlay2Driver: DriverFactory = {
+export const overlay2Driver = defineDriver<Overlay2Options>({
   name: 'overlay2',
   priority: 1,
-  async probe(ctx: DriverContext): Promise<ProbeResult> {
+  parseOptions,
+  async probe(setup) {
     try {
-      const p = await probeOverlay(ctx.home);
-      if (p.usable) return { name: 'overlay2', priority: 1, usable: true, backingFs: p.features.backingFs };
-      return { name: 'overlay2', priority: 1, usable: false, reason: p.reason, ...(p.backingFs ? { backingFs: p.backingFs } : {}) };
+      const p = await probeOverlay(setup.home);
+      if (p.usable) return { usable: true, backingFs: p.features.backingFs };
+      return { usable: false, reason: p.reason, code: p.code, ...(p.backingFs ? { backingFs: p.backingFs } : {}) };
     } catch (err) {
       const reason = err instanceof CairnError ? err.message : `probe failed: ${(err as Error).message}`;
-      return { name: 'overlay2', priority: 1, usable: false, reason };
+      return { usable: false, reason };
     }
   },
-  open: (ctx: DriverContext) => Overlay2Driver.open(ctx),
-  async hasLayers(ctx: DriverContext): Promise<boolean> {
+  open: (setup) => Overlay2Driver.open(setup),
+  async hasLayers(ctx) {
     return (await listLayerIds(new Layout(ctx.home))).length > 0;
   },
-};
+});

@@ -141,7 +141,7 @@ export function parseLowerFile(content: string, subject: string): string[] {
   for (const entry of entries) {
     const short = entry.startsWith(`${LINK_DIR}/`) ? entry.slice(LINK_DIR.length + 1) : '';
     if (!isShortName(short)) {
-      throw new CairnError('ERR_LAYER_NOT_FOUND',
+      throw new CairnError('ERR_BACKEND_FAILED',
         `layer ${subject} has a corrupt lower file (entry ${JSON.stringify(entry)} is not l/<26 base32 chars>); remove and re-create the layer`,
         { subject });
     }

@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { CairnError } from '@cairnfs/core';
+import { CairnError, mountLabelOption } from '@cairnfs/core';
 import * as sys from '@cairnfs/sys';
 import { DIFF_DIR, MERGED_DIR, WORK_DIR, layerDirName } from './layout.js';
 
@@ -66,7 +66,9 @@ function commonHead(req: OverlayMountRequest): Array<[string, string | null]> {
 }
 
 function tail(req: OverlayMountRequest): Array<[string, string | null]> {
-  return req.mountLabel ? [['context', `"${req.mountLabel}"`]] : [];
+  // mountLabelOption validates the label (no quote can end it early); the value is kept as
+  // its own pair because the new mount API passes key and value to fsconfig separately.
+  return mountLabelOption(req.mountLabel) === null ? [] : [['context', `"${req.mountLabel}"`]];
 }
 
 function layerPaths(req: OverlayMountRequest, base: string) {

@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { appendFile, chmod, chown, link, lstat, mkdir, readdir, rename, rm, symlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { changesBetween, diffSizeOf } from '@cairnfs/core';
+import { changesBetween, diffSizeOf } from '@cairnfs/archive';
 import type { Change } from '@cairnfs/core';
 import * as sys from '@cairnfs/sys';
 import { collect, describeBackend, expectSameTree, snapshotTree, tarEntries } from '@cairnfs/testkit';

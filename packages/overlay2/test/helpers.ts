@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { readMountInfo } from '@cairnfs/core';
 import * as sys from '@cairnfs/sys';
-import { Overlay2Driver, probeOverlay } from '@cairnfs/overlay2';
+import { Overlay2Driver, overlay2Driver, probeOverlay } from '@cairnfs/overlay2';
 import type { DriverHarness } from '@cairnfs/testkit';
 
 /** Why the real-overlayfs tests cannot run here, or null when they can. */
@@ -40,7 +40,7 @@ export async function makeHome(prefix = 'cairn-ovl-', base = tmpdir()): Promise<
     root,
     home,
     async open(options = {}) {
-      const d = await Overlay2Driver.open({ root, home, options, lockTimeoutMs: 0 });
+      const d = await overlay2Driver.open({ root, home, options, lockTimeoutMs: 0 }) as Overlay2Driver;
       opened.push(d);
       return d;
     },

@@ -117,5 +117,5 @@ describeBackend('overlayfs', missing, () => {
 
   // Enforced size quotas need a kernel with xfs quota code, which this host may lack: they
   // run in the test VM (packages/overlay2/test/vm/quota.vmtest.ts, launched by
-  // packages/core/test/quota-vm.test.ts).
+  // packages/testkit/test/quota-vm.test.ts).
 });

@@ -1,11 +1,21 @@
 // Loads the compiled addon (see load.ts for which binary). The package root is one level
 // above this module both from src/ (jest runs the sources) and from dist/ (the built package).
+import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { loadAddon } from './load.js';
+import type { LayerApplier, TarLimits } from './applier.js';
+import type { BtrfsChildSubvolume, BtrfsFsInfo } from './btrfs.js';
+import type { TarPacker } from './tarpack.js';
+import type { DirStats, StatBatch } from './walk.js';
 
-/** The raw addon surface; src/index.ts wraps it with documented, typed functions. */
+/**
+ * The raw addon surface, every export of cairn_sys.node with its exact argument types
+ * (packages/sys/test/native-surface.test.ts checks that the addon exports exactly these
+ * names). src/index.ts and the modules it re-exports wrap it with documented functions;
+ * nothing else reaches into the addon.
+ */
 export interface NativeBinding {
-  constants: Record<string, number>;
+  constants: NativeConstants;
   mount(source: string | null, target: string, fstype: string | null, flags: number, data: string | null): Promise<void>;
   mountAt(cwd: string, source: string | null, target: string, fstype: string | null, flags: number, data: string | null): Promise<void>;
   umount2(target: string, flags: number): Promise<void>;
@@ -26,9 +36,56 @@ export interface NativeBinding {
   major(dev: number | bigint): number;
   minor(dev: number | bigint): number;
   makedev(major: number, minor: number): number;
+
+  // applier.ts (native/untar.cc)
+  LayerApplier: new (root: string, whiteouts: number, noDevices: boolean, ownership: boolean, euid: number, egid: number, umask: number,
+    legacyKernel: boolean) => LayerApplier;
+  tarLimits: TarLimits;
+  // tarpack.ts (native/tarpack.cc)
+  TarPacker: new (root: string, flags: number, walk: boolean) => TarPacker;
+  // walk.ts (native/walk.cc)
+  statDirSync(dir: string, flags: number, root: string | undefined): DirStats;
+  statPathsSync(base: string, rels: readonly string[], flags: number): StatBatch;
+  readFileIntoSync(path: string, buf: Uint8Array, offset: number, length: number): number;
+  // btrfs.ts (native/btrfs.cc)
+  btrfsSubvolCreate(dir: string, name: string): Promise<void>;
+  btrfsSnapshot(source: string, dir: string, name: string, readOnly: boolean): Promise<void>;
+  btrfsSubvolDestroy(dir: string, name: string): Promise<void>;
+  btrfsGetFlags(path: string): Promise<number>;
+  btrfsSetFlags(path: string, flags: number | bigint): Promise<void>;
+  btrfsSubvolId(path: string): Promise<number>;
+  btrfsSubvolChildren(path: string): Promise<BtrfsChildSubvolume[]>;
+  btrfsFsInfo(path: string): Promise<BtrfsFsInfo>;
+  btrfsQgroupLimit(path: string, qgroupid: number | bigint, maxReferenced: number | bigint): Promise<void>;
+  btrfsQgroupDestroy(path: string, qgroupid: number | bigint): Promise<void>;
+  // quota.ts (native/quota.cc)
+  xfsGetProjectId(path: string): Promise<number>;
+  xfsSetProjectId(path: string, projectId: number): Promise<void>;
+  xfsSetProjectLimit(path: string, projectId: number, bytes: number): Promise<void>;
+  xfsGetProjectLimit(path: string, projectId: number): Promise<number>;
+  xfsQuotaState(path: string): Promise<number>;
+}
+
+/** Flag values from the C headers the addon was compiled against (frozen). */
+export interface NativeConstants {
+  readonly MS_RDONLY: number; readonly MS_NOSUID: number; readonly MS_NODEV: number;
+  readonly MS_NOEXEC: number; readonly MS_REMOUNT: number; readonly MS_BIND: number;
+  readonly MS_REC: number; readonly MS_PRIVATE: number; readonly MS_SLAVE: number;
+  readonly MS_SHARED: number; readonly MS_NOATIME: number; readonly MS_RELATIME: number;
+  readonly MNT_FORCE: number; readonly MNT_DETACH: number; readonly MNT_EXPIRE: number;
+  readonly UMOUNT_NOFOLLOW: number;
+  readonly XATTR_CREATE: number; readonly XATTR_REPLACE: number;
+  readonly S_IFCHR: number; readonly S_IFBLK: number; readonly S_IFIFO: number;
+  readonly S_IFSOCK: number; readonly S_IFREG: number; readonly S_IFDIR: number;
+  readonly S_IFLNK: number;
+  readonly LOCK_SH: number; readonly LOCK_EX: number; readonly LOCK_UN: number; readonly LOCK_NB: number;
 }
 
 function load(): NativeBinding {
+  // CAIRN_SYS_ADDON: another build of this same addon (scripts/sanitize.sh points it at
+  // the ASan/UBSan build); unset, node-gyp-build's pick (a local build, else the prebuilt one).
+  const override = process.env['CAIRN_SYS_ADDON'];
+  if (override) return createRequire(import.meta.url)(override) as NativeBinding;
   return loadAddon<NativeBinding>(fileURLToPath(new URL('..', import.meta.url)));
 }
 

@@ -22,7 +22,7 @@ export function describeBackend(backend: string, missing: string | null, body: (
     });
     return;
   }
-  // eslint-disable-next-line no-console
+   
   console.warn(`skipping [${backend}] tests: ${missing}`);
   describe.skip(`[${backend}] (skipped: ${missing})`, body);
 }

@@ -55,6 +55,31 @@ export function driverConformanceSuite(name: string, factory: () => Promise<Driv
       }
     }));
 
+    test('under umask 0 a new layer root is still 0755 root:root and applied entries keep exactly their modes', () => withDriver(async (d) => {
+      const saved = process.umask(0);
+      try {
+        await d.create('base');
+        await d.applyDiff('base', null, Readable.from([await tarOf([
+          { name: 'dir', type: 'directory', mode: 0o750 }, { name: 'dir/file', content: 'x', mode: 0o640 },
+          { name: 'implied/parent/file', content: 'y', mode: 0o600 },
+        ])]));
+        await d.createReadWrite('top', 'base');
+        for (const id of ['base', 'top']) {
+          await withMounted(d, id, async (root) => {
+            const st = await stat(root);
+            expect([id, st.mode & 0o7777, st.uid, st.gid]).toEqual([id, 0o755, 0, 0]);
+            expect((await stat(join(root, 'dir'))).mode & 0o7777).toBe(0o750);
+            expect((await stat(join(root, 'dir/file'))).mode & 0o7777).toBe(0o640);
+            expect((await stat(join(root, 'implied/parent/file'))).mode & 0o7777).toBe(0o600);
+            // A directory the tar implies but does not list is made as a plain 0755 one, never world-writable.
+            expect((await stat(join(root, 'implied'))).mode & 0o7777).toBe(0o755);
+          });
+        }
+      } finally {
+        process.umask(saved);
+      }
+    }));
+
     test('a base layer keeps a sticky 0705 dir owned 1:2 and a setuid 0222 file, through get/put and through a child', () => withDriver(async (d) => {
       await d.createReadWrite('base');
       await withMounted(d, 'base', writeBase);
@@ -151,6 +176,34 @@ export function driverConformanceSuite(name: string, factory: () => Promise<Driv
       }
       const [want, got] = [await withMounted(d, 'child', snapshotTree), await withMounted(d, 'child2', snapshotTree)];
       expectSameTree(got, want);
+    }));
+
+    test('a layer whiting out dir and then re-creating it (with or without a dir entry) shows only its own dir content', () => withDriver(async (d) => {
+      // OCI: a whiteout hides the lower layers' entry only, never what the same layer adds.
+      await d.create('base');
+      await d.applyDiff('base', null, Readable.from([await tarOf([
+        { name: 'dir/', type: 'directory' },
+        { name: 'dir/f', content: 'lower' },
+        { name: 'dir2/', type: 'directory' },
+        { name: 'dir2/f', content: 'lower' },
+      ])]));
+      await d.create('child', 'base');
+      await d.applyDiff('child', 'base', Readable.from([await tarOf([
+        { name: '.wh.dir' },
+        { name: 'dir/', type: 'directory' },
+        { name: 'dir/g', content: 'upper' },
+        { name: '.wh.dir2' },
+        { name: 'dir2/g', content: 'upper' },
+      ])]));
+      await d.createReadWrite('top', 'child');
+      for (const id of ['child', 'top']) {
+        await withMounted(d, id, async (root) => {
+          expect((await readdir(root)).sort()).toEqual(['dir', 'dir2']);
+          expect(await readdir(join(root, 'dir'))).toEqual(['g']);
+          expect(await readdir(join(root, 'dir2'))).toEqual(['g']);
+          expect(await readFile(join(root, 'dir2', 'g'), 'utf8')).toBe('upper');
+        });
+      }
     }));
 
     test('changes are exact: adds, deletes, chown-only and same-size same-second edits, with parents reported modified', () => withDriver(async (d) => {
@@ -344,6 +397,24 @@ export function driverConformanceSuite(name: string, factory: () => Promise<Driv
       await d.get('l');
       await d.cleanup();
       await d.cleanup();
+    }));
+
+    test('after cleanup every method is ERR_NOT_SUPPORTED and a reopen sees the layers again', () => withDriver(async (d, harness) => {
+      await d.create('l');
+      await d.cleanup();
+      const empty = () => Readable.from([Buffer.alloc(1024)]);
+      const calls: Array<[string, () => Promise<unknown>]> = [
+        ['create', () => d.create('m')], ['createReadWrite', () => d.createReadWrite('m', 'l')], ['exists', () => d.exists('l')],
+        ['remove', () => d.remove('l')], ['get', () => d.get('l')], ['put', () => d.put('l')], ['diff', () => d.diff('l')],
+        ['changes', () => d.changes('l')], ['applyDiff', () => d.applyDiff('l', null, empty())], ['diffSize', () => d.diffSize('l')],
+        ['status', () => d.status()], ['metadata', () => d.metadata('l')],
+      ];
+      for (const [method, call] of calls) {
+        const code = await call().then(() => 'resolved', (e: unknown) => (e as { code?: string }).code ?? String(e));
+        expect([method, code]).toEqual([method, 'ERR_NOT_SUPPORTED']);
+      }
+      await d.cleanup();
+      expect(await (await harness.reopen()).exists('l')).toBe(true);
     }));
 
     test('a reopened home has the same layers, contents and parent links', () => withDriver(async (d, harness) => {

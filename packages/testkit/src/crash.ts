@@ -8,7 +8,8 @@ import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import { applyLayer, encodeHeader, readMountInfo, tarTrailer } from '@cairnfs/core';
+import { readMountInfo } from '@cairnfs/core';
+import { applyLayer, encodeHeader, tarTrailer } from '@cairnfs/archive';
 import type { DriverFactory, StorageDriver } from '@cairnfs/core';
 import { constants as sysConstants, umount2 } from '@cairnfs/sys';
 

@@ -1,4 +1,4 @@
-import { encodeHeader, tarTrailer } from '@cairnfs/core';
+import { encodeHeader, tarTrailer } from '@cairnfs/archive';
 import { prng } from './crash.js';
 
 /**

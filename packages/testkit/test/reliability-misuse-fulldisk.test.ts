@@ -4,7 +4,7 @@
 import { statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { encodeHeader, tarTrailer } from '@cairnfs/core';
+import { encodeHeader, tarTrailer } from '@cairnfs/archive';
 import type { DriverFactory, StorageDriver } from '@cairnfs/core';
 import { overlay2Driver } from '@cairnfs/overlay2';
 import { vfsDriver } from '@cairnfs/vfs';

@@ -11,8 +11,9 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { packEntries } from '@cairnfs/core';
-import type { DriverFactory, TarSourceEntry } from '@cairnfs/core';
+import { packEntries } from '@cairnfs/archive';
+import type { DriverFactory } from '@cairnfs/core';
+import type { TarSourceEntry } from '@cairnfs/archive';
 import { LayerStore } from '@cairnfs/image';
 
 function mark(step: string, data: Record<string, unknown> = {}): void {

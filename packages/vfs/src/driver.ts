@@ -3,15 +3,22 @@ import { chmod, chown, copyFile, mkdir, readdir, realpath, rename, rm, stat, wri
 import { basename, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import {
-  CairnError, MountRefs, NaiveDiff, STAGING_DIR, TRASH_DIR, applyLayer, assertValidId, commitStaged, copyTree,
-  detectBackingFs, discardDir, errnoCode, fsyncDir, isValidId, LayerQuotas, makeStagingDir, normalizeParent, parseByteSize,
-  openUnderHomeLock, readMountInfo, sweepLeftovers, translateSpaceError,
+  CairnError, MountRefs, STAGING_DIR, TRASH_DIR, assertValidId, commitStaged, copyTree, detectBackingFs, discardDir,
+  errnoCode, fsyncDir, isValidId, LayerQuotas, makeStagingDir, normalizeParent, parseByteSize, openUnderHomeLock,
+  readMountInfo, sweepLeftovers, translateSpaceError, mountLabelOption,
 } from '@cairnfs/core';
-import type { Change, CreateOptions, HomeLock, StorageDriver } from '@cairnfs/core';
+import { NaiveDiff, NaiveDiffDriver, applyLayer } from '@cairnfs/archive';
+import type { CreateOptions, DriverSetup, GetOptions, HomeLock, StorageDriver } from '@cairnfs/core';
 import { constants as sysConstants, mount, umount2 } from '@cairnfs/sys';
 import { VfsLayout } from './layout.js';
-import { readMeta, removeMeta, writeMeta } from './meta.js';
+import { layerMeta } from './meta.js';
 import type { LayerMeta } from './meta.js';
+
+/** The parsed `vfs.*` options. */
+export interface VfsSettings {
+  /** `vfs.size`: default size quota of container layers, bytes; 0 = none. */
+  defaultSize: number;
+}
 
 /** An entry of the in-memory layer table; `committed` is false while create() is still copying. */
 interface LayerState extends LayerMeta {
@@ -43,12 +50,12 @@ interface LayerState extends LayerMeta {
  * unmounts it. Mounts found under the home at open (left by a crash) are unmounted.
  * Container layers and image layers not yet applied are handed out as plain directories.
  */
-export class VfsDriver implements StorageDriver {
+export class VfsDriver extends NaiveDiffDriver implements StorageDriver {
   readonly name = 'vfs';
   private readonly layout: VfsLayout;
   private readonly layers = new Map<string, LayerState>();
   private readonly refs: MountRefs;
-  private readonly naive: NaiveDiff;
+  protected readonly naive: NaiveDiff;
   private closed = false;
 
   private constructor(
@@ -60,9 +67,10 @@ export class VfsDriver implements StorageDriver {
     /** `vfs.size`: default size quota of container layers, bytes; 0 = none. */
     private readonly defaultSize: number,
   ) {
+    super();
     this.layout = new VfsLayout(home);
     this.refs = new MountRefs({
-      mount: (id) => this.mountLayer(id),
+      mount: (id, opts) => this.mountLayer(id, opts),
       unmount: (id, path) => this.unmountLayer(id, path),
     });
     this.naive = new NaiveDiff({
@@ -76,18 +84,19 @@ export class VfsDriver implements StorageDriver {
    * Opens (creating if needed) the home, takes its lock for the driver's lifetime,
    * repairs what a crash left behind, and loads the layer table.
    */
-  static async open(home: string, opts: { lockTimeoutMs?: number; defaultSize?: number }): Promise<VfsDriver> {
+  static async open(setup: DriverSetup<VfsSettings>): Promise<VfsDriver> {
+    const { home, settings } = setup;
     await mkdir(home, { recursive: true, mode: 0o700 });
     const quotas = new LayerQuotas(home, new VfsLayout(home).layersDir);
     // As moby, a default size that cannot be enforced is refused at start-up, not ignored.
-    if ((opts.defaultSize ?? 0) > 0) await quotas.require('vfs.size');
-    return openUnderHomeLock(home, { timeoutMs: opts.lockTimeoutMs ?? 0 }, async (lock) => {
+    if (settings.defaultSize > 0) await quotas.require('vfs.size');
+    return openUnderHomeLock(home, { timeoutMs: setup.lockTimeoutMs }, async (lock) => {
       const layout = new VfsLayout(home);
       await mkdir(layout.layersDir, { recursive: true, mode: 0o700 });
       await mkdir(layout.metaDir, { recursive: true, mode: 0o700 });
       await unmountStale(layout.layersDir);
       const reflink = await probeReflink(home);
-      const driver = new VfsDriver(home, lock, reflink, quotas, opts.defaultSize ?? 0);
+      const driver = new VfsDriver(home, lock, reflink, quotas, settings.defaultSize);
       await driver.recover();
       return driver;
     });
@@ -102,17 +111,17 @@ export class VfsDriver implements StorageDriver {
         await rm(join(layout.metaDir, name), { force: true }); // a temp file of an interrupted write
         continue;
       }
-      const meta = await readMeta(join(layout.metaDir, name));
+      const meta = await layerMeta.require(join(layout.metaDir, name));
       const dirPresent = await isDir(layout.layerPath(id));
       if (meta.replacing !== undefined) {
         const staged = join(this.home, STAGING_DIR, basename(meta.replacing));
         // Crash between "old tree to trash" and "staged tree into place": finish the swap.
         if (!dirPresent && await isDir(staged)) await rename(staged, layout.layerPath(id));
         delete meta.replacing;
-        if (dirPresent || await isDir(layout.layerPath(id))) await writeMeta(layout.metaPath(id), meta);
+        if (dirPresent || await isDir(layout.layerPath(id))) await layerMeta.write(layout.metaPath(id), meta);
       }
       if (!await isDir(layout.layerPath(id))) {
-        await removeMeta(layout.metaPath(id)); // create died before its rename
+        await layerMeta.remove(layout.metaPath(id)); // create died before its rename
         continue;
       }
       this.layers.set(id, { ...meta, committed: true });
@@ -121,7 +130,7 @@ export class VfsDriver implements StorageDriver {
     for (const id of await readdir(layout.layersDir)) {
       if (this.layers.has(id) || !isValidId(id)) continue;
       const meta: LayerMeta = { parent: null, kind: 'container', sealed: false };
-      await writeMeta(layout.metaPath(id), meta);
+      await layerMeta.write(layout.metaPath(id), meta);
       this.layers.set(id, { ...meta, committed: true });
     }
     await sweepLeftovers(this.home);
@@ -155,7 +164,7 @@ export class VfsDriver implements StorageDriver {
       });
       let staged: string | null = null;
       try {
-        await writeMeta(this.layout.metaPath(id), { parent: parentId, kind, sealed: false });
+        await layerMeta.write(this.layout.metaPath(id), { parent: parentId, kind, sealed: false });
         staged = await makeStagingDir(this.home, id);
         // Before the copy, as moby: the parent's tree counts against the layer's limit.
         if (size > 0) await this.quotas.limit(staged, size, id);
@@ -169,7 +178,7 @@ export class VfsDriver implements StorageDriver {
         this.layers.get(id)!.committed = true;
       } catch (err) {
         if (staged) await rm(staged, { recursive: true, force: true }).catch(() => undefined);
-        await removeMeta(this.layout.metaPath(id)).catch(() => undefined);
+        await layerMeta.remove(this.layout.metaPath(id)).catch(() => undefined);
         this.layers.delete(id);
         throw translateSpaceError(err, `creating vfs layer ${id}`);
       }
@@ -199,13 +208,13 @@ export class VfsDriver implements StorageDriver {
       }
       await discardDir(this.home, this.layout.layerPath(id), id);
       this.layers.delete(id);
-      await removeMeta(this.layout.metaPath(id));
+      await layerMeta.remove(this.layout.metaPath(id));
     });
   }
 
-  async get(id: string, _opts?: { mountLabel?: string }): Promise<string> {
+  async get(id: string, opts: GetOptions = {}): Promise<string> {
     assertValidId(id);
-    return this.refs.get(id);
+    return this.refs.get(id, opts);
   }
 
   async put(id: string): Promise<void> {
@@ -213,14 +222,14 @@ export class VfsDriver implements StorageDriver {
     return this.refs.put(id);
   }
 
-  private async mountLayer(id: string): Promise<string> {
+  private async mountLayer(id: string, opts: GetOptions): Promise<string> {
     const layer = this.committed(id);
     const path = this.layout.layerPath(id);
     if (layer.sealed) {
       // Bind onto itself, then make that bind read-only (a bind mount ignores MS_RDONLY on the first call).
       await mount(path, path, null, sysConstants.MS_BIND);
       try {
-        await mount('none', path, null, sysConstants.MS_BIND | sysConstants.MS_REMOUNT | sysConstants.MS_RDONLY);
+        await mount('none', path, null, sysConstants.MS_BIND | sysConstants.MS_REMOUNT | sysConstants.MS_RDONLY, mountLabelOption(opts.mountLabel));
       } catch (err) {
         await umount2(path, sysConstants.MNT_DETACH).catch(() => undefined);
         throw err;
@@ -231,19 +240,6 @@ export class VfsDriver implements StorageDriver {
 
   private async unmountLayer(id: string, path: string): Promise<void> {
     if (this.layers.get(id)?.sealed) await umount2(path);
-  }
-
-  // NaiveDiff validates the ids and reaches unknown layers through get(), which refuses them.
-  diff(id: string, parent?: string | null): Promise<Readable> {
-    return this.naive.diff(id, parent);
-  }
-
-  changes(id: string, parent?: string | null): Promise<Change[]> {
-    return this.naive.changes(id, parent);
-  }
-
-  diffSize(id: string, parent?: string | null): Promise<number> {
-    return this.naive.diffSize(id, parent);
   }
 
   /**
@@ -279,14 +275,14 @@ export class VfsDriver implements StorageDriver {
       }
       const { committed: _c, ...meta } = layer;
       await fsyncDir(staged);
-      await writeMeta(this.layout.metaPath(id), { ...meta, replacing: basename(staged) });
+      await layerMeta.write(this.layout.metaPath(id), { ...meta, replacing: basename(staged) });
       const trash = join(this.home, TRASH_DIR, `${id}-applied-${Date.now()}`);
       await mkdir(join(this.home, TRASH_DIR), { recursive: true, mode: 0o700 });
       await rename(path, trash);
       await rename(staged, path);
       await fsyncDir(this.layout.layersDir);
       const sealed = layer.kind === 'image';
-      await writeMeta(this.layout.metaPath(id), { parent: layer.parent, kind: layer.kind, sealed });
+      await layerMeta.write(this.layout.metaPath(id), { parent: layer.parent, kind: layer.kind, sealed });
       layer.sealed = sealed;
       await rm(trash, { recursive: true, force: true }).catch(() => undefined);
       return bytes;

@@ -1,6 +1,4 @@
-import { readFile, rm } from 'node:fs/promises';
-import { dirname } from 'node:path';
-import { CairnError, fsyncDir, isValidId, writeFileAtomic } from '@cairnfs/core';
+import { RecordFile, isValidId } from '@cairnfs/core';
 
 /** What vfs remembers about a layer besides its files. */
 export interface LayerMeta {
@@ -17,27 +15,13 @@ export interface LayerMeta {
   replacing?: string;
 }
 
-/** Writes `meta` durably (see writeFileAtomic): a crash leaves the old record or the new. */
-export async function writeMeta(path: string, meta: LayerMeta): Promise<void> {
-  await writeFileAtomic(path, JSON.stringify(meta));
+function checkMeta(raw: unknown): LayerMeta | string {
+  const m = (raw ?? {}) as Partial<LayerMeta>;
+  if (!(m.parent === null || isValidId(m.parent))) return 'parent is not a layer id';
+  if (m.kind !== 'image' && m.kind !== 'container') return 'kind is neither image nor container';
+  if (typeof m.sealed !== 'boolean') return 'sealed is not a boolean';
+  return { parent: m.parent, kind: m.kind, sealed: m.sealed, ...(typeof m.replacing === 'string' ? { replacing: m.replacing } : {}) };
 }
 
-export async function readMeta(path: string): Promise<LayerMeta> {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(await readFile(path, 'utf8'));
-  } catch (err) {
-    throw new CairnError('ERR_PREREQUISITES', `vfs layer metadata ${path} is unreadable (${String(err)}); restore it or remove the layer's directory`, { subject: path, cause: err });
-  }
-  const m = parsed as Partial<LayerMeta>;
-  const parentOk = m.parent === null || isValidId(m.parent);
-  if (!parentOk || (m.kind !== 'image' && m.kind !== 'container') || typeof m.sealed !== 'boolean') {
-    throw new CairnError('ERR_PREREQUISITES', `vfs layer metadata ${path} is malformed; restore it or remove the layer's directory`, { subject: path });
-  }
-  return { parent: m.parent as string | null, kind: m.kind, sealed: m.sealed, ...(typeof m.replacing === 'string' ? { replacing: m.replacing } : {}) };
-}
-
-export async function removeMeta(path: string): Promise<void> {
-  await rm(path, { force: true });
-  await fsyncDir(dirname(path)).catch(() => undefined);
-}
+/** `meta/<id>.json`: written atomically, read back validated. */
+export const layerMeta = new RecordFile<LayerMeta>('vfs layer metadata', checkMeta, "restore it or remove the layer's directory");

@@ -1,9 +1,11 @@
 import { mkdir, readdir, realpath, rmdir } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import {
-  CairnError, MountRefs, NaiveDiff, openUnderHomeLock, assertValidId, normalizeParent, parseByteSize, readMountInfo, translateSpaceError,
+  CairnError, MountRefs, openUnderHomeLock, assertValidId, normalizeParent, parseByteSize, readMountInfo,
+  translateSpaceError,
 } from '@cairnfs/core';
-import type { Change, CreateOptions, HomeLock, StorageDriver } from '@cairnfs/core';
+import { NaiveDiff, NaiveDiffDriver } from '@cairnfs/archive';
+import type { CreateOptions, DriverSetup, GetOptions, HomeLock, StorageDriver } from '@cairnfs/core';
 import { ZfsCommandError, ZfsCommands } from './command.js';
 import { ZfsLayout } from './layout.js';
 import { ZfsMounter, detectMountMethod, findDatasetMount, makeReadOnly, mountProperties, retryWhileBusy } from './mount.js';
@@ -32,13 +34,10 @@ interface LayerState {
   committed: boolean;
 }
 
-export interface ZfsOpenOptions {
-  /** Driver options (`zfs.fsname`). */
-  options?: Record<string, string>;
-  /** Milliseconds to wait for the home lock; default 0. */
-  lockTimeoutMs?: number;
-  /** Overrides the probed mount method (tests); normally chosen from /proc/filesystems. */
-  mountMethod?: MountMethod;
+/** The parsed `zfs.*` options. */
+export interface ZfsSettings {
+  /** `zfs.fsname`: the parent dataset of the layers; null = the dataset that holds the home (moby's default). */
+  fsname: string | null;
 }
 
 /**
@@ -75,11 +74,11 @@ export interface ZfsOpenOptions {
  * to the dataset that holds the home, which may hold anything): they are never listed,
  * mounted or destroyed.
  */
-export class ZfsDriver implements StorageDriver {
+export class ZfsDriver extends NaiveDiffDriver implements StorageDriver {
   readonly name = 'zfs';
   private readonly layers = new Map<string, LayerState>();
   private readonly refs: MountRefs;
-  private readonly naive: NaiveDiff;
+  protected readonly naive: NaiveDiff;
   /** Layers zfs-fuse mounted by itself when they were cloned: mounted, but with no user yet. */
   private readonly parked = new Set<string>();
   private closed = false;
@@ -92,8 +91,9 @@ export class ZfsDriver implements StorageDriver {
     private readonly mounter: ZfsMounter,
     private readonly lock: HomeLock,
   ) {
+    super();
     this.refs = new MountRefs({
-      mount: (id) => this.mountLayer(id),
+      mount: (id, opts) => this.mountLayer(id, opts),
       unmount: (id, path) => this.mounter.unmount(this.layout.dataset(id), path),
     });
     this.naive = new NaiveDiff({
@@ -137,14 +137,15 @@ export class ZfsDriver implements StorageDriver {
    * dataset, reads the layer table in one call, repairs what a crash left and adopts
    * layers that are still mounted (each counted once, so one `put` unmounts it).
    */
-  static async open(home: string, opts: ZfsOpenOptions = {}): Promise<ZfsDriver> {
+  static async open(setup: DriverSetup<ZfsSettings>): Promise<ZfsDriver> {
+    const { home } = setup;
     const commands = await ZfsCommands.locate();
-    const { fsname } = await probeZfs(home, opts.options ?? {});
-    return openUnderHomeLock(home, { timeoutMs: opts.lockTimeoutMs ?? 0 }, async (lock) => {
+    const { fsname } = await probeZfs(home, setup.settings.fsname);
+    return openUnderHomeLock(home, { timeoutMs: setup.lockTimeoutMs }, async (lock) => {
       await checkParentDataset(commands, fsname);
       const layout = new ZfsLayout(await realpath(home), fsname);
       await mkdir(layout.graphDir, { recursive: true, mode: 0o700 });
-      const mounter = new ZfsMounter(opts.mountMethod ?? await detectMountMethod(), commands);
+      const mounter = new ZfsMounter(await detectMountMethod(), commands);
       const driver = new ZfsDriver(home, layout, commands, mounter, lock);
       await driver.recover();
       return driver;
@@ -333,10 +334,10 @@ export class ZfsDriver implements StorageDriver {
     });
   }
 
-  async get(id: string, _opts?: { mountLabel?: string }): Promise<string> {
+  async get(id: string, opts: GetOptions = {}): Promise<string> {
     assertValidId(id);
     this.assertOpen();
-    return this.refs.get(id);
+    return this.refs.get(id, opts);
   }
 
   async put(id: string): Promise<void> {
@@ -344,30 +345,19 @@ export class ZfsDriver implements StorageDriver {
     return this.refs.put(id);
   }
 
-  private async mountLayer(id: string): Promise<string> {
+  private async mountLayer(id: string, opts: GetOptions): Promise<string> {
     const layer = this.committed(id);
     const path = this.layout.mountPath(id);
     if (this.parked.delete(id)) return path;
     try {
-      await this.mounter.mount(this.layout.dataset(id), path, { readOnly: layer.sealed });
+      await this.mounter.mount(this.layout.dataset(id), path, { readOnly: layer.sealed, ...(opts.mountLabel ? { mountLabel: opts.mountLabel } : {}) });
     } catch (err) {
       throw new CairnError('ERR_NOT_SUPPORTED', `cannot mount layer ${id} (${this.layout.dataset(id)}) at ${path}: ${errorText(err)}`, { subject: id, cause: err });
     }
     return path;
   }
 
-  // NaiveDiff validates the ids and reaches unknown layers through get(), which refuses them.
-  diff(id: string, parent?: string | null): Promise<Readable> {
-    return this.naive.diff(id, parent);
-  }
-
-  changes(id: string, parent?: string | null): Promise<Change[]> {
-    return this.naive.changes(id, parent);
-  }
-
-  diffSize(id: string, parent?: string | null): Promise<number> {
-    return this.naive.diffSize(id, parent);
-  }
+  // diff, changes and diffSize: NaiveDiffDriver.
 
   /**
    * Extracts the changeset into the mounted layer. An image layer (made with `create`)

@@ -6,14 +6,13 @@
  */
 import { access } from 'node:fs/promises';
 import { join } from 'node:path';
-import { isCairnError } from '@cairnfs/core';
-import type { DriverContext, DriverFactory, ProbeResult, StorageDriver } from '@cairnfs/core';
+import { defineDriver, isCairnError } from '@cairnfs/core';
 import { ZfsCommands } from './command.js';
-import { ZfsDriver, KIND_PROPERTY } from './driver.js';
-import { checkParentDataset, probeZfs } from './probe.js';
+import { ZfsDriver, KIND_PROPERTY, type ZfsSettings } from './driver.js';
+import { checkOptions, checkParentDataset, probeZfs } from './probe.js';
 
 export { ZfsDriver, KIND_PROPERTY, SEALED_PROPERTY } from './driver.js';
-export type { LayerKind, ZfsOpenOptions } from './driver.js';
+export type { LayerKind, ZfsSettings } from './driver.js';
 export { ZfsCommands, ZfsCommandError, findTool, parsePropertyTable } from './command.js';
 export type { PropertyTable, ZfsTool } from './command.js';
 export { ZfsLayout } from './layout.js';
@@ -27,34 +26,32 @@ export type { ZfsProbe } from './probe.js';
  * automatically only when the storage root is on ZFS. The probe runs one `zfs get` to
  * see that the parent dataset answers.
  */
-export const zfsDriver: DriverFactory = {
+export const zfsDriver = defineDriver<ZfsSettings>({
   name: 'zfs',
   priority: 3,
   requiresOwnFilesystem: true,
+  parseOptions: (options) => ({ fsname: checkOptions(options) }),
 
-  async probe(ctx: DriverContext): Promise<ProbeResult> {
-    const base = { name: 'zfs', priority: 3 };
+  async probe(setup) {
     try {
       const commands = await ZfsCommands.locate();
-      const { fsname } = await probeZfs(ctx.home, ctx.options);
+      const { fsname } = await probeZfs(setup.home, setup.settings.fsname);
       await checkParentDataset(commands, fsname);
-      return { ...base, usable: true, backingFs: 'zfs' };
+      return { usable: true, backingFs: 'zfs' };
     } catch (err) {
       if (!isCairnError(err)) throw err;
-      return { ...base, usable: false, reason: err.message, code: err.code };
+      return { usable: false, reason: err.message, code: err.code };
     }
   },
 
-  async open(ctx: DriverContext): Promise<StorageDriver> {
-    return ZfsDriver.open(ctx.home, { options: ctx.options, lockTimeoutMs: ctx.lockTimeoutMs });
-  },
+  open: (setup) => ZfsDriver.open(setup),
 
   /**
    * True when the home was used by this driver (its `graph` directory exists) and
    * fsname holds cairn layers. When ZFS does not answer, a used home still counts, so
    * auto-selection reports the zfs problem instead of silently picking another driver.
    */
-  async hasLayers(ctx: DriverContext): Promise<boolean> {
+  async hasLayers(ctx) {
     try {
       await access(join(ctx.home, 'graph'));
     } catch {
@@ -62,11 +59,11 @@ export const zfsDriver: DriverFactory = {
     }
     try {
       const commands = await ZfsCommands.locate();
-      const { fsname } = await probeZfs(ctx.home, ctx.options);
+      const { fsname } = await probeZfs(ctx.home, checkOptions(ctx.options));
       const table = await commands.getProperties([fsname], [KIND_PROPERTY], { recursive: true, depth: 1 });
       return [...table].some(([name, row]) => name !== fsname && row.get(KIND_PROPERTY) !== '-');
     } catch {
       return true;
     }
   },
-};
+});

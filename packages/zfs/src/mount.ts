@@ -1,6 +1,6 @@
 import { mkdir, readFile, rmdir } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { CairnError, errnoCode, readMountInfo } from '@cairnfs/core';
+import { CairnError, errnoCode, readMountInfo, mountLabelOption } from '@cairnfs/core';
 import type { MountInfoEntry } from '@cairnfs/core';
 import { constants as sysConstants, mount, umount2 } from '@cairnfs/sys';
 import { ZfsCommandError } from './command.js';
@@ -66,7 +66,7 @@ export class ZfsMounter {
     if (this.method === 'legacy') {
       await mkdir(path, { recursive: true, mode: 0o755 });
       const flags = opts.readOnly ? sysConstants.MS_RDONLY : 0;
-      const data = opts.mountLabel ? `context="${opts.mountLabel}"` : null;
+      const data = mountLabelOption(opts.mountLabel);
       await mount(dataset, path, 'zfs', flags, data);
       return;
     }

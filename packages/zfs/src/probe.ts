@@ -16,7 +16,7 @@ export async function datasetHolding(path: string): Promise<string | null> {
 }
 
 /** Checks the `zfs.*` options; returns the explicit fsname, if any. */
-export function checkOptions(options: Record<string, string>): string | null {
+export function checkOptions(options: Readonly<Record<string, string>>): string | null {
   let fsname: string | null = null;
   for (const [key, value] of Object.entries(options)) {
     if (key === FSNAME_OPTION) {
@@ -37,14 +37,14 @@ export interface ZfsProbe {
 }
 
 /**
- * Whether the zfs driver can run with its home at `home`, changing nothing:
+ * Whether the zfs driver can run with its home at `home` (with `explicit` the
+ * `zfs.fsname` option, if given), changing nothing:
  * the `zfs` tool is installed (ERR_PREREQUISITES), the home is on ZFS
  * (ERR_INCOMPATIBLE_FS; zfs-fuse counts, its mounts show as `fuse.zfs`), and the parent
  * dataset answers (ERR_NOT_SUPPORTED when the module or daemon is not there). The last
  * check is one `zfs get` call when `cmds` is given.
  */
-export async function probeZfs(home: string, options: Record<string, string>, cmds?: ZfsCommands): Promise<ZfsProbe> {
-  const explicit = checkOptions(options);
+export async function probeZfs(home: string, explicit: string | null, cmds?: ZfsCommands): Promise<ZfsProbe> {
   if (!cmds && await findTool('zfs') === null) throw missingZfsTool();
   const fs = await detectBackingFs(home);
   if (fs.name !== 'zfs') {

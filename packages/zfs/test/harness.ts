@@ -1,8 +1,7 @@
 import { rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { DriverHarness, ZfsFuseFixture } from '@cairnfs/testkit';
-import { ZfsDriver } from '@cairnfs/zfs';
-import type { ZfsOpenOptions } from '@cairnfs/zfs';
+import { zfsDriver, type ZfsDriver } from '@cairnfs/zfs';
 
 let counter = 0;
 
@@ -20,12 +19,12 @@ export interface ZfsHarness extends Omit<DriverHarness, 'driver' | 'reopen'> {
  * it. dispose() cleans up every driver it opened, then destroys the dataset and
  * everything under it (layers, snapshots, clones).
  */
-export async function zfsHarness(fixture: ZfsFuseFixture, opts: ZfsOpenOptions = {}): Promise<ZfsHarness> {
+export async function zfsHarness(fixture: ZfsFuseFixture, options: Record<string, string> = {}): Promise<ZfsHarness> {
   const { dataset, path: root } = await fixture.newFilesystem(`r${++counter}`);
   const home = join(root, 'zfs');
   const opened: ZfsDriver[] = [];
   const openOne = async () => {
-    const d = await ZfsDriver.open(home, opts);
+    const d = await openZfs(home, options);
     opened.push(d);
     return d;
   };
@@ -41,4 +40,9 @@ export async function zfsHarness(fixture: ZfsFuseFixture, opts: ZfsOpenOptions =
       await rm(root, { recursive: true, force: true }).catch(() => undefined);
     },
   };
+}
+
+/** Opens the zfs driver on `home` as the registry would (options parsed, no lock wait). */
+export async function openZfs(home: string, options: Record<string, string> = {}): Promise<ZfsDriver> {
+  return await zfsDriver.open({ root: dirname(home), home, options, lockTimeoutMs: 0 }) as ZfsDriver;
 }

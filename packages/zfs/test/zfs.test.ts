@@ -5,8 +5,8 @@ import { join } from 'node:path';
 import { readMountInfo } from '@cairnfs/core';
 import { describeBackend, startZfsFuse, zfsFuseMissing } from '@cairnfs/testkit';
 import type { ZfsFuseFixture } from '@cairnfs/testkit';
-import { ZfsDriver, zfsDriver } from '@cairnfs/zfs';
-import { zfsHarness } from './harness.js';
+import { zfsDriver } from '@cairnfs/zfs';
+import { openZfs, zfsHarness } from './harness.js';
 
 async function datasets(fixture: ZfsFuseFixture, under: string): Promise<string[]> {
   const out = await fixture.zfs('list', '-H', '-o', 'name', '-t', 'filesystem,snapshot', '-r', under);
@@ -146,8 +146,8 @@ describeBackend('zfs-fuse', zfsFuseMissing(), () => {
     await h.driver.cleanup();
     // A separate process creates and mounts two layers, then dies without cleanup (SIGKILL).
     const script = `
-      const { ZfsDriver } = await import(${JSON.stringify(new URL('../dist/index.js', import.meta.url).pathname)});
-      const d = await ZfsDriver.open(${JSON.stringify(home)});
+      const { zfsDriver } = await import(${JSON.stringify(new URL('../dist/index.js', import.meta.url).pathname)});
+      const d = await zfsDriver.open({ root: ${JSON.stringify(h.root)}, home: ${JSON.stringify(home)}, options: {}, lockTimeoutMs: 0 });
       await d.createReadWrite('a'); await d.createReadWrite('b', 'a');
       const fs = await import('node:fs/promises');
       await fs.writeFile((await d.get('a')) + '/x', 'from a');
@@ -197,7 +197,7 @@ describeBackend('zfs-fuse', zfsFuseMissing(), () => {
       removeChild: await measure(() => d.remove('child')),
       removeBase: await measure(() => d.remove('base')),
     };
-    // eslint-disable-next-line no-console
+     
     console.log(`zfs calls per operation: ${JSON.stringify(counts)}`);
     expect(counts).toEqual({
       createBase: 1, getBase: 1, putBase: 1, createChild: 3, getFreshClone: 0, putChild: 1,
@@ -246,6 +246,6 @@ describeBackend('zfs-fuse', zfsFuseMissing(), () => {
   });
 
   test('two drivers cannot hold one home', () => withHarness(async (h) => {
-    await expectCode(ZfsDriver.open(join(h.root, 'zfs')), 'ERR_LOCKED');
+    await expectCode(openZfs(join(h.root, 'zfs')), 'ERR_LOCKED');
   }));
 });

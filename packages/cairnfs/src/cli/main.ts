@@ -5,7 +5,7 @@
 import { createRequire } from 'node:module';
 import { Command, CommanderError, Option } from 'commander';
 import { defaultRegistry } from '../index.js';
-import { UsageError } from './context.js';
+import { globals, UsageError, withStore } from './context.js';
 import { exitCodeOf } from './exit-codes.js';
 import { registerCompletionCommand } from './commands/completion.js';
 import { registerContainerCommands } from './commands/containers.js';
@@ -13,6 +13,8 @@ import { registerHostCommands } from './commands/host.js';
 import { registerImageCommands } from './commands/images.js';
 import { registerMigrateCommand } from './commands/migrate.js';
 import { registerStorageCommands } from './commands/storage.js';
+import { printJson, printTable } from './output.js';
+import { registryCommands } from './registry.js';
 
 // From src/cli and dist/cli alike, the package root is two levels up.
 const { version } = createRequire(import.meta.url)('../../package.json') as { version: string };
@@ -36,6 +38,12 @@ registerImageCommands(program);
 registerContainerCommands(program);
 registerStorageCommands(program);
 registerMigrateCommand(program);
+registryCommands(program, {
+  withStore: (fn) => withStore(program, (store) => fn(store)),
+  print: (rows, columns) => (globals(program).json ? printJson(rows) : printTable(columns, rows.map((r) => columns.map((c) => String(r[c] ?? ''))))),
+  json: () => globals(program).json === true,
+});
+// Last: the completion script is generated from every command registered above.
 registerCompletionCommand(program, () => defaultRegistry.list().map((f) => f.name));
 
 // Usage errors exit 2 rather than the process exiting inside commander.

@@ -2,7 +2,7 @@
 // and time left. --progress picks the form: auto (a bar on a terminal, else plain), plain
 // (one line per finished step), json (one JSON object per line, for scripts), none.
 import cliProgress from 'cli-progress';
-import type { ImportProgress } from '@cairnfs/image';
+import type { ImportProgress, PullProgress, PushProgress } from '@cairnfs/image';
 import type { MigrateProgress } from '../index.js';
 import type { ProgressMode } from './context.js';
 import { humanBytes, humanDuration, shortId } from './output.js';
@@ -93,6 +93,55 @@ export function migrateReporter(mode: ProgressMode): Reporter<MigrateProgress> {
       }
       line(`[${p.index}/${p.total}] ${p.id} ${p.outcome} (${humanBytes(p.bytes)}) ${p.digest.slice(0, 19)}` +
         (perSecond === null ? '' : ` ${humanBytes(perSecond)}/s, ${humanDuration(byLayers.etaSeconds ?? 0)} left`));
+    },
+    stop: () => undefined,
+  };
+}
+
+/**
+ * Pull progress on stderr: one bar per layer (bytes and rate) on a terminal; otherwise a
+ * line per layer when it is found present or applied.
+ */
+export function pullReporter(): { onProgress: (p: PullProgress) => void; stop: () => void } {
+  if (process.stderr.isTTY) {
+    const bars = new cliProgress.MultiBar({
+      stream: process.stderr, hideCursor: true, clearOnComplete: false,
+      format: '{digest} {status} [{bar}] {done}/{size} {rate}',
+    }, cliProgress.Presets.shades_classic);
+    const byLayer = new Map<number, cliProgress.SingleBar>();
+    return {
+      onProgress: (p) => {
+        const l = p.layer;
+        if (!l) return;
+        const payload = {
+          digest: shortId(l.digest), status: l.status.padEnd(11), done: humanBytes(l.bytesDone), size: humanBytes(l.bytesTotal),
+          rate: l.status === 'downloading' ? `${humanBytes(l.bytesPerSecond)}/s` : '',
+        };
+        let bar = byLayer.get(l.index);
+        if (!bar) { bar = bars.create(Math.max(l.bytesTotal, 1), 0, payload); byLayer.set(l.index, bar); }
+        bar.update(l.status === 'present' || l.status === 'applied' ? Math.max(l.bytesTotal, 1) : l.bytesDone, payload);
+      },
+      stop: () => bars.stop(),
+    };
+  }
+  return {
+    onProgress: (p) => {
+      const l = p.layer;
+      if (l?.status === 'present') process.stderr.write(`layer ${shortId(l.digest)} already present\n`);
+      if (l?.status === 'applied') process.stderr.write(`layer ${shortId(l.digest)} applied (${p.layersDone}/${p.layersTotal}, ${humanBytes(l.bytesDone)} at ${humanBytes(l.bytesPerSecond)}/s)\n`);
+    },
+    stop: () => undefined,
+  };
+}
+
+/** Push progress on stderr: a line per layer as it is found, mounted or pushed. */
+export function pushReporter(): { onProgress: (p: PushProgress) => void; stop: () => void } {
+  return {
+    onProgress: (p) => {
+      const l = p.layer;
+      if (!l || l.status === 'checking' || l.status === 'uploading') return;
+      const what = { exists: 'already in the registry', mounted: 'mounted from another repository', pushed: `pushed (${humanBytes(l.bytesDone)})` }[l.status];
+      process.stderr.write(`layer ${l.index + 1}/${p.layersTotal} ${l.digest ? shortId(l.digest) : ''} ${what}\n`);
     },
     stop: () => undefined,
   };

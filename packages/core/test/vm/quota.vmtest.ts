@@ -1,16 +1,11 @@
-// The one test file run in the test VM (a kernel with xfs quotas) by
-// packages/core/test/quota-vm.test.ts: core's project quota control here, and the overlay2
-// and vfs quota tests registered from their packages. One file, not three, on purpose:
-// jest loads the modules again for every test file, and in the guest (emulated CPU, the
-// project over 9p) that costs ≈30 s a file; one xfs image also saves two mkfs+mount runs.
+// core's xfs project quota control, run in the test VM (a kernel with xfs quotas) by
+// packages/testkit/test/quota-vm.test.ts, in the same boot as overlay2's and vfs's quota tests.
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { LayerQuotas, probeXfsProjectQuota, requireXfsProjectQuota } from '@cairnfs/core';
 import { xfsGetProjectId, xfsGetProjectLimit, xfsSetProjectId } from '@cairnfs/sys';
 import { describeBackend, makeLoopFs } from '@cairnfs/testkit';
 import type { LoopFs } from '@cairnfs/testkit';
-import { overlay2QuotaTests } from '../../../overlay2/test/vm/quota.js';
-import { vfsQuotaTests } from '../../../vfs/test/vm/quota.js';
 
 async function writeError(path: string, bytes: number): Promise<string | null> {
   return writeFile(path, Buffer.alloc(bytes, 1)).then(() => null, (e: unknown) => (e as { code?: string }).code ?? String(e));
@@ -72,7 +67,4 @@ describeBackend('xfs-prjquota', null, () => {
     expect(await xfsGetProjectId(join(layers, 'stage2'))).toBe(0);
   });
   });
-
-  describe('overlay2 on xfs prjquota', () => overlay2QuotaTests(() => fs));
-  describe('vfs on xfs prjquota', () => vfsQuotaTests(() => fs));
 });

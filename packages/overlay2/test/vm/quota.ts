@@ -1,5 +1,5 @@
-// overlay2 quota tests for the test VM (a kernel with xfs quotas): registered by the one guest
-// test file packages/core/test/vm/quota.vmtest.ts, launched by packages/core/test/quota-vm.test.ts.
+// overlay2 quota tests for the test VM (a kernel with xfs quotas): registered by the guest
+// test file next to this one, launched with core's and the other driver's by packages/testkit/test/quota-vm.test.ts.
 // Every test name here contains the word "quota": the host launcher filters on it.
 import { join } from 'node:path';
 import { xfsGetProjectId } from '@cairnfs/sys';

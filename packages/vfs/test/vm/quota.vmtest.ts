@@ -1,0 +1,14 @@
+// vfs's quota tests, run in the test VM (a kernel with xfs quotas) by
+// packages/testkit/test/quota-vm.test.ts, in the same boot as core's and the other drivers'.
+// Every test name contains the word "quota": the host launcher filters on it.
+import { describeBackend, makeLoopFs } from '@cairnfs/testkit';
+import type { LoopFs } from '@cairnfs/testkit';
+import { vfsQuotaTests } from './quota.js';
+
+describeBackend('xfs-prjquota', null, () => {
+  let fs: LoopFs;
+  beforeAll(async () => { fs = await makeLoopFs('xfs', { mountOptions: 'prjquota', sizeMiB: 512 }); });
+  afterAll(async () => { await fs?.dispose(); });
+
+  describe('vfs on xfs prjquota', () => vfsQuotaTests(() => fs));
+});
