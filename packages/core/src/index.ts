@@ -31,3 +31,7 @@ export {
 } from './define.js';
 export { RecordFile } from './record.js';
 export { mountLabelOption } from './mountlabel.js';
+export {
+  validateIdMappings, idMappingsKey, parseIdMappingsKey, sameIdMappings, mapId, isIdentityMapping, withUserNamespace,
+  probeIdmappedMounts,
+} from './idmap.js';

@@ -3,7 +3,7 @@
  * exact on-disk layout (`l/` short links, `link`, `lower`, `diff/`, `work/`, `merged/`).
  * @packageDocumentation
  */
-import { CairnError, defineDriver } from '@cairnfs/core';
+import { CairnError, defineDriver, nearestExistingPath, probeIdmappedMounts } from '@cairnfs/core';
 import { Overlay2Driver, parseOptions, type Overlay2Options } from './driver.js';
 import { listLayerIds } from './links.js';
 import { Layout } from './layout.js';
@@ -28,7 +28,11 @@ export const overlay2Driver = defineDriver<Overlay2Options>({
   async probe(setup) {
     try {
       const p = await probeOverlay(setup.home);
-      if (p.usable) return { usable: true, backingFs: p.features.backingFs };
+      if (p.usable) {
+        const why = setup.settings.idmappedMounts ? await probeIdmappedMounts(await nearestExistingPath(setup.home)) : 'overlay2.idmapped_mounts=false';
+        const notes = why === null ? [] : [`get with idMappings makes chown copies of the image's lower view (no id-mapped mounts: ${why})`];
+        return { usable: true, backingFs: p.features.backingFs, ...(notes.length > 0 ? { notes } : {}) };
+      }
       return { usable: false, reason: p.reason, code: p.code, ...(p.backingFs ? { backingFs: p.backingFs } : {}) };
     } catch (err) {
       const reason = err instanceof CairnError ? err.message : `probe failed: ${(err as Error).message}`;

@@ -104,5 +104,6 @@ void InitUntar(Napi::Env env, Napi::Object exports);  // untar.cc (layer apply: 
 void InitQuota(Napi::Env env, Napi::Object exports);  // quota.cc (xfs project quotas)
 void InitWalk(Napi::Env env, Napi::Object exports);  // walk.cc (bulk lstat/xattr reads for diff and export)
 void InitTarPack(Napi::Env env, Napi::Object exports);  // tarpack.cc (layer export: tar written in the addon)
+void InitUserns(Napi::Env env, Napi::Object exports);  // userns.cc (user namespaces from id maps, id-mapped mounts, ownership shift)
 
 }  // namespace cairn

@@ -25,7 +25,15 @@ export interface NativeBinding {
   major(dev: number | bigint): number;
   minor(dev: number | bigint): number;
   makedev(major: number, minor: number): number;
+  makeUserNamespaceSync(maps: IdRanges): number;
+  idmappedMount(source: string, target: string, usernsFd: number, readOnly: boolean, recursive: boolean): Promise<void>;
+  shiftOwnership(root: string, maps: IdRanges, toHost: boolean): Promise<void>;
 }
+
+/** One range of an id map: `size` ids from `containerId` on stand for `hostId` on (core's IdMap). */
+export interface IdRange { containerId: number; hostId: number; size: number }
+/** A uid map and a gid map (core's IdMappings). */
+export interface IdRanges { uidMap: readonly IdRange[]; gidMap: readonly IdRange[] }
 
 function load(): NativeBinding {
   const require = createRequire(import.meta.url);

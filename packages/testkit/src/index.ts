@@ -14,3 +14,4 @@ export {
   sha, tarOf as packedTarOf, fileEntry, dirEntry, sampleLayers, configFor, writeDockerSave, writeOciLayout, tarDir,
   type Compress,
 } from './image-fixture.js';
+export { shiftMap, multiUserLayerTar, ownersAndInodes, ownersOf, runAs, idmappedGetChecks, type IdmapHarness } from './idmap-checks.js';

@@ -61,7 +61,8 @@ function probeCommand(name: string, description: string, withFixes: boolean) {
     const results = await probe({ root: resolve(globals().root), options: options() });
     print(results.map((r) => ({
       driver: r.name, status: r.chosen ? 'chosen' : r.usable ? 'usable' : 'unusable', backingFs: r.backingFs ?? '',
-      ...(withFixes || globals().json ? { reason: r.reason ?? '' } : {}), ...(globals().json ? { code: r.code, prior: r.prior } : {}),
+      ...(withFixes || globals().json ? { reason: [r.reason, ...(r.notes ?? [])].filter(Boolean).join('; ') } : {}),
+      ...(globals().json ? { code: r.code, prior: r.prior, notes: r.notes ?? [] } : {}),
     })), withFixes ? ['driver', 'status', 'backingFs', 'reason'] : ['driver', 'status', 'backingFs']);
   });
 }
