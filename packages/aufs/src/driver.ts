@@ -6,7 +6,7 @@ import {
   isValidId, makeStagingDir, normalizeParent, openUnderHomeLock, sweepLeftovers, translateSpaceError,
 } from '@cairnfs/core';
 import { NaiveDiff, applyLayer, exportChanges } from '@cairnfs/archive';
-import type { Change, CreateOptions, DriverContext, GetOptions, HomeLock, StorageDriver } from '@cairnfs/core';
+import type { Change, CreateOptions, DriverContext, GetOptions, HomeLock, StorageDriver, ApplyDiffOptions } from '@cairnfs/core';
 import type { LayerLister, LayerRef } from '@cairnfs/core';
 import { umount2 } from '@cairnfs/sys';
 import { branchChanges, diffDirBytes, diffDirEntries } from './changes.js';
@@ -233,9 +233,12 @@ export class AufsDriver implements StorageDriver, LayerLister {
   }
 
   /** Applies an OCI changeset into `diff/<id>` keeping its `.wh.` entries as aufs whiteout files. */
-  async applyDiff(id: string, parent: string | null | undefined, tar: Readable | AsyncIterable<Uint8Array>): Promise<number> {
+  async applyDiff(id: string, parent: string | null | undefined, tar: Readable | AsyncIterable<Uint8Array>, opts: ApplyDiffOptions = {}): Promise<number> {
     assertValidId(id);
     normalizeParent(parent); // validated only: the layer's parent is fixed at create
+    if (opts.idMappings) {
+      throw new CairnError('ERR_NOT_SUPPORTED', `aufs cannot store layer ${id} shifted by idMappings; apply it without them`, { subject: id });
+    }
     return this.refs.withLock(id, async () => {
       this.state(id);
       if (this.refs.isMounted(id)) {
@@ -251,7 +254,7 @@ export class AufsDriver implements StorageDriver, LayerLister {
         await chmod(staged, before.mode & 0o7777);
         const empty = (await readdir(diffDir)).length === 0;
         if (!empty) await copyTree(diffDir, staged);
-        bytes = await applyLayer(staged, tar, { whiteouts: 'aufs' });
+        bytes = await applyLayer(staged, tar, { whiteouts: 'aufs', ...(opts.ignoreChownErrors ? { ignoreChownErrors: true } : {}) });
         await fsyncDir(staged);
         if (empty) {
           await rmdir(diffDir);

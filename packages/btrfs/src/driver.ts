@@ -7,7 +7,7 @@ import {
   fsyncDir, normalizeParent,
 } from '@cairnfs/core';
 import { NaiveDiff, NaiveDiffDriver } from '@cairnfs/archive';
-import type { CreateOptions, DriverSetup, GetOptions, HomeLock, StorageDriver } from '@cairnfs/core';
+import type { CreateOptions, DriverSetup, GetOptions, HomeLock, StorageDriver, ApplyDiffOptions } from '@cairnfs/core';
 import { btrfsFsInfo, btrfsGetFlags, btrfsSetReadOnly, btrfsSnapshot, btrfsSubvolCreate, btrfsSubvolId, BTRFS_SUBVOL_RDONLY } from '@cairnfs/sys';
 import { BtrfsLayout, idOfMetaFile, idOfUndoName, isLeftoverName } from './layout.js';
 import { layerMeta } from './meta.js';
@@ -171,7 +171,7 @@ export class BtrfsDriver extends NaiveDiffDriver implements StorageDriver {
    * this (also when the apply fails: it was handed out sealed or is to be removed);
    * its flag is lifted for the apply, so applying twice works.
    */
-  async applyDiff(id: string, parent: string | null | undefined, tar: Readable | AsyncIterable<Uint8Array>): Promise<number> {
+  async applyDiff(id: string, parent: string | null | undefined, tar: Readable | AsyncIterable<Uint8Array>, opts: ApplyDiffOptions = {}): Promise<number> {
     assertValidId(id);
     normalizeParent(parent);
     const meta = this.meta(id);
@@ -183,7 +183,7 @@ export class BtrfsDriver extends NaiveDiffDriver implements StorageDriver {
     try {
       if (meta.kind === 'image') await btrfsSetReadOnly(path, false);
       try {
-        return await this.naive.applyDiff(id, parent, tar);
+        return await this.naive.applyDiff(id, parent, tar, opts);
       } catch (err) {
         throw spaceError(err, `applying a layer to ${id}`);
       } finally {

@@ -8,7 +8,7 @@ import {
   idMappingsKey, mapId, parseIdMappingsKey, probeIdmappedMounts, sameIdMappings, validateIdMappings,
 } from '@cairnfs/core';
 import { NaiveDiff } from '@cairnfs/archive';
-import type { Change, CreateOptions, DriverSetup, GetOptions, HomeLock, IdMappings, StorageDriver } from '@cairnfs/core';
+import type { ApplyDiffOptions, Change, CreateOptions, DriverSetup, GetOptions, HomeLock, IdMappings, StorageDriver } from '@cairnfs/core';
 import * as sys from '@cairnfs/sys';
 import {
   COMMITTED_FILE_MODE, DEFAULT_MAX_DEPTH, DIFF_MODE, HOME_MODE, KERNEL_MAX_DEPTH, LAYER_DIR_MODE, LINK_FILE_MODE,
@@ -114,7 +114,9 @@ export class Overlay2Driver implements StorageDriver {
     this.idmapXattr = userXattrName(IDMAP_XATTR, features.userXattr);
     this.quotas = new LayerQuotas(home, home); // layer dirs sit directly in the home, as moby's
     this.refs = new MountRefs({ mount: (id, opts) => this.mountLayer(id, opts), unmount: (id, path) => this.unmountLayer(id, path) });
-    this.naive = new NaiveDiff({ get: (id) => this.get(id), put: (id) => this.put(id), parentOf: (id) => this.parentOf(id) }, { whiteouts: 'overlay' });
+    this.naive = new NaiveDiff({
+      get: (id, opts) => this.get(id, opts), put: (id) => this.put(id), parentOf: (id) => this.parentOf(id), storedIdMap: (id) => this.storedIdMap(id),
+    }, { whiteouts: 'overlay' });
     this.native = new NativeDiff(this.layout, features.userXattr);
   }
 
@@ -573,7 +575,7 @@ export class Overlay2Driver implements StorageDriver {
 
   async diff(id: string, parent?: string | null): Promise<Readable> {
     await this.assertLayer(id);
-    if (await this.useNative(id, parent)) return this.native.diff(id);
+    if (await this.useNative(id, parent)) return this.native.diff(id, await this.storedIdMap(id));
     return this.naive.diff(id, parent);
   }
 
@@ -583,20 +585,51 @@ export class Overlay2Driver implements StorageDriver {
     return this.naive.changes(id, parent);
   }
 
-  async applyDiff(id: string, parent: string | null | undefined, tar: Readable | AsyncIterable<Uint8Array>): Promise<number> {
+  async applyDiff(id: string, parent: string | null | undefined, tar: Readable | AsyncIterable<Uint8Array>, opts: ApplyDiffOptions = {}): Promise<number> {
     await this.assertLayer(id);
+    const maps = await this.applyMap(id, opts);
+    const applyOpts = {
+      ...(maps ? { idMappings: maps } : {}), ...(opts.ignoreChownErrors ? { ignoreChownErrors: true } : {}),
+      ...(this.features.userXattr ? { userXattr: true } : {}),
+    };
     let bytes: number;
     if (await this.useNative(id, parent)) {
       // Under the layer's lock, so no get can mount it while diff/ is being swapped.
       bytes = await this.refs.withLock(id, async () => {
         const staged = this.refs.count(id) === 0 && await this.native.isEmpty(id);
-        return this.native.applyDiff(id, tar, staged);
+        return this.native.applyDiff(id, tar, staged, applyOpts);
       });
     } else {
-      bytes = await this.naive.applyDiff(id, parent, tar);
+      bytes = await this.naive.applyDiff(id, parent, tar, applyOpts);
     }
+    if (maps && !(await this.storedIdMap(id))) await this.recordIdMap(id, maps);
     await this.sealIfImageLayer(id);
     return bytes;
+  }
+
+  /**
+   * The map an applyDiff stores owners by: the one asked for, else the one the layer or its
+   * parent is stored by. One image, one id space: a map that differs from the layer's own
+   * or from any lower's is refused (get could not show the stack as one).
+   */
+  private async applyMap(id: string, opts: ApplyDiffOptions): Promise<IdMappings | null> {
+    const asked = opts.idMappings ? validateIdMappings(opts.idMappings) : null;
+    const lowerIds = await Promise.all((await this.readLowers(id)).map((l) => this.idOfLower(l)));
+    const held = await this.storedIdMap(id) ?? (lowerIds.length > 0 ? await this.storedIdMap(lowerIds[0]!) : null);
+    const maps = asked ?? held;
+    for (const layer of [id, ...lowerIds]) {
+      const stored = await this.storedIdMap(layer);
+      const fresh = layer === id && stored === null; // the layer itself takes the map now
+      if (!fresh && !sameIdMappings(stored, maps)) {
+        throw new CairnError('ERR_INVALID_OPTION',
+          `layer ${layer} is stored ${stored ? `shifted by ${idMappingsKey(stored)}` : 'in container ids'}; apply ${id} with ${stored ? 'the same idMappings' : 'no idMappings (or the whole image with them)'}`,
+          { subject: id });
+      }
+    }
+    if (asked && !(await this.storedIdMap(id)) && !(await this.native.isEmpty(id))) {
+      throw new CairnError('ERR_INVALID_OPTION', `layer ${id} already holds files in container ids; idMappings can be given only for its first applyDiff`, { subject: id });
+    }
+    return maps;
   }
 
   async diffSize(id: string, parent?: string | null): Promise<number> {

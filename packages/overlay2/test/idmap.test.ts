@@ -1,4 +1,4 @@
-import { describeBackend, idmappedGetChecks } from '@cairnfs/testkit';
+import { describeBackend, idmappedGetChecks, shiftedLayerChecks } from '@cairnfs/testkit';
 import { makeHome, overlayMissing } from './helpers.js';
 
 const missing = await overlayMissing();
@@ -12,3 +12,11 @@ for (const fallback of [false, true]) {
     }, { fallback });
   });
 }
+
+describeBackend('overlay', missing, () => {
+  shiftedLayerChecks('overlay2', async () => {
+    const h = await makeHome();
+    const driver = await h.open();
+    return { driver, layerDir: (id) => driver.layout.diffDir(id), dispose: () => h.dispose() };
+  });
+});

@@ -16,6 +16,7 @@
 // become JS errors at the boundary: {cairnCode, message, subject} for archive faults,
 // Node-style errno errors (code, syscall, path, entry) for the file work.
 #include "common.h"
+#include "owners.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -330,6 +331,12 @@ class Applier {
   }
 
   ~Applier() { Release(); }
+
+  // Ownership shift, dropped chowns and recorded devices (owners.h); set before the first write.
+  OwnerPolicy& owners() { return owners_; }
+  // The opaque-directory xattr in overlay mode: trusted.overlay.opaque, or user.overlay.opaque
+  // for an overlay mounted with userxattr (inside a user namespace).
+  std::string opaque_xattr_ = "trusted.overlay.opaque";
 
   void Release() {
     ForgetFds();
@@ -1112,6 +1119,11 @@ class Applier {
 
   void OnEntry(Entry e) {
     current_name_ = e.name;
+    if (ownership_ && !owners_.Map(&e.uid, &e.gid)) {
+      if (!owners_.Drop(EOVERFLOW, e.name, e.uid, e.gid)) SysFail(EOVERFLOW, "chown", e.name);
+      e.uid = euid_;  // ignoreChownErrors: the caller's own ids, which every chown below leaves as they are
+      e.gid = egid_;
+    }
     std::string rel;
     size_t baseAt;
     NormalizePath(e.name, &rel, &baseAt);
@@ -1205,7 +1217,11 @@ class Applier {
         RemoveIfPresent(parentRel, base);
         mode_t kind = e.type == '3' ? S_IFCHR : e.type == '4' ? S_IFBLK : S_IFIFO;
         dev_t dev = makedev(static_cast<unsigned>(e.devmajor), static_cast<unsigned>(e.devminor));
-        if (mknodat(Dir(parentRel), base.c_str(), kind | (e.mode & 0777), dev) != 0) SysFail(errno, "mknod", rel);
+        if (mknodat(Dir(parentRel), base.c_str(), kind | (e.mode & 0777), dev) != 0) {
+          if (errno != EPERM || e.type == '6') SysFail(errno, "mknod", rel);
+          DevicePlaceholder(parentRel, base, e);  // unprivileged (a user namespace): recorded, not made
+          return;
+        }
         Metadata(parentRel, base, e, true);
         return;
       }
@@ -1249,7 +1265,7 @@ class Applier {
     // setuid/setgid/sticky) or after a chown, which clears setuid/setgid.
     bool chown = ownership_ && (e.uid != euid_ || e.gid != egid_ || file_in_setgid_);
     bool chmod = chown || e.mode > 0777 || (e.mode & umask_) != 0;
-    if (chown && fchown(fd, static_cast<uid_t>(e.uid), static_cast<gid_t>(e.gid)) != 0) SysFail(errno, "fchown", rel);
+    if (chown && fchown(fd, static_cast<uid_t>(e.uid), static_cast<gid_t>(e.gid)) != 0 && !owners_.Drop(errno, rel, e.uid, e.gid)) SysFail(errno, "fchown", rel);
     if (chmod && fchmod(fd, e.mode) != 0) SysFail(errno, "fchmod", rel);
     SetXattrs(e, file_parent_, file_base_, fd);
     timespec ts[2];
@@ -1269,7 +1285,7 @@ class Applier {
     int pfd = base.empty() ? root_ : Dir(parentRel);
     const char* name = base.empty() ? "" : base.c_str();
     int flags = base.empty() ? AT_EMPTY_PATH : AT_SYMLINK_NOFOLLOW;
-    if (ownership_ && fchownat(pfd, name, static_cast<uid_t>(e.uid), static_cast<gid_t>(e.gid), flags) != 0) SysFail(errno, "lchown", rel);
+    if (ownership_ && fchownat(pfd, name, static_cast<uid_t>(e.uid), static_cast<gid_t>(e.gid), flags) != 0 && !owners_.Drop(errno, rel, e.uid, e.gid)) SysFail(errno, "lchown", rel);
     // A verified (or new) real directory: chmod through the magic link of an O_PATH fd.
     int dfd = base.empty() ? root_ : openat(pfd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (dfd < 0) SysFail(errno, "open", rel);
@@ -1296,7 +1312,8 @@ class Applier {
   // Symlinks, devices and fifos: owner, mode (not for symlinks), xattrs, times, no-follow.
   void Metadata(const std::string& parentRel, const std::string& base, const Entry& e, bool withChmod) {
     std::string rel = Join(parentRel, base);
-    if (ownership_ && fchownat(Dir(parentRel), base.c_str(), static_cast<uid_t>(e.uid), static_cast<gid_t>(e.gid), AT_SYMLINK_NOFOLLOW) != 0) {
+    if (ownership_ && fchownat(Dir(parentRel), base.c_str(), static_cast<uid_t>(e.uid), static_cast<gid_t>(e.gid), AT_SYMLINK_NOFOLLOW) != 0 &&
+        !owners_.Drop(errno, rel, e.uid, e.gid)) {
       SysFail(errno, "lchown", rel);
     }
     // Just made by us and not a symlink, so following the name cannot leave the layer.
@@ -1307,19 +1324,48 @@ class Applier {
     if (utimensat(Dir(parentRel), base.c_str(), ts, AT_SYMLINK_NOFOLLOW) != 0) SysFail(errno, "lutimes", rel);
   }
 
+  // A device node where mknod is refused (EPERM: no CAP_MKNOD in the init namespace): an
+  // empty 0000 file whose override_stat xattr (owners.h) says what it stands for, so diff
+  // and export give the device back; the container sees an empty file.
+  void DevicePlaceholder(const std::string& parentRel, const std::string& base, const Entry& e) {
+    std::string rel = Join(parentRel, base);
+    int fd = openat(Dir(parentRel), base.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0);
+    if (fd < 0) SysFail(errno, "open", rel);
+    std::string v = OverrideStatValue(e.uid, e.gid, e.mode, e.type == '4', e.devmajor, e.devminor);
+    int rc = fsetxattr(fd, kOverrideStatXattr, v.data(), v.size(), 0);
+    int err = errno;
+    if (rc == 0 && ownership_ && fchown(fd, static_cast<uid_t>(e.uid), static_cast<gid_t>(e.gid)) != 0 && !owners_.Drop(errno, rel, e.uid, e.gid)) {
+      rc = -1;
+      err = errno;
+    }
+    timespec ts[2];
+    Times(e, ts);
+    if (rc == 0 && futimens(fd, ts) != 0) {
+      rc = -1;
+      err = errno;
+    }
+    close(fd);
+    if (rc != 0) {
+      unlinkat(Dir(parentRel), base.c_str(), 0);
+      SysFail(err, "lsetxattr", rel);
+    }
+    owners_.Recorded(rel);
+  }
+
   void Whiteout(const Entry& e, const std::string& parentRel, const std::string* target) {
     if (mode_ == Whiteouts::kOverlay) {
       WalkDirs(parentRel, true, e.name);
       if (!target) {
         std::string proc = "/proc/self/fd/" + std::to_string(Dir(parentRel));
-        if (setxattr(proc.c_str(), "trusted.overlay.opaque", "y", 1, 0) != 0) SysFail(errno, "lsetxattr", parentRel);
+        if (setxattr(proc.c_str(), opaque_xattr_.c_str(), "y", 1, 0) != 0) SysFail(errno, "lsetxattr", parentRel);
         return;
       }
       std::string rel = Join(parentRel, *target);
       RemoveIfPresent(parentRel, *target);
       // What the kernel and moby leave for a deletion: a 0/0 char device, mode 0000.
       if (mknodat(Dir(parentRel), target->c_str(), S_IFCHR, 0) != 0) SysFail(errno, "mknod", rel);
-      if (ownership_ && fchownat(Dir(parentRel), target->c_str(), static_cast<uid_t>(e.uid), static_cast<gid_t>(e.gid), AT_SYMLINK_NOFOLLOW) != 0) {
+      if (ownership_ && fchownat(Dir(parentRel), target->c_str(), static_cast<uid_t>(e.uid), static_cast<gid_t>(e.gid), AT_SYMLINK_NOFOLLOW) != 0 &&
+          !owners_.Drop(errno, rel, e.uid, e.gid)) {
         SysFail(errno, "lchown", rel);
       }
       return;
@@ -1434,6 +1480,7 @@ class Applier {
   std::string file_parent_, file_base_;
   bool file_in_setgid_ = false;
   Entry file_;
+  OwnerPolicy owners_;
 };
 
 Napi::Error FailureToJs(Napi::Env env, const Failure& f) {
@@ -1484,6 +1531,7 @@ class LayerApplier : public Napi::ObjectWrap<LayerApplier> {
       InstanceAccessor<&LayerApplier::Finished>("finished"),
       InstanceAccessor<&LayerApplier::Current>("currentName"),
       InstanceAccessor<&LayerApplier::Bytes>("bytes"),
+      InstanceAccessor<&LayerApplier::Dropped>("dropped"),
     });
   }
 
@@ -1502,6 +1550,10 @@ class LayerApplier : public Napi::ObjectWrap<LayerApplier> {
     } catch (const Failure& f) {
       throw FailureToJs(env, f);
     }
+    // (…, idMappings | null, ignoreChownErrors, opaqueXattr | undefined): user namespaces (owners.h)
+    applier_->owners().maps = ArgIdShift(info, 7, "idMappings");
+    applier_->owners().ignoreChownErrors = info[8].ToBoolean();
+    ArgOptString(info, 9, "opaqueXattr", &applier_->opaque_xattr_);
   }
 
   Applier* Get(Napi::Env env) {
@@ -1630,6 +1682,17 @@ class LayerApplier : public Napi::ObjectWrap<LayerApplier> {
 
   Napi::Value Bytes(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), applier_ ? static_cast<double>(applier_->bytes()) : 0);
+  }
+
+  // What the apply left undone because the process could not: { chowns, firstChown, devices, firstDevice }.
+  Napi::Value Dropped(const Napi::CallbackInfo& info) {
+    Napi::Object o = Napi::Object::New(info.Env());
+    const OwnerPolicy* p = applier_ ? &applier_->owners() : nullptr;
+    o.Set("chowns", Napi::Number::New(info.Env(), p ? static_cast<double>(p->chownsDropped) : 0));
+    o.Set("firstChown", Napi::String::New(info.Env(), p ? p->firstDropped : ""));
+    o.Set("devices", Napi::Number::New(info.Env(), p ? static_cast<double>(p->devicesRecorded) : 0));
+    o.Set("firstDevice", Napi::String::New(info.Env(), p ? p->firstDevice : ""));
+    return o;
   }
 
   std::unique_ptr<Applier> applier_;

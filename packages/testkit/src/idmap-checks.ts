@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import type { IdMappings, StorageDriver } from '@cairnfs/core';
-import { expectCode, tarOf } from './conformance.js';
+import { collect, expectCode, tarOf } from './conformance.js';
+import tarStream from 'tar-stream';
 
 const run = promisify(execFile);
 
@@ -210,6 +211,87 @@ export function idmappedGetChecks(name: string, factory: () => Promise<IdmapHarn
     test('status says how id-mapped gets are made', () => withHarness(async (h) => {
       const row = (await h.driver.status()).find(([k]) => k === 'Id-mapped mounts');
       expect(row?.[1]).toMatch(opts.fallback ? /^no, chown copies \(.+\)$/ : /^yes$/);
+    }));
+  });
+}
+
+/** `name uid:gid` of every entry of a tar (directories without their trailing '/'), sorted. */
+export async function tarOwners(tar: Buffer | NodeJS.ReadableStream | AsyncIterable<Uint8Array>): Promise<string[]> {
+  const bytes = Buffer.isBuffer(tar) ? tar : await collect(tar as AsyncIterable<Uint8Array>);
+  const extract = tarStream.extract();
+  const out: string[] = [];
+  const done = (async () => {
+    for await (const entry of extract) {
+      out.push(`${entry.header.name.replace(/\/$/, '')} ${entry.header.uid}:${entry.header.gid}`);
+      entry.resume();
+    }
+  })();
+  extract.end(bytes);
+  await done;
+  return out.sort();
+}
+
+/**
+ * applyDiff with idMappings (layers stored shifted, as containers/storage keeps them for
+ * user-namespaced containers) and diff mapping back: the round trip gives the original
+ * owners; a container written through an id-mapped get diffs in container ids. Run as root.
+ */
+export function shiftedLayerChecks(name: string, factory: () => Promise<IdmapHarness>): void {
+  const A = shiftMap(100000);
+  async function withHarness(fn: (h: IdmapHarness) => Promise<void>): Promise<void> {
+    const h = await factory();
+    try {
+      await fn(h);
+    } finally {
+      await h.dispose();
+    }
+  }
+
+  describe(`${name}: applyDiff with idMappings, and diff mapping back`, () => {
+    test('an image applied with a map is stored in host ids; diff gives the original owners; its child inherits the map', () => withHarness(async (h) => {
+      const d = h.driver;
+      const tar = await multiUserLayerTar();
+      await d.create('img');
+      await d.applyDiff('img', null, Readable.from([tar]), { idMappings: A });
+      expect(await ownersOf(h.layerDir('img'), ['etc/passwd', 'var/www/index.html', 'nobody'])).toEqual([
+        'etc/passwd 100000:100000', 'var/www/index.html 100033:100033', 'nobody 165534:165534']);
+      expect(await tarOwners(await d.diff('img', null))).toEqual(await tarOwners(tar));
+      await d.create('img2', 'img');
+      const top = await tarOf([{ name: 'var', type: 'directory' }, { name: 'var/www', type: 'directory', mode: 0o750, uid: 33, gid: 33 },
+        { name: 'var/www/app.js', content: 'x', uid: 1000, gid: 1000 }]);
+      await d.applyDiff('img2', 'img', Readable.from([top]));
+      expect(await ownersOf(h.layerDir('img2'), ['var/www/app.js'])).toEqual(['var/www/app.js 101000:101000']);
+      expect(await tarOwners(await d.diff('img2', 'img'))).toEqual(await tarOwners(top));
+      // A different map on top of a shifted layer is refused before anything is written.
+      await d.create('img3', 'img2');
+      await expectCode(d.applyDiff('img3', 'img2', Readable.from([top]), { idMappings: shiftMap(300000) }), 'ERR_INVALID_OPTION');
+      // A container on it, got with the same map, is shown as stored; with another, refused.
+      await d.createReadWrite('c1', 'img2');
+      const r = await d.get('c1', { idMappings: A });
+      try {
+        expect(await ownersOf(r, ['etc/passwd', 'var/www/app.js'])).toEqual(['etc/passwd 100000:100000', 'var/www/app.js 101000:101000']);
+      } finally {
+        await d.put('c1');
+      }
+      await expectCode(d.get('c1', { idMappings: shiftMap(300000) }), 'ERR_INVALID_OPTION');
+    }));
+
+    test('files a mapped container writes diff in container ids (written through an id-mapped get on an unshifted image)', () => withHarness(async (h) => {
+      const d = h.driver;
+      await d.create('img');
+      await d.applyDiff('img', null, Readable.from([await multiUserLayerTar()]));
+      await d.createReadWrite('c1', 'img');
+      const r = await d.get('c1', { idMappings: A });
+      try {
+        await runAs(100000, r, 'echo new > etc/new && echo more >> etc/passwd && rm nobody');
+        await runAs(100033, r, 'echo page > var/www/page.html');
+      } finally {
+        await d.put('c1');
+      }
+      const owners = await tarOwners(await d.diff('c1', 'img'));
+      expect(owners).toEqual(expect.arrayContaining(['etc/new 0:0', 'etc/passwd 0:0', 'var/www/page.html 33:33', '.wh.nobody 0:0']));
+      expect(owners.every((o) => /^\S+ (0|1|33|65534):(0|1|33|65534)$/.test(o))).toBe(true);
+      expect((await d.changes('c1', 'img')).map((c) => `${c.kind} ${c.path}`)).toEqual(expect.arrayContaining(['add /etc/new', 'modify /etc/passwd', 'delete /nobody', 'add /var/www/page.html']));
     }));
   });
 }

@@ -14,4 +14,6 @@ export {
   sha, tarOf as packedTarOf, fileEntry, dirEntry, sampleLayers, configFor, writeDockerSave, writeOciLayout, tarDir,
   type Compress,
 } from './image-fixture.js';
-export { shiftMap, multiUserLayerTar, ownersAndInodes, ownersOf, runAs, idmappedGetChecks, type IdmapHarness } from './idmap-checks.js';
+export {
+  shiftMap, multiUserLayerTar, ownersAndInodes, ownersOf, runAs, idmappedGetChecks, shiftedLayerChecks, tarOwners, type IdmapHarness,
+} from './idmap-checks.js';

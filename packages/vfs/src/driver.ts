@@ -10,7 +10,7 @@ import {
   probeIdmappedMounts, sameIdMappings, validateIdMappings, withUserNamespace,
 } from '@cairnfs/core';
 import { NaiveDiff, NaiveDiffDriver, applyLayer } from '@cairnfs/archive';
-import type { CreateOptions, DriverSetup, GetOptions, HomeLock, IdMappings, StorageDriver } from '@cairnfs/core';
+import type { ApplyDiffOptions, CreateOptions, DriverSetup, GetOptions, HomeLock, IdMappings, StorageDriver } from '@cairnfs/core';
 import { constants as sysConstants, idmappedMount, mount, shiftOwnership, umount2 } from '@cairnfs/sys';
 import { VfsLayout } from './layout.js';
 import { layerMeta } from './meta.js';
@@ -81,9 +81,10 @@ export class VfsDriver extends NaiveDiffDriver implements StorageDriver {
       unmount: (id, path) => this.unmountLayer(id, path),
     });
     this.naive = new NaiveDiff({
-      get: (id) => this.get(id),
+      get: (id, opts) => this.get(id, opts),
       put: (id) => this.put(id),
       parentOf: async (id) => this.committed(id).parent,
+      storedIdMap: async (id) => this.storedIdMap(id),
     }, { whiteouts: 'delete' });
   }
 
@@ -341,11 +342,12 @@ export class VfsDriver extends NaiveDiffDriver implements StorageDriver {
    * Refused (ERR_LAYER_IN_USE) while the layer is mounted (the swap would pull the tree
    * from under its users) or has children (they were copied from the old tree).
    */
-  async applyDiff(id: string, parent: string | null | undefined, tar: Readable | AsyncIterable<Uint8Array>): Promise<number> {
+  async applyDiff(id: string, parent: string | null | undefined, tar: Readable | AsyncIterable<Uint8Array>, opts: ApplyDiffOptions = {}): Promise<number> {
     assertValidId(id);
     normalizeParent(parent); // validated only: the layer already holds its parent's tree
     return this.refs.withLock(id, async () => {
       const layer = this.committed(id);
+      const maps = this.applyMap(id, layer, opts);
       if (this.refs.isMounted(id)) {
         throw new CairnError('ERR_LAYER_IN_USE', `cannot apply a diff to layer ${id} while it is mounted; put it first`, { subject: id });
       }
@@ -359,7 +361,9 @@ export class VfsDriver extends NaiveDiffDriver implements StorageDriver {
       try {
         await this.quotas.carryOver(path, staged);
         await copyTree(path, staged, { reflink: this.reflink ? 'always' : 'never' });
-        bytes = await applyLayer(staged, tar, { whiteouts: 'delete' });
+        bytes = await applyLayer(staged, tar, {
+          whiteouts: 'delete', ...(maps ? { idMappings: maps } : {}), ...(opts.ignoreChownErrors ? { ignoreChownErrors: true } : {}),
+        });
       } catch (err) {
         await rm(staged, { recursive: true, force: true }).catch(() => undefined);
         throw translateSpaceError(err, `applying a diff to vfs layer ${id}`);
@@ -373,11 +377,36 @@ export class VfsDriver extends NaiveDiffDriver implements StorageDriver {
       await rename(staged, path);
       await fsyncDir(this.layout.layersDir);
       const sealed = layer.kind === 'image';
-      await layerMeta.write(this.layout.metaPath(id), { parent: layer.parent, kind: layer.kind, sealed });
+      const idmap = maps ? idMappingsKey(maps) : undefined;
+      await layerMeta.write(this.layout.metaPath(id), { parent: layer.parent, kind: layer.kind, sealed, ...(idmap ? { idmap } : {}) });
       layer.sealed = sealed;
+      if (idmap) layer.idmap = idmap;
       await rm(trash, { recursive: true, force: true }).catch(() => undefined);
       return bytes;
     });
+  }
+
+  /** The id map the layer's files are stored shifted by, or null (container ids). */
+  async storedIdMap(id: string): Promise<IdMappings | null> {
+    const { idmap } = this.committed(id);
+    return idmap === undefined ? null : parseIdMappingsKey(idmap, `layer ${id}`);
+  }
+
+  /**
+   * The map an applyDiff stores owners by: the one asked for, else the one the layer already
+   * holds (inherited from its parent). A layer's files are in one id space: a map other than
+   * the layer's own is refused, and so is a map for a layer holding an unshifted parent tree.
+   */
+  private applyMap(id: string, layer: LayerState, opts: ApplyDiffOptions): IdMappings | null {
+    const held = layer.idmap === undefined ? null : parseIdMappingsKey(layer.idmap, `layer ${id}`);
+    if (!opts.idMappings) return held;
+    const maps = validateIdMappings(opts.idMappings);
+    if (held ? !sameIdMappings(held, maps) : layer.parent !== null) {
+      throw new CairnError('ERR_INVALID_OPTION',
+        `layer ${id} holds its parent's files ${held ? `shifted by ${layer.idmap}` : 'in container ids'}; apply it with ${held ? 'the same idMappings' : 'no idMappings (or apply the whole image with them)'}`,
+        { subject: id });
+    }
+    return maps;
   }
 
   async status(): Promise<Array<[string, string]>> {

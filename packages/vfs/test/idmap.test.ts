@@ -2,7 +2,7 @@ import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { constants, mount, umount2 } from '@cairnfs/sys';
-import { describeBackend, idmappedGetChecks } from '@cairnfs/testkit';
+import { describeBackend, idmappedGetChecks, shiftedLayerChecks } from '@cairnfs/testkit';
 import { VfsLayout, vfsDriver } from '@cairnfs/vfs';
 
 const missing = process.getuid?.() === 0 ? null : 'id-mapped mounts need root (CAP_SYS_ADMIN) on the host filesystem';
@@ -29,6 +29,21 @@ for (const variant of ['idmapped', 'option', 'ramfs'] as const) {
         },
       };
     }, { fallback: variant !== 'idmapped', fullCopies: true });
+  });
+}
+
+for (const fallback of [false, true]) {
+  describeBackend('idmapped-mounts', missing, () => {
+    shiftedLayerChecks(`vfs${fallback ? ' (chown copies)' : ''}`, async () => {
+      const root = await mkdtemp(join(tmpdir(), 'cairn-vfs-idmap-'));
+      const home = join(root, 'vfs');
+      const driver = await vfsDriver.open({ root, home, options: fallback ? { 'vfs.idmapped_mounts': 'false' } : {}, lockTimeoutMs: 0 });
+      const layout = new VfsLayout(home);
+      return {
+        driver, layerDir: (id) => layout.layerPath(id),
+        dispose: async () => { await driver.cleanup().catch(() => undefined); await rm(root, { recursive: true, force: true }); },
+      };
+    });
   });
 }
 

@@ -5,7 +5,7 @@ import {
   translateSpaceError,
 } from '@cairnfs/core';
 import { NaiveDiff, NaiveDiffDriver } from '@cairnfs/archive';
-import type { CreateOptions, DriverSetup, GetOptions, HomeLock, StorageDriver } from '@cairnfs/core';
+import type { CreateOptions, DriverSetup, GetOptions, HomeLock, StorageDriver, ApplyDiffOptions } from '@cairnfs/core';
 import { ZfsCommandError, ZfsCommands } from './command.js';
 import { ZfsLayout } from './layout.js';
 import { ZfsMounter, detectMountMethod, findDatasetMount, makeReadOnly, mountProperties, retryWhileBusy } from './mount.js';
@@ -364,7 +364,7 @@ export class ZfsDriver extends NaiveDiffDriver implements StorageDriver {
    * is then sealed: `cairn:sealed=yes` on its dataset (one call), and every mount of it,
    * present and future, read-only. Its clones are not affected.
    */
-  async applyDiff(id: string, parent: string | null | undefined, tar: Readable | AsyncIterable<Uint8Array>): Promise<number> {
+  async applyDiff(id: string, parent: string | null | undefined, tar: Readable | AsyncIterable<Uint8Array>, opts: ApplyDiffOptions = {}): Promise<number> {
     assertValidId(id);
     normalizeParent(parent);
     const layer = this.committed(id);
@@ -376,7 +376,7 @@ export class ZfsDriver extends NaiveDiffDriver implements StorageDriver {
     let bytes: number;
     try {
       try {
-        bytes = await this.naive.applyDiff(id, parent, tar);
+        bytes = await this.naive.applyDiff(id, parent, tar, opts);
       } catch (err) {
         throw translateSpaceError(err, `applying a diff to zfs layer ${id}`);
       }
