@@ -4,6 +4,7 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { applyLayer, exportChanges, exportOverlayUpper, exportTree } from '@cairnfs/archive';
 import { lsetxattrSync } from '@cairnfs/sys';
 import type { IdMappings } from '@cairnfs/core';
@@ -41,7 +42,7 @@ for (const pureJs of [false, true]) {
 
       test('owners are stored shifted, setuid kept, and every export given the maps gives the original owners back', async () => {
         const tar = await multiUser();
-        await applyLayer(dir, [tar], { idMappings: A, pureJs });
+        await applyLayer(dir, Readable.from([tar]), { idMappings: A, pureJs });
         const st = (p: string) => fs.lstatSync(join(dir, p));
         expect([st('etc/passwd').uid, st('etc/passwd').gid]).toEqual([100000, 200000]);
         expect([st('www/index.html').uid, st('www/index.html').gid]).toEqual([100033, 200034]);
@@ -58,11 +59,11 @@ for (const pureJs of [false, true]) {
 
       test('an owner the maps do not cover is ERR_INVALID_OPTION naming idMappings; with ignoreChownErrors it is the caller\'s, and the report says so', async () => {
         const tar = await tarOf([{ name: 'big', content: 'x', uid: 70000, gid: 0 }]);
-        const err = await applyLayer(dir, [tar], { idMappings: A, pureJs }).catch((e: Error) => e);
+        const err = await applyLayer(dir, Readable.from([tar]), { idMappings: A, pureJs }).catch((e: Error) => e);
         expect(err).toMatchObject({ code: 'ERR_INVALID_OPTION' });
         expect((err as Error).message).toMatch(/idMappings.*ignoreChownErrors/);
         const reports: unknown[] = [];
-        await applyLayer(dir, [tar], { idMappings: A, ignoreChownErrors: true, pureJs, report: (d) => reports.push(d) });
+        await applyLayer(dir, Readable.from([tar]), { idMappings: A, ignoreChownErrors: true, pureJs, report: (d) => reports.push(d) });
         expect(fs.lstatSync(join(dir, 'big')).uid).toBe(0);
         expect(reports).toEqual([{ chowns: 1, firstChown: 'big 70000:0', devices: 0, firstDevice: '' }]);
       });
