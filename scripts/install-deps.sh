@@ -9,6 +9,8 @@
 #   attr          getfattr/setfattr, used by tests to cross-check xattrs with an independent tool
 #   tar           GNU tar: reference archives and the benchmark baseline
 #   zfs-fuse      the only ZFS on a kernel without the zfs module: daemon + zfs/zpool for the zfs driver tests
+#   uidmap        newuidmap/newgidmap (setuid): rootless tests run `cairn unshare` as an unprivileged user
+#   fuse-overlayfs  overlay2.mount_program for rootless overlay2 where the kernel cannot mount overlay in a user namespace
 set -euo pipefail
 
 packages=(btrfs-progs xfsprogs e2fsprogs util-linux attr tar zfs-fuse)
@@ -24,6 +26,8 @@ packages+=(strace)
 packages+=(zstd)
 # archive tests: bsdtar (libarchive) as a second producer of layer tars besides GNU tar
 packages+=(libarchive-tools)
+# rootless: newuidmap/newgidmap for `cairn unshare`, fuse-overlayfs as overlay2.mount_program
+packages+=(uidmap fuse-overlayfs)
 
 missing=()
 for p in "${packages[@]}"; do

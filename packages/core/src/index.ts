@@ -35,3 +35,7 @@ export {
   validateIdMappings, idMappingsKey, parseIdMappingsKey, sameIdMappings, mapId, isIdentityMapping, withUserNamespace,
   probeIdmappedMounts,
 } from './idmap.js';
+export {
+  ROOTLESS_UID_ENV, subordinateRanges, rootlessIdMappings, findTool, userNamespaceCommand, rootlessReport,
+  type SubordinateRange, type UserNamespaceCommandOptions, type RootlessFact,
+} from './rootless.js';

@@ -17,3 +17,4 @@ export {
 export {
   shiftMap, multiUserLayerTar, ownersAndInodes, ownersOf, runAs, idmappedGetChecks, shiftedLayerChecks, tarOwners, type IdmapHarness,
 } from './idmap-checks.js';
+export { ROOTLESS_USER, ROOTLESS_REPO, rootlessMissingReason, ensureRootlessUser, runRootless, runJestRootless, type RootlessUser, type RootlessRun, type RootlessJestRun } from './rootless.js';

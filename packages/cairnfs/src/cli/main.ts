@@ -7,7 +7,8 @@ import { dirname, resolve } from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import { join } from 'node:path';
 import { cp, stat } from 'node:fs/promises';
-import { CairnError, defaultRegistry, openDriver, probe, type StorageDriver } from '../index.js';
+import { homedir } from 'node:os';
+import { CairnError, ROOTLESS_UID_ENV, defaultRegistry, openDriver, probe, rootlessReport, userNamespaceCommand, type StorageDriver } from '../index.js';
 import { migrate, type LayerRef } from '../migrate.js';
 import { LayerStore, exportImage } from '@cairnfs/image';
 import { parseByteSize } from '@cairnfs/core';
@@ -18,7 +19,7 @@ interface Globals { root: string; driver?: string; storageOpt: string[]; json?: 
 
 const program = new Command('cairn')
   .description('Container image layers on Docker-grade storage drivers (overlay2, btrfs, vfs, …)')
-  .addOption(new Option('--root <dir>', 'storage root').default('/var/lib/cairn').env('CAIRN_ROOT'))
+  .addOption(new Option('--root <dir>', 'storage root (rootless, inside `cairn unshare`: $XDG_DATA_HOME/cairn)').default(defaultRoot()).env('CAIRN_ROOT'))
   .option('--driver <name>', 'storage driver (default: auto-select as moby does)')
   .option('--storage-opt <key=value>', 'driver option, e.g. overlay2.size=10G (repeatable)', (v: string, prev: string[]) => [...prev, v], [] as string[])
   .option('--json', 'machine-readable output')
@@ -26,6 +27,12 @@ const program = new Command('cairn')
   .showHelpAfterError();
 
 const globals = (): Globals => program.opts<Globals>();
+
+/** /var/lib/cairn, or for a rootless user (inside `cairn unshare`) a root in their home, as podman does. */
+function defaultRoot(): string {
+  if (!process.env[ROOTLESS_UID_ENV]) return '/var/lib/cairn';
+  return join(process.env.XDG_DATA_HOME || join(homedir(), '.local', 'share'), 'cairn');
+}
 
 function options(): Record<string, string> {
   const out: Record<string, string> = {};
@@ -64,10 +71,22 @@ function probeCommand(name: string, description: string, withFixes: boolean) {
       ...(withFixes || globals().json ? { reason: [r.reason, ...(r.notes ?? [])].filter(Boolean).join('; ') } : {}),
       ...(globals().json ? { code: r.code, prior: r.prior, notes: r.notes ?? [] } : {}),
     })), withFixes ? ['driver', 'status', 'backingFs', 'reason'] : ['driver', 'status', 'backingFs']);
+    if (withFixes && !globals().json) {
+      process.stdout.write(`\nRootless${process.env[ROOTLESS_UID_ENV] ? ` (running in a user namespace for uid ${process.env[ROOTLESS_UID_ENV]})` : ''}:\n`);
+      for (const f of rootlessReport()) process.stdout.write(`  ${f.ok ? 'ok  ' : 'MISS'} ${f.what}: ${f.detail}\n`);
+    }
   });
 }
 probeCommand('probe', 'which driver would be used here', false);
-probeCommand('doctor', 'which driver would be used, and why every other was rejected (with what to fix)', true);
+probeCommand('doctor', 'which driver would be used, and why every other was rejected (with what to fix); and what running rootless needs', true);
+
+program.command('unshare').argument('[command...]', 'command to run (default: your shell)')
+  .description('run a command as root of a new user namespace mapped with your /etc/subuid and /etc/subgid ranges (newuidmap), like podman unshare')
+  .action(async (command: string[]) => {
+    const child = await userNamespaceCommand(command, { stdio: 'inherit' });
+    const code = await new Promise<number>((resolve) => child.once('exit', (c, signal) => resolve(c ?? (signal ? 128 : 1))));
+    process.exitCode = code;
+  });
 
 program.command('info').description('status of the driver in use').action(() => withStore(async (store, driver) => {
   const status = await driver.status();
