@@ -4,7 +4,7 @@
 // (packages/testkit/rootless/conformance.rootlesstest.mjs) run inside it.
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmod, chown, mkdir, mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
+import { chown, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   ROOTLESS_REPO, describeBackend, ensureRootlessUser, multiUserLayerTar, packedTarOf, rootlessMissingReason, runJestRootless,
