@@ -53,6 +53,8 @@ export interface Overlay2Options {
   defaultSize: number;
   /** `overlay2.idmapped_mounts` (default true): false makes every id-mapped get a chown copy. */
   idmappedMounts: boolean;
+  /** `overlay2.mount_program`: an absolute path to fuse-overlayfs (or a compatible program) that makes the mounts. */
+  mountProgram?: string;
 }
 
 /** Parses the `overlay2.*` options (pure; whether this kernel can mount maxDepth layers is checked at open). */
@@ -73,12 +75,16 @@ export function parseOptions(options: Readonly<Record<string, string>>): Overlay
         break;
       case 'overlay2.override_kernel_check':
         break; // accepted and ignored, as moby does
+      case 'overlay2.mount_program':
+        if (!value.startsWith('/')) throw new CairnError('ERR_INVALID_OPTION', `overlay2.mount_program must be an absolute path (e.g. /usr/bin/fuse-overlayfs), got ${JSON.stringify(value)}`, { subject: key });
+        out.mountProgram = value;
+        break;
       case 'overlay2.idmapped_mounts':
         if (value !== 'true' && value !== 'false') throw new CairnError('ERR_INVALID_OPTION', `overlay2.idmapped_mounts must be true or false, got ${JSON.stringify(value)}`, { subject: key });
         out.idmappedMounts = value === 'true';
         break;
       default:
-        throw new CairnError('ERR_INVALID_OPTION', `unknown option ${key} for overlay2 (known: overlay2.maxDepth, overlay2.size, overlay2.idmapped_mounts)`, { subject: key });
+        throw new CairnError('ERR_INVALID_OPTION', `unknown option ${key} for overlay2 (known: overlay2.maxDepth, overlay2.size, overlay2.idmapped_mounts, overlay2.mount_program)`, { subject: key });
     }
   }
   return out;
@@ -125,7 +131,7 @@ export class Overlay2Driver implements StorageDriver {
    * home lock, sweeps leftovers, repairs links and adopts live mounts.
    */
   static async open(ctx: DriverSetup<Overlay2Options>): Promise<Overlay2Driver> {
-    const probe = await probeOverlay(ctx.home);
+    const probe = await probeOverlay(ctx.home, ctx.settings.mountProgram ? { mountProgram: ctx.settings.mountProgram } : {});
     if (!probe.usable) throw new CairnError(probe.code, `overlay2 cannot run on ${ctx.home}: ${probe.reason}`, { subject: ctx.home });
     const options = ctx.settings;
     if (options.maxDepth > DEFAULT_MAX_DEPTH && !probe.features.newMountApi) {
@@ -300,10 +306,14 @@ export class Overlay2Driver implements StorageDriver {
     if (lowers.length === 0) {
       return (await this.isImageLayer(id)) ? planReadOnlyBind(this.layout.diffDir(id), this.layout.mergedDir(id)) : null;
     }
-    return planOverlayMount({
+    const program = this.features.mountProgram;
+    const spec = planOverlayMount({
       home: this.home, id, lowers, readOnly: await this.isReadOnly(id),
-      indexOff: this.features.indexOff, userXattr: this.features.userXattr, newMountApi: this.features.newMountApi, mountLabel,
+      indexOff: this.features.indexOff, userXattr: this.features.userXattr && !program, newMountApi: this.features.newMountApi, mountLabel,
+      // A program takes its options as one argument (up to 128 KiB), not one page of mount data.
+      ...(program ? { pageSize: 128 * 1024 } : {}),
     });
+    return program ? { ...spec, program } : spec;
   }
 
   private async mountLayer(id: string, opts: GetOptions): Promise<string> {
@@ -348,9 +358,10 @@ export class Overlay2Driver implements StorageDriver {
 
   /** null when id-mapped mounts work here, else why the driver makes chown copies instead. */
   idmapUnsupported(): Promise<string | null> {
-    this.idmapVerdict ??= this.options.idmappedMounts
-      ? probeIdmappedMounts(this.home).catch((err: unknown) => `the id-mapped mount probe failed: ${(err as Error).message}`)
-      : Promise.resolve('overlay2.idmapped_mounts=false');
+    this.idmapVerdict ??= this.features.mountProgram ? Promise.resolve(`overlay2.mount_program=${this.features.mountProgram} mounts cannot stack on id-mapped lowers`)
+      : this.options.idmappedMounts
+        ? probeIdmappedMounts(this.home).catch((err: unknown) => `the id-mapped mount probe failed: ${(err as Error).message}`)
+        : Promise.resolve('overlay2.idmapped_mounts=false');
     return this.idmapVerdict;
   }
 
@@ -398,6 +409,7 @@ export class Overlay2Driver implements StorageDriver {
       head: [...(this.features.indexOff ? [['index', 'off'] as [string, string]] : []), ...(this.features.userXattr ? [['userxattr', null] as [string, null]] : [])],
       tail: mountLabel ? [['context', `"${mountLabel}"`]] : [],
     });
+    if (this.features.mountProgram) plan.spec.program = this.features.mountProgram;
     await this.mountPoint(merged, () => performIdmappedOverlay(plan, maps, scratch), id);
     return merged;
   }
@@ -467,7 +479,7 @@ export class Overlay2Driver implements StorageDriver {
     await mkdir(view);
     try {
       const plan = planIdmappedOverlay({ scratch, lowers: lowers.map((l) => ({ ...l, mapped: false })), upper: null, target: view, head: this.features.indexOff ? [['index', 'off']] : [], tail: [], newMountApi: this.features.newMountApi });
-      await performMount(plan.spec);
+      await performMount(this.features.mountProgram ? { ...plan.spec, program: this.features.mountProgram } : plan.spec);
       await buildChownCopy(this.home, view, dest, maps);
     } finally {
       await detachMount(view).catch(() => undefined);
@@ -566,8 +578,10 @@ export class Overlay2Driver implements StorageDriver {
   // ---- diffs --------------------------------------------------------------------------
 
   /** Native diff applies when `parent` is the layer's direct parent and the kernel writes plain changesets. */
-  private async useNative(id: string, parent: string | null | undefined): Promise<boolean> {
-    if (!this.features.nativeDiff) return false;
+  private async useNative(id: string, parent: string | null | undefined, forApply = false): Promise<boolean> {
+    // Applying into diff/ is right whoever mounts it; with a mount program only reading the
+    // upper dir as a changeset is not (the program keeps its own whiteout format there).
+    if (!this.features.nativeDiff && !(forApply && this.features.mountProgram)) return false;
     const direct = await this.parentOf(id);
     const wanted = parent === undefined ? direct : normalizeParent(parent);
     return wanted === direct;
@@ -593,7 +607,7 @@ export class Overlay2Driver implements StorageDriver {
       ...(this.features.userXattr ? { userXattr: true } : {}),
     };
     let bytes: number;
-    if (await this.useNative(id, parent)) {
+    if (await this.useNative(id, parent, true)) {
       // Under the layer's lock, so no get can mount it while diff/ is being swapped.
       bytes = await this.refs.withLock(id, async () => {
         const staged = this.refs.count(id) === 0 && await this.native.isEmpty(id);
@@ -653,6 +667,7 @@ export class Overlay2Driver implements StorageDriver {
       ['Using metacopy', String(this.features.metacopy)],
       ['Native Overlay Diff', String(this.features.nativeDiff)],
       ['userxattr', String(this.features.userXattr)],
+      ...(this.features.mountProgram ? [['Mount program', this.features.mountProgram] as [string, string]] : []),
       ['Id-mapped mounts', await this.idmapUnsupported().then((why) => (why === null ? 'yes' : `no, chown copies (${why})`))],
     ];
   }
