@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import {
   CairnError, MountRefs, STAGING_DIR, TRASH_DIR, assertValidId, copyTree, detectBackingFs, discardDir, fsyncDir,
-  isValidId, makeStagingDir, normalizeParent, openUnderHomeLock, sweepLeftovers, translateSpaceError,
+  isValidId, makeStagingDir, normalizeParent, openUnderHomeLock, sweepLeftovers, translateSpaceError, refuseIdMappings,
 } from '@cairnfs/core';
 import { NaiveDiff, applyLayer, exportChanges } from '@cairnfs/archive';
 import type { Change, CreateOptions, DriverContext, GetOptions, HomeLock, StorageDriver, ApplyDiffOptions } from '@cairnfs/core';
@@ -185,6 +185,7 @@ export class AufsDriver implements StorageDriver, LayerLister {
 
   async get(id: string, opts: GetOptions = {}): Promise<string> {
     assertValidId(id);
+    refuseIdMappings('aufs', id, opts.idMappings);
     this.state(id);
     if (this.kernelMissing !== null) {
       throw new CairnError('ERR_NOT_SUPPORTED', `cannot mount aufs layer ${id}: ${this.kernelMissing}`, { subject: id });

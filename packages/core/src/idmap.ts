@@ -2,7 +2,7 @@
 // checks, lookups and the canonical text every driver uses for get/applyDiff/diff with
 // `idMappings`, and the user namespace an id-mapped mount is made with.
 import { closeSync } from 'node:fs';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, rmdir } from 'node:fs/promises';
 import * as sys from '@cairnfs/sys';
 import type { IdMap, IdMappings } from './driver.js';
 import { CairnError } from './errors.js';
@@ -140,5 +140,30 @@ export async function probeIdmappedMounts(dir: string): Promise<string | null> {
     return null;
   } finally {
     await rm(scratch, { recursive: true, force: true }).catch(() => undefined);
+  }
+}
+
+/**
+ * Attaches `source` at `target` (made if missing) as an id-mapped view through `maps`:
+ * the one step vfs and btrfs take for `get(id, { idMappings })`. ERR_NOT_SUPPORTED (the
+ * kernel's reason in the message) when the kernel or filesystem refuses; `target` is
+ * removed again then.
+ */
+export async function attachIdmappedView(source: string, target: string, maps: IdMappings, opts: { readOnly: boolean; subject: string }): Promise<void> {
+  await mkdir(target, { recursive: true, mode: 0o700 });
+  try {
+    await withUserNamespace(maps, (fd) => sys.idmappedMount(source, target, fd, { readOnly: opts.readOnly }));
+  } catch (err) {
+    await rmdir(target).catch(() => undefined);
+    throw new CairnError('ERR_NOT_SUPPORTED', `cannot show layer ${opts.subject} through an id map: ${(err as Error).message}`, { subject: opts.subject, cause: err });
+  }
+}
+
+/** For drivers that cannot show a layer id-mapped: a get with idMappings is refused, never silently ignored. */
+export function refuseIdMappings(driver: string, id: string, maps: IdMappings | undefined): void {
+  if (maps) {
+    throw new CairnError('ERR_NOT_SUPPORTED',
+      `the ${driver} driver cannot show layer ${id} through an id map yet; use overlay2, vfs or btrfs for id-mapped containers, or run the container with the image's own ids`,
+      { subject: id });
   }
 }

@@ -33,7 +33,7 @@ export { RecordFile } from './record.js';
 export { mountLabelOption } from './mountlabel.js';
 export {
   validateIdMappings, idMappingsKey, parseIdMappingsKey, sameIdMappings, mapId, isIdentityMapping, withUserNamespace,
-  probeIdmappedMounts,
+  probeIdmappedMounts, attachIdmappedView, refuseIdMappings,
 } from './idmap.js';
 export {
   ROOTLESS_UID_ENV, subordinateRanges, rootlessIdMappings, findTool, userNamespaceCommand, rootlessReport,

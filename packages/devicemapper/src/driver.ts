@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import {
   CairnError, KeyedMutex, MountRefs, openUnderHomeLock, assertValidId, detectBackingFs, normalizeParent,
-  readMountInfo,
+  readMountInfo, refuseIdMappings,
 } from '@cairnfs/core';
 import { NaiveDiff } from '@cairnfs/archive';
 import type { Change, CreateOptions, DriverSetup, GetOptions, HomeLock, StorageDriver, ApplyDiffOptions } from '@cairnfs/core';
@@ -511,6 +511,7 @@ export class DeviceMapperDriver implements StorageDriver {
 
   async get(id: string, opts: GetOptions = {}): Promise<string> {
     assertValidId(id);
+    refuseIdMappings('devicemapper', id, opts.idMappings);
     this.assertOpen();
     if (!this.liveLayer(id)) throw new CairnError('ERR_LAYER_NOT_FOUND', `layer ${id} does not exist`, { subject: id });
     return this.refs.get(id, opts);

@@ -7,11 +7,11 @@ import {
   CairnError, MountRefs, STAGING_DIR, TRASH_DIR, assertValidId, commitStaged, copyTree, detectBackingFs, discardDir,
   errnoCode, fsyncDir, isValidId, LayerQuotas, makeStagingDir, normalizeParent, parseByteSize, openUnderHomeLock,
   readMountInfo, sweepLeftovers, translateSpaceError, mountLabelOption, idMappingsKey, parseIdMappingsKey,
-  probeIdmappedMounts, sameIdMappings, validateIdMappings, withUserNamespace,
+  probeIdmappedMounts, sameIdMappings, validateIdMappings, attachIdmappedView,
 } from '@cairnfs/core';
 import { NaiveDiff, NaiveDiffDriver, applyLayer } from '@cairnfs/archive';
 import type { ApplyDiffOptions, CreateOptions, DriverSetup, GetOptions, HomeLock, IdMappings, StorageDriver } from '@cairnfs/core';
-import { constants as sysConstants, idmappedMount, mount, shiftOwnership, umount2 } from '@cairnfs/sys';
+import { constants as sysConstants, mount, shiftOwnership, umount2 } from '@cairnfs/sys';
 import { VfsLayout } from './layout.js';
 import { layerMeta } from './meta.js';
 import type { LayerMeta } from './meta.js';
@@ -292,13 +292,7 @@ export class VfsDriver extends NaiveDiffDriver implements StorageDriver {
     const target = this.layout.idmappedPath(id);
     const why = await this.idmapUnsupported();
     if (why === null) {
-      await mkdir(target, { mode: 0o700 }).catch((err) => { if (errnoCode(err) !== 'EEXIST') throw err; });
-      try {
-        await withUserNamespace(maps, (fd) => idmappedMount(this.layout.layerPath(id), target, fd, { readOnly: layer.sealed }));
-      } catch (err) {
-        await rmdirQuiet(target);
-        throw new CairnError('ERR_NOT_SUPPORTED', `cannot mount layer ${id} with an id map: ${(err as Error).message}`, { subject: id, cause: err });
-      }
+      await attachIdmappedView(this.layout.layerPath(id), target, maps, { readOnly: layer.sealed, subject: id });
       return target;
     }
     if (!layer.sealed) {

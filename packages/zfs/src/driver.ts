@@ -2,7 +2,7 @@ import { mkdir, readdir, realpath, rmdir } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import {
   CairnError, MountRefs, openUnderHomeLock, assertValidId, normalizeParent, parseByteSize, readMountInfo,
-  translateSpaceError,
+  translateSpaceError, refuseIdMappings,
 } from '@cairnfs/core';
 import { NaiveDiff, NaiveDiffDriver } from '@cairnfs/archive';
 import type { CreateOptions, DriverSetup, GetOptions, HomeLock, StorageDriver, ApplyDiffOptions } from '@cairnfs/core';
@@ -336,6 +336,7 @@ export class ZfsDriver extends NaiveDiffDriver implements StorageDriver {
 
   async get(id: string, opts: GetOptions = {}): Promise<string> {
     assertValidId(id);
+    refuseIdMappings('zfs', id, opts.idMappings);
     this.assertOpen();
     return this.refs.get(id, opts);
   }
