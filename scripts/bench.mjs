@@ -21,6 +21,7 @@ import { zfsCases } from '../bench/cases/zfs-layer.mjs';
 import { dmCases } from '../bench/cases/dm-layer.mjs';
 import { rssCase } from '../bench/cases/rss.mjs';
 import { importCases } from '../bench/cases/import.mjs';
+import { idmapGetCases, rootlessImportCases } from '../bench/cases/idmap.mjs';
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), '..');
 const args = process.argv.slice(2);
@@ -32,7 +33,7 @@ const value = (name) => {
 const quick = flag('--quick');
 const json = flag('--json');
 const pairs = Number(value('--pairs') ?? 5);
-const all = ['apply', 'export', 'changes', 'vfs-create', 'overlay2', 'btrfs', 'zfs', 'dm', 'import', 'rss'];
+const all = ['apply', 'export', 'changes', 'vfs-create', 'overlay2', 'btrfs', 'zfs', 'dm', 'import', 'idmap', 'rootless-import', 'rss'];
 const only = (value('--only') ?? all.join(',')).split(',');
 
 if (!isRoot()) {
@@ -104,6 +105,13 @@ try {
     const importCase = (base, where) => importCases({ params: imageParams, base, where, pairs, cairn, image, testkit: dockerdKit });
     if (!flag('--no-disk')) report(await importCase(scratch.dir('import'), 'repo disk'));
     report(await importCase(scratch.tmpfs('import', 4096), 'tmpfs'));
+  }
+  if (only.includes('idmap')) {
+    report(await idmapGetCases({ base: scratch.dir('idmap'), pairs, cairn, image, imageParams, fileCounts: quick ? [imageParams.files] : [20000, 100000] }));
+  }
+  if (only.includes('rootless-import')) {
+    const rootlessKit = await load('testkit', 'index.js');
+    report(await rootlessImportCases({ pairs, imageParams, testkit: { ...rootlessKit, repoRoot: repo } }));
   }
   if (only.includes('rss')) {
     report([rssCase({ base: scratch.dir('rss'), gib: rssGiB, archiveDist: pathToFileURL(dist('archive')).href, native: process.env.CAIRN_PURE_JS !== '1' })]);
