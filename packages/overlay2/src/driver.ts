@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { chmod, chown, mkdir, mkdtemp, readFile, readdir, readlink, rm, rmdir, stat, symlink, unlink, writeFile } from 'node:fs/promises';
+import { chmod, chown, lchown, mkdir, mkdtemp, readFile, readdir, readlink, rm, rmdir, stat, symlink, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import {
@@ -452,7 +452,7 @@ export class Overlay2Driver implements StorageDriver {
     if (uid === undefined || gid === undefined) {
       throw new CairnError('ERR_INVALID_OPTION', `the id map does not cover the owner ${st.uid}:${st.gid} of the image's root directory`, { subject: id });
     }
-    await chown(this.layout.diffDir(id), uid, gid);
+    await lchown(this.layout.diffDir(id), uid, gid); // the upper's root: never through a link
     await this.recordIdMap(id, maps);
   }
 

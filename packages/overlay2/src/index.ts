@@ -29,7 +29,9 @@ export const overlay2Driver = defineDriver<Overlay2Options>({
     try {
       const p = await probeOverlay(setup.home, setup.settings.mountProgram ? { mountProgram: setup.settings.mountProgram } : {});
       if (p.usable) {
-        const why = setup.settings.mountProgram ? 'overlay2.mount_program is set' : setup.settings.idmappedMounts ? await probeIdmappedMounts(await nearestExistingPath(setup.home)) : 'overlay2.idmapped_mounts=false';
+        const why = setup.settings.mountProgram ? 'overlay2.mount_program is set'
+          : !setup.settings.idmappedMounts ? 'overlay2.idmapped_mounts=false'
+            : await probeIdmappedMounts(await nearestExistingPath(setup.home)).catch((err: unknown) => `the probe failed: ${(err as Error).message}`);
         const notes = why === null ? [] : [`get with idMappings makes chown copies of the image's lower view (no id-mapped mounts: ${why})`];
         return { usable: true, backingFs: p.features.backingFs, ...(notes.length > 0 ? { notes } : {}) };
       }
