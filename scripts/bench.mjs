@@ -1,5 +1,7 @@
 #!/usr/bin/env node
 // `npm run bench [-- --quick] [-- --json] [-- --only apply,export,...] [-- --pairs N] [-- --no-disk]`
+// `npm run bench -- --check`: the regression guard run by .ci/run: the quick tmpfs cases of
+// bench/bounds.json, judged against the bounds recorded there (bench/check.mjs).
 //
 // Runs cairn's hot operations against their reference tools on generated inputs (see
 // bench/inputs.mjs; cached under /var/tmp/cairn-bench-inputs), alternating A B A B,
@@ -9,6 +11,7 @@ import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { formatResult } from '../bench/harness.mjs';
+import { judge, loadBounds } from '../bench/check.mjs';
 import { cachedInput } from '../bench/inputs.mjs';
 import { Scratch, isRoot, machine } from '../bench/env.mjs';
 import { applyCases } from '../bench/cases/apply.mjs';
@@ -22,6 +25,7 @@ import { dmCases } from '../bench/cases/dm-layer.mjs';
 import { rssCase } from '../bench/cases/rss.mjs';
 import { importCases } from '../bench/cases/import.mjs';
 import { idmapGetCases, rootlessImportCases } from '../bench/cases/idmap.mjs';
+import { pullCases } from '../bench/cases/pull.mjs';
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), '..');
 const args = process.argv.slice(2);
@@ -30,11 +34,15 @@ const value = (name) => {
   const i = args.indexOf(name);
   return i >= 0 ? args[i + 1] : undefined;
 };
-const quick = flag('--quick');
+const check = flag('--check');
+const quick = flag('--quick') || check;
 const json = flag('--json');
-const pairs = Number(value('--pairs') ?? 5);
-const all = ['apply', 'export', 'changes', 'vfs-create', 'overlay2', 'btrfs', 'zfs', 'dm', 'import', 'idmap', 'rootless-import', 'rss'];
-const only = (value('--only') ?? all.join(',')).split(',');
+const pairs = Number(value('--pairs') ?? (check ? 3 : 5));
+const all = ['apply', 'export', 'changes', 'vfs-create', 'overlay2', 'btrfs', 'zfs', 'dm', 'import', 'pull', 'idmap', 'rootless-import', 'rss'];
+const boundsFile = join(dirname(fileURLToPath(import.meta.url)), '..', 'bench', 'bounds.json');
+const bounds = check ? loadBounds(boundsFile) : null;
+const only = (value('--only') ?? (check ? bounds.cases.join(',') : all.join(','))).split(',');
+const noDisk = flag('--no-disk') || check;
 
 if (!isRoot()) {
   console.error('npm run bench needs root: it mounts tmpfs, overlay and a loopback btrfs.');
@@ -53,6 +61,7 @@ const overlay2 = await load('overlay2');
 const testkit = await load('testkit', 'loopfs.js');
 const image = await load('image');
 const dockerdKit = await load('testkit', 'dockerd.js');
+const registryKit = await load('testkit', 'registry.js');
 const zfsKit = await load('testkit', 'zfs.js');
 const vmKit = await load('testkit', 'vm.js');
 const dm = await load('devicemapper');
@@ -87,7 +96,7 @@ try {
   if (layer) log(`layer input: ${layer.files} files, ${(layer.bytes / 2 ** 20).toFixed(0)} MiB (${layer.tar})`);
   const label = layer ? `${layer.files} files` : '';
   if (only.includes('apply')) {
-    if (!flag('--no-disk')) report(await applyCases({ input: layer, base: scratch.dir('disk'), label: `${label}, repo disk`, pairs, archive, cairn }));
+    if (!noDisk) report(await applyCases({ input: layer, base: scratch.dir('disk'), label: `${label}, repo disk`, pairs, archive, cairn }));
     const tmp = scratch.tmpfs('tmpfs', 4096);
     report(await applyCases({ input: layer, base: tmp, label: `${label}, tmpfs`, pairs, archive, cairn }));
   }
@@ -103,7 +112,7 @@ try {
   if (only.includes('dm')) report(await dmCases({ pairs, cairn, dm, vmKit, repo }));
   if (only.includes('import')) {
     const importCase = (base, where) => importCases({ params: imageParams, base, where, pairs, cairn, image, testkit: dockerdKit });
-    if (!flag('--no-disk')) report(await importCase(scratch.dir('import'), 'repo disk'));
+    if (!noDisk) report(await importCase(scratch.dir('import'), 'repo disk'));
     report(await importCase(scratch.tmpfs('import', 4096), 'tmpfs'));
   }
   if (only.includes('idmap')) {
@@ -113,6 +122,11 @@ try {
     const rootlessKit = await load('testkit', 'index.js');
     report(await rootlessImportCases({ pairs, imageParams, testkit: { ...rootlessKit, repoRoot: repo } }));
   }
+  if (only.includes('pull')) {
+    const pullCase = (base, where) => pullCases({ params: imageParams, base, where, pairs, cairn, image, dockerKit: dockerdKit, registryKit });
+    if (!noDisk) report(await pullCase(scratch.dir('pull'), 'repo disk'));
+    report(await pullCase(scratch.tmpfs('pull', 4096), 'tmpfs'));
+  }
   if (only.includes('rss')) {
     report([rssCase({ base: scratch.dir('rss'), gib: rssGiB, archiveDist: pathToFileURL(dist('archive')).href, native: process.env.CAIRN_PURE_JS !== '1' })]);
   }
@@ -120,3 +134,11 @@ try {
   scratch.cleanup();
 }
 if (json) console.log(JSON.stringify(out, null, 2));
+if (check) {
+  // With --only, just the bounds of the cases that ran (a plain --check runs them all).
+  const judged = { ...bounds, bounds: bounds.bounds.filter((b) => only.some((c) => b.name.startsWith(`${c} `))) };
+  const failures = judge(out.results, judged);
+  for (const f of failures) console.error(`bench check FAILED: ${f}`);
+  console.log(`bench: ${judged.bounds.length - failures.length} passed, ${failures.length} failed (margins: cpu ${bounds.margin.cpu}×, wall ${bounds.margin.wall}×; bounds in bench/bounds.json)`);
+  if (failures.length > 0) process.exit(1);
+}

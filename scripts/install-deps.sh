@@ -9,6 +9,11 @@
 #   attr          getfattr/setfattr, used by tests to cross-check xattrs with an independent tool
 #   tar           GNU tar: reference archives and the benchmark baseline
 #   zfs-fuse      the only ZFS on a kernel without the zfs module: daemon + zfs/zpool for the zfs driver tests
+#   docker-registry  the CNCF distribution registry (2.8) the pull/push tests start on 127.0.0.1
+#   skopeo        seeds those registries and cross-checks what cairn pushed
+#   apache2-utils htpasswd -B (bcrypt entries: the only kind distribution's htpasswd auth reads)
+#   openssl       the test CA and certificates for the TLS registry
+#   gcc           the race tests' racer (C, built by the tests: one RENAME_EXCHANGE per loop)
 #   uidmap        newuidmap/newgidmap (setuid): rootless tests run `cairn unshare` as an unprivileged user
 #   fuse-overlayfs  overlay2.mount_program for rootless overlay2 where the kernel cannot mount overlay in a user namespace
 set -euo pipefail
@@ -26,6 +31,10 @@ packages+=(strace)
 packages+=(zstd)
 # archive tests: bsdtar (libarchive) as a second producer of layer tars besides GNU tar
 packages+=(libarchive-tools)
+# image registries (pull/push): a real registry, skopeo, bcrypt htpasswd, a test CA
+packages+=(docker-registry skopeo apache2-utils openssl)
+# race tests: the racer that swaps names inside a layer while apply/export run
+packages+=(gcc libc6-dev)
 # rootless: newuidmap/newgidmap for `cairn unshare`, fuse-overlayfs as overlay2.mount_program
 packages+=(uidmap fuse-overlayfs)
 
@@ -46,5 +55,25 @@ fi
 
 echo "install-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
+# docker-registry's postinst would start a registry on :5000 on every interface. Tests run
+# their own instances on 127.0.0.1, so no service may start: a policy-rc.d that exits 101
+# ("action forbidden") for the install, unless the host already has one (containers do).
+policy=/usr/sbin/policy-rc.d
+own_policy=0
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\n# temporary, from cairn scripts/install-deps.sh: start no service during install\nexit 101\n' >"$policy"
+  chmod 755 "$policy"
+  own_policy=1
+fi
+trap '[ "$own_policy" = 1 ] && rm -f "$policy"' EXIT
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# Belt and braces: if the service started anyway (no policy-rc.d honoured), stop and disable it.
+if dpkg-query -W -f='${Status}' docker-registry 2>/dev/null | grep -q 'install ok installed'; then
+  if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+    systemctl disable --now docker-registry.service >/dev/null 2>&1 || true
+  elif [ -x /etc/init.d/docker-registry ]; then
+    /etc/init.d/docker-registry stop >/dev/null 2>&1 || true
+    update-rc.d docker-registry disable >/dev/null 2>&1 || true
+  fi
+fi

@@ -17,9 +17,12 @@ const cacheDir = join(tmpdir(), 'cairn-ts-cache');
 const repo = join(dirname(fileURLToPath(import.meta.url)), '..');
 
 export async function resolve(specifier, context, next) {
-  const pkg = /^@cairn\/([a-z0-9-]+)$/.exec(specifier);
+  const pkg = /^@cairnfs\/([a-z0-9-]+)$/.exec(specifier);
   if (pkg) {
     return { url: pathToFileURL(join(repo, 'packages', pkg[1], 'src', 'index.ts')).href, shortCircuit: true };
+  }
+  if (specifier === 'cairnfs') {
+    return { url: pathToFileURL(join(repo, 'packages', 'cairnfs', 'src', 'index.ts')).href, shortCircuit: true };
   }
   if (context.parentURL?.endsWith('.ts') && /^\.{1,2}\/.*\.js$/.test(specifier)) {
     const ts = new URL(specifier.replace(/\.js$/, '.ts'), context.parentURL);

@@ -163,7 +163,7 @@ export async function cachedImage(params) {
  * with its reaped children: dockerd re-executes itself to untar the archive and to apply
  * each layer (chrootarchive), and those children are gone but counted in cutime/cstime.
  */
-function treeCpuMs(pid) {
+export function treeCpuMs(pid) {
   let total = 0;
   const queue = [pid];
   while (queue.length) {
@@ -181,7 +181,7 @@ function treeCpuMs(pid) {
 }
 
 /** What is left of images and layers in a dockerd data root: should be nothing between loads. */
-function dockerLeftovers(dataRoot) {
+export function dockerLeftovers(dataRoot) {
   const left = [];
   const ls = (p) => (existsSync(p) ? readdirSync(p) : []);
   for (const l of ls(join(dataRoot, 'image/overlay2/layerdb/sha256'))) left.push(`layerdb/${l}`);

@@ -129,6 +129,12 @@ class LayerWriter implements TarHandler {
    * whether it has the setgid bit (new files in it then take its group, not ours).
    */
   private readonly knownDirs = new Map<string, boolean>();
+  /**
+   * The known directories directly below each known directory, so that forgetting a
+   * removed directory's subtree costs that subtree, not a scan of every known directory (an
+   * archive replacing n directories cost n^2).
+   */
+  private readonly knownChildren = new Map<string, Set<string>>();
   /** Relative paths this apply wrote (delete mode: opaque dirs keep them). */
   private readonly unpacked = new Set<string>();
   private readonly dirTimes: Array<{ rel: string; abs: string; atimeNs: bigint; mtimeNs: bigint }> = [];
@@ -372,7 +378,7 @@ class LayerWriter implements TarHandler {
       if (st === null) {
         if (!create) return null;
         fs.mkdirSync(curAbs, 0o755);
-        this.knownDirs.set(curRel, parentSetgid); // Linux: a new dir inherits setgid
+        this.knowDir(curRel, parentSetgid); // Linux: a new dir inherits setgid
         continue;
       } else if (st.isSymbolicLink()) {
         throw unsafeEntry(entryName, `its path goes through the symlink "${curRel}"`);
@@ -381,7 +387,7 @@ class LayerWriter implements TarHandler {
           `Invalid layer archive: entry "${printable(entryName)}" needs "${curRel}" to be a directory, but it is not.`,
           { subject: entryName });
       }
-      this.knownDirs.set(curRel, (st.mode & 0o2000) !== 0);
+      this.knowDir(curRel, (st.mode & 0o2000) !== 0);
     }
     return abs;
   }
@@ -416,15 +422,34 @@ class LayerWriter implements TarHandler {
     }
   }
 
+  private knowDir(rel: string, setgid: boolean): void {
+    if (!this.knownDirs.has(rel) && rel !== '') {
+      const slash = rel.lastIndexOf('/');
+      const parent = slash < 0 ? '' : rel.slice(0, slash);
+      let children = this.knownChildren.get(parent);
+      if (children === undefined) this.knownChildren.set(parent, children = new Set());
+      children.add(rel);
+    }
+    this.knownDirs.set(rel, setgid);
+  }
+
   private forgetDirs(rel: string): void {
-    const prefix = rel + '/';
-    for (const d of this.knownDirs.keys()) if (d === rel || d.startsWith(prefix)) this.knownDirs.delete(d);
+    const slash = rel.lastIndexOf('/');
+    this.knownChildren.get(slash < 0 ? '' : rel.slice(0, slash))?.delete(rel);
+    const stack = [rel];
+    for (let d = stack.pop(); d !== undefined; d = stack.pop()) {
+      this.knownDirs.delete(d);
+      const children = this.knownChildren.get(d);
+      if (children === undefined) continue;
+      this.knownChildren.delete(d);
+      for (const child of children) stack.push(child);
+    }
   }
 
   private applyDirMetadata(rel: string, abs: string, e: TarEntry): void {
     if (this.ownership) this.chown(() => fs.lchownSync(abs, e.uid, e.gid), e);
     fs.chmodSync(abs, e.mode); // abs was just verified (or made) a real directory
-    this.knownDirs.set(rel, (e.mode & 0o2000) !== 0);
+    this.knowDir(rel, (e.mode & 0o2000) !== 0);
     this.applyXattrs(abs, e);
     const [atimeNs, mtimeNs] = times(e);
     this.dirTimes.push({ rel, abs, atimeNs, mtimeNs });

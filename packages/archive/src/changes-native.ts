@@ -84,8 +84,10 @@ export class NativeTreeComparer {
     const withParent = parentHasDir && this.parent !== null;
     // With nothing to compare against only the entry types matter: d_type, no lstat.
     const flags = withParent ? WALK_XATTRS | WALK_LINKS : WALK_TYPES_ONLY;
-    const now = statDirSync(this.layer + rel, flags);
-    const old = withParent ? listingOrEmpty(this.parent + rel, flags) : null;
+    // Beneath the layer root, never through a symlink: a running container may swap a
+    // directory for a symlink to a host directory while this walks.
+    const now = statDirSync(rel, flags, this.layer);
+    const old = withParent ? listingOrEmpty(this.parent!, rel, flags) : null;
     const nowOrder = sortedIndices(now.names);
     let changed = false;
     if (old === null || old.names.length === 0) {
@@ -174,10 +176,10 @@ export class NativeTreeComparer {
   }
 }
 
-/** A parent directory's listing; a parent that is missing or not a directory has none. */
-function listingOrEmpty(dir: string, flags: number): DirStats {
+/** A parent layer's listing of `rel`; one that is missing or not a directory has none. */
+function listingOrEmpty(root: string, rel: string, flags: number): DirStats {
   try {
-    return statDirSync(dir, flags);
+    return statDirSync(rel, flags, root);
   } catch (err) {
     if (errnoCode(err) === 'ENOENT' || errnoCode(err) === 'ENOTDIR') {
       return { names: [], stats: new Float64Array(0), xattrs: [], links: [] };

@@ -13,10 +13,13 @@ import { BLOCK } from './tar-fields.js';
 import { encodeHeader, encodeHeaderInto, type TarHeaderInput } from './tar-writer.js';
 import { RECORDED_DEVICE_XATTR, parseRecordedDevice } from './owners.js';
 
-/** One entry to pack: a header and, for regular files, the path its content is read from. */
+/**
+ * One entry to pack: a header and, for regular files, the path its content is read from
+ * with the identity (device, inode) of the file its header was built from.
+ */
 interface ExportEntry {
   header: TarHeaderInput;
-  file?: string;
+  file?: { path: string; dev: bigint; ino: bigint };
 }
 
 export interface ExportOptions {
@@ -211,7 +214,7 @@ function* pathEntries(dir: string, rel: string, parts: string[], inodes: Map<str
   switch (type) {
     case 'file':
       header.size = Number(st.size);
-      yield { header, file: abs };
+      yield { header, file: { path: abs, dev: st.dev, ino: st.ino } };
       break;
     case 'symlink':
       header.linkname = fs.readlinkSync(abs);
@@ -282,7 +285,7 @@ function* tarChunks(entries: Iterable<ExportEntry>): Generator<Buffer> {
     used += n;
     if (file === undefined) continue;
     const size = header.size ?? 0;
-    const fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+    const fd = openRegular(header.name, file);
     try {
       let left = size;
       while (left > 0) {
@@ -320,6 +323,31 @@ function* tarChunks(entries: Iterable<ExportEntry>): Generator<Buffer> {
   }
   buf.fill(0, used, used + 2 * BLOCK);
   yield buf.subarray(0, used + 2 * BLOCK);
+}
+
+/**
+ * Opens the regular file an entry's header was built from, for reading: O_NOFOLLOW (no
+ * symlink), O_NONBLOCK (a fifo swapped in meanwhile must not block the JS thread for
+ * ever), O_NOCTTY; then the fd must be that very regular file (type, device, inode), or
+ * the export fails with ERR_INVALID_ARCHIVE before a byte is read. (The native packer
+ * goes further: it opens through a file handle where it may, so not even a device's
+ * open is called.)
+ */
+function openRegular(name: string, file: { path: string; dev: bigint; ino: bigint }): number {
+  const { O_RDONLY, O_NOFOLLOW, O_NONBLOCK, O_NOCTTY } = fs.constants;
+  const fd = fs.openSync(file.path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY);
+  let st: fs.BigIntStats;
+  try {
+    st = fs.fstatSync(fd, { bigint: true });
+  } catch (err) {
+    fs.closeSync(fd);
+    throw err;
+  }
+  if (!st.isFile() || st.dev !== file.dev || st.ino !== file.ino) {
+    fs.closeSync(fd);
+    throw changedWhilePacked(name);
+  }
+  return fd;
 }
 
 /** Paths handed to the native packer per push. */
@@ -410,11 +438,18 @@ function packError(err: unknown, dir: string): unknown {
   if (e.cairnCode === 'ERR_INVALID_ARCHIVE') {
     const detail = e.detail ?? '';
     if (detail.startsWith('short:')) return shorterThanHeader(e.subject!, Number(detail.slice(6)));
+    if (detail === 'changed') return changedWhilePacked(e.subject!);
     const name = e.subject!;
     const key = detail.slice('xattr:'.length);
     return new CairnError('ERR_INVALID_ARCHIVE', `Cannot pack xattr "${key}" of ${name}: the name cannot be written in a PAX record.`, { subject: name });
   }
   return err;
+}
+
+function changedWhilePacked(name: string): CairnError {
+  return new CairnError('ERR_INVALID_ARCHIVE',
+    `Cannot pack ${name}: it was replaced (by another file, a device or a fifo) while it was being packed; nothing of the replacement was read. Export the layer again once nothing writes into it.`,
+    { subject: name });
 }
 
 function shorterThanHeader(name: string, size: number): CairnError {

@@ -2,7 +2,7 @@
 // the change walk between two trees, and the naive (mount-and-compare) diff that drivers
 // without a native diff use. Every name below is public API.
 export type { TarEntry, TarEntryType, SparseMap, SparseSegment } from './entry.js';
-export { TarParser, type TarHandler } from './tar-parser.js';
+export { TAR_LIMITS, TarParser, type TarHandler } from './tar-parser.js';
 export { readTar, type TarItem } from './read-tar.js';
 export { encodeHeader, encodeHeaderInto, packEntries, tarTrailer, type TarHeaderInput, type TarSourceEntry } from './tar-writer.js';
 export { splitEntryPath, classifyWhiteout, type WhiteoutKind } from './safe-path.js';

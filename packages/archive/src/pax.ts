@@ -14,12 +14,12 @@ export function parsePax(body: Buffer): PaxRecord[] | null {
 }
 
 /**
- * Walks the records of a PAX body without building them: `onRecord` gets each key and
- * the byte range of its value in `body`. The parser's hot path (GNU tar writes an 'x'
+ * Walks the records of a PAX body without building them: `onRecord` gets each key, the
+ * byte range of its value in `body` and the key's length in bytes. The parser's hot path (GNU tar writes an 'x'
  * header before every entry) uses it to decode values straight from the input chunk.
  * Returns false when the body is malformed (records before the fault were reported).
  */
-export function scanPax(body: Buffer, onRecord: (key: string, valueStart: number, valueEnd: number) => void): boolean {
+export function scanPax(body: Buffer, onRecord: (key: string, valueStart: number, valueEnd: number, keyBytes: number) => void): boolean {
   let pos = 0;
   const size = body.length;
   while (pos < size) {
@@ -37,7 +37,7 @@ export function scanPax(body: Buffer, onRecord: (key: string, valueStart: number
     if (body[end - 1] !== 0x0a) return false;
     const eq = body.indexOf(0x3d, i + 1);
     if (eq < 0 || eq >= end - 1 || eq === i + 1) return false;
-    onRecord(body.toString('utf8', i + 1, eq), eq + 1, end - 1);
+    onRecord(body.toString('utf8', i + 1, eq), eq + 1, end - 1, eq - i - 1);
     pos = end;
   }
   return true;

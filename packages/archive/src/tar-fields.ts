@@ -196,3 +196,15 @@ export function formatPaxTime(ns: bigint): string {
   if (frac !== 0n) text += '.' + frac.toString().padStart(9, '0').replace(/0+$/, '');
   return negative ? '-' + text : text;
 }
+
+/** Decimal digits only (no sign, space, exponent or hex, unlike Number()), up to 2^53 - 1; NaN otherwise. */
+export function decimal(text: string): number {
+  if (text.length === 0) return NaN;
+  let value = 0;
+  for (let i = 0; i < text.length; i++) {
+    const d = text.charCodeAt(i) - 0x30;
+    if (d < 0 || d > 9) return NaN;
+    value = value * 10 + d;
+  }
+  return Number.isSafeInteger(value) ? value : NaN;
+}

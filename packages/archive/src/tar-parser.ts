@@ -11,7 +11,10 @@
 import { CairnError } from '@cairnfs/core';
 import type { SparseMap, SparseSegment, TarEntry, TarEntryType } from './entry.js';
 import { scanPax } from './pax.js';
-import { BLOCK, F, checksum, isZeroBlock, parsePaxTime, readNumber, readString, signedChecksum } from './tar-fields.js';
+import { BLOCK, F, checksum, decimal, isZeroBlock, parsePaxTime, readNumber, readString, signedChecksum } from './tar-fields.js';
+import { SPARSE_KEYS, TAR_LIMITS, globalKeyMatters } from './tar-limits.js';
+
+export { TAR_LIMITS } from './tar-limits.js';
 
 /** Receives the parse, synchronously. Throwing from a callback aborts the parse. */
 export interface TarHandler {
@@ -23,8 +26,6 @@ export interface TarHandler {
   end(): void;
 }
 
-/** Metadata bodies (PAX, long names, sparse maps) above this size are refused: no memory bombs. */
-const MAX_META = 16 * 1024 * 1024;
 
 const enum State {
   Header,
@@ -60,7 +61,12 @@ export class TarParser {
   private readonly localKeys: string[] = [];
   private readonly localValues: PaxValue[] = [];
   private hasLocalPax = false;
+  /** Bytes of the 'x' bodies since the last entry (TAR_LIMITS.localPax). */
+  private localPaxBytes = 0;
   private readonly globalPax = new Map<string, PaxValue>();
+  /** Raw bytes (key + value) of each global record kept, and their sum (TAR_LIMITS.globalPax). */
+  private readonly globalSizes = new Map<string, number>();
+  private globalPaxBytes = 0;
 
   private meta: Buffer | undefined;
   private metaSize = 0;
@@ -79,8 +85,17 @@ export class TarParser {
   private skipLeft = 0;
   /** While reading an old-GNU sparse extension or a 1.0 sparse map: what to emit afterwards. */
   private pendingSparse: { entry: TarEntry; segments: SparseSegment[]; stored: number } | undefined;
-  private mapText = '';
   private mapBytes = 0;
+  /**
+   * The GNU sparse 1.0 map, parsed as its blocks arrive: the line being read (its value
+   * and digit count), the entry count (-1 until read), an offset waiting for its length.
+   */
+  private mapValue = 0;
+  private mapDigits = 0;
+  private mapCount = -1;
+  private mapOffset: number | undefined;
+  /** Logical bytes of the sparse files so far (TAR_LIMITS.sparseTotal). */
+  private sparseTotal = 0;
 
   constructor(private readonly handler: TarHandler) {}
 
@@ -207,7 +222,13 @@ export class TarParser {
     if (size < 0) throw this.invalid(`negative size in the header at byte ${at}`);
 
     if (flag === 'x' || flag === 'g' || flag === 'L' || flag === 'K') {
-      if (size > MAX_META) throw this.invalid(`a ${size}-byte extended header at byte ${at} (limit ${MAX_META})`);
+      if (size > TAR_LIMITS.extendedHeader) throw this.invalid(`a ${size}-byte extended header at byte ${at} (limit ${TAR_LIMITS.extendedHeader})`);
+      if (flag === 'x') {
+        this.localPaxBytes += size;
+        if (this.localPaxBytes > TAR_LIMITS.localPax) {
+          throw this.invalid(`the PAX headers before the entry at byte ${at} hold more than ${TAR_LIMITS.localPax} bytes (limit)`);
+        }
+      }
       this.metaKind = flag;
       this.meta = undefined;
       this.metaSize = size;
@@ -238,21 +259,31 @@ export class TarParser {
       case 'x':
       case 'g': {
         const global = this.metaKind === 'g';
-        const ok = scanPax(body, (k, start, end) => {
+        const ok = scanPax(body, (k, start, end, keyBytes) => {
           // GNU tar writes ctime on every entry; nothing applies it, so it is not decoded.
           if (k === 'ctime') return;
+          if (global && !globalKeyMatters(k)) return;
           const v = paxValue(body, k, start, end);
           if (!global) {
             this.localKeys.push(k);
             this.localValues.push(v);
-          } else if (v.length === 0) {
+            return;
+          }
+          this.globalPaxBytes -= this.globalSizes.get(k) ?? 0;
+          if (v.length === 0) {
             this.globalPax.delete(k);
+            this.globalSizes.delete(k);
           } else {
             this.globalPax.set(k, v);
+            this.globalSizes.set(k, keyBytes + end - start);
+            this.globalPaxBytes += keyBytes + end - start;
           }
         });
         if (!ok) throw this.invalid(`malformed PAX header at byte ${this.headerOffset}`);
         if (!global) this.hasLocalPax = true;
+        if (global && this.globalPaxBytes > TAR_LIMITS.globalPax) {
+          throw this.invalid(`the global PAX records in force after the header at byte ${this.headerOffset} hold ${this.globalPaxBytes} bytes (limit ${TAR_LIMITS.globalPax})`);
+        }
         break;
       }
     }
@@ -319,7 +350,7 @@ export class TarParser {
           case 'mtime': mtimeNs = empty ? undefined : this.paxTime(k, v); break;
           case 'atime': atimeNs = empty ? header.atimeNs : this.paxTime(k, v); break;
           default:
-            if (k.startsWith('GNU.sparse.')) {
+            if (k.startsWith('GNU.sparse.') && SPARSE_KEYS.has(k.slice(11))) {
               if (empty) {
                 if (sparseAttrs) delete sparseAttrs[k.slice(11)];
               } else {
@@ -342,6 +373,7 @@ export class TarParser {
     this.localKeys.length = 0;
     this.localValues.length = 0;
     this.hasLocalPax = false;
+    this.localPaxBytes = 0;
     this.entryName = name;
     mtimeNs ??= BigInt(headerMtime) * 1_000_000_000n;
 
@@ -488,29 +520,39 @@ export class TarParser {
       if (offset === null || length === null) throw this.invalid('malformed GNU sparse map');
       out.push({ offset, length });
     }
+    this.checkSegmentCount(out.length);
+  }
+
+  private checkSegmentCount(n: number): void {
+    if (n > TAR_LIMITS.sparseSegments) throw this.invalid(`a GNU sparse map of more than ${TAR_LIMITS.sparseSegments} entries (limit)`);
   }
 
   /** PAX sparse formats; returns true when the entry is sparse (and is now being handled). */
   private paxSparse(entry: TarEntry, attrs: PaxSparse, stored: number): boolean {
     const realText = attrs.realsize ?? attrs.size;
-    const realSize = realText === undefined ? NaN : Number(realText);
+    const realSize = realText === undefined ? NaN : decimal(realText);
     if (attrs.major === '1' && attrs.minor === '0') {
       if (!Number.isSafeInteger(realSize)) throw this.invalid('GNU sparse 1.0 entry without a real size');
       entry.size = realSize;
       this.pendingSparse = { entry, segments: [], stored };
-      this.mapText = '';
       this.mapBytes = 0;
+      this.mapValue = 0;
+      this.mapDigits = 0;
+      this.mapCount = -1;
+      this.mapOffset = undefined;
       this.state = stored > 0 ? State.SparseMap : State.Header;
       if (stored === 0) throw this.invalid('GNU sparse 1.0 entry without its map');
       return true;
     }
     let numbers: number[] | undefined;
-    if (attrs.map !== undefined) numbers = attrs.map === '' ? [] : attrs.map.split(',').map(Number);
+    // An empty number between commas reads as 0 (as the addon's reader).
+    if (attrs.map !== undefined) numbers = attrs.map === '' ? [] : attrs.map.split(',').map((n) => (n === '' ? 0 : decimal(n)));
     else if (attrs.pairs !== undefined) numbers = attrs.pairs;
     if (numbers === undefined) return false;
     if (!Number.isSafeInteger(realSize) || numbers.length % 2 !== 0 || !numbers.every(Number.isSafeInteger)) {
       throw this.invalid('malformed GNU sparse map in a PAX header');
     }
+    this.checkSegmentCount(numbers.length / 2);
     const segments: SparseSegment[] = [];
     for (let i = 0; i < numbers.length; i += 2) segments.push({ offset: numbers[i]!, length: numbers[i + 1]! });
     entry.size = realSize;
@@ -519,26 +561,43 @@ export class TarParser {
     return true;
   }
 
+  /**
+   * The map is "<count>\n" then "<offset>\n<length>\n" per entry, in as many blocks as it
+   * needs: each block is parsed as it arrives (one pass, only the line being read kept),
+   * and the rest of the block after the last line is padding.
+   */
   private onSparseMapBlock(block: Buffer): void {
     const pending = this.pendingSparse!;
     this.mapBytes += BLOCK;
-    if (this.mapBytes > MAX_META || this.mapBytes > pending.stored) throw this.invalid('GNU sparse 1.0 map is too long');
-    this.mapText += block.toString('latin1');
-    const lines = this.mapText.split('\n');
-    lines.pop(); // incomplete last line (or the NUL padding)
-    if (lines.length === 0) return;
-    const count = Number(lines[0]);
-    if (!Number.isSafeInteger(count) || count < 0) throw this.invalid('malformed GNU sparse 1.0 map');
-    if (lines.length < 1 + 2 * count) return;
-    for (let i = 0; i < count; i++) {
-      const offset = Number(lines[1 + 2 * i]);
-      const length = Number(lines[2 + 2 * i]);
-      if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length)) throw this.invalid('malformed GNU sparse 1.0 map');
-      pending.segments.push({ offset, length });
+    if (this.mapBytes > pending.stored) throw this.invalid('GNU sparse 1.0 map is too long');
+    for (let i = 0; i < BLOCK; i++) {
+      const c = block[i]!;
+      if (c !== 0x0a) {
+        if (c < 0x30 || c > 0x39) throw this.invalid('malformed GNU sparse 1.0 map');
+        this.mapValue = this.mapValue * 10 + (c - 0x30);
+        this.mapDigits++;
+        if (this.mapValue > Number.MAX_SAFE_INTEGER) throw this.invalid('malformed GNU sparse 1.0 map');
+        continue;
+      }
+      if (this.mapDigits === 0) throw this.invalid('malformed GNU sparse 1.0 map');
+      const v = this.mapValue;
+      this.mapValue = 0;
+      this.mapDigits = 0;
+      if (this.mapCount < 0) {
+        if (v > TAR_LIMITS.sparseSegments) throw this.invalid(`a GNU sparse 1.0 map of ${v} entries (limit ${TAR_LIMITS.sparseSegments})`);
+        this.mapCount = v;
+      } else if (this.mapOffset === undefined) {
+        this.mapOffset = v;
+      } else {
+        pending.segments.push({ offset: this.mapOffset, length: v });
+        this.mapOffset = undefined;
+      }
+      if (this.mapOffset === undefined && pending.segments.length === this.mapCount) {
+        pending.stored -= this.mapBytes;
+        this.emitSparseEntry();
+        return;
+      }
     }
-    this.mapText = '';
-    pending.stored -= this.mapBytes;
-    this.emitSparseEntry();
   }
 
   private emitSparseEntry(): void {
@@ -553,6 +612,10 @@ export class TarParser {
     }
     if (end > entry.size || total !== stored) {
       throw this.invalid(`GNU sparse map does not match the entry (map holds ${total} bytes, entry ${stored})`);
+    }
+    this.sparseTotal += entry.size;
+    if (this.sparseTotal > TAR_LIMITS.sparseTotal) {
+      throw this.invalid(`the sparse files up to this one add up to ${this.sparseTotal} bytes (limit ${TAR_LIMITS.sparseTotal} for one archive)`);
     }
     const sparse: SparseMap = { realSize: entry.size, segments };
     entry.sparse = sparse;
@@ -586,6 +649,7 @@ function paxValue(body: Buffer, key: string, start: number, end: number): PaxVal
   // LIBARCHIVE.xattr values are base64: latin1 keeps any stray byte as one character.
   return body.toString(key.startsWith('LIBARCHIVE.') ? 'latin1' : 'utf8', start, end);
 }
+
 
 function padding(size: number): number {
   const r = size % BLOCK;

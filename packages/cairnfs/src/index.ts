@@ -45,6 +45,13 @@ export type { MigrateOptions, MigrateProgress, MigrateResult, LayerRef } from '.
 export { packEntries, readTar } from '@cairnfs/archive';
 export type { TarSourceEntry, TarHeaderInput, TarItem, TarEntry } from '@cairnfs/archive';
 
+// Images: the layer store (import, export, commit) and registries (pull, push, login).
+export { LayerStore, exportImage, login, logout, parseReference, formatReference, familiarName, parsePlatform } from '@cairnfs/image';
+export type {
+  ImageInfo, LayerInfo, ContainerInfo, ImportOptions, ImportProgress, StoreOptions,
+  PullOptions, PullProgress, LayerProgress, PushOptions, PushProgress, PushResult, LoginOptions, Credentials, Reference, Platform, TlsOptions, RetryOptions,
+} from '@cairnfs/image';
+
 /** The drivers this package registers on import, in priority order. */
 export const builtinDrivers = [overlay2Driver, btrfsDriver, zfsDriver, devicemapperDriver, aufsDriver, vfsDriver] as const;
 

@@ -42,18 +42,28 @@ export interface CairnErrorDetails {
   subject?: string;
   /** The underlying error (an errno error from fs or @cairnfs/sys, usually). */
   cause?: unknown;
+  /** ERR_REGISTRY (and registry ERR_AUTH / ERR_IMAGE_NOT_FOUND): the HTTP status the registry answered. */
+  status?: number;
+  /** ERR_REGISTRY: the registry's error code (`MANIFEST_UNKNOWN`, `DENIED`, …) when it sent one. */
+  registryCode?: string;
 }
 
 /** The one error class of the library: a stable {@link ErrorCode} plus a message a person can act on. */
 export class CairnError extends Error {
   readonly code: ErrorCode;
   readonly subject: string | undefined;
+  /** The HTTP status of a registry's answer, on registry errors. */
+  readonly status: number | undefined;
+  /** The registry's own error code (OCI distribution `errors[0].code`), on registry errors. */
+  readonly registryCode: string | undefined;
 
   constructor(code: ErrorCode, message: string, details: CairnErrorDetails = {}) {
     super(message, details.cause === undefined ? undefined : { cause: details.cause });
     this.name = 'CairnError';
     this.code = code;
     this.subject = details.subject;
+    this.status = details.status;
+    this.registryCode = details.registryCode;
   }
 }
 

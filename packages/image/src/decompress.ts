@@ -52,6 +52,16 @@ export async function* decompressed(input: AsyncIterable<Uint8Array>, opts: Deco
 
 async function* decompressedUnbounded(input: AsyncIterable<Uint8Array>, count: (n: number) => void): AsyncGenerator<Buffer> {
   const it = input[Symbol.asyncIterator]();
+  try {
+    yield* decompressIterator(it, count);
+  } finally {
+    // However this ends (a consumer that stops after the first chunk included), the source
+    // is closed: a network stream must not stay open, a generator's cleanup must run.
+    await it.return?.();
+  }
+}
+
+async function* decompressIterator(it: AsyncIterator<Uint8Array>, count: (n: number) => void): AsyncGenerator<Buffer> {
   let first = await it.next();
   while (!first.done && first.value.length === 0) first = await it.next();
   if (first.done) return;
@@ -79,7 +89,7 @@ async function* decompressedUnbounded(input: AsyncIterable<Uint8Array>, count: (
     try {
       for await (const c of gunzip) { count((c as Buffer).length); yield c as Buffer; }
     } catch (err) {
-      if (err instanceof CairnError) throw err;
+      if (err instanceof CairnError || (err as Error).name === 'AbortError') throw err; // the source's own failure, not corruption
       throw new CairnError('ERR_INVALID_ARCHIVE', `a gzip layer blob is corrupt or truncated: ${(err as Error).message}`, { cause: err });
     } finally {
       src.destroy();
@@ -94,7 +104,7 @@ async function* decompressedUnbounded(input: AsyncIterable<Uint8Array>, count: (
       }
       z.push(new Uint8Array(0), true);
     } catch (err) {
-      if (err instanceof CairnError) throw err;
+      if (err instanceof CairnError || (err as Error).name === 'AbortError') throw err;
       throw new CairnError('ERR_INVALID_ARCHIVE', `a zstd layer blob is corrupt or truncated: ${(err as Error).message}`, { cause: err });
     }
     yield* out;

@@ -29,7 +29,8 @@ async function need(src: BlobSource, path: string): Promise<Buffer> {
   return b;
 }
 
-function describeConfig(config: Buffer, layerPaths: string[], tags: string[]): ImageDescription {
+/** An image description from its config and layer paths; checks the diff ids against the layers. */
+export function describeConfig(config: Buffer, layerPaths: string[], tags: string[]): ImageDescription {
   const cfg = parseJson<{ rootfs?: { type?: string; diff_ids?: unknown } }>(config, 'the image config');
   const ids = cfg.rootfs?.diff_ids;
   if (!Array.isArray(ids)) throw bad('the image config has no rootfs.diff_ids');

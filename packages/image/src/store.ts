@@ -14,6 +14,10 @@ import { describeSource, normalizeTag, type ImageDescription } from './describe.
 import { StoreLayout } from './layout.js';
 import { openSource, type BlobSource } from './source.js';
 import { SplitRecorder, reassemble } from './tarsplit.js';
+import { planPull, type PullOptions } from './registry/pull.js';
+import { pushImage, type PushOptions, type PushResult } from './registry/push.js';
+import { localNameCandidates } from './registry/reference.js';
+import { DistributionMeta } from './registry/distmeta.js';
 
 export interface LayerInfo {
   chainId: string;
@@ -166,8 +170,11 @@ export class LayerStore {
 
   /** An image by `name:tag` (`:latest` implied), `sha256:<id>`, or a unique prefix of the id's hex. */
   image(ref: string): ImageInfo {
-    const byTag = this.tags.get(normalizeTag(ref));
-    if (byTag) return this.imageMap.get(byTag)!;
+    // `busybox:1.36` also finds what a pull recorded as `docker.io/library/busybox:1.36`, and back.
+    for (const name of [normalizeTag(ref), ...localNameCandidates(ref)]) {
+      const byTag = this.tags.get(name);
+      if (byTag) return this.imageMap.get(byTag)!;
+    }
     if (isDigest(ref) && this.imageMap.has(ref)) return this.imageMap.get(ref)!;
     const hex = ref.startsWith('sha256:') ? ref.slice(7) : ref;
     if (/^[0-9a-f]{4,64}$/.test(hex)) {
@@ -313,6 +320,29 @@ export class LayerStore {
     await unlink(this.layout.intent(l.cacheId)).catch(() => undefined);
     const { split: _s, ...info } = l;
     this.layerMap.set(l.chainId, info);
+  }
+
+  // ---- registries (./registry/*) ---------------------------------------------------
+
+  /**
+   * Pulls an image from a registry through the import path: the same verification,
+   * parallelism and all-or-nothing cleanup; layers the store has are not downloaded.
+   * Tagged with the normalised reference (`docker.io/library/busybox:1.36`).
+   */
+  async pull(ref: string, opts: PullOptions = {}): Promise<ImageInfo> {
+    await mkdir(this.layout.tmp, { recursive: true });
+    const localConfig = async (id: string) => (this.imageMap.has(id) ? readFile(this.layout.image(id)) : undefined);
+    const plan = await planPull(ref, opts, { storeDir: this.dir, localConfig });
+    try {
+      return await this.mutex.run('store', async () => plan.upToDate(this) ?? plan.recorded(await this.importOne(plan.source, plan.desc, plan.importOptions)));
+    } finally {
+      await plan.close();
+    }
+  }
+
+  /** Pushes a local image (tag, id or id prefix) to a registry reference; the manifest goes last. */
+  async push(image: string, ref: string, opts: PushOptions = {}): Promise<PushResult> {
+    return this.mutex.run('store', () => pushImage(this, image, ref, opts));
   }
 
   // ---- tags, containers, removal ---------------------------------------------------
@@ -496,6 +526,13 @@ export class LayerStore {
         }
       }
     });
+    // Partial downloads of interrupted pulls, and registry records of layers that are gone.
+    await this.mutex.run('store', async () => {
+      const dist = new DistributionMeta(this.dir);
+      await dist.dropPartials();
+      const diffIds = new Set(this.layers().map((l) => l.diffId));
+      for (const d of await dist.diffIds()) if (!diffIds.has(d)) await dist.forget(d);
+    });
     return { imagesRemoved, layersRemoved, orphansRemoved };
   }
 
@@ -542,7 +579,7 @@ export class LayerStore {
   private async saveRepositories(): Promise<void> {
     const repos: Record<string, Record<string, string>> = {};
     for (const [tag, id] of [...this.tags].sort()) {
-      const name = tag.slice(0, tag.lastIndexOf(':'));
+      const name = tag.includes('@') ? tag.slice(0, tag.indexOf('@')) : tag.slice(0, tag.lastIndexOf(':'));
       (repos[name] ??= {})[tag] = id;
     }
     await mkdir(this.dir, { recursive: true });

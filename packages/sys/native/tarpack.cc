@@ -3,8 +3,14 @@
 // call per buffer. Per entry this is fstatat beneath a directory fd, an open of regular
 // files relative to their parent (xattrs listed on that same fd), the header encoded
 // in C++ and the content read in place: no JS object, string or call per entry. The
-// bytes are exactly those of core's encodeHeader/exportChanges (tested there, byte for
+// bytes are exactly those of archive's encodeHeader/exportChanges (tested there, byte for
 // byte, against the node:fs path).
+//
+// The layer may be changing under a running container: every directory is opened
+// beneath the root one component at a time with O_NOFOLLOW, a regular file's content is
+// read only from an fd checked to be the very regular file the header was built from
+// (OpenRegular), and the xattrs of anything else are read by name relative to its
+// directory fd, never followed (nofollow.h).
 #include "common.h"
 #include "owners.h"
 
@@ -20,6 +26,8 @@
 #include <deque>
 #include <unordered_map>
 
+#include "nofollow.h"
+
 namespace cairn {
 
 namespace {
@@ -28,6 +36,9 @@ constexpr int kOverlay = 1;  // overlay whiteouts: 0/0 char device → .wh.<name
 // Walk mode: entries in the order of their full paths as strings (exportChanges' order:
 // 'a', 'a-b', 'a/x'), not directory by directory ('a', 'a/x', 'a-b').
 constexpr int kPathOrder = 2;
+// Tests only: act as on a kernel without the *xattrat calls, and open files by name
+// instead of through a file handle (the paths an unprivileged caller or an older kernel takes).
+constexpr int kLegacy = 4;
 constexpr size_t kBlock = 512;
 constexpr int64_t kOctal8 = 07777777;        // largest value of an 8-byte octal field
 constexpr int64_t kOctal12 = 077777777777;   // of a 12-byte one
@@ -73,7 +84,7 @@ bool Utf16Less(const std::string& a, const std::string& b) {
 }
 
 // ---------------------------------------------------------------------------------
-// Header encoding: the bytes of core's tar-writer encodeHeader.
+// Header encoding: the bytes of archive's tar-writer encodeHeader.
 
 // writeNumber: zero-padded octal and a NUL; GNU base-256 (two's complement, first byte
 // 0x80 or 0xff) when the value does not fit.
@@ -160,11 +171,6 @@ std::string PaxTime(int64_t sec, long nsec) {
   }
   return s;
 }
-
-struct XattrKV {
-  std::string name;
-  std::string value;
-};
 
 struct Header {
   std::string name;  // dirs end in '/'
@@ -617,37 +623,38 @@ class Packer : public Napi::ObjectWrap<Packer> {
     xattrs_.clear();
     opaque_ = false;
     int fd = -1;
-    const std::string* path = nullptr;
-    std::string full;
+    const char* name = nullptr;
     switch (h.type) {
       case '0':
-        fd = openat(dirfd, base.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-        if (fd < 0) {
-          PathError(pe.sys, errno, "open", root_path_ + "/" + rel);
-          return false;
-        }
+        fd = OpenRegular(dirfd, base, rel, st, pe);
+        if (fd < 0) return false;
         h.size = st.st_size;
         break;
-      case '5':
+      case '5': {
         fd = openat(dirfd, base.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (fd < 0) {
           PathError(pe.sys, errno, "scandir", root_path_ + "/" + rel);
           return false;
         }
+        struct stat now;
+        if (fstat(fd, &now) != 0 || now.st_dev != st.st_dev || now.st_ino != st.st_ino) {
+          close(fd);
+          return Changed(rel, pe);
+        }
         h.name += '/';
         break;
+      }
       case '2':
         if (!ReadLink(dirfd, base, rel, static_cast<size_t>(st.st_size), h.link, pe)) return false;
         [[fallthrough]];
       default:
-        full = root_path_ + "/" + rel;
-        path = &full;
+        name = base.c_str();  // xattrs of the name in dirfd, never followed
         if (h.type == '3' || h.type == '4') {
           h.devmajor = major(st.st_rdev);
           h.devminor = minor(st.st_rdev);
         }
     }
-    if (!ReadXattrs(fd, path, rel, pe)) {
+    if (!ReadXattrs(fd >= 0 ? fd : dirfd, name, rel, pe)) {
       if (fd >= 0) close(fd);
       return false;
     }
@@ -717,64 +724,22 @@ class Packer : public Napi::ObjectWrap<Packer> {
     }
   }
 
-  // The exportable xattrs (sorted) of the open fd, or of `path` itself (lxattr calls)
-  // when there is no fd; notes overlay's opaque marker. ENOTSUP reads as none; a name
-  // removed between list and get is skipped; growth between size query and read retried.
-  bool ReadXattrs(int fd, const std::string* path, const std::string& rel, PackError& pe) {
-    auto list = [&](char* buf, size_t size) {
-      return fd >= 0 ? flistxattr(fd, buf, size) : llistxattr(path->c_str(), buf, size);
-    };
-    auto get = [&](const char* name, void* buf, size_t size) {
-      return fd >= 0 ? fgetxattr(fd, name, buf, size) : lgetxattr(path->c_str(), name, buf, size);
-    };
-    auto fail = [&](const char* syscall) {
-      PathError(pe.sys, errno, syscall, root_path_ + "/" + rel);
+  // The exportable xattrs (sorted) of the open fd, or of dirfd/name (not followed) when
+  // name is given; notes overlay's opaque marker.
+  bool ReadXattrs(int fd, const char* name, const std::string& rel, PackError& pe) {
+    std::vector<XattrKV> all;
+    const char* failed = "llistxattr";
+    int err = nofollow::ReadXattrs(fd, name, all, &failed, (flags_ & kLegacy) != 0);
+    if (err != 0) {
+      PathError(pe.sys, err, failed, root_path_ + "/" + rel);
       return false;
-    };
-    for (int attempt = 0;; attempt++) {
-      ssize_t size = list(names_.data(), names_.size());
-      if (size >= 0) {
-        if (size == 0) return true;
-        names_used_ = static_cast<size_t>(size);
-        break;
-      }
-      if (errno == ENOTSUP || errno == ENOENT) return true;
-      if (errno != ERANGE || attempt >= 8) return fail("llistxattr");
-      ssize_t need = list(nullptr, 0);
-      if (need < 0) return fail("llistxattr");
-      names_.resize(static_cast<size_t>(need) + 256);
     }
-    for (size_t pos = 0; pos < names_used_;) {
-      const char* name = names_.data() + pos;
-      size_t len = strnlen(name, names_used_ - pos);
-      pos += len + 1;
-      if (len == 0) continue;
-      std::string key(name, len);
-      bool isOpaque = key == "trusted.overlay.opaque" || key == "user.overlay.opaque";  // userxattr mounts use the latter
-      if (!isOpaque && !Exportable(key)) continue;
-      std::string value;
-      bool got = false;
-      for (int attempt = 0; attempt < 8; attempt++) {
-        ssize_t size = get(key.c_str(), nullptr, 0);
-        if (size < 0) break;
-        value.resize(static_cast<size_t>(size));
-        ssize_t n = size == 0 ? 0 : get(key.c_str(), &value[0], value.size());
-        if (n >= 0) {
-          value.resize(static_cast<size_t>(n));
-          got = true;
-          break;
-        }
-        if (errno != ERANGE) break;
-      }
-      if (!got) {
-        if (errno == ENODATA) continue;  // removed meanwhile
-        return fail("lgetxattr");
-      }
-      if (isOpaque) {
-        opaque_ = value.size() == 1 && value[0] == 'y';
+    for (XattrKV& x : all) {
+      if (x.name == "trusted.overlay.opaque" || x.name == "user.overlay.opaque") {  // userxattr mounts use the latter
+        opaque_ = x.value.size() == 1 && x.value[0] == 'y';
         continue;
       }
-      xattrs_.push_back({std::move(key), std::move(value)});
+      if (Exportable(x.name)) xattrs_.push_back(std::move(x));
     }
     if (xattrs_.size() > 1) {
       std::sort(xattrs_.begin(), xattrs_.end(), [](const XattrKV& a, const XattrKV& b) { return Utf16Less(a.name, b.name); });
@@ -817,6 +782,74 @@ class Packer : public Napi::ObjectWrap<Packer> {
       return true;
     }
     return true;
+  }
+
+  // The regular file `st` describes (the lstat its header is built from), opened for
+  // reading; a name that no longer holds that very file is Changed. Where this process may
+  // (CAP_DAC_READ_SEARCH, a filesystem with file handles) the file is reopened from a
+  // handle of an O_PATH fd checked first, so nothing but that regular file is ever opened.
+  // Otherwise it is opened by name (O_NOFOLLOW|O_NONBLOCK|O_NOCTTY: no symlink followed,
+  // no fifo blocking, no tty taken) and checked before a byte is read: a device swapped in
+  // at that instant has its open called, never its content read.
+  int OpenRegular(int dirfd, const std::string& base, const std::string& rel, const struct stat& st, PackError& pe) {
+    constexpr int kRead = O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC;
+    int fd = -1;
+    if (handles_ && !(flags_ & kLegacy)) {
+      int p = openat(dirfd, base.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+      if (p < 0) {
+        if (errno == ENOENT) return ChangedFd(rel, pe);
+        PathError(pe.sys, errno, "open", root_path_ + "/" + rel);
+        return -1;
+      }
+      struct stat now;
+      if (fstat(p, &now) != 0 || !S_ISREG(now.st_mode) || now.st_dev != st.st_dev || now.st_ino != st.st_ino) {
+        close(p);
+        return ChangedFd(rel, pe);
+      }
+      struct {
+        file_handle h;
+        unsigned char bytes[MAX_HANDLE_SZ];
+      } fh;
+      fh.h.handle_bytes = MAX_HANDLE_SZ;
+      int mount;
+      if (name_to_handle_at(p, "", &fh.h, &mount, AT_EMPTY_PATH) == 0) {
+        fd = open_by_handle_at(dirfd, &fh.h, kRead);
+        if (fd < 0 && errno != EPERM && errno != EOPNOTSUPP && errno != ENOSYS) {
+          int err = errno;
+          close(p);
+          if (err == ESTALE) return ChangedFd(rel, pe);
+          PathError(pe.sys, err, "open", root_path_ + "/" + rel);
+          return -1;
+        }
+      }
+      close(p);
+      if (fd >= 0) return fd;  // the inode of the fd just checked: nothing to check again
+      handles_ = false;  // not permitted or not supported here: by name from now on
+    }
+    fd = openat(dirfd, base.c_str(), kRead | O_NOFOLLOW);
+    if (fd < 0) {
+      PathError(pe.sys, errno, "open", root_path_ + "/" + rel);
+      return -1;
+    }
+    struct stat now;
+    if (fstat(fd, &now) != 0 || !S_ISREG(now.st_mode) || now.st_dev != st.st_dev || now.st_ino != st.st_ino) {
+      close(fd);
+      return ChangedFd(rel, pe);
+    }
+    return fd;
+  }
+
+  // A path replaced between its lstat and its open (or read): the archive would be
+  // wrong, so the packer fails (ERR_INVALID_ARCHIVE, detail 'changed') instead of emitting
+  // what is there now.
+  bool Changed(const std::string& rel, PackError& pe) {
+    pe.isFault = true;
+    pe.fault = {"ERR_INVALID_ARCHIVE", rel, "changed"};
+    return false;
+  }
+  int ChangedFd(const std::string& rel, PackError& pe) {
+    Changed(rel, pe);
+    return -1;
   }
 
   [[noreturn]] void Throw(Napi::Env env, const PackError& pe) {
@@ -862,8 +895,7 @@ class Packer : public Napi::ObjectWrap<Packer> {
   std::string file_rel_;
   size_t pad_ = 0;             // zero bytes after the content, to the block boundary
   std::vector<XattrKV> xattrs_;
-  std::vector<char> names_ = std::vector<char>(4096);
-  size_t names_used_ = 0;
+  bool handles_ = true;        // files reopened through handles (until refused once)
   bool opaque_ = false;
 };
 

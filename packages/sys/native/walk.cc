@@ -14,6 +14,9 @@
 #include <cerrno>
 #include <cstring>
 
+#include "beneath.h"
+#include "nofollow.h"
+
 namespace cairn {
 
 namespace {
@@ -25,7 +28,7 @@ enum Field {
 };
 
 // Flags: what to read beyond lstat.
-constexpr int kWantXattrs = 1;    // every xattr name and value (llistxattr/lgetxattr on the path)
+constexpr int kWantXattrs = 1;    // every xattr name and value (of the name relative to its directory fd, never followed)
 constexpr int kWantLinks = 2;     // symlink targets (readlinkat)
 constexpr int kTypesOnly = 4;     // statDir only: mode's S_IFMT bits from d_type, no fstatat
                                   // (fstatat still runs where the fs reports DT_UNKNOWN)
@@ -67,56 +70,16 @@ void PutStat(std::vector<double>& out, size_t i, const struct stat& st) {
   f[kCtimeNsec] = static_cast<double>(st.st_ctim.tv_nsec);
 }
 
-// Every xattr of `path` itself. ENOTSUP (a filesystem without xattrs) reads as none; a
-// name removed between list and get is skipped; a list or value that grows between the
-// size query and the read is retried.
-bool ReadXattrs(const std::string& path, uint32_t index, std::vector<Xattr>& out, SysError& e) {
-  std::vector<char> names;
-  for (int attempt = 0;; attempt++) {
-    ssize_t size = llistxattr(path.c_str(), nullptr, 0);
-    if (size < 0) {
-      if (errno == ENOTSUP || errno == ENOENT) return true;
-      PathError(e, errno, "llistxattr", path);
-      return false;
-    }
-    if (size == 0) return true;
-    names.resize(static_cast<size_t>(size));
-    ssize_t n = llistxattr(path.c_str(), names.data(), names.size());
-    if (n >= 0) {
-      names.resize(static_cast<size_t>(n));
-      break;
-    }
-    if (errno != ERANGE || attempt >= 8) {
-      PathError(e, errno, "llistxattr", path);
-      return false;
-    }
+// Every xattr of dirfd/name itself (name not followed), as nofollow::ReadXattrs.
+bool ReadXattrs(int dirfd, const char* name, const std::string& path, uint32_t index, std::vector<Xattr>& out, SysError& e) {
+  std::vector<XattrKV> got;
+  const char* failed = "llistxattr";
+  int err = nofollow::ReadXattrs(dirfd, name, got, &failed, false);
+  if (err != 0) {
+    PathError(e, err, failed, path);
+    return false;
   }
-  for (size_t pos = 0; pos < names.size();) {
-    const char* name = names.data() + pos;
-    size_t len = strnlen(name, names.size() - pos);
-    pos += len + 1;
-    if (len == 0) continue;
-    Xattr x{index, std::string(name, len), {}};
-    bool got = false;
-    for (int attempt = 0; attempt < 8; attempt++) {
-      ssize_t size = lgetxattr(path.c_str(), x.name.c_str(), nullptr, 0);
-      if (size < 0) break;
-      x.value.resize(static_cast<size_t>(size));
-      ssize_t n = size == 0 ? 0 : lgetxattr(path.c_str(), x.name.c_str(), x.value.data(), x.value.size());
-      if (n >= 0) {
-        x.value.resize(static_cast<size_t>(n));
-        got = true;
-        break;
-      }
-      if (errno != ERANGE) break;
-    }
-    if (!got) {
-      if (errno == ENODATA) continue;  // removed meanwhile
-      PathError(e, errno, "lgetxattr", path);
-      return false;
-    }
-    out.push_back(std::move(x));
-  }
+  for (XattrKV& x : got) out.push_back({index, std::move(x.name), std::vector<char>(x.value.begin(), x.value.end())});
   return true;
 }
 
@@ -144,7 +107,7 @@ bool Extras(int dirfd, const char* rel, const std::string& path, const struct st
   if ((flags & kWantLinks) && S_ISLNK(st.st_mode)) {
     if (!ReadLink(dirfd, rel, path, static_cast<size_t>(st.st_size), index, out.links, e)) return false;
   }
-  if (flags & kWantXattrs) return ReadXattrs(path, index, out.xattrs, e);
+  if (flags & kWantXattrs) return ReadXattrs(dirfd, rel, path, index, out.xattrs, e);
   return true;
 }
 
@@ -161,25 +124,39 @@ mode_t ModeFromDtype(unsigned char t) {
   }
 }
 
-void DoStatDir(const std::string& dir, int flags, Listing& out, SysError& e) {
-  int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+// Lists `dir`; with a `root` fd, `dir` is relative to it and opened beneath it without
+// following a symlink (the layer may change under a running container).
+void DoStatDir(int root, const std::string& dir, const std::string& shown, int flags, Listing& out, SysError& e) {
+  int fd;
+  if (root < 0) {
+    fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  } else {
+    int at = OpenBeneath(root, dir);
+    // "." of that fd: the directory itself, as a real fd to read.
+    fd = at < 0 ? -1 : openat(at, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (at >= 0) {
+      int err = errno;
+      close(at);
+      errno = err;
+    }
+  }
   if (fd < 0) {
-    PathError(e, errno, "scandir", dir);
+    PathError(e, errno, "scandir", shown);
     return;
   }
   DIR* d = fdopendir(fd);
   if (d == nullptr) {
-    PathError(e, errno, "scandir", dir);
+    PathError(e, errno, "scandir", shown);
     close(fd);
     return;
   }
-  std::string prefix = dir;
+  std::string prefix = shown;
   if (prefix.empty() || prefix.back() != '/') prefix += '/';
   for (;;) {
     errno = 0;
     struct dirent* ent = readdir(d);
     if (ent == nullptr) {
-      if (errno != 0) PathError(e, errno, "scandir", dir);
+      if (errno != 0) PathError(e, errno, "scandir", shown);
       break;
     }
     const char* n = ent->d_name;
@@ -208,8 +185,10 @@ void DoStatDir(const std::string& dir, int flags, Listing& out, SysError& e) {
   closedir(d);
 }
 
-// lstat of base/rel for each rel. A path that is not there (ENOENT, ENOTDIR) gets mode 0
-// so the caller decides what that means; other failures end the batch with an error.
+// lstat of base/rel for each rel, its parent resolved beneath `base` without following a
+// symlink (a path through one is not there) and its last component not followed. A path
+// that is not there (ENOENT, ENOTDIR, a symlink or '..' on the way) gets mode 0 so the
+// caller decides what that means; other failures end the batch with an error.
 void DoStatPaths(const std::string& base, const std::vector<std::string>& rels, int flags, Listing& out, SysError& e) {
   int fd = open(base.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) {
@@ -220,19 +199,50 @@ void DoStatPaths(const std::string& base, const std::vector<std::string>& rels, 
   std::string prefix = base;
   if (prefix.empty() || prefix.back() != '/') prefix += '/';
   out.stats.assign(rels.size() * kFields, 0);
+  std::string parentRel;  // the parent resolved last, kept open: rels arrive sorted
+  int parentFd = fd;
+  auto release = [&] {
+    if (parentFd != fd) close(parentFd);
+    parentFd = fd;
+    parentRel.clear();
+  };
   for (size_t i = 0; i < rels.size(); i++) {
-    const char* rel = rels[i].c_str();
-    while (*rel == '/') rel++;
-    if (*rel == 0) rel = ".";
+    std::string rel = rels[i];
+    size_t start = rel.find_first_not_of('/');
+    rel = start == std::string::npos ? "." : rel.substr(start);
+    while (rel.size() > 1 && rel.back() == '/') rel.pop_back();
+    size_t slash = rel.rfind('/');
+    std::string parent = slash == std::string::npos ? "" : rel.substr(0, slash);
+    std::string name = slash == std::string::npos ? rel : rel.substr(slash + 1);
+    if (name == ".." || (name == "." && !parent.empty())) continue;  // never above (or beside) the path asked for
+    if (parent != parentRel) {
+      release();
+      if (!parent.empty()) {
+        int pfd = OpenBeneath(fd, parent);
+        if (pfd < 0) {
+          if (errno == ENOENT || errno == ENOTDIR || errno == ELOOP || errno == EXDEV) continue;
+          PathError(e, errno, "lstat", prefix + rel);
+          return;
+        }
+        parentFd = pfd;
+        parentRel = parent;
+      }
+    }
     struct stat st;
-    if (fstatat(fd, rel, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+    if (fstatat(parentFd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
       if (errno == ENOENT || errno == ENOTDIR) continue;
       PathError(e, errno, "lstat", prefix + rel);
+      release();
       return;
     }
     PutStat(out.stats, i, st);
-    if ((flags & (kWantXattrs | kWantLinks)) && !Extras(fd, rel, prefix + rel, st, static_cast<uint32_t>(i), flags, out, e)) return;
+    if ((flags & (kWantXattrs | kWantLinks)) &&
+        !Extras(parentFd, name.c_str(), prefix + rel, st, static_cast<uint32_t>(i), flags, out, e)) {
+      release();
+      return;
+    }
   }
+  release();
 }
 
 Napi::Value ToJs(Napi::Env env, Listing& l, bool withNames) {
@@ -265,13 +275,28 @@ Napi::Value ToJs(Napi::Env env, Listing& l, bool withNames) {
   return o;
 }
 
-// statDirSync(dir, flags) → { names, stats, xattrs, links }
+// statDirSync(dir, flags, root?) → { names, stats, xattrs, links }; with root, dir is
+// relative to it and resolved beneath it.
 Napi::Value StatDirSync(const Napi::CallbackInfo& info) {
   std::string dir = ArgString(info, 0, "dir");
   int flags = static_cast<int>(ArgOptInt(info, 1, "flags", 0));
+  std::string root;
+  bool beneath = ArgOptString(info, 2, "root", &root);
   Listing l;
   SysError e;
-  DoStatDir(dir, flags, l, e);
+  if (!beneath) {
+    DoStatDir(-1, dir, dir, flags, l, e);
+  } else {
+    int rfd = open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (rfd < 0) {
+      PathError(e, errno, "scandir", root);
+    } else {
+      Fd guard(rfd);
+      size_t start = dir.find_first_not_of('/');
+      std::string rel = start == std::string::npos ? "" : dir.substr(start);
+      DoStatDir(rfd, rel, rel.empty() ? root : root + "/" + rel, flags, l, e);
+    }
+  }
   if (e.err) ThrowSysError(info.Env(), e);
   return ToJs(info.Env(), l, true);
 }
@@ -296,7 +321,7 @@ Napi::Value StatPathsSync(const Napi::CallbackInfo& info) {
   return ToJs(env, l, false);
 }
 
-// readFileIntoSync(path, buf, offset, length) → bytes read: open(O_RDONLY|O_NOFOLLOW),
+// readFileIntoSync(path, buf, offset, length) → bytes read: open(O_RDONLY|O_NOFOLLOW|O_NONBLOCK), fstat (a regular file or EINVAL),
 // read until `length` bytes or EOF, close — one crossing for a small file's content.
 Napi::Value ReadFileIntoSync(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -307,13 +332,25 @@ Napi::Value ReadFileIntoSync(const Napi::CallbackInfo& info) {
   int64_t len = ArgInt(info, 3, "length");
   if (off < 0 || len < 0 || static_cast<uint64_t>(off + len) > buf.ByteLength())
     throw Napi::RangeError::New(env, "offset and length must lie within buf");
-  int fd = open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  // O_NONBLOCK: a fifo put there meanwhile must not block the JS thread; O_NOCTTY: a tty
+  // must not become ours. Anything but a regular file is refused before a byte is read.
+  int fd = open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
   SysError e;
   if (fd < 0) {
     PathError(e, errno, "open", path);
     ThrowSysError(env, e);
   }
   Fd guard(fd);
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    PathError(e, errno, "fstat", path);
+    ThrowSysError(env, e);
+  }
+  if (!S_ISREG(st.st_mode)) {
+    PathError(e, EINVAL, "read", path);
+    e.detail = "not a regular file";
+    ThrowSysError(env, e);
+  }
   uint8_t* p = buf.Data() + off;
   int64_t done = 0;
   while (done < len) {

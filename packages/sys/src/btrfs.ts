@@ -22,20 +22,7 @@ export interface BtrfsFsInfo {
   generation: number;
 }
 
-interface BtrfsBinding {
-  btrfsSubvolCreate(dir: string, name: string): Promise<void>;
-  btrfsSnapshot(source: string, dir: string, name: string, readOnly: boolean): Promise<void>;
-  btrfsSubvolDestroy(dir: string, name: string): Promise<void>;
-  btrfsGetFlags(path: string): Promise<number>;
-  btrfsSetFlags(path: string, flags: number | bigint): Promise<void>;
-  btrfsSubvolId(path: string): Promise<number>;
-  btrfsSubvolChildren(path: string): Promise<BtrfsChildSubvolume[]>;
-  btrfsFsInfo(path: string): Promise<BtrfsFsInfo>;
-  btrfsQgroupLimit(path: string, qgroupid: number | bigint, maxReferenced: number | bigint): Promise<void>;
-  btrfsQgroupDestroy(path: string, qgroupid: number | bigint): Promise<void>;
-}
-
-const btrfs = native as unknown as BtrfsBinding;
+const btrfs = native;
 
 /** BTRFS_SUBVOL_RDONLY, the one flag of BTRFS_IOC_SUBVOL_GETFLAGS/SETFLAGS. */
 export const BTRFS_SUBVOL_RDONLY = 2;

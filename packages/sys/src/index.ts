@@ -13,9 +13,8 @@
  * Arguments of the wrong type throw `TypeError` synchronously.
  * @packageDocumentation
  */
-import { native, type IdRanges } from './native.js';
-
-export type { IdRange, IdRanges } from './native.js';
+import { native, type IdRanges, type NativeConstants } from './native.js';
+export type { IdRange, IdRanges, NativeConstants } from './native.js';
 
 /** Gives an async failure the stack of the code that made the call: errors settled on the
  *  JS thread after pool work carry no JS frames at all, which makes "EBUSY, umount2" in a
@@ -47,19 +46,7 @@ export interface SysError extends Error {
 }
 
 /** Flag values from the C headers this addon was compiled against. */
-export const constants = native.constants as {
-  readonly MS_RDONLY: number; readonly MS_NOSUID: number; readonly MS_NODEV: number;
-  readonly MS_NOEXEC: number; readonly MS_REMOUNT: number; readonly MS_BIND: number;
-  readonly MS_REC: number; readonly MS_PRIVATE: number; readonly MS_SLAVE: number;
-  readonly MS_SHARED: number; readonly MS_NOATIME: number; readonly MS_RELATIME: number;
-  readonly MNT_FORCE: number; readonly MNT_DETACH: number; readonly MNT_EXPIRE: number;
-  readonly UMOUNT_NOFOLLOW: number;
-  readonly XATTR_CREATE: number; readonly XATTR_REPLACE: number;
-  readonly S_IFCHR: number; readonly S_IFBLK: number; readonly S_IFIFO: number;
-  readonly S_IFSOCK: number; readonly S_IFREG: number; readonly S_IFDIR: number;
-  readonly S_IFLNK: number;
-  readonly LOCK_SH: number; readonly LOCK_EX: number; readonly LOCK_UN: number; readonly LOCK_NB: number;
-};
+export const constants: NativeConstants = native.constants;
 
 /** mount(2). `fstype`/`data` null pass NULL (bind mounts, remounts, propagation changes). */
 export function mount(source: string, target: string, fstype: string | null, flags: number, data?: string | null): Promise<void> {
@@ -212,90 +199,6 @@ export function shiftOwnership(root: string, maps: IdRanges, toHost: boolean): P
 export * from './btrfs.js';
 export * from './quota.js';
 
-/** How {@link LayerApplier} writes whiteouts: core's ApplyOptions.whiteouts. */
-export type ApplierWhiteouts = 'delete' | 'overlay' | 'aufs';
-
-export interface LayerApplierOptions {
-  whiteouts: ApplierWhiteouts;
-  /** Refuse character and block devices (ERR_UNSAFE_ARCHIVE). */
-  noDevices: boolean;
-  /** Apply entries' uid/gid. */
-  ownership: boolean;
-  /** The effective ids and umask of the process (a new file already has these; chown/chmod only when the entry differs). */
-  euid: number;
-  egid: number;
-  umask: number;
-  /** Store owners shifted container → host by these maps; an owner they do not cover fails with EOVERFLOW. */
-  idMappings?: IdRanges | null;
-  /** A refused chown (EPERM/EINVAL) or an owner outside idMappings leaves the caller's owner instead of failing; counted in `dropped`. */
-  ignoreChownErrors?: boolean;
-  /** Overlay whiteouts: the opaque-directory xattr (default `trusted.overlay.opaque`; `user.overlay.opaque` for userxattr mounts). */
-  opaqueXattr?: string;
-}
-
-/** What an apply left undone because the process could not do it (a user namespace). */
-export interface ApplierDropped {
-  /** chowns dropped under ignoreChownErrors, and the first as "path uid:gid". */
-  chowns: number;
-  firstChown: string;
-  /** Device nodes mknod refused (EPERM): recorded as placeholder files, see RECORDED_DEVICE_XATTR. */
-  devices: number;
-  firstDevice: string;
-}
-
-/**
- * Where mknod is refused (a user namespace has no CAP_MKNOD over the host), a device entry
- * is stored as an empty mode-0000 file carrying this xattr, valued
- * `uid:gid:<octal mode>:char-<major>-<minor>` (or `block-…`), as containers/storage and
- * fuse-overlayfs record what unprivileged storage cannot be. The packer turns it back into
- * the device, so diff and export still carry it.
- */
-export const RECORDED_DEVICE_XATTR = 'user.containers.override_stat';
-
-/**
- * Layer apply in the addon: raw tar bytes in, files out, with the tar parse and every
- * rule of core's applyLayer (path safety, whiteouts, ownership, modes, xattrs, times)
- * done natively, so an entry costs no JS work at all. Parent directories are opened
- * beneath the root with openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS) and every operation
- * is relative to them, final components never followed.
- *
- * Feed chunks in order with `write` (on this thread) or `writeAsync` (on the libuv pool;
- * await each before the next call, and do not change the chunks until it settles), then
- * `finish()` once the input ended: it refuses a truncated archive, sets directory times
- * and returns the content bytes written. Archive faults are errors with `cairnCode`
- * (ERR_INVALID_ARCHIVE / ERR_UNSAFE_ARCHIVE), `message` and `subject`; failed syscalls are
- * Node-style errors (`code`, `syscall`, `path`) with the archive `entry` they hit. After
- * a failure, `abort()` removes the half-written file; `close()` releases every fd.
- */
-export interface LayerApplier {
-  write(chunks: Uint8Array | Uint8Array[]): void;
-  writeAsync(chunks: Uint8Array | Uint8Array[]): Promise<void>;
-  /** The whole input read from `fd` (pread from offset 0 into one reused buffer), on this thread. */
-  writeFrom(fd: number): void;
-  /** The same on the libuv pool; `fd` must stay open until it settles. */
-  writeFromAsync(fd: number): Promise<void>;
-  finish(): number;
-  abort(): void;
-  close(): void;
-  /** True once the end-of-archive marker was read; later input is ignored. */
-  readonly finished: boolean;
-  /** The entry being applied (for messages). */
-  readonly currentName: string;
-  readonly bytes: number;
-  /** What was left undone (read it before close()). */
-  readonly dropped: ApplierDropped;
-}
-
-const WHITEOUT_MODES: Record<ApplierWhiteouts, number> = { delete: 0, overlay: 1, aufs: 2 };
-
-/** Opens a {@link LayerApplier} on the directory `root` (which must not be a symlink). */
-export function openLayerApplier(root: string, opts: LayerApplierOptions): LayerApplier {
-  const Ctor = (native as unknown as {
-    LayerApplier: new (root: string, whiteouts: number, noDevices: boolean, ownership: boolean, euid: number, egid: number, umask: number,
-      idMappings: IdRanges | null, ignoreChownErrors: boolean, opaqueXattr: string | undefined) => LayerApplier;
-  }).LayerApplier;
-  return new Ctor(root, WHITEOUT_MODES[opts.whiteouts], opts.noDevices, opts.ownership, opts.euid, opts.egid, opts.umask,
-    opts.idMappings ?? null, opts.ignoreChownErrors ?? false, opts.opaqueXattr);
-}
+export * from './applier.js';
 export * from './walk.js';
 export * from './tarpack.js';

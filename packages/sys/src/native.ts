@@ -1,10 +1,19 @@
 // Loads the compiled addon. The relative path works from src/ (jest runs the sources) and
 // from dist/ (the built package), since both sit one level below the package root.
 import { createRequire } from 'node:module';
+import type { LayerApplier, TarLimits } from './applier.js';
+import type { BtrfsChildSubvolume, BtrfsFsInfo } from './btrfs.js';
+import type { TarPacker } from './tarpack.js';
+import type { DirStats, StatBatch } from './walk.js';
 
-/** The raw addon surface; src/index.ts wraps it with documented, typed functions. */
+/**
+ * The raw addon surface, every export of cairn_sys.node with its exact argument types
+ * (packages/sys/test/native-surface.test.ts checks that the addon exports exactly these
+ * names). src/index.ts and the modules it re-exports wrap it with documented functions;
+ * nothing else reaches into the addon.
+ */
 export interface NativeBinding {
-  constants: Record<string, number>;
+  constants: NativeConstants;
   mount(source: string | null, target: string, fstype: string | null, flags: number, data: string | null): Promise<void>;
   mountAt(cwd: string, source: string | null, target: string, fstype: string | null, flags: number, data: string | null): Promise<void>;
   umount2(target: string, flags: number): Promise<void>;
@@ -25,9 +34,58 @@ export interface NativeBinding {
   major(dev: number | bigint): number;
   minor(dev: number | bigint): number;
   makedev(major: number, minor: number): number;
+
+  // applier.ts (native/untar.cc)
+  LayerApplier: new (root: string, whiteouts: number, noDevices: boolean, ownership: boolean, euid: number, egid: number, umask: number,
+    legacyKernel: boolean, idMappings: IdRanges | null, ignoreChownErrors: boolean, opaqueXattr: string | undefined) => LayerApplier;
+  tarLimits: TarLimits;
+  // tarpack.ts (native/tarpack.cc)
+  TarPacker: new (root: string, flags: number, walk: boolean, idMappings: IdRanges | null) => TarPacker;
+  // walk.ts (native/walk.cc)
+  statDirSync(dir: string, flags: number, root: string | undefined): DirStats;
+  statPathsSync(base: string, rels: readonly string[], flags: number): StatBatch;
+  readFileIntoSync(path: string, buf: Uint8Array, offset: number, length: number): number;
+  // btrfs.ts (native/btrfs.cc)
+  btrfsSubvolCreate(dir: string, name: string): Promise<void>;
+  btrfsSnapshot(source: string, dir: string, name: string, readOnly: boolean): Promise<void>;
+  btrfsSubvolDestroy(dir: string, name: string): Promise<void>;
+  btrfsGetFlags(path: string): Promise<number>;
+  btrfsSetFlags(path: string, flags: number | bigint): Promise<void>;
+  btrfsSubvolId(path: string): Promise<number>;
+  btrfsSubvolChildren(path: string): Promise<BtrfsChildSubvolume[]>;
+  btrfsFsInfo(path: string): Promise<BtrfsFsInfo>;
+  btrfsQgroupLimit(path: string, qgroupid: number | bigint, maxReferenced: number | bigint): Promise<void>;
+  btrfsQgroupDestroy(path: string, qgroupid: number | bigint): Promise<void>;
+  // quota.ts (native/quota.cc)
+  xfsGetProjectId(path: string): Promise<number>;
+  xfsSetProjectId(path: string, projectId: number): Promise<void>;
+  xfsSetProjectLimit(path: string, projectId: number, bytes: number): Promise<void>;
+  xfsGetProjectLimit(path: string, projectId: number): Promise<number>;
+  xfsQuotaState(path: string): Promise<number>;
+  // index.ts (native/userns.cc)
   makeUserNamespaceSync(maps: IdRanges): number;
   idmappedMount(source: string, target: string, usernsFd: number, readOnly: boolean, recursive: boolean): Promise<void>;
   shiftOwnership(root: string, maps: IdRanges, toHost: boolean): Promise<void>;
+}
+
+/** One range of an id map: `size` ids from `containerId` on stand for `hostId` on (core's IdMap). */
+export interface IdRange { containerId: number; hostId: number; size: number }
+/** A uid map and a gid map (core's IdMappings). */
+export interface IdRanges { uidMap: readonly IdRange[]; gidMap: readonly IdRange[] }
+
+/** Flag values from the C headers the addon was compiled against (frozen). */
+export interface NativeConstants {
+  readonly MS_RDONLY: number; readonly MS_NOSUID: number; readonly MS_NODEV: number;
+  readonly MS_NOEXEC: number; readonly MS_REMOUNT: number; readonly MS_BIND: number;
+  readonly MS_REC: number; readonly MS_PRIVATE: number; readonly MS_SLAVE: number;
+  readonly MS_SHARED: number; readonly MS_NOATIME: number; readonly MS_RELATIME: number;
+  readonly MNT_FORCE: number; readonly MNT_DETACH: number; readonly MNT_EXPIRE: number;
+  readonly UMOUNT_NOFOLLOW: number;
+  readonly XATTR_CREATE: number; readonly XATTR_REPLACE: number;
+  readonly S_IFCHR: number; readonly S_IFBLK: number; readonly S_IFIFO: number;
+  readonly S_IFSOCK: number; readonly S_IFREG: number; readonly S_IFDIR: number;
+  readonly S_IFLNK: number;
+  readonly LOCK_SH: number; readonly LOCK_EX: number; readonly LOCK_UN: number; readonly LOCK_NB: number;
 }
 
 /** One range of an id map: `size` ids from `containerId` on stand for `hostId` on (core's IdMap). */

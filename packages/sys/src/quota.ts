@@ -4,15 +4,7 @@
 // 'quotactl_fd', …). quotactl_fd needs Linux >= 5.14.
 import { native } from './native.js';
 
-interface QuotaBinding {
-  xfsGetProjectId(path: string): Promise<number>;
-  xfsSetProjectId(path: string, projectId: number): Promise<void>;
-  xfsSetProjectLimit(path: string, projectId: number, bytes: number): Promise<void>;
-  xfsGetProjectLimit(path: string, projectId: number): Promise<number>;
-  xfsQuotaState(path: string): Promise<number>;
-}
-
-const quota = native as unknown as QuotaBinding;
+const quota = native;
 
 /** FS_QUOTA_PDQ_ACCT / FS_QUOTA_PDQ_ENFD from <linux/dqblk_xfs.h>. */
 const PDQ_ACCT = 1 << 4;

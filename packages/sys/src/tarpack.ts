@@ -10,6 +10,12 @@ export const PACK_OVERLAY = 1;
  * directory by directory ('a', 'a/x', 'a-b').
  */
 export const PACK_PATH_ORDER = 2;
+/**
+ * {@link openTarPacker} flag, tests only: take the paths an older kernel or an unprivileged
+ * caller takes (xattrs read on a helper thread instead of with listxattrat/getxattrat,
+ * files opened by name instead of through a file handle).
+ */
+export const PACK_LEGACY_KERNEL = 4;
 
 /**
  * A tar packer on a layer directory. Entries are exactly those of `@cairnfs/core`'s
@@ -17,14 +23,18 @@ export const PACK_PATH_ORDER = 2;
  * big ids and sizes, nanosecond mtimes, `SCHILY.xattr.*` for xattrs other than
  * overlayfs' and SELinux's; the 2nd and later paths of an inode as hardlinks; sockets
  * skipped). Paths are resolved beneath the root with openat, one directory component
- * at a time and never through a symlink; regular files' xattrs are read on the fd their
- * content is read from.
+ * at a time and never through a symlink; a regular file's content (and xattrs) are read
+ * from an fd checked to be the very file its header was built from (same type, device
+ * and inode), opened through a file handle where the process may (so nothing else is
+ * ever opened) and otherwise by name with O_NOFOLLOW|O_NONBLOCK; the xattrs of other
+ * nodes are read by name relative to their directory fd, never followed.
  *
  * Errors are thrown by `fill` and close the packer: Node-style errno errors (`code`,
  * `syscall`, `path`), or an Error with `cairnCode` 'ERR_LAYER_NOT_FOUND' (a pushed path is
  * not there), or 'ERR_INVALID_ARCHIVE' (`detail` 'short:<size>': a file is shorter than
- * its lstat size; 'xattr:<name>': an xattr name with '=' that PAX cannot carry), with
- * `subject` the entry's path.
+ * its lstat size; 'changed': a path no longer holds what its lstat saw — a file replaced
+ * by a device, a fifo or another file while packing; 'xattr:<name>': an xattr name with
+ * '=' that PAX cannot carry), with `subject` the entry's path.
  */
 export interface TarPacker {
   /** Queues relative, normalised paths (never the root) in archive order; `deletes[i]` ≠ 0 packs rels[i] as `.wh.` whiteout. */
@@ -51,6 +61,5 @@ export interface TarPacker {
  * (RECORDED_DEVICE_XATTR) are packed as those devices.
  */
 export function openTarPacker(root: string, flags = 0, walk = false, idMappings: IdRanges | null = null): TarPacker {
-  const Ctor = (native as unknown as { TarPacker: new (root: string, flags: number, walk: boolean, idMappings: IdRanges | null) => TarPacker }).TarPacker;
-  return new Ctor(root, flags, walk, idMappings);
+  return new native.TarPacker(root, flags, walk, idMappings);
 }

@@ -41,29 +41,33 @@ export interface DirStats extends StatBatch {
 
 /**
  * Lists `dir` (without '.' and '..', in the filesystem's order) with every entry's lstat,
- * through getdents + fstatat(AT_SYMLINK_NOFOLLOW) on the open directory. Throws a
- * Node-style error (syscall 'scandir' for the directory itself, 'lstat' for an entry);
- * an entry removed between listing and lstat is left out.
+ * through getdents + fstatat(AT_SYMLINK_NOFOLLOW) on the open directory; xattrs and link
+ * targets are read relative to that directory, names never followed. With `root`, `dir`
+ * is relative to it and opened beneath it without following a symlink (openat2
+ * RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS): what a running container swaps in cannot lead the
+ * listing outside the layer. Throws a Node-style error (syscall 'scandir' for the
+ * directory itself — ELOOP/EXDEV for a symlink on the way under `root` —, 'lstat' for an
+ * entry); an entry removed between listing and lstat is left out.
  */
-export function statDirSync(dir: string, flags = 0): DirStats {
-  return (native as unknown as { statDirSync(dir: string, flags: number): DirStats }).statDirSync(dir, flags);
+export function statDirSync(dir: string, flags = 0, root?: string): DirStats {
+  return native.statDirSync(dir, flags, root);
 }
 
 /**
  * lstat (never following the last component) of `base/rel` for each of `rels`, in one
- * call. A path that is not there (ENOENT/ENOTDIR) has mode 0 and no extras; any other
- * failure throws.
+ * call; each rel's parent is resolved beneath `base` without following a symlink. A path
+ * that is not there (ENOENT/ENOTDIR, or a symlink or '..' on the way) has mode 0 and no
+ * extras; any other failure throws.
  */
 export function statPathsSync(base: string, rels: readonly string[], flags = 0): StatBatch {
-  return (native as unknown as { statPathsSync(base: string, rels: readonly string[], flags: number): StatBatch })
-    .statPathsSync(base, rels, flags);
+  return native.statPathsSync(base, rels, flags);
 }
 
 /**
- * Opens `path` (O_NOFOLLOW), reads up to `length` bytes from its start into
+ * Opens `path` (O_NOFOLLOW|O_NONBLOCK: a fifo never blocks), refuses anything but a regular
+ * file (EINVAL, before reading), reads up to `length` bytes from its start into
  * `buf[offset…]`, closes it, and returns how many bytes were read (fewer only at EOF).
  */
 export function readFileIntoSync(path: string, buf: Uint8Array, offset: number, length: number): number {
-  return (native as unknown as { readFileIntoSync(p: string, b: Uint8Array, o: number, l: number): number })
-    .readFileIntoSync(path, buf, offset, length);
+  return native.readFileIntoSync(path, buf, offset, length);
 }

@@ -6,6 +6,7 @@ export * from './dockerd.js';
 export * from './crash.js';
 export * from './zfs.js';
 export * from './fuzz.js';
+export * from './racer.js';
 export * from './vm.js';
 export { codeOf, expectIndependent16MQuotas, writeError } from './quota-checks.js';
 export { loadDriverFactory, readPlan, runChild, runJournaled, say } from './crash-protocol.js';
@@ -18,3 +19,5 @@ export {
   shiftMap, multiUserLayerTar, ownersAndInodes, ownersOf, runAs, idmappedGetChecks, shiftedLayerChecks, tarOwners, type IdmapHarness,
 } from './idmap-checks.js';
 export { ROOTLESS_USER, ROOTLESS_REPO, rootlessMissingReason, ensureRootlessUser, runRootless, runJestRootless, type RootlessUser, type RootlessRun, type RootlessJestRun } from './rootless.js';
+export * from './registry.js';
+export * from './httpproxy.js';

@@ -14,6 +14,7 @@ import { LayerStore, exportImage } from '@cairnfs/image';
 import { parseByteSize } from '@cairnfs/core';
 import { exitCodeOf } from './exit-codes.js';
 import { importReporter } from './progress.js';
+import { registryCommands } from './registry.js';
 
 interface Globals { root: string; driver?: string; storageOpt: string[]; json?: boolean }
 
@@ -248,6 +249,8 @@ async function copyImageStore(root: string, from: string, to: string): Promise<v
   if (!(await stat(src).catch(() => null)) || (await stat(dst).catch(() => null))) return;
   await cp(src, dst, { recursive: true, preserveTimestamps: true });
 }
+
+registryCommands(program, { withStore: (fn) => withStore((store) => fn(store)), print, json: () => globals().json === true });
 
 for (const cmd of program.commands) cmd.exitOverride().showHelpAfterError();
 

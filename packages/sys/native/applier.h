@@ -1,0 +1,100 @@
+// The layer applier's rules: what each tar entry becomes on disk (archive's apply.ts
+// LayerWriter, ported — path rules of safe-path.ts, whiteouts in delete/overlay/aufs
+// mode, replace-never-write-through, ownership, modes, xattrs, nanosecond times,
+// directory times last). It is the sink of a TarReader and does its file work through a
+// Beneath (every parent directory an fd resolved beneath the layer root).
+//
+// Threads: one applier is used by one call at a time, on the JS thread or a libuv pool
+// thread. Failures are thrown as Failure (untar_errors.h).
+#pragma once
+
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <string>
+#include <unordered_set>
+#include <vector>
+
+#include "beneath.h"
+#include "owners.h"
+#include "tar_reader.h"
+
+namespace cairn {
+
+enum class Whiteouts { kDelete = 0, kOverlay = 1, kAufs = 2 };
+
+class Applier : public EntrySink {
+ public:
+  // legacy: use the fallbacks for kernels without fchmodat2 / *xattrat (nofollow.h), for tests.
+  Applier(const std::string& root, Whiteouts mode, bool noDevices, bool ownership, uid_t euid, gid_t egid, mode_t umask, bool legacy);
+  ~Applier() override { Release(); }
+
+  void Release();
+  // Feeds raw tar bytes. After the end-of-archive marker, input is ignored.
+  void Write(const uint8_t* data, size_t len) { reader_.Write(data, len); }
+  // The input ended: refuses a truncated archive, then sets directory times.
+  void Finish();
+  // Closes and removes a half-written file so no partial file keeps a final name.
+  void Abort();
+  // Reads the input from `fd` (from its start, with pread: the fd's offset is not moved)
+  // into one reused buffer until its end or the end-of-archive marker. GNU tar reads its
+  // input the same way; a JS stream costs a fresh buffer per read and a hand-off per chunk.
+  void ReadFrom(int fd);
+
+  bool finished() const { return reader_.finished(); }
+  int64_t bytes() const { return bytes_; }
+  const std::string& current() const { return current_name_; }
+
+  // Ownership shift, dropped chowns and recorded devices (owners.h); set before the first write.
+  OwnerPolicy& owners() { return owners_; }
+  // The opaque-directory xattr in overlay mode: trusted.overlay.opaque, or user.overlay.opaque
+  // for an overlay mounted with userxattr (inside a user namespace).
+  std::string opaque_xattr_ = "trusted.overlay.opaque";
+
+  void OnEntry(Entry e) override;
+  void OnData(const uint8_t* p, size_t n, int64_t position) override;
+  void OnEnd() override;
+
+ private:
+  struct DirTime {
+    std::string rel;
+    timespec atime;
+    timespec mtime;
+  };
+
+  void NormalizePath(const std::string& name, std::string* rel, size_t* baseAt);
+  void RemoveTree(int dirfd, const std::string& name, const std::string& rel);
+  void Remove(const std::string& parentRel, const std::string& base, const struct stat& st);
+  void RemoveIfPresent(const std::string& parentRel, const std::string& base);
+  void SetXattrsAt(const Entry& e, int dirfd, const std::string& name, const std::string& rel);
+  int OpenMade(int parentfd, const std::string& base, const std::string& rel, mode_t kind, dev_t dev, struct stat* st);
+  void CheckSame(int parentfd, const std::string& base, const std::string& rel, const struct stat& st);
+  [[noreturn]] void Replaced(const std::string& rel, const struct stat& st);
+  void TimesAt(int fd, int dirfd, const std::string& name, const timespec ts[2], const std::string& rel);
+  void Times(const Entry& e, timespec out[2]);
+  static const char* TypeName(char t);
+  void DirMetadata(const std::string& parentRel, const std::string& base, const Entry& e);
+  void Metadata(const std::string& parentRel, const std::string& base, const Entry& e, mode_t kind, dev_t dev);
+  void Whiteout(const Entry& e, const std::string& parentRel, const std::string* target);
+  void DevicePlaceholder(const std::string& parentRel, const std::string& base, const Entry& e);
+  void RemoveNotUnpacked(const std::string& rel);
+  void FinishDirectories();
+
+  std::string current_name_;  // before dirs_, which names it in failures
+  Beneath dirs_;
+  TarReader reader_;
+  Whiteouts mode_;
+  bool no_devices_, ownership_, legacy_;
+  int64_t euid_, egid_;
+  mode_t umask_;
+  std::unordered_set<std::string> unpacked_;
+  std::vector<DirTime> dir_times_;
+  int64_t bytes_ = 0;
+  int file_fd_ = -1;
+  std::string file_parent_, file_base_;
+  bool file_in_setgid_ = false;
+  Entry file_;
+  OwnerPolicy owners_;
+};
+
+}  // namespace cairn

@@ -1,0 +1,109 @@
+// Layer apply in the addon (native/untar.cc and the reader, beneath and applier it drives).
+import { native, type IdRanges } from './native.js';
+
+/** How {@link LayerApplier} writes whiteouts: archive's ApplyOptions.whiteouts. */
+export type ApplierWhiteouts = 'delete' | 'overlay' | 'aufs';
+
+export interface LayerApplierOptions {
+  whiteouts: ApplierWhiteouts;
+  /** Refuse character and block devices (ERR_UNSAFE_ARCHIVE). */
+  noDevices: boolean;
+  /** Apply entries' uid/gid. */
+  ownership: boolean;
+  /** The effective ids and umask of the process (a new file already has these; chown/chmod only when the entry differs). */
+  euid: number;
+  egid: number;
+  umask: number;
+  /**
+   * Tests only: act as on a kernel without fchmodat2 (Linux 6.6) and the *xattrat calls
+   * (6.13), so the fallbacks run (modes given at mknod time by a helper thread with a
+   * private umask; xattrs set by name on a helper thread whose cwd is the parent fd).
+   */
+  legacyKernel?: boolean;
+  /** Store owners shifted container → host by these maps; an owner they do not cover fails with EOVERFLOW. */
+  idMappings?: IdRanges | null;
+  /** A refused chown (EPERM/EINVAL) or an owner outside idMappings leaves the caller's owner instead of failing; counted in `dropped`. */
+  ignoreChownErrors?: boolean;
+  /** Overlay whiteouts: the opaque-directory xattr (default `trusted.overlay.opaque`; `user.overlay.opaque` for userxattr mounts). */
+  opaqueXattr?: string;
+}
+
+/** What an apply left undone because the process could not do it (a user namespace). */
+export interface ApplierDropped {
+  /** chowns dropped under ignoreChownErrors, and the first as "path uid:gid". */
+  chowns: number;
+  firstChown: string;
+  /** Device nodes mknod refused (EPERM): recorded as placeholder files, see RECORDED_DEVICE_XATTR. */
+  devices: number;
+  firstDevice: string;
+}
+
+/**
+ * Where mknod is refused (a user namespace has no CAP_MKNOD over the host), a device entry
+ * is stored as an empty mode-0000 file carrying this xattr, valued
+ * `uid:gid:<octal mode>:char-<major>-<minor>` (or `block-…`), as containers/storage and
+ * fuse-overlayfs record what unprivileged storage cannot be. The packer turns it back into
+ * the device, so diff and export still carry it.
+ */
+export const RECORDED_DEVICE_XATTR = 'user.containers.override_stat';
+
+/**
+ * Layer apply in the addon: raw tar bytes in, files out, with the tar parse and every
+ * rule of archive's applyLayer (path safety, whiteouts, ownership, modes, xattrs, times)
+ * done natively, so an entry costs no JS work at all. Parent directories are opened
+ * beneath the root with openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS) and every operation
+ * is relative to them, final components never followed: a new node's owner, mode, xattrs
+ * and times are set on an O_PATH fd of it, checked to be the kind of node just made (a
+ * name swapped meanwhile is ERR_UNSAFE_ARCHIVE, and nothing is done to the swapped-in node).
+ *
+ * Feed chunks in order with `write` (on this thread) or `writeAsync` (on the libuv pool;
+ * await each before the next call, and do not change the chunks until it settles), then
+ * `finish()` once the input ended: it refuses a truncated archive, sets directory times
+ * and returns the content bytes written. Archive faults are errors with `cairnCode`
+ * (ERR_INVALID_ARCHIVE / ERR_UNSAFE_ARCHIVE), `message` and `subject`; failed syscalls are
+ * Node-style errors (`code`, `syscall`, `path`) with the archive `entry` they hit. After
+ * a failure, `abort()` removes the half-written file; `close()` releases every fd.
+ */
+export interface LayerApplier {
+  write(chunks: Uint8Array | Uint8Array[]): void;
+  writeAsync(chunks: Uint8Array | Uint8Array[]): Promise<void>;
+  /** The whole input read from `fd` (pread from offset 0 into one reused buffer), on this thread. */
+  writeFrom(fd: number): void;
+  /** The same on the libuv pool; `fd` must stay open until it settles. */
+  writeFromAsync(fd: number): Promise<void>;
+  finish(): number;
+  abort(): void;
+  close(): void;
+  /** True once the end-of-archive marker was read; later input is ignored. */
+  readonly finished: boolean;
+  /** The entry being applied (for messages). */
+  readonly currentName: string;
+  readonly bytes: number;
+  /** What was left undone (read it before close()). */
+  readonly dropped: ApplierDropped;
+}
+
+const WHITEOUT_MODES: Record<ApplierWhiteouts, number> = { delete: 0, overlay: 1, aufs: 2 };
+
+/** Opens a {@link LayerApplier} on the directory `root` (which must not be a symlink). */
+export function openLayerApplier(root: string, opts: LayerApplierOptions): LayerApplier {
+  return new native.LayerApplier(root, WHITEOUT_MODES[opts.whiteouts], opts.noDevices, opts.ownership, opts.euid, opts.egid, opts.umask,
+    opts.legacyKernel ?? false, opts.idMappings ?? null, opts.ignoreChownErrors ?? false, opts.opaqueXattr);
+}
+
+/**
+ * The caps of the applier's tar reader (native/tar_reader.h), each refused with
+ * ERR_INVALID_ARCHIVE: bytes of one 'x'/'g'/'L'/'K' body; of the 'x' bodies before one
+ * entry together; of the global PAX records in force; entries of one sparse map; logical
+ * bytes of all sparse files of one archive. @cairnfs/archive's TAR_LIMITS has the same numbers.
+ */
+export interface TarLimits {
+  readonly extendedHeader: number;
+  readonly localPax: number;
+  readonly globalPax: number;
+  readonly sparseSegments: number;
+  readonly sparseTotal: number;
+}
+
+/** The applier's tar reader caps. */
+export const tarLimits: TarLimits = native.tarLimits;

@@ -1,0 +1,28 @@
+// The typed addon surface (src/native.ts) is the whole addon: every name NativeBinding
+// declares is exported by cairn_sys.node with the kind it declares, and the addon exports
+// nothing the types do not know of. KINDS is checked against NativeBinding by the compiler
+// (a missing or extra key fails `npm run typecheck`), the addon against KINDS here.
+import { native, type NativeBinding } from '../src/native.js';
+
+const KINDS: { [K in keyof NativeBinding]: 'function' | 'object' } = {
+  constants: 'object',
+  mount: 'function', mountAt: 'function', umount2: 'function', fsMount: 'function', hasNewMountApi: 'function',
+  mknodSync: 'function', mknod: 'function',
+  lsetxattrSync: 'function', lgetxattrSync: 'function', llistxattrSync: 'function', lremovexattrSync: 'function',
+  lsetxattr: 'function', lgetxattr: 'function', llistxattr: 'function', lremovexattr: 'function',
+  lutimesNsSync: 'function', flockSync: 'function', major: 'function', minor: 'function', makedev: 'function',
+  LayerApplier: 'function', tarLimits: 'object', TarPacker: 'function',
+  statDirSync: 'function', statPathsSync: 'function', readFileIntoSync: 'function',
+  btrfsSubvolCreate: 'function', btrfsSnapshot: 'function', btrfsSubvolDestroy: 'function', btrfsGetFlags: 'function',
+  btrfsSetFlags: 'function', btrfsSubvolId: 'function', btrfsSubvolChildren: 'function', btrfsFsInfo: 'function',
+  btrfsQgroupLimit: 'function', btrfsQgroupDestroy: 'function',
+  xfsGetProjectId: 'function', xfsSetProjectId: 'function', xfsSetProjectLimit: 'function', xfsGetProjectLimit: 'function',
+  xfsQuotaState: 'function',
+  makeUserNamespaceSync: 'function', idmappedMount: 'function', shiftOwnership: 'function',
+};
+
+test('the addon exports exactly the names NativeBinding types, each of the declared kind', () => {
+  const exported = Object.keys(native).sort();
+  expect(exported).toEqual(Object.keys(KINDS).sort());
+  for (const [name, kind] of Object.entries(KINDS)) expect([name, typeof native[name as keyof NativeBinding]]).toEqual([name, kind]);
+});
