@@ -25,6 +25,9 @@ packages+=(qemu-system-x86 busybox-static kmod lvm2 thin-provisioning-tools xz-u
 # overlay2 Docker compatibility: a private Debian dockerd 20.10 (with containerd, runc) builds a
 # reference image; busybox-static is its offline base image
 packages+=(docker.io busybox-static)
+# addon hardening: clang and its runtimes (libFuzzer, ASan, UBSan) for scripts/fuzz.sh;
+# scripts/sanitize.sh uses g++'s libasan/libubsan (gcc)
+packages+=(clang libclang-rt-14-dev)
 # power-loss ordering test: traces the syscalls of a child (fsync before rename)
 packages+=(strace)
 # image: zstd-compressed test layers and the zstd decompression-bomb test

@@ -135,6 +135,12 @@ class LayerWriter implements TarHandler {
    * archive replacing n directories cost n^2).
    */
   private readonly knownChildren = new Map<string, Set<string>>();
+  /**
+   * Overlay mode: paths this layer whited out. A directory re-created at one of them must
+   * be opaque, or the lower layers' content would show through it (a whiteout removes what
+   * is below this layer, never what this layer itself writes).
+   */
+  private readonly whitedOut = new Set<string>();
   /** Relative paths this apply wrote (delete mode: opaque dirs keep them). */
   private readonly unpacked = new Set<string>();
   private readonly dirTimes: Array<{ rel: string; abs: string; atimeNs: bigint; mtimeNs: bigint }> = [];
@@ -179,6 +185,7 @@ class LayerWriter implements TarHandler {
       }
     }
 
+    if (this.whitedOut.size > 0 && !this.knownDirs.has(parentRel)) this.recreateWhitedOutParents(parentParts);
     const parent = this.ensureDir(parentParts, e.name, parentRel);
     const abs = parent + '/' + base;
     if (this.mode === 'delete') this.unpacked.add(rel);
@@ -189,6 +196,7 @@ class LayerWriter implements TarHandler {
         if (!st?.isDirectory()) {
           if (st) this.remove(rel, abs, st);
           fs.mkdirSync(abs, 0o700);
+          if (this.whitedOut.has(rel)) sys.lsetxattrSync(abs, 'trusted.overlay.opaque', Buffer.from('y'));
         }
         this.applyDirMetadata(rel, abs, e);
         return;
@@ -320,6 +328,7 @@ class LayerWriter implements TarHandler {
       const abs = parent + '/' + target;
       const rel = parentRel === '' ? target : parentRel + '/' + target;
       this.removeIfPresent(rel, abs);
+      this.whitedOut.add(rel);
       // What the kernel and moby leave for a deletion: a 0/0 char device, mode 0000,
       // owned as the whiteout entry says.
       sys.mknodSync(abs, sys.S_IFCHR, 0, 0);
@@ -334,6 +343,33 @@ class LayerWriter implements TarHandler {
     }
     const rel = parentRel === '' ? target : parentRel + '/' + target;
     this.removeIfPresent(rel, parent + '/' + target);
+  }
+
+  /**
+   * Overlay mode: an entry below a path this layer whited out (`.wh.dir`, then `dir/g` with
+   * no `dir/` entry) finds the whiteout device where its parent should be. Each such
+   * ancestor becomes a new opaque directory (0755, as implicit parents are), which is what
+   * delete mode leaves: the lower `dir` gone, this layer's `dir/g` in a fresh one.
+   */
+  private recreateWhitedOutParents(parentParts: string[]): void {
+    let cur = '';
+    let up = '';
+    for (const part of parentParts) {
+      up = cur;
+      cur = cur === '' ? part : cur + '/' + part;
+      if (!this.whitedOut.has(cur) || this.knownDirs.has(cur)) continue;
+      const upAbs = this.existingDir(up === '' ? [] : up.split('/'), this.currentName);
+      if (upAbs === null) return; // ensureDir creates the rest
+      const abs = upAbs + '/' + part;
+      const st = lstatOrNull(abs);
+      if (st) {
+        if (st.isDirectory()) continue;
+        if (!st.isCharacterDevice() || st.rdev !== 0) continue; // not our whiteout: ensureDir reports it
+        this.remove(cur, abs, st);
+      }
+      fs.mkdirSync(abs, 0o755);
+      sys.lsetxattrSync(abs, 'trusted.overlay.opaque', Buffer.from('y'));
+    }
   }
 
   /** Opaque directory in delete mode: removes what this apply did not write. */

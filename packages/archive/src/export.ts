@@ -2,7 +2,7 @@
 // TarPacker writes the tar (headers, content, padding) in the addon, one native call per
 // output chunk; the node:fs path below (pureJs) builds the same bytes in JS.
 import * as fs from 'node:fs';
-import { PACK_OVERLAY, PACK_PATH_ORDER, openTarPacker, type TarPacker } from '@cairnfs/sys';
+import { PACK_KEEP_WHITEOUT_NAMES, PACK_OVERLAY, PACK_PATH_ORDER, openTarPacker, type TarPacker } from '@cairnfs/sys';
 import { Readable } from 'node:stream';
 import { CairnError, errnoCode, mapId, type Change, type IdMappings } from '@cairnfs/core';
 import { changesBetween } from './changes.js';
@@ -31,6 +31,14 @@ export interface ExportOptions {
    */
   whiteouts?: 'overlay' | 'none';
   /**
+   * Files of `dir` whose name starts with `.wh.`. `refuse` (default): the export fails with
+   * ERR_UNSAFE_ARCHIVE, since in a layer tar that name is a deletion: a container that
+   * made /etc/.wh.passwd would otherwise commit a layer that deletes /etc/passwd, while
+   * changes() reports an added file. `keep`: pack them as they are, for aufs branches,
+   * whose `.wh.` files are their whiteouts.
+   */
+  whiteoutNames?: 'refuse' | 'keep';
+  /**
    * Read the tree with node:fs (BigInt lstat, llistxattr, readlink and open/read/close per
    * entry) and encode headers in JS, instead of @cairnfs/sys's TarPacker. Same bytes out,
    * ~1.6× the CPU. Default: false, unless the environment sets `CAIRN_PURE_JS=1` (as for
@@ -46,7 +54,7 @@ export interface ExportOptions {
 }
 
 /** What the node:fs walk needs to know besides the tree. */
-interface PackContext { overlay: boolean; maps: IdMappings | null }
+interface PackContext { overlay: boolean; keep: boolean; maps: IdMappings | null }
 
 function usePureJs(opts: { pureJs?: boolean }): boolean {
   return opts.pureJs ?? process.env.CAIRN_PURE_JS === '1';
@@ -75,8 +83,9 @@ const BATCH = 256 * 1024;
  */
 export function exportChanges(dir: string, changes: readonly Change[], opts: ExportOptions = {}): Readable {
   const sorted = [...changes].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
-  if (!usePureJs(opts)) return packNative(dir, opts.whiteouts === 'overlay' ? PACK_OVERLAY : 0, sorted, opts.idMappings ?? null);
-  return packDirect(changeEntries(dir, sorted, { overlay: opts.whiteouts === 'overlay', maps: opts.idMappings ?? null }));
+  const keep = opts.whiteoutNames === 'keep';
+  if (!usePureJs(opts)) return packNative(dir, (opts.whiteouts === 'overlay' ? PACK_OVERLAY : 0) | (keep ? PACK_KEEP_WHITEOUT_NAMES : 0), sorted, opts.idMappings ?? null);
+  return packDirect(changeEntries(dir, sorted, { overlay: opts.whiteouts === 'overlay', keep, maps: opts.idMappings ?? null }));
 }
 
 /**
@@ -86,7 +95,7 @@ export function exportChanges(dir: string, changes: readonly Change[], opts: Exp
  */
 export function exportOverlayUpper(dir: string, opts: Pick<ExportOptions, 'pureJs' | 'idMappings'> = {}): Readable {
   if (!usePureJs(opts)) return packNative(dir, PACK_OVERLAY, null, opts.idMappings ?? null);
-  return packDirect(walkEntries(dir, { overlay: true, maps: opts.idMappings ?? null }));
+  return packDirect(walkEntries(dir, { overlay: true, keep: false, maps: opts.idMappings ?? null }));
 }
 
 /**
@@ -157,7 +166,9 @@ function unmappedOwner(rel: string, detail: string): CairnError {
 
 function* pathEntries(dir: string, rel: string, parts: string[], inodes: Map<string, string>, ctx: PackContext): Generator<ExportEntry> {
   const overlay = ctx.overlay;
+  const keepWhiteoutNames = ctx.keep;
   const abs = dir + '/' + rel;
+  if (!keepWhiteoutNames && parts[parts.length - 1]!.startsWith(WHITEOUT_PREFIX)) throw whiteoutNamed(rel);
   let st: fs.BigIntStats;
   try {
     st = fs.lstatSync(abs, { bigint: true });
@@ -435,6 +446,7 @@ function packError(err: unknown, dir: string): unknown {
       `Cannot export /${rel}: the change list names it but it is not in ${dir} (was the layer modified during the diff?).`,
       { subject: rel });
   }
+  if (e.cairnCode === 'ERR_UNSAFE_ARCHIVE' && e.detail === 'whiteout-name') return whiteoutNamed(e.subject!);
   if (e.cairnCode === 'ERR_INVALID_ARCHIVE') {
     const detail = e.detail ?? '';
     if (detail.startsWith('short:')) return shorterThanHeader(e.subject!, Number(detail.slice(6)));
@@ -444,6 +456,16 @@ function packError(err: unknown, dir: string): unknown {
     return new CairnError('ERR_INVALID_ARCHIVE', `Cannot pack xattr "${key}" of ${name}: the name cannot be written in a PAX record.`, { subject: name });
   }
   return err;
+}
+
+/** A file the layer holds under a whiteout's name: no layer tar can carry it as a file. */
+function whiteoutNamed(rel: string): CairnError {
+  const slash = rel.lastIndexOf('/');
+  const target = rel.slice(0, slash + 1) + rel.slice(slash + 1 + WHITEOUT_PREFIX.length);
+  return new CairnError('ERR_UNSAFE_ARCHIVE',
+    `Cannot export /${rel}: a file whose name starts with "${WHITEOUT_PREFIX}" means a deletion in a layer tar ` +
+    `(here of /${target}), so no layer can carry it. Rename or remove it (it was made in the container or layer, not by an image).`,
+    { subject: rel });
 }
 
 function changedWhilePacked(name: string): CairnError {

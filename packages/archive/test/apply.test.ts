@@ -252,6 +252,29 @@ describe('whiteouts', () => {
     }
   });
 
+  for (const pureJs of [false, true]) {
+    rootOnly(`overlay (${pureJs ? 'pure JS' : 'native'}): a dir re-created after its whiteout in the same layer is opaque, with or without a dir entry`, async () => {
+      const upper = path.join(work, 'upper');
+      fs.mkdirSync(upper);
+      await applyLayer(upper, packEntries([
+        { header: { name: '.wh.d', type: 'file', mode: 0, size: 0 } },
+        { header: { name: 'd', type: 'dir', mode: 0o755 } },
+        { header: { name: 'd/g', type: 'file', mode: 0o644, size: 1 }, body: Buffer.from('g') },
+        { header: { name: '.wh.e', type: 'file', mode: 0, size: 0 } },
+        { header: { name: 'e/sub/g', type: 'file', mode: 0o644, size: 1 }, body: Buffer.from('g') },
+        { header: { name: 'plain', type: 'dir', mode: 0o755 } },
+      ]), { whiteouts: 'overlay', pureJs });
+      for (const d of ['d', 'e']) {
+        expect(fs.lstatSync(path.join(upper, d)).isDirectory()).toBe(true);
+        expect(lgetxattrSync(path.join(upper, d), 'trusted.overlay.opaque')?.toString()).toBe('y');
+      }
+      expect(fs.readFileSync(path.join(upper, 'e/sub/g'), 'utf8')).toBe('g');
+      // Only re-created dirs: a new dir below one, or one never whited out, stays transparent.
+      expect(lgetxattrSync(path.join(upper, 'e/sub'), 'trusted.overlay.opaque')).toBeNull();
+      expect(lgetxattrSync(path.join(upper, 'plain'), 'trusted.overlay.opaque')).toBeNull();
+    });
+  }
+
   test('aufs: whiteouts are kept as plain .wh. files', async () => {
     const dst = path.join(work, 'dst');
     parentTree(dst);

@@ -167,6 +167,19 @@ const cases: Case[] = [
   { name: 'an empty (0-byte) stream is an empty layer', tar: () => Buffer.alloc(0), code: 'ok' },
 ];
 
+// scripts/fuzz-corpus.mjs runs this file with CAIRN_FUZZ_CORPUS set: each case's tar
+// becomes a seed of the addon's libFuzzer corpus (packages/sys/fuzz/corpus). Cases over
+// 1 MiB (the memory bomb) are left out: the fuzzer's inputs are capped far below.
+const corpusDir = process.env['CAIRN_FUZZ_CORPUS'];
+if (corpusDir) {
+  fs.mkdirSync(corpusDir, { recursive: true });
+  cases.forEach((c, i) => {
+    const bytes = c.tar({ canary: '/tmp/canary', layer: '/tmp/layer' });
+    const slug = c.name.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '').slice(0, 60);
+    if (bytes.length <= 1 << 20) fs.writeFileSync(path.join(corpusDir, `${String(i).padStart(3, '0')}-${slug}.tar`), bytes);
+  });
+}
+
 describe('hostile archives', () => {
   let work: string;
   let canary: string;

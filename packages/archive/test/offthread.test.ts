@@ -102,10 +102,10 @@ describe('applyLayer off the JS thread (native, libuv pool)', () => {
     expect(fs.readdirSync(path.join(base, 'canary'))).toEqual([]);
   });
 
-  test('a truncated tar fails with ERR_INVALID_ARCHIVE and a missing target with ERR_LAYER_NOT_FOUND, as in-thread', async () => {
+  test('a truncated tar fails with ERR_INVALID_ARCHIVE and a missing target with ERR_INVALID_OPTION (a path, not a layer), as in-thread', async () => {
     const tar = sampleTar(2).subarray(0, 100_000);
     await expect(applyLayer(dir('t'), pieces(tar))).rejects.toMatchObject({ code: 'ERR_INVALID_ARCHIVE' });
-    await expect(applyLayer(path.join(base, 'nope'), pieces(sampleTar(2)))).rejects.toMatchObject({ code: 'ERR_LAYER_NOT_FOUND' });
+    await expect(applyLayer(path.join(base, 'nope'), pieces(sampleTar(2)))).rejects.toMatchObject({ code: 'ERR_INVALID_OPTION' });
   });
 
   test("the caller's failing input stream rejects with that stream's own error, and the next apply works", async () => {

@@ -116,9 +116,9 @@ test('native and pure-JS exportOverlayUpper are byte-identical, whiteouts and op
   expect(native.includes(Buffer.from('trusted.overlay'))).toBe(false);
 });
 
-test('exportChanges of a path that vanished fails with ERR_LAYER_NOT_FOUND on both paths', async () => {
+test('exportChanges of a path that vanished fails with ERR_BACKEND_FAILED on both paths (a path gone mid-diff, not a missing layer)', async () => {
   for (const pureJs of [false, true]) {
-    await expect(bytes(exportChanges(layer, [{ path: '/nope', kind: 'add' }], { pureJs }))).rejects.toMatchObject({ code: 'ERR_LAYER_NOT_FOUND' });
+    await expect(bytes(exportChanges(layer, [{ path: '/nope', kind: 'add' }], { pureJs }))).rejects.toMatchObject({ code: 'ERR_BACKEND_FAILED' });
   }
 });
 

@@ -11,7 +11,7 @@ import type { LayerLister, LayerRef } from '@cairnfs/core';
 import { umount2 } from '@cairnfs/sys';
 import { branchChanges, diffDirBytes, diffDirEntries } from './changes.js';
 import { AufsLayout, formatAncestors, parseAncestors } from './layout.js';
-import { mountUnion } from './mount.js';
+import { mountUnion, planAufsMount } from './mount.js';
 
 /** aufs takes at most 127 branches: the layer's own plus 126 ancestors. */
 export const MAX_DEPTH = 127;
@@ -186,7 +186,8 @@ export class AufsDriver implements StorageDriver, LayerLister {
   async get(id: string, opts: GetOptions = {}): Promise<string> {
     assertValidId(id);
     refuseIdMappings('aufs', id, opts.idMappings);
-    this.state(id);
+    // The mount data is checked first: an unsafe label or branch path is the caller's to fix on any kernel.
+    planAufsMount(this.layout.diffDir(id), this.state(id).ancestors.map((a) => this.layout.diffDir(a)), opts.mountLabel);
     if (this.kernelMissing !== null) {
       throw new CairnError('ERR_NOT_SUPPORTED', `cannot mount aufs layer ${id}: ${this.kernelMissing}`, { subject: id });
     }
@@ -210,7 +211,7 @@ export class AufsDriver implements StorageDriver, LayerLister {
   async diff(id: string, parent?: string | null): Promise<Readable> {
     if (this.isDirectParent(id, parent)) {
       const dir = this.layout.diffDir(id);
-      return exportChanges(dir, diffDirEntries(dir));
+      return exportChanges(dir, diffDirEntries(dir), { whiteoutNames: 'keep' }); // its .wh. files are its whiteouts
     }
     return this.naive.diff(id, parent);
   }

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import {
   CairnError, KeyedMutex, MountRefs, openUnderHomeLock, assertValidId, commitStaged, discardDir, errnoCode, fsyncDir,
-  fsyncFile, makeStagingDir, normalizeParent, parseByteSize, readMountInfo, LayerQuotas, sweepLeftovers,
+  fsyncFile, makeStagingDir, normalizeParent, parseByteSize, readMountInfo, LayerQuotas, sweepLeftovers, secureDir,
   idMappingsKey, mapId, parseIdMappingsKey, probeIdmappedMounts, sameIdMappings, validateIdMappings,
 } from '@cairnfs/core';
 import { NaiveDiff } from '@cairnfs/archive';
@@ -144,7 +144,7 @@ export class Overlay2Driver implements StorageDriver {
     // moby refuses overlay2.size at start-up where it cannot be enforced, rather than ignoring it.
     const quotas = new LayerQuotas(ctx.home, ctx.home);
     if (options.defaultSize > 0) await quotas.require('overlay2.size');
-    return openUnderHomeLock(ctx.home, { timeoutMs: ctx.lockTimeoutMs }, async (lock) => {
+    return openUnderHomeLock(ctx.home, { timeoutMs: ctx.lockTimeoutMs, mode: HOME_MODE }, async (lock) => {
       const driver = new Overlay2Driver(ctx.home, probe.features, options, lock);
       driver.quotas = quotas;
       await driver.recover();
@@ -153,7 +153,8 @@ export class Overlay2Driver implements StorageDriver {
   }
 
   private async recover(): Promise<void> {
-    await mkdir(this.layout.linkDir, { recursive: true, mode: 0o700 });
+    // l/ names every layer's lower dir: nobody but us may rename its links.
+    await secureDir(this.layout.linkDir, 0o700, 'overlay2 link directory');
     const mounts = await readMountInfo();
     const mounted = new Set(mounts.map((m) => m.mountPoint));
     // A crash between mounting and renaming can leave a mount inside a staged dir: detach it before rm.

@@ -243,6 +243,7 @@ void Applier::OnEntry(Entry e) {
     return;
   }
 
+  if (!whited_out_.empty() && !dirs_.Known(parentRel)) RecreateWhitedOutParents(parentRel);
   dirs_.WalkDirs(parentRel, true, e.name);
   if (mode_ == Whiteouts::kDelete) unpacked_.insert(rel);
 
@@ -253,6 +254,7 @@ void Applier::OnEntry(Entry e) {
       if (!there || !S_ISDIR(st.st_mode)) {
         if (there) Remove(parentRel, base, st);
         if (mkdirat(dirs_.Dir(parentRel), base.c_str(), 0700) != 0) dirs_.SysFail(errno, "mkdir", rel);
+        if (whited_out_.count(rel)) MakeOpaque(rel);
       }
       DirMetadata(parentRel, base, e);
       return;
@@ -490,6 +492,7 @@ void Applier::Whiteout(const Entry& e, const std::string& parentRel, const std::
     }
     std::string rel = Beneath::Join(parentRel, *target);
     RemoveIfPresent(parentRel, *target);
+    whited_out_.insert(rel);
     // What the kernel and moby leave for a deletion: a 0/0 char device, mode 0000.
     int pfd = dirs_.Dir(parentRel);
     if (mknodat(pfd, target->c_str(), S_IFCHR, 0) != 0) dirs_.SysFail(errno, "mknod", rel);
@@ -508,6 +511,38 @@ void Applier::Whiteout(const Entry& e, const std::string& parentRel, const std::
     return;
   }
   RemoveIfPresent(parentRel, *target);
+}
+
+// Overlay mode: an entry below a path this layer whited out (`.wh.dir`, then `dir/g`
+// with no `dir/` entry) finds the whiteout device where its parent should be. Each such
+// ancestor becomes a new opaque directory (0755, as implicit parents are), which is what
+// delete mode leaves: the lower `dir` gone, this layer's `dir/g` in a fresh one.
+void Applier::RecreateWhitedOutParents(const std::string& parentRel) {
+  size_t end = 0;
+  while (end < parentRel.size()) {
+    size_t slash = parentRel.find('/', end);
+    end = slash == std::string::npos ? parentRel.size() : slash;
+    std::string cur = parentRel.substr(0, end);
+    end++;
+    if (!whited_out_.count(cur) || dirs_.Known(cur)) continue;
+    size_t cut = cur.rfind('/');
+    std::string up = cut == std::string::npos ? std::string() : cur.substr(0, cut);
+    std::string base = cut == std::string::npos ? cur : cur.substr(cut + 1);
+    if (!dirs_.WalkDirs(up, false, current_name_)) return;  // WalkDirs below creates the rest
+    struct stat st;
+    if (dirs_.Lstat(up, base, &st)) {
+      if (S_ISDIR(st.st_mode)) continue;
+      if (!S_ISCHR(st.st_mode) || st.st_rdev != 0) continue;  // not our whiteout: WalkDirs reports it
+      Remove(up, base, st);
+    }
+    if (mkdirat(dirs_.Dir(up), base.c_str(), 0755) != 0) dirs_.SysFail(errno, "mkdir", cur);
+    MakeOpaque(cur);
+  }
+}
+
+void Applier::MakeOpaque(const std::string& rel) {
+  int err = nofollow::SetXattrAt(dirs_.Dir(rel), ".", "trusted.overlay.opaque", "y", legacy_);
+  if (err != 0) dirs_.SysFail(err, "lsetxattr", rel);
 }
 
 // Opaque directory in delete mode: removes what this apply did not write.

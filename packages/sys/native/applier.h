@@ -78,6 +78,8 @@ class Applier : public EntrySink {
   void Whiteout(const Entry& e, const std::string& parentRel, const std::string* target);
   void DevicePlaceholder(const std::string& parentRel, const std::string& base, const Entry& e);
   void RemoveNotUnpacked(const std::string& rel);
+  void RecreateWhitedOutParents(const std::string& parentRel);
+  void MakeOpaque(const std::string& rel);
   void FinishDirectories();
 
   std::string current_name_;  // before dirs_, which names it in failures
@@ -88,6 +90,10 @@ class Applier : public EntrySink {
   int64_t euid_, egid_;
   mode_t umask_;
   std::unordered_set<std::string> unpacked_;
+  // Overlay mode: paths this layer whited out. A directory re-created at one of them must
+  // be opaque, or the lower layers' content would show through it (a whiteout removes
+  // what is below this layer, never what this layer itself writes).
+  std::unordered_set<std::string> whited_out_;
   std::vector<DirTime> dir_times_;
   int64_t bytes_ = 0;
   int file_fd_ = -1;

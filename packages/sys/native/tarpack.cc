@@ -39,6 +39,11 @@ constexpr int kPathOrder = 2;
 // Tests only: act as on a kernel without the *xattrat calls, and open files by name
 // instead of through a file handle (the paths an unprivileged caller or an older kernel takes).
 constexpr int kLegacy = 4;
+// Without it, a real entry whose name starts with ".wh." is refused (ERR_UNSAFE_ARCHIVE):
+// in a layer tar that name means a deletion, so a container that made /etc/.wh.passwd
+// would commit a layer deleting /etc/passwd. aufs branches, whose .wh. files are their
+// whiteouts, set it.
+constexpr int kKeepWhiteoutNames = 8;
 constexpr size_t kBlock = 512;
 constexpr int64_t kOctal8 = 07777777;        // largest value of an 8-byte octal field
 constexpr int64_t kOctal12 = 077777777777;   // of a 12-byte one
@@ -582,6 +587,11 @@ class Packer : public Napi::ObjectWrap<Packer> {
   // directory's prefix ('' or 'a/b/'), `dirfd` that directory.
   bool Entry(int dirfd, const std::string& base, const std::string& rel, const std::string& parent,
              const struct stat& st, PackError& pe) {
+    if (!(flags_ & kKeepWhiteoutNames) && base.compare(0, 4, ".wh.") == 0) {
+      pe.isFault = true;
+      pe.fault = {"ERR_UNSAFE_ARCHIVE", rel, "whiteout-name"};
+      return false;
+    }
     Header h;
     switch (st.st_mode & S_IFMT) {
       case S_IFREG: h.type = '0'; break;

@@ -202,3 +202,4 @@ export * from './quota.js';
 export * from './applier.js';
 export * from './walk.js';
 export * from './tarpack.js';
+export * from './openfile.js';

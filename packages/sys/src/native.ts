@@ -3,6 +3,7 @@
 import { createRequire } from 'node:module';
 import type { LayerApplier, TarLimits } from './applier.js';
 import type { BtrfsChildSubvolume, BtrfsFsInfo } from './btrfs.js';
+import type { BeneathFile } from './openfile.js';
 import type { TarPacker } from './tarpack.js';
 import type { DirStats, StatBatch } from './walk.js';
 
@@ -45,6 +46,8 @@ export interface NativeBinding {
   statDirSync(dir: string, flags: number, root: string | undefined): DirStats;
   statPathsSync(base: string, rels: readonly string[], flags: number): StatBatch;
   readFileIntoSync(path: string, buf: Uint8Array, offset: number, length: number): number;
+  // openfile.ts (native/openfile.cc)
+  openBeneathSync(root: number | string, rel: string, flags: number): BeneathFile;
   // btrfs.ts (native/btrfs.cc)
   btrfsSubvolCreate(dir: string, name: string): Promise<void>;
   btrfsSnapshot(source: string, dir: string, name: string, readOnly: boolean): Promise<void>;
@@ -96,7 +99,9 @@ export interface IdRanges { uidMap: readonly IdRange[]; gidMap: readonly IdRange
 function load(): NativeBinding {
   const require = createRequire(import.meta.url);
   try {
-    return require('../build/Release/cairn_sys.node') as NativeBinding;
+    // CAIRN_SYS_ADDON: another build of this same addon (scripts/sanitize.sh points it at
+    // the ASan/UBSan build); unset, the one node-gyp built at install.
+    return require(process.env['CAIRN_SYS_ADDON'] ?? '../build/Release/cairn_sys.node') as NativeBinding;
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     if (e.code === 'MODULE_NOT_FOUND') {

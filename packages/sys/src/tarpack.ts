@@ -16,6 +16,13 @@ export const PACK_PATH_ORDER = 2;
  * files opened by name instead of through a file handle).
  */
 export const PACK_LEGACY_KERNEL = 4;
+/**
+ * {@link openTarPacker} flag: pack entries whose name starts with `.wh.` as they are.
+ * Without it such an entry fails the pack with `cairnCode` 'ERR_UNSAFE_ARCHIVE' (`detail`
+ * 'whiteout-name'): in a layer tar the name means a deletion, so a file a container made
+ * must not be packed under it. For aufs branches, whose `.wh.` files are their whiteouts.
+ */
+export const PACK_KEEP_WHITEOUT_NAMES = 8;
 
 /**
  * A tar packer on a layer directory. Entries are exactly those of `@cairnfs/core`'s
@@ -34,7 +41,8 @@ export const PACK_LEGACY_KERNEL = 4;
  * not there), or 'ERR_INVALID_ARCHIVE' (`detail` 'short:<size>': a file is shorter than
  * its lstat size; 'changed': a path no longer holds what its lstat saw — a file replaced
  * by a device, a fifo or another file while packing; 'xattr:<name>': an xattr name with
- * '=' that PAX cannot carry), with `subject` the entry's path.
+ * '=' that PAX cannot carry), with `subject` the entry's path; or 'ERR_UNSAFE_ARCHIVE'
+ * (`detail` 'whiteout-name', see {@link PACK_KEEP_WHITEOUT_NAMES}).
  */
 export interface TarPacker {
   /** Queues relative, normalised paths (never the root) in archive order; `deletes[i]` ≠ 0 packs rels[i] as `.wh.` whiteout. */

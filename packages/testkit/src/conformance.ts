@@ -193,6 +193,34 @@ export function driverConformanceSuite(name: string, factory: () => Promise<Driv
       expectSameTree(got, want);
     }));
 
+    test('a layer whiting out dir and then re-creating it (with or without a dir entry) shows only its own dir content', () => withDriver(async (d) => {
+      // OCI: a whiteout hides the lower layers' entry only, never what the same layer adds.
+      await d.create('base');
+      await d.applyDiff('base', null, Readable.from([await tarOf([
+        { name: 'dir/', type: 'directory' },
+        { name: 'dir/f', content: 'lower' },
+        { name: 'dir2/', type: 'directory' },
+        { name: 'dir2/f', content: 'lower' },
+      ])]));
+      await d.create('child', 'base');
+      await d.applyDiff('child', 'base', Readable.from([await tarOf([
+        { name: '.wh.dir' },
+        { name: 'dir/', type: 'directory' },
+        { name: 'dir/g', content: 'upper' },
+        { name: '.wh.dir2' },
+        { name: 'dir2/g', content: 'upper' },
+      ])]));
+      await d.createReadWrite('top', 'child');
+      for (const id of ['child', 'top']) {
+        await withMounted(d, id, async (root) => {
+          expect((await readdir(root)).sort()).toEqual(['dir', 'dir2']);
+          expect(await readdir(join(root, 'dir'))).toEqual(['g']);
+          expect(await readdir(join(root, 'dir2'))).toEqual(['g']);
+          expect(await readFile(join(root, 'dir2', 'g'), 'utf8')).toBe('upper');
+        });
+      }
+    }));
+
     test('changes are exact: adds, deletes, chown-only and same-size same-second edits, with parents reported modified', () => withDriver(async (d) => {
       await d.createReadWrite('base');
       const mtime = 1_700_000_000_000_000_100n;

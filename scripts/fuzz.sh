@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Coverage-guided fuzzing of the addon's tar reader and layer applier with libFuzzer
+# (clang, libclang-rt-14-dev): builds packages/sys/fuzz/apply_fuzzer.cc with the addon's
+# tar_reader/tar_fields/beneath/applier/nofollow sources under ASan+UBSan into
+# packages/sys/build-fuzz, then runs it from the committed seed corpus
+# (packages/sys/fuzz/corpus, made by scripts/fuzz-corpus.mjs) for FUZZ_SECONDS (60).
+# New inputs go to build-fuzz/corpus, never into the committed one. A crash leaves its
+# input in build-fuzz/ and fails the run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+out=packages/sys/build-fuzz
+mkdir -p "$out/corpus"
+nodedir="$(npm config get nodedir)"
+napi="$(node -p "require('node-addon-api').include_dir")"
+native=packages/sys/native
+clang++ -std=c++17 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer \
+  -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+  -I"$nodedir/include/node" -I"$napi" \
+  packages/sys/fuzz/apply_fuzzer.cc "$native/tar_reader.cc" "$native/tar_fields.cc" \
+  "$native/beneath.cc" "$native/applier.cc" "$native/nofollow.cc" \
+  -o "$out/apply_fuzzer"
+
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+export CAIRN_FUZZ_TMP="$work"
+export ASAN_OPTIONS=detect_leaks=1
+"$out/apply_fuzzer" -max_total_time="${FUZZ_SECONDS:-60}" -timeout=10 -rss_limit_mb=1024 \
+  -max_len=65536 -print_final_stats=1 -artifact_prefix="$out/" \
+  "$out/corpus" packages/sys/fuzz/corpus
