@@ -196,7 +196,7 @@ class LayerWriter implements TarHandler {
         if (!st?.isDirectory()) {
           if (st) this.remove(rel, abs, st);
           fs.mkdirSync(abs, 0o700);
-          if (this.whitedOut.has(rel)) sys.lsetxattrSync(abs, 'trusted.overlay.opaque', Buffer.from('y'));
+          if (this.whitedOut.has(rel)) sys.lsetxattrSync(abs, this.opaqueXattr, Buffer.from('y'));
         }
         this.applyDirMetadata(rel, abs, e);
         return;
@@ -368,7 +368,7 @@ class LayerWriter implements TarHandler {
         this.remove(cur, abs, st);
       }
       fs.mkdirSync(abs, 0o755);
-      sys.lsetxattrSync(abs, 'trusted.overlay.opaque', Buffer.from('y'));
+      sys.lsetxattrSync(abs, this.opaqueXattr, Buffer.from('y'));
     }
   }
 

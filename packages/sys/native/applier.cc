@@ -541,7 +541,7 @@ void Applier::RecreateWhitedOutParents(const std::string& parentRel) {
 }
 
 void Applier::MakeOpaque(const std::string& rel) {
-  int err = nofollow::SetXattrAt(dirs_.Dir(rel), ".", "trusted.overlay.opaque", "y", legacy_);
+  int err = nofollow::SetXattrAt(dirs_.Dir(rel), ".", opaque_xattr_.c_str(), "y", legacy_);
   if (err != 0) dirs_.SysFail(err, "lsetxattr", rel);
 }
 
