@@ -3,15 +3,15 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import {
   CairnError, MountRefs, STAGING_DIR, TRASH_DIR, assertValidId, copyTree, detectBackingFs, discardDir, fsyncDir,
-  isValidId, makeStagingDir, normalizeParent, openUnderHomeLock, sweepLeftovers, translateSpaceError,
+  isValidId, makeStagingDir, normalizeParent, openUnderHomeLock, sweepLeftovers, translateSpaceError, refuseIdMappings,
 } from '@cairnfs/core';
 import { NaiveDiff, applyLayer, exportChanges } from '@cairnfs/archive';
-import type { Change, CreateOptions, DriverContext, GetOptions, HomeLock, StorageDriver } from '@cairnfs/core';
+import type { Change, CreateOptions, DriverContext, GetOptions, HomeLock, StorageDriver, ApplyDiffOptions } from '@cairnfs/core';
 import type { LayerLister, LayerRef } from '@cairnfs/core';
 import { umount2 } from '@cairnfs/sys';
 import { branchChanges, diffDirBytes, diffDirEntries } from './changes.js';
 import { AufsLayout, formatAncestors, parseAncestors } from './layout.js';
-import { mountUnion } from './mount.js';
+import { mountUnion, planAufsMount } from './mount.js';
 
 /** aufs takes at most 127 branches: the layer's own plus 126 ancestors. */
 export const MAX_DEPTH = 127;
@@ -185,7 +185,9 @@ export class AufsDriver implements StorageDriver, LayerLister {
 
   async get(id: string, opts: GetOptions = {}): Promise<string> {
     assertValidId(id);
-    this.state(id);
+    refuseIdMappings('aufs', id, opts.idMappings);
+    // The mount data is checked first: an unsafe label or branch path is the caller's to fix on any kernel.
+    planAufsMount(this.layout.diffDir(id), this.state(id).ancestors.map((a) => this.layout.diffDir(a)), opts.mountLabel);
     if (this.kernelMissing !== null) {
       throw new CairnError('ERR_NOT_SUPPORTED', `cannot mount aufs layer ${id}: ${this.kernelMissing}`, { subject: id });
     }
@@ -209,7 +211,7 @@ export class AufsDriver implements StorageDriver, LayerLister {
   async diff(id: string, parent?: string | null): Promise<Readable> {
     if (this.isDirectParent(id, parent)) {
       const dir = this.layout.diffDir(id);
-      return exportChanges(dir, diffDirEntries(dir));
+      return exportChanges(dir, diffDirEntries(dir), { whiteoutNames: 'keep' }); // its .wh. files are its whiteouts
     }
     return this.naive.diff(id, parent);
   }
@@ -233,9 +235,12 @@ export class AufsDriver implements StorageDriver, LayerLister {
   }
 
   /** Applies an OCI changeset into `diff/<id>` keeping its `.wh.` entries as aufs whiteout files. */
-  async applyDiff(id: string, parent: string | null | undefined, tar: Readable | AsyncIterable<Uint8Array>): Promise<number> {
+  async applyDiff(id: string, parent: string | null | undefined, tar: Readable | AsyncIterable<Uint8Array>, opts: ApplyDiffOptions = {}): Promise<number> {
     assertValidId(id);
     normalizeParent(parent); // validated only: the layer's parent is fixed at create
+    if (opts.idMappings) {
+      throw new CairnError('ERR_NOT_SUPPORTED', `aufs cannot store layer ${id} shifted by idMappings; apply it without them`, { subject: id });
+    }
     return this.refs.withLock(id, async () => {
       this.state(id);
       if (this.refs.isMounted(id)) {
@@ -251,7 +256,7 @@ export class AufsDriver implements StorageDriver, LayerLister {
         await chmod(staged, before.mode & 0o7777);
         const empty = (await readdir(diffDir)).length === 0;
         if (!empty) await copyTree(diffDir, staged);
-        bytes = await applyLayer(staged, tar, { whiteouts: 'aufs' });
+        bytes = await applyLayer(staged, tar, { whiteouts: 'aufs', ...(opts.ignoreChownErrors ? { ignoreChownErrors: true } : {}) });
         await fsyncDir(staged);
         if (empty) {
           await rmdir(diffDir);

@@ -6,7 +6,7 @@ import { aufsMissingReason } from './mount.js';
 export { AufsDriver, MAX_DEPTH } from './driver.js';
 export { AufsLayout, parseAncestors, formatAncestors } from './layout.js';
 export { branchChanges, diffDirEntries, diffDirBytes, isAufsMeta } from './changes.js';
-export { aufsMissingReason, mountUnion } from './mount.js';
+export { aufsMissingReason, mountUnion, planAufsMount, type AufsMountPlan } from './mount.js';
 
 /** The aufs driver takes no options: any `aufs.*` key is a mistake worth saying. */
 function parseOptions(options: Readonly<Record<string, string>>): Record<string, never> {

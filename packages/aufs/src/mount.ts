@@ -20,31 +20,57 @@ export async function aufsMissingReason(procFilesystems = '/proc/filesystems'): 
 // Mount data is copied in one page; moby leaves room for the options and appends the rest by remount.
 const PAGE_SIZE = 4096;
 const DATA_BUDGET = PAGE_SIZE - 512;
+const XINO = ',dio,xino=/dev/shm/aufs.xino';
+
+/** What mountUnion passes to mount(2): the first call's data, then one remount per branch past the page. */
+export interface AufsMountPlan {
+  data: string;
+  appends: string[];
+}
 
 /**
- * Mounts an aufs union at `target`: `rw` the writable branch, `ro` the lower ones
- * (nearest first) as `=ro+wh`. Branches past one page of mount data are appended with
- * `remount,append:` one at a time, as moby does. Not exercised here: no kernel on this
- * project's machines has aufs.
+ * Builds the aufs mount data: `br:<rw>=rw:<ro>=ro+wh:…` (lower branches nearest first),
+ * options, and the SELinux context (core's mountLabelOption: quoted, no quotes or control
+ * characters inside). The data is a comma-separated option list whose `br` value is
+ * ':'-separated `path=perm` pairs, with no quoting: a branch path holding ',', ':' or '='
+ * (a storage root such as `/data,xino=/etc/x`) would inject options or branches, so such
+ * paths are refused with ERR_INVALID_OPTION. Pure: no I/O, testable without an aufs kernel.
  */
-export async function mountUnion(rw: string, ro: readonly string[], target: string, mountLabel?: string): Promise<void> {
+export function planAufsMount(rw: string, ro: readonly string[], mountLabel?: string): AufsMountPlan {
+  for (const [i, path] of [rw, ...ro].entries()) {
+    // eslint-disable-next-line no-control-regex
+    if (/[,:=\x00-\x1f]/.test(path)) {
+      throw new CairnError('ERR_INVALID_OPTION',
+        `cannot mount aufs: ${i === 0 ? 'branch' : 'lower branch'} ${JSON.stringify(path)} contains ',', ':', '=' or a control character, ` +
+        'which aufs mount data cannot carry; use a storage root without them', { subject: path });
+    }
+  }
   const context = mountLabelOption(mountLabel);
   const label = context === null ? '' : `,${context}`;
   let data = `br:${rw}=rw`;
   let i = 0;
   for (; i < ro.length; i++) {
     const next = `:${ro[i]}=ro+wh`;
-    if (data.length + next.length + label.length + ',dio,xino=/dev/shm/aufs.xino'.length > DATA_BUDGET) break;
+    if (data.length + next.length + label.length + XINO.length > DATA_BUDGET) break;
     data += next;
   }
-  data += `,dio,xino=/dev/shm/aufs.xino${label}`;
-  await mount('none', target, 'aufs', 0, data);
+  return { data: `${data}${XINO}${label}`, appends: ro.slice(i).map((b) => `append:${b}=ro+wh`) };
+}
+
+/**
+ * Mounts an aufs union at `target` from {@link planAufsMount}: `rw` the writable branch, `ro`
+ * the lower ones (nearest first) as `=ro+wh`. Branches past one page of mount data are
+ * appended with `remount,append:` one at a time, as moby does. Not exercised here: no
+ * kernel on this project's machines has aufs.
+ */
+export async function mountUnion(rw: string, ro: readonly string[], target: string, mountLabel?: string): Promise<void> {
+  const plan = planAufsMount(rw, ro, mountLabel);
+  await mount('none', target, 'aufs', 0, plan.data);
+  let step = '';
   try {
-    for (; i < ro.length; i++) {
-      await mount('none', target, 'aufs', sysConstants.MS_REMOUNT, `append:${ro[i]}=ro+wh`);
-    }
+    for (step of plan.appends) await mount('none', target, 'aufs', sysConstants.MS_REMOUNT, step);
   } catch (err) {
     await umount2(target, sysConstants.MNT_DETACH).catch(() => undefined);
-    throw new CairnError('ERR_NOT_SUPPORTED', `appending aufs branch ${ro[i]} to ${target} failed: ${(err as Error).message}`, { cause: err });
+    throw new CairnError('ERR_NOT_SUPPORTED', `aufs ${step} on ${target} failed: ${(err as Error).message}`, { cause: err });
   }
 }

@@ -1,14 +1,16 @@
-import { chmod, chown, lstat, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { chmod, chown, lstat, mkdir, readdir, readFile, rename, rm, rmdir, writeFile } from 'node:fs/promises';
 import { release as kernelRelease } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import {
   CairnError, KeyedMutex, MountRefs, openUnderHomeLock, assertValidId, detectBackingFs, errnoCode, formatByteSize,
-  fsyncDir, normalizeParent,
+  fsyncDir, normalizeParent, attachIdmappedView, probeIdmappedMounts, readMountInfo, validateIdMappings,
 } from '@cairnfs/core';
 import { NaiveDiff, NaiveDiffDriver } from '@cairnfs/archive';
-import type { CreateOptions, DriverSetup, GetOptions, HomeLock, StorageDriver } from '@cairnfs/core';
-import { btrfsFsInfo, btrfsGetFlags, btrfsSetReadOnly, btrfsSnapshot, btrfsSubvolCreate, btrfsSubvolId, BTRFS_SUBVOL_RDONLY } from '@cairnfs/sys';
+import type { CreateOptions, DriverSetup, GetOptions, HomeLock, StorageDriver, ApplyDiffOptions } from '@cairnfs/core';
+import {
+  btrfsFsInfo, btrfsGetFlags, btrfsSetReadOnly, btrfsSnapshot, btrfsSubvolCreate, btrfsSubvolId, BTRFS_SUBVOL_RDONLY, constants as sysConstants, umount2,
+} from '@cairnfs/sys';
 import { BtrfsLayout, idOfMetaFile, idOfUndoName, isLeftoverName } from './layout.js';
 import { layerMeta } from './meta.js';
 import type { LayerMeta } from './meta.js';
@@ -79,14 +81,24 @@ export class BtrfsDriver extends NaiveDiffDriver implements StorageDriver {
     super();
     this.layout = new BtrfsLayout(home);
     this.refs = new MountRefs({
-      mount: async (id) => {
+      mount: async (id, opts) => {
         if (!this.layers.has(id)) throw notFound(id);
-        return this.layout.subvolume(id);
+        if (!opts.idMappings) return this.layout.subvolume(id);
+        // btrfs allows id-mapped mounts (FS_ALLOW_IDMAP): the subvolume shown at idmapped/<id>.
+        const view = this.idmappedPath(id);
+        const readOnly = ((await btrfsGetFlags(this.layout.subvolume(id))) & BTRFS_SUBVOL_RDONLY) !== 0;
+        await attachIdmappedView(this.layout.subvolume(id), view, validateIdMappings(opts.idMappings), { readOnly, subject: id });
+        return view;
       },
-      unmount: async () => undefined, // nothing was mounted: the path is the subvolume itself
+      // Nothing was mounted for a plain get: the path is the subvolume itself.
+      unmount: async (id, path) => {
+        if (path !== this.idmappedPath(id)) return;
+        await umount2(path, sysConstants.MNT_DETACH);
+        await rmdir(path).catch(() => undefined);
+      },
     });
     this.naive = new NaiveDiff({
-      get: (id) => this.get(id),
+      get: (id, opts) => this.get(id, opts),
       put: (id) => this.put(id),
       parentOf: async (id) => this.meta(id).parent,
     }, { whiteouts: 'delete' });
@@ -153,10 +165,22 @@ export class BtrfsDriver extends NaiveDiffDriver implements StorageDriver {
     if (trash !== null) await this.reclaim(trash).catch(() => undefined);
   }
 
-  /** No mount: the subvolume is the root filesystem, so a mount label has nothing to label. */
-  async get(id: string, _opts?: GetOptions): Promise<string> {
+  /**
+   * No mount: the subvolume is the root filesystem, so a mount label has nothing to label.
+   * With idMappings, an id-mapped mount of the subvolume at `idmapped/<id>` (read-only for
+   * image layers); files written through it are stored in container ids.
+   */
+  async get(id: string, opts: GetOptions = {}): Promise<string> {
     assertValidId(id);
-    return this.refs.get(id);
+    return this.refs.get(id, opts.idMappings ? { idMappings: opts.idMappings } : {});
+  }
+
+  /** Whether id-mapped mounts work on this filesystem here (null) or why not; asked by status(). */
+  private idmapVerdict: Promise<string | null> | undefined;
+
+  /** Where a layer's id-mapped view is mounted while in use. */
+  private idmappedPath(id: string): string {
+    return join(this.layout.home, 'idmapped', id);
   }
 
   async put(id: string): Promise<void> {
@@ -171,7 +195,7 @@ export class BtrfsDriver extends NaiveDiffDriver implements StorageDriver {
    * this (also when the apply fails: it was handed out sealed or is to be removed);
    * its flag is lifted for the apply, so applying twice works.
    */
-  async applyDiff(id: string, parent: string | null | undefined, tar: Readable | AsyncIterable<Uint8Array>): Promise<number> {
+  async applyDiff(id: string, parent: string | null | undefined, tar: Readable | AsyncIterable<Uint8Array>, opts: ApplyDiffOptions = {}): Promise<number> {
     assertValidId(id);
     normalizeParent(parent);
     const meta = this.meta(id);
@@ -183,7 +207,7 @@ export class BtrfsDriver extends NaiveDiffDriver implements StorageDriver {
     try {
       if (meta.kind === 'image') await btrfsSetReadOnly(path, false);
       try {
-        return await this.naive.applyDiff(id, parent, tar);
+        return await this.naive.applyDiff(id, parent, tar, opts);
       } catch (err) {
         throw spaceError(err, `applying a layer to ${id}`);
       } finally {
@@ -213,6 +237,9 @@ export class BtrfsDriver extends NaiveDiffDriver implements StorageDriver {
     if (this.opts.minSpace !== null) status.push(['Min Space', formatByteSize(this.opts.minSpace)]);
     if (this.opts.defaultSize !== null) status.push(['Default Container Size', formatByteSize(this.opts.defaultSize)]);
     status.push(['Layers', String(this.layers.size)]);
+    this.idmapVerdict ??= probeIdmappedMounts(this.layout.home).catch((err: unknown) => (err as Error).message);
+    const why = await this.idmapVerdict;
+    status.push(['Id-mapped mounts', why === null ? 'yes' : `no (${why}): get with idMappings is refused`]);
     return status;
   }
 
@@ -334,6 +361,12 @@ export class BtrfsDriver extends NaiveDiffDriver implements StorageDriver {
    * written by moby) as base container layers, and retries qgroups left pending.
    */
   private async recover(): Promise<void> {
+    // Id-mapped views left mounted by a process that died.
+    const views = join(this.layout.home, 'idmapped');
+    for (const m of (await readMountInfo()).filter((e) => e.mountPoint.startsWith(`${views}/`)).reverse()) {
+      await umount2(m.mountPoint, sysConstants.MNT_DETACH).catch(() => undefined);
+    }
+    await rm(views, { recursive: true, force: true }).catch(() => undefined);
     for (const name of await readdir(this.layout.subvolumesDir)) {
       const id = idOfUndoName(name);
       if (id !== null) await this.restoreUndo(id);

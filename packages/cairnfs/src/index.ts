@@ -30,7 +30,11 @@ export { CairnError, ErrorCodes, isCairnError, isValidId } from '@cairnfs/core';
 export type { CairnErrorDetails, ErrorCode } from '@cairnfs/core';
 export type {
   Change, ChangeKind, CreateOptions, DriverContext, DriverFactory, ProbeResult, StorageDriver,
+  GetOptions, ApplyDiffOptions, IdMappings, IdMap,
 } from '@cairnfs/core';
+// Rootless: a command as root of a user namespace mapped with the caller's subordinate ids (`cairn unshare`).
+export { userNamespaceCommand, rootlessReport, rootlessIdMappings, subordinateRanges, ROOTLESS_UID_ENV } from '@cairnfs/core';
+export type { UserNamespaceCommandOptions, RootlessFact, SubordinateRange } from '@cairnfs/core';
 export { Registry, defaultRegistry, openDriver, probe } from '@cairnfs/core';
 export type { OpenOptions, ProbeOptions } from '@cairnfs/core';
 export { detectBackingFs, supportsDType } from '@cairnfs/core';

@@ -36,6 +36,22 @@ export interface MigrateOptions {
   layers?: LayerRef[];
   /** Called after each layer is verified; a throw stops the migration there (resume by calling migrate again). */
   onProgress?: (p: MigrateProgress) => void | Promise<void>;
+  /**
+   * Most bytes one layer's diff may take as a tar; past it the migration stops with
+   * ERR_INVALID_ARCHIVE at that layer (the copy removed, resumable). A container can make
+   * a 16 TiB sparse file with truncate(1), and a diff writes it out as zeros. Default
+   * {@link DEFAULT_MIGRATE_MAX_LAYER_BYTES}, the image store's import bound.
+   */
+  maxLayerBytes?: number;
+}
+
+/** 64 GiB: the default of {@link MigrateOptions.maxLayerBytes}, as @cairnfs/image's maxUncompressedBytes. */
+export const DEFAULT_MIGRATE_MAX_LAYER_BYTES = 64 * 2 ** 30;
+
+function layerTooLarge(id: string, max: number): CairnError {
+  return new CairnError('ERR_INVALID_ARCHIVE',
+    `the diff of layer ${id} is larger than ${max} bytes (maxLayerBytes; sparse files count at their full size): not migrated. ` +
+    'Remove the large files from the layer, or migrate with a larger maxLayerBytes.', { subject: id });
 }
 
 export interface MigrateResult {
@@ -73,6 +89,7 @@ interface Journal {
  */
 export async function migrate(from: StorageDriver, to: StorageDriver, opts: MigrateOptions = {}): Promise<MigrateResult> {
   const layers = orderParentsFirst(await layersOf(from, opts.layers));
+  const max = opts.maxLayerBytes ?? DEFAULT_MIGRATE_MAX_LAYER_BYTES;
   const journalPath = join(to.home, MIGRATE_JOURNAL);
   const journal = await readJournal(journalPath, from);
   const result: MigrateResult = { layers: [], copied: 0, already: 0, bytes: 0, journal: journalPath };
@@ -87,7 +104,7 @@ export async function migrate(from: StorageDriver, to: StorageDriver, opts: Migr
         if (journal.inProgress === id) {
           await to.remove(id); // half applied when the last run stopped
         } else {
-          const [theirs, ours] = await Promise.all([layerDigest(to, id, parent), layerDigest(from, id, parent)]);
+          const [theirs, ours] = await Promise.all([layerDigest(to, id, parent, max), layerDigest(from, id, parent, max)]);
           if (theirs !== ours) {
             throw new CairnError('ERR_LAYER_EXISTS',
               `layer ${id} is already in the ${to.name} store with different contents; remove it from ${to.home} or migrate into another root`, { subject: id });
@@ -97,10 +114,10 @@ export async function migrate(from: StorageDriver, to: StorageDriver, opts: Migr
       if (!await to.exists(id)) {
         journal.inProgress = id;
         await writeJournal(journalPath, journal);
-        ({ digest, bytes } = await copyLayer(from, to, layer));
+        ({ digest, bytes } = await copyLayer(from, to, layer, max));
         outcome = 'copied';
       } else {
-        digest = await layerDigest(to, id, parent);
+        digest = await layerDigest(to, id, parent, max);
       }
       journal.inProgress = null;
       journal.verified[id] = digest;
@@ -116,17 +133,17 @@ export async function migrate(from: StorageDriver, to: StorageDriver, opts: Migr
 }
 
 /** Copies one layer and verifies it; on a mismatch the copy is removed and ERR_BACKEND_FAILED thrown. */
-async function copyLayer(from: StorageDriver, to: StorageDriver, layer: LayerRef): Promise<{ digest: string; bytes: number }> {
+async function copyLayer(from: StorageDriver, to: StorageDriver, layer: LayerRef, max: number): Promise<{ digest: string; bytes: number }> {
   const { id, parent } = layer;
   if (layer.readWrite) await to.createReadWrite(id, parent);
   else await to.create(id, parent);
   try {
-    const hasher = new DigestTransform();
+    const hasher = new DigestTransform(id, max);
     const source = await from.diff(id, parent);
     const feed = new PassThrough({ highWaterMark: 1 << 20 });
     const [bytes] = await Promise.all([to.applyDiff(id, parent, feed), pipeline(source, hasher, feed)]);
     const sourceDigest = hasher.digest(await from.changes(id, parent));
-    const targetDigest = await layerDigest(to, id, parent);
+    const targetDigest = await layerDigest(to, id, parent, max);
     if (targetDigest !== sourceDigest) {
       throw new CairnError('ERR_BACKEND_FAILED',
         `layer ${id} differs after migration to ${to.name} (source ${sourceDigest}, target ${targetDigest}); the copy was removed and the source is untouched`,
@@ -259,9 +276,16 @@ class CanonicalHandler implements TarHandler {
 class DigestTransform extends Transform {
   private readonly handler = new CanonicalHandler();
   private readonly parser = new TarParser(this.handler);
+  private seen = 0;
+
+  constructor(private readonly id: string, private readonly max: number) {
+    super();
+  }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
     try {
+      this.seen += chunk.length;
+      if (this.seen > this.max) throw layerTooLarge(this.id, this.max);
       this.parser.write(chunk);
       cb(null, chunk);
     } catch (err) {
@@ -284,10 +308,16 @@ class DigestTransform extends Transform {
 }
 
 /** The canonical digest (see CanonicalHandler) of a layer's changeset against `parent`, as `driver` reports it. */
-export async function layerDigest(driver: StorageDriver, id: string, parent: string | null | undefined): Promise<string> {
+export async function layerDigest(driver: StorageDriver, id: string, parent: string | null | undefined, maxBytes = DEFAULT_MIGRATE_MAX_LAYER_BYTES): Promise<string> {
   const handler = new CanonicalHandler();
   const parser = new TarParser(handler);
-  for await (const chunk of await driver.diff(id, parent) as AsyncIterable<Uint8Array>) parser.write(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk));
+  let seen = 0;
+  const diff = await driver.diff(id, parent);
+  for await (const chunk of diff as AsyncIterable<Uint8Array>) {
+    seen += chunk.length;
+    if (seen > maxBytes) { diff.destroy(); throw layerTooLarge(id, maxBytes); }
+    parser.write(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk));
+  }
   parser.finish();
   return handler.digest(await driver.changes(id, parent));
 }

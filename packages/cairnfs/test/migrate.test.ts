@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -199,5 +200,21 @@ describeBackend('overlay', await overlayMissing(), () => {
     await to.applyDiff('l1', null, packEntries([file('mine', 'not yours')]));
     await expectCode(migrate(from, to, { layers: refs() }), 'ERR_LAYER_EXISTS');
     expect(await withMounted(to, 'l1', (p) => readFile(join(p, 'mine'), 'utf8'))).toBe('not yours');
+  });
+  test('a container layer holding a 1 GiB sparse file stops at maxLayerBytes: ERR_INVALID_ARCHIVE, no copy left, resumable', async () => {
+    // issue 13, finding 11: a container can truncate(1) a 16 TiB file; its diff streams it as zeros.
+    const from = await openOverlay(join(base, 'src'));
+    await from.create('b', null);
+    await from.applyDiff('b', null, packEntries([file('a', 'base')]));
+    await from.createReadWrite('c', 'b');
+    await withMounted(from, 'c', async (p) => { execFileSync('truncate', ['-s', '1G', join(p, 'huge')]); });
+    const to = await openVfs(join(base, 'dst'));
+    const layers = [{ id: 'b', parent: null }, { id: 'c', parent: 'b', readWrite: true }];
+    const started = performance.now();
+    const err = await migrate(from, to, { layers, maxLayerBytes: 64 << 20 }).catch((e: unknown) => e);
+    expect(performance.now() - started).toBeLessThan(10_000);
+    expect(err).toMatchObject({ code: 'ERR_INVALID_ARCHIVE', subject: 'c' });
+    expect(await to.exists('b')).toBe(true);
+    expect(await to.exists('c')).toBe(false);
   });
 });

@@ -20,6 +20,7 @@ export {
 } from './backingfs.js';
 export { copyTree, type ReflinkMode, type CopyTreeOptions, type CopyTreeStats } from './copytree.js';
 export { HOME_LOCK_FILE, acquireHomeLock, openUnderHomeLock, type HomeLockOptions, type HomeLock } from './lock.js';
+export { ROOT_DIR_MODE, secureDir } from './securedir.js';
 export { Registry, defaultRegistry, openDriver, probe, type ProbeOptions, type OpenOptions } from './registry.js';
 export { parseByteSize, formatByteSize } from './units.js';
 export {
@@ -31,3 +32,11 @@ export {
 } from './define.js';
 export { RecordFile } from './record.js';
 export { mountLabelOption } from './mountlabel.js';
+export {
+  validateIdMappings, idMappingsKey, parseIdMappingsKey, sameIdMappings, mapId, isIdentityMapping, withUserNamespace,
+  probeIdmappedMounts, attachIdmappedView, refuseIdMappings,
+} from './idmap.js';
+export {
+  ROOTLESS_UID_ENV, subordinateRanges, rootlessIdMappings, findTool, userNamespaceCommand, rootlessReport,
+  type SubordinateRange, type UserNamespaceCommandOptions, type RootlessFact,
+} from './rootless.js';

@@ -1,9 +1,10 @@
-import { mkdir, open } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { constants as sysConstants, flockSync } from '@cairnfs/sys';
 import { CairnError, errnoCode } from './errors.js';
+import { secureDir } from './securedir.js';
 
 /** The lock file in every driver home. Layer ids cannot start with '.', so it never clashes with a layer. */
 export const HOME_LOCK_FILE = '.cairn-lock';
@@ -14,6 +15,8 @@ const POLL_MS = 25;
 export interface HomeLockOptions {
   /** Milliseconds to keep retrying while another holder has the lock; 0 (the default) fails at once. */
   timeoutMs?: number;
+  /** Mode of the home ({@link secureDir}); default 0700. */
+  mode?: number;
 }
 
 /** An exclusive hold on a driver home. Keep it for the driver's whole life; `release()` in `cleanup()`. */
@@ -49,7 +52,8 @@ class FlockHomeLock implements HomeLock {
 }
 
 /**
- * Takes the exclusive lock on a driver home (creating the home if needed), so that two
+ * Takes the exclusive lock on a driver home (creating the home if needed, refusing one owned
+ * by another user, tightening its mode: {@link secureDir}), so that two
  * processes never run a driver on one home at once: their mount counts, staging sweeps
  * and removals would fight.
  *
@@ -63,7 +67,9 @@ class FlockHomeLock implements HomeLock {
 export async function acquireHomeLock(home: string, opts: HomeLockOptions = {}): Promise<HomeLock> {
   const timeoutMs = Math.max(0, opts.timeoutMs ?? 0);
   const path = join(home, HOME_LOCK_FILE);
-  await mkdir(home, { recursive: true, mode: 0o700 });
+  // Every driver opens through here: the one place that refuses a home another user owns
+  // and tightens a loose one.
+  await secureDir(home, opts.mode ?? 0o700, 'driver home');
   // Node opens with O_CLOEXEC, so child processes we spawn (mkfs, zfs…) never inherit the lock.
   const handle = await open(path, 'a', 0o600);
   const deadline = Date.now() + timeoutMs;

@@ -2,6 +2,7 @@ import { isAbsolute, join, resolve } from 'node:path';
 import { detectBackingFs } from './backingfs.js';
 import type { DriverContext, DriverFactory, ProbeResult, StorageDriver } from './driver.js';
 import { CairnError, isCairnError } from './errors.js';
+import { ROOT_DIR_MODE, secureDir } from './securedir.js';
 
 const DRIVER_NAME = /^[a-z0-9][a-z0-9_-]*$/;
 
@@ -174,9 +175,12 @@ function unusableError(result: ProbeResult, home: string, prior: boolean): Cairn
  * - otherwise the first usable driver by priority, skipping drivers that require their
  *   own filesystem (btrfs, zfs) unless the home is on it.
  * The driver's open takes the home lock (ERR_LOCKED, waiting up to `lockTimeoutMs`).
+ * The root is created 0711, or tightened to 0711, as moby's; a root or home owned by
+ * another user is refused with ERR_INVALID_OPTION ({@link secureDir}).
  */
 export async function openDriver(opts: OpenOptions): Promise<StorageDriver> {
   const setup = checkSetup(opts);
+  await secureDir(setup.root, ROOT_DIR_MODE, 'storage root');
 
   if (opts.driver !== undefined) {
     const factory = setup.registry.get(opts.driver);

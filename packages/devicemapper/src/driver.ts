@@ -5,10 +5,10 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import {
   CairnError, KeyedMutex, MountRefs, openUnderHomeLock, assertValidId, detectBackingFs, normalizeParent,
-  readMountInfo,
+  readMountInfo, refuseIdMappings,
 } from '@cairnfs/core';
 import { NaiveDiff } from '@cairnfs/archive';
-import type { Change, CreateOptions, DriverSetup, GetOptions, HomeLock, StorageDriver } from '@cairnfs/core';
+import type { Change, CreateOptions, DriverSetup, GetOptions, HomeLock, StorageDriver, ApplyDiffOptions } from '@cairnfs/core';
 import { major, minor } from '@cairnfs/sys';
 import {
   METADATA_BLOCK, createDevice, devPath, isActive, isIdTaken, isNoSuchThin, libraryVersion, listDevices,
@@ -511,6 +511,7 @@ export class DeviceMapperDriver implements StorageDriver {
 
   async get(id: string, opts: GetOptions = {}): Promise<string> {
     assertValidId(id);
+    refuseIdMappings('devicemapper', id, opts.idMappings);
     this.assertOpen();
     if (!this.liveLayer(id)) throw new CairnError('ERR_LAYER_NOT_FOUND', `layer ${id} does not exist`, { subject: id });
     return this.refs.get(id, opts);
@@ -549,7 +550,7 @@ export class DeviceMapperDriver implements StorageDriver {
     return this.naive.changes(id, parent);
   }
 
-  async applyDiff(id: string, parent: string | null | undefined, tar: Readable | AsyncIterable<Uint8Array>): Promise<number> {
+  async applyDiff(id: string, parent: string | null | undefined, tar: Readable | AsyncIterable<Uint8Array>, opts: ApplyDiffOptions = {}): Promise<number> {
     assertValidId(id);
     const meta = this.liveLayer(id);
     if (!meta) throw new CairnError('ERR_LAYER_NOT_FOUND', `layer ${id} does not exist`, { subject: id });
@@ -562,7 +563,7 @@ export class DeviceMapperDriver implements StorageDriver {
       await this.keepUndo(id, meta);
       let bytes: number;
       try {
-        bytes = await this.naive.applyDiff(id, parent, tar);
+        bytes = await this.naive.applyDiff(id, parent, tar, opts);
       } catch (err) {
         await this.poolLock.run('pool', () => this.deleteSideDevice(id, meta, 'undoDeviceId')).catch(() => undefined);
         throw err;

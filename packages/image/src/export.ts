@@ -3,9 +3,10 @@
 // docker ≥ 25 writes it, so the result loads into docker, podman and containerd alike.
 // Layer blobs are the uncompressed tars, rebuilt byte for byte, named by their diff id.
 import { Readable } from 'node:stream';
+import { CairnError } from '@cairnfs/core';
 import { encodeHeader, tarTrailer } from '@cairnfs/archive';
 import { hexOf, sha256Of } from './digest.js';
-import type { LayerStore } from './store.js';
+import type { LayerInfo, LayerStore } from './store.js';
 
 const LAYER_TYPE = 'application/vnd.oci.image.layer.v1.tar';
 const CONFIG_TYPE = 'application/vnd.oci.image.config.v1+json';
@@ -21,9 +22,34 @@ function* file(name: string, data: Buffer): Generator<Buffer> {
   yield pad(data.length);
 }
 
-/** Streams a docker-save tarball of the given images (by tag, id or id prefix). */
+/**
+ * The error for a layer that cannot be rebuilt byte for byte where its original digest is
+ * needed (an image export, a push): the image config names the layer by that digest.
+ */
+export function notExact(what: string, l: LayerInfo): CairnError {
+  return new CairnError('ERR_NOT_SUPPORTED',
+    `${what}: its layer ${l.diffId} cannot be rebuilt byte for byte (a path in its tar was ` +
+    'written twice or replaced by another entry), and the image config names the layer by the digest of those exact bytes. ' +
+    "LayerStore.exportLayer still gives its content (as the driver's diff); re-import the image from its origin to export it.", { subject: l.chainId });
+}
+
+/**
+ * Streams a docker-save tarball of the given images (by tag, id or id prefix).
+ *
+ * Every layer must be exact (see LayerInfo.exact): the image config names each layer by
+ * the digest of its original tar, so a regenerated diff (other bytes) would make an
+ * archive no runtime loads. An inexact layer fails the export with ERR_NOT_SUPPORTED
+ * before the first byte is written, as Docker's save fails on a layer tar-split cannot
+ * rebuild.
+ */
 export function exportImage(store: LayerStore, refs: readonly string[]): Readable {
   return Readable.from((async function* () {
+    for (const ref of refs) {
+      for (const chain of store.image(ref).layers) {
+        const l = store.layer(chain);
+        if (!l.exact) throw notExact(`image ${ref} cannot be exported`, l);
+      }
+    }
     const written = new Set<string>();
     const manifest: Array<{ Config: string; RepoTags: string[]; Layers: string[] }> = [];
     const index: Array<Record<string, unknown>> = [];

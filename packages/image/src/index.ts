@@ -13,11 +13,11 @@
  * @packageDocumentation
  */
 export { LayerStore } from './store.js';
-export type { ContainerInfo, ImageInfo, ImportOptions, ImportProgress, LayerInfo, StoreOptions } from './store.js';
+export type { CommitOptions, ContainerInfo, ImageInfo, ImportOptions, ImportProgress, LayerInfo, StoreOptions } from './store.js';
 export { exportImage } from './export.js';
 export { chainIdOf, chainIds, isDigest, sha256Of } from './digest.js';
 export { DEFAULT_MAX_UNCOMPRESSED_BYTES, detectCompression, type Compression } from './decompress.js';
-export { normalizeTag } from './describe.js';
+export { isValidTag, normalizeTag } from './reference.js';
 export {
   login, logout, normalizeRegistry, findCredentials, dockerConfigPath, containersAuthPaths,
   parseReference, formatReference, familiarName, withDefaultTag, parsePlatform, hostPlatform, formatPlatform,

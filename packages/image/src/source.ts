@@ -1,14 +1,18 @@
 // Where an image comes from: a directory (OCI image layout, or an unpacked docker save)
 // or a tar file (docker save tarball, OCI archive), compressed or not. Either way the
 // importer sees a set of named files it can read whole (JSON) or stream (layer blobs).
-import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdtemp, open, readFile, rm, stat, type FileHandle } from 'node:fs/promises';
+import { closeSync, constants as fsConstants, createReadStream, createWriteStream, openSync, read } from 'node:fs';
+import { mkdtemp, open, rm, stat, type FileHandle } from 'node:fs/promises';
+import { promisify } from 'node:util';
 import { join, posix } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
-import { CairnError } from '@cairnfs/core';
+import { CairnError, errnoCode } from '@cairnfs/core';
+import { BENEATH_IN_ROOT, fileTypeName, openBeneathSync, type BeneathFile } from '@cairnfs/sys';
 import { decompressed, detectCompression, type DecompressLimit } from './decompress.js';
 import { indexTar, type IndexedFile } from './tarindex.js';
+
+const readAsync = promisify(read);
 
 export interface BlobSource {
   /** A file's content, or undefined when the source has no such file. */
@@ -25,23 +29,87 @@ const clean = (p: string) => posix.normalize(`/${p}`).slice(1);
 const missing = (path: string) => new CairnError('ERR_INVALID_ARCHIVE',
   `the image references ${path}, which it does not contain; the image is incomplete`, { subject: path });
 
+/**
+ * Most bytes of one JSON document (manifest.json, index.json, a manifest, a config) read
+ * whole into memory. Real ones are kilobytes; the largest configs (long histories) well
+ * under a megabyte.
+ */
+export const MAX_JSON_BYTES = 16 << 20;
+
+const tooLarge = (path: string, size: number) => new CairnError('ERR_INVALID_ARCHIVE',
+  `${path} in the image is ${size} bytes, more than the ${MAX_JSON_BYTES} bytes a manifest or config may have; refused`, { subject: path });
+
+/**
+ * An image directory (an OCI layout, or an extracted docker save). The directory is the
+ * image's, so it is as untrusted as its content: every file is opened beneath it with
+ * openBeneathSync, and must be a regular file. A symlink is followed only inside the
+ * directory (RESOLVE_IN_ROOT: docker save links duplicate layer.tar files to the first
+ * copy); one that leads out, to a host file, is refused, as is a fifo or device (opened
+ * by O_PATH only, so a fifo cannot hang the import).
+ */
 class DirSource implements BlobSource {
-  constructor(private readonly dir: string) {}
-  private path(p: string): string { return join(this.dir, clean(p)); }
+  private readonly rootFd: number;
+  constructor(private readonly dir: string) {
+    this.rootFd = openSync(dir, fsConstants.O_RDONLY | fsConstants.O_DIRECTORY);
+  }
+
+  /** The open fd of a regular file, or undefined when there is no such file. */
+  private open(p: string): BeneathFile | undefined {
+    const rel = clean(p);
+    let f: BeneathFile;
+    try {
+      f = openBeneathSync(this.rootFd, rel);
+    } catch (err) {
+      const code = errnoCode(err);
+      if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
+      if (code !== 'ELOOP') throw unsafeSource(this.dir, p, 'leads outside the image directory', err);
+      // A symlink on the way: follow it, but only inside the image directory.
+      try {
+        f = openBeneathSync(this.rootFd, rel, BENEATH_IN_ROOT);
+      } catch (err2) {
+        throw unsafeSource(this.dir, p, 'is a symlink (or lies below one) that does not lead to a file inside the image directory', err2);
+      }
+    }
+    if (f.fd < 0) throw unsafeSource(this.dir, p, f.changed ? 'was replaced while it was being opened' : `is ${fileTypeName(f.mode)}, not a regular file`);
+    return f;
+  }
+
   async read(p: string): Promise<Buffer | undefined> {
-    try { return await readFile(this.path(p)); } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-      throw err;
+    const f = this.open(p);
+    if (!f) return undefined;
+    try {
+      if (f.size > MAX_JSON_BYTES) throw tooLarge(p, f.size);
+      const buf = Buffer.alloc(f.size);
+      let done = 0;
+      while (done < f.size) {
+        const { bytesRead } = await readAsync(f.fd, buf, done, f.size - done, done);
+        if (bytesRead === 0) break;
+        done += bytesRead;
+      }
+      return buf.subarray(0, done);
+    } finally {
+      closeSync(f.fd);
     }
   }
   async size(p: string): Promise<number | undefined> {
-    return stat(this.path(p)).then((s) => s.size, () => undefined);
+    const f = this.open(p);
+    if (!f) return undefined;
+    closeSync(f.fd);
+    return f.size;
   }
   async *stream(p: string): AsyncIterable<Uint8Array> {
-    if ((await this.size(p)) === undefined) throw missing(p);
-    yield* createReadStream(this.path(p), { highWaterMark: 1 << 20 });
+    const f = this.open(p);
+    if (!f) throw missing(p);
+    // The stream owns the fd from here (autoClose), and reads only that checked inode.
+    yield* createReadStream('', { fd: f.fd, highWaterMark: 1 << 20 });
   }
-  async close(): Promise<void> {}
+  async close(): Promise<void> {
+    closeSync(this.rootFd);
+  }
+}
+
+function unsafeSource(dir: string, p: string, why: string, cause?: unknown): CairnError {
+  return new CairnError('ERR_UNSAFE_ARCHIVE', `${p} in the image directory ${dir} ${why}; refusing to read it`, { subject: p, cause });
 }
 
 class TarSource implements BlobSource {
@@ -50,6 +118,7 @@ class TarSource implements BlobSource {
   async read(p: string): Promise<Buffer | undefined> {
     const f = this.files.get(clean(p));
     if (!f) return undefined;
+    if (f.size > MAX_JSON_BYTES) throw tooLarge(p, f.size);
     const buf = Buffer.alloc(f.size);
     await this.fh.read(buf, 0, f.size, f.offset);
     return buf;

@@ -6,11 +6,12 @@ import { pipeline } from 'node:stream/promises';
 import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
 import pLimit from 'p-limit';
-import { CairnError, KeyedMutex, assertValidId, fsyncDir, type StorageDriver } from '@cairnfs/core';
+import { CairnError, KeyedMutex, assertValidId, fsyncDir, secureDir, type StorageDriver } from '@cairnfs/core';
 import { readSmall, writeFileAtomic } from './atomic.js';
-import { chainIdOf, chainIds, hexOf, isDigest, sha256Of } from './digest.js';
-import { decompressed } from './decompress.js';
-import { describeSource, normalizeTag, type ImageDescription } from './describe.js';
+import { chainIdOf, chainIds, hexOf, sha256Of } from './digest.js';
+import { DEFAULT_MAX_UNCOMPRESSED_BYTES, decompressed } from './decompress.js';
+import { describeSource, type ImageDescription } from './describe.js';
+import { isStoreKey, normalizeTag, refMeaning, validTag } from './reference.js';
 import { StoreLayout } from './layout.js';
 import { openSource, type BlobSource } from './source.js';
 import { SplitRecorder, reassemble } from './tarsplit.js';
@@ -75,12 +76,28 @@ export interface ImportOptions {
   /** Extra tag for the imported image(s) (`name:tag`). */
   tag?: string;
   /**
-   * Most bytes one layer (or a compressed image archive) may decompress to; past it the
-   * import fails with ERR_INVALID_ARCHIVE and leaves nothing behind. Default 64 GiB
-   * ({@link DEFAULT_MAX_UNCOMPRESSED_BYTES}): a bound against gzip/zstd bombs that no real layer meets.
+   * Most bytes one layer (or a compressed image archive) may decompress to, and most bytes
+   * one layer's files may hold counted at their logical size (a sparse file at its full
+   * size, however few bytes its tar stores); past either the import fails with
+   * ERR_INVALID_ARCHIVE and leaves nothing behind. Default 64 GiB
+   * ({@link DEFAULT_MAX_UNCOMPRESSED_BYTES}): a bound against gzip/zstd bombs and
+   * terabyte sparse files that no real layer meets.
    */
   maxUncompressedBytes?: number;
   onProgress?: (p: ImportProgress) => void;
+}
+
+export interface CommitOptions {
+  /** Tag for the new image (`name:tag`). */
+  tag?: string;
+  /** History comment. */
+  comment?: string;
+  /**
+   * Most bytes the container's changes may take as a tar (sparse files count at their full
+   * size, as the diff writes them); past it the commit fails with ERR_INVALID_ARCHIVE and
+   * leaves nothing behind. Default {@link DEFAULT_MAX_UNCOMPRESSED_BYTES}, as for imports.
+   */
+  maxUncompressedBytes?: number;
 }
 
 export interface StoreOptions {
@@ -136,6 +153,9 @@ export class LayerStore {
 
   static async open(driver: StorageDriver, opts: StoreOptions = {}): Promise<LayerStore> {
     const root = opts.root ?? dirname(driver.home);
+    // image/ holds every layer's tar-split and every image's config: the caller's alone, as the driver homes.
+    await secureDir(join(root, 'image'), 0o700, 'image store');
+    await secureDir(join(root, 'image', driver.name), 0o700, 'image store');
     const store = new LayerStore(driver, join(root, 'image', driver.name));
     await store.load();
     return store;
@@ -168,27 +188,41 @@ export class LayerStore {
     return n;
   }
 
-  /** An image by `name:tag` (`:latest` implied), `sha256:<id>`, or a unique prefix of the id's hex. */
+  /**
+   * An image by `name:tag` (`:latest` implied), full id (`sha256:<hex>` or the 64 hex digits),
+   * or a unique prefix of the id's hex (at least 4 digits). A full id is only ever an id.
+   * A reference that is both a tag and an id prefix must agree on the image, else it is
+   * refused as ambiguous (ERR_INVALID_OPTION): Docker prefers the tag there, which lets an
+   * image tagged `<12 hex of another image>:latest` stand in for that image.
+   */
   image(ref: string): ImageInfo {
+    const m = refMeaning(ref);
+    const missing = () => new CairnError('ERR_IMAGE_NOT_FOUND', `no image ${ref}; \`cairn images\` lists them, \`cairn import FILE\` adds one`, { subject: ref });
+    if (m.fullId) {
+      const img = this.imageMap.get(m.fullId);
+      if (img) return img;
+      throw missing();
+    }
     // `busybox:1.36` also finds what a pull recorded as `docker.io/library/busybox:1.36`, and back.
-    for (const name of [normalizeTag(ref), ...localNameCandidates(ref)]) {
-      const byTag = this.tags.get(name);
-      if (byTag) return this.imageMap.get(byTag)!;
+    let byTag: string | undefined;
+    if (m.tag) for (const name of [m.tag, ...localNameCandidates(ref)]) { byTag = this.tags.get(name); if (byTag) break; }
+    const hits = m.idPrefix ? [...this.imageMap.keys()].filter((id) => hexOf(id).startsWith(m.idPrefix!)) : [];
+    if (byTag && hits.length > 0 && !(hits.length === 1 && hits[0] === byTag)) {
+      throw new CairnError('ERR_INVALID_OPTION',
+        `${ref} is ambiguous: it is a tag of image ${byTag} and a prefix of the id of ${hits.filter((h) => h !== byTag).join(', ')}; ` +
+        'give the full image id (sha256:…) or the tag with a registry or repository path', { subject: ref });
     }
-    if (isDigest(ref) && this.imageMap.has(ref)) return this.imageMap.get(ref)!;
-    const hex = ref.startsWith('sha256:') ? ref.slice(7) : ref;
-    if (/^[0-9a-f]{4,64}$/.test(hex)) {
-      const hits = [...this.imageMap.keys()].filter((id) => hexOf(id).startsWith(hex));
-      if (hits.length === 1) return this.imageMap.get(hits[0]!)!;
-      if (hits.length > 1) throw new CairnError('ERR_INVALID_OPTION', `image id prefix ${hex} is ambiguous (${hits.length} images); give more digits`, { subject: ref });
-    }
-    throw new CairnError('ERR_IMAGE_NOT_FOUND', `no image ${ref}; \`cairn images\` lists them, \`cairn import FILE\` adds one`, { subject: ref });
+    if (byTag) return this.imageMap.get(byTag)!;
+    if (hits.length === 1) return this.imageMap.get(hits[0]!)!;
+    if (hits.length > 1) throw new CairnError('ERR_INVALID_OPTION', `image id prefix ${m.idPrefix} is ambiguous (${hits.length} images); give more digits`, { subject: ref });
+    throw missing();
   }
 
   // ---- import ----------------------------------------------------------------------
 
   /** Imports every image of a docker-save tarball, OCI archive or OCI layout directory. */
   async importImage(path: string, opts: ImportOptions = {}): Promise<ImageInfo[]> {
+    if (opts.tag !== undefined) opts = { ...opts, tag: validTag(opts.tag, 'ERR_INVALID_OPTION', 'the tag option') };
     await mkdir(this.layout.tmp, { recursive: true });
     const src = await openSource(path, this.layout.tmp, { maxBytes: opts.maxUncompressedBytes, what: `image archive ${path}` });
     try {
@@ -258,7 +292,7 @@ export class LayerStore {
     await mkdirDurable(this.layout.images);
     await writeFileAtomic(this.layout.image(desc.id), desc.config);
     this.imageMap.set(desc.id, this.imageMap.get(desc.id) ?? image);
-    const tags = [...desc.tags, ...(opts.tag ? [normalizeTag(opts.tag)] : [])];
+    const tags = [...desc.tags, ...(opts.tag ? [opts.tag] : [])];
     for (const t of tags) this.tags.set(t, desc.id);
     await this.saveRepositories();
     return this.imageMap.get(desc.id)!;
@@ -273,7 +307,7 @@ export class LayerStore {
     const counted = (async function* () { for await (const c of blob) { onBytes(c.length); yield c; } })();
     const it = decompressed(counted, { maxBytes: maxUncompressedBytes, what: `layer ${diffId}` })[Symbol.asyncIterator]();
     const hash = createHash('sha256');
-    const rec = new SplitRecorder();
+    const rec = new SplitRecorder({ maxLogicalBytes: maxUncompressedBytes ?? DEFAULT_MAX_UNCOMPRESSED_BYTES, what: `layer ${diffId}` });
     let tarSize = 0;
     const take = async (): Promise<IteratorResult<Buffer>> => {
       const r = await it.next();
@@ -349,8 +383,9 @@ export class LayerStore {
 
   async tag(imageRef: string, tag: string): Promise<void> {
     await this.mutex.run('store', async () => {
+      const t = validTag(tag, 'ERR_INVALID_OPTION', 'tag');
       const img = this.image(imageRef);
-      this.tags.set(normalizeTag(tag), img.id);
+      this.tags.set(t, img.id);
       await this.saveRepositories();
     });
   }
@@ -393,7 +428,8 @@ export class LayerStore {
    * does: the container's diff becomes a layer (shared if an identical one exists), the
    * image config gains its diff id and a history entry. The container is left as it is.
    */
-  async commitContainer(name: string, opts: { tag?: string; comment?: string } = {}): Promise<ImageInfo> {
+  async commitContainer(name: string, opts: CommitOptions = {}): Promise<ImageInfo> {
+    const tag = opts.tag === undefined ? undefined : validTag(opts.tag, 'ERR_INVALID_OPTION', 'the tag option');
     return this.mutex.run('store', async () => {
       const c = this.container(name);
       const base = this.image(c.image);
@@ -406,8 +442,21 @@ export class LayerStore {
       try {
         const hash = createHash('sha256');
         const diff = await this.driver.diff(c.mountId, parentCache);
+        // The container is not trusted: a 16 TiB sparse file made with truncate(1) would
+        // stream 16 TiB of zeros into the spool. The same bound as an import's.
+        const max = opts.maxUncompressedBytes ?? DEFAULT_MAX_UNCOMPRESSED_BYTES;
+        let spooled = 0;
         await pipeline(diff, async function* (source: AsyncIterable<Buffer>) {
-          for await (const chunk of source) { hash.update(chunk); yield chunk; }
+          for await (const chunk of source) {
+            spooled += chunk.length;
+            if (spooled > max) {
+              throw new CairnError('ERR_INVALID_ARCHIVE',
+                `the changes of container ${name} exceed ${max} bytes as a tar (maxUncompressedBytes; sparse files count at their full size): not committed. ` +
+                'Remove the large files from the container, or commit with a larger maxUncompressedBytes.', { subject: name });
+            }
+            hash.update(chunk);
+            yield chunk;
+          }
         }, createWriteStream(spool));
         const diffId = `sha256:${hash.digest('hex')}`;
         const chainId = chainIdOf(c.parent, diffId);
@@ -417,7 +466,7 @@ export class LayerStore {
           await writeFileAtomic(this.layout.intent(cacheId), cacheId);
           try {
             await this.driver.create(cacheId, parentCache);
-            const applied = await this.applyLayer(cacheId, parentCache, diffId, createReadStream(spool), () => undefined);
+            const applied = await this.applyLayer(cacheId, parentCache, diffId, createReadStream(spool), () => undefined, max);
             await this.commitLayer({ chainId, diffId, parent: c.parent, cacheId, ...applied });
           } catch (err) {
             await this.driver.remove(cacheId).catch(() => undefined);
@@ -439,7 +488,7 @@ export class LayerStore {
         await writeFileAtomic(this.layout.image(id), configBytes);
         const image: ImageInfo = { id, tags: [], diffIds: [...base.diffIds, diffId], layers: [...base.layers, chainId] };
         this.imageMap.set(id, this.imageMap.get(id) ?? image);
-        if (opts.tag) this.tags.set(normalizeTag(opts.tag), id);
+        if (tag) this.tags.set(tag, id);
         await this.saveRepositories();
         return this.imageMap.get(id)!;
       } finally {
@@ -612,7 +661,8 @@ export class LayerStore {
     if (repos) {
       const parsed = JSON.parse(repos) as { Repositories?: Record<string, Record<string, string>> };
       for (const byTag of Object.values(parsed.Repositories ?? {})) {
-        for (const [tag, id] of Object.entries(byTag)) if (this.imageMap.has(id)) this.tags.set(tag, id);
+        // A tag that could pose as an image id (written before tags were validated) is dropped.
+        for (const [tag, id] of Object.entries(byTag)) if (this.imageMap.has(id) && isStoreKey(tag)) this.tags.set(normalizeTag(tag), id);
       }
     }
     for (const img of this.imageMap.values()) img.tags = this.tagsOf(img.id);

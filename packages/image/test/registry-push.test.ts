@@ -11,7 +11,7 @@ import {
   describeBackend, expectSameTree, registryMissing, relay, skopeo, startFaultProxy, startRegistry,
   type FaultProxy, type RegistryFixture,
 } from '@cairnfs/testkit';
-import { sampleLayers, tarDir, writeDockerSave } from '@cairnfs/testkit';
+import { fileEntry, packedTarOf, sampleLayers, tarDir, writeDockerSave } from '@cairnfs/testkit';
 import { freshStore, imageTree, seedDockerArchive } from './registry-fixture.js';
 
 const FAST = { insecure: true, retry: { attempts: 3, baseDelayMs: 20, maxDelayMs: 100 } };
@@ -179,5 +179,17 @@ describeBackend('registry', registryMissing(), () => {
     expect(codes).toEqual(['ERR_INVALID_OPTION', 'ERR_INVALID_OPTION', 'ERR_IMAGE_NOT_FOUND']);
     expect(await src.store.push('demo:1', `${proxy.host}/x:1`, { ...FAST, compression: 'brotli' as 'gzip' }).catch((e: unknown) => (e as { code: string }).code)).toBe('ERR_INVALID_OPTION');
     expect(proxy.log).toEqual([]);
+  });
+  test('an image with a layer that cannot be rebuilt byte for byte is refused before its layer is uploaded (its manifest would not match the config)', async () => {
+    // issue 13: the fallback for an inexact layer is the driver's diff, whose digest is not the config's diff id.
+    const dir = join(work, 'inexact');
+    const layer = await packedTarOf([fileEntry('x', 'first'), fileEntry('x', 'second')]);
+    await writeDockerSave(dir, [layer], 'inexact:1');
+    const [img] = await src.store.importImage(dir);
+    expect(src.store.layer(img!.layers[0]!).exact).toBe(false);
+    const err = await src.store.push('inexact:1', `${proxy.host}/inexact/app:1`, FAST).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'ERR_NOT_SUPPORTED' });
+    expect((err as Error).message).toMatch(/cannot be pushed.*byte for byte/);
+    expect(writes()).toEqual([]); // no upload started, no manifest
   });
 });

@@ -114,6 +114,8 @@ static Napi::Object InitCairnSys(Napi::Env env, Napi::Object exports) {
   cairn::InitQuota(env, exports);
   cairn::InitWalk(env, exports);
   cairn::InitTarPack(env, exports);
+  cairn::InitOpenFile(env, exports);
+  cairn::InitUserns(env, exports);
   return exports;
 }
 

@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { loadAddon } from './load.js';
 import type { LayerApplier, TarLimits } from './applier.js';
 import type { BtrfsChildSubvolume, BtrfsFsInfo } from './btrfs.js';
+import type { BeneathFile } from './openfile.js';
 import type { TarPacker } from './tarpack.js';
 import type { DirStats, StatBatch } from './walk.js';
 
@@ -39,14 +40,16 @@ export interface NativeBinding {
 
   // applier.ts (native/untar.cc)
   LayerApplier: new (root: string, whiteouts: number, noDevices: boolean, ownership: boolean, euid: number, egid: number, umask: number,
-    legacyKernel: boolean) => LayerApplier;
+    legacyKernel: boolean, idMappings: IdRanges | null, ignoreChownErrors: boolean, opaqueXattr: string | undefined) => LayerApplier;
   tarLimits: TarLimits;
   // tarpack.ts (native/tarpack.cc)
-  TarPacker: new (root: string, flags: number, walk: boolean) => TarPacker;
+  TarPacker: new (root: string, flags: number, walk: boolean, idMappings: IdRanges | null) => TarPacker;
   // walk.ts (native/walk.cc)
   statDirSync(dir: string, flags: number, root: string | undefined): DirStats;
   statPathsSync(base: string, rels: readonly string[], flags: number): StatBatch;
   readFileIntoSync(path: string, buf: Uint8Array, offset: number, length: number): number;
+  // openfile.ts (native/openfile.cc)
+  openBeneathSync(root: number | string, rel: string, flags: number): BeneathFile;
   // btrfs.ts (native/btrfs.cc)
   btrfsSubvolCreate(dir: string, name: string): Promise<void>;
   btrfsSnapshot(source: string, dir: string, name: string, readOnly: boolean): Promise<void>;
@@ -64,7 +67,16 @@ export interface NativeBinding {
   xfsSetProjectLimit(path: string, projectId: number, bytes: number): Promise<void>;
   xfsGetProjectLimit(path: string, projectId: number): Promise<number>;
   xfsQuotaState(path: string): Promise<number>;
+  // index.ts (native/userns.cc)
+  makeUserNamespaceSync(maps: IdRanges): number;
+  idmappedMount(source: string, target: string, usernsFd: number, readOnly: boolean, recursive: boolean): Promise<void>;
+  shiftOwnership(root: string, maps: IdRanges, toHost: boolean): Promise<void>;
 }
+
+/** One range of an id map: `size` ids from `containerId` on stand for `hostId` on (core's IdMap). */
+export interface IdRange { containerId: number; hostId: number; size: number }
+/** A uid map and a gid map (core's IdMappings). */
+export interface IdRanges { uidMap: readonly IdRange[]; gidMap: readonly IdRange[] }
 
 /** Flag values from the C headers the addon was compiled against (frozen). */
 export interface NativeConstants {
@@ -80,6 +92,11 @@ export interface NativeConstants {
   readonly S_IFLNK: number;
   readonly LOCK_SH: number; readonly LOCK_EX: number; readonly LOCK_UN: number; readonly LOCK_NB: number;
 }
+
+/** One range of an id map: `size` ids from `containerId` on stand for `hostId` on (core's IdMap). */
+export interface IdRange { containerId: number; hostId: number; size: number }
+/** A uid map and a gid map (core's IdMappings). */
+export interface IdRanges { uidMap: readonly IdRange[]; gidMap: readonly IdRange[] }
 
 function load(): NativeBinding {
   // CAIRN_SYS_ADDON: another build of this same addon (scripts/sanitize.sh points it at

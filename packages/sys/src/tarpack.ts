@@ -1,6 +1,6 @@
 // Layer export in the addon: the tar of a layer directory (or of changed paths in it)
 // written straight into caller-supplied buffers, with no JS work per entry.
-import { native } from './native.js';
+import { native, type IdRanges } from './native.js';
 
 /** {@link openTarPacker} flag: overlayfs whiteouts (0/0 char device → `.wh.<name>`, opaque dir → `.wh..wh..opq`). */
 export const PACK_OVERLAY = 1;
@@ -16,6 +16,13 @@ export const PACK_PATH_ORDER = 2;
  * files opened by name instead of through a file handle).
  */
 export const PACK_LEGACY_KERNEL = 4;
+/**
+ * {@link openTarPacker} flag: pack entries whose name starts with `.wh.` as they are.
+ * Without it such an entry fails the pack with `cairnCode` 'ERR_UNSAFE_ARCHIVE' (`detail`
+ * 'whiteout-name'): in a layer tar the name means a deletion, so a file a container made
+ * must not be packed under it. For aufs branches, whose `.wh.` files are their whiteouts.
+ */
+export const PACK_KEEP_WHITEOUT_NAMES = 8;
 
 /**
  * A tar packer on a layer directory. Entries are exactly those of `@cairnfs/core`'s
@@ -34,7 +41,8 @@ export const PACK_LEGACY_KERNEL = 4;
  * not there), or 'ERR_INVALID_ARCHIVE' (`detail` 'short:<size>': a file is shorter than
  * its lstat size; 'changed': a path no longer holds what its lstat saw — a file replaced
  * by a device, a fifo or another file while packing; 'xattr:<name>': an xattr name with
- * '=' that PAX cannot carry), with `subject` the entry's path.
+ * '=' that PAX cannot carry), with `subject` the entry's path; or 'ERR_UNSAFE_ARCHIVE'
+ * (`detail` 'whiteout-name', see {@link PACK_KEEP_WHITEOUT_NAMES}).
  */
 export interface TarPacker {
   /** Queues relative, normalised paths (never the root) in archive order; `deletes[i]` ≠ 0 packs rels[i] as `.wh.` whiteout. */
@@ -55,8 +63,11 @@ export interface TarPacker {
  * Opens a packer on `root`. `walk`: pack the whole tree (every entry below the root,
  * depth-first, each directory's names in JS sort() order, as exportOverlayUpper; or
  * with PACK_PATH_ORDER in full-path order);
- * otherwise pack the paths given to push (as exportChanges).
+ * otherwise pack the paths given to push (as exportChanges). `idMappings`: the tree is
+ * stored shifted by these maps; owners are packed host → container (an owner outside them
+ * fails with EOVERFLOW). Placeholders of devices an unprivileged apply could not make
+ * (RECORDED_DEVICE_XATTR) are packed as those devices.
  */
-export function openTarPacker(root: string, flags = 0, walk = false): TarPacker {
-  return new native.TarPacker(root, flags, walk);
+export function openTarPacker(root: string, flags = 0, walk = false, idMappings: IdRanges | null = null): TarPacker {
+  return new native.TarPacker(root, flags, walk, idMappings);
 }

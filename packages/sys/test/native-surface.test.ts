@@ -12,12 +12,13 @@ const KINDS: { [K in keyof NativeBinding]: 'function' | 'object' } = {
   lsetxattr: 'function', lgetxattr: 'function', llistxattr: 'function', lremovexattr: 'function',
   lutimesNsSync: 'function', flockSync: 'function', major: 'function', minor: 'function', makedev: 'function',
   LayerApplier: 'function', tarLimits: 'object', TarPacker: 'function',
-  statDirSync: 'function', statPathsSync: 'function', readFileIntoSync: 'function',
+  statDirSync: 'function', statPathsSync: 'function', readFileIntoSync: 'function', openBeneathSync: 'function',
   btrfsSubvolCreate: 'function', btrfsSnapshot: 'function', btrfsSubvolDestroy: 'function', btrfsGetFlags: 'function',
   btrfsSetFlags: 'function', btrfsSubvolId: 'function', btrfsSubvolChildren: 'function', btrfsFsInfo: 'function',
   btrfsQgroupLimit: 'function', btrfsQgroupDestroy: 'function',
   xfsGetProjectId: 'function', xfsSetProjectId: 'function', xfsSetProjectLimit: 'function', xfsGetProjectLimit: 'function',
   xfsQuotaState: 'function',
+  makeUserNamespaceSync: 'function', idmappedMount: 'function', shiftOwnership: 'function',
 };
 
 test('the addon exports exactly the names NativeBinding types, each of the declared kind', () => {

@@ -16,5 +16,9 @@ export {
   sha, tarOf as packedTarOf, fileEntry, dirEntry, sampleLayers, configFor, writeDockerSave, writeOciLayout, tarDir,
   type Compress,
 } from './image-fixture.js';
+export {
+  shiftMap, multiUserLayerTar, ownersAndInodes, ownersOf, runAs, idmappedGetChecks, shiftedLayerChecks, tarOwners, type IdmapHarness,
+} from './idmap-checks.js';
+export { ROOTLESS_USER, ROOTLESS_REPO, rootlessMissingReason, ensureRootlessUser, runRootless, runJestRootless, type RootlessUser, type RootlessRun, type RootlessJestRun } from './rootless.js';
 export * from './registry.js';
 export * from './httpproxy.js';

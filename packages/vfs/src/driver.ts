@@ -1,15 +1,17 @@
+import { createHash } from 'node:crypto';
 import { constants as fsConstants } from 'node:fs';
-import { chmod, chown, copyFile, mkdir, readdir, realpath, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, chown, copyFile, mkdir, readdir, realpath, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import {
   CairnError, MountRefs, STAGING_DIR, TRASH_DIR, assertValidId, commitStaged, copyTree, detectBackingFs, discardDir,
   errnoCode, fsyncDir, isValidId, LayerQuotas, makeStagingDir, normalizeParent, parseByteSize, openUnderHomeLock,
-  readMountInfo, sweepLeftovers, translateSpaceError, mountLabelOption,
+  readMountInfo, sweepLeftovers, translateSpaceError, mountLabelOption, idMappingsKey, parseIdMappingsKey,
+  probeIdmappedMounts, sameIdMappings, validateIdMappings, attachIdmappedView,
 } from '@cairnfs/core';
 import { NaiveDiff, NaiveDiffDriver, applyLayer } from '@cairnfs/archive';
-import type { CreateOptions, DriverSetup, GetOptions, HomeLock, StorageDriver } from '@cairnfs/core';
-import { constants as sysConstants, mount, umount2 } from '@cairnfs/sys';
+import type { ApplyDiffOptions, CreateOptions, DriverSetup, GetOptions, HomeLock, IdMappings, StorageDriver } from '@cairnfs/core';
+import { constants as sysConstants, mount, shiftOwnership, umount2 } from '@cairnfs/sys';
 import { VfsLayout } from './layout.js';
 import { layerMeta } from './meta.js';
 import type { LayerMeta } from './meta.js';
@@ -18,6 +20,8 @@ import type { LayerMeta } from './meta.js';
 export interface VfsSettings {
   /** `vfs.size`: default size quota of container layers, bytes; 0 = none. */
   defaultSize: number;
+  /** `vfs.idmapped_mounts` (default true): false makes every id-mapped get a chown copy. */
+  idmappedMounts: boolean;
 }
 
 /** An entry of the in-memory layer table; `committed` is false while create() is still copying. */
@@ -57,6 +61,8 @@ export class VfsDriver extends NaiveDiffDriver implements StorageDriver {
   private readonly refs: MountRefs;
   protected readonly naive: NaiveDiff;
   private closed = false;
+  /** Whether id-mapped mounts work here (null) or why not; asked on the first id-mapped get or status(). */
+  private idmapVerdict: Promise<string | null> | undefined;
 
   private constructor(
     readonly home: string,
@@ -66,6 +72,7 @@ export class VfsDriver extends NaiveDiffDriver implements StorageDriver {
     private readonly quotas: LayerQuotas,
     /** `vfs.size`: default size quota of container layers, bytes; 0 = none. */
     private readonly defaultSize: number,
+    private readonly idmappedMounts: boolean,
   ) {
     super();
     this.layout = new VfsLayout(home);
@@ -74,9 +81,10 @@ export class VfsDriver extends NaiveDiffDriver implements StorageDriver {
       unmount: (id, path) => this.unmountLayer(id, path),
     });
     this.naive = new NaiveDiff({
-      get: (id) => this.get(id),
+      get: (id, opts) => this.get(id, opts),
       put: (id) => this.put(id),
       parentOf: async (id) => this.committed(id).parent,
+      storedIdMap: async (id) => this.storedIdMap(id),
     }, { whiteouts: 'delete' });
   }
 
@@ -95,8 +103,10 @@ export class VfsDriver extends NaiveDiffDriver implements StorageDriver {
       await mkdir(layout.layersDir, { recursive: true, mode: 0o700 });
       await mkdir(layout.metaDir, { recursive: true, mode: 0o700 });
       await unmountStale(layout.layersDir);
+      await mkdir(layout.idmappedDir, { recursive: true, mode: 0o700 });
+      await unmountStale(layout.idmappedDir);
       const reflink = await probeReflink(home);
-      const driver = new VfsDriver(home, lock, reflink, quotas, settings.defaultSize);
+      const driver = new VfsDriver(home, lock, reflink, quotas, settings.defaultSize, settings.idmappedMounts);
       await driver.recover();
       return driver;
     });
@@ -160,11 +170,13 @@ export class VfsDriver extends NaiveDiffDriver implements StorageDriver {
         if (parentId !== null && !this.layers.get(parentId)?.committed) {
           throw new CairnError('ERR_PARENT_NOT_FOUND', `cannot create layer ${id}: parent layer ${parentId} does not exist`, { subject: parentId });
         }
-        this.layers.set(id, { parent: parentId, kind, sealed: false, committed: false });
+        const idmap = parentId === null ? undefined : this.layers.get(parentId)?.idmap;
+        this.layers.set(id, { parent: parentId, kind, sealed: false, committed: false, ...(idmap ? { idmap } : {}) });
       });
       let staged: string | null = null;
       try {
-        await layerMeta.write(this.layout.metaPath(id), { parent: parentId, kind, sealed: false });
+        const { committed: _c, ...meta } = this.layers.get(id)!;
+        await layerMeta.write(this.layout.metaPath(id), meta); // the parent's tree, so its id map too
         staged = await makeStagingDir(this.home, id);
         // Before the copy, as moby: the parent's tree counts against the layer's limit.
         if (size > 0) await this.quotas.limit(staged, size, id);
@@ -209,6 +221,9 @@ export class VfsDriver extends NaiveDiffDriver implements StorageDriver {
       await discardDir(this.home, this.layout.layerPath(id), id);
       this.layers.delete(id);
       await layerMeta.remove(this.layout.metaPath(id));
+      for (const name of await readdir(this.layout.copiesDir).catch(() => [] as string[])) {
+        if (name.startsWith(`${id}-`) && /^[0-9a-f]{16}$/.test(name.slice(id.length + 1))) await rm(join(this.layout.copiesDir, name), { recursive: true, force: true });
+      }
     });
   }
 
@@ -225,6 +240,10 @@ export class VfsDriver extends NaiveDiffDriver implements StorageDriver {
   private async mountLayer(id: string, opts: GetOptions): Promise<string> {
     const layer = this.committed(id);
     const path = this.layout.layerPath(id);
+    if (opts.idMappings) {
+      const mapped = await this.mountMapped(id, layer, validateIdMappings(opts.idMappings));
+      if (mapped !== null) return mapped;
+    }
     if (layer.sealed) {
       // Bind onto itself, then make that bind read-only (a bind mount ignores MS_RDONLY on the first call).
       await mount(path, path, null, sysConstants.MS_BIND);
@@ -239,7 +258,74 @@ export class VfsDriver extends NaiveDiffDriver implements StorageDriver {
   }
 
   private async unmountLayer(id: string, path: string): Promise<void> {
+    if (path === this.layout.idmappedPath(id)) {
+      await umount2(path, sysConstants.MNT_DETACH);
+      await rmdirQuiet(path);
+      return;
+    }
     if (this.layers.get(id)?.sealed) await umount2(path);
+  }
+
+  /** null when id-mapped mounts work here, else why the driver makes chown copies instead. */
+  idmapUnsupported(): Promise<string | null> {
+    this.idmapVerdict ??= this.idmappedMounts
+      ? probeIdmappedMounts(this.home).catch((err: unknown) => `the id-mapped mount probe failed: ${(err as Error).message}`)
+      : Promise.resolve('vfs.idmapped_mounts=false');
+    return this.idmapVerdict;
+  }
+
+  /**
+   * get with idMappings: the layer's own dir attached through an id-mapped mount at
+   * `idmapped/<id>` (read-only for sealed image layers); files written through it are
+   * stored back in container ids, so nothing needs recording. Where id-mapped mounts do
+   * not work: a container layer (already the container's own full copy) is shifted in
+   * place and its map recorded; an image layer gets a chown copy, kept per map and bound
+   * read-only. A layer already stored shifted by the same map is handed out as it is
+   * (null: the caller's ordinary path); by another map, refused.
+   */
+  private async mountMapped(id: string, layer: LayerState, maps: IdMappings): Promise<string | null> {
+    if (layer.idmap !== undefined) {
+      if (sameIdMappings(parseIdMappingsKey(layer.idmap, `layer ${id}`), maps)) return null;
+      throw new CairnError('ERR_INVALID_OPTION',
+        `layer ${id} is stored shifted by the id map ${layer.idmap}; it cannot be shown with ${idMappingsKey(maps)} (use the same idMappings)`, { subject: id });
+    }
+    const target = this.layout.idmappedPath(id);
+    const why = await this.idmapUnsupported();
+    if (why === null) {
+      await attachIdmappedView(this.layout.layerPath(id), target, maps, { readOnly: layer.sealed, subject: id });
+      return target;
+    }
+    if (!layer.sealed) {
+      // The container's own copy: shift it in place, once, and remember the map.
+      await shiftOwnership(this.layout.layerPath(id), maps, true);
+      layer.idmap = idMappingsKey(maps);
+      const { committed: _c, ...meta } = layer;
+      await layerMeta.write(this.layout.metaPath(id), meta);
+      return null;
+    }
+    const copy = this.layout.copyPath(id, createHash('sha256').update(idMappingsKey(maps)).digest('hex').slice(0, 16));
+    if (!(await isDir(copy))) {
+      await mkdir(this.layout.copiesDir, { recursive: true, mode: 0o700 });
+      const staged = await makeStagingDir(this.home, `${id}-idmap`);
+      try {
+        await copyTree(this.layout.layerPath(id), staged, { reflink: this.reflink ? 'always' : 'never' });
+        await shiftOwnership(staged, maps, true);
+        await rename(staged, copy);
+      } catch (err) {
+        await rm(staged, { recursive: true, force: true }).catch(() => undefined);
+        throw translateSpaceError(err, `making a chown copy of vfs layer ${id}`);
+      }
+    }
+    await mkdir(target, { mode: 0o700 }).catch((err) => { if (errnoCode(err) !== 'EEXIST') throw err; });
+    try {
+      await mount(copy, target, null, sysConstants.MS_BIND);
+      await mount('none', target, null, sysConstants.MS_BIND | sysConstants.MS_REMOUNT | sysConstants.MS_RDONLY);
+    } catch (err) {
+      await umount2(target, sysConstants.MNT_DETACH).catch(() => undefined);
+      await rmdirQuiet(target);
+      throw err;
+    }
+    return target;
   }
 
   /**
@@ -250,11 +336,12 @@ export class VfsDriver extends NaiveDiffDriver implements StorageDriver {
    * Refused (ERR_LAYER_IN_USE) while the layer is mounted (the swap would pull the tree
    * from under its users) or has children (they were copied from the old tree).
    */
-  async applyDiff(id: string, parent: string | null | undefined, tar: Readable | AsyncIterable<Uint8Array>): Promise<number> {
+  async applyDiff(id: string, parent: string | null | undefined, tar: Readable | AsyncIterable<Uint8Array>, opts: ApplyDiffOptions = {}): Promise<number> {
     assertValidId(id);
     normalizeParent(parent); // validated only: the layer already holds its parent's tree
     return this.refs.withLock(id, async () => {
       const layer = this.committed(id);
+      const maps = this.applyMap(id, layer, opts);
       if (this.refs.isMounted(id)) {
         throw new CairnError('ERR_LAYER_IN_USE', `cannot apply a diff to layer ${id} while it is mounted; put it first`, { subject: id });
       }
@@ -268,7 +355,9 @@ export class VfsDriver extends NaiveDiffDriver implements StorageDriver {
       try {
         await this.quotas.carryOver(path, staged);
         await copyTree(path, staged, { reflink: this.reflink ? 'always' : 'never' });
-        bytes = await applyLayer(staged, tar, { whiteouts: 'delete' });
+        bytes = await applyLayer(staged, tar, {
+          whiteouts: 'delete', ...(maps ? { idMappings: maps } : {}), ...(opts.ignoreChownErrors ? { ignoreChownErrors: true } : {}),
+        });
       } catch (err) {
         await rm(staged, { recursive: true, force: true }).catch(() => undefined);
         throw translateSpaceError(err, `applying a diff to vfs layer ${id}`);
@@ -282,11 +371,36 @@ export class VfsDriver extends NaiveDiffDriver implements StorageDriver {
       await rename(staged, path);
       await fsyncDir(this.layout.layersDir);
       const sealed = layer.kind === 'image';
-      await layerMeta.write(this.layout.metaPath(id), { parent: layer.parent, kind: layer.kind, sealed });
+      const idmap = maps ? idMappingsKey(maps) : undefined;
+      await layerMeta.write(this.layout.metaPath(id), { parent: layer.parent, kind: layer.kind, sealed, ...(idmap ? { idmap } : {}) });
       layer.sealed = sealed;
+      if (idmap) layer.idmap = idmap;
       await rm(trash, { recursive: true, force: true }).catch(() => undefined);
       return bytes;
     });
+  }
+
+  /** The id map the layer's files are stored shifted by, or null (container ids). */
+  async storedIdMap(id: string): Promise<IdMappings | null> {
+    const { idmap } = this.committed(id);
+    return idmap === undefined ? null : parseIdMappingsKey(idmap, `layer ${id}`);
+  }
+
+  /**
+   * The map an applyDiff stores owners by: the one asked for, else the one the layer already
+   * holds (inherited from its parent). A layer's files are in one id space: a map other than
+   * the layer's own is refused, and so is a map for a layer holding an unshifted parent tree.
+   */
+  private applyMap(id: string, layer: LayerState, opts: ApplyDiffOptions): IdMappings | null {
+    const held = layer.idmap === undefined ? null : parseIdMappingsKey(layer.idmap, `layer ${id}`);
+    if (!opts.idMappings) return held;
+    const maps = validateIdMappings(opts.idMappings);
+    if (held ? !sameIdMappings(held, maps) : layer.parent !== null) {
+      throw new CairnError('ERR_INVALID_OPTION',
+        `layer ${id} holds its parent's files ${held ? `shifted by ${layer.idmap}` : 'in container ids'}; apply it with ${held ? 'the same idMappings' : 'no idMappings (or apply the whole image with them)'}`,
+        { subject: id });
+    }
+    return maps;
   }
 
   async status(): Promise<Array<[string, string]>> {
@@ -295,6 +409,7 @@ export class VfsDriver extends NaiveDiffDriver implements StorageDriver {
       ['Backing Filesystem', fs.name],
       ['Reflink', this.reflink ? 'yes' : 'no'],
       ['Layers', String([...this.layers.values()].filter((l) => l.committed).length)],
+      ['Id-mapped mounts', await this.idmapUnsupported().then((why) => (why === null ? 'yes' : `no, chown copies (${why})`))],
     ];
   }
 
@@ -345,6 +460,10 @@ function sizeFor(id: string, storageOpt: Record<string, string> | undefined, kin
     size = parseByteSize(value, 'storage option size');
   }
   return size;
+}
+
+async function rmdirQuiet(path: string): Promise<void> {
+  await rmdir(path).catch(() => undefined);
 }
 
 async function isDir(path: string): Promise<boolean> {

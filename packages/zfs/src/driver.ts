@@ -2,10 +2,10 @@ import { mkdir, readdir, realpath, rmdir } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import {
   CairnError, MountRefs, openUnderHomeLock, assertValidId, normalizeParent, parseByteSize, readMountInfo,
-  translateSpaceError,
+  translateSpaceError, refuseIdMappings,
 } from '@cairnfs/core';
 import { NaiveDiff, NaiveDiffDriver } from '@cairnfs/archive';
-import type { CreateOptions, DriverSetup, GetOptions, HomeLock, StorageDriver } from '@cairnfs/core';
+import type { CreateOptions, DriverSetup, GetOptions, HomeLock, StorageDriver, ApplyDiffOptions } from '@cairnfs/core';
 import { ZfsCommandError, ZfsCommands } from './command.js';
 import { ZfsLayout } from './layout.js';
 import { ZfsMounter, detectMountMethod, findDatasetMount, makeReadOnly, mountProperties, retryWhileBusy } from './mount.js';
@@ -336,6 +336,7 @@ export class ZfsDriver extends NaiveDiffDriver implements StorageDriver {
 
   async get(id: string, opts: GetOptions = {}): Promise<string> {
     assertValidId(id);
+    refuseIdMappings('zfs', id, opts.idMappings);
     this.assertOpen();
     return this.refs.get(id, opts);
   }
@@ -364,7 +365,7 @@ export class ZfsDriver extends NaiveDiffDriver implements StorageDriver {
    * is then sealed: `cairn:sealed=yes` on its dataset (one call), and every mount of it,
    * present and future, read-only. Its clones are not affected.
    */
-  async applyDiff(id: string, parent: string | null | undefined, tar: Readable | AsyncIterable<Uint8Array>): Promise<number> {
+  async applyDiff(id: string, parent: string | null | undefined, tar: Readable | AsyncIterable<Uint8Array>, opts: ApplyDiffOptions = {}): Promise<number> {
     assertValidId(id);
     normalizeParent(parent);
     const layer = this.committed(id);
@@ -376,7 +377,7 @@ export class ZfsDriver extends NaiveDiffDriver implements StorageDriver {
     let bytes: number;
     try {
       try {
-        bytes = await this.naive.applyDiff(id, parent, tar);
+        bytes = await this.naive.applyDiff(id, parent, tar, opts);
       } catch (err) {
         throw translateSpaceError(err, `applying a diff to zfs layer ${id}`);
       }

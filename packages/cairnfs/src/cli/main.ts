@@ -4,7 +4,9 @@
 // thing and releases it (except `mount`, whose mount must outlive the process).
 import { createRequire } from 'node:module';
 import { Command, CommanderError, Option } from 'commander';
-import { defaultRegistry } from '../index.js';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { ROOTLESS_UID_ENV, defaultRegistry } from '../index.js';
 import { globals, UsageError, withStore } from './context.js';
 import { exitCodeOf } from './exit-codes.js';
 import { registerCompletionCommand } from './commands/completion.js';
@@ -16,13 +18,19 @@ import { registerStorageCommands } from './commands/storage.js';
 import { printJson, printTable } from './output.js';
 import { registryCommands } from './registry.js';
 
+/** /var/lib/cairn, or for a rootless user (inside `cairn unshare`) a root in their home, as podman does. */
+function defaultRoot(): string {
+  if (!process.env[ROOTLESS_UID_ENV]) return '/var/lib/cairn';
+  return join(process.env.XDG_DATA_HOME || join(homedir(), '.local', 'share'), 'cairn');
+}
+
 // From src/cli and dist/cli alike, the package root is two levels up.
 const { version } = createRequire(import.meta.url)('../../package.json') as { version: string };
 
 const program = new Command('cairn')
   .description('Container image layers on Docker-grade storage drivers (overlay2, btrfs, vfs, …)')
   .version(version, '-V, --version', 'print the version of cairn and exit')
-  .addOption(new Option('--root <dir>', 'storage root').default('/var/lib/cairn').env('CAIRN_ROOT'))
+  .addOption(new Option('--root <dir>', 'storage root (rootless, inside `cairn unshare`: $XDG_DATA_HOME/cairn)').default(defaultRoot()).env('CAIRN_ROOT'))
   .option('--driver <name>', 'storage driver (default: auto-select as moby does)')
   .option('--storage-opt <key=value>', 'driver option, e.g. overlay2.size=10G (repeatable)', (v: string, prev: string[]) => [...prev, v], [] as string[])
   .option('--json', 'machine-readable output (same as --format json)')

@@ -11,6 +11,7 @@ import { Readable } from 'node:stream';
 import pLimit from 'p-limit';
 import { CairnError, isCairnError } from '@cairnfs/core';
 import { sha256Of } from '../digest.js';
+import { notExact } from '../export.js';
 import type { ImageInfo, LayerStore } from '../store.js';
 import { RegistryClient, expectStatus, pushScope, type ClientOptions } from './client.js';
 import { compressStream, type PushCompression } from './compress.js';
@@ -110,6 +111,8 @@ export async function pushImage(store: LayerStore, imageRef: string, refText: st
       const known = (await meta.blobsOf(diffId)).filter((b) => reusable.includes(b.mediaType));
       let done = await reuse(client, target, known);
       if (!done) {
+        // A layer rebuilt from the driver's diff would not match the config's diff id.
+        if (!store.layer(chain).exact) throw notExact(`image ${imageRef} cannot be pushed`, store.layer(chain));
         const source = () => store.exportLayer(chain) as AsyncIterable<Buffer>;
         done = await uploadBlob(client, target.repository, source, compression, opts, tmp, (n) => report({ index, status: 'uploading', bytesDone: n }));
       }
