@@ -57,7 +57,7 @@ try {
       await store.createContainer('nope:1', 'c2');
       assert.fail('createContainer on a missing image succeeded');
     } catch (err) {
-      assert.ok(isCairnError(err) && err.code === 'ERR_LAYER_NOT_FOUND', String(err));
+      assert.ok(isCairnError(err) && err.code === 'ERR_IMAGE_NOT_FOUND', String(err));
     }
   } finally {
     await driver.cleanup();
