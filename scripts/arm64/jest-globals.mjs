@@ -13,11 +13,24 @@ import { expect } from 'expect';
 
 register(new URL('./resolve-hooks.mjs', import.meta.url));
 
-/** jest's test(name, fn, timeout) as node:test's test(name, { timeout }, fn). */
+/** jest's printf-style title for one row of test.each: %s %d %i %p %j %o take the row's values in turn. */
+function eachTitle(title, args) {
+  let i = 0;
+  return title.replace(/%[sdipjo%]/g, (m) => (m === '%%' ? '%' : i < args.length ? String(args[i++]) : m));
+}
+
+/** jest's test(name, fn, timeout) as node:test's test(name, { timeout }, fn), with test.each. */
 function wrapTest(fn) {
   const wrapped = (name, body, timeout) => fn(name, timeout ? { timeout } : {}, body);
   wrapped.skip = (name, body) => fn(name, { skip: true }, body);
   wrapped.only = (name, body, timeout) => fn(name, { only: true, ...(timeout ? { timeout } : {}) }, body);
+  // Rows are arrays (spread into the body) or single values, as in jest.
+  wrapped.each = (rows) => (title, body, timeout) => {
+    for (const row of rows) {
+      const args = Array.isArray(row) ? row : [row];
+      fn(eachTitle(title, args), timeout ? { timeout } : {}, () => body(...args));
+    }
+  };
   return wrapped;
 }
 
