@@ -41,6 +41,14 @@ packages+=(gcc libc6-dev)
 # rootless: newuidmap/newgidmap for `cairn unshare`, fuse-overlayfs as overlay2.mount_program
 packages+=(uidmap fuse-overlayfs)
 
+# @cairnfs/sys prebuilt binaries: scripts/prebuild.sh compiles linux-x64 and linux-arm64 (g++ and
+# Debian's cross g++, which brings the arm64 glibc/libstdc++ too); scripts/arm64/test-sys.sh runs
+# the arm64 one under qemu-user
+packages+=(g++ g++-aarch64-linux-gnu qemu-user)
+
+# cairn completion: the generated zsh and fish scripts are run by their shells in the CLI tests
+packages+=(zsh fish)
+
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -10,6 +10,10 @@
  * const report = await probe({ root: '/var/lib/cairn' }); // why each driver was or was not chosen
  * ```
  *
+ * Images and containers on top of a driver ({@link LayerStore}, {@link exportImage}) and
+ * moving a store between drivers ({@link migrate}) are re-exported here too, so one
+ * dependency is enough.
+ *
  * Driver authors who need the building blocks (staging, mount refcounts, the archive
  * code) import `@cairnfs/core` and `@cairnfs/archive` directly; this package re-exports the user-facing API.
  * @packageDocumentation
@@ -45,10 +49,14 @@ export type { MigrateOptions, MigrateProgress, MigrateResult, LayerRef } from '.
 export { packEntries, readTar } from '@cairnfs/archive';
 export type { TarSourceEntry, TarHeaderInput, TarItem, TarEntry } from '@cairnfs/archive';
 
-// Images: the layer store (import, export, commit) and registries (pull, push, login).
-export { LayerStore, exportImage, login, logout, parseReference, formatReference, familiarName, parsePlatform } from '@cairnfs/image';
+// Images: the layer store (import docker save / OCI images, containers, commit, export)
+// and registries (pull, push, login).
+export {
+  LayerStore, exportImage, login, logout, parseReference, formatReference, familiarName, parsePlatform,
+  chainIdOf, chainIds, normalizeTag, DEFAULT_MAX_UNCOMPRESSED_BYTES,
+} from '@cairnfs/image';
 export type {
-  ImageInfo, LayerInfo, ContainerInfo, ImportOptions, ImportProgress, StoreOptions,
+  ImageInfo, LayerInfo, ContainerInfo, ImportOptions, ImportProgress, StoreOptions, Compression,
   PullOptions, PullProgress, LayerProgress, PushOptions, PushProgress, PushResult, LoginOptions, Credentials, Reference, Platform, TlsOptions, RetryOptions,
 } from '@cairnfs/image';
 

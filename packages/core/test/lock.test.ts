@@ -4,12 +4,14 @@ import { once } from 'node:events';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { acquireHomeLock, HOME_LOCK_FILE, isCairnError } from '@cairnfs/core';
 
 // The child is plain Node holding flock(2) through the same addon the library uses, so
 // the test sees exactly what a second cairn process would do to us and we to it.
-const ADDON = fileURLToPath(new URL('../../sys/build/Release/cairn_sys.node', import.meta.url));
+// node-gyp-build picks the binary the library loads (a local build, else the prebuilt one).
+const ADDON: string = createRequire(import.meta.url)('node-gyp-build').path(fileURLToPath(new URL('../../sys', import.meta.url)));
 const CHILD = `
 const fs = require('fs');
 const [addonPath, lockPath, releaseAfterMs] = process.argv.slice(1);

@@ -8,6 +8,7 @@ export * from './zfs.js';
 export * from './fuzz.js';
 export * from './racer.js';
 export * from './vm.js';
+export * from './busybox.js';
 export { codeOf, expectIndependent16MQuotas, writeError } from './quota-checks.js';
 export { loadDriverFactory, readPlan, runChild, runJournaled, say } from './crash-protocol.js';
 export { T as AUFS_STORE_MTIME, put as putPinned, pinDirTimes, writeDockerStore, writeExpectedTop } from './aufs-store.js';
