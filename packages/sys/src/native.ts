@@ -93,11 +93,6 @@ export interface NativeConstants {
   readonly LOCK_SH: number; readonly LOCK_EX: number; readonly LOCK_UN: number; readonly LOCK_NB: number;
 }
 
-/** One range of an id map: `size` ids from `containerId` on stand for `hostId` on (core's IdMap). */
-export interface IdRange { containerId: number; hostId: number; size: number }
-/** A uid map and a gid map (core's IdMappings). */
-export interface IdRanges { uidMap: readonly IdRange[]; gidMap: readonly IdRange[] }
-
 function load(): NativeBinding {
   // CAIRN_SYS_ADDON: another build of this same addon (scripts/sanitize.sh points it at
   // the ASan/UBSan build); unset, node-gyp-build's pick (a local build, else the prebuilt one).
