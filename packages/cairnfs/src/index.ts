@@ -42,7 +42,7 @@ export type { BackingFs } from '@cairnfs/core';
 export { overlay2Driver, btrfsDriver, zfsDriver, devicemapperDriver, aufsDriver, vfsDriver };
 
 // Moving a store from one driver to another (aufs → overlay2 is the classic case).
-export { migrate } from './migrate.js';
+export { migrate, DEFAULT_MIGRATE_MAX_LAYER_BYTES } from './migrate.js';
 export type { MigrateOptions, MigrateProgress, MigrateResult, LayerRef } from './migrate.js';
 
 // Building and reading layer tars (for runtimes that commit containers or make layers).

@@ -176,7 +176,7 @@ function unusableError(result: ProbeResult, home: string, prior: boolean): Cairn
  *   own filesystem (btrfs, zfs) unless the home is on it.
  * The driver's open takes the home lock (ERR_LOCKED, waiting up to `lockTimeoutMs`).
  * The root is created 0711, or tightened to 0711, as moby's; a root or home owned by
- * another user is refused with ERR_INVALID_OPTION ({@link secureDir}).
+ * another user is refused with ERR_INVALID_OPTION (secureDir in @cairnfs/core).
  */
 export async function openDriver(opts: OpenOptions): Promise<StorageDriver> {
   const setup = checkSetup(opts);
