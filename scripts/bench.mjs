@@ -24,6 +24,7 @@ import { zfsCases } from '../bench/cases/zfs-layer.mjs';
 import { dmCases } from '../bench/cases/dm-layer.mjs';
 import { rssCase } from '../bench/cases/rss.mjs';
 import { importCases } from '../bench/cases/import.mjs';
+import { idmapGetCases, rootlessImportCases } from '../bench/cases/idmap.mjs';
 import { pullCases } from '../bench/cases/pull.mjs';
 import { multiprocCases } from '../bench/cases/multiproc.mjs';
 
@@ -38,7 +39,7 @@ const check = flag('--check');
 const quick = flag('--quick') || check;
 const json = flag('--json');
 const pairs = Number(value('--pairs') ?? (check ? 3 : 5));
-const all = ['apply', 'export', 'changes', 'vfs-create', 'overlay2', 'multiproc', 'btrfs', 'zfs', 'dm', 'import', 'pull', 'rss'];
+const all = ['apply', 'export', 'changes', 'vfs-create', 'overlay2', 'multiproc', 'btrfs', 'zfs', 'dm', 'import', 'pull', 'idmap', 'rootless-import', 'rss'];
 const boundsFile = join(dirname(fileURLToPath(import.meta.url)), '..', 'bench', 'bounds.json');
 const bounds = check ? loadBounds(boundsFile) : null;
 const only = (value('--only') ?? (check ? bounds.cases.join(',') : all.join(','))).split(',');
@@ -115,6 +116,13 @@ try {
     const importCase = (base, where) => importCases({ params: imageParams, base, where, pairs, cairn, image, testkit: dockerdKit });
     if (!noDisk) report(await importCase(scratch.dir('import'), 'repo disk'));
     report(await importCase(scratch.tmpfs('import', 4096), 'tmpfs'));
+  }
+  if (only.includes('idmap')) {
+    report(await idmapGetCases({ base: scratch.dir('idmap'), pairs, cairn, image, imageParams, fileCounts: quick ? [imageParams.files] : [20000, 100000] }));
+  }
+  if (only.includes('rootless-import')) {
+    const rootlessKit = await load('testkit', 'index.js');
+    report(await rootlessImportCases({ pairs, imageParams, testkit: { ...rootlessKit, repoRoot: repo } }));
   }
   if (only.includes('pull')) {
     const pullCase = (base, where) => pullCases({ params: imageParams, base, where, pairs, cairn, image, dockerKit: dockerdKit, registryKit });

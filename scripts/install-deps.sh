@@ -14,6 +14,8 @@
 #   apache2-utils htpasswd -B (bcrypt entries: the only kind distribution's htpasswd auth reads)
 #   openssl       the test CA and certificates for the TLS registry
 #   gcc           the race tests' racer (C, built by the tests: one RENAME_EXCHANGE per loop)
+#   uidmap        newuidmap/newgidmap (setuid): rootless tests run `cairn unshare` as an unprivileged user
+#   fuse-overlayfs  overlay2.mount_program for rootless overlay2 where the kernel cannot mount overlay in a user namespace
 set -euo pipefail
 
 packages=(btrfs-progs xfsprogs e2fsprogs util-linux attr tar zfs-fuse)
@@ -36,6 +38,16 @@ packages+=(libarchive-tools)
 packages+=(docker-registry skopeo apache2-utils openssl)
 # race tests: the racer that swaps names inside a layer while apply/export run
 packages+=(gcc libc6-dev)
+# rootless: newuidmap/newgidmap for `cairn unshare`, fuse-overlayfs as overlay2.mount_program
+packages+=(uidmap fuse-overlayfs)
+
+# @cairnfs/sys prebuilt binaries: scripts/prebuild.sh compiles linux-x64 and linux-arm64 (g++ and
+# Debian's cross g++, which brings the arm64 glibc/libstdc++ too); scripts/arm64/test-sys.sh runs
+# the arm64 one under qemu-user
+packages+=(g++ g++-aarch64-linux-gnu qemu-user)
+
+# cairn completion: the generated zsh and fish scripts are run by their shells in the CLI tests
+packages+=(zsh fish)
 
 missing=()
 for p in "${packages[@]}"; do

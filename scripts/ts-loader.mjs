@@ -17,7 +17,7 @@ const cacheDir = join(tmpdir(), 'cairn-ts-cache');
 const repo = join(dirname(fileURLToPath(import.meta.url)), '..');
 
 export async function resolve(specifier, context, next) {
-  const pkg = /^@cairnfs\/([a-z0-9-]+)$/.exec(specifier);
+  const pkg = /^@cairnfs\/([a-z0-9-]+)$/.exec(specifier) ?? (specifier === 'cairnfs' ? [specifier, 'cairnfs'] : null);
   if (pkg) {
     return { url: pathToFileURL(join(repo, 'packages', pkg[1], 'src', 'index.ts')).href, shortCircuit: true };
   }

@@ -13,6 +13,7 @@ import { openLayerApplier, type LayerApplier } from '@cairnfs/sys';
 import { CairnError, type ErrorCode } from '@cairnfs/core';
 import { asBuffer } from './read-tar.js';
 import type { ApplyOptions } from './apply-options.js';
+import { reportDropped } from './owners.js';
 
 const BATCH_BYTES = 2 << 20;
 
@@ -48,6 +49,9 @@ export async function applyLayerNative(root: string, tar: Readable | AsyncIterab
       euid: process.geteuid?.() ?? -1,
       egid: process.getegid?.() ?? -1,
       umask: processUmask(),
+      idMappings: opts.idMappings ?? null,
+      ignoreChownErrors: opts.ignoreChownErrors ?? false,
+      ...(opts.userXattr ? { opaqueXattr: 'user.overlay.opaque' } : {}),
     });
   } catch (err) {
     throw explain(fromNative(err), '');
@@ -58,7 +62,9 @@ export async function applyLayerNative(root: string, tar: Readable | AsyncIterab
     if (file !== null) {
       if (offThread) await applier.writeFromAsync(file.fd);
       else applier.writeFrom(file.fd);
-      return applier.finish();
+      const bytes = applier.finish();
+      (opts.report ?? ((d) => reportDropped(root, d)))(applier.dropped);
+      return bytes;
     }
     let batch: Buffer[] = [];
     let batchBytes = 0;
@@ -84,7 +90,9 @@ export async function applyLayerNative(root: string, tar: Readable | AsyncIterab
     if (inflight) await inflight;
     inflight = undefined;
     if (batch.length > 0 && !applier.finished) await applier.writeAsync(batch);
-    return applier.finish();
+    const bytes = applier.finish();
+    (opts.report ?? ((d) => reportDropped(root, d)))(applier.dropped);
+    return bytes;
   } catch (err) {
     // A failing input stream while a batch is applying: let the batch settle first.
     if (inflight) await inflight.catch(() => undefined);

@@ -1,3 +1,6 @@
+import type { IdMappings } from '@cairnfs/core';
+import type { ApplierDropped } from '@cairnfs/sys';
+
 // The options of applyLayer, in a module of their own so that apply.ts (the pure-JS path and
 // the entry point) and apply-native.ts (the default path) both depend on them and not on each other.
 
@@ -20,6 +23,26 @@ export interface ApplyOptions {
   noDevices?: boolean;
   /** Apply the entries' uid/gid (lchown). Default: true when running as root. */
   ownership?: boolean;
+  /**
+   * Store every owner shifted container → host by these maps (containers/storage's way of
+   * keeping a layer for a user-namespaced container); an owner they do not cover is
+   * ERR_INVALID_OPTION. diff/export given the same maps shift back.
+   */
+  idMappings?: IdMappings;
+  /**
+   * Rootless with a single id: a chown the kernel refuses (EPERM/EINVAL), or an owner
+   * outside idMappings, leaves the file owned by the caller instead of failing. What was
+   * dropped is reported once per apply as a process warning (code CAIRN_CHOWN_DROPPED).
+   */
+  ignoreChownErrors?: boolean;
+  /**
+   * Told, once the apply is done, what it left undone because the process could not
+   * (chowns dropped under ignoreChownErrors, devices recorded as placeholders). Default:
+   * a process warning for each kind (codes CAIRN_CHOWN_DROPPED, CAIRN_DEVICES_RECORDED).
+   */
+  report?: (dropped: ApplierDropped) => void;
+  /** overlay whiteouts for a mount with `userxattr` (in a user namespace): opaque dirs get `user.overlay.opaque`. */
+  userXattr?: boolean;
   /**
    * Parse and write in JavaScript (tar-parser.ts and node:fs calls, on the calling thread)
    * instead of @cairnfs/sys's native LayerApplier. Default: false, unless the environment

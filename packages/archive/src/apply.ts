@@ -26,6 +26,7 @@ import { TarParser, type TarHandler } from './tar-parser.js';
 import { isMainThread } from 'node:worker_threads';
 import { applyLayerNative, processUmask, refreshUmask } from './apply-native.js';
 import type { ApplyOptions, WhiteoutMode } from './apply-options.js';
+import { OwnerShift, RECORDED_DEVICE_XATTR, recordedDeviceValue, reportDropped } from './owners.js';
 
 const OPEN_NEW = fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW;
 
@@ -67,6 +68,7 @@ export async function applyLayer(dir: string, tar: Readable | AsyncIterable<Uint
     writer.abort();
     throw explain(err, writer.currentName, root);
   }
+  (opts.report ?? ((d) => reportDropped(root, d)))(writer.owners.dropped);
   return writer.bytes;
 }
 
@@ -78,6 +80,19 @@ function explain(err: unknown, entry: string, root: string): unknown {
   if (space !== err) return space;
   const code = errnoCode(err);
   const detail = err instanceof Error ? err.message : String(err);
+  const syscall = (err as { syscall?: string } | null)?.syscall;
+  if (code === 'EOVERFLOW' && syscall === 'chown') {
+    return new CairnError('ERR_INVALID_OPTION',
+      `${what}: its owner has no mapping in idMappings (${detail}); give maps that cover every id the image uses (usually 0-65535), or ignoreChownErrors: true to keep such files owned by the caller`,
+      { subject: entry, cause: err });
+  }
+  if ((code === 'EINVAL' || code === 'EPERM') && (syscall === 'fchown' || syscall === 'lchown' || syscall === 'chown')) {
+    // EINVAL: the id is not mapped in this user namespace (rootless with a single id).
+    return new CairnError('ERR_PREREQUISITES',
+      `${what}: the kernel refused to give it its owner (${detail}); this process cannot own files as every id the layer uses (a user namespace mapping one id?). ` +
+      'Run it through `cairn unshare` (newuidmap with /etc/subuid and /etc/subgid ranges), or pass ignoreChownErrors: true to keep such files owned by the caller.',
+      { subject: entry, cause: err });
+  }
   switch (code) {
     case 'ELOOP':
     case 'EXDEV':
@@ -132,16 +147,22 @@ class LayerWriter implements TarHandler {
   private file: { fd: number; abs: string; entry: TarEntry; inSetgidDir: boolean } | undefined;
   private readonly euid = process.geteuid?.() ?? -1;
   private readonly egid = process.getegid?.() ?? -1;
+  /** Owner shift, dropped chowns, recorded devices (owners.ts). */
+  readonly owners: OwnerShift;
+  private readonly opaqueXattr: string;
 
   constructor(private readonly root: string, opts: ApplyOptions) {
+    this.owners = new OwnerShift(opts.idMappings, opts.ignoreChownErrors ?? false);
+    this.opaqueXattr = opts.userXattr ? 'user.overlay.opaque' : 'trusted.overlay.opaque';
     this.mode = opts.whiteouts ?? 'delete';
     this.noDevices = opts.noDevices ?? false;
     this.ownership = opts.ownership ?? process.getuid?.() === 0;
     this.knownDirs.set('', (fs.statSync(root).mode & 0o2000) !== 0);
   }
 
-  entry(e: TarEntry): void {
-    this.currentName = e.name;
+  entry(entry: TarEntry): void {
+    this.currentName = entry.name;
+    const e = this.ownership ? this.storedOwner(entry) : entry;
     const parts = splitEntryPath(e.name);
     if (parts.length === 0) {
       // `./` describes the layer root itself: only its metadata can change.
@@ -175,7 +196,7 @@ class LayerWriter implements TarHandler {
         if (!st?.isDirectory()) {
           if (st) this.remove(rel, abs, st);
           fs.mkdirSync(abs, 0o700);
-          if (this.whitedOut.has(rel)) sys.lsetxattrSync(abs, 'trusted.overlay.opaque', Buffer.from('y'));
+          if (this.whitedOut.has(rel)) sys.lsetxattrSync(abs, this.opaqueXattr, Buffer.from('y'));
         }
         this.applyDirMetadata(rel, abs, e);
         return;
@@ -224,7 +245,13 @@ class LayerWriter implements TarHandler {
         }
         this.removeIfPresent(rel, abs);
         const kind = e.type === 'char' ? sys.S_IFCHR : e.type === 'block' ? sys.S_IFBLK : sys.S_IFIFO;
-        sys.mknodSync(abs, kind | (e.mode & 0o777), e.devmajor, e.devminor);
+        try {
+          sys.mknodSync(abs, kind | (e.mode & 0o777), e.devmajor, e.devminor);
+        } catch (err) {
+          if (errnoCode(err) !== 'EPERM' || e.type === 'fifo') throw err;
+          this.devicePlaceholder(rel, abs, e); // unprivileged (a user namespace): recorded, not made
+          return;
+        }
         this.applyMetadata(abs, e, true);
         return;
       }
@@ -247,7 +274,7 @@ class LayerWriter implements TarHandler {
     const e = f.entry;
     if (e.sparse) fs.ftruncateSync(f.fd, e.sparse.realSize);
     const { chown, chmod } = this.metaNeeds(e, f.inSetgidDir);
-    if (chown) fs.fchownSync(f.fd, e.uid, e.gid);
+    if (chown) this.chown(() => fs.fchownSync(f.fd, e.uid, e.gid), e);
     if (chmod) fs.fchmodSync(f.fd, e.mode);
     fs.closeSync(f.fd);
     this.file = undefined;
@@ -295,7 +322,7 @@ class LayerWriter implements TarHandler {
     if (this.mode === 'overlay') {
       const parent = this.ensureDir(parentParts, e.name);
       if (target === undefined) {
-        sys.lsetxattrSync(parent, 'trusted.overlay.opaque', Buffer.from('y'));
+        sys.lsetxattrSync(parent, this.opaqueXattr, Buffer.from('y'));
         return;
       }
       const abs = parent + '/' + target;
@@ -305,7 +332,7 @@ class LayerWriter implements TarHandler {
       // What the kernel and moby leave for a deletion: a 0/0 char device, mode 0000,
       // owned as the whiteout entry says.
       sys.mknodSync(abs, sys.S_IFCHR, 0, 0);
-      if (this.ownership) fs.lchownSync(abs, e.uid, e.gid);
+      if (this.ownership) this.chown(() => fs.lchownSync(abs, e.uid, e.gid), e);
       return;
     }
     const parent = this.existingDir(parentParts, e.name);
@@ -341,7 +368,7 @@ class LayerWriter implements TarHandler {
         this.remove(cur, abs, st);
       }
       fs.mkdirSync(abs, 0o755);
-      sys.lsetxattrSync(abs, 'trusted.overlay.opaque', Buffer.from('y'));
+      sys.lsetxattrSync(abs, this.opaqueXattr, Buffer.from('y'));
     }
   }
 
@@ -456,7 +483,7 @@ class LayerWriter implements TarHandler {
   }
 
   private applyDirMetadata(rel: string, abs: string, e: TarEntry): void {
-    if (this.ownership) fs.lchownSync(abs, e.uid, e.gid);
+    if (this.ownership) this.chown(() => fs.lchownSync(abs, e.uid, e.gid), e);
     fs.chmodSync(abs, e.mode); // abs was just verified (or made) a real directory
     this.knowDir(rel, (e.mode & 0o2000) !== 0);
     this.applyXattrs(abs, e);
@@ -465,11 +492,52 @@ class LayerWriter implements TarHandler {
   }
 
   private applyMetadata(abs: string, e: TarEntry, chmod: boolean): void {
-    if (this.ownership) fs.lchownSync(abs, e.uid, e.gid);
+    if (this.ownership) this.chown(() => fs.lchownSync(abs, e.uid, e.gid), e);
     if (chmod) fs.chmodSync(abs, e.mode); // devices/fifos just made by us, not symlinks
     this.applyXattrs(abs, e);
     const [atime, mtime] = times(e);
     sys.lutimesNsSync(abs, atime, mtime);
+  }
+
+  /** The entry with the owner to store: shifted by idMappings; the caller's own when uncovered and ignoreChownErrors. */
+  private storedOwner(e: TarEntry): TarEntry {
+    const mapped = this.owners.map(e.uid, e.gid);
+    if (mapped === null) {
+      if (!this.owners.drop('EOVERFLOW', e.name, e.uid, e.gid)) {
+        throw Object.assign(new Error(`EOVERFLOW: owner ${e.uid}:${e.gid} has no mapping in the id map, chown '${e.name}'`), { code: 'EOVERFLOW', syscall: 'chown' });
+      }
+      return { ...e, uid: this.euid, gid: this.egid };
+    }
+    return mapped[0] === e.uid && mapped[1] === e.gid ? e : { ...e, uid: mapped[0], gid: mapped[1] };
+  }
+
+  /** A chown, dropped (and counted) when the kernel refuses it and ignoreChownErrors is set. */
+  private chown(fn: () => void, e: TarEntry): void {
+    try {
+      fn();
+    } catch (err) {
+      if (!this.owners.drop(err, e.name, e.uid, e.gid)) throw err;
+    }
+  }
+
+  /**
+   * A device node where mknod is refused (no CAP_MKNOD over the host in a user namespace):
+   * an empty 0000 file carrying RECORDED_DEVICE_XATTR, which export turns back into the device.
+   */
+  private devicePlaceholder(rel: string, abs: string, e: TarEntry): void {
+    const fd = fs.openSync(abs, OPEN_NEW, 0);
+    try {
+      sys.lsetxattrSync(abs, RECORDED_DEVICE_XATTR, Buffer.from(recordedDeviceValue(e.uid, e.gid, e.mode, e.type === 'block', e.devmajor, e.devminor)));
+      if (this.ownership) this.chown(() => fs.fchownSync(fd, e.uid, e.gid), e);
+    } catch (err) {
+      fs.closeSync(fd);
+      fs.unlinkSync(abs);
+      throw err;
+    }
+    fs.closeSync(fd);
+    const [atime, mtime] = times(e);
+    sys.lutimesNsSync(abs, atime, mtime);
+    this.owners.recorded(rel);
   }
 
   private applyXattrs(abs: string, e: TarEntry): void {

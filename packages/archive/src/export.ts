@@ -4,13 +4,14 @@
 import * as fs from 'node:fs';
 import { PACK_KEEP_WHITEOUT_NAMES, PACK_OVERLAY, PACK_PATH_ORDER, openTarPacker, type TarPacker } from '@cairnfs/sys';
 import { Readable } from 'node:stream';
-import { CairnError, errnoCode, type Change } from '@cairnfs/core';
+import { CairnError, errnoCode, mapId, type Change, type IdMappings } from '@cairnfs/core';
 import { changesBetween } from './changes.js';
 import type { TarEntryType } from './entry.js';
 import { WHITEOUT_OPAQUE, WHITEOUT_PREFIX, splitEntryPath } from './safe-path.js';
 import * as sys from './sys.js';
 import { BLOCK } from './tar-fields.js';
 import { encodeHeader, encodeHeaderInto, type TarHeaderInput } from './tar-writer.js';
+import { RECORDED_DEVICE_XATTR, parseRecordedDevice } from './owners.js';
 
 /**
  * One entry to pack: a header and, for regular files, the path its content is read from
@@ -44,7 +45,16 @@ export interface ExportOptions {
    * applyLayer).
    */
   pureJs?: boolean;
+  /**
+   * The tree is stored shifted by these maps (applyDiff with idMappings, or an upper dir
+   * written through an id-mapped mount): owners are packed host → container, so the tar
+   * has the container's ids. An owner outside the maps is ERR_BACKEND_FAILED.
+   */
+  idMappings?: IdMappings | null;
 }
+
+/** What the node:fs walk needs to know besides the tree. */
+interface PackContext { overlay: boolean; keep: boolean; maps: IdMappings | null }
 
 function usePureJs(opts: { pureJs?: boolean }): boolean {
   return opts.pureJs ?? process.env.CAIRN_PURE_JS === '1';
@@ -74,8 +84,8 @@ const BATCH = 256 * 1024;
 export function exportChanges(dir: string, changes: readonly Change[], opts: ExportOptions = {}): Readable {
   const sorted = [...changes].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
   const keep = opts.whiteoutNames === 'keep';
-  if (!usePureJs(opts)) return packNative(dir, (opts.whiteouts === 'overlay' ? PACK_OVERLAY : 0) | (keep ? PACK_KEEP_WHITEOUT_NAMES : 0), sorted);
-  return packDirect(changeEntries(dir, sorted, opts.whiteouts === 'overlay', keep));
+  if (!usePureJs(opts)) return packNative(dir, (opts.whiteouts === 'overlay' ? PACK_OVERLAY : 0) | (keep ? PACK_KEEP_WHITEOUT_NAMES : 0), sorted, opts.idMappings ?? null);
+  return packDirect(changeEntries(dir, sorted, { overlay: opts.whiteouts === 'overlay', keep, maps: opts.idMappings ?? null }));
 }
 
 /**
@@ -83,9 +93,9 @@ export function exportChanges(dir: string, changes: readonly Change[], opts: Exp
  * becomes `.wh.<name>`, a directory with `trusted.overlay.opaque=y` becomes its entry
  * followed by `.wh..wh..opq` inside it. Used by overlay2's native diff.
  */
-export function exportOverlayUpper(dir: string, opts: { pureJs?: boolean } = {}): Readable {
-  if (!usePureJs(opts)) return packNative(dir, PACK_OVERLAY, null);
-  return packDirect(walkEntries(dir));
+export function exportOverlayUpper(dir: string, opts: Pick<ExportOptions, 'pureJs' | 'idMappings'> = {}): Readable {
+  if (!usePureJs(opts)) return packNative(dir, PACK_OVERLAY, null, opts.idMappings ?? null);
+  return packDirect(walkEntries(dir, { overlay: true, keep: false, maps: opts.idMappings ?? null }));
 }
 
 /**
@@ -94,12 +104,12 @@ export function exportOverlayUpper(dir: string, opts: { pureJs?: boolean } = {})
  * itself in exportChanges' path order, so no change list is built (naive diff of a base
  * layer). The pure-JS path does exactly that composition.
  */
-export async function exportTree(dir: string, opts: { pureJs?: boolean } = {}): Promise<Readable> {
-  if (!usePureJs(opts)) return packNative(dir, PACK_PATH_ORDER, null);
-  return exportChanges(dir, await changesBetween(dir, null, { pureJs: true }), { pureJs: true });
+export async function exportTree(dir: string, opts: Pick<ExportOptions, 'pureJs' | 'idMappings'> = {}): Promise<Readable> {
+  if (!usePureJs(opts)) return packNative(dir, PACK_PATH_ORDER, null, opts.idMappings ?? null);
+  return exportChanges(dir, await changesBetween(dir, null, { pureJs: true }), { pureJs: true, idMappings: opts.idMappings ?? null });
 }
 
-function* changeEntries(dir: string, changes: readonly Change[], overlay: boolean, keepWhiteoutNames: boolean): Generator<ExportEntry> {
+function* changeEntries(dir: string, changes: readonly Change[], ctx: PackContext): Generator<ExportEntry> {
   const inodes = new Map<string, string>();
   for (const change of changes) {
     const parts = splitEntryPath(change.path.replace(/^\/+/, ''));
@@ -109,11 +119,11 @@ function* changeEntries(dir: string, changes: readonly Change[], overlay: boolea
       yield { header: whiteoutHeader(parts, 0, 0, 0n, 0) };
       continue;
     }
-    yield* pathEntries(dir, rel, parts, inodes, overlay, keepWhiteoutNames);
+    yield* pathEntries(dir, rel, parts, inodes, ctx);
   }
 }
 
-function* walkEntries(dir: string): Generator<ExportEntry> {
+function* walkEntries(dir: string, ctx: PackContext): Generator<ExportEntry> {
   const inodes = new Map<string, string>();
   // Depth-first, children in byte order: parents precede children, output is stable.
   const stack: string[][] = [fs.readdirSync(dir).sort().reverse().map((n) => n)];
@@ -127,7 +137,7 @@ function* walkEntries(dir: string): Generator<ExportEntry> {
       continue;
     }
     const rel = prefixes[prefixes.length - 1]! + name;
-    yield* pathEntries(dir, rel, rel.split('/'), inodes, true, false);
+    yield* pathEntries(dir, rel, rel.split('/'), inodes, ctx);
     const st = fs.lstatSync(dir + '/' + rel);
     if (st.isDirectory()) {
       stack.push(fs.readdirSync(dir + '/' + rel).sort().reverse());
@@ -136,7 +146,27 @@ function* walkEntries(dir: string): Generator<ExportEntry> {
   }
 }
 
-function* pathEntries(dir: string, rel: string, parts: string[], inodes: Map<string, string>, overlay: boolean, keepWhiteoutNames: boolean): Generator<ExportEntry> {
+/** The owner a header carries: as stored, or mapped back host → container. */
+function packedOwner(ctx: PackContext, rel: string, uid: number, gid: number, lenient = false): [number, number] {
+  if (!ctx.maps) return [uid, gid];
+  const u = mapId(ctx.maps.uidMap, uid, false);
+  const g = mapId(ctx.maps.gidMap, gid, false);
+  if (u === undefined || g === undefined) {
+    if (lenient) return [0, 0];
+    throw unmappedOwner(rel, `owner ${uid}:${gid}`);
+  }
+  return [u, g];
+}
+
+function unmappedOwner(rel: string, detail: string): CairnError {
+  return new CairnError('ERR_BACKEND_FAILED',
+    `Cannot export /${rel}: its ${detail} has no mapping in the layer's id map (a file given an owner from outside the container's id range?); chown it into the range and retry`,
+    { subject: rel });
+}
+
+function* pathEntries(dir: string, rel: string, parts: string[], inodes: Map<string, string>, ctx: PackContext): Generator<ExportEntry> {
+  const overlay = ctx.overlay;
+  const keepWhiteoutNames = ctx.keep;
   const abs = dir + '/' + rel;
   if (!keepWhiteoutNames && parts[parts.length - 1]!.startsWith(WHITEOUT_PREFIX)) throw whiteoutNamed(rel);
   let st: fs.BigIntStats;
@@ -150,9 +180,10 @@ function* pathEntries(dir: string, rel: string, parts: string[], inodes: Map<str
     }
     throw err;
   }
-  const mode = Number(st.mode & 0o7777n);
-  const uid = Number(st.uid);
-  const gid = Number(st.gid);
+  let mode = Number(st.mode & 0o7777n);
+  // A whiteout's owner means nothing (overlayfs makes them with the mounter's ids): unmapped, 0:0.
+  const whiteout = overlay && st.isCharacterDevice() && st.rdev === 0n;
+  let [uid, gid] = packedOwner(ctx, rel, Number(st.uid), Number(st.gid), whiteout);
   let type: TarEntryType;
   if (st.isFile()) type = 'file';
   else if (st.isDirectory()) type = 'dir';
@@ -167,8 +198,19 @@ function* pathEntries(dir: string, rel: string, parts: string[], inodes: Map<str
     yield { header: whiteoutHeader(parts, uid, gid, st.mtimeNs, 0o600) };
     return;
   }
-  const header: TarHeaderInput = { name: rel, type, mode, uid, gid, mtimeNs: st.mtimeNs };
   const xattrs = readXattrs(abs);
+  let device: { major: number; minor: number } | null = null;
+  const recorded = type === 'file' && st.size === 0n && mode === 0 ? xattrs.get(RECORDED_DEVICE_XATTR) : undefined;
+  const dev = recorded === undefined ? null : parseRecordedDevice(recorded.toString('latin1'));
+  if (dev !== null) {
+    // The placeholder of a device an unprivileged apply could not make: packed as the device.
+    [uid, gid] = packedOwner(ctx, rel, dev.uid, dev.gid);
+    type = dev.block ? 'block' : 'char';
+    mode = dev.mode;
+    device = { major: dev.major, minor: dev.minor };
+    xattrs.delete(RECORDED_DEVICE_XATTR);
+  }
+  const header: TarHeaderInput = { name: rel, type, mode, uid, gid, mtimeNs: st.mtimeNs };
   if (xattrs.size > 0) header.xattrs = xattrs;
 
   if (type !== 'dir' && st.nlink > 1n) {
@@ -191,13 +233,13 @@ function* pathEntries(dir: string, rel: string, parts: string[], inodes: Map<str
       break;
     case 'char':
     case 'block':
-      header.devmajor = sys.devMajor(st.rdev);
-      header.devminor = sys.devMinor(st.rdev);
+      header.devmajor = device?.major ?? sys.devMajor(st.rdev);
+      header.devminor = device?.minor ?? sys.devMinor(st.rdev);
       yield { header };
       break;
     case 'dir': {
       yield { header };
-      const opaque = overlay ? sys.lgetxattrSync(abs, 'trusted.overlay.opaque') : null;
+      const opaque = overlay ? sys.lgetxattrSync(abs, 'trusted.overlay.opaque') ?? sys.lgetxattrSync(abs, 'user.overlay.opaque') : null;
       if (opaque !== null && opaque.length === 1 && opaque[0] === 0x79) {
         yield { header: { name: rel + '/' + WHITEOUT_OPAQUE, type: 'file', mode: mode & 0o777, uid, gid, mtimeNs: st.mtimeNs, size: 0 } };
       }
@@ -328,14 +370,14 @@ const PUSH_BATCH = 1024;
  * `changes`, their paths are pushed PUSH_BATCH at a time (sorted, normalised,
  * deletions flagged); with null, the packer walks the whole tree itself.
  */
-function packNative(dir: string, flags: number, changes: readonly Change[] | null): Readable {
-  return Readable.from(nativeChunks(dir, flags, changes), { objectMode: false, highWaterMark: 1 });
+function packNative(dir: string, flags: number, changes: readonly Change[] | null, maps: IdMappings | null): Readable {
+  return Readable.from(nativeChunks(dir, flags, changes, maps), { objectMode: false, highWaterMark: 1 });
 }
 
-function* nativeChunks(dir: string, flags: number, changes: readonly Change[] | null): Generator<Buffer> {
+function* nativeChunks(dir: string, flags: number, changes: readonly Change[] | null, maps: IdMappings | null): Generator<Buffer> {
   let packer: TarPacker;
   try {
-    packer = openTarPacker(dir, flags, changes === null);
+    packer = openTarPacker(dir, flags, changes === null, maps);
   } catch (err) {
     throw packError(err, dir);
   }
@@ -393,7 +435,11 @@ function entryPath(path: string): string {
 
 /** The packer's failures as the CairnErrors the node:fs path throws. */
 function packError(err: unknown, dir: string): unknown {
-  const e = err as { cairnCode?: string; subject?: string; detail?: string };
+  const e = err as { cairnCode?: string; subject?: string; detail?: string; code?: string; syscall?: string; path?: string; message?: string };
+  if (e.code === 'EOVERFLOW' && e.syscall === 'chown') {
+    const rel = (e.path ?? '').startsWith(`${dir}/`) ? e.path!.slice(dir.length + 1) : (e.path ?? '');
+    return unmappedOwner(rel, /owner \d+:\d+/.exec(e.message ?? '')?.[0] ?? 'owner');
+  }
   if (e.cairnCode === 'ERR_LAYER_NOT_FOUND') {
     const rel = e.subject!;
     return new CairnError('ERR_BACKEND_FAILED',

@@ -1,5 +1,7 @@
 import type { Readable } from 'node:stream';
-import { assertValidId, normalizeParent, type Change, type StorageDriver } from '@cairnfs/core';
+import {
+  CairnError, assertValidId, normalizeParent, type ApplyDiffOptions, type Change, type IdMappings, type StorageDriver,
+} from '@cairnfs/core';
 import { applyLayer } from './apply.js';
 import type { WhiteoutMode } from './apply-options.js';
 import { changesBetween, diffSizeOf, type ChangesOptions } from './changes.js';
@@ -9,6 +11,12 @@ import { exportChanges, exportTree } from './export.js';
 export type NaiveDiffHost = Pick<StorageDriver, 'get' | 'put'> & {
   /** The parent the layer was created on, or null for a base layer. */
   parentOf(id: string): Promise<string | null>;
+  /**
+   * The id map the layer's files are stored shifted by, null when they are in container
+   * ids. Drivers that can store layers shifted (applyDiff with idMappings) give it; diffs
+   * then mount both sides through that map (one id space) and pack owners mapped back.
+   */
+  storedIdMap?(id: string): Promise<IdMappings | null>;
 };
 
 export interface NaiveDiffOptions {
@@ -48,12 +56,13 @@ export class NaiveDiff {
     const mounted = await this.mountPair(id, parent);
     let stream: Readable;
     try {
+      const idMappings = mounted.idMap;
       if (mounted.parentDir === null) {
         // A whole layer: the same bytes as exportChanges of every path, without the list.
-        stream = await exportTree(mounted.layerDir);
+        stream = await exportTree(mounted.layerDir, { idMappings });
       } else {
         const changes = await changesBetween(mounted.layerDir, mounted.parentDir, await this.changesOptions(id));
-        stream = exportChanges(mounted.layerDir, changes);
+        stream = exportChanges(mounted.layerDir, changes, { idMappings });
       }
     } catch (err) {
       await mounted.release();
@@ -88,13 +97,26 @@ export class NaiveDiff {
     }
   }
 
-  /** Extracts the changeset into the mounted layer; returns the bytes of file content written. */
-  async applyDiff(id: string, parent: string | null | undefined, tar: Readable | AsyncIterable<Uint8Array>): Promise<number> {
+  /**
+   * Extracts the changeset into the mounted layer; returns the bytes of file content written.
+   * `opts.idMappings` shifts the owners stored (the driver records the map; one that cannot
+   * is refused with ERR_NOT_SUPPORTED); `ignoreChownErrors` as applyLayer's.
+   */
+  async applyDiff(id: string, parent: string | null | undefined, tar: Readable | AsyncIterable<Uint8Array>, opts: ApplyDiffOptions & { userXattr?: boolean } = {}): Promise<number> {
     assertValidId(id);
     normalizeParent(parent); // validated for the caller's sake; the layer already sits on its parent
+    if (opts.idMappings && !this.driver.storedIdMap) {
+      throw new CairnError('ERR_NOT_SUPPORTED',
+        `this driver cannot store layer ${id} shifted by idMappings; apply it without them and show it through get(id, { idMappings }) instead`, { subject: id });
+    }
     const dir = await this.driver.get(id);
     try {
-      return await applyLayer(dir, tar, { whiteouts: this.whiteouts });
+      return await applyLayer(dir, tar, {
+        whiteouts: this.whiteouts,
+        ...(opts.idMappings ? { idMappings: opts.idMappings } : {}),
+        ...(opts.ignoreChownErrors ? { ignoreChownErrors: true } : {}),
+        ...(opts.userXattr ? { userXattr: true } : {}),
+      });
     } finally {
       await this.driver.put(id);
     }
@@ -103,11 +125,14 @@ export class NaiveDiff {
   private async mountPair(id: string, parent: string | null | undefined): Promise<MountedPair> {
     assertValidId(id);
     const parentId = parent === undefined ? await this.driver.parentOf(id) : normalizeParent(parent);
-    const layerDir = await this.driver.get(id);
+    // A layer stored shifted: both sides are shown through its map, so they compare in one id space.
+    const idMap = (await this.driver.storedIdMap?.(id)) ?? null;
+    const view = idMap ? { idMappings: idMap } : {};
+    const layerDir = await this.driver.get(id, view);
     let parentDir: string | null = null;
     if (parentId !== null) {
       try {
-        parentDir = await this.driver.get(parentId);
+        parentDir = await this.driver.get(parentId, view);
       } catch (err) {
         await this.driver.put(id);
         throw err;
@@ -117,6 +142,7 @@ export class NaiveDiff {
     return {
       layerDir,
       parentDir,
+      idMap,
       release: async () => {
         if (released) return;
         released = true;
@@ -133,6 +159,8 @@ export class NaiveDiff {
 interface MountedPair {
   layerDir: string;
   parentDir: string | null;
+  /** Owners are stored shifted by this map: pack them mapped back. */
+  idMap: IdMappings | null;
   release(): Promise<void>;
 }
 

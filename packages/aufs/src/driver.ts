@@ -4,10 +4,10 @@ import type { Readable } from 'node:stream';
 import {
   CairnError, STAGING_DIR, SharedMounts, SharedTable, StoreLocks, assertValidId, copyTree, detectBackingFs, errnoCode,
   fsyncDir, isValidId, makeStagingDir, moveToTrash, normalizeParent, ownedName, readMountInfo, sweepLeftovers,
-  translateSpaceError,
+  translateSpaceError, refuseIdMappings,
 } from '@cairnfs/core';
 import { NaiveDiff, applyLayer, exportChanges } from '@cairnfs/archive';
-import type { Change, CreateOptions, DriverContext, GetOptions, PutOptions, StorageDriver } from '@cairnfs/core';
+import type { ApplyDiffOptions, Change, CreateOptions, DriverContext, GetOptions, PutOptions, StorageDriver } from '@cairnfs/core';
 import type { LayerLister, LayerRef } from '@cairnfs/core';
 import { umount2 } from '@cairnfs/sys';
 import { branchChanges, diffDirBytes, diffDirEntries } from './changes.js';
@@ -224,6 +224,7 @@ export class AufsDriver implements StorageDriver, LayerLister {
 
   async get(id: string, opts: GetOptions = {}): Promise<string> {
     assertValidId(id);
+    refuseIdMappings('aufs', id, opts.idMappings);
     // The mount data is checked first: an unsafe label or branch path is the caller's to fix on any kernel.
     planAufsMount(this.layout.diffDir(id), (await this.state(id)).ancestors.map((a) => this.layout.diffDir(a)), opts.mountLabel);
     if (this.kernelMissing !== null) {
@@ -281,9 +282,12 @@ export class AufsDriver implements StorageDriver, LayerLister {
   }
 
   /** Applies an OCI changeset into `diff/<id>` keeping its `.wh.` entries as aufs whiteout files. */
-  async applyDiff(id: string, parent: string | null | undefined, tar: Readable | AsyncIterable<Uint8Array>): Promise<number> {
+  async applyDiff(id: string, parent: string | null | undefined, tar: Readable | AsyncIterable<Uint8Array>, opts: ApplyDiffOptions = {}): Promise<number> {
     assertValidId(id);
     normalizeParent(parent); // validated only: the layer's parent is fixed at create
+    if (opts.idMappings) {
+      throw new CairnError('ERR_NOT_SUPPORTED', `aufs cannot store layer ${id} shifted by idMappings; apply it without them`, { subject: id });
+    }
     return this.locks.layer(id, `apply a diff to layer ${id}`, async () => {
       await this.state(id);
       await this.mounts.assertUnheld(id, 'apply a diff to');
@@ -297,7 +301,7 @@ export class AufsDriver implements StorageDriver, LayerLister {
         await chmod(staged, before.mode & 0o7777);
         const empty = (await readdir(diffDir)).length === 0;
         if (!empty) await copyTree(diffDir, staged);
-        bytes = await applyLayer(staged, tar, { whiteouts: 'aufs' });
+        bytes = await applyLayer(staged, tar, { whiteouts: 'aufs', ...(opts.ignoreChownErrors ? { ignoreChownErrors: true } : {}) });
         await fsyncDir(staged);
         if (empty) await rmdir(diffDir);
         else trash = await moveToTrash(this.home, diffDir, id);

@@ -63,6 +63,14 @@ onKernelWithoutAufs('aufs driver on a kernel without aufs', () => {
     expect(await aufsDriver.hasLayers(context(root))).toBe(true);
   });
 
+  test('idMappings are refused with ERR_NOT_SUPPORTED by get and applyDiff, never ignored', async () => {
+    await writeDockerStore(join(root, 'aufs'));
+    const d = await open();
+    const idMappings = { uidMap: [{ containerId: 0, hostId: 100000, size: 65536 }], gidMap: [{ containerId: 0, hostId: 100000, size: 65536 }] };
+    await expect(d.get('top', { idMappings })).rejects.toMatchObject({ code: 'ERR_NOT_SUPPORTED', message: expect.stringMatching(/id map/) });
+    await expect(d.applyDiff('top', 'mid', Readable.from([Buffer.alloc(1024)]), { idMappings })).rejects.toMatchObject({ code: 'ERR_NOT_SUPPORTED' });
+  });
+
   test('a store Docker wrote opens: every layer listed with its parent from layers/<id>', async () => {
     await writeDockerStore(join(root, 'aufs'));
     const d = await open();

@@ -1,14 +1,16 @@
-import { chmod, chown, lstat, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { chmod, chown, lstat, mkdir, readdir, readFile, realpath, rename, rm, rmdir, writeFile } from 'node:fs/promises';
 import { release as kernelRelease } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import {
   CairnError, SharedMounts, SharedTable, StoreLocks, assertValidId, detectBackingFs, errnoCode, formatByteSize,
-  fsyncDir, normalizeParent,
+  fsyncDir, normalizeParent, attachIdmappedView, probeIdmappedMounts, readMountInfo, validateIdMappings,
 } from '@cairnfs/core';
 import { NaiveDiff, NaiveDiffDriver } from '@cairnfs/archive';
-import type { CreateOptions, DriverSetup, GetOptions, PutOptions, StorageDriver } from '@cairnfs/core';
-import { btrfsFsInfo, btrfsGetFlags, btrfsSetReadOnly, btrfsSnapshot, btrfsSubvolCreate, btrfsSubvolId, BTRFS_SUBVOL_RDONLY } from '@cairnfs/sys';
+import type { ApplyDiffOptions, CreateOptions, DriverSetup, GetOptions, PutOptions, StorageDriver } from '@cairnfs/core';
+import {
+  btrfsFsInfo, btrfsGetFlags, btrfsSetReadOnly, btrfsSnapshot, btrfsSubvolCreate, btrfsSubvolId, BTRFS_SUBVOL_RDONLY, constants as sysConstants, umount2,
+} from '@cairnfs/sys';
 import { BtrfsLayout, idOfMetaFile, idOfUndoName, isAbandonedName, isLeftoverName } from './layout.js';
 import { layerMeta } from './meta.js';
 import type { LayerMeta } from './meta.js';
@@ -88,14 +90,27 @@ export class BtrfsDriver extends NaiveDiffDriver implements StorageDriver {
     this.locks = new StoreLocks(home, { timeoutMs: lockTimeoutMs, what: `btrfs layer table of ${home}` });
     this.table = new SharedTable(this.locks, () => this.loadTable());
     this.mounts = new SharedMounts(home, this.locks, {
-      mount: (id) => this.table.read(`get layer ${id}`, (t) => {
-        if (!t.has(id)) throw notFound(id);
-        return this.layout.subvolume(id);
-      }),
-      unmount: async () => undefined, // nothing was mounted: the path is the subvolume itself
+      mount: async (id, opts) => {
+        await this.table.read(`get layer ${id}`, (t) => {
+          if (!t.has(id)) throw notFound(id);
+        });
+        if (!opts.idMappings) return this.layout.subvolume(id);
+        // btrfs allows id-mapped mounts (FS_ALLOW_IDMAP): the subvolume shown at idmapped/<id>.
+        const view = this.idmappedPath(id);
+        const readOnly = ((await btrfsGetFlags(this.layout.subvolume(id))) & BTRFS_SUBVOL_RDONLY) !== 0;
+        await attachIdmappedView(this.layout.subvolume(id), view, validateIdMappings(opts.idMappings), { readOnly, subject: id });
+        return view;
+      },
+      // Nothing was mounted for a plain get: the path is the subvolume itself. null: a get
+      // that died mid-mount may have left the id-mapped view.
+      unmount: async (id, path) => {
+        if (path !== null && path !== this.idmappedPath(id)) return;
+        await umount2(this.idmappedPath(id), sysConstants.MNT_DETACH).catch((err: unknown) => { if (path !== null) throw err; });
+        await rmdir(this.idmappedPath(id)).catch(() => undefined);
+      },
     });
     this.naive = new NaiveDiff({
-      get: (id) => this.get(id),
+      get: (id, opts) => this.get(id, opts),
       put: (id) => this.put(id),
       parentOf: (id) => this.table.read(`read the parent of layer ${id}`, (t) => this.metaOf(t, id).parent),
     }, { whiteouts: 'delete' });
@@ -161,10 +176,24 @@ export class BtrfsDriver extends NaiveDiffDriver implements StorageDriver {
     });
   }
 
-  /** No mount: the subvolume is the root filesystem, so a mount label has nothing to label. */
+  /**
+   * No mount: the subvolume is the root filesystem, so a mount label has nothing to label.
+   * With idMappings, an id-mapped mount of the subvolume at `idmapped/<id>` (read-only for
+   * image layers); files written through it are stored in container ids.
+   */
   async get(id: string, opts: GetOptions = {}): Promise<string> {
     assertValidId(id);
-    return this.mounts.get(id, opts.holder === undefined ? {} : { holder: opts.holder });
+    return this.mounts.get(id, {
+      ...(opts.idMappings ? { idMappings: opts.idMappings } : {}), ...(opts.holder === undefined ? {} : { holder: opts.holder }),
+    });
+  }
+
+  /** Whether id-mapped mounts work on this filesystem here (null) or why not; asked by status(). */
+  private idmapVerdict: Promise<string | null> | undefined;
+
+  /** Where a layer's id-mapped view is mounted while in use. */
+  private idmappedPath(id: string): string {
+    return join(this.layout.home, 'idmapped', id);
   }
 
   async put(id: string, opts: PutOptions = {}): Promise<void> {
@@ -185,7 +214,7 @@ export class BtrfsDriver extends NaiveDiffDriver implements StorageDriver {
    * this (also when the apply fails: it was handed out sealed or is to be removed);
    * its flag is lifted for the apply, so applying twice works.
    */
-  async applyDiff(id: string, parent: string | null | undefined, tar: Readable | AsyncIterable<Uint8Array>): Promise<number> {
+  async applyDiff(id: string, parent: string | null | undefined, tar: Readable | AsyncIterable<Uint8Array>, opts: ApplyDiffOptions = {}): Promise<number> {
     assertValidId(id);
     normalizeParent(parent);
     // The layer's lock for the whole apply: the undo snapshot is ours while it is held.
@@ -199,7 +228,7 @@ export class BtrfsDriver extends NaiveDiffDriver implements StorageDriver {
       try {
         if (meta.kind === 'image') await btrfsSetReadOnly(path, false);
         try {
-          return await this.naive.applyDiff(id, parent, tar);
+          return await this.naive.applyDiff(id, parent, tar, opts);
         } catch (err) {
           throw spaceError(err, `applying a layer to ${id}`);
         } finally {
@@ -230,6 +259,9 @@ export class BtrfsDriver extends NaiveDiffDriver implements StorageDriver {
     if (this.opts.minSpace !== null) status.push(['Min Space', formatByteSize(this.opts.minSpace)]);
     if (this.opts.defaultSize !== null) status.push(['Default Container Size', formatByteSize(this.opts.defaultSize)]);
     status.push(['Layers', String(await this.table.read('report status', (t) => t.size))]);
+    this.idmapVerdict ??= probeIdmappedMounts(this.layout.home).catch((err: unknown) => (err as Error).message);
+    const why = await this.idmapVerdict;
+    status.push(['Id-mapped mounts', why === null ? 'yes' : `no (${why}): get with idMappings is refused`]);
     return status;
   }
 
@@ -375,6 +407,12 @@ export class BtrfsDriver extends NaiveDiffDriver implements StorageDriver {
    * layers), and qgroups left pending. Looks first under the read lock.
    */
   private async recover(): Promise<void> {
+    // Id-mapped views under idmapped/ that nobody holds (a dead process's) come off.
+    const views = join(this.layout.home, 'idmapped');
+    const real = await realpath(views).catch(() => views);
+    const mounted = (await readMountInfo()).filter((m) => m.mountPoint.startsWith(`${real}/`))
+      .map((m) => ({ id: m.mountPoint.slice(real.length + 1).split('/')[0]!, path: m.mountPoint }));
+    await this.mounts.sweep(mounted.filter((m) => idOfMetaFile(`${m.id}.json`) !== null));
     const dirty = await this.table.read('open the btrfs driver', async (t) => {
       const names = await readdir(this.layout.subvolumesDir);
       const metas = await readdir(this.layout.metaDir);

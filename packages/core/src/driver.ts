@@ -160,6 +160,11 @@ export interface ProbeResult {
    * or privilege is missing). Defaults to `ERR_NOT_SUPPORTED`.
    */
   code?: ErrorCode;
+  /**
+   * Facts about a usable driver a person may need, e.g. that id-mapped `get` falls back
+   * to chown copies here and why, or how the driver runs rootless.
+   */
+  notes?: string[];
   /** Set by the registry's `probe()`: true for the one driver `openDriver` would pick. */
   chosen?: boolean;
   /** Set by the registry's `probe()`: true when the driver's home already holds layers. */

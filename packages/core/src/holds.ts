@@ -3,6 +3,7 @@ import { mkdir, readdir, readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { GetOptions, PutOptions } from './driver.js';
 import { CairnError, errnoCode } from './errors.js';
+import { idMappingsKey } from './idmap.js';
 import { bootId, isProcessAlive, selfIdentity } from './proc.js';
 import { writeFileAtomic } from './staging.js';
 import { LAYER_RECORD_BYTES, STATE_DIR, type StoreLocks } from './storelock.js';
@@ -34,7 +35,17 @@ interface HoldRecord {
   boot: string;
   /** The mount's path; null while the first get of it is mounting. */
   path: string | null;
+  /**
+   * The view of the mount: the idMappingsKey of the id maps it was made with ('' for
+   * none), or absent when not known (a record of an older cairn). See SharedMounts.get.
+   */
+  view?: string;
   holds: Hold[];
+}
+
+/** The view key of a get: '' without idMappings. */
+function viewOf(opts: GetOptions): string {
+  return opts.idMappings ? idMappingsKey(opts.idMappings) : '';
 }
 
 /** A live hold, as reported to callers (messages, the CLI, tests). */
@@ -53,6 +64,7 @@ function checkRecord(raw: unknown): HoldRecord | string {
   if (typeof r !== 'object' || r === null) return 'not an object';
   if (typeof r.boot !== 'string') return 'boot is not a string';
   if (r.path !== null && typeof r.path !== 'string') return 'path is neither a string nor null';
+  if (r.view !== undefined && typeof r.view !== 'string') return 'view is not a string';
   if (!Array.isArray(r.holds)) return 'holds is not a list';
   for (const h of r.holds as unknown[]) {
     const x = h as Partial<ProcessHold & NamedHold> | null;
@@ -92,6 +104,10 @@ const OVERFLOW = '@file';
  *   record said is void after it anyway (the boot id says so).
  * - A record that cannot be parsed is never guessed at: operations on that layer fail
  *   naming the file and what to do; open skips it.
+ * - One layer has one mount, so one view: a get whose `idMappings` differ from those the
+ *   live mount was made with (in any process) is refused with ERR_LAYER_IN_USE naming both;
+ *   `put` carries no options and could not tell two views apart. (Each container has its
+ *   own container layer: two containers on one image with different maps never meet here.)
  */
 export class SharedMounts {
   private readonly dir: string;
@@ -109,8 +125,15 @@ export class SharedMounts {
     const owner = opts.holder;
     return this.locks.layer(id, `mount layer ${id}`, async () => {
       let record = await this.load(id, true);
+      const view = viewOf(opts);
+      if (record !== null && record.path !== null && record.holds.length > 0 && record.view !== undefined && record.view !== view) {
+        const shown = (v: string) => (v === '' ? 'without an id map' : `with the id map ${v}`);
+        throw new CairnError('ERR_LAYER_IN_USE',
+          `layer ${id} is mounted ${shown(record.view)} (held by ${describeHolds(this.info(record))}); it cannot be mounted ${shown(view)} at the same time: put() it first, or get it with the same idMappings`,
+          { subject: id });
+      }
       if (record === null || record.path === null) {
-        record = { boot: bootId(), path: null, holds: [] };
+        record = { boot: bootId(), path: null, view, holds: [] };
         this.addHold(record, owner);
         await this.save(id, record);
         let path: string;

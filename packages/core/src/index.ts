@@ -40,3 +40,11 @@ export {
 } from './define.js';
 export { RecordFile } from './record.js';
 export { mountLabelOption } from './mountlabel.js';
+export {
+  validateIdMappings, idMappingsKey, parseIdMappingsKey, sameIdMappings, mapId, isIdentityMapping, withUserNamespace,
+  probeIdmappedMounts, attachIdmappedView, refuseIdMappings,
+} from './idmap.js';
+export {
+  ROOTLESS_UID_ENV, subordinateRanges, rootlessIdMappings, findTool, userNamespaceCommand, rootlessReport,
+  type SubordinateRange, type UserNamespaceCommandOptions, type RootlessFact,
+} from './rootless.js';

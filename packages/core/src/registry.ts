@@ -182,7 +182,7 @@ function unusableError(result: ProbeResult, home: string, prior: boolean): Cairn
  * The driver returned holds no lock: each of its operations locks what it needs, waiting
  * up to `lockTimeoutMs` for other processes (ERR_LOCKED after that).
  * The root is created 0711, or tightened to 0711, as moby's; a root or home owned by
- * another user is refused with ERR_INVALID_OPTION ({@link secureDir}).
+ * another user is refused with ERR_INVALID_OPTION (secureDir in @cairnfs/core).
  */
 export async function openDriver(opts: OpenOptions): Promise<StorageDriver> {
   const setup = checkSetup(opts);

@@ -4,10 +4,10 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import {
   CairnError, OpenSessions, SharedMounts, SharedTable, StoreLocks, assertValidId, errnoCode, normalizeParent,
-  readMountInfo,
+  readMountInfo, refuseIdMappings,
 } from '@cairnfs/core';
 import { NaiveDiff } from '@cairnfs/archive';
-import type { Change, CreateOptions, DriverSetup, GetOptions, PutOptions, StorageDriver } from '@cairnfs/core';
+import type { ApplyDiffOptions, Change, CreateOptions, DriverSetup, GetOptions, PutOptions, StorageDriver } from '@cairnfs/core';
 import { major, minor } from '@cairnfs/sys';
 import {
   createDevice, devPath, isActive, isIdTaken, isNoSuchThin, listDevices, makeNode,
@@ -594,6 +594,7 @@ export class DeviceMapperDriver implements StorageDriver {
 
   async get(id: string, opts: GetOptions = {}): Promise<string> {
     assertValidId(id);
+    refuseIdMappings('devicemapper', id, opts.idMappings);
     return this.mounts.get(id, opts);
   }
 
@@ -649,12 +650,12 @@ export class DeviceMapperDriver implements StorageDriver {
     return this.naive.changes(id, parent);
   }
 
-  async applyDiff(id: string, parent: string | null | undefined, tar: Readable | AsyncIterable<Uint8Array>): Promise<number> {
+  async applyDiff(id: string, parent: string | null | undefined, tar: Readable | AsyncIterable<Uint8Array>, opts: ApplyDiffOptions = {}): Promise<number> {
     assertValidId(id);
-    return this.locks.layer(id, `apply a diff to layer ${id}`, () => this.applyLocked(id, parent, tar));
+    return this.locks.layer(id, `apply a diff to layer ${id}`, () => this.applyLocked(id, parent, tar, opts));
   }
 
-  private async applyLocked(id: string, parent: string | null | undefined, tar: Readable | AsyncIterable<Uint8Array>): Promise<number> {
+  private async applyLocked(id: string, parent: string | null | undefined, tar: Readable | AsyncIterable<Uint8Array>, opts: ApplyDiffOptions): Promise<number> {
     await this.read(`apply a diff to layer ${id}`, () => this.current(id));
     this.applying.add(id);
     try {
@@ -665,7 +666,7 @@ export class DeviceMapperDriver implements StorageDriver {
       await this.keepUndo(id);
       let bytes: number;
       try {
-        bytes = await this.naive.applyDiff(id, parent, tar);
+        bytes = await this.naive.applyDiff(id, parent, tar, opts);
       } catch (err) {
         await this.write(`drop the undo snapshot of layer ${id}`, () => this.deleteSideDevice(id, this.current(id), 'undoDeviceId')).catch(() => undefined);
         throw err;

@@ -33,7 +33,7 @@ export function kernelMissing(): string | null {
   const dm = existsSync('/dev/mapper/control') || existsSync('/sys/class/misc/device-mapper') || kernelHasModule('dm-mod');
   if (!dm) {
     return `the running kernel (${release()}) has no device-mapper: no /dev/mapper/control and no dm-mod module. ` +
-      'Use a kernel built with CONFIG_BLK_DEV_DM and CONFIG_DM_THIN_PROVISIONING (scripts/run-in-vm.sh runs one under qemu)';
+      'Load dm-mod (modprobe dm_mod) or use a kernel built with CONFIG_BLK_DEV_DM and CONFIG_DM_THIN_PROVISIONING';
   }
   if (!kernelHasModule('dm-thin-pool')) {
     return `the running kernel (${release()}) has device-mapper but no thin-pool target (dm-thin-pool); build it with CONFIG_DM_THIN_PROVISIONING`;

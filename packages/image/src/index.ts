@@ -24,5 +24,5 @@ export {
 } from './registry/index.js';
 export type {
   LoginOptions, Credentials, FoundCredentials, Reference, Platform, PullOptions, PullProgress, LayerProgress, LayerStatus,
-  PushOptions, PushProgress, PushResult, PushLayerStatus, TlsOptions, RetryOptions, PushCompression,
+  PushOptions, PushProgress, PushResult, PushLayerStatus, TlsOptions, RetryOptions, PushCompression, Env,
 } from './registry/index.js';

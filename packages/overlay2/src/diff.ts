@@ -1,8 +1,8 @@
 import { chmod, lstat, mkdtemp, readdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { fsyncDir } from '@cairnfs/core';
-import { applyLayer, exportOverlayUpper } from '@cairnfs/archive';
+import { fsyncDir, type IdMappings } from '@cairnfs/core';
+import { applyLayer, exportOverlayUpper, type ApplyOptions } from '@cairnfs/archive';
 import type { Change } from '@cairnfs/core';
 import { upperChanges } from './changes.js';
 import type { Layout } from './layout.js';
@@ -20,8 +20,9 @@ const APPLY_PREFIX = '.diff-applying-';
 export class NativeDiff {
   constructor(private readonly layout: Layout, private readonly userXattr = false) {}
 
-  diff(id: string): Promise<Readable> {
-    return Promise.resolve(exportOverlayUpper(this.layout.diffDir(id)));
+  /** `idMap`: the layer is stored shifted by it; owners are packed mapped back to container ids. */
+  diff(id: string, idMap: IdMappings | null = null): Promise<Readable> {
+    return Promise.resolve(exportOverlayUpper(this.layout.diffDir(id), { idMappings: idMap }));
   }
 
   /**
@@ -31,14 +32,14 @@ export class NativeDiff {
    * half applied; the next open removes the sibling. A layer that already has content
    * (a mounted container layer) is written in place, as moby does.
    */
-  async applyDiff(id: string, tar: Readable | AsyncIterable<Uint8Array>, staged: boolean): Promise<number> {
+  async applyDiff(id: string, tar: Readable | AsyncIterable<Uint8Array>, staged: boolean, opts: Omit<ApplyOptions, 'whiteouts'> = {}): Promise<number> {
     const diff = this.layout.diffDir(id);
-    if (!staged) return applyLayer(diff, tar, { whiteouts: 'overlay' });
+    if (!staged) return applyLayer(diff, tar, { ...opts, whiteouts: 'overlay' });
     const layerDir = this.layout.layerDir(id);
     const scratch = await mkdtemp(join(layerDir, APPLY_PREFIX));
     try {
       await chmod(scratch, 0o755);
-      const bytes = await applyLayer(scratch, tar, { whiteouts: 'overlay' });
+      const bytes = await applyLayer(scratch, tar, { ...opts, whiteouts: 'overlay' });
       await rename(scratch, diff); // diff/ is empty: rename(2) replaces it atomically
       await fsyncDir(layerDir);
       return bytes;

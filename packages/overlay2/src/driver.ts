@@ -1,12 +1,14 @@
-import { chmod, chown, mkdir, readFile, readlink, realpath, rm, rmdir, stat, symlink, unlink, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { chmod, chown, lchown, mkdir, mkdtemp, readFile, readdir, readlink, realpath, rm, rmdir, stat, symlink, unlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import {
   CairnError, SharedMounts, SharedTable, StoreLocks, assertValidId, commitStaged, discardDir, errnoCode, fsyncDir,
   fsyncFile, makeStagingDir, moveToTrash, normalizeParent, parseByteSize, readMountInfo, LayerQuotas, sweepLeftovers,
-  secureDir,
+  secureDir, idMappingsKey, mapId, parseIdMappingsKey, probeIdmappedMounts, sameIdMappings, validateIdMappings,
 } from '@cairnfs/core';
 import { NaiveDiff } from '@cairnfs/archive';
-import type { Change, CreateOptions, DriverSetup, GetOptions, PutOptions, StorageDriver } from '@cairnfs/core';
+import type { ApplyDiffOptions, Change, CreateOptions, DriverSetup, GetOptions, IdMappings, PutOptions, StorageDriver } from '@cairnfs/core';
 import * as sys from '@cairnfs/sys';
 import {
   COMMITTED_FILE_MODE, DEFAULT_MAX_DEPTH, DIFF_MODE, HOME_MODE, KERNEL_MAX_DEPTH, LAYER_DIR_MODE, LINK_FILE_MODE,
@@ -19,6 +21,10 @@ import type { MountSpec } from './mount.js';
 import { probeOverlay, sweepProbeLeftovers } from './probe.js';
 import type { OverlayFeatures } from './probe.js';
 import { NativeDiff } from './diff.js';
+import {
+  CHOWN_COPIES_DIR, buildChownCopy, idmapScratchPrefix, idmappedBind, performIdmappedOverlay, planIdmappedOverlay,
+  removeChownCopies, sweepIdmapScratch, type IdmappedLower,
+} from './idmap.js';
 
 /**
  * Marks a layer made with `create` (an image layer): `created` until its applyDiff is
@@ -28,6 +34,18 @@ import { NativeDiff } from './diff.js';
  * has children) mounts read-only.
  */
 export const IMAGE_LAYER_XATTR = 'trusted.cairn.image-layer';
+/**
+ * The id map a layer's files are stored shifted by (core's idMappingsKey text), when they
+ * are: an upper dir written through an id-mapped `get`, or a layer applied with
+ * `applyDiff(…, { idMappings })`. diff maps them back to container ids.
+ */
+export const IDMAP_XATTR = 'trusted.cairn.idmap';
+
+/** The `user.` twin of a `trusted.` xattr name: inside a user namespace trusted.* is out of reach. */
+export function userXattrName(name: string, userXattr: boolean): string {
+  return userXattr ? name.replace(/^trusted\./, 'user.') : name;
+}
+
 
 /** Driver options overlay2 understands, as moby names them. */
 export interface Overlay2Options {
@@ -35,11 +53,15 @@ export interface Overlay2Options {
   maxDepth: number;
   /** `overlay2.size`: default size quota of container layers, bytes; 0 = none. */
   defaultSize: number;
+  /** `overlay2.idmapped_mounts` (default true): false makes every id-mapped get a chown copy. */
+  idmappedMounts: boolean;
+  /** `overlay2.mount_program`: an absolute path to fuse-overlayfs (or a compatible program) that makes the mounts. */
+  mountProgram?: string;
 }
 
 /** Parses the `overlay2.*` options (pure; whether this kernel can mount maxDepth layers is checked at open). */
 export function parseOptions(options: Readonly<Record<string, string>>): Overlay2Options {
-  const out: Overlay2Options = { maxDepth: DEFAULT_MAX_DEPTH, defaultSize: 0 };
+  const out: Overlay2Options = { maxDepth: DEFAULT_MAX_DEPTH, defaultSize: 0, idmappedMounts: true };
   for (const [key, value] of Object.entries(options)) {
     switch (key) {
       case 'overlay2.maxDepth': {
@@ -55,8 +77,16 @@ export function parseOptions(options: Readonly<Record<string, string>>): Overlay
         break;
       case 'overlay2.override_kernel_check':
         break; // accepted and ignored, as moby does
+      case 'overlay2.mount_program':
+        if (!value.startsWith('/')) throw new CairnError('ERR_INVALID_OPTION', `overlay2.mount_program must be an absolute path (e.g. /usr/bin/fuse-overlayfs), got ${JSON.stringify(value)}`, { subject: key });
+        out.mountProgram = value;
+        break;
+      case 'overlay2.idmapped_mounts':
+        if (value !== 'true' && value !== 'false') throw new CairnError('ERR_INVALID_OPTION', `overlay2.idmapped_mounts must be true or false, got ${JSON.stringify(value)}`, { subject: key });
+        out.idmappedMounts = value === 'true';
+        break;
       default:
-        throw new CairnError('ERR_INVALID_OPTION', `unknown option ${key} for overlay2 (known: overlay2.maxDepth, overlay2.size)`, { subject: key });
+        throw new CairnError('ERR_INVALID_OPTION', `unknown option ${key} for overlay2 (known: overlay2.maxDepth, overlay2.size, overlay2.idmapped_mounts, overlay2.mount_program)`, { subject: key });
     }
   }
   return out;
@@ -83,6 +113,11 @@ export class Overlay2Driver implements StorageDriver {
   private readonly native: NativeDiff;
   /** Project quota control (core's, shared with vfs), made on first need or at open when overlay2.size is set. */
   private quotas: LayerQuotas;
+  /** Whether id-mapped mounts work here (null) or why not; asked on the first id-mapped get or status(). */
+  private idmapVerdict: Promise<string | null> | undefined;
+  /** Layer xattrs, in the user.* namespace inside a user namespace (trusted.* needs CAP_SYS_ADMIN in the init namespace). */
+  private readonly imageXattr: string;
+  private readonly idmapXattr: string;
 
   private constructor(
     readonly home: string,
@@ -91,11 +126,15 @@ export class Overlay2Driver implements StorageDriver {
     lockTimeoutMs: number,
   ) {
     this.layout = new Layout(home);
+    this.imageXattr = userXattrName(IMAGE_LAYER_XATTR, features.userXattr);
+    this.idmapXattr = userXattrName(IDMAP_XATTR, features.userXattr);
     this.quotas = new LayerQuotas(home, home); // layer dirs sit directly in the home, as moby's
     this.locks = new StoreLocks(home, { timeoutMs: lockTimeoutMs, what: `overlay2 layer table of ${home}` });
     this.sealed = new SharedTable(this.locks, async () => new Set<string>());
     this.mounts = new SharedMounts(home, this.locks, { mount: (id, opts) => this.mountLayer(id, opts), unmount: (id, path) => this.unmountLayer(id, path) });
-    this.naive = new NaiveDiff({ get: (id) => this.get(id), put: (id) => this.put(id), parentOf: (id) => this.parentOf(id) }, { whiteouts: 'overlay' });
+    this.naive = new NaiveDiff({
+      get: (id, opts) => this.get(id, opts), put: (id) => this.put(id), parentOf: (id) => this.parentOf(id), storedIdMap: (id) => this.storedIdMap(id),
+    }, { whiteouts: 'overlay' });
     this.native = new NativeDiff(this.layout, features.userXattr);
   }
 
@@ -105,7 +144,7 @@ export class Overlay2Driver implements StorageDriver {
    * when it returns.
    */
   static async open(ctx: DriverSetup<Overlay2Options>): Promise<Overlay2Driver> {
-    const probe = await probeOverlay(ctx.home);
+    const probe = await probeOverlay(ctx.home, ctx.settings.mountProgram ? { mountProgram: ctx.settings.mountProgram } : {});
     if (!probe.usable) throw new CairnError(probe.code, `overlay2 cannot run on ${ctx.home}: ${probe.reason}`, { subject: ctx.home });
     const options = ctx.settings;
     if (options.maxDepth > DEFAULT_MAX_DEPTH && !probe.features.newMountApi) {
@@ -137,6 +176,7 @@ export class Overlay2Driver implements StorageDriver {
         },
       });
       await sweepProbeLeftovers(this.home, mounted);
+      await sweepIdmapScratch(this.home, mounted); // a dead process's only: see idmap.ts
       await repairLinks(this.layout);
       for (const id of await listLayerIds(this.layout)) {
         // Only layers with something to repair are locked: a free lock means the owner is gone.
@@ -205,7 +245,7 @@ export class Overlay2Driver implements StorageDriver {
           await mkdir(`${staged}/work`, { mode: WORK_MODE });
           await chmod(`${staged}/work`, WORK_MODE);
         }
-        if (image) await sys.lsetxattr(staged, IMAGE_LAYER_XATTR, Buffer.from('created')).catch(() => undefined);
+        if (image) await sys.lsetxattr(staged, this.imageXattr, Buffer.from('created')).catch(() => undefined);
         // link and lower make the layer usable: durable before the rename publishes it.
         await fsyncFile(`${staged}/link`);
         if (parent !== null) await fsyncFile(`${staged}/lower`);
@@ -262,6 +302,7 @@ export class Overlay2Driver implements StorageDriver {
       });
       if (trash === null) return;
       await rm(trash, { recursive: true, force: true }).catch(() => undefined);
+      await removeChownCopies(this.home, id);
       await this.mounts.forget(id);
       await this.locks.forgetLayer(id);
     });
@@ -298,15 +339,20 @@ export class Overlay2Driver implements StorageDriver {
     if (lowers.length === 0) {
       return (await this.isImageLayer(id)) ? planReadOnlyBind(this.layout.diffDir(id), this.layout.mergedDir(id)) : null;
     }
-    return planOverlayMount({
+    const program = this.features.mountProgram;
+    const spec = planOverlayMount({
       home: this.home, id, lowers, readOnly: await this.isReadOnly(id),
-      indexOff: this.features.indexOff, userXattr: this.features.userXattr, newMountApi: this.features.newMountApi, mountLabel,
+      indexOff: this.features.indexOff, userXattr: this.features.userXattr && !program, newMountApi: this.features.newMountApi, mountLabel,
+      // A program takes its options as one argument (up to 128 KiB), not one page of mount data.
+      ...(program ? { pageSize: 128 * 1024 } : {}),
     });
+    return program ? { ...spec, program } : spec;
   }
 
   private async mountLayer(id: string, opts: GetOptions): Promise<string> {
     if (!(await this.exists(id))) throw new CairnError('ERR_LAYER_NOT_FOUND', `layer ${id} does not exist`, { subject: id });
     await this.ensureOwnLink(id);
+    if (opts.idMappings) return this.mountMapped(id, validateIdMappings(opts.idMappings), opts.mountLabel);
     const spec = await this.mountSpecFor(id, opts.mountLabel);
     // moby: a layer without lowers is used as is; there is nothing to overlay.
     if (spec === null) return this.layout.diffDir(id);
@@ -328,6 +374,151 @@ export class Overlay2Driver implements StorageDriver {
         `cannot mount layer ${id}: ${(err as Error).message}`, { subject: id, cause: err });
     }
     return merged;
+  }
+
+  // ---- id-mapped views (see idmap.ts) ------------------------------------------------
+
+  /** The id map layer `id`'s files are stored shifted by, or null (stored in container ids). */
+  async storedIdMap(id: string): Promise<IdMappings | null> {
+    const raw = await sys.lgetxattr(this.layout.layerDir(id), this.idmapXattr).catch(() => null);
+    return raw === null ? null : parseIdMappingsKey(raw.toString(), `layer ${id}`);
+  }
+
+  private async recordIdMap(id: string, maps: IdMappings): Promise<void> {
+    await sys.lsetxattr(this.layout.layerDir(id), this.idmapXattr, Buffer.from(idMappingsKey(maps)));
+    await fsyncDir(this.layout.layerDir(id));
+  }
+
+  /** null when id-mapped mounts work here, else why the driver makes chown copies instead. */
+  idmapUnsupported(): Promise<string | null> {
+    this.idmapVerdict ??= this.features.mountProgram ? Promise.resolve(`overlay2.mount_program=${this.features.mountProgram} mounts cannot stack on id-mapped lowers`)
+      : this.options.idmappedMounts
+        ? probeIdmappedMounts(this.home).catch((err: unknown) => `the id-mapped mount probe failed: ${(err as Error).message}`)
+        : Promise.resolve('overlay2.idmapped_mounts=false');
+    return this.idmapVerdict;
+  }
+
+  /**
+   * get with idMappings. Lowers stored in container ids are shown through id-mapped mounts
+   * (or, where those do not work, a chown copy of the lower view); lowers stored shifted by
+   * the same map are used as they are; another map is refused. The upper, when there is
+   * one, is kept in host ids: chowned at its root and recorded before its first mapped use.
+   */
+  private async mountMapped(id: string, maps: IdMappings, mountLabel: string | undefined): Promise<string> {
+    const readOnly = await this.isReadOnly(id);
+    const lowerIds = await Promise.all((await this.readLowers(id)).map((l) => this.idOfLower(l)));
+    const stack = readOnly ? [id, ...lowerIds] : lowerIds; // the dirs shown read-only, topmost first
+    const lowers: IdmappedLower[] = [];
+    for (const layer of stack) {
+      const stored = await this.storedIdMap(layer);
+      if (stored && !sameIdMappings(stored, maps)) {
+        throw new CairnError('ERR_INVALID_OPTION',
+          `layer ${layer} is stored shifted by the id map ${idMappingsKey(stored)}; ${id} cannot be shown with ${idMappingsKey(maps)} (use the same idMappings, or apply the image again without them)`,
+          { subject: id });
+      }
+      lowers.push({ path: this.layout.diffDir(layer), mapped: stored === null });
+    }
+    const merged = this.layout.mergedDir(id);
+    if (!readOnly && stack.length === 0) {
+      // A container layer without parents: its own dir, id-mapped writable (no overlay, so
+      // no EOVERFLOW): files are stored back in container ids, nothing to record.
+      if (await this.storedIdMap(id)) return this.layout.diffDir(id);
+      await this.ensureMappable(id);
+      await this.mountPoint(merged, () => idmappedBind(this.layout.diffDir(id), merged, maps, false), id);
+      return merged;
+    }
+    if (!readOnly) await this.prepareUpper(id, maps, lowers[0]!);
+    const why = await this.idmapUnsupported();
+    const shown = why === null ? lowers : [{ path: await this.chownCopy(stack[0]!, stack.slice(1), lowers, maps), mapped: false }];
+    if (shown.length === 1 && readOnly) {
+      const only = shown[0]!;
+      await this.mountPoint(merged, () => (only.mapped ? idmappedBind(only.path, merged, maps, true) : performMount(planReadOnlyBind(only.path, merged))), id);
+      return merged;
+    }
+    const scratch = await mkdtemp(join(this.home, idmapScratchPrefix()));
+    const plan = planIdmappedOverlay({
+      scratch, lowers: shown, target: merged, newMountApi: this.features.newMountApi,
+      upper: readOnly ? null : { upper: this.layout.diffDir(id), work: this.layout.workDir(id) },
+      head: [...(this.features.indexOff ? [['index', 'off'] as [string, string]] : []), ...(this.features.userXattr ? [['userxattr', null] as [string, null]] : [])],
+      tail: mountLabel ? [['context', `"${mountLabel}"`]] : [],
+    });
+    if (this.features.mountProgram) plan.spec.program = this.features.mountProgram;
+    await this.mountPoint(merged, () => performIdmappedOverlay(plan, maps, scratch), id);
+    return merged;
+  }
+
+  /** Makes the mount point, runs `mount`, and turns a failure into a CairnError (mount point removed). */
+  private async mountPoint(merged: string, mount: () => Promise<void>, id: string): Promise<void> {
+    await mkdir(merged, { mode: 0o700 }).catch((err) => { if (errnoCode(err) !== 'EEXIST') throw err; });
+    try {
+      await mount();
+    } catch (err) {
+      await rmdir(merged).catch(() => undefined);
+      if (err instanceof CairnError) throw err;
+      throw new CairnError(errnoCode(err) === 'EPERM' ? 'ERR_PREREQUISITES' : 'ERR_NOT_SUPPORTED',
+        `cannot mount layer ${id} with an id map: ${(err as Error).message}`, { subject: id, cause: err });
+    }
+  }
+
+  /** A layer whose files are in container ids must be empty to start being written in host ids. */
+  private async ensureMappable(id: string): Promise<void> {
+    if ((await readdir(this.layout.diffDir(id))).length > 0) {
+      throw new CairnError('ERR_INVALID_OPTION',
+        `layer ${id} already holds files written without an id map (in container ids); it can be mounted with idMappings only while empty — create a new container layer for the mapped container`,
+        { subject: id });
+    }
+  }
+
+  /** Before the first mapped mount of a container layer: its upper root owned as the mapped lower root, the map recorded. */
+  private async prepareUpper(id: string, maps: IdMappings, top: IdmappedLower): Promise<void> {
+    const stored = await this.storedIdMap(id);
+    if (stored) {
+      if (sameIdMappings(stored, maps)) return;
+      throw new CairnError('ERR_INVALID_OPTION',
+        `layer ${id} was written through the id map ${idMappingsKey(stored)}; it cannot be mounted with ${idMappingsKey(maps)} — get it with the same idMappings`,
+        { subject: id });
+    }
+    await this.ensureMappable(id);
+    const st = await stat(top.path);
+    const uid = top.mapped ? mapId(maps.uidMap, st.uid, true) : st.uid;
+    const gid = top.mapped ? mapId(maps.gidMap, st.gid, true) : st.gid;
+    if (uid === undefined || gid === undefined) {
+      throw new CairnError('ERR_INVALID_OPTION', `the id map does not cover the owner ${st.uid}:${st.gid} of the image's root directory`, { subject: id });
+    }
+    await lchown(this.layout.diffDir(id), uid, gid); // the upper's root: never through a link
+    await this.recordIdMap(id, maps);
+  }
+
+  /**
+   * The chown-copy fallback: the whole lower view of `top` (its dir over `below`) copied
+   * with owners shifted, kept in the home per layer and map and reused. When every lower is
+   * already stored shifted, the plain view is used.
+   */
+  private async chownCopy(top: string, below: readonly string[], lowers: readonly IdmappedLower[], maps: IdMappings): Promise<string> {
+    if (lowers.length === 1 && !lowers[0]!.mapped) return lowers[0]!.path;
+    const hash = createHash('sha256').update(idMappingsKey(maps)).digest('hex').slice(0, 16);
+    const dest = join(this.home, CHOWN_COPIES_DIR, `${top}-${hash}`);
+    if (await stat(dest).then(() => true, () => false)) return dest;
+    if (lowers.some((l) => !l.mapped)) {
+      throw new CairnError('ERR_NOT_SUPPORTED', `a chown copy of layer ${top} cannot mix layers stored shifted and unshifted`, { subject: top });
+    }
+    if (below.length === 0) {
+      await buildChownCopy(this.home, this.layout.diffDir(top), dest, maps);
+      return dest;
+    }
+    // The plain read-only view of the stack, mounted in a scratch dir just for the copy.
+    const scratch = await mkdtemp(join(this.home, idmapScratchPrefix()));
+    const view = join(scratch, 'view');
+    await mkdir(view);
+    try {
+      const plan = planIdmappedOverlay({ scratch, lowers: lowers.map((l) => ({ ...l, mapped: false })), upper: null, target: view, head: this.features.indexOff ? [['index', 'off']] : [], tail: [], newMountApi: this.features.newMountApi });
+      await performMount(this.features.mountProgram ? { ...plan.spec, program: this.features.mountProgram } : plan.spec);
+      await buildChownCopy(this.home, view, dest, maps);
+    } finally {
+      await detachMount(view).catch(() => undefined);
+      await rm(scratch, { recursive: true, force: true });
+    }
+    return dest;
   }
 
   /** `path` null: a get died mid-mount; the merged dir is where it would have mounted. */
@@ -358,7 +549,7 @@ export class Overlay2Driver implements StorageDriver {
   private async isImageLayer(id: string): Promise<boolean> {
     return this.sealed.read(`read the seal of layer ${id}`, async (sealed) => {
       if (sealed.has(id)) return true;
-      const marked = await sys.lgetxattr(this.layout.layerDir(id), IMAGE_LAYER_XATTR).catch(() => null);
+      const marked = await sys.lgetxattr(this.layout.layerDir(id), this.imageXattr).catch(() => null);
       if (marked?.toString() !== 'applied') return false;
       sealed.add(id);
       return true;
@@ -368,9 +559,9 @@ export class Overlay2Driver implements StorageDriver {
   /** After applyDiff: an image layer becomes read-only (the contract), a container layer stays as it is. */
   private async sealIfImageLayer(id: string): Promise<void> {
     const dir = this.layout.layerDir(id);
-    const marked = await sys.lgetxattr(dir, IMAGE_LAYER_XATTR).catch(() => null);
+    const marked = await sys.lgetxattr(dir, this.imageXattr).catch(() => null);
     if (marked?.toString() !== 'created') return;
-    await sys.lsetxattr(dir, IMAGE_LAYER_XATTR, Buffer.from('applied'));
+    await sys.lsetxattr(dir, this.imageXattr, Buffer.from('applied'));
     await fsyncDir(dir); // the seal is inode metadata: durable before applyDiff reports done
   }
 
@@ -426,8 +617,10 @@ export class Overlay2Driver implements StorageDriver {
   // ---- diffs --------------------------------------------------------------------------
 
   /** Native diff applies when `parent` is the layer's direct parent and the kernel writes plain changesets. */
-  private async useNative(id: string, parent: string | null | undefined): Promise<boolean> {
-    if (!this.features.nativeDiff) return false;
+  private async useNative(id: string, parent: string | null | undefined, forApply = false): Promise<boolean> {
+    // Applying into diff/ is right whoever mounts it; with a mount program only reading the
+    // upper dir as a changeset is not (the program keeps its own whiteout format there).
+    if (!this.features.nativeDiff && !(forApply && this.features.mountProgram)) return false;
     const direct = await this.parentOf(id);
     const wanted = parent === undefined ? direct : normalizeParent(parent);
     return wanted === direct;
@@ -435,7 +628,7 @@ export class Overlay2Driver implements StorageDriver {
 
   async diff(id: string, parent?: string | null): Promise<Readable> {
     await this.assertLayer(id);
-    if (await this.useNative(id, parent)) return this.native.diff(id);
+    if (await this.useNative(id, parent)) return this.native.diff(id, await this.storedIdMap(id));
     return this.naive.diff(id, parent);
   }
 
@@ -445,23 +638,55 @@ export class Overlay2Driver implements StorageDriver {
     return this.naive.changes(id, parent);
   }
 
-  async applyDiff(id: string, parent: string | null | undefined, tar: Readable | AsyncIterable<Uint8Array>): Promise<number> {
+  async applyDiff(id: string, parent: string | null | undefined, tar: Readable | AsyncIterable<Uint8Array>, opts: ApplyDiffOptions = {}): Promise<number> {
     assertValidId(id);
     // Under the layer's lock throughout, so no get (of any process) can mount it while
     // diff/ is being swapped, and the seal lands before another apply can start.
     return this.locks.layer(id, `apply a diff to layer ${id}`, async () => {
       await this.assertLayer(id);
+      const maps = await this.applyMap(id, opts);
+      const applyOpts = {
+        ...(maps ? { idMappings: maps } : {}), ...(opts.ignoreChownErrors ? { ignoreChownErrors: true } : {}),
+        ...(this.features.userXattr ? { userXattr: true } : {}),
+      };
       let bytes: number;
-      if (await this.useNative(id, parent)) {
+      if (await this.useNative(id, parent, true)) {
         const staged = (await this.mounts.count(id)) === 0 && await this.native.isEmpty(id);
-        bytes = await this.native.applyDiff(id, tar, staged);
+        bytes = await this.native.applyDiff(id, tar, staged, applyOpts);
       } else {
-        bytes = await this.naive.applyDiff(id, parent, tar);
+        bytes = await this.naive.applyDiff(id, parent, tar, applyOpts);
       }
+      if (maps && !(await this.storedIdMap(id))) await this.recordIdMap(id, maps);
       await this.sealIfImageLayer(id);
       return bytes;
     });
   }
+
+  /**
+   * The map an applyDiff stores owners by: the one asked for, else the one the layer or its
+   * parent is stored by. One image, one id space: a map that differs from the layer's own
+   * or from any lower's is refused (get could not show the stack as one).
+   */
+  private async applyMap(id: string, opts: ApplyDiffOptions): Promise<IdMappings | null> {
+    const asked = opts.idMappings ? validateIdMappings(opts.idMappings) : null;
+    const lowerIds = await Promise.all((await this.readLowers(id)).map((l) => this.idOfLower(l)));
+    const held = await this.storedIdMap(id) ?? (lowerIds.length > 0 ? await this.storedIdMap(lowerIds[0]!) : null);
+    const maps = asked ?? held;
+    for (const layer of [id, ...lowerIds]) {
+      const stored = await this.storedIdMap(layer);
+      const fresh = layer === id && stored === null; // the layer itself takes the map now
+      if (!fresh && !sameIdMappings(stored, maps)) {
+        throw new CairnError('ERR_INVALID_OPTION',
+          `layer ${layer} is stored ${stored ? `shifted by ${idMappingsKey(stored)}` : 'in container ids'}; apply ${id} with ${stored ? 'the same idMappings' : 'no idMappings (or the whole image with them)'}`,
+          { subject: id });
+      }
+    }
+    if (asked && !(await this.storedIdMap(id)) && !(await this.native.isEmpty(id))) {
+      throw new CairnError('ERR_INVALID_OPTION', `layer ${id} already holds files in container ids; idMappings can be given only for its first applyDiff`, { subject: id });
+    }
+    return maps;
+  }
+
 
   async diffSize(id: string, parent?: string | null): Promise<number> {
     await this.assertLayer(id);
@@ -483,6 +708,8 @@ export class Overlay2Driver implements StorageDriver {
       ['Using metacopy', String(this.features.metacopy)],
       ['Native Overlay Diff', String(this.features.nativeDiff)],
       ['userxattr', String(this.features.userXattr)],
+      ...(this.features.mountProgram ? [['Mount program', this.features.mountProgram] as [string, string]] : []),
+      ['Id-mapped mounts', await this.idmapUnsupported().then((why) => (why === null ? 'yes' : `no, chown copies (${why})`))],
     ];
   }
 

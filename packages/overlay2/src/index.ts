@@ -3,7 +3,7 @@
  * exact on-disk layout (`l/` short links, `link`, `lower`, `diff/`, `work/`, `merged/`).
  * @packageDocumentation
  */
-import { CairnError, defineDriver } from '@cairnfs/core';
+import { CairnError, defineDriver, nearestExistingPath, probeIdmappedMounts } from '@cairnfs/core';
 import { Overlay2Driver, parseOptions, type Overlay2Options } from './driver.js';
 import { listLayerIds } from './links.js';
 import { HOME_MODE, Layout } from './layout.js';
@@ -28,8 +28,14 @@ export const overlay2Driver = defineDriver<Overlay2Options>({
   parseOptions,
   async probe(setup) {
     try {
-      const p = await probeOverlay(setup.home);
-      if (p.usable) return { usable: true, backingFs: p.features.backingFs };
+      const p = await probeOverlay(setup.home, setup.settings.mountProgram ? { mountProgram: setup.settings.mountProgram } : {});
+      if (p.usable) {
+        const why = setup.settings.mountProgram ? 'overlay2.mount_program is set'
+          : !setup.settings.idmappedMounts ? 'overlay2.idmapped_mounts=false'
+            : await probeIdmappedMounts(await nearestExistingPath(setup.home)).catch((err: unknown) => `the probe failed: ${(err as Error).message}`);
+        const notes = why === null ? [] : [`get with idMappings makes chown copies of the image's lower view (no id-mapped mounts: ${why})`];
+        return { usable: true, backingFs: p.features.backingFs, ...(notes.length > 0 ? { notes } : {}) };
+      }
       return { usable: false, reason: p.reason, code: p.code, ...(p.backingFs ? { backingFs: p.backingFs } : {}) };
     } catch (err) {
       const reason = err instanceof CairnError ? err.message : `probe failed: ${(err as Error).message}`;

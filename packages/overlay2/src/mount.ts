@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { CairnError, mountLabelOption } from '@cairnfs/core';
 import * as sys from '@cairnfs/sys';
@@ -27,6 +28,8 @@ export interface MountSpec {
   method: 'mount' | 'fsmount';
   /** In order; `[key, null]` is a flag option. */
   options: Array<[string, string | null]>;
+  /** Mount with this FUSE program (`overlay2.mount_program`, fuse-overlayfs) instead of the kernel: `program -o <options> <target>`. */
+  program?: string;
 }
 
 export interface OverlayMountRequest {
@@ -139,6 +142,10 @@ export function planReadOnlyBind(source: string, target: string): MountSpec {
 
 /** The one function in the driver that mounts. */
 export async function performMount(spec: MountSpec): Promise<void> {
+  if (spec.program && spec.type === 'overlay') {
+    await runMountProgram(spec.program, mountData(spec.options), spec.target, spec.cwd);
+    return;
+  }
   if (spec.type === 'bind') {
     const { MS_BIND, MS_REMOUNT, MS_RDONLY } = sys.constants;
     await sys.mount(spec.source, spec.target, null, MS_BIND);
@@ -159,6 +166,20 @@ export async function performMount(spec: MountSpec): Promise<void> {
   const data = mountData(spec.options);
   if (spec.cwd) await sys.mountAt(spec.cwd, spec.source, spec.target, spec.type, flags, data);
   else await sys.mount(spec.source, spec.target, spec.type, flags, data);
+}
+
+/** Runs a FUSE overlay program; it returns once the mount is in place (it daemonizes). */
+function runMountProgram(program: string, data: string, target: string, cwd: string | null): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(program, ['-o', data, target], { cwd: cwd ?? '/', stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (b: Buffer) => { stderr += b.toString(); });
+    child.on('error', reject);
+    child.on('close', (code) => {
+      if (code === 0) resolve();
+      else reject(Object.assign(new Error(`${program} -o ${data.length > 300 ? `${data.slice(0, 300)}…` : data} ${target} exited ${code}: ${stderr.trim()}`), { code: 'EIO' }));
+    });
+  });
 }
 
 /** Lazily detaches a mount (moby's put: MNT_DETACH, so a busy mount never blocks a put). */

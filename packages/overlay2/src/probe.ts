@@ -1,4 +1,5 @@
-import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { accessSync, closeSync, constants as fsConstants, existsSync, openSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CairnError, detectBackingFs, errnoCode, nearestExistingPath, supportsDType } from '@cairnfs/core';
@@ -23,6 +24,8 @@ export interface OverlayFeatures {
   metacopy: boolean;
   /** fsopen/fsconfig exist, so `lowerdir+` can stack more layers than one page of data names. */
   newMountApi: boolean;
+  /** `overlay2.mount_program`: mounts are made by this FUSE program (fuse-overlayfs), not the kernel's overlay. */
+  mountProgram?: string;
 }
 
 export type OverlayProbe =
@@ -66,7 +69,8 @@ async function overlayInKernel(): Promise<boolean> {
  * Creates nothing that outlives the call: the test mounts happen in a temp directory
  * next to (or inside) the home, which is unmounted and deleted before returning.
  */
-export async function probeOverlay(home: string): Promise<OverlayProbe> {
+export async function probeOverlay(home: string, opts: { mountProgram?: string } = {}): Promise<OverlayProbe> {
+  if (opts.mountProgram) return probeMountProgram(home, opts.mountProgram);
   if (!(await overlayInKernel())) {
     return { usable: false, code: 'ERR_NOT_SUPPORTED', reason: 'the kernel has no overlay filesystem (not in /proc/filesystems); build or load the overlay module' };
   }
@@ -99,7 +103,11 @@ export async function probeOverlay(home: string): Promise<OverlayProbe> {
   sys.flockSync(lockFd, sys.constants.LOCK_EX);
   try {
     const failure = await tryTwoLowerMount(scratch, indexOff, userXattr);
-    if (failure) return { usable: false, code: failure.code, backingFs: fs.name, reason: failure.reason };
+    if (failure) {
+      // Rootless on a kernel (or filesystem) that refuses overlay in a user namespace: say what works instead.
+      const hint = userXattr ? '; inside a user namespace the kernel needs Linux 5.11+ and a backing filesystem that allows it: use vfs, or set overlay2.mount_program=/usr/bin/fuse-overlayfs (Debian fuse-overlayfs)' : '';
+      return { usable: false, code: failure.code, backingFs: fs.name, reason: failure.reason + hint };
+    }
     const native = await checkNativeDiff(join(scratch, 'nd'), indexOff, userXattr);
     const metacopy = readParam('metacopy') === 'Y';
     return {
@@ -122,6 +130,53 @@ export async function probeOverlay(home: string): Promise<OverlayProbe> {
 }
 
 const PROBE_PREFIX = '.cairn-overlay-probe-';
+
+/**
+ * overlay2 with `overlay2.mount_program` (fuse-overlayfs, as containers/storage uses it
+ * rootless): the program must run and mount a two-lower test overlay. Diffs are then naive
+ * (the program's upper dir need not be a kernel-style changeset), there is no index, no
+ * metacopy and no new mount API.
+ */
+async function probeMountProgram(home: string, program: string): Promise<OverlayProbe> {
+  const fs = await detectBackingFs(home);
+  try {
+    accessSync(program, fsConstants.X_OK);
+  } catch {
+    return { usable: false, code: 'ERR_PREREQUISITES', backingFs: fs.name, reason: `overlay2.mount_program ${program} is not an executable file; install fuse-overlayfs (Debian: apt-get install fuse-overlayfs) or fix the path` };
+  }
+  try {
+    accessSync('/dev/fuse', fsConstants.R_OK | fsConstants.W_OK);
+  } catch {
+    return { usable: false, code: 'ERR_PREREQUISITES', backingFs: fs.name, reason: `overlay2.mount_program ${program} needs /dev/fuse, which this process cannot open (modprobe fuse; chmod 0666 /dev/fuse for unprivileged users)` };
+  }
+  const base = await nearestExistingPath(home);
+  const scratch = await mkdtemp(join(base, `${PROBE_PREFIX}${process.pid}-`));
+  try {
+    await makeDirs(scratch, ['lower1', 'lower2', 'upper', 'work', 'merged']);
+    await writeFile(join(scratch, 'lower1', 'a'), 'one');
+    await writeFile(join(scratch, 'lower2', 'b'), 'two');
+    const r = spawnSync(program, ['-o', 'lowerdir=lower2:lower1,upperdir=upper,workdir=work', 'merged'], { cwd: scratch, encoding: 'utf8' });
+    if (r.status !== 0) {
+      return { usable: false, code: 'ERR_NOT_SUPPORTED', backingFs: fs.name, reason: `a test mount with overlay2.mount_program ${program} failed: ${(r.stderr || r.error?.message || `exit ${r.status}`).trim()}` };
+    }
+    try {
+      const [a, b] = await Promise.all([readFile(join(scratch, 'merged', 'a'), 'utf8'), readFile(join(scratch, 'merged', 'b'), 'utf8')]);
+      if (a !== 'one' || b !== 'two') return { usable: false, code: 'ERR_NOT_SUPPORTED', backingFs: fs.name, reason: `a test mount with ${program} did not show both lower layers` };
+    } finally {
+      await detachMount(join(scratch, 'merged')).catch(() => undefined);
+    }
+  } finally {
+    await rm(scratch, { recursive: true, force: true }).catch(() => undefined);
+  }
+  return {
+    usable: true,
+    features: {
+      backingFs: fs.name, dType: await supportsDType(home), indexOff: false, userXattr: inUserNamespace(),
+      nativeDiff: false, nativeDiffReason: `mounts are made by ${program}: diffs compare the mounted trees`,
+      metacopy: false, newMountApi: false, mountProgram: program,
+    },
+  };
+}
 
 function processAlive(pid: number): boolean {
   if (!Number.isInteger(pid) || pid <= 0) return false;

@@ -20,13 +20,14 @@ import type { Change } from '@cairnfs/core';
 import { LayerStore, exportImage } from '@cairnfs/image';
 import { Overlay2Driver } from '@cairnfs/overlay2';
 import * as sys from '@cairnfs/sys';
-import { describeBackend, dockerdMissing, expectSameTree, snapshotTree, startDockerd } from '@cairnfs/testkit';
+import { BUSYBOX, busyboxMissing, describeBackend, dockerdMissing, expectSameTree, snapshotTree, startDockerd } from '@cairnfs/testkit';
 import type { DockerdFixture, TreeSnapshot } from '@cairnfs/testkit';
 import { makeHome, overlayMissing, unmountUnder } from './helpers.js';
 import type { Home } from './helpers.js';
 
 const run = promisify(execFile);
-const missing = dockerdMissing() ?? await overlayMissing();
+// The base image is made offline from the host's static busybox.
+const missing = dockerdMissing() ?? busyboxMissing() ?? await overlayMissing();
 
 /** Busybox applets the Dockerfile's RUN steps use. */
 const APPLETS = ['sh', 'ls', 'mkdir', 'rm', 'cp', 'mv', 'chmod', 'chown', 'ln', 'echo', 'cat', 'touch', 'mknod'];
@@ -136,7 +137,7 @@ describeBackend('dockerd', missing, () => {
     const rootfs = join(work, 'rootfs');
     for (const d of ['bin', 'etc', 'tmp']) await mkdir(join(rootfs, d), { recursive: true });
     await chmod(join(rootfs, 'tmp'), 0o1777);
-    await copyFile('/bin/busybox', join(rootfs, 'bin/busybox'));
+    await copyFile(BUSYBOX, join(rootfs, 'bin/busybox'));
     for (const a of APPLETS) await symlink('busybox', join(rootfs, 'bin', a));
     await writeFile(join(rootfs, 'bin/capfile'), 'capability holder\n');
     sys.lsetxattrSync(join(rootfs, 'bin/capfile'), 'security.capability', CAPABILITY);

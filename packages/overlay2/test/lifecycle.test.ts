@@ -231,9 +231,10 @@ describeBackend('overlayfs', missing, () => {
     });
   });
 
-  test('status reports backing fs, d_type, metacopy, native diff and userxattr', async () => {
+  test('status reports backing fs, d_type, metacopy, native diff, userxattr and id-mapped mounts', async () => {
     const status = new Map(await d.status());
-    expect([...status.keys()]).toEqual(['Backing Filesystem', 'Supports d_type', 'Using metacopy', 'Native Overlay Diff', 'userxattr']);
+    expect([...status.keys()]).toEqual(['Backing Filesystem', 'Supports d_type', 'Using metacopy', 'Native Overlay Diff', 'userxattr', 'Id-mapped mounts']);
+    expect(status.get('Id-mapped mounts')).toBe('yes');
     expect(status.get('Supports d_type')).toBe('true');
     expect(status.get('Backing Filesystem')).toBe(d.features.backingFs);
   });

@@ -115,6 +115,7 @@ static Napi::Object InitCairnSys(Napi::Env env, Napi::Object exports) {
   cairn::InitWalk(env, exports);
   cairn::InitTarPack(env, exports);
   cairn::InitOpenFile(env, exports);
+  cairn::InitUserns(env, exports);
   return exports;
 }
 

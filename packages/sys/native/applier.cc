@@ -212,6 +212,11 @@ void Applier::Times(const Entry& e, timespec out[2]) {
 
 void Applier::OnEntry(Entry e) {
   current_name_ = e.name;
+  if (ownership_ && !owners_.Map(&e.uid, &e.gid)) {
+    if (!owners_.Drop(EOVERFLOW, e.name, e.uid, e.gid)) dirs_.SysFail(EOVERFLOW, "chown", e.name);
+    e.uid = euid_;  // ignoreChownErrors: the caller's own ids, which every chown below leaves as they are
+    e.gid = egid_;
+  }
   std::string rel;
   size_t baseAt;
   NormalizePath(e.name, &rel, &baseAt);
@@ -312,6 +317,10 @@ void Applier::OnEntry(Entry e) {
       // Where the mode cannot be set on an fd afterwards (no fchmodat2), it is made exact now.
       int err = nofollow::HaveChmodFd(legacy_) ? (mknodat(dirs_.Dir(parentRel), base.c_str(), kind | (e.mode & 0777), dev) == 0 ? 0 : errno)
                                                 : nofollow::MknodExact(dirs_.Dir(parentRel), base, kind | e.mode, dev);
+      if (err == EPERM && e.type != '6') {
+        DevicePlaceholder(parentRel, base, e);  // unprivileged (a user namespace): recorded, not made
+        return;
+      }
       if (err != 0) dirs_.SysFail(err, "mknod", rel);
       Metadata(parentRel, base, e, kind, dev);
       return;
@@ -356,7 +365,7 @@ void Applier::OnEnd() {
   // setuid/setgid/sticky) or after a chown, which clears setuid/setgid.
   bool chown = ownership_ && (e.uid != euid_ || e.gid != egid_ || file_in_setgid_);
   bool chmod = chown || e.mode > 0777 || (e.mode & umask_) != 0;
-  if (chown && fchown(fd, static_cast<uid_t>(e.uid), static_cast<gid_t>(e.gid)) != 0) dirs_.SysFail(errno, "fchown", rel);
+  if (chown && fchown(fd, static_cast<uid_t>(e.uid), static_cast<gid_t>(e.gid)) != 0 && !owners_.Drop(errno, rel, e.uid, e.gid)) dirs_.SysFail(errno, "fchown", rel);
   if (chmod && fchmod(fd, e.mode) != 0) dirs_.SysFail(errno, "fchmod", rel);
   for (const auto& [k, v] : e.xattrs) {
     if (fsetxattr(fd, k.c_str(), v.data(), v.size(), 0) != 0) dirs_.SysFail(errno, "lsetxattr", rel);
@@ -382,7 +391,9 @@ void Applier::DirMetadata(const std::string& parentRel, const std::string& base,
   int dfd = base.empty() ? dirs_.root() : openat(pfd, base.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   if (dfd < 0) dirs_.SysFail(errno, "open", rel);
   Fd owned(base.empty() ? -1 : dfd);
-  if (ownership_ && fchownat(dfd, "", static_cast<uid_t>(e.uid), static_cast<gid_t>(e.gid), AT_EMPTY_PATH) != 0) dirs_.SysFail(errno, "lchown", rel);
+  if (ownership_ && fchownat(dfd, "", static_cast<uid_t>(e.uid), static_cast<gid_t>(e.gid), AT_EMPTY_PATH) != 0 && !owners_.Drop(errno, rel, e.uid, e.gid)) {
+    dirs_.SysFail(errno, "lchown", rel);
+  }
   // Without fchmodat2, "." of the directory fd: the directory itself, nothing to follow.
   if (nofollow::ChmodFd(dfd, e.mode, legacy_) != 0 && (errno != ENOSYS || fchmodat(dfd, ".", e.mode, 0) != 0)) dirs_.SysFail(errno, "chmod", rel);
   if (!e.xattrs.empty()) {
@@ -407,7 +418,8 @@ void Applier::Metadata(const std::string& parentRel, const std::string& base, co
   int pfd = dirs_.Dir(parentRel);
   struct stat st;
   Fd node(OpenMade(pfd, base, rel, kind, dev, &st));
-  if (ownership_ && fchownat(node.get(), "", static_cast<uid_t>(e.uid), static_cast<gid_t>(e.gid), AT_EMPTY_PATH) != 0) {
+  if (ownership_ && fchownat(node.get(), "", static_cast<uid_t>(e.uid), static_cast<gid_t>(e.gid), AT_EMPTY_PATH) != 0 &&
+      !owners_.Drop(errno, rel, e.uid, e.gid)) {
     dirs_.SysFail(errno, "lchown", rel);
   }
   if (kind != S_IFLNK) {
@@ -437,12 +449,44 @@ void Applier::Metadata(const std::string& parentRel, const std::string& base, co
   TimesAt(node.get(), pfd, base, ts, rel);
 }
 
+// A device node where mknod is refused (EPERM: no CAP_MKNOD in the init namespace): an
+// empty 0000 file whose override_stat xattr (owners.h) says what it stands for, so diff
+// and export give the device back; the container sees an empty file. Acted on through
+// the fd it was created with.
+void Applier::DevicePlaceholder(const std::string& parentRel, const std::string& base, const Entry& e) {
+  std::string rel = Beneath::Join(parentRel, base);
+  int pfd = dirs_.Dir(parentRel);
+  Fd fd(openat(pfd, base.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0));
+  if (!fd.ok()) dirs_.SysFail(errno, "open", rel);
+  std::string v = OverrideStatValue(e.uid, e.gid, e.mode, e.type == '4', e.devmajor, e.devminor);
+  int err = 0;
+  const char* sc = "lsetxattr";
+  if (fsetxattr(fd.get(), kOverrideStatXattr, v.data(), v.size(), 0) != 0) {
+    err = errno;
+  } else if (ownership_ && fchown(fd.get(), static_cast<uid_t>(e.uid), static_cast<gid_t>(e.gid)) != 0 && !owners_.Drop(errno, rel, e.uid, e.gid)) {
+    err = errno;
+    sc = "fchown";
+  } else {
+    timespec ts[2];
+    Times(e, ts);
+    if (futimens(fd.get(), ts) != 0) {
+      err = errno;
+      sc = "futimens";
+    }
+  }
+  if (err != 0) {
+    unlinkat(pfd, base.c_str(), 0);
+    dirs_.SysFail(err, sc, rel);
+  }
+  owners_.Recorded(rel);
+}
+
 void Applier::Whiteout(const Entry& e, const std::string& parentRel, const std::string* target) {
   if (mode_ == Whiteouts::kOverlay) {
     dirs_.WalkDirs(parentRel, true, e.name);
     if (!target) {
       // "." of the directory's fd: the (verified) directory itself.
-      int err = nofollow::SetXattrAt(dirs_.Dir(parentRel), ".", "trusted.overlay.opaque", "y", legacy_);
+      int err = nofollow::SetXattrAt(dirs_.Dir(parentRel), ".", opaque_xattr_.c_str(), "y", legacy_);
       if (err != 0) dirs_.SysFail(err, "lsetxattr", parentRel);
       return;
     }
@@ -455,7 +499,9 @@ void Applier::Whiteout(const Entry& e, const std::string& parentRel, const std::
     if (ownership_) {
       struct stat st;
       Fd node(OpenMade(pfd, *target, rel, S_IFCHR, 0, &st));
-      if (fchownat(node.get(), "", static_cast<uid_t>(e.uid), static_cast<gid_t>(e.gid), AT_EMPTY_PATH) != 0) dirs_.SysFail(errno, "lchown", rel);
+      if (fchownat(node.get(), "", static_cast<uid_t>(e.uid), static_cast<gid_t>(e.gid), AT_EMPTY_PATH) != 0 && !owners_.Drop(errno, rel, e.uid, e.gid)) {
+        dirs_.SysFail(errno, "lchown", rel);
+      }
     }
     return;
   }
@@ -495,7 +541,7 @@ void Applier::RecreateWhitedOutParents(const std::string& parentRel) {
 }
 
 void Applier::MakeOpaque(const std::string& rel) {
-  int err = nofollow::SetXattrAt(dirs_.Dir(rel), ".", "trusted.overlay.opaque", "y", legacy_);
+  int err = nofollow::SetXattrAt(dirs_.Dir(rel), ".", opaque_xattr_.c_str(), "y", legacy_);
   if (err != 0) dirs_.SysFail(err, "lsetxattr", rel);
 }
 

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "beneath.h"
+#include "owners.h"
 #include "tar_reader.h"
 
 namespace cairn {
@@ -44,6 +45,12 @@ class Applier : public EntrySink {
   int64_t bytes() const { return bytes_; }
   const std::string& current() const { return current_name_; }
 
+  // Ownership shift, dropped chowns and recorded devices (owners.h); set before the first write.
+  OwnerPolicy& owners() { return owners_; }
+  // The opaque-directory xattr in overlay mode: trusted.overlay.opaque, or user.overlay.opaque
+  // for an overlay mounted with userxattr (inside a user namespace).
+  std::string opaque_xattr_ = "trusted.overlay.opaque";
+
   void OnEntry(Entry e) override;
   void OnData(const uint8_t* p, size_t n, int64_t position) override;
   void OnEnd() override;
@@ -69,6 +76,7 @@ class Applier : public EntrySink {
   void DirMetadata(const std::string& parentRel, const std::string& base, const Entry& e);
   void Metadata(const std::string& parentRel, const std::string& base, const Entry& e, mode_t kind, dev_t dev);
   void Whiteout(const Entry& e, const std::string& parentRel, const std::string* target);
+  void DevicePlaceholder(const std::string& parentRel, const std::string& base, const Entry& e);
   void RemoveNotUnpacked(const std::string& rel);
   void RecreateWhitedOutParents(const std::string& parentRel);
   void MakeOpaque(const std::string& rel);
@@ -92,6 +100,7 @@ class Applier : public EntrySink {
   std::string file_parent_, file_base_;
   bool file_in_setgid_ = false;
   Entry file_;
+  OwnerPolicy owners_;
 };
 
 }  // namespace cairn

@@ -1,7 +1,13 @@
 // Error construction and argument validation shared by every binding.
 #include "common.h"
 
-#include <uv.h>
+// libuv's error-text functions, exported by every Node (stable since libuv 1.22). Declared
+// here rather than through <uv.h> because the prebuilt binaries are compiled against the
+// Node-API headers alone (scripts/prebuild.sh), which do not include libuv's.
+extern "C" {
+char* uv_err_name_r(int err, char* buf, size_t buflen);
+char* uv_strerror_r(int err, char* buf, size_t buflen);
+}
 
 #include <cctype>
 #include <cerrno>

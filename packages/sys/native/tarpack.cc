@@ -12,6 +12,7 @@
 // (OpenRegular), and the xattrs of anything else are read by name relative to its
 // directory fd, never followed (nofollow.h).
 #include "common.h"
+#include "owners.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -317,6 +318,7 @@ class Packer : public Napi::ObjectWrap<Packer> {
     root_path_ = ArgString(info, 0, "root");
     flags_ = static_cast<int>(ArgOptInt(info, 1, "flags", 0));
     walk_ = info.Length() > 2 && info[2].ToBoolean().Value();
+    maps_ = ArgIdShift(info, 3, "idMappings");  // the layer's storage map: owners packed host -> container
     int fd = open(root_path_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) {
       SysError e;
@@ -601,8 +603,10 @@ class Packer : public Napi::ObjectWrap<Packer> {
       default: return true;  // sockets have no tar form
     }
     h.mode = st.st_mode & 07777;
-    h.uid = st.st_uid;
-    h.gid = st.st_gid;
+    // A whiteout's owner means nothing (overlayfs makes them with the mounter's ids, outside
+    // any container map): unmapped, it is packed as 0:0.
+    bool whiteout = (flags_ & kOverlay) && S_ISCHR(st.st_mode) && st.st_rdev == 0;
+    if (!Owner(st.st_uid, st.st_gid, h, rel, pe, whiteout)) return false;
     h.sec = st.st_mtim.tv_sec;
     h.nsec = st.st_mtim.tv_nsec;
     if ((flags_ & kOverlay) && h.type == '3' && st.st_rdev == 0) {
@@ -672,6 +676,16 @@ class Packer : public Napi::ObjectWrap<Packer> {
         return false;
       }
     }
+    if (h.type == '0' && st.st_size == 0 && (st.st_mode & 07777) == 0 && !xattrs_.empty()) {
+      if (!RecordedDevice(h, rel, pe)) {
+        close(fd);
+        return false;
+      }
+      if (h.type != '0') {
+        close(fd);
+        fd = -1;
+      }
+    }
     if (!xattrs_.empty()) h.xattrs = &xattrs_;
     Encode(h, out_);
     if (h.type == '0') {
@@ -731,7 +745,7 @@ class Packer : public Napi::ObjectWrap<Packer> {
       return false;
     }
     for (XattrKV& x : all) {
-      if (x.name == "trusted.overlay.opaque") {
+      if (x.name == "trusted.overlay.opaque" || x.name == "user.overlay.opaque") {  // userxattr mounts use the latter
         opaque_ = x.value.size() == 1 && x.value[0] == 'y';
         continue;
       }
@@ -739,6 +753,43 @@ class Packer : public Napi::ObjectWrap<Packer> {
     }
     if (xattrs_.size() > 1) {
       std::sort(xattrs_.begin(), xattrs_.end(), [](const XattrKV& a, const XattrKV& b) { return Utf16Less(a.name, b.name); });
+    }
+    return true;
+  }
+
+  // The owner a header carries: as on disk, or mapped host -> container when the layer is
+  // stored shifted (its id map given at construction); an owner outside the map is EOVERFLOW.
+  bool Owner(int64_t uid, int64_t gid, Header& h, const std::string& rel, PackError& pe, bool lenient = false) {
+    h.uid = uid;
+    h.gid = gid;
+    if (maps_.empty() || (IdShift::Map(maps_.uids, uid, false, &h.uid) && IdShift::Map(maps_.gids, gid, false, &h.gid))) return true;
+    if (lenient) {
+      h.uid = 0;
+      h.gid = 0;
+      return true;
+    }
+    PathError(pe.sys, EOVERFLOW, "chown", root_path_ + "/" + rel);
+    pe.sys.detail = "owner " + std::to_string(uid) + ":" + std::to_string(gid) + " has no mapping in the layer's id map";
+    return false;
+  }
+
+  // An empty 0000 file with an override_stat xattr naming a device is the placeholder an
+  // unprivileged apply left for a device it could not make (owners.h): packed as the device.
+  bool RecordedDevice(Header& h, const std::string& rel, PackError& pe) {
+    for (auto it = xattrs_.begin(); it != xattrs_.end(); ++it) {
+      if (it->name != kOverrideStatXattr) continue;
+      int64_t uid, gid, ma, mi;
+      uint32_t mode;
+      bool block;
+      if (!ParseOverrideStat(it->value, &uid, &gid, &mode, &block, &ma, &mi)) return true;
+      if (!Owner(uid, gid, h, rel, pe)) return false;
+      h.type = block ? '4' : '3';
+      h.mode = mode;
+      h.size = 0;
+      h.devmajor = ma;
+      h.devminor = mi;
+      xattrs_.erase(it);
+      return true;
     }
     return true;
   }
@@ -829,6 +880,8 @@ class Packer : public Napi::ObjectWrap<Packer> {
     file_left_ = 0;
     queue_.clear();
   }
+
+  IdShift maps_;
 
   struct Queued {
     std::string rel;

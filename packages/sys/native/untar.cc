@@ -15,6 +15,7 @@
 
 #include "applier.h"
 #include "common.h"
+#include "idmap.h"
 
 namespace cairn {
 
@@ -68,6 +69,7 @@ class LayerApplier : public Napi::ObjectWrap<LayerApplier> {
       InstanceAccessor<&LayerApplier::Finished>("finished"),
       InstanceAccessor<&LayerApplier::Current>("currentName"),
       InstanceAccessor<&LayerApplier::Bytes>("bytes"),
+      InstanceAccessor<&LayerApplier::Dropped>("dropped"),
     });
   }
 
@@ -87,6 +89,10 @@ class LayerApplier : public Napi::ObjectWrap<LayerApplier> {
     } catch (const Failure& f) {
       throw FailureToJs(env, f);
     }
+    // (…, idMappings | null, ignoreChownErrors, opaqueXattr | undefined): user namespaces (owners.h)
+    applier_->owners().maps = ArgIdShift(info, 8, "idMappings");
+    applier_->owners().ignoreChownErrors = info[9].ToBoolean();
+    ArgOptString(info, 10, "opaqueXattr", &applier_->opaque_xattr_);
   }
 
   Applier* Get(Napi::Env env) {
@@ -215,6 +221,17 @@ class LayerApplier : public Napi::ObjectWrap<LayerApplier> {
 
   Napi::Value Bytes(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), applier_ ? static_cast<double>(applier_->bytes()) : 0);
+  }
+
+  // What the apply left undone because the process could not: { chowns, firstChown, devices, firstDevice }.
+  Napi::Value Dropped(const Napi::CallbackInfo& info) {
+    Napi::Object o = Napi::Object::New(info.Env());
+    const OwnerPolicy* p = applier_ ? &applier_->owners() : nullptr;
+    o.Set("chowns", Napi::Number::New(info.Env(), p ? static_cast<double>(p->chownsDropped) : 0));
+    o.Set("firstChown", Napi::String::New(info.Env(), p ? p->firstDropped : ""));
+    o.Set("devices", Napi::Number::New(info.Env(), p ? static_cast<double>(p->devicesRecorded) : 0));
+    o.Set("firstDevice", Napi::String::New(info.Env(), p ? p->firstDevice : ""));
+    return o;
   }
 
   std::unique_ptr<Applier> applier_;

@@ -1,5 +1,5 @@
 // Layer apply in the addon (native/untar.cc and the reader, beneath and applier it drives).
-import { native } from './native.js';
+import { native, type IdRanges } from './native.js';
 
 /** How {@link LayerApplier} writes whiteouts: archive's ApplyOptions.whiteouts. */
 export type ApplierWhiteouts = 'delete' | 'overlay' | 'aufs';
@@ -20,7 +20,32 @@ export interface LayerApplierOptions {
    * private umask; xattrs set by name on a helper thread whose cwd is the parent fd).
    */
   legacyKernel?: boolean;
+  /** Store owners shifted container → host by these maps; an owner they do not cover fails with EOVERFLOW. */
+  idMappings?: IdRanges | null;
+  /** A refused chown (EPERM/EINVAL) or an owner outside idMappings leaves the caller's owner instead of failing; counted in `dropped`. */
+  ignoreChownErrors?: boolean;
+  /** Overlay whiteouts: the opaque-directory xattr (default `trusted.overlay.opaque`; `user.overlay.opaque` for userxattr mounts). */
+  opaqueXattr?: string;
 }
+
+/** What an apply left undone because the process could not do it (a user namespace). */
+export interface ApplierDropped {
+  /** chowns dropped under ignoreChownErrors, and the first as "path uid:gid". */
+  chowns: number;
+  firstChown: string;
+  /** Device nodes mknod refused (EPERM): recorded as placeholder files, see RECORDED_DEVICE_XATTR. */
+  devices: number;
+  firstDevice: string;
+}
+
+/**
+ * Where mknod is refused (a user namespace has no CAP_MKNOD over the host), a device entry
+ * is stored as an empty mode-0000 file carrying this xattr, valued
+ * `uid:gid:<octal mode>:char-<major>-<minor>` (or `block-…`), as containers/storage and
+ * fuse-overlayfs record what unprivileged storage cannot be. The packer turns it back into
+ * the device, so diff and export still carry it.
+ */
+export const RECORDED_DEVICE_XATTR = 'user.containers.override_stat';
 
 /**
  * Layer apply in the addon: raw tar bytes in, files out, with the tar parse and every
@@ -54,6 +79,8 @@ export interface LayerApplier {
   /** The entry being applied (for messages). */
   readonly currentName: string;
   readonly bytes: number;
+  /** What was left undone (read it before close()). */
+  readonly dropped: ApplierDropped;
 }
 
 const WHITEOUT_MODES: Record<ApplierWhiteouts, number> = { delete: 0, overlay: 1, aufs: 2 };
@@ -61,7 +88,7 @@ const WHITEOUT_MODES: Record<ApplierWhiteouts, number> = { delete: 0, overlay: 1
 /** Opens a {@link LayerApplier} on the directory `root` (which must not be a symlink). */
 export function openLayerApplier(root: string, opts: LayerApplierOptions): LayerApplier {
   return new native.LayerApplier(root, WHITEOUT_MODES[opts.whiteouts], opts.noDevices, opts.ownership, opts.euid, opts.egid, opts.umask,
-    opts.legacyKernel ?? false);
+    opts.legacyKernel ?? false, opts.idMappings ?? null, opts.ignoreChownErrors ?? false, opts.opaqueXattr);
 }
 
 /**

@@ -1,6 +1,8 @@
-// Loads the compiled addon. The relative path works from src/ (jest runs the sources) and
-// from dist/ (the built package), since both sit one level below the package root.
+// Loads the compiled addon (see load.ts for which binary). The package root is one level
+// above this module both from src/ (jest runs the sources) and from dist/ (the built package).
 import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import { loadAddon } from './load.js';
 import type { LayerApplier, TarLimits } from './applier.js';
 import type { BtrfsChildSubvolume, BtrfsFsInfo } from './btrfs.js';
 import type { BeneathFile } from './openfile.js';
@@ -38,10 +40,10 @@ export interface NativeBinding {
 
   // applier.ts (native/untar.cc)
   LayerApplier: new (root: string, whiteouts: number, noDevices: boolean, ownership: boolean, euid: number, egid: number, umask: number,
-    legacyKernel: boolean) => LayerApplier;
+    legacyKernel: boolean, idMappings: IdRanges | null, ignoreChownErrors: boolean, opaqueXattr: string | undefined) => LayerApplier;
   tarLimits: TarLimits;
   // tarpack.ts (native/tarpack.cc)
-  TarPacker: new (root: string, flags: number, walk: boolean) => TarPacker;
+  TarPacker: new (root: string, flags: number, walk: boolean, idMappings: IdRanges | null) => TarPacker;
   // walk.ts (native/walk.cc)
   statDirSync(dir: string, flags: number, root: string | undefined): DirStats;
   statPathsSync(base: string, rels: readonly string[], flags: number): StatBatch;
@@ -65,7 +67,16 @@ export interface NativeBinding {
   xfsSetProjectLimit(path: string, projectId: number, bytes: number): Promise<void>;
   xfsGetProjectLimit(path: string, projectId: number): Promise<number>;
   xfsQuotaState(path: string): Promise<number>;
+  // index.ts (native/userns.cc)
+  makeUserNamespaceSync(maps: IdRanges): number;
+  idmappedMount(source: string, target: string, usernsFd: number, readOnly: boolean, recursive: boolean): Promise<void>;
+  shiftOwnership(root: string, maps: IdRanges, toHost: boolean): Promise<void>;
 }
+
+/** One range of an id map: `size` ids from `containerId` on stand for `hostId` on (core's IdMap). */
+export interface IdRange { containerId: number; hostId: number; size: number }
+/** A uid map and a gid map (core's IdMappings). */
+export interface IdRanges { uidMap: readonly IdRange[]; gidMap: readonly IdRange[] }
 
 /** Flag values from the C headers the addon was compiled against (frozen). */
 export interface NativeConstants {
@@ -83,22 +94,11 @@ export interface NativeConstants {
 }
 
 function load(): NativeBinding {
-  const require = createRequire(import.meta.url);
-  try {
-    // CAIRN_SYS_ADDON: another build of this same addon (scripts/sanitize.sh points it at
-    // the ASan/UBSan build); unset, the one node-gyp built at install.
-    return require(process.env['CAIRN_SYS_ADDON'] ?? '../build/Release/cairn_sys.node') as NativeBinding;
-  } catch (err) {
-    const e = err as NodeJS.ErrnoException;
-    if (e.code === 'MODULE_NOT_FOUND') {
-      throw new Error(
-        '@cairnfs/sys: the native addon is not built (build/Release/cairn_sys.node is missing). ' +
-          'Run `npm rebuild @cairnfs/sys` (needs g++, make and python3) and try again.',
-        { cause: err },
-      );
-    }
-    throw err;
-  }
+  // CAIRN_SYS_ADDON: another build of this same addon (scripts/sanitize.sh points it at
+  // the ASan/UBSan build); unset, node-gyp-build's pick (a local build, else the prebuilt one).
+  const override = process.env['CAIRN_SYS_ADDON'];
+  if (override) return createRequire(import.meta.url)(override) as NativeBinding;
+  return loadAddon<NativeBinding>(fileURLToPath(new URL('..', import.meta.url)));
 }
 
 export const native: NativeBinding = load();

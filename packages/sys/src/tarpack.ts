@@ -1,6 +1,6 @@
 // Layer export in the addon: the tar of a layer directory (or of changed paths in it)
 // written straight into caller-supplied buffers, with no JS work per entry.
-import { native } from './native.js';
+import { native, type IdRanges } from './native.js';
 
 /** {@link openTarPacker} flag: overlayfs whiteouts (0/0 char device → `.wh.<name>`, opaque dir → `.wh..wh..opq`). */
 export const PACK_OVERLAY = 1;
@@ -63,8 +63,11 @@ export interface TarPacker {
  * Opens a packer on `root`. `walk`: pack the whole tree (every entry below the root,
  * depth-first, each directory's names in JS sort() order, as exportOverlayUpper; or
  * with PACK_PATH_ORDER in full-path order);
- * otherwise pack the paths given to push (as exportChanges).
+ * otherwise pack the paths given to push (as exportChanges). `idMappings`: the tree is
+ * stored shifted by these maps; owners are packed host → container (an owner outside them
+ * fails with EOVERFLOW). Placeholders of devices an unprivileged apply could not make
+ * (RECORDED_DEVICE_XATTR) are packed as those devices.
  */
-export function openTarPacker(root: string, flags = 0, walk = false): TarPacker {
-  return new native.TarPacker(root, flags, walk);
+export function openTarPacker(root: string, flags = 0, walk = false, idMappings: IdRanges | null = null): TarPacker {
+  return new native.TarPacker(root, flags, walk, idMappings);
 }

@@ -7,6 +7,7 @@ import {
   lsetxattr, lgetxattr, llistxattr, lremovexattr, lutimesNsSync,
 } from '@cairnfs/sys';
 import type { SysError } from '@cairnfs/sys';
+import { describeBackend, missingTools } from '@cairnfs/testkit';
 import { scratch, thrown, type Scratch } from './helpers.js';
 
 let s: Scratch;
@@ -87,14 +88,12 @@ describe('dev_t helpers', () => {
 describe('xattrs', () => {
   const binary = Buffer.from([0x00, 0xff, 0x01, 0x00, 0xfe, 0x80, 0x00]);
 
-  test('user.* set/get/list/remove on a file, cross-checked with getfattr', async () => {
+  test('user.* set/get/list/remove on a file', async () => {
     const f = join(s.dir, 'file');
     await writeFile(f, '');
     lsetxattrSync(f, 'user.greeting', Buffer.from('hello'));
     expect(lgetxattrSync(f, 'user.greeting')).toEqual(Buffer.from('hello'));
     expect(llistxattrSync(f)).toEqual(['user.greeting']);
-    const out = execFileSync('getfattr', ['--absolute-names', '-n', 'user.greeting', '--only-values', f]);
-    expect(out.toString()).toBe('hello');
     lremovexattrSync(f, 'user.greeting');
     expect(lgetxattrSync(f, 'user.greeting')).toBeNull();
     expect(llistxattrSync(f)).toEqual([]);
@@ -109,8 +108,21 @@ describe('xattrs', () => {
     const back = await lgetxattr(f, 'user.bin');
     expect(Buffer.isBuffer(back)).toBe(true);
     expect(back).toEqual(binary);
-    const hex = execFileSync('getfattr', ['--absolute-names', '-e', 'hex', '-n', 'user.bin', f]).toString();
-    expect(hex).toContain('user.bin=0x00ff0100fe8000');
+  });
+
+  // An independent reader (attr's getfattr) sees exactly what the addon wrote, so the
+  // round trips above are not the addon agreeing with itself.
+  describeBackend('getfattr', missingTools('getfattr'), () => {
+    test('getfattr reads a text value and a binary one (0x00, 0xff bytes) as written', async () => {
+      const f = join(s.dir, 'file');
+      await writeFile(f, '');
+      lsetxattrSync(f, 'user.greeting', Buffer.from('hello'));
+      await lsetxattr(f, 'user.bin', new Uint8Array(binary));
+      const out = execFileSync('getfattr', ['--absolute-names', '-n', 'user.greeting', '--only-values', f]);
+      expect(out.toString()).toBe('hello');
+      const hex = execFileSync('getfattr', ['--absolute-names', '-e', 'hex', '-n', 'user.bin', f]).toString();
+      expect(hex).toContain('user.bin=0x00ff0100fe8000');
+    });
   });
 
   test('an empty value is a present attribute, not null', async () => {

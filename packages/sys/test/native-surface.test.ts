@@ -18,6 +18,7 @@ const KINDS: { [K in keyof NativeBinding]: 'function' | 'object' } = {
   btrfsQgroupLimit: 'function', btrfsQgroupDestroy: 'function',
   xfsGetProjectId: 'function', xfsSetProjectId: 'function', xfsSetProjectLimit: 'function', xfsGetProjectLimit: 'function',
   xfsQuotaState: 'function',
+  makeUserNamespaceSync: 'function', idmappedMount: 'function', shiftOwnership: 'function',
 };
 
 test('the addon exports exactly the names NativeBinding types, each of the declared kind', () => {

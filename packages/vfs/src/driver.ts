@@ -1,15 +1,17 @@
+import { createHash } from 'node:crypto';
 import { constants as fsConstants } from 'node:fs';
-import { chmod, chown, copyFile, mkdir, readdir, realpath, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, chown, copyFile, mkdir, readdir, realpath, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import {
   CairnError, STAGING_DIR, TRASH_DIR, SharedMounts, SharedTable, StoreLocks, assertValidId, commitStaged, copyTree,
   detectBackingFs, errnoCode, fsyncDir, isOwnerAlive, isValidId, LayerQuotas, makeStagingDir, moveToTrash, normalizeParent,
-  parseByteSize, readMountInfo, sweepLeftovers, translateSpaceError, mountLabelOption,
+  parseByteSize, readMountInfo, sweepLeftovers, translateSpaceError, mountLabelOption, idMappingsKey, parseIdMappingsKey,
+  probeIdmappedMounts, sameIdMappings, validateIdMappings, attachIdmappedView,
 } from '@cairnfs/core';
 import { NaiveDiff, NaiveDiffDriver, applyLayer } from '@cairnfs/archive';
-import type { CreateOptions, DriverSetup, GetOptions, PutOptions, StorageDriver } from '@cairnfs/core';
-import { constants as sysConstants, mount, umount2 } from '@cairnfs/sys';
+import type { ApplyDiffOptions, CreateOptions, DriverSetup, GetOptions, IdMappings, PutOptions, StorageDriver } from '@cairnfs/core';
+import { constants as sysConstants, mount, shiftOwnership, umount2 } from '@cairnfs/sys';
 import { VfsLayout } from './layout.js';
 import { layerMeta } from './meta.js';
 import type { LayerMeta } from './meta.js';
@@ -18,6 +20,8 @@ import type { LayerMeta } from './meta.js';
 export interface VfsSettings {
   /** `vfs.size`: default size quota of container layers, bytes; 0 = none. */
   defaultSize: number;
+  /** `vfs.idmapped_mounts` (default true): false makes every id-mapped get a chown copy. */
+  idmappedMounts: boolean;
 }
 
 /** An entry of the layer table; `committed` is false while a create is still copying (or died doing so). */
@@ -67,6 +71,8 @@ export class VfsDriver extends NaiveDiffDriver implements StorageDriver {
   private readonly table: SharedTable<Table>;
   private readonly mounts: SharedMounts;
   protected readonly naive: NaiveDiff;
+  /** Whether id-mapped mounts work here (null) or why not; asked on the first id-mapped get or status(). */
+  private idmapVerdict: Promise<string | null> | undefined;
 
   private constructor(
     readonly home: string,
@@ -76,6 +82,7 @@ export class VfsDriver extends NaiveDiffDriver implements StorageDriver {
     private readonly quotas: LayerQuotas,
     /** `vfs.size`: default size quota of container layers, bytes; 0 = none. */
     private readonly defaultSize: number,
+    private readonly idmappedMounts: boolean,
   ) {
     super();
     this.layout = new VfsLayout(home);
@@ -83,12 +90,13 @@ export class VfsDriver extends NaiveDiffDriver implements StorageDriver {
     this.table = new SharedTable(this.locks, () => this.loadTable());
     this.mounts = new SharedMounts(home, this.locks, {
       mount: (id, opts) => this.mountLayer(id, opts),
-      unmount: (id) => this.unmountLayer(id),
+      unmount: (id, path) => this.unmountLayer(id, path),
     });
     this.naive = new NaiveDiff({
-      get: (id) => this.get(id),
+      get: (id, opts) => this.get(id, opts),
       put: (id) => this.put(id),
       parentOf: (id) => this.table.read(`read the parent of layer ${id}`, (t) => this.committed(t, id).parent),
+      storedIdMap: (id) => this.storedIdMap(id),
     }, { whiteouts: 'delete' });
   }
 
@@ -102,8 +110,9 @@ export class VfsDriver extends NaiveDiffDriver implements StorageDriver {
     const layout = new VfsLayout(home);
     await mkdir(layout.layersDir, { recursive: true, mode: 0o700 });
     await mkdir(layout.metaDir, { recursive: true, mode: 0o700 });
+    await mkdir(layout.idmappedDir, { recursive: true, mode: 0o700 });
     const reflink = await probeReflink(home);
-    const driver = new VfsDriver(home, setup.lockTimeoutMs, reflink, quotas, settings.defaultSize);
+    const driver = new VfsDriver(home, setup.lockTimeoutMs, reflink, quotas, settings.defaultSize, settings.idmappedMounts);
     await driver.recover();
     return driver;
   }
@@ -160,10 +169,16 @@ export class VfsDriver extends NaiveDiffDriver implements StorageDriver {
         await sweepLeftovers(this.home, { keep: (path) => keep.has(basename(path)) });
       });
     }
-    const real = await realpath(layout.layersDir);
-    const mounted = (await readMountInfo()).filter((m) => m.mountPoint.startsWith(`${real}/`))
-      .map((m) => ({ id: m.mountPoint.slice(real.length + 1).split('/')[0]!, path: m.mountPoint }))
-      .filter((m) => isValidId(m.id));
+    // Read-only views under dir/ and id-mapped views under idmapped/ that nobody holds come off.
+    const table = await readMountInfo();
+    const mounted: Array<{ id: string; path: string }> = [];
+    for (const dir of [layout.layersDir, layout.idmappedDir]) {
+      const real = await realpath(dir);
+      for (const m of table) {
+        const id = m.mountPoint.startsWith(`${real}/`) ? m.mountPoint.slice(real.length + 1).split('/')[0]! : '';
+        if (isValidId(id)) mounted.push({ id, path: m.mountPoint });
+      }
+    }
     await this.mounts.sweep(mounted);
   }
 
@@ -217,8 +232,11 @@ export class VfsDriver extends NaiveDiffDriver implements StorageDriver {
         if (parentId !== null && !t.get(parentId)?.committed) {
           throw new CairnError('ERR_PARENT_NOT_FOUND', `cannot create layer ${id}: parent layer ${parentId} does not exist`, { subject: parentId });
         }
-        await layerMeta.write(this.layout.metaPath(id), { parent: parentId, kind, sealed: false });
-        t.set(id, { parent: parentId, kind, sealed: false, committed: false });
+        // The parent's tree, so its id map too.
+        const idmap = parentId === null ? undefined : t.get(parentId)?.idmap;
+        const meta: LayerMeta = { parent: parentId, kind, sealed: false, ...(idmap ? { idmap } : {}) };
+        await layerMeta.write(this.layout.metaPath(id), meta);
+        t.set(id, { ...meta, committed: false });
       });
       let staged: string | null = null;
       try {
@@ -235,7 +253,8 @@ export class VfsDriver extends NaiveDiffDriver implements StorageDriver {
         if (parentId !== null) await unlock(parentId);
         await this.table.write(`create layer ${id}`, async (t) => {
           await commitStaged(staged!, this.layout.layerPath(id));
-          t.set(id, { parent: parentId, kind, sealed: false, committed: true });
+          const claimed = t.get(id);
+          t.set(id, { ...(claimed ?? { parent: parentId, kind, sealed: false }), committed: true });
         });
       } catch (err) {
         if (staged) await rm(staged, { recursive: true, force: true }).catch(() => undefined);
@@ -276,6 +295,9 @@ export class VfsDriver extends NaiveDiffDriver implements StorageDriver {
       });
       if (trash === null) return;
       await rm(trash, { recursive: true, force: true }).catch(() => undefined);
+      for (const name of await readdir(this.layout.copiesDir).catch(() => [] as string[])) {
+        if (name.startsWith(`${id}-`) && /^[0-9a-f]{16}$/.test(name.slice(id.length + 1))) await rm(join(this.layout.copiesDir, name), { recursive: true, force: true });
+      }
       await this.mounts.forget(id);
       await this.locks.forgetLayer(id);
     });
@@ -300,6 +322,10 @@ export class VfsDriver extends NaiveDiffDriver implements StorageDriver {
   private async mountLayer(id: string, opts: GetOptions): Promise<string> {
     const layer = await this.table.read(`mount layer ${id}`, (t) => this.committed(t, id));
     const path = this.layout.layerPath(id);
+    if (opts.idMappings) {
+      const mapped = await this.mountMapped(id, layer, validateIdMappings(opts.idMappings));
+      if (mapped !== null) return mapped;
+    }
     if (layer.sealed) {
       // Bind onto itself, then make that bind read-only (a bind mount ignores MS_RDONLY on the first call).
       await mount(path, path, null, sysConstants.MS_BIND);
@@ -313,13 +339,90 @@ export class VfsDriver extends NaiveDiffDriver implements StorageDriver {
     return path;
   }
 
-  /** Unmounts the read-only view if there is one (an unsealed layer was never mounted: EINVAL). */
-  private async unmountLayer(id: string): Promise<void> {
+  /**
+   * Unmounts the view a get made: an id-mapped view, or the read-only bind of a sealed
+   * layer (an unsealed layer was never mounted: EINVAL). `path` null (a get that died
+   * mid-mount): whichever of the two is there.
+   */
+  private async unmountLayer(id: string, path: string | null): Promise<void> {
+    if (path === null || path === this.layout.idmappedPath(id)) {
+      await umount2(this.layout.idmappedPath(id), sysConstants.MNT_DETACH).catch(() => undefined);
+      await rmdirQuiet(this.layout.idmappedPath(id));
+      if (path !== null) return;
+    }
     try {
       await umount2(this.layout.layerPath(id));
     } catch (err) {
       if (errnoCode(err) !== 'EINVAL' && errnoCode(err) !== 'ENOENT') throw err;
     }
+  }
+
+  /** null when id-mapped mounts work here, else why the driver makes chown copies instead. */
+  idmapUnsupported(): Promise<string | null> {
+    this.idmapVerdict ??= this.idmappedMounts
+      ? probeIdmappedMounts(this.home).catch((err: unknown) => `the id-mapped mount probe failed: ${(err as Error).message}`)
+      : Promise.resolve('vfs.idmapped_mounts=false');
+    return this.idmapVerdict;
+  }
+
+
+
+  /**
+   * get with idMappings: the layer's own dir attached through an id-mapped mount at
+   * `idmapped/<id>` (read-only for sealed image layers); files written through it are
+   * stored back in container ids, so nothing needs recording. Where id-mapped mounts do
+   * not work: a container layer (already the container's own full copy) is shifted in
+   * place and its map recorded; an image layer gets a chown copy, kept per map and bound
+   * read-only. A layer already stored shifted by the same map is handed out as it is
+   * (null: the caller's ordinary path); by another map, refused.
+   */
+  private async mountMapped(id: string, layer: LayerState, maps: IdMappings): Promise<string | null> {
+    if (layer.idmap !== undefined) {
+      if (sameIdMappings(parseIdMappingsKey(layer.idmap, `layer ${id}`), maps)) return null;
+      throw new CairnError('ERR_INVALID_OPTION',
+        `layer ${id} is stored shifted by the id map ${layer.idmap}; it cannot be shown with ${idMappingsKey(maps)} (use the same idMappings)`, { subject: id });
+    }
+    const target = this.layout.idmappedPath(id);
+    const why = await this.idmapUnsupported();
+    if (why === null) {
+      await attachIdmappedView(this.layout.layerPath(id), target, maps, { readOnly: layer.sealed, subject: id });
+      return target;
+    }
+    if (!layer.sealed) {
+      // The container's own copy: shift it in place, once, and remember the map.
+      await shiftOwnership(this.layout.layerPath(id), maps, true);
+      // The table changes (other processes must see the map): under the store write lock.
+      await this.table.write(`record the id map of layer ${id}`, async (t) => {
+        const now = this.committed(t, id);
+        const { committed: _c, ...meta } = { ...now, idmap: idMappingsKey(maps) };
+        await layerMeta.write(this.layout.metaPath(id), meta);
+        t.set(id, { ...meta, committed: true });
+      });
+      return null;
+    }
+    const copy = this.layout.copyPath(id, createHash('sha256').update(idMappingsKey(maps)).digest('hex').slice(0, 16));
+    if (!(await isDir(copy))) {
+      await mkdir(this.layout.copiesDir, { recursive: true, mode: 0o700 });
+      const staged = await makeStagingDir(this.home, `${id}-idmap`);
+      try {
+        await copyTree(this.layout.layerPath(id), staged, { reflink: this.reflink ? 'always' : 'never' });
+        await shiftOwnership(staged, maps, true);
+        await rename(staged, copy);
+      } catch (err) {
+        await rm(staged, { recursive: true, force: true }).catch(() => undefined);
+        throw translateSpaceError(err, `making a chown copy of vfs layer ${id}`);
+      }
+    }
+    await mkdir(target, { mode: 0o700 }).catch((err) => { if (errnoCode(err) !== 'EEXIST') throw err; });
+    try {
+      await mount(copy, target, null, sysConstants.MS_BIND);
+      await mount('none', target, null, sysConstants.MS_BIND | sysConstants.MS_REMOUNT | sysConstants.MS_RDONLY);
+    } catch (err) {
+      await umount2(target, sysConstants.MNT_DETACH).catch(() => undefined);
+      await rmdirQuiet(target);
+      throw err;
+    }
+    return target;
   }
 
   /**
@@ -330,16 +433,17 @@ export class VfsDriver extends NaiveDiffDriver implements StorageDriver {
    * Refused (ERR_LAYER_IN_USE) while the layer is mounted by anyone (the swap would pull
    * the tree from under its users) or has children (they were copied from the old tree).
    */
-  async applyDiff(id: string, parent: string | null | undefined, tar: Readable | AsyncIterable<Uint8Array>): Promise<number> {
+  async applyDiff(id: string, parent: string | null | undefined, tar: Readable | AsyncIterable<Uint8Array>, opts: ApplyDiffOptions = {}): Promise<number> {
     assertValidId(id);
     normalizeParent(parent); // validated only: the layer already holds its parent's tree
     return this.locks.layer(id, `apply a diff to layer ${id}`, async () => {
-      await this.table.read(`apply a diff to layer ${id}`, async (t) => {
-        this.committed(t, id);
+      const maps = await this.table.read(`apply a diff to layer ${id}`, async (t) => {
+        const layer = this.committed(t, id);
         const children = await this.childrenOf(t, id);
         if (children.length > 0) {
           throw new CairnError('ERR_LAYER_IN_USE', `cannot apply a diff to layer ${id}: layers ${children.join(', ')} were created on it`, { subject: id });
         }
+        return this.applyMap(id, layer, opts);
       });
       await this.mounts.assertUnheld(id, 'apply a diff to');
       const path = this.layout.layerPath(id);
@@ -348,7 +452,9 @@ export class VfsDriver extends NaiveDiffDriver implements StorageDriver {
       try {
         await this.quotas.carryOver(path, staged);
         await copyTree(path, staged, { reflink: this.reflink ? 'always' : 'never' });
-        bytes = await applyLayer(staged, tar, { whiteouts: 'delete' });
+        bytes = await applyLayer(staged, tar, {
+          whiteouts: 'delete', ...(maps ? { idMappings: maps } : {}), ...(opts.ignoreChownErrors ? { ignoreChownErrors: true } : {}),
+        });
         await fsyncDir(staged);
       } catch (err) {
         await rm(staged, { recursive: true, force: true }).catch(() => undefined);
@@ -356,19 +462,44 @@ export class VfsDriver extends NaiveDiffDriver implements StorageDriver {
       }
       const trash = await this.table.write(`apply a diff to layer ${id}`, async (t) => {
         const layer = this.committed(t, id);
-        const meta: LayerMeta = { parent: layer.parent, kind: layer.kind, sealed: layer.sealed };
+        const meta: LayerMeta = { parent: layer.parent, kind: layer.kind, sealed: layer.sealed, ...(layer.idmap ? { idmap: layer.idmap } : {}) };
         await layerMeta.write(this.layout.metaPath(id), { ...meta, replacing: basename(staged) });
         const moved = await moveToTrash(this.home, path, id);
         await rename(staged, path);
         await fsyncDir(this.layout.layersDir);
         const sealed = layer.kind === 'image';
-        await layerMeta.write(this.layout.metaPath(id), { ...meta, sealed });
-        t.set(id, { ...meta, sealed, committed: true });
+        const idmap = maps ? idMappingsKey(maps) : meta.idmap;
+        const done: LayerMeta = { parent: meta.parent, kind: meta.kind, sealed, ...(idmap ? { idmap } : {}) };
+        await layerMeta.write(this.layout.metaPath(id), done);
+        t.set(id, { ...done, committed: true });
         return moved;
       });
       await rm(trash, { recursive: true, force: true }).catch(() => undefined);
       return bytes;
     });
+  }
+
+  /** The id map the layer's files are stored shifted by, or null (container ids). */
+  async storedIdMap(id: string): Promise<IdMappings | null> {
+    const { idmap } = await this.table.read(`read the id map of layer ${id}`, (t) => this.committed(t, id));
+    return idmap === undefined ? null : parseIdMappingsKey(idmap, `layer ${id}`);
+  }
+
+  /**
+   * The map an applyDiff stores owners by: the one asked for, else the one the layer already
+   * holds (inherited from its parent). A layer's files are in one id space: a map other than
+   * the layer's own is refused, and so is a map for a layer holding an unshifted parent tree.
+   */
+  private applyMap(id: string, layer: LayerState, opts: ApplyDiffOptions): IdMappings | null {
+    const held = layer.idmap === undefined ? null : parseIdMappingsKey(layer.idmap, `layer ${id}`);
+    if (!opts.idMappings) return held;
+    const maps = validateIdMappings(opts.idMappings);
+    if (held ? !sameIdMappings(held, maps) : layer.parent !== null) {
+      throw new CairnError('ERR_INVALID_OPTION',
+        `layer ${id} holds its parent's files ${held ? `shifted by ${layer.idmap}` : 'in container ids'}; apply it with ${held ? 'the same idMappings' : 'no idMappings (or apply the whole image with them)'}`,
+        { subject: id });
+    }
+    return maps;
   }
 
   async status(): Promise<Array<[string, string]>> {
@@ -378,6 +509,7 @@ export class VfsDriver extends NaiveDiffDriver implements StorageDriver {
       ['Backing Filesystem', fs.name],
       ['Reflink', this.reflink ? 'yes' : 'no'],
       ['Layers', String(layers)],
+      ['Id-mapped mounts', await this.idmapUnsupported().then((why) => (why === null ? 'yes' : `no, chown copies (${why})`))],
     ];
   }
 
@@ -440,6 +572,10 @@ function sizeFor(id: string, storageOpt: Record<string, string> | undefined, kin
     size = parseByteSize(value, 'storage option size');
   }
   return size;
+}
+
+async function rmdirQuiet(path: string): Promise<void> {
+  await rmdir(path).catch(() => undefined);
 }
 
 async function isFile(path: string): Promise<boolean> {

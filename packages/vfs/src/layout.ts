@@ -7,6 +7,9 @@ import { assertValidId } from '@cairnfs/core';
  *   dir/<id>          the layer's full root filesystem (Docker's vfs layout)
  *   meta/<id>.json    what Docker keeps in its layer store instead: the parent, and
  *                     whether the layer is an image layer that has been sealed
+ *   idmapped/<id>     mount point of a layer's id-mapped view, only while mounted
+ *   idmapped-copies/<id>-<map hash>   chown copies of image layers (the fallback where
+ *                     id-mapped mounts do not work), removed with their layer
  *   .staging/  .trash/  .cairn-lock   (core's staging, removal and home lock)
  *
  * Every path is built here from a validated id, so no caller string becomes a path
@@ -26,6 +29,26 @@ export class VfsLayout {
   layerPath(id: string): string {
     assertValidId(id);
     return join(this.layersDir, id);
+  }
+
+  get idmappedDir(): string {
+    return join(this.home, 'idmapped');
+  }
+
+  get copiesDir(): string {
+    return join(this.home, 'idmapped-copies');
+  }
+
+  /** Where the id-mapped view of a layer is mounted. */
+  idmappedPath(id: string): string {
+    assertValidId(id);
+    return join(this.idmappedDir, id);
+  }
+
+  /** The chown copy of image layer `id` for the map whose hash is `hash`. */
+  copyPath(id: string, hash: string): string {
+    assertValidId(id);
+    return join(this.copiesDir, `${id}-${hash}`);
   }
 
   metaPath(id: string): string {

@@ -13,6 +13,12 @@ export interface LayerMeta {
    * name. If the process dies mid-swap, open() finishes or abandons the swap from this.
    */
   replacing?: string;
+  /**
+   * The id map (core's idMappingsKey text) the layer's files are stored shifted by: set by
+   * applyDiff with idMappings, or when a chown-copy fallback shifted a container layer in
+   * place; inherited by layers created on it. diff maps them back to container ids.
+   */
+  idmap?: string;
 }
 
 function checkMeta(raw: unknown): LayerMeta | string {
@@ -20,7 +26,11 @@ function checkMeta(raw: unknown): LayerMeta | string {
   if (!(m.parent === null || isValidId(m.parent))) return 'parent is not a layer id';
   if (m.kind !== 'image' && m.kind !== 'container') return 'kind is neither image nor container';
   if (typeof m.sealed !== 'boolean') return 'sealed is not a boolean';
-  return { parent: m.parent, kind: m.kind, sealed: m.sealed, ...(typeof m.replacing === 'string' ? { replacing: m.replacing } : {}) };
+  if (m.idmap !== undefined && typeof m.idmap !== 'string') return 'idmap is not a string';
+  return {
+    parent: m.parent, kind: m.kind, sealed: m.sealed, ...(typeof m.replacing === 'string' ? { replacing: m.replacing } : {}),
+    ...(typeof m.idmap === 'string' ? { idmap: m.idmap } : {}),
+  };
 }
 
 /** `meta/<id>.json`: written atomically, read back validated. */

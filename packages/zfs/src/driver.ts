@@ -2,10 +2,10 @@ import { mkdir, readdir, realpath, rmdir } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import {
   CairnError, SharedMounts, SharedTable, StoreLocks, assertValidId, normalizeParent, parseByteSize, readMountInfo,
-  translateSpaceError,
+  translateSpaceError, refuseIdMappings,
 } from '@cairnfs/core';
 import { NaiveDiff, NaiveDiffDriver } from '@cairnfs/archive';
-import type { CreateOptions, DriverSetup, GetOptions, PutOptions, StorageDriver } from '@cairnfs/core';
+import type { ApplyDiffOptions, CreateOptions, DriverSetup, GetOptions, PutOptions, StorageDriver } from '@cairnfs/core';
 import { ZfsCommandError, ZfsCommands } from './command.js';
 import { ZfsLayout } from './layout.js';
 import { ZfsMounter, detectMountMethod, findDatasetMount, makeReadOnly, mountProperties, retryWhileBusy } from './mount.js';
@@ -402,6 +402,7 @@ export class ZfsDriver extends NaiveDiffDriver implements StorageDriver {
 
   async get(id: string, opts: GetOptions = {}): Promise<string> {
     assertValidId(id);
+    refuseIdMappings('zfs', id, opts.idMappings);
     return this.mounts.get(id, opts);
   }
 
@@ -441,7 +442,7 @@ export class ZfsDriver extends NaiveDiffDriver implements StorageDriver {
    * is then sealed: `cairn:sealed=yes` on its dataset (one call), and every mount of it,
    * present and future, read-only. Its clones are not affected.
    */
-  async applyDiff(id: string, parent: string | null | undefined, tar: Readable | AsyncIterable<Uint8Array>): Promise<number> {
+  async applyDiff(id: string, parent: string | null | undefined, tar: Readable | AsyncIterable<Uint8Array>, opts: ApplyDiffOptions = {}): Promise<number> {
     assertValidId(id);
     normalizeParent(parent);
     // The layer's lock for the whole apply: the undo snapshot is ours while it is held.
@@ -455,7 +456,7 @@ export class ZfsDriver extends NaiveDiffDriver implements StorageDriver {
       let bytes: number;
       try {
         try {
-          bytes = await this.naive.applyDiff(id, parent, tar);
+          bytes = await this.naive.applyDiff(id, parent, tar, opts);
         } catch (err) {
           throw translateSpaceError(err, `applying a diff to zfs layer ${id}`);
         }

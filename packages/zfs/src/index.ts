@@ -19,6 +19,7 @@ export { ZfsLayout } from './layout.js';
 export { ZfsMounter, detectMountMethod, makeReadOnly, mountProperties } from './mount.js';
 export type { MountMethod } from './mount.js';
 export { FSNAME_OPTION, datasetHolding, probeZfs } from './probe.js';
+export type { ZfsProbe } from './probe.js';
 
 /**
  * The zfs driver as the registry sees it: priority 3 (after overlay2 and btrfs), picked

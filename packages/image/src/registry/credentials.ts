@@ -29,7 +29,8 @@ export interface FoundCredentials {
   from: string;
 }
 
-type Env = Record<string, string | undefined>;
+/** Environment variables the credential lookup reads (process.env by default). */
+export type Env = Record<string, string | undefined>;
 
 interface AuthEntry { auth?: string; username?: string; password?: string; identitytoken?: string; registrytoken?: string }
 interface AuthFile { auths?: Record<string, AuthEntry>; credsStore?: string; credHelpers?: Record<string, string> }

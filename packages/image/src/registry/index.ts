@@ -1,6 +1,6 @@
 // The registry part of @cairnfs/image's public API (LayerStore.pull / push live in store.ts).
 export { login, logout, normalizeRegistry, type LoginOptions } from './login.js';
-export { findCredentials, dockerConfigPath, containersAuthPaths, type Credentials, type FoundCredentials } from './credentials.js';
+export { findCredentials, dockerConfigPath, containersAuthPaths, type Credentials, type FoundCredentials, type Env } from './credentials.js';
 export { parseReference, formatReference, familiarName, withDefaultTag, type Reference } from './reference.js';
 export { parsePlatform, hostPlatform, formatPlatform, type Platform } from './manifest.js';
 export type { PullOptions, PullProgress, LayerProgress, LayerStatus } from './pull.js';

@@ -1,0 +1,23 @@
+// One importImage of a docker-save tarball into a fresh overlay2 store, timed in-process;
+// prints { ms, cpuMs }. Run as root, or as a rootless user inside `cairn unshare` (then the
+// store goes in a temp dir of its own). Used by bench/cases/idmap.mjs.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { performance } from 'node:perf_hooks';
+import { openDriver } from 'cairnfs';
+import { LayerStore } from '@cairnfs/image';
+
+const [archive, dirArg] = process.argv.slice(2);
+const dir = dirArg ?? mkdtempSync('/tmp/cairn-bench-rootless-import-');
+try {
+  const driver = await openDriver({ root: dir, driver: 'overlay2' });
+  const store = await LayerStore.open(driver);
+  const c0 = process.cpuUsage();
+  const t0 = performance.now();
+  await store.importImage(archive);
+  const ms = performance.now() - t0;
+  const cpu = process.cpuUsage(c0);
+  await driver.cleanup();
+  process.stdout.write(JSON.stringify({ ms, cpuMs: (cpu.user + cpu.system) / 1000 }) + '\n');
+} finally {
+  if (!dirArg) rmSync(dir, { recursive: true, force: true });
+}

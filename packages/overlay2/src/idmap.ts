@@ -1,0 +1,150 @@
+import { mkdir, readdir, rename, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { copyTree, errnoCode, isProcessAlive, makeStagingDir, ownerOfToken, ownerToken, withUserNamespace } from '@cairnfs/core';
+import type { IdMappings } from '@cairnfs/core';
+import * as sys from '@cairnfs/sys';
+import { detachMount, mountData, performMount, type MountSpec } from './mount.js';
+
+/**
+ * Id-mapped `get` for overlay2, containerd's way: every lower layer that is stored in
+ * container ids is attached through an id-mapped mount (open_tree + mount_setattr with a
+ * user namespace made from the maps), overlay is mounted on those, and the id-mapped
+ * mounts are detached again at once (overlayfs keeps private clones of its layers, so the
+ * mount stays correct). The upper dir cannot be id-mapped (the kernel answers EOVERFLOW
+ * and overlay goes read-only), so it is kept in host ids: its root is chowned to the
+ * mapped owner before the first mapped mount and the layer records the map (the driver's
+ * idmap xattr), so diff maps its files back to container ids.
+ *
+ * Where the filesystem or kernel cannot id-map, the fallback is a chown copy of the
+ * lower view (see {@link buildChownCopy}), kept per image layer and map, and shared by
+ * every container on that layer with that map.
+ */
+
+/** Scratch dirs (in the home) where id-mapped lowers are attached while overlay mounts; swept at open. */
+export const IDMAP_SCRATCH_PREFIX = '.cairn-idmap-';
+
+/**
+ * The mkdtemp prefix of this process's scratch dirs, `.cairn-idmap-<pid>.<start>@`: several
+ * processes share a home, and a sweep must leave a live process's scratch (its id-mapped
+ * lowers are attached there while its overlay mounts) alone.
+ */
+export function idmapScratchPrefix(): string {
+  return `${IDMAP_SCRATCH_PREFIX}${ownerToken()}@`;
+}
+/** Directory (in the home) of chown copies, `<layer id>-<map hash>`; removed with their layer. */
+export const CHOWN_COPIES_DIR = '.cairn-idmapped';
+
+export interface IdmappedLower {
+  /** Absolute path of the lower dir. */
+  path: string;
+  /** Attach it id-mapped (stored in container ids); false = already in host ids of this map. */
+  mapped: boolean;
+}
+
+export interface IdmappedOverlayRequest {
+  /** An empty scratch directory (absolute) under which the id-mapped lowers are attached. */
+  scratch: string;
+  /** Lower dirs, topmost first. */
+  lowers: readonly IdmappedLower[];
+  /** Upper and work dirs (absolute); null for a read-only mount. */
+  upper: { upper: string; work: string } | null;
+  target: string;
+  head: Array<[string, string | null]>;
+  tail: Array<[string, string | null]>;
+  newMountApi: boolean;
+  pageSize?: number;
+}
+
+export interface IdmappedOverlayPlan {
+  /** Id-mapped mounts to make first: source → target (in the scratch dir). */
+  binds: Array<{ source: string; target: string }>;
+  spec: MountSpec;
+}
+
+/** Pure: which id-mapped mounts to make and the overlay mount on top of them. */
+export function planIdmappedOverlay(req: IdmappedOverlayRequest): IdmappedOverlayPlan {
+  const binds: Array<{ source: string; target: string }> = [];
+  const lowerdirs = req.lowers.map((l, i) => {
+    if (!l.mapped) return l.path;
+    const target = join(req.scratch, String(i));
+    binds.push({ source: l.path, target });
+    return target;
+  });
+  const tailOpts = req.upper ? [['upperdir', req.upper.upper], ['workdir', req.upper.work]] as Array<[string, string]> : [];
+  const classic: Array<[string, string | null]> = [...req.head, ['lowerdir', lowerdirs.join(':')], ...tailOpts, ...req.tail];
+  const base = { type: 'overlay', source: 'overlay', target: req.target, cwd: null, readOnly: req.upper === null } as const;
+  if (mountData(classic).length < (req.pageSize ?? 4096) || !req.newMountApi) {
+    return { binds, spec: { ...base, method: 'mount', options: classic } };
+  }
+  const options: Array<[string, string | null]> = [...req.head, ...lowerdirs.map((l) => ['lowerdir+', l] as [string, string]), ...tailOpts, ...req.tail];
+  return { binds, spec: { ...base, method: 'fsmount', options } };
+}
+
+/**
+ * Makes the id-mapped mounts of `plan`, mounts the overlay on them, and detaches them
+ * again (also when the overlay mount fails); the scratch dir is removed either way.
+ */
+export async function performIdmappedOverlay(plan: IdmappedOverlayPlan, maps: IdMappings, scratch: string): Promise<void> {
+  const attached: string[] = [];
+  try {
+    await withUserNamespace(maps, async (fd) => {
+      for (const b of plan.binds) {
+        await mkdir(b.target);
+        await sys.idmappedMount(b.source, b.target, fd, { readOnly: true });
+        attached.push(b.target);
+      }
+    });
+    await performMount(plan.spec);
+  } finally {
+    for (const t of attached) await detachMount(t).catch(() => undefined);
+    await rm(scratch, { recursive: true, force: true }).catch(() => undefined);
+  }
+}
+
+/** An id-mapped bind of `source` at `target` (a base layer has nothing to overlay). */
+export async function idmappedBind(source: string, target: string, maps: IdMappings, readOnly: boolean): Promise<void> {
+  await withUserNamespace(maps, (fd) => sys.idmappedMount(source, target, fd, { readOnly }));
+}
+
+/**
+ * The chown-copy fallback: `view` (a directory showing a layer's whole lower view, e.g.
+ * a plain read-only overlay mount of it) copied to `dest` with every owner shifted
+ * container → host. Staged in the home and renamed into place only when complete, so a
+ * crash never leaves a half copy under its final name.
+ */
+export async function buildChownCopy(home: string, view: string, dest: string, maps: IdMappings): Promise<void> {
+  await mkdir(join(home, CHOWN_COPIES_DIR), { recursive: true, mode: 0o700 });
+  const staged = await makeStagingDir(home, 'idmap-copy');
+  try {
+    await copyTree(view, staged);
+    await sys.shiftOwnership(staged, maps, true);
+    await rename(staged, dest);
+  } catch (err) {
+    await rm(staged, { recursive: true, force: true }).catch(() => undefined);
+    if (errnoCode(err) === 'ENOTEMPTY' || errnoCode(err) === 'EEXIST') return; // another get built it meanwhile
+    throw err;
+  }
+}
+
+/** Removes the chown copies made from layer `id` (its removal). */
+export async function removeChownCopies(home: string, id: string): Promise<void> {
+  const dir = join(home, CHOWN_COPIES_DIR);
+  for (const name of await readdir(dir).catch(() => [] as string[])) {
+    if (name.startsWith(`${id}-`) && /^[0-9a-f]{16}$/.test(name.slice(id.length + 1))) await rm(join(dir, name), { recursive: true, force: true });
+  }
+}
+
+/**
+ * Sweeps scratch dirs a dead process left mid-mount: detaches what is mounted under them,
+ * then removes them. A live process's (its pid and start time are in the name) stay.
+ */
+export async function sweepIdmapScratch(home: string, mountPoints: Iterable<string>): Promise<void> {
+  for (const name of await readdir(home).catch(() => [] as string[])) {
+    if (!name.startsWith(IDMAP_SCRATCH_PREFIX)) continue;
+    const owner = ownerOfToken(name.slice(IDMAP_SCRATCH_PREFIX.length).split('@')[0] ?? '');
+    if (owner !== null && isProcessAlive(owner)) continue;
+    const dir = join(home, name);
+    for (const point of mountPoints) if (point.startsWith(`${dir}/`)) await detachMount(point).catch(() => undefined);
+    await rm(dir, { recursive: true, force: true }).catch(() => undefined);
+  }
+}
