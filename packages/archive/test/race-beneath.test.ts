@@ -1,0 +1,158 @@
+// Hostile parents and swapped nodes on the JS code paths (issue 13, "remove the class"):
+// the pure-JS export, the pure-JS change walk and diff size, and the content check of
+// both change walks must reach layer content only beneath the layer root, never through a
+// symlink a container planted (or swaps in) as a parent component, and must never open a
+// fifo or device where a regular file was listed. Each case fails on the code before the
+// fix: host bytes in an export, a host file's size in a diff size, host names in a change
+// list, a JS thread blocked for ever in open(2) of a fifo.
+import * as fs from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { isCairnError } from '@cairnfs/core';
+import { changesBetween, diffSizeOf, exportChanges, exportTree } from '@cairnfs/archive';
+import { constants, mknodSync } from '@cairnfs/sys';
+import { killChild, spawnTsChild, startSwapRacer } from '@cairnfs/testkit';
+import { removeDir, streamToBuffer, tempDir } from './helpers.js';
+
+const ROUNDS = Number(process.env.CAIRN_RACE_ROUNDS) > 0 ? Number(process.env.CAIRN_RACE_ROUNDS) : 30;
+const SECRET = 'HOST-SECRET-BYTES';
+
+let work: string;
+let layer: string;
+let host: string;
+beforeEach(() => {
+  work = tempDir('beneath');
+  layer = join(work, 'layer');
+  host = join(work, 'host');
+  fs.mkdirSync(layer);
+  fs.mkdirSync(host);
+  fs.writeFileSync(join(host, 'secret'), SECRET);
+});
+afterEach(() => { removeDir(work); });
+
+/** The outcome of an export read to its end: the bytes, or the error's code. */
+async function drain(make: () => Promise<NodeJS.ReadableStream> | NodeJS.ReadableStream): Promise<{ bytes: Buffer; code: string | null }> {
+  try {
+    return { bytes: await streamToBuffer(await make() as AsyncIterable<Uint8Array>), code: null };
+  } catch (err) {
+    const code = (err as { code?: unknown }).code;
+    return { bytes: Buffer.alloc(0), code: isCairnError(err) || typeof code === 'string' ? String(code) : `no code: ${String(err)}` };
+  }
+}
+
+describe('a parent component planted as a symlink to a host directory', () => {
+  beforeEach(() => { fs.symlinkSync(host, join(layer, 'd')); });
+
+  for (const pureJs of [true, false]) {
+    const engine = pureJs ? 'pure-JS' : 'native';
+    test(`${engine} export of a change list naming d/secret: no host byte in the output, ERR_BACKEND_FAILED`, async () => {
+      // The list a walk made before the container swapped d for the symlink.
+      const out = await drain(() => exportChanges(layer, [{ path: '/d', kind: 'modify' }, { path: '/d/secret', kind: 'add' }], { pureJs }));
+      expect(out.bytes.includes(SECRET)).toBe(false);
+      expect(out.code).toBe('ERR_BACKEND_FAILED');
+    });
+
+    test(`${engine} diffSize of d/secret counts nothing of the host file`, async () => {
+      expect(await diffSizeOf(layer, [{ path: '/d/secret', kind: 'add' }], { pureJs })).toBe(0);
+    });
+  }
+});
+
+describe('a directory swapped with a symlink to a host directory while the tree is read', () => {
+  // d holds 'A' files; evil -> host, which holds files the layer does not.
+  function plant(): void {
+    fs.mkdirSync(join(layer, 'd'));
+    for (let i = 0; i < 64; i++) fs.writeFileSync(join(layer, 'd', `f${i}`), 'A'.repeat(64));
+    for (let i = 0; i < 64; i++) fs.writeFileSync(join(host, `hostonly${i}`), SECRET);
+    fs.symlinkSync(host, join(layer, 'evil'));
+  }
+
+  test('pure-JS change walk: never lists a name of the host directory', async () => {
+    plant();
+    const racer = await startSwapRacer({ dir: layer, a: 'd', b: 'evil' });
+    const outcomes: Record<string, number> = {};
+    let hostNames = 0;
+    let swaps = 0;
+    try {
+      for (let r = 0; r < ROUNDS * 20; r++) {
+        try {
+          const changes = await changesBetween(layer, null, { pureJs: true });
+          hostNames += changes.filter((c) => c.path.includes('hostonly')).length;
+          outcomes.ok = (outcomes.ok ?? 0) + 1;
+        } catch (err) {
+          // An error naming a host file is a listing of the host directory too.
+          if (String((err as Error).message).includes('hostonly')) hostNames++;
+          const code = (err as { code?: string }).code ?? String(err);
+          outcomes[code] = (outcomes[code] ?? 0) + 1;
+        }
+      }
+    } finally {
+      swaps = (await racer.stop()).swaps;
+    }
+    console.log(`change walk race (pure JS, parent swap): ${swaps} swaps, walks ${JSON.stringify(outcomes)}`);
+    expect(hostNames).toBe(0);
+    expect(swaps).toBeGreaterThan(0);
+  }, 60_000);
+
+  test('pure-JS export of the whole tree: no host byte in any output', async () => {
+    plant();
+    const racer = await startSwapRacer({ dir: layer, a: 'd', b: 'evil' });
+    const outcomes: Record<string, number> = {};
+    let leaks = 0;
+    let swaps = 0;
+    try {
+      for (let r = 0; r < ROUNDS * 10; r++) {
+        const out = await drain(() => exportTree(layer, { pureJs: true }));
+        if (out.bytes.includes(SECRET) || out.bytes.includes('hostonly')) leaks++;
+        if (out.code !== null && String(out.code).includes('hostonly')) leaks++;
+        const key = out.code ?? 'ok';
+        outcomes[key] = (outcomes[key] ?? 0) + 1;
+      }
+    } finally {
+      swaps = (await racer.stop()).swaps;
+    }
+    console.log(`export race (pure JS, parent swap): ${swaps} swaps, exports ${JSON.stringify(outcomes)}`);
+    expect(leaks).toBe(0);
+    expect(swaps).toBeGreaterThan(0);
+    // A walk that finds its directory swapped fails (the change walk's ELOOP, as the native
+    // walk's; ERR_BACKEND_FAILED from the export); never anything that read the host.
+    expect(Object.keys(outcomes).filter((k) => k !== 'ok' && !/^(ERR_[A-Z_]+|E[A-Z]+)$/.test(k))).toEqual([]);
+  }, 60_000);
+});
+
+describe('content check (contentCheckSinceSec) while the file compared is swapped with a fifo', () => {
+  for (const engine of ['pure', 'native'] as const) {
+    test(`${engine === 'pure' ? 'pure-JS' : 'native'} change walk: the fifo is never opened (a child that would hang for ever answers)`, async () => {
+      const parent = join(work, 'parent');
+      fs.mkdirSync(parent);
+      for (const dir of [parent, layer]) {
+        fs.mkdirSync(join(dir, 'd'));
+        fs.writeFileSync(join(dir, 'd', 'f'), 'A'.repeat(4096));
+        fs.utimesSync(join(dir, 'd', 'f'), 1_000_000, 1_000_000); // same metadata: only content can tell them apart
+      }
+      fs.utimesSync(join(parent, 'd'), 1_000_000, 1_000_000);
+      fs.utimesSync(join(layer, 'd'), 1_000_000, 1_000_000);
+      // A fifo the listing may see as d/f (then reported modified) or, swapped in after the
+      // listing saw the file, find where it opens d/f to compare content.
+      mknodSync(join(layer, 'd', 'z'), constants.S_IFIFO | 0o644, 0, 0);
+      const racer = await startSwapRacer({ dir: join(layer, 'd'), a: 'f', b: 'z' });
+      const child = spawnTsChild(fileURLToPath(new URL('./race-changes-child.ts', import.meta.url)), [layer, parent, String(ROUNDS * 20), engine]);
+      let timer: NodeJS.Timeout | undefined;
+      const deadline = new Promise<'blocked'>((resolve) => { timer = setTimeout(() => resolve('blocked'), 20_000); });
+      try {
+        const answer = await Promise.race([child.lines.next().then((l) => (l.done ? 'no answer' : l.value)), deadline]);
+        if (answer === 'blocked') killChild(child);
+        expect(answer).not.toBe('blocked');
+        const { outcomes } = JSON.parse(answer) as { outcomes: Record<string, number>; modified: number };
+        console.log(`content-check race (${engine}, fifo): walks ${JSON.stringify(outcomes)}`);
+      } finally {
+        clearTimeout(timer);
+        killChild(child);
+        await child.exited;
+        const { swaps } = await racer.stop();
+        expect(swaps).toBeGreaterThan(0);
+      }
+    }, 60_000);
+  }
+});
+
