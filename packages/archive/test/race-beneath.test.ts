@@ -9,10 +9,11 @@ import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isCairnError } from '@cairnfs/core';
-import { changesBetween, diffSizeOf, exportChanges, exportTree } from '@cairnfs/archive';
+import { Readable } from 'node:stream';
+import { applyLayer, changesBetween, diffSizeOf, encodeHeader, exportChanges, exportTree, tarTrailer, type TarHeaderInput } from '@cairnfs/archive';
 import { constants, mknodSync } from '@cairnfs/sys';
 import { killChild, spawnTsChild, startSwapRacer } from '@cairnfs/testkit';
-import { removeDir, streamToBuffer, tempDir } from './helpers.js';
+import { isRoot, removeDir, streamToBuffer, tempDir } from './helpers.js';
 
 const ROUNDS = Number(process.env.CAIRN_RACE_ROUNDS) > 0 ? Number(process.env.CAIRN_RACE_ROUNDS) : 30;
 const SECRET = 'HOST-SECRET-BYTES';
@@ -118,6 +119,58 @@ describe('a directory swapped with a symlink to a host directory while the tree 
     // walk's; ERR_BACKEND_FAILED from the export); never anything that read the host.
     expect(Object.keys(outcomes).filter((k) => k !== 'ok' && !/^(ERR_[A-Z_]+|E[A-Z]+)$/.test(k))).toEqual([]);
   }, 60_000);
+});
+
+/** Everything about a host directory someone would notice: names, modes, owners, times, content. */
+function hostFacts(dir: string): string {
+  return JSON.stringify(fs.readdirSync(dir).sort().map((name) => {
+    const st = fs.lstatSync(join(dir, name), { bigint: true });
+    return [name, st.mode.toString(8), String(st.uid), String(st.gid), String(st.mtimeNs), st.isFile() ? fs.readFileSync(join(dir, name), 'latin1') : ''];
+  }));
+}
+
+describe('apply while the parent directory is swapped with a symlink to a host directory', () => {
+  for (const pureJs of [true, false]) {
+    // Owners and trusted.* xattrs need root; the fifo, file and directory entries do not.
+    test(`${pureJs ? 'pure-JS' : 'native'} applier: the host directory is untouched (no file removed, made, chmodded or chowned)`, async () => {
+      fs.writeFileSync(join(host, 'p'), SECRET, { mode: 0o600 });
+      fs.chmodSync(join(host, 'p'), 0o600);
+      fs.mkdirSync(join(host, 'sub'), { mode: 0o700 });
+      for (const name of ['p', 'secret', 'sub']) fs.utimesSync(join(host, name), 1_000_000, 1_000_000);
+      const before = hostFacts(host);
+      fs.mkdirSync(join(layer, 'd'));
+      fs.symlinkSync(host, join(layer, 'evil'));
+      const owner = isRoot ? { uid: 1234, gid: 1234 } : { uid: process.getuid!(), gid: process.getgid!() };
+      // Each entry replaces the one before it below d: removal, creation, owner, mode, times —
+      // every step a window for the racer, which swaps d and evil.
+      const entries: TarHeaderInput[] = [
+        { name: 'd/p', type: 'fifo', mode: 0o6777, ...owner },
+        { name: 'd/p', type: 'file', mode: 0o6777, size: 0, ...owner },
+        { name: 'd/sub/', type: 'dir', mode: 0o777, ...owner },
+        { name: 'd/secret', type: 'symlink', mode: 0o777, linkname: '/etc/shadow', ...owner },
+      ];
+      const round = Buffer.concat(entries.map((h) => encodeHeader(h)));
+      const tar = Buffer.concat([...Array.from({ length: 100 }, () => round), tarTrailer()]);
+      const racer = await startSwapRacer({ dir: layer, a: 'd', b: 'evil' });
+      const outcomes: Record<string, number> = {};
+      let changedAt = -1;
+      let swaps = 0;
+      try {
+        for (let r = 0; r < ROUNDS && changedAt < 0; r++) {
+          const result = await applyLayer(layer, Readable.from([tar]), { whiteouts: 'delete', pureJs }).then(() => 'ok', (e: unknown) => e);
+          const key = result === 'ok' ? 'ok' : isCairnError(result) ? result.code : `not a CairnError: ${String(result)}`;
+          outcomes[key] = (outcomes[key] ?? 0) + 1;
+          if (hostFacts(host) !== before) changedAt = r;
+        }
+      } finally {
+        swaps = (await racer.stop()).swaps;
+      }
+      console.log(`apply race (${pureJs ? 'pure JS' : 'native'}, parent swap): ${swaps} swaps, rounds ${JSON.stringify(outcomes)}`);
+      expect({ changedAt, host: hostFacts(host) }).toEqual({ changedAt: -1, host: before });
+      expect(swaps).toBeGreaterThan(0);
+      expect(Object.keys(outcomes).filter((k) => k !== 'ok' && k !== 'ERR_UNSAFE_ARCHIVE' && k !== 'ERR_INVALID_ARCHIVE')).toEqual([]);
+    }, 60_000);
+  }
 });
 
 describe('content check (contentCheckSinceSec) while the file compared is swapped with a fifo', () => {
