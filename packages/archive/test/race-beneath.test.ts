@@ -8,7 +8,7 @@
 import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { isCairnError } from '@cairnfs/core';
+import { copyTree, isCairnError } from '@cairnfs/core';
 import { Readable } from 'node:stream';
 import { applyLayer, changesBetween, diffSizeOf, encodeHeader, exportChanges, exportTree, tarTrailer, type TarHeaderInput } from '@cairnfs/archive';
 import { constants, mknodSync } from '@cairnfs/sys';
@@ -171,6 +171,71 @@ describe('apply while the parent directory is swapped with a symlink to a host d
       expect(Object.keys(outcomes).filter((k) => k !== 'ok' && k !== 'ERR_UNSAFE_ARCHIVE' && k !== 'ERR_INVALID_ARCHIVE')).toEqual([]);
     }, 60_000);
   }
+});
+
+/** Every regular file below `dir` that holds host bytes, or whose name is a host file's. */
+function hostTraces(dir: string, found: string[] = []): string[] {
+  for (const name of fs.readdirSync(dir)) {
+    const p = join(dir, name);
+    const st = fs.lstatSync(p); // the copy holds the symlink evil -> host: never followed here either
+    if (name.includes('hostonly') || (st.isFile() && fs.readFileSync(p).includes(SECRET))) found.push(p);
+    if (st.isDirectory()) hostTraces(p, found);
+  }
+  return found;
+}
+
+describe('copyTree (vfs create and applyDiff, aufs, overlay2 id-mapped copies) of a tree something writes into', () => {
+  test('a directory swapped with a symlink to a host directory: no host name or byte in any copy', async () => {
+    fs.mkdirSync(join(layer, 'd'));
+    for (let i = 0; i < 32; i++) fs.writeFileSync(join(layer, 'd', `f${i}`), 'A'.repeat(64));
+    for (let i = 0; i < 32; i++) fs.writeFileSync(join(host, `hostonly${i}`), SECRET);
+    fs.symlinkSync(host, join(layer, 'evil'));
+    const racer = await startSwapRacer({ dir: layer, a: 'd', b: 'evil' });
+    const outcomes: Record<string, number> = {};
+    const traces: string[] = [];
+    let swaps = 0;
+    try {
+      for (let r = 0; r < ROUNDS * 5; r++) {
+        const dst = join(work, `copy${r}`);
+        const key = await copyTree(layer, dst, { reflink: 'never' }).then(() => 'ok', (e: unknown) => (isCairnError(e) ? e.code : `not a CairnError: ${String(e)}`));
+        outcomes[key] = (outcomes[key] ?? 0) + 1;
+        traces.push(...hostTraces(dst));
+        fs.rmSync(dst, { recursive: true, force: true });
+      }
+    } finally {
+      swaps = (await racer.stop()).swaps;
+    }
+    console.log(`copyTree race (parent swap): ${swaps} swaps, copies ${JSON.stringify(outcomes)}`);
+    expect(traces).toEqual([]);
+    expect(swaps).toBeGreaterThan(0);
+    expect(Object.keys(outcomes).filter((k) => k !== 'ok' && k !== 'ERR_BACKEND_FAILED')).toEqual([]);
+  }, 60_000);
+
+  test('a regular file swapped with a fifo: the fifo is never opened (a child that would hang for ever answers)', async () => {
+    fs.mkdirSync(join(layer, 'd'));
+    fs.writeFileSync(join(layer, 'd', 'f'), 'A'.repeat(4096));
+    mknodSync(join(layer, 'd', 'z'), constants.S_IFIFO | 0o644, 0, 0);
+    const scratch = join(work, 'copies');
+    fs.mkdirSync(scratch);
+    const racer = await startSwapRacer({ dir: join(layer, 'd'), a: 'f', b: 'z' });
+    const child = spawnTsChild(fileURLToPath(new URL('./race-copy-child.ts', import.meta.url)), [layer, scratch, String(ROUNDS * 20)]);
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<'blocked'>((resolve) => { timer = setTimeout(() => resolve('blocked'), 20_000); });
+    try {
+      const answer = await Promise.race([child.lines.next().then((l) => (l.done ? 'no answer' : l.value)), deadline]);
+      if (answer === 'blocked') killChild(child);
+      expect(answer).not.toBe('blocked');
+      const { outcomes } = JSON.parse(answer) as { outcomes: Record<string, number> };
+      console.log(`copyTree race (fifo): copies ${JSON.stringify(outcomes)}`);
+      expect(Object.keys(outcomes).filter((k) => k !== 'ok' && k !== 'ERR_BACKEND_FAILED')).toEqual([]);
+    } finally {
+      clearTimeout(timer);
+      killChild(child);
+      await child.exited;
+      const { swaps } = await racer.stop();
+      expect(swaps).toBeGreaterThan(0);
+    }
+  }, 60_000);
 });
 
 describe('content check (contentCheckSinceSec) while the file compared is swapped with a fifo', () => {

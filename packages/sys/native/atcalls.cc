@@ -5,12 +5,16 @@
 // AT_EMPTY_PATH). Thin wrappers, one syscall each (plus nofollow.cc's fallbacks for
 // kernels without fchmodat2 / setxattrat), so the rules stay in the JS that calls them.
 // Nothing here goes through /proc/self/fd. Errors are Node-style, `path` the name given.
+// Also fd-to-fd content copies (FICLONE, copy_file_range) for core's copyTree, which reads
+// its source only through fds opened beneath it.
 #include "beneath.h"
 #include "common.h"
 #include "nofollow.h"
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 
@@ -195,6 +199,69 @@ Napi::Value ReaddirFdSync(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// cloneFdSync(srcFd, dstFd): ioctl(dst, FICLONE, src) — the whole file's extents shared.
+Napi::Value CloneFdSync(const Napi::CallbackInfo& info) {
+  int src = ArgFd(info, 0, "srcFd");
+  int dst = ArgFd(info, 1, "dstFd");
+  if (ioctl(dst, FICLONE, src) != 0) Fail(info.Env(), errno, "ioctl_ficlone", "");
+  return info.Env().Undefined();
+}
+
+// Copies src (from its current offset) to dst until EOF: copy_file_range, or read/write
+// where the kernel refuses it for this pair. 0 or an errno; `copied` the bytes written.
+int CopyFds(int src, int dst, uint64_t* copied) {
+  bool plain = false;
+  std::vector<char> buf;
+  for (;;) {
+    ssize_t n;
+    if (!plain) {
+      n = copy_file_range(src, nullptr, dst, nullptr, 1 << 30, 0);
+      if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP) && *copied == 0) {
+        plain = true;
+        buf.resize(1 << 20);
+        continue;
+      }
+    } else {
+      n = read(src, buf.data(), buf.size());
+      for (ssize_t off = 0; n > 0 && off < n;) {
+        ssize_t w = write(dst, buf.data() + off, static_cast<size_t>(n - off));
+        if (w < 0) {
+          if (errno == EINTR) continue;
+          return errno;
+        }
+        off += w;
+      }
+    }
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return errno;
+    }
+    if (n == 0) return 0;
+    *copied += static_cast<uint64_t>(n);
+  }
+}
+
+// copyFdSync(srcFd, dstFd) → bytes copied.
+Napi::Value CopyFdSync(const Napi::CallbackInfo& info) {
+  int src = ArgFd(info, 0, "srcFd");
+  int dst = ArgFd(info, 1, "dstFd");
+  uint64_t copied = 0;
+  int err = CopyFds(src, dst, &copied);
+  if (err != 0) Fail(info.Env(), err, "copy_file_range", "");
+  return Napi::Number::New(info.Env(), static_cast<double>(copied));
+}
+
+// copyFd(srcFd, dstFd) → Promise<void>, on the thread pool (large files never block the event loop).
+Napi::Value CopyFd(const Napi::CallbackInfo& info) {
+  int src = ArgFd(info, 0, "srcFd");
+  int dst = ArgFd(info, 1, "dstFd");
+  return RunAsync(info.Env(), "cairn.copyFd", [src, dst](JobResult& r) {
+    uint64_t copied = 0;
+    int err = CopyFds(src, dst, &copied);
+    if (err != 0) r.error.Set(err, "copy_file_range");
+  });
+}
+
 }  // namespace
 
 void InitAtCalls(Napi::Env env, Napi::Object exports) {
@@ -211,6 +278,9 @@ void InitAtCalls(Napi::Env env, Napi::Object exports) {
   exports.Set("utimensFdSync", Napi::Function::New(env, UtimensFdSync, "utimensFdSync"));
   exports.Set("setxattratSync", Napi::Function::New(env, SetxattratSync, "setxattratSync"));
   exports.Set("readdirFdSync", Napi::Function::New(env, ReaddirFdSync, "readdirFdSync"));
+  exports.Set("cloneFdSync", Napi::Function::New(env, CloneFdSync, "cloneFdSync"));
+  exports.Set("copyFdSync", Napi::Function::New(env, CopyFdSync, "copyFdSync"));
+  exports.Set("copyFd", Napi::Function::New(env, CopyFd, "copyFd"));
 }
 
 }  // namespace cairn

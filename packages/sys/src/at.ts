@@ -81,3 +81,18 @@ export function setxattratSync(dirfd: number, name: string, key: string, value: 
 export function readdirFdSync(dirfd: number): string[] {
   return native.readdirFdSync(dirfd);
 }
+
+/** ioctl(dstFd, FICLONE, srcFd): dst shares src's extents (btrfs, xfs with reflink=1). EOPNOTSUPP/EXDEV/EINVAL where it cannot. */
+export function cloneFdSync(srcFd: number, dstFd: number): void {
+  native.cloneFdSync(srcFd, dstFd);
+}
+
+/** Copies srcFd (from its offset) to dstFd until EOF: copy_file_range, read/write where refused. Returns the bytes copied. */
+export function copyFdSync(srcFd: number, dstFd: number): number {
+  return native.copyFdSync(srcFd, dstFd);
+}
+
+/** {@link copyFdSync} on the thread pool, for large files. */
+export function copyFd(srcFd: number, dstFd: number): Promise<void> {
+  return native.copyFd(srcFd, dstFd);
+}

@@ -64,6 +64,9 @@ export interface NativeBinding {
   utimensFdSync(fd: number, dirfd: number, name: string, atimeNs: bigint, mtimeNs: bigint): void;
   setxattratSync(dirfd: number, name: string, key: string, value: Uint8Array): void;
   readdirFdSync(dirfd: number): string[];
+  cloneFdSync(srcFd: number, dstFd: number): void;
+  copyFdSync(srcFd: number, dstFd: number): number;
+  copyFd(srcFd: number, dstFd: number): Promise<void>;
   // btrfs.ts (native/btrfs.cc)
   btrfsSubvolCreate(dir: string, name: string): Promise<void>;
   btrfsSnapshot(source: string, dir: string, name: string, readOnly: boolean): Promise<void>;

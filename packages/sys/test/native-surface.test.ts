@@ -16,6 +16,7 @@ const KINDS: { [K in keyof NativeBinding]: 'function' | 'object' } = {
   openDirBeneathSync: 'function', openatSync: 'function', mkdiratSync: 'function', mknodatSync: 'function',
   symlinkatSync: 'function', linkatSync: 'function', unlinkatSync: 'function', fchownFdSync: 'function', chmodFdSync: 'function',
   haveChmodFdSync: 'function', utimensFdSync: 'function', setxattratSync: 'function', readdirFdSync: 'function',
+  cloneFdSync: 'function', copyFdSync: 'function', copyFd: 'function',
   btrfsSubvolCreate: 'function', btrfsSnapshot: 'function', btrfsSubvolDestroy: 'function', btrfsGetFlags: 'function',
   btrfsSetFlags: 'function', btrfsSubvolId: 'function', btrfsSubvolChildren: 'function', btrfsFsInfo: 'function',
   btrfsQgroupLimit: 'function', btrfsQgroupDestroy: 'function',
