@@ -4,10 +4,11 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import {
-  O_PATH, STAT, STAT_FIELDS, WALK_LINKS, WALK_XATTRS, cloneFdSync, copyFd, copyFdSync, lsetxattrSync, lutimesNsSync, major, minor,
-  mknodSync, openBeneathSync, openDirBeneathSync, openatSync, statDirSync, type DirStats,
+  WALK_LINKS, WALK_XATTRS, cloneFdSync, copyFd, copyFdSync, lsetxattrSync, lutimesNsSync, major, minor,
+  mknodSync, openBeneathSync, openDirBeneathSync, statDirSync, type DirStats,
 } from '@cairnfs/sys';
 import { readXattrs } from './xattrs.js';
+import { listedExtras, lstatListed } from './listing.js';
 import { CairnError, errnoCode, translateSpaceError } from './errors.js';
 
 export type ReflinkMode = 'auto' | 'always' | 'never';
@@ -82,7 +83,6 @@ export async function copyTree(src: string, dst: string, opts: CopyTreeOptions =
 // Files at least this big are copied with the async copyFile (thread pool), so a large
 // file never blocks the event loop; smaller ones synchronously (see TreeCopier).
 const ASYNC_COPY_BYTES = 1n << 20n;
-const O_NODE_PATH = O_PATH | fsConstants.O_NOFOLLOW;
 const OPEN_NEW = fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW;
 // Entries handled between two yields to the event loop.
 const YIELD_EVERY = 256;
@@ -159,24 +159,10 @@ class TreeCopier {
     }
   }
 
-  /** The full lstat (atime included) of entry `i` through an O_PATH|O_NOFOLLOW fd, required to be the inode listed; null when gone. */
+  /** The full lstat of entry `i`, required to be the inode listed (listing.ts); null when gone. */
   private lstatListed(dirFd: number, rel: string, name: string, listing: DirStats, i: number): BigIntStats | null {
-    let fd: number;
-    try {
-      fd = openatSync(dirFd, name, O_NODE_PATH);
-    } catch (err) {
-      if (errnoCode(err) === 'ENOENT') return null;
-      throw err;
-    }
-    let st: BigIntStats;
-    try {
-      st = fstatSync(fd, { bigint: true });
-    } finally {
-      closeSync(fd);
-    }
-    const f = i * STAT_FIELDS;
-    const ino = (BigInt(listing.stats[f + STAT.inoHi]!) << 32n) | BigInt(listing.stats[f + STAT.inoLo]!);
-    if (st.ino !== ino || st.dev !== BigInt(listing.stats[f + STAT.dev]!)) throw this.changed(rel);
+    const st = lstatListed(dirFd, name, listing, i);
+    if (st === 'changed') throw this.changed(rel);
     return st;
   }
 
@@ -261,14 +247,4 @@ class TreeCopier {
     for (const [name, value] of xattrs) lsetxattrSync(to, name, value);
     lutimesNsSync(to, st.atimeNs, st.mtimeNs);
   }
-}
-
-/** Every entry's xattrs and symlink target from a listing (flat arrays, in entry order), indexed once per directory. */
-function listedExtras(listing: DirStats): Array<{ xattrs: Map<string, Buffer>; link: string | undefined }> {
-  const out = listing.names.map(() => ({ xattrs: new Map<string, Buffer>(), link: undefined as string | undefined }));
-  for (let k = 0; k < listing.xattrs.length; k += 3) {
-    out[listing.xattrs[k] as number]!.xattrs.set(listing.xattrs[k + 1] as string, listing.xattrs[k + 2] as Buffer);
-  }
-  for (let k = 0; k < listing.links.length; k += 2) out[listing.links[k] as number]!.link = listing.links[k + 1] as string;
-  return out;
 }
