@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { upperChanges } from '@cairnfs/overlay2';
 import { startSwapRacer } from '@cairnfs/testkit';
+import { regularFileBytes } from '../src/diff.js';
 
 const ROUNDS = Number(process.env.CAIRN_RACE_ROUNDS) > 0 ? Number(process.env.CAIRN_RACE_ROUNDS) : 30;
 
@@ -46,4 +47,30 @@ test('a directory of the upper dir swapped with a symlink to a host directory: n
   expect(hostNames).toBe(0);
   expect(swaps).toBeGreaterThan(0);
   expect(Object.keys(outcomes).filter((k) => k !== 'ok' && k !== 'ERR_BACKEND_FAILED')).toEqual([]);
+}, 60_000);
+
+test('diffSize of an upper dir whose directory is swapped with a symlink to a host directory: no host file counted', async () => {
+  const upper = join(work, 'upper');
+  const host = join(work, 'host');
+  fs.mkdirSync(join(upper, 'd'), { recursive: true });
+  fs.mkdirSync(host);
+  fs.writeFileSync(join(upper, 'd', 'f'), 'A'.repeat(10));
+  // A host file of 1 TiB (sparse): any count through the symlink is unmistakable.
+  fs.closeSync(fs.openSync(join(host, 'hostonly'), 'w'));
+  fs.truncateSync(join(host, 'hostonly'), 2 ** 40);
+  fs.symlinkSync(host, join(upper, 'evil'));
+  const racer = await startSwapRacer({ dir: upper, a: 'd', b: 'evil' });
+  const sizes = new Map<number, number>();
+  let swaps = 0;
+  try {
+    for (let r = 0; r < ROUNDS * 20; r++) {
+      const size = await regularFileBytes(upper).catch(() => -1);
+      sizes.set(size, (sizes.get(size) ?? 0) + 1);
+    }
+  } finally {
+    swaps = (await racer.stop()).swaps;
+  }
+  console.log(`upper diffSize race (parent swap): ${swaps} swaps, sizes ${JSON.stringify(Object.fromEntries(sizes))}`);
+  expect([...sizes.keys()].filter((s) => s !== 10 && s !== 0)).toEqual([]);
+  expect(swaps).toBeGreaterThan(0);
 }, 60_000);
