@@ -21,7 +21,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Readable } from 'node:stream';
-import { CairnError, errnoCode, isCairnError, translateSpaceError } from '@cairnfs/core';
+import { CairnError, errnoCode } from '@cairnfs/core';
 import type { TarEntry } from './entry.js';
 import { asBuffer } from './read-tar.js';
 import { PATH_MAX, classifyWhiteout, printable, splitEntryPath, unsafeEntry } from './safe-path.js';
@@ -32,6 +32,7 @@ import { isMainThread } from 'node:worker_threads';
 import { applyLayerNative, processUmask, refreshUmask } from './apply-native.js';
 import type { ApplyOptions, WhiteoutMode } from './apply-options.js';
 import { OwnerShift, RECORDED_DEVICE_XATTR, recordedDeviceValue, reportDropped } from './owners.js';
+import { explain } from './apply-errors.js';
 
 const OPEN_NEW = fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW;
 
@@ -77,52 +78,6 @@ export async function applyLayer(dir: string, tar: Readable | AsyncIterable<Uint
   }
   (opts.report ?? ((d) => reportDropped(root, d)))(writer.owners.dropped);
   return writer.bytes;
-}
-
-/** Turns an errno from the file work into a CairnError that names the entry. */
-function explain(err: unknown, entry: string, root: string): unknown {
-  if (isCairnError(err)) return err;
-  const what = `applying layer entry "${printable(entry)}" into ${root}`;
-  const space = translateSpaceError(err, what);
-  if (space !== err) return space;
-  const code = errnoCode(err);
-  const detail = err instanceof Error ? err.message : String(err);
-  const syscall = (err as { syscall?: string } | null)?.syscall;
-  if (code === 'EOVERFLOW' && syscall === 'chown') {
-    return new CairnError('ERR_INVALID_OPTION',
-      `${what}: its owner has no mapping in idMappings (${detail}); give maps that cover every id the image uses (usually 0-65535), or ignoreChownErrors: true to keep such files owned by the caller`,
-      { subject: entry, cause: err });
-  }
-  if ((code === 'EINVAL' || code === 'EPERM') && (syscall === 'fchown' || syscall === 'lchown' || syscall === 'chown')) {
-    // EINVAL: the id is not mapped in this user namespace (rootless with a single id).
-    return new CairnError('ERR_PREREQUISITES',
-      `${what}: the kernel refused to give it its owner (${detail}); this process cannot own files as every id the layer uses (a user namespace mapping one id?). ` +
-      'Run it through `cairn unshare` (newuidmap with /etc/subuid and /etc/subgid ranges), or pass ignoreChownErrors: true to keep such files owned by the caller.',
-      { subject: entry, cause: err });
-  }
-  switch (code) {
-    case 'ELOOP':
-    case 'EXDEV':
-      // openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS) refused a parent: a symlink appeared
-      // on the way after the JS-side check (something else is writing into the layer).
-      return unsafeEntry(entry, `its path goes through a symlink or leaves the layer (${detail})`);
-    case 'EPERM':
-    case 'EACCES':
-      return new CairnError('ERR_PREREQUISITES',
-        `${what}: ${detail}. Applying layers with devices, ownership or trusted.* xattrs needs root (or pass ownership: false / noDevices: true).`,
-        { subject: entry, cause: err });
-    case 'EOPNOTSUPP':
-    case 'ENOTSUP':
-      return new CairnError('ERR_NOT_SUPPORTED',
-        `${what}: ${detail}. The filesystem under ${root} does not support this (extended attributes?).`, { subject: entry, cause: err });
-    case 'ENAMETOOLONG':
-    case 'ENOTDIR':
-    case 'EISDIR':
-    case 'EINVAL':
-      return new CairnError('ERR_INVALID_ARCHIVE', `${what}: ${detail}.`, { subject: entry, cause: err });
-    default:
-      return err;
-  }
 }
 
 class LayerWriter implements TarHandler {
@@ -624,7 +579,13 @@ class LayerWriter implements TarHandler {
   /** An O_PATH fd of pfd/base (never followed, never opened) checked to be the kind of node just made. */
   private openMade(rel: string, pfd: number, base: string, kind: number, dev: [number, number] | null): number {
     const fd = sys.openatSync(pfd, base, O_NODE_PATH);
-    const st = fs.fstatSync(fd, { bigint: true });
+    let st: fs.BigIntStats;
+    try {
+      st = fs.fstatSync(fd, { bigint: true });
+    } catch (err) {
+      fs.closeSync(fd);
+      throw err;
+    }
     if ((Number(st.mode) & fs.constants.S_IFMT) !== kind || (dev !== null && (sys.devMajor(st.rdev) !== dev[0] || sys.devMinor(st.rdev) !== dev[1]))) {
       fs.closeSync(fd);
       throw this.replaced(rel, st);
