@@ -1,9 +1,9 @@
 import { constants as fsConstants } from 'node:fs';
-import { chmod, mkdtemp, readdir, rename, rm } from 'node:fs/promises';
+import { chmod, mkdtemp, readdir, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { errnoCode, fsyncDir, type IdMappings } from '@cairnfs/core';
-import { STAT, STAT_FIELDS, statDirSync } from '@cairnfs/sys';
+import { STAT, STAT_FIELDS, removeTree, statDirSync } from '@cairnfs/sys';
 import { applyLayer, exportOverlayUpper, type ApplyOptions } from '@cairnfs/archive';
 import type { Change } from '@cairnfs/core';
 import { upperChanges } from './changes.js';
@@ -46,7 +46,7 @@ export class NativeDiff {
       await fsyncDir(layerDir);
       return bytes;
     } catch (err) {
-      await rm(scratch, { recursive: true, force: true }).catch(() => undefined);
+      await removeTree(scratch).catch(() => undefined);
       throw err;
     }
   }
@@ -65,7 +65,7 @@ export class NativeDiff {
   async sweepInterruptedApplies(id: string): Promise<void> {
     const layerDir = this.layout.layerDir(id);
     for (const name of await readdir(layerDir).catch(() => [] as string[])) {
-      if (name.startsWith(APPLY_PREFIX)) await rm(join(layerDir, name), { recursive: true, force: true });
+      if (name.startsWith(APPLY_PREFIX)) await removeTree(join(layerDir, name));
     }
   }
 

@@ -304,7 +304,7 @@ export class Overlay2Driver implements StorageDriver {
         return moved;
       });
       if (trash === null) return;
-      await rm(trash, { recursive: true, force: true }).catch(() => undefined);
+      await sys.removeTree(trash).catch(() => undefined);
       await removeChownCopies(this.home, id);
       await this.mounts.forget(id);
       await this.locks.forgetLayer(id);

@@ -158,7 +158,7 @@ export async function buildChownCopy(home: string, view: string, dest: string, m
     await sys.shiftOwnership(staged, maps, true);
     await rename(staged, dest);
   } catch (err) {
-    await rm(staged, { recursive: true, force: true }).catch(() => undefined);
+    await sys.removeTree(staged).catch(() => undefined);
     if (errnoCode(err) === 'ENOTEMPTY' || errnoCode(err) === 'EEXIST') return; // another get built it meanwhile
     throw err;
   }
@@ -168,7 +168,7 @@ export async function buildChownCopy(home: string, view: string, dest: string, m
 export async function removeChownCopies(home: string, id: string): Promise<void> {
   const dir = join(home, CHOWN_COPIES_DIR);
   for (const name of await readdir(dir).catch(() => [] as string[])) {
-    if (name.startsWith(`${id}-`) && /^[0-9a-f]{16}$/.test(name.slice(id.length + 1))) await rm(join(dir, name), { recursive: true, force: true });
+    if (name.startsWith(`${id}-`) && /^[0-9a-f]{16}$/.test(name.slice(id.length + 1))) await sys.removeTree(join(dir, name));
   }
 }
 

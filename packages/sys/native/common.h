@@ -106,6 +106,7 @@ void InitWalk(Napi::Env env, Napi::Object exports);  // walk.cc (bulk lstat/xatt
 void InitTarPack(Napi::Env env, Napi::Object exports);  // tarpack.cc (layer export: tar written in the addon)
 void InitOpenFile(Napi::Env env, Napi::Object exports);  // openfile.cc (open a regular file beneath a root for reading, never through a link)
 void InitUserns(Napi::Env env, Napi::Object exports);
+void InitRemoveTree(Napi::Env env, Napi::Object exports);  // removetree.cc (a tree deleted through fds, no symlink followed)
 void InitAtCalls(Napi::Env env, Napi::Object exports);  // atcalls.cc (the *at calls node:fs lacks, for the pure-JS applier)  // userns.cc (user namespaces from id maps, id-mapped mounts, ownership shift)
 
 }  // namespace cairn

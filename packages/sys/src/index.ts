@@ -196,6 +196,18 @@ export function shiftOwnership(root: string, maps: IdRanges, toHost: boolean): P
   return traced(native.shiftOwnership(root, maps, toHost), shiftOwnership);
 }
 
+/**
+ * Deletes the tree at `path` (a file, symlink or directory) on the thread pool without
+ * following any symlink: each entry is removed relative to its parent's fd, directories
+ * are entered with O_NOFOLLOW, and a mount point inside the tree is never descended into
+ * (EBUSY naming it). A missing `path` is not an error. For layer trees, where a process
+ * may swap a directory for a symlink while it is removed (Node's recursive rm works by
+ * path and would then delete what the link points to).
+ */
+export function removeTree(path: string): Promise<void> {
+  return traced(native.removeTree(path), removeTree);
+}
+
 export * from './btrfs.js';
 export * from './quota.js';
 

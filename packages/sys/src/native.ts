@@ -88,6 +88,7 @@ export interface NativeBinding {
   makeUserNamespaceSync(maps: IdRanges): number;
   idmappedMount(source: string, target: string, usernsFd: number, readOnly: boolean, recursive: boolean): Promise<void>;
   shiftOwnership(root: string, maps: IdRanges, toHost: boolean): Promise<void>;
+  removeTree(path: string): Promise<void>;
 }
 
 /** One range of an id map: `size` ids from `containerId` on stand for `hostId` on (core's IdMap). */

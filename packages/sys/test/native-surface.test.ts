@@ -22,7 +22,7 @@ const KINDS: { [K in keyof NativeBinding]: 'function' | 'object' } = {
   btrfsQgroupLimit: 'function', btrfsQgroupDestroy: 'function',
   xfsGetProjectId: 'function', xfsSetProjectId: 'function', xfsSetProjectLimit: 'function', xfsGetProjectLimit: 'function',
   xfsQuotaState: 'function',
-  makeUserNamespaceSync: 'function', idmappedMount: 'function', shiftOwnership: 'function',
+  makeUserNamespaceSync: 'function', idmappedMount: 'function', shiftOwnership: 'function', removeTree: 'function',
 };
 
 test('the addon exports exactly the names NativeBinding types, each of the declared kind', () => {
