@@ -229,6 +229,7 @@ export async function importCases({ params, base, where, pairs, cairn, image: im
           const cpu = cpuMs() - c0;
           if (img.id !== image.imageId || img.layers.length !== 5) throw new Error(`cairn imported ${img.id} with ${img.layers.length} layers, expected ${image.imageId} with 5`);
           if (i >= 0) { sides.cairn.wall.push(wall); sides.cairn.cpu.push(cpu); }
+          await store.close();
           await driver.cleanup();
           rmrf(root);
         }

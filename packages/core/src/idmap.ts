@@ -87,17 +87,41 @@ export function isIdentityMapping(maps: IdMappings): boolean {
   return [...maps.uidMap, ...maps.gidMap].every((r) => r.containerId === r.hostId);
 }
 
+/** User namespaces kept for reuse, by map (idMappingsKey); least recently used first. */
+const namespaces = new Map<string, { fd: number; users: number }>();
+/** Most idle namespaces kept: a host runs few distinct maps at once, and each costs one fd. */
+const MAX_IDLE_NAMESPACES = 8;
+
 /**
- * Runs `fn` with the fd of a new user namespace whose maps are `maps` (for
- * mount_setattr(MOUNT_ATTR_IDMAP)) and closes it afterwards: mounts made with it keep
- * their own reference, so the namespace needs no fd once they exist.
+ * Runs `fn` with the fd of a user namespace whose maps are `maps` (for
+ * mount_setattr(MOUNT_ATTR_IDMAP)). Mounts made with it keep their own reference. The
+ * namespace is kept for the next call with the same maps: making one clones a process
+ * (about 2 ms, on the event loop), which was most of what an id-mapped get cost over a
+ * plain one.
  */
 export async function withUserNamespace<T>(maps: IdMappings, fn: (usernsFd: number) => Promise<T>): Promise<T> {
-  const fd = sys.makeUserNamespace(maps);
+  const key = idMappingsKey(maps);
+  let entry = namespaces.get(key);
+  if (entry) namespaces.delete(key); // re-inserted below as the most recent
+  else entry = { fd: sys.makeUserNamespace(maps), users: 0 };
+  namespaces.set(key, entry);
+  entry.users++;
   try {
-    return await fn(fd);
+    return await fn(entry.fd);
   } finally {
-    closeSync(fd);
+    entry.users--;
+    trimNamespaces();
+  }
+}
+
+function trimNamespaces(): void {
+  let excess = namespaces.size - MAX_IDLE_NAMESPACES;
+  for (const [key, e] of namespaces) {
+    if (excess <= 0) break;
+    if (e.users > 0) continue;
+    namespaces.delete(key);
+    closeSync(e.fd);
+    excess--;
   }
 }
 

@@ -21,6 +21,11 @@ export interface BlobSource {
   stream(path: string): AsyncIterable<Uint8Array>;
   /** Byte size of a file, or undefined. */
   size(path: string): Promise<number | undefined>;
+  /**
+   * A hint that `path` will be streamed next, while the caller is busy with something
+   * else: a remote source may start fetching it. Optional; sources on disk ignore it.
+   */
+  prefetch?(path: string): void;
   close(): Promise<void>;
 }
 

@@ -118,6 +118,8 @@ interface LayerPlan {
   diffId: string;
   parent: string | null;
   blob: () => AsyncIterable<Uint8Array>;
+  /** Tells the source this layer's blob is wanted soon (see BlobSource.prefetch). */
+  prefetch: () => void;
   onBytes: (n: number) => void;
   onDone: () => void;
 }
@@ -269,6 +271,7 @@ export class LayerStore {
       const plans: LayerPlan[] = missing.map((i) => ({
         chainId: chains[i]!, diffId: desc.diffIds[i]!, parent: i > 0 ? chains[i - 1]! : null,
         blob: () => src.stream(desc.layerPaths[i]!),
+        prefetch: () => src.prefetch?.(desc.layerPaths[i]!),
         onBytes: (n) => { progress.bytesDone += n; report(); },
         onDone: () => { progress.layersDone++; report(chains[i]); },
       }));
@@ -310,7 +313,9 @@ export class LayerStore {
    */
   private async makeLayers(plans: LayerPlan[], concurrency: number, made: string[], maxBytes?: number): Promise<void> {
     if (concurrency <= 1) {
-      for (const p of plans) {
+      for (const [k, p] of plans.entries()) {
+        // One layer at a time: the next one's download overlaps this one's apply.
+        plans[k + 1]?.prefetch();
         await this.locks.layer(hexOf(p.chainId), `import layer ${p.chainId}`, async () => {
           if (await this.read(`import layer ${p.chainId}`, (s) => s.layers.has(p.chainId))) return p.onDone(); // made meanwhile by another process
           const parentCache = p.parent === null ? null : await this.read(`import layer ${p.chainId}`, (s) => s.layers.get(p.parent!)!.cacheId);
@@ -524,7 +529,7 @@ export class LayerStore {
         this.image(base.id); // still there: from now on the pin keeps its layers
         return this.pins.add([...base.layers, chainId]);
       });
-      await this.makeLayers([{ chainId, diffId, parent: c.parent, blob: () => createReadStream(spool), onBytes: () => undefined, onDone: () => undefined }], 1, [], max);
+      await this.makeLayers([{ chainId, diffId, parent: c.parent, blob: () => createReadStream(spool), prefetch: () => undefined, onBytes: () => undefined, onDone: () => undefined }], 1, [], max);
       return await this.write(`commit container ${name}`, async (s) => {
         const config = JSON.parse((await readFile(this.layout.image(base.id))).toString('utf8')) as {
           rootfs?: { type?: string; diff_ids?: string[] }; history?: unknown[]; created?: string;

@@ -55,6 +55,51 @@ describeBackend('registry', registryMissing(), () => {
     await rm(work, { recursive: true, force: true });
   });
 
+  test('certs.d: a CA in <root>/<host:port>/ca.crt is trusted without tls.ca; a .cert without its .key is ERR_INVALID_OPTION naming it', async () => {
+    const certs = join(work, 'certs.d');
+    await mkdir(join(certs, basic.host), { recursive: true });
+    await writeFile(join(certs, basic.host, 'ca.crt'), ca.caPem);
+    const s = await freshStore();
+    try {
+      // Without the directory (only an unrelated root) the same pull is untrusted.
+      const untrusted = await failure(s.store.pull(`${basic.host}/auth/app:1`, { ...RETRY, certsDirs: [join(work, 'home')], auth: ALICE, env: bare }));
+      expect(untrusted.code).toBe('ERR_NETWORK');
+      expect(untrusted.message).toMatch(/certs\.d/);
+      expect((await s.store.pull(`${basic.host}/auth/app:1`, { ...RETRY, certsDirs: [join(work, 'home'), certs], auth: ALICE, env: bare })).id).toBe(id);
+      await writeFile(join(certs, basic.host, 'client.cert'), 'not used');
+      const half = await failure(s.store.pull(`${basic.host}/auth/app:1`, { ...RETRY, certsDirs: [certs], auth: ALICE, env: bare }));
+      expect(half.code).toBe('ERR_INVALID_OPTION');
+      expect(half.message).toContain(join(certs, basic.host, 'client.cert'));
+      expect(half.message).toContain('client.key');
+    } finally {
+      await s.close();
+      await rm(certs, { recursive: true, force: true });
+    }
+  });
+
+  test('mutual TLS: a registry that requires a client certificate refuses a client without one; the pair from certs.d (x.cert + x.key) gets through', async () => {
+    const mtls = await startRegistry({ tls: ca, clientCerts: true });
+    const certs = join(work, 'certs-mtls.d');
+    try {
+      const seeded = await seedDockerArchive(mtls, work, 'mtls/app:1', await layersFor('mtls'));
+      await mkdir(join(certs, mtls.host), { recursive: true });
+      await writeFile(join(certs, mtls.host, 'ca.crt'), ca.caPem);
+      const s = await freshStore();
+      try {
+        const refused = await failure(s.store.pull(`${mtls.host}/mtls/app:1`, { ...RETRY, certsDirs: [certs], env: bare }));
+        expect(refused.code).toBe('ERR_NETWORK');
+        await writeFile(join(certs, mtls.host, 'me.cert'), await readFile(ca.clientCert));
+        await writeFile(join(certs, mtls.host, 'me.key'), await readFile(ca.clientKey));
+        expect((await s.store.pull(`${mtls.host}/mtls/app:1`, { ...RETRY, certsDirs: [certs], env: bare })).id).toBe(seeded.id);
+      } finally {
+        await s.close();
+      }
+    } finally {
+      await mtls.stop();
+      await rm(certs, { recursive: true, force: true });
+    }
+  }, 60_000);
+
   test('TLS: verified with the test CA; without it ERR_NETWORK naming the certificate problem; insecure skips verification', async () => {
     const s = await freshStore();
     try {

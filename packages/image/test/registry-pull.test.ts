@@ -2,13 +2,13 @@
 // seeded by skopeo with images these tests make; the result is compared with importing
 // the same image. A fault-injecting proxy in front of the registry plays the network and
 // the lying registry.
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isCairnError } from '@cairnfs/core';
 import { chainIds, type PullProgress } from '@cairnfs/image';
 import {
-  describeBackend, expectSameTree, registryMissing, skopeo, startFaultProxy, startRegistry,
+  describeBackend, expectSameTree, registryMissing, relay, skopeo, startFaultProxy, startRegistry,
   type FaultProxy, type RegistryFixture,
 } from '@cairnfs/testkit';
 import { sampleLayers, sha } from '@cairnfs/testkit';
@@ -201,6 +201,32 @@ describeBackend('registry', registryMissing(), () => {
     } finally {
       await s.close();
       await mirror.stop();
+    }
+  });
+
+  test('on vfs (one layer at a time) the next blob downloads while the layer before it applies: layer 1 has bytes before layer 0 is applied; byte counts not doubled', async () => {
+    const res = await fetch(`${reg.url}/v2/demo/app/manifests/1`, { headers: { accept: 'application/vnd.docker.distribution.manifest.v2+json' } });
+    const blobs = ((await res.json()) as { layers: Array<{ digest: string }> }).layers.map((l) => l.digest);
+    // Layer 0's blob is slow to arrive, so its apply ends well after layer 1 could have downloaded.
+    proxy.setHandler(async (req, out, forward) => {
+      const up = await forward();
+      if (req.method === 'GET' && req.url!.endsWith(`/blobs/${blobs[0]}`)) await new Promise((r) => setTimeout(r, 400));
+      relay(up, out);
+    });
+    const v = await freshStore('vfs');
+    try {
+      const events: PullProgress[] = [];
+      const img = await v.store.pull(`${proxy.host}/demo/app:1`, { ...FAST, onProgress: (p) => events.push(p) });
+      expect(img.id).toBe(seeded.id);
+      const firstBytesOf1 = events.findIndex((e) => e.layer?.index === 1 && e.layer.status === 'downloading' && e.layer.bytesDone > 0);
+      const applied0 = events.findIndex((e) => e.layer?.index === 0 && e.layer.status === 'applied');
+      expect(firstBytesOf1).toBeGreaterThanOrEqual(0);
+      expect(firstBytesOf1).toBeLessThan(applied0);
+      const last = events[events.length - 1]!;
+      expect(Math.max(...events.map((e) => e.bytesDone))).toBe(last.bytesTotal);
+      expect(await readdir(join(v.root, 'image', 'vfs', 'downloads')).catch(() => [])).toEqual([]);
+    } finally {
+      await v.close();
     }
   });
 

@@ -79,6 +79,31 @@ describeBackend('registry', registryMissing(), () => {
     expect(writes()).toEqual([]); // not even the manifest: the tag already names it
   });
 
+  test('a push holds no store lock while it uploads: a tag and an untag finish while its upload is held at the registry; the pushed layers stay', async () => {
+    let release!: () => void;
+    const held = new Promise<void>((r) => { release = r; });
+    let uploading = false;
+    proxy.setHandler(async (req, out, forward) => {
+      if (req.method === 'PUT' && req.url!.includes('/manifests/') && !uploading) { uploading = true; await held; }
+      relay(await forward(), out);
+    });
+    const pushing = src.store.push('demo:1', `${proxy.host}/pushed/held:1`, FAST);
+    try {
+      for (let i = 0; i < 200 && !uploading; i++) await new Promise((r) => setTimeout(r, 25));
+      expect(uploading).toBe(true);
+      const t0 = Date.now();
+      await src.store.tag('demo:1', 'during:push');
+      expect(src.store.image('during:push').id).toBe(id);
+      await src.store.removeImage('during:push');
+      expect(Date.now() - t0).toBeLessThan(2000);
+      expect(await Promise.race([pushing.then(() => 'done'), new Promise((r) => setTimeout(() => r('running'), 50))])).toBe('running');
+    } finally {
+      release();
+    }
+    expect((await pushing).ref).toBe(`${proxy.host}/pushed/held:1`);
+    expect(src.store.image('demo:1').id).toBe(id);
+  });
+
   test('zstd on request: an OCI manifest with zstd layers, pulled back by cairn to the same image', async () => {
     const r = await src.store.push('demo:1', `${proxy.host}/pushed/zstd:1`, { ...FAST, compression: 'zstd' });
     expect(r.mediaType).toBe('application/vnd.oci.image.manifest.v1+json');

@@ -215,3 +215,4 @@ export * from './applier.js';
 export * from './walk.js';
 export * from './tarpack.js';
 export * from './openfile.js';
+export * from './at.js';

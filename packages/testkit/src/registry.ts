@@ -64,6 +64,9 @@ export interface TestCa {
   /** A self-signed certificate and key for signing registry tokens (the registry's rootcertbundle). */
   tokenCert: string;
   tokenKey: string;
+  /** A client certificate and key (PEM files) signed by the CA, for registries that require mutual TLS. */
+  clientCert: string;
+  clientKey: string;
 }
 
 /** Makes a CA, a server certificate for loopback and a token-signing certificate, with openssl. */
@@ -77,9 +80,14 @@ export async function makeTestCa(dir: string): Promise<TestCa> {
   await run('openssl', ['x509', '-req', '-in', p('server.csr'), '-CA', p('ca.crt'), '-CAkey', p('ca.key'), '-CAcreateserial',
     '-out', p('server.crt'), '-days', '3', '-extfile', p('server.ext')]);
   await run('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', p('token.key'), '-out', p('token.crt'), '-days', '3', '-subj', '/CN=cairn test token signer']);
+  await run('openssl', ['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', p('client.key'), '-out', p('client.csr'), '-subj', '/CN=cairn test client']);
+  await writeFile(p('client.ext'), 'extendedKeyUsage=clientAuth\n');
+  await run('openssl', ['x509', '-req', '-in', p('client.csr'), '-CA', p('ca.crt'), '-CAkey', p('ca.key'), '-CAcreateserial',
+    '-out', p('client.crt'), '-days', '3', '-extfile', p('client.ext')]);
   const caPem = await readFile(p('ca.crt'), 'utf8');
   await writeFile(join(dir, 'certs', 'ca.crt'), caPem);
-  return { dir, caPem, certDir: join(dir, 'certs'), serverCert: p('server.crt'), serverKey: p('server.key'), tokenCert: p('token.crt'), tokenKey: p('token.key') };
+  return { dir, caPem, certDir: join(dir, 'certs'), serverCert: p('server.crt'), serverKey: p('server.key'), tokenCert: p('token.crt'), tokenKey: p('token.key'),
+    clientCert: p('client.crt'), clientKey: p('client.key') };
 }
 
 // ---- the token service ----------------------------------------------------------------
@@ -178,6 +186,8 @@ export interface RegistryOptions {
   htpasswd?: Record<string, string>;
   /** Token auth against this service (its realm must be reachable by clients). */
   token?: { service: TokenService; ca: TestCa };
+  /** With `tls`: require a client certificate signed by the same CA (mutual TLS). */
+  clientCerts?: boolean;
   /** Where the temp dir goes (default: the OS temp dir). */
   baseDir?: string;
 }
@@ -198,11 +208,11 @@ export interface RegistryFixture {
 }
 
 /** GET /v2/ until the registry answers (200 or 401), or throws with its log. */
-async function waitReady(url: string, ca: string | undefined, exited: () => string | null, logFile: string): Promise<void> {
+async function waitReady(url: string, tls: { ca: string; cert?: Buffer; key?: Buffer } | undefined, exited: () => string | null, logFile: string): Promise<void> {
   const deadline = Date.now() + 20_000;
   for (;;) {
     const ok = await new Promise<boolean>((resolve) => {
-      const req = (url.startsWith('https') ? httpsRequest : httpRequest)(`${url}/v2/`, { method: 'GET', ...(ca ? { ca } : {}), timeout: 1000 }, (res) => {
+      const req = (url.startsWith('https') ? httpsRequest : httpRequest)(`${url}/v2/`, { method: 'GET', ...(tls ?? {}), timeout: 1000 }, (res) => {
         res.resume();
         resolve(res.statusCode === 200 || res.statusCode === 401);
       });
@@ -242,6 +252,7 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<Registr
     'http:', `  addr: ${host}`, `  secret: ${randomBytes(16).toString('hex')}`,
   ];
   if (opts.tls) lines.push('  tls:', `    certificate: ${opts.tls.serverCert}`, `    key: ${opts.tls.serverKey}`);
+  if (opts.tls && opts.clientCerts) lines.push('    clientcas:', `      - ${join(opts.tls.dir, 'ca.crt')}`);
   if (opts.htpasswd) {
     const entries: string[] = [];
     for (const [u, p] of Object.entries(opts.htpasswd)) entries.push((await run('htpasswd', ['-Bbn', u, p])).trim());
@@ -250,6 +261,15 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<Registr
   } else if (opts.token) {
     lines.push('auth:', '  token:', `    realm: ${opts.token.service.realm}`, `    service: ${opts.token.service.service}`,
       `    issuer: ${opts.token.service.issuer}`, `    rootcertbundle: ${opts.token.ca.tokenCert}`);
+  }
+  // skopeo reads a client pair from its cert dir as name.cert + name.key beside the CA.
+  let certDir = opts.tls?.certDir;
+  if (opts.tls && opts.clientCerts) {
+    certDir = join(dir, 'skopeo-certs');
+    await mkdir(certDir);
+    await writeFile(join(certDir, 'ca.crt'), opts.tls.caPem);
+    await writeFile(join(certDir, 'client.cert'), readFileSync(opts.tls.clientCert));
+    await writeFile(join(certDir, 'client.key'), readFileSync(opts.tls.clientKey));
   }
   const config = join(dir, 'config.yml');
   await writeFile(config, lines.join('\n') + '\n');
@@ -277,7 +297,9 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<Registr
     await rm(dir, { recursive: true, force: true });
   };
   try {
-    await waitReady(`${scheme}://${host}`, opts.tls?.caPem, () => exited, logFile);
+    const probeTls = opts.tls && { ca: opts.tls.caPem,
+      ...(opts.clientCerts ? { cert: readFileSync(opts.tls.clientCert), key: readFileSync(opts.tls.clientKey) } : {}) };
+    await waitReady(`${scheme}://${host}`, probeTls, () => exited, logFile);
   } catch (err) {
     await stop();
     throw err;
@@ -287,7 +309,7 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<Registr
     skopeoFlags: (side, creds) => {
       const p = side === 'inspect' ? '--' : `--${side}-`;
       return [
-        ...(opts.tls ? [`${p}cert-dir`, opts.tls.certDir] : [`${p}tls-verify=false`]),
+        ...(opts.tls ? [`${p}cert-dir`, certDir!] : [`${p}tls-verify=false`]),
         ...(creds ? [`${p}creds`, `${creds.username}:${creds.password}`] : []),
       ];
     },

@@ -85,6 +85,8 @@ export interface BlobStreamOptions {
   partial?: string;
   /** Bytes received (from the partial file or the network). */
   onBytes?: (n: number) => void;
+  /** Keep the partial file once it holds the whole verified blob (a prefetch; the next stream reads it). */
+  keepComplete?: boolean;
 }
 
 const CONTENT_RANGE = /^bytes (\d+)-(\d+)\/(\d+|\*)$/;
@@ -103,6 +105,7 @@ export async function* blobStream(client: RegistryClient, repository: string, de
   // that is what a next pull resumes. A consumer that stopped (a failed apply), a lie or
   // a success leave none.
   let resumable = false;
+  let complete = false;
   let res: HttpResponse | null = null;
   const what = `layer blob ${desc.digest}`;
   try {
@@ -168,13 +171,14 @@ export async function* blobStream(client: RegistryClient, repository: string, de
     // A consumer that stops early (abort, a failed apply) must not leave the answer open.
     if (res && !res.body.readableEnded) res.body.destroy();
     await fh?.close().catch(() => undefined);
-    if (!resumable && o.partial) await rm(o.partial, { force: true });
+    if (!resumable && !(complete && o.keepComplete) && o.partial) await rm(o.partial, { force: true });
   }
 
   // Verifies before the last chunk goes out; on success the partial file has served its purpose.
   async function* finish(last: Buffer): AsyncGenerator<Buffer> {
     const got = `sha256:${hash.digest('hex')}`;
     if (got !== desc.digest) throw corrupt(`${what} hashes to ${got}: the bytes the registry sent are not the blob the manifest names`, desc.digest);
+    complete = true;
     if (last.length) yield last;
   }
 }

@@ -8,6 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent, request } from 'undici';
 import { CairnError } from '@cairnfs/core';
 import { isAbort, isTransient, registryError } from './errors.js';
+import { defaultCertsDirs, hostTls } from './certsd.js';
 
 export interface TlsOptions {
   /** Extra CA certificate(s), PEM: trusted in addition to Node's bundled roots. */
@@ -28,6 +29,13 @@ export interface RetryOptions {
 
 export interface TransportOptions {
   tls?: TlsOptions;
+  /**
+   * certs.d roots: per registry host (`host[:port]`) a directory of CA certificates
+   * (`*.crt`) and a client pair (`x.cert` + `x.key`), as docker and podman read them.
+   * Default /etc/containers/certs.d and /etc/docker/certs.d (and the per-user ones for a
+   * user other than root); `[]` reads none. What `tls` gives is used as well.
+   */
+  certsDirs?: string[];
   /** Allow plain HTTP and unverified TLS. Never implied, not even for loopback. */
   insecure?: boolean;
   retry?: RetryOptions;
@@ -65,33 +73,59 @@ export function header(h: Headers, name: string): string | undefined {
 }
 
 export class Transport {
-  private readonly agent: Agent;
+  /** One connection pool per host: each may have its own certs.d trust and client pair. */
+  private readonly agents = new Map<string, Promise<Agent>>();
   readonly insecure: boolean;
   readonly retry: Required<RetryOptions>;
   private readonly userAgent: string;
+  private readonly tls: TlsOptions;
+  private readonly certsDirs: string[];
+  private readonly timeout: number;
 
   constructor(opts: TransportOptions = {}) {
     this.insecure = opts.insecure === true;
-    const extra = opts.tls?.ca === undefined ? [] : Array.isArray(opts.tls.ca) ? opts.tls.ca : [opts.tls.ca];
-    const timeout = opts.timeoutMs ?? 60_000;
-    this.agent = new Agent({
-      connect: {
-        // Node's `ca` replaces the default roots; a user's CA is meant to be added to them.
-        ...(extra.length ? { ca: [...rootCertificates, ...extra.map(String)] } : {}),
-        ...(opts.tls?.cert ? { cert: opts.tls.cert } : {}),
-        ...(opts.tls?.key ? { key: opts.tls.key } : {}),
-        rejectUnauthorized: !this.insecure,
-        timeout,
-      },
-      headersTimeout: timeout,
-      bodyTimeout: timeout,
-    });
+    this.tls = opts.tls ?? {};
+    this.certsDirs = opts.certsDirs ?? defaultCertsDirs();
+    this.timeout = opts.timeoutMs ?? 60_000;
     this.retry = { attempts: opts.retry?.attempts ?? 5, baseDelayMs: opts.retry?.baseDelayMs ?? 250, maxDelayMs: opts.retry?.maxDelayMs ?? 10_000 };
     this.userAgent = opts.userAgent ?? 'cairn (+https://www.npmjs.com/package/cairnfs)';
   }
 
+  /** The pool for `host` (`name[:port]`), made on first use with that host's certs.d files. */
+  private agentFor(host: string): Promise<Agent> {
+    let agent = this.agents.get(host);
+    if (!agent) {
+      agent = this.makeAgent(host);
+      agent.catch(() => this.agents.delete(host)); // a broken certs.d is read again next time
+      this.agents.set(host, agent);
+    }
+    return agent;
+  }
+
+  private async makeAgent(host: string): Promise<Agent> {
+    const files = await hostTls(host, this.certsDirs);
+    const given = this.tls.ca === undefined ? [] : Array.isArray(this.tls.ca) ? this.tls.ca : [this.tls.ca];
+    const extra = [...given.map(String), ...(files?.ca ?? [])];
+    const cert = this.tls.cert ?? files?.cert;
+    const key = this.tls.cert ? this.tls.key : files?.key;
+    return new Agent({
+      connect: {
+        // Node's `ca` replaces the default roots; a user's CA is meant to be added to them.
+        ...(extra.length ? { ca: [...rootCertificates, ...extra] } : {}),
+        ...(cert ? { cert } : {}),
+        ...(key ? { key } : {}),
+        rejectUnauthorized: !this.insecure,
+        timeout: this.timeout,
+      },
+      headersTimeout: this.timeout,
+      bodyTimeout: this.timeout,
+    });
+  }
+
   async close(): Promise<void> {
-    await this.agent.close().catch(() => undefined);
+    const agents = [...this.agents.values()];
+    this.agents.clear();
+    await Promise.all(agents.map((a) => a.then((x) => x.close()).catch(() => undefined)));
   }
 
   /**
@@ -115,7 +149,7 @@ export class Transport {
         for (const k of Object.keys(headers)) if (k.toLowerCase() === 'authorization') delete headers[k];
       }
       const res = await request(url, {
-        method, headers, dispatcher: this.agent,
+        method, headers, dispatcher: await this.agentFor(target.host),
         ...(body !== undefined ? { body } : {}),
         ...(req.signal ? { signal: req.signal } : {}),
       });
@@ -166,7 +200,7 @@ export function networkError(what: string, err: unknown, attempts: number): Cair
   const code = (err as { code?: string }).code ?? '';
   const tls = /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ALTNAME|EPROTO|SSL|TLS/i.test(`${code} ${(err as Error).message}`);
   const hint = tls
-    ? 'The TLS connection failed: if the registry uses a private CA, pass it as tls.ca (cairn --tls-ca FILE); if it speaks plain HTTP or you accept an unverified certificate, use insecure: true (--insecure).'
+    ? 'The TLS connection failed: if the registry uses a private CA, put it in /etc/docker/certs.d/HOST:PORT/ca.crt or pass it as tls.ca (cairn --tls-ca FILE); if it speaks plain HTTP or you accept an unverified certificate, use insecure: true (--insecure).'
     : 'Check that the registry is up and reachable (address, port, proxy, firewall).';
   return new CairnError('ERR_NETWORK',
     `${what}: ${(err as Error).message ?? String(err)}${code ? ` (${code})` : ''}${attempts > 1 ? `, still after ${attempts} tries` : ''}. ${hint}`, { cause: err });

@@ -207,6 +207,11 @@ class RegistryBlobSource implements BlobSource {
   private readonly byDigest = new Map<string, { desc: Descriptor; index: number }>();
   /** Partial files in use: a blob that appears twice in one image streams its second copy without one. */
   private readonly partialsInUse = new Set<string>();
+  /** Downloads started ahead of their stream, by digest (see prefetch). */
+  private readonly prefetches = new Map<string, Promise<void>>();
+  private closing = false;
+  /** Bytes of a blob its prefetch already reported as progress. */
+  private readonly reported = new Map<string, number>();
 
   constructor(private readonly client: RegistryClient, private readonly repository: string, layers: Descriptor[],
     private readonly meta: DistributionMeta, private readonly progress: PullReporter) {
@@ -218,20 +223,54 @@ class RegistryBlobSource implements BlobSource {
 
   async *stream(digest: string): AsyncIterable<Uint8Array> {
     const hit = this.byDigest.get(digest)!;
+    const fetched = this.prefetches.get(digest);
+    if (fetched) {
+      this.prefetches.delete(digest);
+      // Whatever the prefetch got is in the partial file: read (and verified) from there,
+      // the rest fetched with a Range request as any resume is.
+      await fetched;
+    }
     const own = !this.partialsInUse.has(digest);
     if (own) this.partialsInUse.add(digest);
     try {
-      this.progress.layer(hit.index, 'downloading', 0);
+      if (!fetched) this.progress.layer(hit.index, 'downloading', 0);
       yield* blobStream(this.client, this.repository, hit.desc, {
         ...(own ? { partial: this.meta.partial(digest) } : {}),
-        onBytes: (n) => this.progress.layer(hit.index, 'downloading', n),
+        onBytes: (n: number) => {
+          // Bytes a prefetch reported are not counted twice.
+          const skip = Math.min(n, this.reported.get(digest) ?? 0);
+          if (skip) this.reported.set(digest, this.reported.get(digest)! - skip);
+          if (n > skip) this.progress.layer(hit.index, 'downloading', n - skip);
+        },
       });
     } finally {
       if (own) this.partialsInUse.delete(digest);
     }
   }
 
-  async close(): Promise<void> { await this.client.close(); }
+  /** Downloads a blob into its partial file while the layer before it is applied. */
+  prefetch(digest: string): void {
+    const hit = this.byDigest.get(digest);
+    if (!hit || this.closing || this.prefetches.has(digest) || this.partialsInUse.has(digest)) return;
+    this.partialsInUse.add(digest);
+    const run = (async () => {
+      this.progress.layer(hit.index, 'downloading', 0);
+      const blob = blobStream(this.client, this.repository, hit.desc, {
+        partial: this.meta.partial(digest), keepComplete: true,
+        onBytes: (n) => { this.reported.set(digest, (this.reported.get(digest) ?? 0) + n); this.progress.layer(hit.index, 'downloading', n); },
+      });
+      // Returning early (close) ends the request; what arrived stays only if the stream was cut.
+      for await (const _ of blob) if (this.closing) break;
+    })().catch(() => undefined) // the stream that follows fetches (and reports) what the prefetch could not
+      .finally(() => this.partialsInUse.delete(digest));
+    this.prefetches.set(digest, run);
+  }
+
+  async close(): Promise<void> {
+    this.closing = true;
+    await Promise.all(this.prefetches.values());
+    await this.client.close();
+  }
 }
 
 /** Turns blob bytes and the importer's layer events into {@link PullProgress} events (per layer at most every 100 ms). */

@@ -84,7 +84,7 @@ function localImage(store: LayerStore, ref: string): ImageInfo {
 
 interface Pushed { digest: string; size: number; how: 'exists' | 'mounted' | 'uploaded' }
 
-/** Pushes a store image to `ref`. The caller holds the store's lock (layers must not go away meanwhile). */
+/** Pushes a store image to `ref`. The caller has pinned the image's layers (they stay while it uploads; the store stays unlocked). */
 export async function pushImage(store: LayerStore, imageRef: string, refText: string, opts: PushOptions = {}): Promise<PushResult> {
   const target = checkPushArgs(refText, opts);
   const img = localImage(store, imageRef);

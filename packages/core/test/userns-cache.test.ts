@@ -1,0 +1,41 @@
+// withUserNamespace keeps the namespaces it makes for the next call with the same maps
+// (making one clones a process), and keeps at most a few idle ones open.
+import { readdirSync, readlinkSync } from 'node:fs';
+import { withUserNamespace } from '@cairnfs/core';
+import { describeBackend } from '@cairnfs/testkit';
+
+const shift = (base: number) => ({ uidMap: [{ containerId: 0, hostId: base, size: 65536 }], gidMap: [{ containerId: 0, hostId: base, size: 65536 }] });
+
+/** The user namespaces this process holds fds of. */
+function heldNamespaces(): string[] {
+  const out: string[] = [];
+  for (const fd of readdirSync('/proc/self/fd')) {
+    try {
+      const l = readlinkSync(`/proc/self/fd/${fd}`);
+      if (l.startsWith('user:[')) out.push(l);
+    } catch { /* closed meanwhile */ }
+  }
+  return out;
+}
+
+describeBackend('root', process.getuid?.() === 0 ? null : 'making a user namespace with ranges of other ids needs root', () => {
+  test('the same maps give the same namespace again; 20 different maps leave at most 8 idle namespaces open', async () => {
+    const before = heldNamespaces().length;
+    const first = await withUserNamespace(shift(300000), async (fd) => readlinkSync(`/proc/self/fd/${fd}`));
+    const again = await withUserNamespace(shift(300000), async (fd) => readlinkSync(`/proc/self/fd/${fd}`));
+    expect(first).toMatch(/^user:\[\d+\]$/);
+    expect(again).toBe(first);
+    const seen = new Set<string>();
+    for (let i = 1; i <= 20; i++) seen.add(await withUserNamespace(shift(300000 + 65536 * i), async (fd) => readlinkSync(`/proc/self/fd/${fd}`)));
+    expect(seen.size).toBe(20);
+    expect(heldNamespaces().length - before).toBeLessThanOrEqual(8);
+  });
+
+  test('a namespace in use is not closed under its user, however many others are made meanwhile', async () => {
+    await withUserNamespace(shift(900000), async (fd) => {
+      const mine = readlinkSync(`/proc/self/fd/${fd}`);
+      for (let i = 1; i <= 12; i++) await withUserNamespace(shift(900000 + 65536 * i), async () => undefined);
+      expect(readlinkSync(`/proc/self/fd/${fd}`)).toBe(mine);
+    });
+  });
+});
