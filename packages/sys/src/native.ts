@@ -37,6 +37,7 @@ export interface NativeBinding {
   major(dev: number | bigint): number;
   minor(dev: number | bigint): number;
   makedev(major: number, minor: number): number;
+  populateSync(buf: Uint8Array): void;
 
   // applier.ts (native/untar.cc)
   LayerApplier: new (root: string, whiteouts: number, noDevices: boolean, ownership: boolean, euid: number, egid: number, umask: number,

@@ -11,6 +11,7 @@ const KINDS: { [K in keyof NativeBinding]: 'function' | 'object' } = {
   lsetxattrSync: 'function', lgetxattrSync: 'function', llistxattrSync: 'function', lremovexattrSync: 'function',
   lsetxattr: 'function', lgetxattr: 'function', llistxattr: 'function', lremovexattr: 'function',
   lutimesNsSync: 'function', flockSync: 'function', major: 'function', minor: 'function', makedev: 'function',
+  populateSync: 'function',
   LayerApplier: 'function', tarLimits: 'object', TarPacker: 'function',
   statDirSync: 'function', statPathsSync: 'function', readFileIntoSync: 'function', openBeneathSync: 'function',
   openDirBeneathSync: 'function', openatSync: 'function', mkdiratSync: 'function', mknodatSync: 'function',
