@@ -1,7 +1,9 @@
 // withUserNamespace keeps the namespaces it makes for the next call with the same maps
 // (making one clones a process), and keeps at most a few idle ones open.
-import { readdirSync, readlinkSync } from 'node:fs';
-import { withUserNamespace } from '@cairnfs/core';
+import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { probeIdmappedMounts, withUserNamespace } from '@cairnfs/core';
 import { describeBackend } from '@cairnfs/testkit';
 
 const shift = (base: number) => ({ uidMap: [{ containerId: 0, hostId: base, size: 65536 }], gidMap: [{ containerId: 0, hostId: base, size: 65536 }] });
@@ -37,5 +39,17 @@ describeBackend('root', process.getuid?.() === 0 ? null : 'making a user namespa
       for (let i = 1; i <= 12; i++) await withUserNamespace(shift(900000 + 65536 * i), async () => undefined);
       expect(readlinkSync(`/proc/self/fd/${fd}`)).toBe(mine);
     });
+  });
+
+  test('the id-mapped mount probe changes nothing in the directory and mounts nothing (a kill midway can leave nothing behind)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cairn-idmap-probe-'));
+    try {
+      const mounts = readFileSync('/proc/self/mountinfo', 'utf8');
+      expect(await probeIdmappedMounts(dir)).toBeNull();
+      expect(readdirSync(dir)).toEqual([]);
+      expect(readFileSync('/proc/self/mountinfo', 'utf8')).toBe(mounts);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -33,7 +33,8 @@ constexpr int kMaxDepth = 2048;
 // The mount a file is on: statx's mount id (Linux 5.8+), else its st_dev.
 bool MountOf(int fd, uint64_t* out) {
   struct statx sx;
-  if (statx(fd, "", AT_EMPTY_PATH, STATX_MNT_ID, &sx) == 0 && (sx.stx_mask & STATX_MNT_ID)) {
+  // A mount id of 0 is not one (an emulator that passes the mask on without the field).
+  if (statx(fd, "", AT_EMPTY_PATH, STATX_MNT_ID, &sx) == 0 && (sx.stx_mask & STATX_MNT_ID) && sx.stx_mnt_id != 0) {
     *out = sx.stx_mnt_id;
     return true;
   }

@@ -198,6 +198,16 @@ export function idmappedMount(source: string, target: string, usernsFd: number, 
 }
 
 /**
+ * Whether `source`'s filesystem can be id-mapped by this caller: the same open_tree +
+ * mount_setattr(MOUNT_ATTR_IDMAP) as idmappedMount on a detached clone that is never
+ * attached anywhere, so nothing can be left mounted (even by a process killed midway).
+ * Rejects with the kernel's error (EINVAL: no FS_ALLOW_IDMAP; EPERM; ENOSYS).
+ */
+export function idmappedMountCheck(source: string, usernsFd: number): Promise<void> {
+  return traced(native.idmappedMount(source, '', usernsFd, true, false), idmappedMountCheck);
+}
+
+/**
  * Re-owns every entry of the tree at `root` (root included) by the maps: container → host
  * when `toHost`, else back. Walks beneath `root` through O_PATH|O_NOFOLLOW fds (never a
  * symlink followed), each hardlinked inode once, setuid/setgid bits kept. An owner the map
