@@ -4,6 +4,7 @@ import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { probeIdmappedMounts, withUserNamespace } from '@cairnfs/core';
+import * as sys from '@cairnfs/sys';
 import { describeBackend } from '@cairnfs/testkit';
 
 const shift = (base: number) => ({ uidMap: [{ containerId: 0, hostId: base, size: 65536 }], gidMap: [{ containerId: 0, hostId: base, size: 65536 }] });
@@ -41,15 +42,19 @@ describeBackend('root', process.getuid?.() === 0 ? null : 'making a user namespa
     });
   });
 
-  test('the id-mapped mount probe changes nothing in the directory and mounts nothing (a kill midway can leave nothing behind)', async () => {
+  test('the id-mapped mount probe writes nothing and mounts nothing: it works on a read-only directory and leaves no mount under it (a kill midway can leave nothing behind)', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'cairn-idmap-probe-'));
+    const c = sys.constants;
+    await sys.mount(dir, dir, null, c.MS_BIND);
     try {
+      await sys.mount(dir, dir, null, c.MS_BIND | c.MS_REMOUNT | c.MS_RDONLY);
       // Other tests mount meanwhile: only what is under `dir` counts.
-      const under = () => readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter((l) => l.includes(dir));
+      const under = () => readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter((l) => l.includes(`${dir}/`));
       expect(await probeIdmappedMounts(dir)).toBeNull();
       expect(readdirSync(dir)).toEqual([]);
       expect(under()).toEqual([]);
     } finally {
+      await sys.umount2(dir, c.MNT_DETACH);
       rmSync(dir, { recursive: true, force: true });
     }
   });
