@@ -5,13 +5,11 @@ import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { bootId, isCairnError, isProcessAlive, processStartTime, selfIdentity, SharedMounts, StoreLocks } from '@cairnfs/core';
 import type { MountHooks } from '@cairnfs/core';
-import { killChild, nextLine, spawnTsChild, type CrashChild } from '@cairnfs/testkit';
+import { killChild } from '@cairnfs/testkit';
+import { ask, killLockChildren, startLockChild } from './lock-children.js';
 
-const CHILD = fileURLToPath(new URL('./lock-child.ts', import.meta.url));
-const children: CrashChild[] = [];
 let home: string;
 let calls: string[];
 
@@ -20,7 +18,7 @@ beforeEach(async () => {
   calls = [];
 });
 afterEach(async () => {
-  for (const c of children.splice(0)) { killChild(c); await c.exited; }
+  await killLockChildren();
   await rm(home, { recursive: true, force: true });
 });
 
@@ -44,17 +42,7 @@ function open(timeoutMs = 5000): { locks: StoreLocks; mounts: SharedMounts } {
   return { locks, mounts: new SharedMounts(home, locks, hooks()) };
 }
 
-async function child(): Promise<CrashChild> {
-  const c = spawnTsChild(CHILD, [home, '5000']);
-  children.push(c);
-  expect(await nextLine(c)).toBe('ready');
-  return c;
-}
-
-async function ask(c: CrashChild, line: string): Promise<string | null> {
-  c.proc.stdin!.write(`${line}\n`);
-  return nextLine(c);
-}
+const child = () => startLockChild(home);
 
 const mounted = (id: string) => existsSync(join(home, 'mounted', id));
 // The record lives in the layer's lock file, after the 256-byte holder record (StoreLocks.layerRecord).

@@ -4,31 +4,19 @@
 import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { isCairnError, SharedTable, StoreLocks, STORE_LOCK_FILE } from '@cairnfs/core';
-import { killChild, nextLine, spawnTsChild, type CrashChild } from '@cairnfs/testkit';
+import { killChild } from '@cairnfs/testkit';
+import { ask, killLockChildren, startLockChild } from './lock-children.js';
 
-const CHILD = fileURLToPath(new URL('./lock-child.ts', import.meta.url));
-const children: CrashChild[] = [];
 let home: string;
 
 beforeEach(async () => { home = await mkdtemp(join(tmpdir(), 'cairn-storelock-')); });
 afterEach(async () => {
-  for (const c of children.splice(0)) { killChild(c); await c.exited; }
+  await killLockChildren();
   await rm(home, { recursive: true, force: true });
 });
 
-async function child(timeoutMs = 5000): Promise<CrashChild> {
-  const c = spawnTsChild(CHILD, [home, String(timeoutMs)]);
-  children.push(c);
-  expect(await nextLine(c)).toBe('ready');
-  return c;
-}
-
-async function ask(c: CrashChild, line: string): Promise<string | null> {
-  c.proc.stdin!.write(`${line}\n`);
-  return nextLine(c);
-}
+const child = (timeoutMs?: number) => startLockChild(home, timeoutMs);
 
 async function failure(p: Promise<unknown>): Promise<Error & { code?: string }> {
   return p.then(() => { throw new Error('expected a failure'); }, (err: Error & { code?: string }) => err);
