@@ -12,7 +12,7 @@ import { copyTree, isCairnError } from '@cairnfs/core';
 import { Readable } from 'node:stream';
 import { applyLayer, changesBetween, diffSizeOf, encodeHeader, exportChanges, exportTree, tarTrailer, type TarHeaderInput } from '@cairnfs/archive';
 import { constants, mknodSync } from '@cairnfs/sys';
-import { killChild, spawnTsChild, startSwapRacer } from '@cairnfs/testkit';
+import { killChild, raceListing, spawnTsChild, startSwapRacer } from '@cairnfs/testkit';
 import { isRoot, removeDir, streamToBuffer, tempDir } from './helpers.js';
 
 const ROUNDS = Number(process.env.CAIRN_RACE_ROUNDS) > 0 ? Number(process.env.CAIRN_RACE_ROUNDS) : 30;
@@ -70,26 +70,10 @@ describe('a directory swapped with a symlink to a host directory while the tree 
 
   test('pure-JS change walk: never lists a name of the host directory', async () => {
     plant();
-    const racer = await startSwapRacer({ dir: layer, a: 'd', b: 'evil' });
-    const outcomes: Record<string, number> = {};
-    let hostNames = 0;
-    let swaps = 0;
-    try {
-      for (let r = 0; r < ROUNDS * 20; r++) {
-        try {
-          const changes = await changesBetween(layer, null, { pureJs: true });
-          hostNames += changes.filter((c) => c.path.includes('hostonly')).length;
-          outcomes.ok = (outcomes.ok ?? 0) + 1;
-        } catch (err) {
-          // An error naming a host file is a listing of the host directory too.
-          if (String((err as Error).message).includes('hostonly')) hostNames++;
-          const code = (err as { code?: string }).code ?? String(err);
-          outcomes[code] = (outcomes[code] ?? 0) + 1;
-        }
-      }
-    } finally {
-      swaps = (await racer.stop()).swaps;
-    }
+    const { hostNames, swaps, outcomes } = await raceListing({
+      dir: layer, a: 'd', b: 'evil', rounds: ROUNDS * 20,
+      walk: () => changesBetween(layer, null, { pureJs: true }),
+    });
     console.log(`change walk race (pure JS, parent swap): ${swaps} swaps, walks ${JSON.stringify(outcomes)}`);
     expect(hostNames).toBe(0);
     expect(swaps).toBeGreaterThan(0);

@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { branchChanges, diffDirEntries } from '@cairnfs/aufs';
-import { startSwapRacer } from '@cairnfs/testkit';
+import { raceListing } from '@cairnfs/testkit';
 
 const ROUNDS = Number(process.env.CAIRN_RACE_ROUNDS) > 0 ? Number(process.env.CAIRN_RACE_ROUNDS) : 30;
 
@@ -23,25 +23,11 @@ test('a directory of the rw branch swapped with a symlink to a host directory: n
   for (let i = 0; i < 32; i++) fs.writeFileSync(join(upper, 'd', `f${i}`), 'A');
   for (let i = 0; i < 32; i++) fs.writeFileSync(join(host, `hostonly${i}`), 'host');
   fs.symlinkSync(host, join(upper, 'evil'));
-  const racer = await startSwapRacer({ dir: upper, a: 'd', b: 'evil' });
-  const outcomes: Record<string, number> = {};
-  let hostNames = 0;
-  let swaps = 0;
-  try {
-    for (let r = 0; r < ROUNDS * 20; r++) {
-      try {
-        const changes = r % 2 === 0 ? branchChanges(upper, [lower]) : diffDirEntries(upper);
-        hostNames += changes.filter((c) => c.path.includes('hostonly')).length;
-        outcomes.ok = (outcomes.ok ?? 0) + 1;
-      } catch (err) {
-        if (String((err as Error).message).includes('hostonly')) hostNames++; // an error naming a host file listed it too
-        const code = (err as { code?: string }).code ?? String(err);
-        outcomes[code] = (outcomes[code] ?? 0) + 1;
-      }
-    }
-  } finally {
-    swaps = (await racer.stop()).swaps;
-  }
+  let r = 0;
+  const { hostNames, swaps, outcomes } = await raceListing({
+    dir: upper, a: 'd', b: 'evil', rounds: ROUNDS * 20,
+    walk: () => (r++ % 2 === 0 ? branchChanges(upper, [lower]) : diffDirEntries(upper)),
+  });
   console.log(`aufs branch race (parent swap): ${swaps} swaps, walks ${JSON.stringify(outcomes)}`);
   expect(hostNames).toBe(0);
   expect(swaps).toBeGreaterThan(0);

@@ -120,3 +120,42 @@ export async function startSwapRacer(opts: SwapRacerOptions): Promise<SwapRacer>
     },
   };
 }
+
+export interface ListingRace {
+  /** Host names listed (in a result, or named in an error: a listing of the host too). */
+  hostNames: number;
+  swaps: number;
+  /** How the walks ended: `ok`, or the error's code. */
+  outcomes: Record<string, number>;
+}
+
+/**
+ * Runs `walk` `rounds` times while a racer swaps `dir/a` (a directory of the layer) with
+ * `dir/b` (a symlink to a host directory whose names contain `marker`), and counts what
+ * reached the host: the race of every change-walk test.
+ */
+export async function raceListing(opts: {
+  dir: string; a: string; b: string; rounds: number; marker?: string;
+  walk: () => Promise<Array<{ path: string }>> | Array<{ path: string }>;
+}): Promise<ListingRace> {
+  const marker = opts.marker ?? 'hostonly';
+  const racer = await startSwapRacer({ dir: opts.dir, a: opts.a, b: opts.b });
+  const outcomes: Record<string, number> = {};
+  let hostNames = 0;
+  let swaps = 0;
+  try {
+    for (let r = 0; r < opts.rounds; r++) {
+      try {
+        hostNames += (await opts.walk()).filter((c) => c.path.includes(marker)).length;
+        outcomes.ok = (outcomes.ok ?? 0) + 1;
+      } catch (err) {
+        if (String((err as Error).message).includes(marker)) hostNames++;
+        const code = (err as { code?: string }).code ?? String(err);
+        outcomes[code] = (outcomes[code] ?? 0) + 1;
+      }
+    }
+  } finally {
+    swaps = (await racer.stop()).swaps;
+  }
+  return { hostNames, swaps, outcomes };
+}
