@@ -76,6 +76,13 @@ function checkRecord(raw: unknown): HoldRecord | string {
   return r as HoldRecord;
 }
 
+/**
+ * get and put write the hold record before anything long (a mount, an unmount: those
+ * write the holder record first, see StoreLocks.writeHolder), so the lock's holder record
+ * goes to disk with that write: one pwrite fewer per get and per put that keeps holds.
+ */
+const HOLDER_WITH_RECORD = { holderWithRecord: true } as const;
+
 /** The record area's marker for a record too big for it, kept in `${home}/.cairn/mounts/<id>.json` instead. */
 const OVERFLOW = '@file';
 
@@ -150,7 +157,7 @@ export class SharedMounts {
       await this.save(id, record);
       if (owner === undefined) this.mine.set(id, (this.mine.get(id) ?? 0) + 1);
       return record.path;
-    });
+    }, HOLDER_WITH_RECORD);
   }
 
   /** Drops one hold of this driver instance (or of `opts.holder`); the last hold of all unmounts. */
@@ -169,6 +176,7 @@ export class SharedMounts {
         : record.holds.filter((h) => h !== hold);
       // A failed unmount leaves the record as it was, so the caller can put again.
       if (holds.length === 0) {
+        await this.locks.writeHolder(id);
         await this.hooks.unmount(id, record.path);
         await this.drop(id);
       } else {
@@ -179,7 +187,7 @@ export class SharedMounts {
         if (left > 0) this.mine.set(id, left);
         else this.mine.delete(id);
       }
-    });
+    }, HOLDER_WITH_RECORD);
   }
 
   /** The live holds of a layer (dead ones dropped on the way). Under the layer's lock when a decision rides on it. */
@@ -330,6 +338,7 @@ export class SharedMounts {
     }
     // Nobody is left (or the get that was mounting died): undo the mount. After a reboot
     // there is nothing mounted, but the driver may still tidy (a mount point directory).
+    await this.locks.writeHolder(id);
     try {
       await this.hooks.unmount(id, record.path);
     } catch (err) {
@@ -354,6 +363,7 @@ export class SharedMounts {
     }
     await writeFileAtomic(this.path(id), text, 0o600, { durable: false });
     if (!overflowed) await this.locks.setLayerRecord(id, OVERFLOW);
+    else await this.locks.writeHolder(id);
   }
 
   private async drop(id: string): Promise<void> {
