@@ -83,6 +83,16 @@ function checkRecord(raw: unknown): HoldRecord | string {
  */
 const HOLDER_WITH_RECORD = { holderWithRecord: true } as const;
 
+/** Options of {@link SharedMounts}. */
+export interface SharedMountsOptions {
+  /**
+   * The hooks never take, try or check the lock of the layer they mount (they may take the
+   * store lock): get and put then hold the layer lock without an AsyncLocalStorage frame
+   * (StoreLocks' LayerLockOptions.frameless), which spares every promise they make a hook.
+   */
+  leafHooks?: boolean;
+}
+
 /** The record area's marker for a record too big for it, kept in `${home}/.cairn/mounts/<id>.json` instead. */
 const OVERFLOW = '@file';
 
@@ -123,8 +133,11 @@ export class SharedMounts {
   private readonly session = randomBytes(4).toString('hex');
   private dirMade = false;
 
-  constructor(readonly home: string, private readonly locks: StoreLocks, private readonly hooks: MountHooks) {
+  private readonly getPutLock: { holderWithRecord: true; frameless: boolean };
+
+  constructor(readonly home: string, private readonly locks: StoreLocks, private readonly hooks: MountHooks, opts: SharedMountsOptions = {}) {
     this.dir = join(home, STATE_DIR, 'mounts');
+    this.getPutLock = { ...HOLDER_WITH_RECORD, frameless: opts.leafHooks === true };
   }
 
   /** Mounts the layer or adds a hold on its mount; `opts.holder` names a store-owned hold (`cairn mount`). */
@@ -157,7 +170,7 @@ export class SharedMounts {
       await this.save(id, record);
       if (owner === undefined) this.mine.set(id, (this.mine.get(id) ?? 0) + 1);
       return record.path;
-    }, HOLDER_WITH_RECORD);
+    }, this.getPutLock);
   }
 
   /** Drops one hold of this driver instance (or of `opts.holder`); the last hold of all unmounts. */
@@ -187,7 +200,7 @@ export class SharedMounts {
         if (left > 0) this.mine.set(id, left);
         else this.mine.delete(id);
       }
-    }, HOLDER_WITH_RECORD);
+    }, this.getPutLock);
   }
 
   /** The live holds of a layer (dead ones dropped on the way). Under the layer's lock when a decision rides on it. */

@@ -115,6 +115,8 @@ interface LayerFile {
    * write, in the same pwrite (see StoreLocks.layer's `holderWithRecord`).
    */
   holderPending: boolean;
+  /** Held by an operation without a frame (LayerLockOptions.frameless): its record is open to the instance. */
+  frameless: boolean;
 }
 
 /** A layer lock file kept open between operations, with its page buffer (re-read at the next lock). */
@@ -131,6 +133,14 @@ export interface LayerLockOptions {
    * that write, one pwrite of the whole page instead of two. (SharedMounts' get does so.)
    */
   holderWithRecord?: boolean;
+  /**
+   * Hold the lock without an AsyncLocalStorage frame: for an operation on one layer whose
+   * work never takes, tries or checks that layer's lock again (overlay2's get and put: the
+   * mount hooks touch only the store lock). It may still be called from within an
+   * operation that holds the layer (reentrant as usual). Why: while any frame is live,
+   * Node 20 runs a hook on every promise the process makes; get and put make hundreds.
+   */
+  frameless?: boolean;
 }
 
 interface Frame {
@@ -142,6 +152,24 @@ interface Frame {
 }
 
 const held = new AsyncLocalStorage<readonly Frame[]>();
+
+/**
+ * Operations of this process running inside a frame (every StoreLocks instance). When the
+ * last one ends the storage is disabled, which takes Node's promise hook away until the
+ * next frame (run() enables it again): a process that only gets and puts (frameless)
+ * pays no hook on its promises. Nothing reads a frame after its operation ended (frames
+ * are marked inactive then), so forgetting them all at that point loses nothing.
+ */
+let liveScopes = 0;
+
+async function inScope<T>(frames: readonly Frame[], fn: () => Promise<T>): Promise<T> {
+  liveScopes++;
+  try {
+    return await held.run([...(held.getStore() ?? []), ...frames], fn);
+  } finally {
+    if (--liveScopes === 0) held.disable();
+  }
+}
 
 /** Layer lock files an instance keeps open between operations (see StoreLocks.idleFiles). */
 const MAX_IDLE_LAYER_FILES = 64;
@@ -397,8 +425,13 @@ export class StoreLocks {
           throw err;
         }
       }
+      if (opts.frameless === true && wanted.length === 1) {
+        for (const t of taken.values()) t.frame.active = false;
+        this.layerFiles.get(wanted[0]!)!.frameless = true;
+        return await fn(unlock);
+      }
       const frames = [...taken.values()].map((t) => t.frame);
-      return await held.run([...(held.getStore() ?? []), ...frames], () => fn(unlock));
+      return await inScope(frames, () => fn(unlock));
     } finally {
       for (const id of [...taken.keys()].reverse()) await unlock(id);
     }
@@ -525,9 +558,10 @@ export class StoreLocks {
   }
 
   private heldFile(id: string): LayerFile {
-    const file = this.holdsLayer(id) ? this.layerFiles.get(id) : undefined;
-    if (!file) throw new Error(`cairn internal error: the record of layer ${id} was used without its lock`);
-    return file;
+    const file = this.layerFiles.get(id);
+    // A frameless holder (see LayerLockOptions) has no frame to show: the record is its alone.
+    if (file && (file.frameless || this.holdsLayer(id))) return file;
+    throw new Error(`cairn internal error: the record of layer ${id} was used without its lock`);
   }
 
   private frame(key: string): Frame | undefined {
@@ -537,7 +571,7 @@ export class StoreLocks {
   private async inFrame<T>(key: string, exclusive: boolean, fn: () => Promise<T>): Promise<T> {
     const frame: Frame = { locks: this, key, exclusive, active: true };
     try {
-      return await held.run([...(held.getStore() ?? []), frame], fn);
+      return await inScope([frame], fn);
     } finally {
       frame.active = false;
     }
@@ -546,7 +580,7 @@ export class StoreLocks {
   private async inFrames<T>(keys: string[], fn: () => Promise<T>): Promise<T> {
     const frames: Frame[] = keys.map((key) => ({ locks: this, key, exclusive: true, active: true }));
     try {
-      return await held.run([...(held.getStore() ?? []), ...frames], fn);
+      return await inScope(frames, fn);
     } finally {
       for (const f of frames) f.active = false;
     }
@@ -640,7 +674,7 @@ export class StoreLocks {
         const me = selfIdentity();
         padRecord({ pid: me.pid, start: me.start, op, since: Date.now() }, page);
         if (!holderWithRecord) await this.io.write(handle, page, RECORD_BYTES, 0);
-        return { handle, page, record, holderPending: holderWithRecord };
+        return { handle, page, record, holderPending: holderWithRecord, frameless: false };
       } catch (err) {
         await handle.close().catch(() => undefined);
         throw err;

@@ -128,7 +128,8 @@ export class Overlay2Driver implements StorageDriver {
     this.idmapXattr = userXattrName(IDMAP_XATTR, features.userXattr);
     this.quotas = new LayerQuotas(home, home); // layer dirs sit directly in the home, as moby's
     this.locks = new StoreLocks(home, { timeoutMs: lockTimeoutMs, what: `overlay2 layer table of ${home}` });
-    this.mounts = new SharedMounts(home, this.locks, { mount: (id, opts) => this.mountLayer(id, opts), unmount: (id, path) => this.unmountLayer(id, path) });
+    // mountLayer and unmountLayer take no layer lock (the store lock at most, for a link repair).
+    this.mounts = new SharedMounts(home, this.locks, { mount: (id, opts) => this.mountLayer(id, opts), unmount: (id, path) => this.unmountLayer(id, path) }, { leafHooks: true });
     this.naive = new NaiveDiff({
       get: (id, opts) => this.get(id, opts), put: (id) => this.put(id), parentOf: (id) => this.parentOf(id), storedIdMap: (id) => this.storedIdMap(id),
     }, { whiteouts: 'overlay' });
