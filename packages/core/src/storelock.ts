@@ -154,20 +154,33 @@ interface Frame {
 const held = new AsyncLocalStorage<readonly Frame[]>();
 
 /**
- * Operations of this process running inside a frame (every StoreLocks instance). When the
- * last one ends the storage is disabled, which takes Node's promise hook away until the
- * next frame (run() enables it again): a process that only gets and puts (frameless)
- * pays no hook on its promises. Nothing reads a frame after its operation ended (frames
- * are marked inactive then), so forgetting them all at that point loses nothing.
+ * Operations of this process running inside a frame (every StoreLocks instance). Once none
+ * has run for IDLE_DISABLE_MS the storage is disabled, which takes Node 20's promise hook
+ * away until the next frame (run() enables it again): a process that then only gets and
+ * puts (frameless) pays no hook on its promises. Not at once when the last frame ends:
+ * enabling the hook again costs more than an operation's worth of hooked promises, so a
+ * burst of framed operations keeps it. Nothing reads a frame after its operation ended
+ * (frames are marked inactive then), so forgetting them all loses nothing.
  */
 let liveScopes = 0;
+let idleCheck: NodeJS.Timeout | null = null;
+const IDLE_DISABLE_MS = 50;
 
-async function inScope<T>(frames: readonly Frame[], fn: () => Promise<T>): Promise<T> {
+function disableWhenIdle(): void {
+  idleCheck = null;
+  if (liveScopes === 0) held.disable();
+}
+
+/** Runs `fn` with `frames` added to the current ones; the caller calls scopeEnded() once it settled. */
+function runInScope<T>(frames: readonly Frame[], fn: () => Promise<T>): Promise<T> {
   liveScopes++;
-  try {
-    return await held.run([...(held.getStore() ?? []), ...frames], fn);
-  } finally {
-    if (--liveScopes === 0) held.disable();
+  return held.run([...(held.getStore() ?? []), ...frames], fn);
+}
+
+function scopeEnded(): void {
+  if (--liveScopes === 0 && idleCheck === null) {
+    idleCheck = setTimeout(disableWhenIdle, IDLE_DISABLE_MS);
+    idleCheck.unref();
   }
 }
 
@@ -404,6 +417,7 @@ export class StoreLocks {
       throw new Error(`cairn internal error: ${op} asked for the lock of layer ${wanted.join(', ')} while holding the store lock (layer locks come first)`);
     }
     const taken = new Map<string, { release: () => void; frame: Frame }>();
+    let scoped = false;
     const unlock = async (id: string): Promise<void> => {
       const t = taken.get(id);
       if (!t) return;
@@ -431,8 +445,10 @@ export class StoreLocks {
         return await fn(unlock);
       }
       const frames = [...taken.values()].map((t) => t.frame);
-      return await inScope(frames, () => fn(unlock));
+      scoped = true;
+      return await runInScope(frames, () => fn(unlock));
     } finally {
+      if (scoped) scopeEnded();
       for (const id of [...taken.keys()].reverse()) await unlock(id);
     }
   }
@@ -571,18 +587,20 @@ export class StoreLocks {
   private async inFrame<T>(key: string, exclusive: boolean, fn: () => Promise<T>): Promise<T> {
     const frame: Frame = { locks: this, key, exclusive, active: true };
     try {
-      return await inScope([frame], fn);
+      return await runInScope([frame], fn);
     } finally {
       frame.active = false;
+      scopeEnded();
     }
   }
 
   private async inFrames<T>(keys: string[], fn: () => Promise<T>): Promise<T> {
     const frames: Frame[] = keys.map((key) => ({ locks: this, key, exclusive: true, active: true }));
     try {
-      return await inScope(frames, fn);
+      return await runInScope(frames, fn);
     } finally {
       for (const f of frames) f.active = false;
+      scopeEnded();
     }
   }
 
