@@ -36,7 +36,11 @@ import { selfIdentity } from './proc.js';
  * with AsyncLocalStorage, so an operation that holds layer X (applyDiff) may call
  * another that takes layer X (get/put of the naive diff) without deadlocking on itself.
  * A frame is marked inactive when its lock is released, so a promise chain that outlives
- * its operation does not inherit a lock it no longer has.
+ * its operation does not inherit a lock it no longer has. The frames cost: on Node 20,
+ * while the storage is enabled every promise of the process runs a hook. So an operation
+ * on one layer whose work never comes back to that layer's lock (overlay2's get and put)
+ * may hold it *frameless* (LayerLockOptions), and the storage is disabled once no framed
+ * operation has run for a while: a process that gets and puts pays no hook.
  *
  * **In one process** concurrent operations queue in memory (FIFO; readers share) before
  * they touch flock, and that queue is not bounded by the timeout: our own operations
