@@ -268,10 +268,30 @@ function padRecord(record: LockRecord, buf: Buffer = Buffer.alloc(RECORD_BYTES))
   return buf;
 }
 
+/** Padding of a layer page's record area as our writes leave it (spaces), and a fresh file's (NULs). */
+const SPACE_PAD = Buffer.alloc(LAYER_RECORD_BYTES, 0x20);
+const NUL_PAD = Buffer.alloc(LAYER_RECORD_BYTES, 0);
+/** Long enough that a record's own text never holds a run of it in practice (checked anyway). */
+const PAD_PROBE = 32;
+
+/** Where the padding that runs to the end of `page` starts (native searches; a byte loop only over what is left). */
+function paddingStart(page: Buffer): number {
+  let end = page.length;
+  for (const pad of [SPACE_PAD, NUL_PAD]) {
+    let at = page.indexOf(pad.subarray(0, PAD_PROBE), RECORD_BYTES);
+    while (at >= 0 && page.compare(pad, 0, page.length - at, at) !== 0) at = page.indexOf(pad.subarray(0, PAD_PROBE), at + 1);
+    if (at >= 0) {
+      end = at;
+      break;
+    }
+  }
+  while (end > RECORD_BYTES && (page[end - 1] === 0x20 || page[end - 1] === 0x00 || (page[end - 1]! >= 0x09 && page[end - 1]! <= 0x0d))) end--;
+  return end;
+}
+
 /** The text of a layer page's record area without its padding (spaces, NULs of a fresh file); null when empty. */
 function recordText(page: Buffer): string | null {
-  let end = page.length;
-  while (end > RECORD_BYTES && (page[end - 1] === 0x20 || page[end - 1] === 0x00 || (page[end - 1]! >= 0x09 && page[end - 1]! <= 0x0d))) end--;
+  const end = paddingStart(page);
   return end === RECORD_BYTES ? null : page.toString('utf8', RECORD_BYTES, end);
 }
 
