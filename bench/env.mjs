@@ -1,6 +1,7 @@
 // What every bench case shares: the machine description, scratch dirs that are always
 // removed, a tmpfs that is always unmounted, and running reference commands.
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -53,6 +54,42 @@ export class Scratch {
 /** Runs a reference command synchronously, output discarded, failing loudly. */
 export function run(cmd, args, opts = {}) {
   execFileSync(cmd, args, { stdio: ['ignore', 'ignore', 'inherit'], ...opts });
+}
+
+let spawner = null;
+
+/**
+ * Runs a reference tool to completion through bench/spawner.mjs (a small launcher process,
+ * so the bench process itself never forks between timed runs: see there) and resolves to
+ * { cpuMs }, the tool's own user+system CPU. Fails when it exits non-zero. `env`: the
+ * tool's whole environment (default: the bench's).
+ */
+export function runReference(cmd, args, env = undefined) {
+  if (spawner === null) {
+    const child = spawn(process.execPath, [new URL('./spawner.mjs', import.meta.url).pathname], { stdio: ['pipe', 'pipe', 'inherit'] });
+    const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
+    spawner = { child, lines, queue: Promise.resolve() };
+    child.unref();
+    process.once('exit', () => child.kill());
+  }
+  const s = spawner;
+  const result = s.queue.then(async () => {
+    s.child.stdin.write(JSON.stringify([cmd, args, env ?? null]) + '\n');
+    const { value, done } = await s.lines.next();
+    if (done) throw new Error('bench/spawner.mjs exited');
+    const r = JSON.parse(value);
+    if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${r.error ?? `exit status ${r.status}`}`);
+    return { cpuMs: r.cpuMs };
+  });
+  s.queue = result.catch(() => undefined);
+  return result;
+}
+
+/** Ends the reference launcher (the bench's last step; also done on exit). */
+export function stopReferences() {
+  if (spawner === null) return;
+  spawner.child.stdin.end();
+  spawner = null;
 }
 
 export function rmrf(p) {

@@ -40,10 +40,12 @@ export async function comparePair({ name, pairs = 5, warmup = 1, setup, cairn, r
       const ctx = setup ? await setup(side, i + warmup) : undefined;
       const c0 = cpuMs();
       const t0 = performance.now();
-      await fn(ctx);
+      const r = await fn(ctx);
       if (i >= 0) {
         out.push(performance.now() - t0);
-        cpuOut.push(cpuMs() - c0);
+        // A side run through runReference reports its tool's own CPU (a child of the
+        // launcher, not of this process); what this process spent meanwhile is added.
+        cpuOut.push(cpuMs() - c0 + (typeof r?.cpuMs === 'number' ? r.cpuMs : 0));
       }
       if (ctx?.teardown) await ctx.teardown();
     }

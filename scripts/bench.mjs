@@ -13,7 +13,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { formatResult } from '../bench/harness.mjs';
 import { judge, loadBounds } from '../bench/check.mjs';
 import { cachedInput } from '../bench/inputs.mjs';
-import { Scratch, isRoot, machine } from '../bench/env.mjs';
+import { Scratch, isRoot, machine, stopReferences } from '../bench/env.mjs';
 import { applyCases } from '../bench/cases/apply.mjs';
 import { exportCases } from '../bench/cases/export.mjs';
 import { changesCases } from '../bench/cases/changes.mjs';
@@ -133,6 +133,7 @@ try {
     report([rssCase({ base: scratch.dir('rss'), gib: rssGiB, archiveDist: pathToFileURL(dist('archive')).href, native: process.env.CAIRN_PURE_JS !== '1' })]);
   }
 } finally {
+  stopReferences();
   scratch.cleanup();
 }
 if (json) console.log(JSON.stringify(out, null, 2));

@@ -3,7 +3,7 @@
 // does as root). cairn additionally enforces its path-safety rules and whiteouts.
 import { createReadStream, mkdirSync } from 'node:fs';
 import { comparePair } from '../harness.mjs';
-import { rmrf, run } from '../env.mjs';
+import { rmrf, runReference } from '../env.mjs';
 
 /** `applyLayer` straight into a directory, plus vfs and overlay2 `applyDiff` through the driver. */
 export async function applyCases({ input, base, label, pairs, archive, cairn }) {
@@ -13,7 +13,7 @@ export async function applyCases({ input, base, label, pairs, archive, cairn }) 
     mkdirSync(dir, { recursive: true });
     return { dir, teardown: () => rmrf(dir) };
   };
-  const tarX = (ctx) => run('tar', ['-xf', input.tar, '-C', ctx.dir]);
+  const tarX = (ctx) => runReference('tar', ['-xf', input.tar, '-C', ctx.dir]);
 
   results.push(await comparePair({
     name: `apply ${label}: applyLayer`, pairs, referenceName: 'tar -xf',

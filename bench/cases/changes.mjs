@@ -7,7 +7,7 @@
 // (same generator, same bytes per file), reporting CPU µs per entry, so growth that is
 // worse than linear shows up as a rising per-entry cost.
 import { comparePair } from '../harness.mjs';
-import { run } from '../env.mjs';
+import { runReference } from '../env.mjs';
 import { cachedInput } from '../inputs.mjs';
 
 async function walkPair({ input, label, pairs, archive }) {
@@ -15,13 +15,13 @@ async function walkPair({ input, label, pairs, archive }) {
   results.push(await comparePair({
     name: `changes ${label}: changesBetween`, pairs, referenceName: 'find -printf',
     cairn: () => archive.changesBetween(input.dir, null),
-    reference: () => run('find', [input.dir, '-printf', '%s %m %U %G %T@ %p\\n']),
+    reference: () => runReference('find', [input.dir, '-printf', '%s %m %U %G %T@ %p\\n']),
   }));
   const changes = await archive.changesBetween(input.dir, null);
   results.push(await comparePair({
     name: `changes ${label}: diffSizeOf`, pairs, referenceName: 'find -printf',
     cairn: () => archive.diffSizeOf(input.dir, changes),
-    reference: () => run('find', [input.dir, '-printf', '%s %i %n\\n']),
+    reference: () => runReference('find', [input.dir, '-printf', '%s %i %n\\n']),
   }));
   for (const r of results) r.entries = changes.length;
   return results;

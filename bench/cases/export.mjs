@@ -5,7 +5,7 @@
 // file content altogether, so both sides write a real file.)
 import { closeSync, openSync, writeSync } from 'node:fs';
 import { comparePair } from '../harness.mjs';
-import { rmrf, run } from '../env.mjs';
+import { rmrf, runReference } from '../env.mjs';
 
 /**
  * Writes the stream to a file with plain writeSync calls, as tar writes its output. (A
@@ -37,7 +37,7 @@ export async function exportCases({ input, base, label, pairs, archive, cairn })
     name: `export ${label}: exportChanges`, pairs, referenceName: 'tar -cf (pax)',
     setup: out,
     cairn: (ctx) => writeTo(archive.exportChanges(input.dir, changes), ctx.file),
-    reference: (ctx) => run('tar', ['--format=pax', '-C', input.dir, '-cf', ctx.file, '.']),
+    reference: (ctx) => runReference('tar', ['--format=pax', '-C', input.dir, '-cf', ctx.file, '.']),
   }));
 
   // Like with like for xattrs: cairn must read every entry's xattrs (llistxattr per
@@ -46,7 +46,7 @@ export async function exportCases({ input, base, label, pairs, archive, cairn })
     name: `export ${label}: exportChanges`, pairs, referenceName: 'tar -cf (pax, --xattrs)',
     setup: out,
     cairn: (ctx) => writeTo(archive.exportChanges(input.dir, changes), ctx.file),
-    reference: (ctx) => run('tar', ['--format=pax', '--xattrs', '-C', input.dir, '-cf', ctx.file, '.']),
+    reference: (ctx) => runReference('tar', ['--format=pax', '--xattrs', '-C', input.dir, '-cf', ctx.file, '.']),
   }));
 
   // Through the vfs driver: diff() of a base layer walks it and packs it.
@@ -59,7 +59,7 @@ export async function exportCases({ input, base, label, pairs, archive, cairn })
     name: `export ${label}: vfs diff`, pairs, referenceName: 'tar -cf (pax)',
     setup: out,
     cairn: async (ctx) => writeTo(await driver.diff('exported', null), ctx.file),
-    reference: (ctx) => run('tar', ['--format=pax', '-C', layerDir, '-cf', ctx.file, '.']),
+    reference: (ctx) => runReference('tar', ['--format=pax', '-C', layerDir, '-cf', ctx.file, '.']),
   }));
   await driver.put('exported');
   await driver.remove('exported');

@@ -23,7 +23,9 @@ async function storeWithImage({ cairn, image, root, archive, options }) {
   const driver = await cairn.openDriver({ root, driver: 'overlay2', options });
   const store = await image.LayerStore.open(driver);
   const [img] = await store.importImage(archive);
-  return { driver, top: store.layer(img.layers[img.layers.length - 1]).cacheId };
+  const top = store.layer(img.layers[img.layers.length - 1]).cacheId;
+  await store.close(); // the rounds use the driver alone
+  return { driver, top };
 }
 
 export async function idmapGetCases({ base, pairs, cairn, image, imageParams, fileCounts }) {

@@ -16,6 +16,7 @@ try {
   await store.importImage(archive);
   const ms = performance.now() - t0;
   const cpu = process.cpuUsage(c0);
+  await store.close();
   await driver.cleanup();
   process.stdout.write(JSON.stringify({ ms, cpuMs: (cpu.user + cpu.system) / 1000 }) + '\n');
 } finally {

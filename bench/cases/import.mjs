@@ -15,7 +15,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { cpuMs, summarize } from '../harness.mjs';
-import { rmrf, run } from '../env.mjs';
+import { rmrf, runReference } from '../env.mjs';
 
 const TAG = 'cairn-bench/import:latest';
 
@@ -229,6 +229,7 @@ export async function importCases({ params, base, where, pairs, cairn, image: im
           const cpu = cpuMs() - c0;
           if (img.id !== image.imageId || img.layers.length !== 5) throw new Error(`cairn imported ${img.id} with ${img.layers.length} layers, expected ${image.imageId} with 5`);
           if (i >= 0) { sides.cairn.wall.push(wall); sides.cairn.cpu.push(cpu); }
+          await store.close();
           await driver.cleanup();
           rmrf(root);
         }
@@ -238,9 +239,9 @@ export async function importCases({ params, base, where, pairs, cairn, image: im
           const d0 = dockerCpu();
           const c0 = cpuMs();
           const t0 = performance.now();
-          run('/usr/bin/docker', ['--host', dockerd.host, 'load', '-q', '-i', archive], { env: { ...process.env, DOCKER_CONFIG: join(dockerd.dir, 'client') } });
+          const { cpuMs: cli } = await runReference('/usr/bin/docker', ['--host', dockerd.host, 'load', '-q', '-i', archive], { ...process.env, DOCKER_CONFIG: join(dockerd.dir, 'client') });
           const wall = performance.now() - t0;
-          const cpu = cpuMs() - c0 + dockerCpu() - d0;
+          const cpu = cpuMs() - c0 + cli + dockerCpu() - d0;
           if (i >= 0) { sides.docker.wall.push(wall); sides.docker.cpu.push(cpu); }
           const id = (await dockerd.docker(['image', 'inspect', '--format', '{{.Id}}', TAG])).trim();
           if (id !== image.imageId) throw new Error(`docker load made image ${id}, expected ${image.imageId}`);
@@ -253,9 +254,10 @@ export async function importCases({ params, base, where, pairs, cairn, image: im
           for (const d of dirs) mkdirSync(d);
           const c0 = cpuMs();
           const t0 = performance.now();
-          for (const [l, layer] of image.layers.entries()) run('tar', [kind === 'gzip' ? '-xzf' : '-xf', kind === 'gzip' ? layer.gz : layer.tar, '-C', dirs[l]]);
+          let tarCpu = 0;
+          for (const [l, layer] of image.layers.entries()) tarCpu += (await runReference('tar', [kind === 'gzip' ? '-xzf' : '-xf', kind === 'gzip' ? layer.gz : layer.tar, '-C', dirs[l]])).cpuMs;
           const wall = performance.now() - t0;
-          const cpu = cpuMs() - c0;
+          const cpu = cpuMs() - c0 + tarCpu;
           if (i >= 0) { sides.tar.wall.push(wall); sides.tar.cpu.push(cpu); }
           for (const d of dirs) rmrf(d);
         }

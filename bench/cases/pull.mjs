@@ -51,6 +51,7 @@ export async function pullCases({ params, base, where, pairs, cairn, image: imag
         const s0 = performance.now();
         await store.pull(ref, { insecure: true });
         if (i >= 0) { again.cairn.push(performance.now() - s0); again.cairnCpu.push(cpuMs() - a0); }
+        await store.close();
         await driver.cleanup();
         rmrf(root);
         const b0 = cpuMs();

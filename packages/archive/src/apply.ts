@@ -7,26 +7,32 @@
 // chunk holding many small entries is applied without yielding. File data is written as
 // it arrives, so memory stays at one input chunk whatever the layer or file size.
 //
-// Safety model: every parent path is resolved component by component with lstat from
-// the layer root; a symlink anywhere in the chain is ERR_UNSAFE_ARCHIVE, a missing
-// directory is created. Verified directories are cached and the cache is invalidated
-// whenever this apply removes or replaces a path. Final components are never followed:
-// files are created with O_CREAT|O_EXCL|O_NOFOLLOW after removing whatever was there,
-// and metadata calls on them are fd-based or l* (no-follow). This assumes nothing else
-// writes into `dir` during the apply (the driver holds the layer), as moby does.
+// Safety model (the engine's invariant, README): every parent is checked component by
+// component (lstat relative to its parent's fd) from the layer root; a symlink anywhere in
+// the chain is ERR_UNSAFE_ARCHIVE, a missing directory is created. Verified directories
+// are remembered, and their fds are opened beneath the root without following a symlink
+// (openat2), so a parent swapped for a symlink after its check is refused (ELOOP), never
+// walked through. Every call is relative to such a directory fd (@cairnfs/sys *at calls)
+// and never follows its last component: files are created with O_CREAT|O_EXCL|O_NOFOLLOW
+// after removing whatever was there; owner, mode and times are set on the file's fd or on
+// an O_PATH fd of the node checked to be the kind just made; xattrs by name relative to
+// the parent fd, not followed. It holds with something else writing into `dir` (a running
+// container), as the native applier does; test/race.test.ts runs both.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Readable } from 'node:stream';
-import { CairnError, errnoCode, isCairnError, translateSpaceError } from '@cairnfs/core';
+import { CairnError, errnoCode } from '@cairnfs/core';
 import type { TarEntry } from './entry.js';
 import { asBuffer } from './read-tar.js';
 import { PATH_MAX, classifyWhiteout, printable, splitEntryPath, unsafeEntry } from './safe-path.js';
 import * as sys from './sys.js';
+import { O_DIR_PATH, O_NODE_PATH, lstatAt, removeContents } from './dirfd.js';
 import { TarParser, type TarHandler } from './tar-parser.js';
 import { isMainThread } from 'node:worker_threads';
 import { applyLayerNative, processUmask, refreshUmask } from './apply-native.js';
 import type { ApplyOptions, WhiteoutMode } from './apply-options.js';
 import { OwnerShift, RECORDED_DEVICE_XATTR, recordedDeviceValue, reportDropped } from './owners.js';
+import { explain } from './apply-errors.js';
 
 const OPEN_NEW = fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW;
 
@@ -67,55 +73,11 @@ export async function applyLayer(dir: string, tar: Readable | AsyncIterable<Uint
   } catch (err) {
     writer.abort();
     throw explain(err, writer.currentName, root);
+  } finally {
+    writer.close();
   }
   (opts.report ?? ((d) => reportDropped(root, d)))(writer.owners.dropped);
   return writer.bytes;
-}
-
-/** Turns an errno from the file work into a CairnError that names the entry. */
-function explain(err: unknown, entry: string, root: string): unknown {
-  if (isCairnError(err)) return err;
-  const what = `applying layer entry "${printable(entry)}" into ${root}`;
-  const space = translateSpaceError(err, what);
-  if (space !== err) return space;
-  const code = errnoCode(err);
-  const detail = err instanceof Error ? err.message : String(err);
-  const syscall = (err as { syscall?: string } | null)?.syscall;
-  if (code === 'EOVERFLOW' && syscall === 'chown') {
-    return new CairnError('ERR_INVALID_OPTION',
-      `${what}: its owner has no mapping in idMappings (${detail}); give maps that cover every id the image uses (usually 0-65535), or ignoreChownErrors: true to keep such files owned by the caller`,
-      { subject: entry, cause: err });
-  }
-  if ((code === 'EINVAL' || code === 'EPERM') && (syscall === 'fchown' || syscall === 'lchown' || syscall === 'chown')) {
-    // EINVAL: the id is not mapped in this user namespace (rootless with a single id).
-    return new CairnError('ERR_PREREQUISITES',
-      `${what}: the kernel refused to give it its owner (${detail}); this process cannot own files as every id the layer uses (a user namespace mapping one id?). ` +
-      'Run it through `cairn unshare` (newuidmap with /etc/subuid and /etc/subgid ranges), or pass ignoreChownErrors: true to keep such files owned by the caller.',
-      { subject: entry, cause: err });
-  }
-  switch (code) {
-    case 'ELOOP':
-    case 'EXDEV':
-      // openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS) refused a parent: a symlink appeared
-      // on the way after the JS-side check (something else is writing into the layer).
-      return unsafeEntry(entry, `its path goes through a symlink or leaves the layer (${detail})`);
-    case 'EPERM':
-    case 'EACCES':
-      return new CairnError('ERR_PREREQUISITES',
-        `${what}: ${detail}. Applying layers with devices, ownership or trusted.* xattrs needs root (or pass ownership: false / noDevices: true).`,
-        { subject: entry, cause: err });
-    case 'EOPNOTSUPP':
-    case 'ENOTSUP':
-      return new CairnError('ERR_NOT_SUPPORTED',
-        `${what}: ${detail}. The filesystem under ${root} does not support this (extended attributes?).`, { subject: entry, cause: err });
-    case 'ENAMETOOLONG':
-    case 'ENOTDIR':
-    case 'EISDIR':
-    case 'EINVAL':
-      return new CairnError('ERR_INVALID_ARCHIVE', `${what}: ${detail}.`, { subject: entry, cause: err });
-    default:
-      return err;
-  }
 }
 
 class LayerWriter implements TarHandler {
@@ -124,6 +86,8 @@ class LayerWriter implements TarHandler {
   private readonly mode: WhiteoutMode;
   private readonly noDevices: boolean;
   private readonly ownership: boolean;
+  /** The layer root, open (the trusted path, opened once); every other fd is resolved beneath it. */
+  private readonly rootFd: number;
   /**
    * Relative paths known to be real directories (not symlinks) in this apply, each with
    * whether it has the setgid bit (new files in it then take its group, not ours).
@@ -135,6 +99,8 @@ class LayerWriter implements TarHandler {
    * archive replacing n directories cost n^2).
    */
   private readonly knownChildren = new Map<string, Set<string>>();
+  /** O_PATH fds of known directories, opened beneath the root (emptied between entries when large). */
+  private readonly dirFds = new Map<string, number>();
   /**
    * Overlay mode: paths this layer whited out. A directory re-created at one of them must
    * be opaque, or the lower layers' content would show through it (a whiteout removes what
@@ -143,31 +109,47 @@ class LayerWriter implements TarHandler {
   private readonly whitedOut = new Set<string>();
   /** Relative paths this apply wrote (delete mode: opaque dirs keep them). */
   private readonly unpacked = new Set<string>();
-  private readonly dirTimes: Array<{ rel: string; abs: string; atimeNs: bigint; mtimeNs: bigint }> = [];
-  private file: { fd: number; abs: string; entry: TarEntry; inSetgidDir: boolean } | undefined;
+  private readonly dirTimes: Array<{ rel: string; atimeNs: bigint; mtimeNs: bigint }> = [];
+  /** The regular file being written: its fd, and its parent's fd (valid until the next entry) and name. */
+  private file: { fd: number; pfd: number; base: string; entry: TarEntry; inSetgidDir: boolean } | undefined;
   private readonly euid = process.geteuid?.() ?? -1;
   private readonly egid = process.getegid?.() ?? -1;
   /** Owner shift, dropped chowns, recorded devices (owners.ts). */
   readonly owners: OwnerShift;
   private readonly opaqueXattr: string;
+  /** fchmodat2 (Linux 6.6): modes of O_PATH fds. Without it devices and fifos get their exact mode at mknod. */
+  private readonly chmodFd = sys.haveChmodFd();
 
-  constructor(private readonly root: string, opts: ApplyOptions) {
+  constructor(root: string, opts: ApplyOptions) {
     this.owners = new OwnerShift(opts.idMappings, opts.ignoreChownErrors ?? false);
     this.opaqueXattr = opts.userXattr ? 'user.overlay.opaque' : 'trusted.overlay.opaque';
     this.mode = opts.whiteouts ?? 'delete';
     this.noDevices = opts.noDevices ?? false;
     this.ownership = opts.ownership ?? process.getuid?.() === 0;
-    this.knownDirs.set('', (fs.statSync(root).mode & 0o2000) !== 0);
+    this.rootFd = fs.openSync(root, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+    this.knownDirs.set('', (fs.fstatSync(this.rootFd).mode & 0o2000) !== 0);
+  }
+
+  /** Closes every fd this writer holds (after finishing or failing). */
+  close(): void {
+    for (const fd of this.dirFds.values()) fs.closeSync(fd);
+    this.dirFds.clear();
+    fs.closeSync(this.rootFd);
   }
 
   entry(entry: TarEntry): void {
     this.currentName = entry.name;
+    // Fds held by locals live for one entry (and its data/end): the cache is only emptied here.
+    if (this.dirFds.size > DIR_FD_CACHE) {
+      for (const fd of this.dirFds.values()) fs.closeSync(fd);
+      this.dirFds.clear();
+    }
     const e = this.ownership ? this.storedOwner(entry) : entry;
     const parts = splitEntryPath(e.name);
     if (parts.length === 0) {
       // `./` describes the layer root itself: only its metadata can change.
       if (e.type !== 'dir') throw unsafeEntry(e.name, `a ${e.type} cannot replace the layer root`);
-      this.applyDirMetadata('', this.root, e);
+      this.applyDirMetadata('', -1, '', e);
       return;
     }
     const base = parts[parts.length - 1]!;
@@ -186,19 +168,18 @@ class LayerWriter implements TarHandler {
     }
 
     if (this.whitedOut.size > 0 && !this.knownDirs.has(parentRel)) this.recreateWhitedOutParents(parentParts);
-    const parent = this.ensureDir(parentParts, e.name, parentRel);
-    const abs = parent + '/' + base;
+    const pfd = this.ensureDir(parentParts, e.name, parentRel);
     if (this.mode === 'delete') this.unpacked.add(rel);
 
     switch (e.type) {
       case 'dir': {
-        const st = lstatOrNull(abs);
+        const st = lstatAt(pfd, base);
         if (!st?.isDirectory()) {
-          if (st) this.remove(rel, abs, st);
-          fs.mkdirSync(abs, 0o700);
-          if (this.whitedOut.has(rel)) sys.lsetxattrSync(abs, this.opaqueXattr, Buffer.from('y'));
+          if (st) this.remove(rel, pfd, base, st);
+          sys.mkdiratSync(pfd, base, 0o700);
+          if (this.whitedOut.has(rel)) sys.setxattratSync(pfd, base, this.opaqueXattr, Buffer.from('y'));
         }
-        this.applyDirMetadata(rel, abs, e);
+        this.applyDirMetadata(rel, pfd, base, e);
         return;
       }
       case 'file': {
@@ -208,13 +189,13 @@ class LayerWriter implements TarHandler {
         const perm = e.mode & 0o777;
         let fd: number;
         try {
-          fd = fs.openSync(abs, OPEN_NEW, perm);
+          fd = sys.openatSync(pfd, base, OPEN_NEW, perm);
         } catch (err) {
           if (errnoCode(err) !== 'EEXIST') throw err;
-          this.remove(rel, abs);
-          fd = fs.openSync(abs, OPEN_NEW, perm);
+          this.remove(rel, pfd, base);
+          fd = sys.openatSync(pfd, base, OPEN_NEW, perm);
         }
-        this.file = { fd, abs, entry: e, inSetgidDir };
+        this.file = { fd, pfd, base, entry: e, inSetgidDir };
         return; // content arrives through data(); metadata in end()
       }
       case 'symlink':
@@ -223,18 +204,22 @@ class LayerWriter implements TarHandler {
         if (Buffer.byteLength(e.linkname) >= PATH_MAX) {
           throw new CairnError('ERR_INVALID_ARCHIVE', `symlink entry "${printable(e.name)}" has a target longer than PATH_MAX (${PATH_MAX} bytes); the archive is corrupt`, { subject: e.name });
         }
-        this.removeIfPresent(rel, abs);
-        fs.symlinkSync(e.linkname, abs);
-        this.applyMetadata(abs, e, false);
+        this.removeIfPresent(rel, pfd, base);
+        sys.symlinkatSync(e.linkname, pfd, base);
+        this.applyMetadata(rel, pfd, base, e, fs.constants.S_IFLNK, null);
         return;
       case 'hardlink': {
         const target = this.resolveLinkTarget(e);
-        if (target === abs) return;
-        this.removeIfPresent(rel, abs);
-        // link(2) does not follow a symlink target: linking to a symlink makes another
-        // symlink, never a link to what it points at. Metadata is the target's, as GNU
-        // tar does: a hardlink header's mode/owner must not change the shared inode.
-        fs.linkSync(target, abs);
+        if (target.rel === rel) return;
+        this.removeIfPresent(rel, pfd, base);
+        // Resolved again: the removal may have taken the target's directory with it.
+        const tfd = this.existingDir(target.parentParts, e.name);
+        if (tfd === null) throw missingLinkTarget(e);
+        // linkat(2) with flags 0 does not follow a symlink target: linking to a symlink
+        // makes another symlink, never a link to what it points sys. Metadata is the
+        // target's, as GNU tar does: a hardlink header's mode/owner must not change the
+        // shared inode.
+        sys.linkatSync(tfd, target.base, pfd, base);
         return;
       }
       case 'char':
@@ -243,16 +228,19 @@ class LayerWriter implements TarHandler {
         if (this.noDevices && e.type !== 'fifo') {
           throw unsafeEntry(e.name, `device nodes are not allowed here (noDevices)`);
         }
-        this.removeIfPresent(rel, abs);
+        this.removeIfPresent(rel, pfd, base);
         const kind = e.type === 'char' ? sys.S_IFCHR : e.type === 'block' ? sys.S_IFBLK : sys.S_IFIFO;
         try {
-          sys.mknodSync(abs, kind | (e.mode & 0o777), e.devmajor, e.devminor);
+          // With fchmodat2 the mode is set on the node's O_PATH fd below; without it, here,
+          // exactly (setuid/setgid included), as no later call could without following a name.
+          if (this.chmodFd) sys.mknodatSync(pfd, base, kind | (e.mode & 0o777), e.devmajor, e.devminor);
+          else sys.mknodatSync(pfd, base, kind | e.mode, e.devmajor, e.devminor, true);
         } catch (err) {
           if (errnoCode(err) !== 'EPERM' || e.type === 'fifo') throw err;
-          this.devicePlaceholder(rel, abs, e); // unprivileged (a user namespace): recorded, not made
+          this.devicePlaceholder(rel, pfd, base, e); // unprivileged (a user namespace): recorded, not made
           return;
         }
-        this.applyMetadata(abs, e, true);
+        this.applyMetadata(rel, pfd, base, e, kind, kind === sys.S_IFIFO ? null : [e.devmajor, e.devminor]);
         return;
       }
     }
@@ -276,11 +264,12 @@ class LayerWriter implements TarHandler {
     const { chown, chmod } = this.metaNeeds(e, f.inSetgidDir);
     if (chown) this.chown(() => fs.fchownSync(f.fd, e.uid, e.gid), e);
     if (chmod) fs.fchmodSync(f.fd, e.mode);
-    fs.closeSync(f.fd);
-    this.file = undefined;
-    this.applyXattrs(f.abs, e);
+    // By name in the verified parent, the name not followed; times on the fd itself.
+    for (const [name, value] of e.xattrs) sys.setxattratSync(f.pfd, f.base, name, value);
     const [atime, mtime] = times(e);
-    sys.lutimesNsSync(f.abs, atime, mtime);
+    sys.utimensFdSync(f.fd, f.pfd, f.base, atime, mtime);
+    this.file = undefined;
+    fs.closeSync(f.fd);
   }
 
   /**
@@ -301,48 +290,64 @@ class LayerWriter implements TarHandler {
     if (!f) return;
     this.file = undefined;
     try { fs.closeSync(f.fd); } catch { /* already closed */ }
-    try { fs.unlinkSync(f.abs); } catch { /* nothing to remove */ }
+    try { sys.unlinkatSync(f.pfd, f.base); } catch { /* nothing to remove */ }
   }
 
   /** Directory times last: writing their children changed them. */
   finishDirectories(): void {
     for (const d of this.dirTimes) {
-      // Replaced later in the same layer (then forgotten, with everything below it: a
-      // symlink now in its place must not lead the update outside the layer, and a file
-      // in place of a parent would make the lstat fail with ENOTDIR).
+      // Replaced later in the same layer (then forgotten, with everything below it): skipped.
+      // Resolved beneath the root without symlinks, so a later entry cannot point the
+      // update outside the layer.
       if (d.rel !== '' && !this.knownDirs.has(d.rel)) continue;
-      const st = d.rel === '' ? null : lstatOrNull(d.abs);
-      if (d.rel !== '' && !st?.isDirectory()) continue;
-      sys.lutimesNsSync(d.abs, d.atimeNs, d.mtimeNs);
+      let fd = this.rootFd;
+      if (d.rel !== '') {
+        try {
+          fd = sys.openDirBeneathSync(this.rootFd, d.rel);
+        } catch {
+          continue; // no longer a directory reachable without symlinks
+        }
+      }
+      try {
+        sys.utimensFdSync(fd, fd, '.', d.atimeNs, d.mtimeNs);
+      } finally {
+        if (fd !== this.rootFd) fs.closeSync(fd);
+      }
     }
   }
 
   private whiteout(e: TarEntry, parentParts: string[], target: string | undefined): void {
     const parentRel = parentParts.join('/');
     if (this.mode === 'overlay') {
-      const parent = this.ensureDir(parentParts, e.name);
+      const pfd = this.ensureDir(parentParts, e.name);
       if (target === undefined) {
-        sys.lsetxattrSync(parent, this.opaqueXattr, Buffer.from('y'));
+        sys.setxattratSync(pfd, '.', this.opaqueXattr, Buffer.from('y'));
         return;
       }
-      const abs = parent + '/' + target;
       const rel = parentRel === '' ? target : parentRel + '/' + target;
-      this.removeIfPresent(rel, abs);
+      this.removeIfPresent(rel, pfd, target);
       this.whitedOut.add(rel);
       // What the kernel and moby leave for a deletion: a 0/0 char device, mode 0000,
       // owned as the whiteout entry says.
-      sys.mknodSync(abs, sys.S_IFCHR, 0, 0);
-      if (this.ownership) this.chown(() => fs.lchownSync(abs, e.uid, e.gid), e);
+      sys.mknodatSync(pfd, target, sys.S_IFCHR, 0, 0);
+      if (this.ownership) {
+        const fd = this.openMade(rel, pfd, target, sys.S_IFCHR, [0, 0]);
+        try {
+          this.chown(() => sys.fchownFdSync(fd, e.uid, e.gid), e);
+        } finally {
+          fs.closeSync(fd);
+        }
+      }
       return;
     }
-    const parent = this.existingDir(parentParts, e.name);
-    if (parent === null) return; // nothing there to delete
+    const pfd = this.existingDir(parentParts, e.name);
+    if (pfd === null) return; // nothing there to delete
     if (target === undefined) {
-      this.removeNotUnpacked(parentRel, parent);
+      this.removeNotUnpacked(parentRel, pfd);
       return;
     }
     const rel = parentRel === '' ? target : parentRel + '/' + target;
-    this.removeIfPresent(rel, parent + '/' + target);
+    this.removeIfPresent(rel, pfd, target);
   }
 
   /**
@@ -358,103 +363,129 @@ class LayerWriter implements TarHandler {
       up = cur;
       cur = cur === '' ? part : cur + '/' + part;
       if (!this.whitedOut.has(cur) || this.knownDirs.has(cur)) continue;
-      const upAbs = this.existingDir(up === '' ? [] : up.split('/'), this.currentName);
-      if (upAbs === null) return; // ensureDir creates the rest
-      const abs = upAbs + '/' + part;
-      const st = lstatOrNull(abs);
+      const upFd = this.existingDir(up === '' ? [] : up.split('/'), this.currentName);
+      if (upFd === null) return; // ensureDir creates the rest
+      const st = lstatAt(upFd, part);
       if (st) {
         if (st.isDirectory()) continue;
         if (!st.isCharacterDevice() || st.rdev !== 0) continue; // not our whiteout: ensureDir reports it
-        this.remove(cur, abs, st);
+        this.remove(cur, upFd, part, st);
       }
-      fs.mkdirSync(abs, 0o755);
-      sys.lsetxattrSync(abs, this.opaqueXattr, Buffer.from('y'));
+      sys.mkdiratSync(upFd, part, 0o755);
+      sys.setxattratSync(upFd, part, this.opaqueXattr, Buffer.from('y'));
     }
   }
 
   /** Opaque directory in delete mode: removes what this apply did not write. */
-  private removeNotUnpacked(rel: string, abs: string): void {
-    for (const name of fs.readdirSync(abs)) {
+  private removeNotUnpacked(rel: string, dfd: number): void {
+    for (const name of sys.readdirFdSync(dfd)) {
       const childRel = rel === '' ? name : rel + '/' + name;
-      const childAbs = abs + '/' + name;
       if (!this.unpacked.has(childRel)) {
-        this.removeIfPresent(childRel, childAbs);
-      } else if (lstatOrNull(childAbs)?.isDirectory()) {
-        this.removeNotUnpacked(childRel, childAbs);
+        this.removeIfPresent(childRel, dfd, name);
+      } else if (lstatAt(dfd, name)?.isDirectory()) {
+        const child = sys.openatSync(dfd, name, O_DIR_PATH);
+        try {
+          this.removeNotUnpacked(childRel, child);
+        } finally {
+          fs.closeSync(child);
+        }
       }
     }
   }
 
   /**
-   * Returns the absolute path of the directory `parts`, creating missing components
-   * (mode 0755, as moby does). A symlink in the chain is ERR_UNSAFE_ARCHIVE; a
-   * non-directory is ERR_INVALID_ARCHIVE.
+   * Returns an O_PATH fd of the directory `parts`, creating missing components (mode 0755,
+   * as moby does). A symlink in the chain is ERR_UNSAFE_ARCHIVE; a non-directory is
+   * ERR_INVALID_ARCHIVE. The fd is the writer's (cached): valid until the next entry.
    */
-  private ensureDir(parts: string[], entryName: string, rel?: string): string {
+  private ensureDir(parts: string[], entryName: string, rel?: string): number {
     return this.walkDirs(parts, entryName, true, rel)!;
   }
 
   /** Like ensureDir, but null when a component is missing (nothing is created). */
-  private existingDir(parts: string[], entryName: string): string | null {
+  private existingDir(parts: string[], entryName: string): number | null {
     return this.walkDirs(parts, entryName, false);
   }
 
-  private walkDirs(parts: string[], entryName: string, create: boolean, joined?: string): string | null {
+  /**
+   * Each component is looked at (lstat) and made relative to its parent's fd, never
+   * followed; each verified directory's fd is then opened beneath the root without
+   * following a symlink (openat2), so a component swapped for a symlink after the check
+   * is refused (ELOOP → ERR_UNSAFE_ARCHIVE), never walked through.
+   */
+  private walkDirs(parts: string[], entryName: string, create: boolean, joined?: string): number | null {
     const rel = joined ?? parts.join('/');
-    const abs = rel === '' ? this.root : this.root + '/' + rel;
-    if (this.knownDirs.has(rel)) return abs;
+    if (this.knownDirs.has(rel)) return this.dirFd(rel);
     let curRel = '';
-    let curAbs = this.root;
+    let curFd = this.rootFd;
     for (const part of parts) {
       const parentSetgid = this.knownDirs.get(curRel) === true;
+      const parentFd = curFd;
       curRel = curRel === '' ? part : curRel + '/' + part;
-      curAbs = curAbs + '/' + part;
-      if (this.knownDirs.has(curRel)) continue;
-      const st = lstatOrNull(curAbs);
+      if (this.knownDirs.has(curRel)) {
+        curFd = this.dirFd(curRel);
+        continue;
+      }
+      const st = lstatAt(parentFd, part);
       if (st === null) {
         if (!create) return null;
-        fs.mkdirSync(curAbs, 0o755);
+        sys.mkdiratSync(parentFd, part, 0o755);
         this.knowDir(curRel, parentSetgid); // Linux: a new dir inherits setgid
-        continue;
       } else if (st.isSymbolicLink()) {
         throw unsafeEntry(entryName, `its path goes through the symlink "${curRel}"`);
       } else if (!st.isDirectory()) {
         throw new CairnError('ERR_INVALID_ARCHIVE',
           `Invalid layer archive: entry "${printable(entryName)}" needs "${curRel}" to be a directory, but it is not.`,
           { subject: entryName });
+      } else {
+        this.knowDir(curRel, (st.mode & 0o2000) !== 0);
       }
-      this.knowDir(curRel, (st.mode & 0o2000) !== 0);
+      curFd = this.dirFd(curRel);
     }
-    return abs;
+    return curFd;
   }
 
-  private resolveLinkTarget(e: TarEntry): string {
+  /** The cached O_PATH fd of known directory `rel`, opened beneath the root without following a symlink. */
+  private dirFd(rel: string): number {
+    if (rel === '') return this.rootFd;
+    let fd = this.dirFds.get(rel);
+    if (fd === undefined) {
+      fd = sys.openDirBeneathSync(this.rootFd, rel);
+      this.dirFds.set(rel, fd);
+    }
+    return fd;
+  }
+
+  private resolveLinkTarget(e: TarEntry): { rel: string; parentParts: string[]; base: string } {
     const parts = splitEntryPath(e.linkname ?? '');
     if (parts.length === 0) throw unsafeEntry(e.name, 'a hardlink to the layer root');
-    const parent = this.existingDir(parts.slice(0, -1), e.name);
-    const abs = parent === null ? null : parent + '/' + parts[parts.length - 1]!;
-    const st = abs === null ? null : lstatOrNull(abs);
-    if (abs === null || st === null) {
-      throw new CairnError('ERR_INVALID_ARCHIVE',
-        `Invalid layer archive: hardlink "${printable(e.name)}" points to "${printable(e.linkname ?? '')}", which is not in the layer.`,
-        { subject: e.name });
-    }
+    const parentParts = parts.slice(0, -1);
+    const base = parts[parts.length - 1]!;
+    const pfd = this.existingDir(parentParts, e.name);
+    const st = pfd === null ? null : lstatAt(pfd, base);
+    if (st === null) throw missingLinkTarget(e);
     if (st.isDirectory()) throw unsafeEntry(e.name, 'a hardlink to a directory');
-    return abs;
+    return { rel: parts.join('/'), parentParts, base };
   }
 
-  private removeIfPresent(rel: string, abs: string): void {
-    const st = lstatOrNull(abs);
-    if (st) this.remove(rel, abs, st);
+  private removeIfPresent(rel: string, pfd: number, base: string): void {
+    const st = lstatAt(pfd, base);
+    if (st) this.remove(rel, pfd, base, st);
   }
 
-  private remove(rel: string, abs: string, st: fs.Stats | null = lstatOrNull(abs)): void {
+  private remove(rel: string, pfd: number, base: string, st: fs.Stats | null = lstatAt(pfd, base)): void {
     if (st === null) return;
     if (st.isDirectory()) {
-      fs.rmSync(abs, { recursive: true, force: true });
       this.forgetDirs(rel);
+      const dfd = sys.openatSync(pfd, base, O_DIR_PATH);
+      try {
+        removeContents(dfd);
+      } finally {
+        fs.closeSync(dfd);
+      }
+      sys.unlinkatSync(pfd, base, true);
     } else {
-      fs.unlinkSync(abs);
+      sys.unlinkatSync(pfd, base);
     }
   }
 
@@ -469,12 +500,18 @@ class LayerWriter implements TarHandler {
     this.knownDirs.set(rel, setgid);
   }
 
+  /** Forgets a removed directory and everything known below it, closing their fds. */
   private forgetDirs(rel: string): void {
     const slash = rel.lastIndexOf('/');
     this.knownChildren.get(slash < 0 ? '' : rel.slice(0, slash))?.delete(rel);
     const stack = [rel];
     for (let d = stack.pop(); d !== undefined; d = stack.pop()) {
       this.knownDirs.delete(d);
+      const fd = this.dirFds.get(d);
+      if (fd !== undefined) {
+        this.dirFds.delete(d);
+        fs.closeSync(fd);
+      }
       const children = this.knownChildren.get(d);
       if (children === undefined) continue;
       this.knownChildren.delete(d);
@@ -482,21 +519,87 @@ class LayerWriter implements TarHandler {
     }
   }
 
-  private applyDirMetadata(rel: string, abs: string, e: TarEntry): void {
-    if (this.ownership) this.chown(() => fs.lchownSync(abs, e.uid, e.gid), e);
-    fs.chmodSync(abs, e.mode); // abs was just verified (or made) a real directory
-    this.knowDir(rel, (e.mode & 0o2000) !== 0);
-    this.applyXattrs(abs, e);
+  /**
+   * A directory's owner, mode and xattrs (its times come last, finishDirectories), all on
+   * an O_PATH fd of it opened from its verified parent with O_DIRECTORY|O_NOFOLLOW, so it
+   * is the real directory the entry made or verified.
+   */
+  private applyDirMetadata(rel: string, pfd: number, base: string, e: TarEntry): void {
+    const dfd = rel === '' ? this.rootFd : sys.openatSync(pfd, base, O_DIR_PATH);
+    try {
+      if (this.ownership) this.chown(() => sys.fchownFdSync(dfd, e.uid, e.gid), e);
+      sys.chmodFdSync(dfd, e.mode, true);
+      this.knowDir(rel, (e.mode & 0o2000) !== 0);
+      if (e.xattrs.size > 0) {
+        // By name from the parent (the mode just set may deny a lookup of "." inside it),
+        // then checked to still be this directory.
+        if (rel === '') {
+          for (const [name, value] of e.xattrs) sys.setxattratSync(dfd, '.', name, value);
+        } else {
+          const st = fs.fstatSync(dfd, { bigint: true });
+          for (const [name, value] of e.xattrs) sys.setxattratSync(pfd, base, name, value);
+          const now = lstatAt(pfd, base, true);
+          if (now === null || now.dev !== st.dev || now.ino !== st.ino) throw this.replaced(rel, now);
+        }
+      }
+    } finally {
+      if (dfd !== this.rootFd) fs.closeSync(dfd);
+    }
     const [atimeNs, mtimeNs] = times(e);
-    this.dirTimes.push({ rel, abs, atimeNs, mtimeNs });
+    this.dirTimes.push({ rel, atimeNs, mtimeNs });
   }
 
-  private applyMetadata(abs: string, e: TarEntry, chmod: boolean): void {
-    if (this.ownership) this.chown(() => fs.lchownSync(abs, e.uid, e.gid), e);
-    if (chmod) fs.chmodSync(abs, e.mode); // devices/fifos just made by us, not symlinks
-    this.applyXattrs(abs, e);
-    const [atime, mtime] = times(e);
-    sys.lutimesNsSync(abs, atime, mtime);
+  /**
+   * Symlinks, devices and fifos just made by name in their (verified) parent: owner, mode
+   * (not for symlinks), xattrs and times, on an O_PATH fd of the node checked to be the
+   * kind made, so a name swapped for a symlink meanwhile is refused, never followed.
+   */
+  private applyMetadata(rel: string, pfd: number, base: string, e: TarEntry, kind: number, dev: [number, number] | null): void {
+    const fd = this.openMade(rel, pfd, base, kind, dev);
+    try {
+      if (this.ownership) this.chown(() => sys.fchownFdSync(fd, e.uid, e.gid), e);
+      if (kind !== fs.constants.S_IFLNK) {
+        if (this.chmodFd) {
+          sys.chmodFdSync(fd, e.mode);
+        } else if ((fs.fstatSync(fd).mode & 0o7777) !== e.mode) {
+          // Made with its exact mode; a chown since cleared setuid/setgid, which only a chmod could put back.
+          throw new CairnError('ERR_NOT_SUPPORTED',
+            `Archive entry "${printable(e.name)}" needs mode ${e.mode.toString(8)} after its owner was set, and this kernel has no fchmodat2 (Linux 6.6) to set it without following a symlink. The layer was not applied.`,
+            { subject: e.name });
+        }
+      }
+      for (const [name, value] of e.xattrs) sys.setxattratSync(pfd, base, name, value);
+      const [atime, mtime] = times(e);
+      sys.utimensFdSync(fd, pfd, base, atime, mtime);
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
+  /** An O_PATH fd of pfd/base (never followed, never opened) checked to be the kind of node just made. */
+  private openMade(rel: string, pfd: number, base: string, kind: number, dev: [number, number] | null): number {
+    const fd = sys.openatSync(pfd, base, O_NODE_PATH);
+    let st: fs.BigIntStats;
+    try {
+      st = fs.fstatSync(fd, { bigint: true });
+    } catch (err) {
+      fs.closeSync(fd);
+      throw err;
+    }
+    if ((Number(st.mode) & fs.constants.S_IFMT) !== kind || (dev !== null && (sys.devMajor(st.rdev) !== dev[0] || sys.devMinor(st.rdev) !== dev[1]))) {
+      fs.closeSync(fd);
+      throw this.replaced(rel, st);
+    }
+    return fd;
+  }
+
+  /** `rel` is no longer what this apply made: something else writes into the layer. */
+  private replaced(rel: string, st: fs.BigIntStats | null): CairnError {
+    const what = st === null ? 'nothing' : st.isSymbolicLink() ? 'a symlink' : st.isDirectory() ? 'a directory' : st.isFile() ? 'a file'
+      : st.isCharacterDevice() ? 'a character device' : st.isBlockDevice() ? 'a block device' : 'something else';
+    return new CairnError('ERR_UNSAFE_ARCHIVE',
+      `Archive entry "${printable(this.currentName)}": "${printable(rel)}" was replaced by ${what} while the layer was being applied (something else is writing into the layer directory). Nothing was done to the replacement; the layer was not applied.`,
+      { subject: this.currentName });
   }
 
   /** The entry with the owner to store: shifted by idMappings; the caller's own when uncovered and ignoreChownErrors. */
@@ -524,33 +627,34 @@ class LayerWriter implements TarHandler {
    * A device node where mknod is refused (no CAP_MKNOD over the host in a user namespace):
    * an empty 0000 file carrying RECORDED_DEVICE_XATTR, which export turns back into the device.
    */
-  private devicePlaceholder(rel: string, abs: string, e: TarEntry): void {
-    const fd = fs.openSync(abs, OPEN_NEW, 0);
+  private devicePlaceholder(rel: string, pfd: number, base: string, e: TarEntry): void {
+    const fd = sys.openatSync(pfd, base, OPEN_NEW, 0);
     try {
-      sys.lsetxattrSync(abs, RECORDED_DEVICE_XATTR, Buffer.from(recordedDeviceValue(e.uid, e.gid, e.mode, e.type === 'block', e.devmajor, e.devminor)));
+      sys.setxattratSync(pfd, base, RECORDED_DEVICE_XATTR, Buffer.from(recordedDeviceValue(e.uid, e.gid, e.mode, e.type === 'block', e.devmajor, e.devminor)));
       if (this.ownership) this.chown(() => fs.fchownSync(fd, e.uid, e.gid), e);
+      const [atime, mtime] = times(e);
+      sys.utimensFdSync(fd, pfd, base, atime, mtime);
     } catch (err) {
       fs.closeSync(fd);
-      fs.unlinkSync(abs);
+      sys.unlinkatSync(pfd, base);
       throw err;
     }
     fs.closeSync(fd);
-    const [atime, mtime] = times(e);
-    sys.lutimesNsSync(abs, atime, mtime);
     this.owners.recorded(rel);
   }
+}
 
-  private applyXattrs(abs: string, e: TarEntry): void {
-    for (const [name, value] of e.xattrs) sys.lsetxattrSync(abs, name, value);
-  }
+/** Directory fds cached by one apply before the cache is emptied (at an entry boundary). */
+const DIR_FD_CACHE = 256;
+
+function missingLinkTarget(e: TarEntry): CairnError {
+  return new CairnError('ERR_INVALID_ARCHIVE',
+    `Invalid layer archive: hardlink "${printable(e.name)}" points to "${printable(e.linkname ?? '')}", which is not in the layer.`,
+    { subject: e.name });
 }
 
 /** atime defaults to mtime and is never before it (moby does the same). */
 function times(e: TarEntry): [bigint, bigint] {
   const atime = e.atimeNs !== undefined && e.atimeNs > e.mtimeNs ? e.atimeNs : e.mtimeNs;
   return [atime, e.mtimeNs];
-}
-
-function lstatOrNull(p: string): fs.Stats | null {
-  return fs.lstatSync(p, { throwIfNoEntry: false }) ?? null;
 }

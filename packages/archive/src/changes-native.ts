@@ -3,12 +3,13 @@
 // when there is a parent to compare with), so the JS side compares numbers and allocates
 // no BigIntStats. Semantics are changes.ts's (see changesBetween there); this module is
 // only the faster way to get the same answer.
-import { closeSync, constants as fsConstants, openSync, readSync } from 'node:fs';
+import { closeSync, constants as fsConstants, readSync } from 'node:fs';
 import {
   STAT, STAT_FIELDS, WALK_LINKS, WALK_TYPES_ONLY, WALK_XATTRS, statDirSync, statPathsSync,
   type DirStats, type StatBatch,
 } from '@cairnfs/sys';
 import { errnoCode, type Change } from '@cairnfs/core';
+import { openRegularBeneath, toNodeStat } from './beneath.js';
 
 const S_IFMT = fsConstants.S_IFMT;
 const S_IFDIR = fsConstants.S_IFDIR;
@@ -172,7 +173,7 @@ export class NativeTreeComparer {
     if (type === S_IFLNK && nowX.link(i) !== oldX.link(j)) return true;
     if (!sameXattrLists(nowX.xattrList(i), oldX.xattrList(j))) return true;
     return this.contentSince !== null && type === S_IFREG && a[ai + STAT.ctimeSec]! >= this.contentSince
-      && !sameContent(this.parent + path, this.layer + path);
+      && !sameContent({ root: this.parent!, rel: path, ...toNodeStat(b, j) }, { root: this.layer, rel: path, ...toNodeStat(a, i) });
   }
 }
 
@@ -220,11 +221,22 @@ export async function nativeDiffSize(layerDir: string, changes: readonly Change[
   return total;
 }
 
-/** Byte comparison of two files of equal size, in 64 KiB reads. */
-export function sameContent(a: string, b: string): boolean {
-  const fa = openSync(a, 'r');
+/** A regular file to compare: `rel` below `root`, and the identity it was listed with. */
+export interface ContentRef { root: string; rel: string; dev: bigint; ino: bigint }
+
+/**
+ * Byte comparison of two files of equal size, in 64 KiB reads. Each is opened beneath its
+ * root without following a symlink and only while it is still the regular file it was
+ * listed as (openRegularBeneath: a device or fifo a container swapped in is never opened
+ * for reading, so a host disk is never read and a fifo never blocks); one that no longer
+ * is counts as different (the diff then carries it, and export checks it again).
+ */
+export function sameContent(a: ContentRef, b: ContentRef): boolean {
+  const fa = openRegularBeneath(a.root, a.rel, a);
+  if (fa === null) return false;
   try {
-    const fb = openSync(b, 'r');
+    const fb = openRegularBeneath(b.root, b.rel, b);
+    if (fb === null) return false;
     try {
       const ba = Buffer.allocUnsafe(65536);
       const bb = Buffer.allocUnsafe(65536);

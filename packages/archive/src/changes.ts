@@ -1,8 +1,9 @@
-import type { BigIntStats } from 'node:fs';
-import { lstatSync, readdirSync, readlinkSync } from 'node:fs';
-import { join } from 'node:path';
+import { constants as fsConstants, type BigIntStats } from 'node:fs';
 import { NativeTreeComparer, nativeDiffSize, sameContent } from './changes-native.js';
-import { errnoCode, readXattrs, sameXattrMaps, type Change } from '@cairnfs/core';
+import { errnoCode, sameXattrMaps, type Change } from '@cairnfs/core';
+import { listBeneath, lstatBeneath, type BeneathNode, type NodeStat } from './beneath.js';
+
+const { S_IFMT, S_IFDIR, S_IFREG, S_IFLNK } = fsConstants;
 
 /**
  * The naive diff: walks a layer's full tree next to its parent's and says which paths
@@ -48,8 +49,9 @@ export interface ChangesOptions {
    */
   contentCheckSinceSec?: number;
   /**
-   * Walk with node:fs (readdirSync, BigInt lstat, one llistxattr per entry) instead of the
-   * native bulk reader of @cairnfs/sys. Same result, ~2–3× the CPU. Default: false, unless
+   * Walk entry by entry (a listing per directory, one lstat with xattrs per entry, each
+   * resolved beneath the layer root: beneath.ts) instead of the native bulk reader of
+   * @cairnfs/sys's per-directory calls. Same result, ~2–3× the CPU. Default: false, unless
    * the environment sets `CAIRN_PURE_JS=1` (as for applyLayer), so tests run both paths.
    */
   pureJs?: boolean;
@@ -70,20 +72,15 @@ export async function diffSizeOf(layerDir: string, changes: readonly Change[], o
   for (const [i, change] of changes.entries()) {
     if (i % YIELD_EVERY === YIELD_EVERY - 1) await new Promise<void>((resolve) => setImmediate(resolve));
     if (change.kind === 'delete') continue;
-    let st: BigIntStats;
-    try {
-      st = lstatSync(join(layerDir, change.path), { bigint: true });
-    } catch (err) {
-      if (errnoCode(err) === 'ENOENT') continue; // gone since the changes were computed
-      throw err;
-    }
-    if (!st.isFile()) continue;
-    if (st.nlink > 1n) {
+    // Beneath the layer root: a path through a symlink is not there (gone since the changes were computed).
+    const st = lstatBeneath(layerDir, change.path)?.st;
+    if (st === undefined || (st.mode & S_IFMT) !== S_IFREG) continue;
+    if (st.nlink > 1) {
       const key = `${st.dev}:${st.ino}`;
       if (seen.has(key)) continue;
       seen.add(key);
     }
-    total += Number(st.size);
+    total += st.size;
   }
   return total;
 }
@@ -95,15 +92,24 @@ export function statDiffers(old: BigIntStats, now: BigIntStats): boolean {
   return old.size !== now.size || old.mtimeNs !== now.mtimeNs;
 }
 
-/** Lists a directory's names, or none when it is not there. */
-function namesIn(dir: string): string[] {
+/** statDiffers on beneath.ts's NodeStat. */
+function nodeDiffers(old: NodeStat, now: NodeStat): boolean {
+  if (old.mode !== now.mode || old.uid !== now.uid || old.gid !== now.gid || old.rdevMajor !== now.rdevMajor || old.rdevMinor !== now.rdevMinor) return true;
+  if ((now.mode & S_IFMT) === S_IFDIR) return false;
+  return old.size !== now.size || old.mtimeNs !== now.mtimeNs;
+}
+
+/** Lists a parent layer's directory, or none when it is not there (or not a directory reachable without a symlink). */
+function namesIn(root: string, rel: string): string[] {
   try {
-    return readdirSync(dir);
+    return listBeneath(root, rel);
   } catch (err) {
     if (errnoCode(err) === 'ENOENT' || errnoCode(err) === 'ENOTDIR') return [];
     throw err;
   }
 }
+
+
 
 // Entries compared between two yields to the event loop.
 const YIELD_EVERY = 512;
@@ -127,8 +133,10 @@ class TreeComparer {
    * anything below changed.
    */
   async compareDir(rel: string, parentHasDir: boolean): Promise<boolean> {
-    const names = readdirSync(join(this.layer, rel));
-    const parentNames = parentHasDir && this.parent !== null ? namesIn(join(this.parent, rel)) : [];
+    // Beneath the layer root, never through a symlink: a running container may swap a
+    // directory for a symlink to a host directory while this walks.
+    const names = listBeneath(this.layer, rel);
+    const parentNames = parentHasDir && this.parent !== null ? namesIn(this.parent, rel) : [];
     const inParent = new Set(parentNames);
     const inLayer = new Set(names);
     let changed = false;
@@ -149,28 +157,38 @@ class TreeComparer {
       this.sinceYield = 0;
       await new Promise<void>((resolve) => setImmediate(resolve));
     }
-    const now = lstatSync(join(this.layer, rel), { bigint: true });
+    const now = lstatBeneath(this.layer, rel);
+    // Removed since the listing: not part of it (as the native walk's statDirSync).
+    if (now === null) return false;
+    const nowIsDir = (now.st.mode & S_IFMT) === S_IFDIR;
     if (!inParent) {
       this.changes.push({ path: rel, kind: 'add' });
-      if (now.isDirectory()) await this.compareDir(rel, false);
+      if (nowIsDir) await this.compareDir(rel, false);
       return true;
     }
-    const old = lstatSync(join(this.parent!, rel), { bigint: true });
+    const old = lstatBeneath(this.parent!, rel);
+    if (old === null) {
+      // The parent layer is not being written; a name it lists and no longer has is an added one here.
+      this.changes.push({ path: rel, kind: 'add' });
+      if (nowIsDir) await this.compareDir(rel, false);
+      return true;
+    }
     const modified = this.entryDiffers(rel, old, now);
     if (modified) this.changes.push({ path: rel, kind: 'modify' });
-    if (!now.isDirectory()) return modified;
-    const below = await this.compareDir(rel, old.isDirectory());
+    if (!nowIsDir) return modified;
+    const below = await this.compareDir(rel, (old.st.mode & S_IFMT) === S_IFDIR);
     // A directory holding a change is reported too, so its metadata travels with it.
     if (below && !modified) this.changes.push({ path: rel, kind: 'modify' });
     return modified || below;
   }
 
-  private entryDiffers(rel: string, old: BigIntStats, now: BigIntStats): boolean {
-    if (statDiffers(old, now)) return true;
-    if (now.isSymbolicLink() && readlinkSync(join(this.parent!, rel)) !== readlinkSync(join(this.layer, rel))) return true;
-    if (!sameXattrMaps(readXattrs(join(this.parent!, rel)), readXattrs(join(this.layer, rel)))) return true;
-    return this.contentSince !== null && now.isFile() && Number(now.ctimeNs / 1_000_000_000n) >= this.contentSince
-      && !sameContent(join(this.parent!, rel), join(this.layer, rel));
+  private entryDiffers(rel: string, old: BeneathNode, now: BeneathNode): boolean {
+    if (nodeDiffers(old.st, now.st)) return true;
+    const type = now.st.mode & S_IFMT;
+    if (type === S_IFLNK && old.link !== now.link) return true;
+    if (!sameXattrMaps(old.xattrs, now.xattrs)) return true;
+    return this.contentSince !== null && type === S_IFREG && now.st.ctimeSec >= this.contentSince
+      && !sameContent({ root: this.parent!, rel, ...old.st }, { root: this.layer, rel, ...now.st });
   }
 }
 

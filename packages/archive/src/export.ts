@@ -8,18 +8,19 @@ import { CairnError, errnoCode, mapId, type Change, type IdMappings } from '@cai
 import { changesBetween } from './changes.js';
 import type { TarEntryType } from './entry.js';
 import { WHITEOUT_OPAQUE, WHITEOUT_PREFIX, splitEntryPath } from './safe-path.js';
-import * as sys from './sys.js';
+import { listBeneath, lstatBeneath, openRegularBeneath, type BeneathNode } from './beneath.js';
 import { BLOCK } from './tar-fields.js';
 import { encodeHeader, encodeHeaderInto, type TarHeaderInput } from './tar-writer.js';
 import { RECORDED_DEVICE_XATTR, parseRecordedDevice } from './owners.js';
 
 /**
- * One entry to pack: a header and, for regular files, the path its content is read from
- * with the identity (device, inode) of the file its header was built from.
+ * One entry to pack: a header and, for regular files, where its content is read from (a
+ * path below the layer root, resolved beneath it) with the identity (device, inode) of
+ * the file its header was built from.
  */
 interface ExportEntry {
   header: TarHeaderInput;
-  file?: { path: string; dev: bigint; ino: bigint };
+  file?: { root: string; rel: string; dev: bigint; ino: bigint };
 }
 
 export interface ExportOptions {
@@ -39,8 +40,9 @@ export interface ExportOptions {
    */
   whiteoutNames?: 'refuse' | 'keep';
   /**
-   * Read the tree with node:fs (BigInt lstat, llistxattr, readlink and open/read/close per
-   * entry) and encode headers in JS, instead of @cairnfs/sys's TarPacker. Same bytes out,
+   * Read the tree entry by entry (lstat with xattrs and link target, open/read/close, each
+   * resolved beneath `dir` without following a symlink: beneath.ts) and encode headers in
+   * JS, instead of @cairnfs/sys's TarPacker. Same bytes out,
    * ~1.6× the CPU. Default: false, unless the environment sets `CAIRN_PURE_JS=1` (as for
    * applyLayer).
    */
@@ -126,7 +128,7 @@ function* changeEntries(dir: string, changes: readonly Change[], ctx: PackContex
 function* walkEntries(dir: string, ctx: PackContext): Generator<ExportEntry> {
   const inodes = new Map<string, string>();
   // Depth-first, children in byte order: parents precede children, output is stable.
-  const stack: string[][] = [fs.readdirSync(dir).sort().reverse().map((n) => n)];
+  const stack: string[][] = [listDir(dir, '').sort().reverse()];
   const prefixes: string[] = [''];
   while (stack.length > 0) {
     const names = stack[stack.length - 1]!;
@@ -137,12 +139,29 @@ function* walkEntries(dir: string, ctx: PackContext): Generator<ExportEntry> {
       continue;
     }
     const rel = prefixes[prefixes.length - 1]! + name;
-    yield* pathEntries(dir, rel, rel.split('/'), inodes, ctx);
-    const st = fs.lstatSync(dir + '/' + rel);
-    if (st.isDirectory()) {
-      stack.push(fs.readdirSync(dir + '/' + rel).sort().reverse());
+    const node = lstatBeneath(dir, rel);
+    yield* pathEntries(dir, rel, rel.split('/'), inodes, ctx, node);
+    if (node !== null && (node.st.mode & S_IFMT) === S_IFDIR) {
+      stack.push(listDir(dir, rel).sort().reverse());
       prefixes.push(rel + '/');
     }
+  }
+}
+
+const { S_IFMT, S_IFDIR, S_IFREG, S_IFLNK, S_IFCHR, S_IFBLK, S_IFIFO } = fs.constants;
+
+/** A directory's names, beneath the root: one swapped for a symlink or a file meanwhile fails the export. */
+function listDir(dir: string, rel: string): string[] {
+  try {
+    return listBeneath(dir, rel);
+  } catch (err) {
+    const code = errnoCode(err);
+    if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'ELOOP' || code === 'EXDEV') {
+      throw new CairnError('ERR_BACKEND_FAILED',
+        `Cannot export /${rel}: it is no longer a directory of ${dir} (was the layer modified during the export?); nothing outside the layer was read.`,
+        { subject: rel, cause: err });
+    }
+    throw err;
   }
 }
 
@@ -164,43 +183,43 @@ function unmappedOwner(rel: string, detail: string): CairnError {
     { subject: rel });
 }
 
-function* pathEntries(dir: string, rel: string, parts: string[], inodes: Map<string, string>, ctx: PackContext): Generator<ExportEntry> {
+function* pathEntries(dir: string, rel: string, parts: string[], inodes: Map<string, string>, ctx: PackContext,
+  found: BeneathNode | null = lstatBeneath(dir, rel)): Generator<ExportEntry> {
   const overlay = ctx.overlay;
   const keepWhiteoutNames = ctx.keep;
-  const abs = dir + '/' + rel;
   if (!keepWhiteoutNames && parts[parts.length - 1]!.startsWith(WHITEOUT_PREFIX)) throw whiteoutNamed(rel);
-  let st: fs.BigIntStats;
-  try {
-    st = fs.lstatSync(abs, { bigint: true });
-  } catch (err) {
-    if (errnoCode(err) === 'ENOENT') {
-      throw new CairnError('ERR_BACKEND_FAILED',
-        `Cannot export /${rel}: the change list names it but it is not in ${dir} (was the layer modified during the diff?).`,
-        { subject: rel, cause: err });
-    }
-    throw err;
+  // Beneath the root, the last component not followed: a parent a container swapped for a
+  // symlink (to a host directory) makes the name "not there", never a host file's entry.
+  if (found === null) {
+    throw new CairnError('ERR_BACKEND_FAILED',
+      `Cannot export /${rel}: the change list names it but it is not in ${dir} (was the layer modified during the diff?).`,
+      { subject: rel });
   }
-  let mode = Number(st.mode & 0o7777n);
+  const st = found.st;
+  let mode = st.mode & 0o7777;
+  const ifmt = st.mode & S_IFMT;
+  const rdevZero = st.rdevMajor === 0 && st.rdevMinor === 0;
   // A whiteout's owner means nothing (overlayfs makes them with the mounter's ids): unmapped, 0:0.
-  const whiteout = overlay && st.isCharacterDevice() && st.rdev === 0n;
-  let [uid, gid] = packedOwner(ctx, rel, Number(st.uid), Number(st.gid), whiteout);
+  const whiteout = overlay && ifmt === S_IFCHR && rdevZero;
+  let [uid, gid] = packedOwner(ctx, rel, st.uid, st.gid, whiteout);
   let type: TarEntryType;
-  if (st.isFile()) type = 'file';
-  else if (st.isDirectory()) type = 'dir';
-  else if (st.isSymbolicLink()) type = 'symlink';
-  else if (st.isCharacterDevice()) type = 'char';
-  else if (st.isBlockDevice()) type = 'block';
-  else if (st.isFIFO()) type = 'fifo';
+  if (ifmt === S_IFREG) type = 'file';
+  else if (ifmt === S_IFDIR) type = 'dir';
+  else if (ifmt === S_IFLNK) type = 'symlink';
+  else if (ifmt === S_IFCHR) type = 'char';
+  else if (ifmt === S_IFBLK) type = 'block';
+  else if (ifmt === S_IFIFO) type = 'fifo';
   else return; // sockets have no tar form
 
-  if (overlay && type === 'char' && st.rdev === 0n) {
+  if (whiteout) {
     // moby's overlay converter: the whiteout keeps the device's owner and mtime, mode 0600.
     yield { header: whiteoutHeader(parts, uid, gid, st.mtimeNs, 0o600) };
     return;
   }
-  const xattrs = readXattrs(abs);
+  const xattrs = new Map<string, Buffer>();
+  for (const [name, value] of found.xattrs) if (exportableXattr(name)) xattrs.set(name, value);
   let device: { major: number; minor: number } | null = null;
-  const recorded = type === 'file' && st.size === 0n && mode === 0 ? xattrs.get(RECORDED_DEVICE_XATTR) : undefined;
+  const recorded = type === 'file' && st.size === 0 && mode === 0 ? xattrs.get(RECORDED_DEVICE_XATTR) : undefined;
   const dev = recorded === undefined ? null : parseRecordedDevice(recorded.toString('latin1'));
   if (dev !== null) {
     // The placeholder of a device an unprivileged apply could not make: packed as the device.
@@ -213,7 +232,7 @@ function* pathEntries(dir: string, rel: string, parts: string[], inodes: Map<str
   const header: TarHeaderInput = { name: rel, type, mode, uid, gid, mtimeNs: st.mtimeNs };
   if (xattrs.size > 0) header.xattrs = xattrs;
 
-  if (type !== 'dir' && st.nlink > 1n) {
+  if (type !== 'dir' && st.nlink > 1) {
     const key = `${st.dev}:${st.ino}`;
     const first = inodes.get(key);
     if (first !== undefined) {
@@ -224,22 +243,22 @@ function* pathEntries(dir: string, rel: string, parts: string[], inodes: Map<str
   }
   switch (type) {
     case 'file':
-      header.size = Number(st.size);
-      yield { header, file: { path: abs, dev: st.dev, ino: st.ino } };
+      header.size = st.size;
+      yield { header, file: { root: dir, rel, dev: st.dev, ino: st.ino } };
       break;
     case 'symlink':
-      header.linkname = fs.readlinkSync(abs);
+      header.linkname = found.link ?? '';
       yield { header };
       break;
     case 'char':
     case 'block':
-      header.devmajor = device?.major ?? sys.devMajor(st.rdev);
-      header.devminor = device?.minor ?? sys.devMinor(st.rdev);
+      header.devmajor = device?.major ?? st.rdevMajor;
+      header.devminor = device?.minor ?? st.rdevMinor;
       yield { header };
       break;
     case 'dir': {
       yield { header };
-      const opaque = overlay ? sys.lgetxattrSync(abs, 'trusted.overlay.opaque') ?? sys.lgetxattrSync(abs, 'user.overlay.opaque') : null;
+      const opaque = overlay ? found.xattrs.get('trusted.overlay.opaque') ?? found.xattrs.get('user.overlay.opaque') ?? null : null;
       if (opaque !== null && opaque.length === 1 && opaque[0] === 0x79) {
         yield { header: { name: rel + '/' + WHITEOUT_OPAQUE, type: 'file', mode: mode & 0o777, uid, gid, mtimeNs: st.mtimeNs, size: 0 } };
       }
@@ -253,16 +272,6 @@ function* pathEntries(dir: string, rel: string, parts: string[], inodes: Map<str
 function whiteoutHeader(parts: string[], uid: number, gid: number, mtimeNs: bigint, mode: number): TarHeaderInput {
   const name = [...parts.slice(0, -1), WHITEOUT_PREFIX + parts[parts.length - 1]].join('/');
   return { name, type: 'file', mode, uid, gid, mtimeNs, size: 0 };
-}
-
-function readXattrs(abs: string): Map<string, Buffer> {
-  const out = new Map<string, Buffer>();
-  for (const name of sys.llistxattrSync(abs)) {
-    if (!exportableXattr(name)) continue;
-    const value = sys.lgetxattrSync(abs, name);
-    if (value !== null) out.set(name, value);
-  }
-  return out;
 }
 
 /** A sync tar stream over entries, in BATCH-sized chunks, ending with the trailer. */
@@ -337,27 +346,16 @@ function* tarChunks(entries: Iterable<ExportEntry>): Generator<Buffer> {
 }
 
 /**
- * Opens the regular file an entry's header was built from, for reading: O_NOFOLLOW (no
- * symlink), O_NONBLOCK (a fifo swapped in meanwhile must not block the JS thread for
- * ever), O_NOCTTY; then the fd must be that very regular file (type, device, inode), or
- * the export fails with ERR_INVALID_ARCHIVE before a byte is read. (The native packer
- * goes further: it opens through a file handle where it may, so not even a device's
- * open is called.)
+ * Opens the regular file an entry's header was built from, for reading, as the native
+ * packer does (openBeneathSync: resolved beneath the layer root without following a
+ * symlink, checked as an O_PATH fd, reopened from a file handle where the process may):
+ * it must be that very regular file (device, inode), or the export fails with
+ * ERR_INVALID_ARCHIVE before a byte is read, and nothing else — a device, a fifo — was
+ * opened for reading.
  */
-function openRegular(name: string, file: { path: string; dev: bigint; ino: bigint }): number {
-  const { O_RDONLY, O_NOFOLLOW, O_NONBLOCK, O_NOCTTY } = fs.constants;
-  const fd = fs.openSync(file.path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY);
-  let st: fs.BigIntStats;
-  try {
-    st = fs.fstatSync(fd, { bigint: true });
-  } catch (err) {
-    fs.closeSync(fd);
-    throw err;
-  }
-  if (!st.isFile() || st.dev !== file.dev || st.ino !== file.ino) {
-    fs.closeSync(fd);
-    throw changedWhilePacked(name);
-  }
+function openRegular(name: string, file: { root: string; rel: string; dev: bigint; ino: bigint }): number {
+  const fd = openRegularBeneath(file.root, file.rel, file);
+  if (fd === null) throw changedWhilePacked(name);
   return fd;
 }
 

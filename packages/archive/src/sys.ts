@@ -1,8 +1,12 @@
 // The few @cairnfs/sys calls the archive code needs, gathered here so this module states
-// exactly what it depends on. All are no-follow (l*) variants: applying a layer must
-// never act through a symlink.
+// exactly what it depends on. None follows its last component, and the *at calls work
+// relative to directory fds resolved beneath the layer root: applying a layer must never
+// act through a symlink.
 import { constants as fsConstants } from 'node:fs';
-export { mknodSync, lsetxattrSync, lgetxattrSync, llistxattrSync, lutimesNsSync } from '@cairnfs/sys';
+export {
+  O_PATH, openDirBeneathSync, openatSync, mkdiratSync, mknodatSync, symlinkatSync, linkatSync, unlinkatSync,
+  fchownFdSync, chmodFdSync, haveChmodFd, utimensFdSync, setxattratSync, readdirFdSync,
+} from '@cairnfs/sys';
 
 export const S_IFCHR = fsConstants.S_IFCHR;
 export const S_IFBLK = fsConstants.S_IFBLK;

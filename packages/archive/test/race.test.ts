@@ -40,7 +40,7 @@ function count(outcomes: Map<string, number>, key: string): void {
   outcomes.set(key, (outcomes.get(key) ?? 0) + 1);
 }
 
-describe('apply while the name being made is swapped for a symlink to a host file', () => {
+describe.each([['native', false], ['pure-JS', true]] as const)('%s apply while the name being made is swapped for a symlink to a host file', (engine, pureJs) => {
   for (const type of ['fifo', 'char'] as const) {
     rootTest(`${type} entries (mode 6777, owner 1234, an xattr): the host canary keeps its mode, owner, times and xattrs`, async () => {
       const canary = join(work, 'canary');
@@ -64,14 +64,14 @@ describe('apply while the name being made is swapped for a symlink to a host fil
       let swaps = 0;
       try {
         for (let r = 0; r < ROUNDS && changedAt < 0; r++) {
-          const result = await applyLayer(layer, Readable.from([tar]), { whiteouts: 'delete' }).then(() => 'ok', (e: unknown) => e);
+          const result = await applyLayer(layer, Readable.from([tar]), { whiteouts: 'delete', pureJs }).then(() => 'ok', (e: unknown) => e);
           count(outcomes, result === 'ok' ? 'ok' : isCairnError(result) ? result.code : `${(result as Error).message}`);
           if (facts(canary) !== before) changedAt = r;
         }
       } finally {
         swaps = (await racer.stop()).swaps;
       }
-      console.log(`apply race (${type}): ${swaps} swaps, rounds ${JSON.stringify(Object.fromEntries(outcomes))}`);
+      console.log(`apply race (${engine}, ${type}): ${swaps} swaps, rounds ${JSON.stringify(Object.fromEntries(outcomes))}`);
       expect({ changedAt, canary: facts(canary) }).toEqual({ changedAt: -1, canary: before });
       expect(swaps).toBeGreaterThan(0);
       expect([...outcomes.keys()].filter((k) => k !== 'ok' && k !== 'ERR_UNSAFE_ARCHIVE')).toEqual([]);

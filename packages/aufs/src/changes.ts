@@ -1,9 +1,12 @@
 import type { BigIntStats } from 'node:fs';
-import { lstatSync, readdirSync, readlinkSync } from 'node:fs';
+import { closeSync, constants as fsConstants, lstatSync, openSync, readdirSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import { errnoCode, readXattrs, sameXattrMaps } from '@cairnfs/core';
+import { CairnError, errnoCode, listedExtras, lstatListed, readXattrs, sameXattrMaps, type ListedExtras } from '@cairnfs/core';
 import { sortChanges, statDiffers } from '@cairnfs/archive';
 import type { Change } from '@cairnfs/core';
+import {
+  STAT, STAT_FIELDS, WALK_LINKS, WALK_TYPES_ONLY, WALK_XATTRS, openDirBeneathSync, statDirSync, statPathsSync, type DirStats,
+} from '@cairnfs/sys';
 import { WH_META_PREFIX, WH_OPAQUE, WH_PREFIX } from './layout.js';
 
 /**
@@ -16,6 +19,11 @@ import { WH_META_PREFIX, WH_OPAQUE, WH_PREFIX } from './layout.js';
  * the directories below it until a branch whose directory holds `.wh..wh..opq`, or a
  * non-directory, ends the merge. Comparisons are core's (statDiffers, xattrs, symlink
  * targets), so the result equals a naive walk of the two mounted trees.
+ *
+ * The layer's own diff dir may be a running container's rw branch: it is read only beneath
+ * its root, never through a symlink (statDirSync listings, lstat through O_PATH fds checked
+ * against them: core's listing.ts). The ancestors' diff dirs are image layers nothing
+ * writes into.
  */
 
 function namesOf(dir: string): string[] {
@@ -82,18 +90,47 @@ function oldChildren(branches: readonly string[]): Map<string, OldEntry> {
   return out;
 }
 
-function sameXattrs(a: string, b: string): boolean {
-  return sameXattrMaps(readXattrs(a), readXattrs(b));
+function changedBranch(upper: string, rel: string, cause?: unknown): CairnError {
+  return new CairnError('ERR_BACKEND_FAILED',
+    `Cannot compute the changes of ${upper}: ${rel || '/'} changed while it was read (the container is writing into it); nothing outside the layer was read. Retry once it is stopped.`,
+    { subject: rel, cause });
+}
+
+/** A lookup beneath the branch root; a swap on the way (a symlink, a non-directory) is a change under the walk. */
+function beneath<T>(upper: string, rel: string, fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    const code = errnoCode(err);
+    if (code === 'ELOOP' || code === 'EXDEV' || code === 'EINVAL' || code === 'ENOENT' || code === 'ENOTDIR') throw changedBranch(upper, rel, err);
+    throw err;
+  }
 }
 
 class BranchWalker {
   readonly changes: Change[] = [];
 
-  constructor(private readonly upper: string) {}
+  constructor(private readonly upper: string, private readonly upperFd: number) {}
 
   /** Compares upper dir `rel` with the view merged from `oldBranches`; true when anything below changed. */
   compareDir(rel: string, oldBranches: readonly string[], opaqueAbove: boolean): boolean {
-    const names = namesOf(join(this.upper, rel)).filter((n) => !(rel === '' && isAufsMeta(n)));
+    const listing: DirStats = beneath(this.upper, rel, () => statDirSync(rel, WALK_XATTRS | WALK_LINKS, this.upper));
+    const extras = listedExtras(listing);
+    const dirFd = rel === '' ? this.upperFd : beneath(this.upper, rel, () => openDirBeneathSync(this.upperFd, rel.slice(1))); // rel is '/a/b'
+    const nodes = new Map<string, { st: BigIntStats; extras: ListedExtras }>();
+    try {
+      for (let i = 0; i < listing.names.length; i++) {
+        const name = listing.names[i]!;
+        if (rel === '' && isAufsMeta(name)) continue;
+        const st = lstatListed(dirFd, name, listing, i);
+        if (st === null) continue; // removed since the listing
+        if (st === 'changed') throw changedBranch(this.upper, `${rel}/${name}`);
+        nodes.set(name, { st, extras: extras[i]! });
+      }
+    } finally {
+      if (dirFd !== this.upperFd) closeSync(dirFd);
+    }
+    const names = [...nodes.keys()];
     const opaque = opaqueAbove || names.includes(WH_OPAQUE);
     const old = oldBranches.length > 0 ? oldChildren(oldBranches) : new Map<string, OldEntry>();
     let changed = false;
@@ -117,22 +154,21 @@ class BranchWalker {
       }
     }
     for (const name of present) {
-      if (this.compareEntry(`${rel}/${name}`, old.get(name))) changed = true;
+      const node = nodes.get(name)!;
+      if (this.compareEntry(`${rel}/${name}`, old.get(name), node.st, node.extras)) changed = true;
     }
     return changed;
   }
 
-  private compareEntry(rel: string, old: OldEntry | undefined): boolean {
-    const path = join(this.upper, rel);
-    const now = lstatSync(path, { bigint: true });
+  private compareEntry(rel: string, old: OldEntry | undefined, now: BigIntStats, extras: ListedExtras): boolean {
     if (old === undefined) {
       this.changes.push({ path: rel, kind: 'add' });
       if (now.isDirectory()) this.compareDir(rel, [], true);
       return true;
     }
     let modified = statDiffers(old.stat, now);
-    if (!modified && now.isSymbolicLink()) modified = readlinkSync(old.path) !== readlinkSync(path);
-    if (!modified) modified = !sameXattrs(old.path, path);
+    if (!modified && now.isSymbolicLink()) modified = readlinkSync(old.path) !== extras.link;
+    if (!modified) modified = !sameXattrMaps(readXattrs(old.path), extras.xattrs);
     if (modified) this.changes.push({ path: rel, kind: 'modify' });
     if (!now.isDirectory()) return modified;
     const oldIsDir = old.stat.isDirectory();
@@ -147,9 +183,14 @@ class BranchWalker {
  * `ancestorDiffs` (absolute diff dirs, nearest ancestor first).
  */
 export function branchChanges(upper: string, ancestorDiffs: readonly string[]): Change[] {
-  const walker = new BranchWalker(upper);
-  walker.compareDir('', ancestorDiffs, false);
-  return sortChanges(walker.changes);
+  const upperFd = openSync(upper, fsConstants.O_RDONLY | fsConstants.O_DIRECTORY);
+  try {
+    const walker = new BranchWalker(upper, upperFd);
+    walker.compareDir('', ancestorDiffs, false);
+    return sortChanges(walker.changes);
+  } finally {
+    closeSync(upperFd);
+  }
 }
 
 /**
@@ -159,12 +200,15 @@ export function branchChanges(upper: string, ancestorDiffs: readonly string[]): 
  */
 export function diffDirEntries(diffDir: string): Change[] {
   const out: Change[] = [];
+  // Beneath the diff dir, never through a symlink (it may be a running container's branch).
   const walk = (rel: string): void => {
-    for (const name of namesOf(join(diffDir, rel))) {
+    const listing = beneath(diffDir, rel, () => statDirSync(rel, WALK_TYPES_ONLY, diffDir));
+    for (let i = 0; i < listing.names.length; i++) {
+      const name = listing.names[i]!;
       if (isAufsMeta(name)) continue;
       const child = `${rel}/${name}`;
       out.push({ path: child, kind: 'add' });
-      if (lstatSync(join(diffDir, child)).isDirectory()) walk(child);
+      if ((listing.stats[i * STAT_FIELDS + STAT.mode]! & fsConstants.S_IFMT) === fsConstants.S_IFDIR) walk(child);
     }
   };
   walk('');
@@ -173,16 +217,20 @@ export function diffDirEntries(diffDir: string): Change[] {
 
 /** Bytes of regular-file content in a diff dir (aufs metadata excluded), a hardlinked inode once. */
 export function diffDirBytes(diffDir: string): number {
-  const seen = new Set<bigint>();
+  const seen = new Set<string>();
   let total = 0;
-  for (const change of diffDirEntries(diffDir)) {
-    const st = lstatSync(join(diffDir, change.path), { bigint: true });
-    if (!st.isFile()) continue;
-    if (st.nlink > 1n) {
-      if (seen.has(st.ino)) continue;
-      seen.add(st.ino);
+  const paths = diffDirEntries(diffDir).map((c) => c.path);
+  // lstat'ed beneath the diff dir (a path through a symlink is not there: mode 0).
+  const { stats } = statPathsSync(diffDir, paths);
+  for (let k = 0; k < paths.length; k++) {
+    const f = k * STAT_FIELDS;
+    if ((stats[f + STAT.mode]! & fsConstants.S_IFMT) !== fsConstants.S_IFREG) continue;
+    if (stats[f + STAT.nlink]! > 1) {
+      const key = `${stats[f + STAT.inoHi]}:${stats[f + STAT.inoLo]}`;
+      if (seen.has(key)) continue;
+      seen.add(key);
     }
-    total += Number(st.size);
+    total += stats[f + STAT.size]!;
   }
   return total;
 }

@@ -9,7 +9,7 @@ import {
 import { NaiveDiff, applyLayer, exportChanges } from '@cairnfs/archive';
 import type { ApplyDiffOptions, Change, CreateOptions, DriverContext, GetOptions, PutOptions, StorageDriver } from '@cairnfs/core';
 import type { LayerLister, LayerRef } from '@cairnfs/core';
-import { umount2 } from '@cairnfs/sys';
+import { removeTree, umount2 } from '@cairnfs/sys';
 import { branchChanges, diffDirBytes, diffDirEntries } from './changes.js';
 import { AufsLayout, formatAncestors, parseAncestors } from './layout.js';
 import { mountUnion, planAufsMount } from './mount.js';
@@ -166,14 +166,14 @@ export class AufsDriver implements StorageDriver, LayerLister {
       }
       try {
         // A bare diff dir without a layers file is a leftover of a create that died: start afresh.
-        await rm(this.layout.diffDir(id), { recursive: true, force: true });
+        await removeTree(this.layout.diffDir(id));
         await mkdir(this.layout.diffDir(id), { mode: 0o755 });
         await chmod(this.layout.diffDir(id), 0o755);
         await mkdir(this.layout.mntDir(id), { recursive: true, mode: 0o755 });
         await this.writeLayersFile(id, formatAncestors(parentId, parentState?.ancestors ?? []));
         t.set(id, { ancestors });
       } catch (err) {
-        await rm(this.layout.diffDir(id), { recursive: true, force: true }).catch(() => undefined);
+        await removeTree(this.layout.diffDir(id)).catch(() => undefined);
         throw translateSpaceError(err, `creating aufs layer ${id}`);
       }
     }));
@@ -215,7 +215,7 @@ export class AufsDriver implements StorageDriver, LayerLister {
         return moveToTrash(this.home, this.layout.diffDir(id), id);
       });
       if (trash === null) return;
-      await rm(trash, { recursive: true, force: true }).catch(() => undefined);
+      await removeTree(trash).catch(() => undefined);
       await rm(this.layout.mntDir(id), { recursive: true, force: true });
       await this.mounts.forget(id);
       await this.locks.forgetLayer(id);
@@ -308,10 +308,10 @@ export class AufsDriver implements StorageDriver, LayerLister {
         await rename(staged, diffDir);
         await fsyncDir(this.layout.diffRoot);
       } catch (err) {
-        await rm(staged, { recursive: true, force: true }).catch(() => undefined);
+        await removeTree(staged).catch(() => undefined);
         throw translateSpaceError(err, `applying a diff to aufs layer ${id}`);
       }
-      if (trash !== null) await rm(trash, { recursive: true, force: true }).catch(() => undefined);
+      if (trash !== null) await removeTree(trash).catch(() => undefined);
       return bytes;
     });
   }

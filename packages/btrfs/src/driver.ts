@@ -10,6 +10,7 @@ import { NaiveDiff, NaiveDiffDriver } from '@cairnfs/archive';
 import type { ApplyDiffOptions, CreateOptions, DriverSetup, GetOptions, PutOptions, StorageDriver } from '@cairnfs/core';
 import {
   btrfsFsInfo, btrfsGetFlags, btrfsSetReadOnly, btrfsSnapshot, btrfsSubvolCreate, btrfsSubvolId, BTRFS_SUBVOL_RDONLY, constants as sysConstants, umount2,
+  removeTree,
 } from '@cairnfs/sys';
 import { BtrfsLayout, idOfMetaFile, idOfUndoName, isAbandonedName, isLeftoverName } from './layout.js';
 import { layerMeta } from './meta.js';
@@ -370,7 +371,7 @@ export class BtrfsDriver extends NaiveDiffDriver implements StorageDriver {
     });
     if (st === null) return;
     if (!st.isDirectory() || st.ino !== SUBVOLUME_ROOT_INO) {
-      await rm(path, { recursive: true, force: true }); // not a subvolume (never made by us): plain delete
+      await removeTree(path); // not a subvolume (never made by us): plain delete
       return;
     }
     const ids = await destroySubvolumeTree(this.layout.subvolumesDir, name);

@@ -1,12 +1,14 @@
 import type { BigIntStats } from 'node:fs';
 import {
-  chmodSync, constants as fsConstants, copyFileSync, lchownSync, linkSync, lstatSync, mkdirSync, readdirSync,
-  readlinkSync, symlinkSync, unlinkSync,
+  chmodSync, closeSync, constants as fsConstants, fstatSync, lchownSync, linkSync, lstatSync, mkdirSync, openSync, symlinkSync,
 } from 'node:fs';
-import { copyFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { lsetxattrSync, lutimesNsSync, major, minor, mknodSync } from '@cairnfs/sys';
+import {
+  WALK_LINKS, WALK_XATTRS, cloneFdSync, copyFd, copyFdSync, lsetxattrSync, lutimesNsSync, major, minor,
+  mknodSync, openBeneathSync, openDirBeneathSync, statDirSync, type DirStats,
+} from '@cairnfs/sys';
 import { readXattrs } from './xattrs.js';
+import { listedExtras, lstatListed } from './listing.js';
 import { CairnError, errnoCode, translateSpaceError } from './errors.js';
 
 export type ReflinkMode = 'auto' | 'always' | 'never';
@@ -45,29 +47,43 @@ const NO_CLONE = new Set(['EOPNOTSUPP', 'ENOTSUP', 'EXDEV', 'EINVAL', 'ENOSYS', 
  * their metadata last, after their children stopped changing their mtimes.
  *
  * Sparse files come out dense when bytes are copied (cloning keeps holes).
+ *
+ * `src` may be a layer something else is writing into (a running container's): every read
+ * of it is beneath `src` without following a symlink (the engine's invariant, in
+ * @cairnfs/archive's README) — directories listed through fds opened with openat2, each
+ * entry fstat'ed through an O_PATH|O_NOFOLLOW fd and required to be the inode its listing
+ * named, content read only from the regular file with that identity (openBeneathSync, never
+ * a device or fifo). A tree that changes under the copy fails it (ERR_BACKEND_FAILED);
+ * nothing outside `src` is read. `dst` is the caller's fresh private directory (a staging
+ * dir no container can reach), written by name.
  */
 export async function copyTree(src: string, dst: string, opts: CopyTreeOptions = {}): Promise<CopyTreeStats> {
-  const copier = new TreeCopier(opts.reflink ?? 'auto');
+  let rootFd = -1;
   try {
     const root = lstatSync(src, { bigint: true });
     if (!root.isDirectory()) {
       throw new CairnError('ERR_INVALID_OPTION', `cannot copy ${src}: it is not a directory`, { subject: src });
     }
+    rootFd = openSync(src, fsConstants.O_RDONLY | fsConstants.O_DIRECTORY | fsConstants.O_NOFOLLOW);
+    const copier = new TreeCopier(opts.reflink ?? 'auto', src, rootFd);
     try {
       mkdirSync(dst, { mode: 0o700 });
     } catch (err) {
       if (errnoCode(err) !== 'EEXIST') throw err;
     }
-    await copier.copyDir(src, dst, root);
+    await copier.copyDir('', dst, fstatSync(rootFd, { bigint: true }), readXattrs(src));
+    return copier.stats;
   } catch (err) {
     throw translateSpaceError(err, `copying ${src} to ${dst}`);
+  } finally {
+    if (rootFd >= 0) closeSync(rootFd);
   }
-  return copier.stats;
 }
 
 // Files at least this big are copied with the async copyFile (thread pool), so a large
 // file never blocks the event loop; smaller ones synchronously (see TreeCopier).
 const ASYNC_COPY_BYTES = 1n << 20n;
+const OPEN_NEW = fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW;
 // Entries handled between two yields to the event loop.
 const YIELD_EVERY = 256;
 
@@ -86,31 +102,77 @@ class TreeCopier {
   private canClone: boolean | undefined;
   private sinceYield = 0;
 
-  constructor(private readonly reflink: ReflinkMode) {
+  constructor(private readonly reflink: ReflinkMode, private readonly src: string, private readonly rootFd: number) {
     if (reflink === 'never') this.canClone = false;
   }
 
-  async copyDir(src: string, dst: string, st: BigIntStats): Promise<void> {
-    for (const entry of readdirSync(src, { withFileTypes: true })) {
-      if (++this.sinceYield >= YIELD_EVERY) {
-        this.sinceYield = 0;
-        await new Promise<void>((resolve) => setImmediate(resolve));
+  /** Copies directory `rel` of the source (its stat and xattrs already read) into `dst`. */
+  async copyDir(rel: string, dst: string, st: BigIntStats, xattrs: Map<string, Buffer>): Promise<void> {
+    const listing = this.list(rel);
+    const extrasOf = listedExtras(listing);
+    const dirFd = rel === '' ? this.rootFd : this.beneath(rel, () => openDirBeneathSync(this.rootFd, rel));
+    try {
+      for (let i = 0; i < listing.names.length; i++) {
+        if (++this.sinceYield >= YIELD_EVERY) {
+          this.sinceYield = 0;
+          await new Promise<void>((resolve) => setImmediate(resolve));
+        }
+        const name = listing.names[i]!;
+        const childRel = rel === '' ? name : `${rel}/${name}`;
+        const to = join(dst, name);
+        const childSt = this.lstatListed(dirFd, childRel, name, listing, i);
+        if (childSt === null) continue; // removed since the listing
+        const extras = extrasOf[i]!;
+        if (childSt.isDirectory()) {
+          mkdirSync(to, { mode: 0o700 });
+          await this.copyDir(childRel, to, childSt, extras.xattrs);
+        } else {
+          await this.copyEntry(childRel, to, childSt, extras);
+        }
       }
-      const from = join(src, entry.name);
-      const to = join(dst, entry.name);
-      const childSt = lstatSync(from, { bigint: true });
-      if (childSt.isDirectory()) {
-        mkdirSync(to, { mode: 0o700 });
-        await this.copyDir(from, to, childSt);
-      } else {
-        await this.copyEntry(from, to, childSt);
-      }
+    } finally {
+      if (dirFd !== this.rootFd) closeSync(dirFd);
     }
     // Last, so that creating the children no longer moves the directory's mtime.
-    this.applyMetadata(src, dst, st);
+    this.applyMetadata(dst, st, xattrs);
   }
 
-  private async copyEntry(from: string, to: string, st: BigIntStats): Promise<void> {
+  /** Directory `rel` of the source with xattrs and link targets, opened beneath it without following a symlink. */
+  private list(rel: string): DirStats {
+    try {
+      return this.beneath(rel, () => statDirSync(rel, WALK_XATTRS | WALK_LINKS, this.src));
+    } catch (err) {
+      // EINVAL: readlink of an entry listed as a symlink that was swapped for something else.
+      if (errnoCode(err) === 'EINVAL') throw this.changed(rel, err);
+      throw err;
+    }
+  }
+
+  /** A lookup beneath the source: a symlink or non-directory on the way means the tree changed under the copy. */
+  private beneath<T>(rel: string, fn: () => T): T {
+    try {
+      return fn();
+    } catch (err) {
+      const code = errnoCode(err);
+      if (code === 'ELOOP' || code === 'EXDEV' || code === 'ENOTDIR' || code === 'ENOENT') throw this.changed(rel, err);
+      throw err;
+    }
+  }
+
+  /** The full lstat of entry `i`, required to be the inode listed (listing.ts); null when gone. */
+  private lstatListed(dirFd: number, rel: string, name: string, listing: DirStats, i: number): BigIntStats | null {
+    const st = lstatListed(dirFd, name, listing, i);
+    if (st === 'changed') throw this.changed(rel);
+    return st;
+  }
+
+  private changed(rel: string, cause?: unknown): CairnError {
+    return new CairnError('ERR_BACKEND_FAILED',
+      `cannot copy ${this.src}/${rel}: it changed while it was being copied (something is writing into ${this.src}); nothing outside it was read. Copy it again once nothing writes there.`,
+      { subject: rel, cause });
+  }
+
+  private async copyEntry(rel: string, to: string, st: BigIntStats, extras: { xattrs: Map<string, Buffer>; link: string | undefined }): Promise<void> {
     if (st.isSocket()) {
       this.stats.skippedSockets++;
       return;
@@ -125,48 +187,64 @@ class TreeCopier {
       }
     }
     if (st.isFile()) {
-      await this.copyContent(from, to, st.size);
+      await this.copyContent(rel, to, st);
       this.stats.bytes += Number(st.size);
     } else if (st.isSymbolicLink()) {
-      symlinkSync(readlinkSync(from), to);
+      if (extras.link === undefined) throw this.changed(rel);
+      symlinkSync(extras.link, to);
     } else if (st.isCharacterDevice() || st.isBlockDevice() || st.isFIFO()) {
       mknodSync(to, Number(st.mode), major(st.rdev), minor(st.rdev));
     } else {
-      throw new CairnError('ERR_NOT_SUPPORTED', `cannot copy ${from}: unknown file type (mode ${st.mode.toString(8)})`, { subject: from });
+      throw new CairnError('ERR_NOT_SUPPORTED', `cannot copy ${this.src}/${rel}: unknown file type (mode ${st.mode.toString(8)})`, { subject: rel });
     }
     if (st.nlink > 1n) this.inodes.set(key, to);
     this.stats.files++;
-    this.applyMetadata(from, to, st);
+    this.applyMetadata(to, st, extras.xattrs);
   }
 
-  private async copyContent(from: string, to: string, size: bigint): Promise<void> {
-    const copy = (flags: number) => (size >= ASYNC_COPY_BYTES ? copyFile(from, to, flags) : copyFileSync(from, to, flags));
-    if (this.canClone !== false) {
-      try {
-        await copy(fsConstants.COPYFILE_EXCL | fsConstants.COPYFILE_FICLONE_FORCE);
-        this.canClone = true;
-        this.stats.reflinked++;
-        return;
-      } catch (err) {
-        if (!NO_CLONE.has(errnoCode(err) ?? '')) throw err;
-        if (this.reflink === 'always') {
-          throw new CairnError('ERR_NOT_SUPPORTED',
-            `cannot clone ${from} (${errnoCode(err)}): reflink copies need btrfs or xfs formatted with reflink=1, on one filesystem`,
-            { subject: from, cause: err });
-        }
-        this.canClone = false;
-        try { unlinkSync(to); } catch { /* a failed clone usually leaves nothing behind */ }
-      }
+  /** Clones or copies the regular file `rel` (opened beneath the source, the inode `st` or nothing) into a new file `to`. */
+  private async copyContent(rel: string, to: string, st: BigIntStats): Promise<void> {
+    const f = this.beneath(rel, () => openBeneathSync(this.rootFd, rel));
+    if (f.fd < 0 || f.dev !== st.dev || f.ino !== st.ino) {
+      if (f.fd >= 0) closeSync(f.fd);
+      throw this.changed(rel);
     }
-    await copy(fsConstants.COPYFILE_EXCL);
+    try {
+      const out = openSync(to, OPEN_NEW, 0o600);
+      try {
+        if (this.canClone !== false) {
+          try {
+            cloneFdSync(f.fd, out);
+            this.canClone = true;
+            this.stats.reflinked++;
+            return;
+          } catch (err) {
+            if (!NO_CLONE.has(errnoCode(err) ?? '')) throw err;
+            if (this.reflink === 'always') {
+              throw new CairnError('ERR_NOT_SUPPORTED',
+                `cannot clone ${this.src}/${rel} (${errnoCode(err)}): reflink copies need btrfs or xfs formatted with reflink=1, on one filesystem`,
+                { subject: rel, cause: err });
+            }
+            this.canClone = false; // a failed clone leaves the new file empty
+          }
+        }
+        if (st.size >= ASYNC_COPY_BYTES) await copyFd(f.fd, out);
+        else copyFdSync(f.fd, out);
+      } finally {
+        closeSync(out);
+      }
+    } finally {
+      closeSync(f.fd);
+    }
   }
 
   /** Owner, then mode (chown clears setuid/setgid), then xattrs, then times (every step before moves ctime only). */
-  private applyMetadata(from: string, to: string, st: BigIntStats): void {
+  private applyMetadata(to: string, st: BigIntStats, xattrs: Map<string, Buffer>): void {
     lchownSync(to, Number(st.uid), Number(st.gid));
-    // Linux symlinks have no mode of their own, and chmod would follow the link.
+    // Linux symlinks have no mode of their own, and chmod would follow the link (`to` is
+    // in the caller's private destination, made by this copy: nothing else can swap it).
     if (!st.isSymbolicLink()) chmodSync(to, Number(st.mode & 0o7777n));
-    for (const [name, value] of readXattrs(from)) lsetxattrSync(to, name, value);
+    for (const [name, value] of xattrs) lsetxattrSync(to, name, value);
     lutimesNsSync(to, st.atimeNs, st.mtimeNs);
   }
 }

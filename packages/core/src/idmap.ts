@@ -2,7 +2,7 @@
 // checks, lookups and the canonical text every driver uses for get/applyDiff/diff with
 // `idMappings`, and the user namespace an id-mapped mount is made with.
 import { closeSync } from 'node:fs';
-import { mkdir, mkdtemp, rm, rmdir } from 'node:fs/promises';
+import { mkdir, rmdir } from 'node:fs/promises';
 import * as sys from '@cairnfs/sys';
 import type { IdMap, IdMappings } from './driver.js';
 import { CairnError } from './errors.js';
@@ -128,42 +128,34 @@ function trimNamespaces(): void {
 /**
  * Whether a directory on the filesystem of `dir` (which must exist and be writable) can be
  * attached as an id-mapped mount here: null when it can, else why not, in words a person
- * can act on. Makes and removes a scratch directory in `dir`; leaves no mount behind.
+ * can act on. Changes nothing in `dir` and mounts nothing.
  * Refusals come from the filesystem (no FS_ALLOW_IDMAP: EINVAL), the kernel (< 5.12:
  * ENOSYS) or the caller's privilege (a filesystem not mounted in the caller's user
  * namespace: EPERM, as for rootless callers on the host's disks).
  */
 export async function probeIdmappedMounts(dir: string): Promise<string | null> {
-  const scratch = await mkdtemp(`${dir}/.cairn-idmap-probe-`);
-  const source = `${scratch}/s`;
-  const target = `${scratch}/t`;
+  // A detached id-mapped clone of `dir` itself: no scratch dir, nothing ever attached, so a
+  // process killed during the probe leaves nothing behind.
+  const self = process.geteuid?.() ?? 0;
+  const maps = { uidMap: [{ containerId: 0, hostId: self, size: 1 }], gidMap: [{ containerId: 0, hostId: process.getegid?.() ?? 0, size: 1 }] };
+  let fd: number;
   try {
-    await mkdir(source);
-    await mkdir(target);
-    const self = process.geteuid?.() ?? 0;
-    const maps = { uidMap: [{ containerId: 0, hostId: self, size: 1 }], gidMap: [{ containerId: 0, hostId: process.getegid?.() ?? 0, size: 1 }] };
-    let fd: number;
-    try {
-      fd = sys.makeUserNamespace(maps);
-    } catch (err) {
-      return `cannot make a user namespace to id-map with (${(err as Error).message}); user namespaces may be disabled (sysctl user.max_user_namespaces, kernel.unprivileged_userns_clone)`;
-    }
-    try {
-      await sys.idmappedMount(source, target, fd, { readOnly: true });
-    } catch (err) {
-      const code = (err as { code?: string }).code;
-      const why = code === 'ENOSYS' ? 'the kernel has no mount_setattr (Linux 5.12 or later is needed)'
-        : code === 'EINVAL' ? 'the filesystem cannot be id-mapped (no FS_ALLOW_IDMAP)'
-        : code === 'EPERM' ? 'id-mapped mounts of this filesystem need CAP_SYS_ADMIN where it was mounted (a rootless caller on a host filesystem cannot)'
-        : 'the kernel refused';
-      return `an id-mapped mount of ${dir} failed: ${why} (${(err as Error).message})`;
-    } finally {
-      closeSync(fd);
-    }
-    await sys.umount2(target, sys.constants.MNT_DETACH);
+    fd = sys.makeUserNamespace(maps);
+  } catch (err) {
+    return `cannot make a user namespace to id-map with (${(err as Error).message}); user namespaces may be disabled (sysctl user.max_user_namespaces, kernel.unprivileged_userns_clone)`;
+  }
+  try {
+    await sys.idmappedMountCheck(dir, fd);
     return null;
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    const why = code === 'ENOSYS' ? 'the kernel has no mount_setattr (Linux 5.12 or later is needed)'
+      : code === 'EINVAL' ? 'the filesystem cannot be id-mapped (no FS_ALLOW_IDMAP)'
+      : code === 'EPERM' ? 'id-mapped mounts of this filesystem need CAP_SYS_ADMIN where it was mounted (a rootless caller on a host filesystem cannot)'
+      : 'the kernel refused';
+    return `an id-mapped mount of ${dir} failed: ${why} (${(err as Error).message})`;
   } finally {
-    await rm(scratch, { recursive: true, force: true }).catch(() => undefined);
+    closeSync(fd);
   }
 }
 

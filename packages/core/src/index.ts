@@ -20,6 +20,7 @@ export {
   type BackingFs,
 } from './backingfs.js';
 export { copyTree, type ReflinkMode, type CopyTreeOptions, type CopyTreeStats } from './copytree.js';
+export { listedExtras, lstatListed, type ListedExtras } from './listing.js';
 export {
   STORE_LOCK_FILE, STATE_DIR, DEFAULT_LOCK_TIMEOUT_MS, StoreLocks, SharedTable, type StoreLocksOptions, type LayerLockOptions,
 } from './storelock.js';

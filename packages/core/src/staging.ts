@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { constants as fsConstants } from 'node:fs';
-import { mkdir, open, readdir, rename, rm, unlink } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, unlink } from 'node:fs/promises';
 import { basename, join, dirname } from 'node:path';
+import { removeTree } from '@cairnfs/sys';
 import { isValidId } from './ids.js';
 import { isProcessAlive, ownerOfToken, ownerToken } from './proc.js';
 import type { ProcessIdentity } from './proc.js';
@@ -107,7 +108,7 @@ export async function moveToTrash(home: string, path: string, id: string): Promi
  */
 export async function discardDir(home: string, path: string, id: string): Promise<void> {
   const target = await moveToTrash(home, path, id);
-  await rm(target, { recursive: true, force: true }).catch(() => undefined);
+  await removeTree(target).catch(() => undefined);
 }
 
 export interface SweepOptions {
@@ -141,7 +142,7 @@ export async function sweepLeftovers(home: string, opts: SweepOptions = {}): Pro
       if (isOwnerAlive(name) || opts.keep?.(path)) continue;
       const sweep = async () => {
         if (opts.beforeDelete) await opts.beforeDelete(path);
-        await rm(path, { recursive: true, force: true });
+        await removeTree(path);
         swept.push(path);
       };
       const { id } = parseOwnedName(name);

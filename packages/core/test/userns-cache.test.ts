@@ -1,7 +1,10 @@
 // withUserNamespace keeps the namespaces it makes for the next call with the same maps
 // (making one clones a process), and keeps at most a few idle ones open.
-import { readdirSync, readlinkSync } from 'node:fs';
-import { withUserNamespace } from '@cairnfs/core';
+import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { probeIdmappedMounts, withUserNamespace } from '@cairnfs/core';
+import * as sys from '@cairnfs/sys';
 import { describeBackend } from '@cairnfs/testkit';
 
 const shift = (base: number) => ({ uidMap: [{ containerId: 0, hostId: base, size: 65536 }], gidMap: [{ containerId: 0, hostId: base, size: 65536 }] });
@@ -37,5 +40,22 @@ describeBackend('root', process.getuid?.() === 0 ? null : 'making a user namespa
       for (let i = 1; i <= 12; i++) await withUserNamespace(shift(900000 + 65536 * i), async () => undefined);
       expect(readlinkSync(`/proc/self/fd/${fd}`)).toBe(mine);
     });
+  });
+
+  test('the id-mapped mount probe writes nothing and mounts nothing: it works on a read-only directory and leaves no mount under it (a kill midway can leave nothing behind)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cairn-idmap-probe-'));
+    const c = sys.constants;
+    await sys.mount(dir, dir, null, c.MS_BIND);
+    try {
+      await sys.mount(dir, dir, null, c.MS_BIND | c.MS_REMOUNT | c.MS_RDONLY);
+      // Other tests mount meanwhile: only what is under `dir` counts.
+      const under = () => readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter((l) => l.includes(`${dir}/`));
+      expect(await probeIdmappedMounts(dir)).toBeNull();
+      expect(readdirSync(dir)).toEqual([]);
+      expect(under()).toEqual([]);
+    } finally {
+      await sys.umount2(dir, c.MNT_DETACH);
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

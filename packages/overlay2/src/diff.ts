@@ -1,7 +1,9 @@
-import { chmod, lstat, mkdtemp, readdir, rename, rm } from 'node:fs/promises';
+import { constants as fsConstants } from 'node:fs';
+import { chmod, mkdtemp, readdir, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { fsyncDir, type IdMappings } from '@cairnfs/core';
+import { errnoCode, fsyncDir, type IdMappings } from '@cairnfs/core';
+import { STAT, STAT_FIELDS, removeTree, statDirSync } from '@cairnfs/sys';
 import { applyLayer, exportOverlayUpper, type ApplyOptions } from '@cairnfs/archive';
 import type { Change } from '@cairnfs/core';
 import { upperChanges } from './changes.js';
@@ -44,7 +46,7 @@ export class NativeDiff {
       await fsyncDir(layerDir);
       return bytes;
     } catch (err) {
-      await rm(scratch, { recursive: true, force: true }).catch(() => undefined);
+      await removeTree(scratch).catch(() => undefined);
       throw err;
     }
   }
@@ -63,7 +65,7 @@ export class NativeDiff {
   async sweepInterruptedApplies(id: string): Promise<void> {
     const layerDir = this.layout.layerDir(id);
     for (const name of await readdir(layerDir).catch(() => [] as string[])) {
-      if (name.startsWith(APPLY_PREFIX)) await rm(join(layerDir, name), { recursive: true, force: true });
+      if (name.startsWith(APPLY_PREFIX)) await removeTree(join(layerDir, name));
     }
   }
 
@@ -78,23 +80,36 @@ export class NativeDiff {
 }
 
 export async function regularFileBytes(root: string): Promise<number> {
-  const seen = new Set<bigint>();
+  const seen = new Set<string>();
   let total = 0;
-  const walk = async (dir: string): Promise<void> => {
-    for (const entry of await readdir(dir, { withFileTypes: true })) {
-      const path = join(dir, entry.name);
-      if (entry.isDirectory()) {
-        await walk(path);
-      } else if (entry.isFile()) {
-        const st = await lstat(path, { bigint: true });
-        if (st.nlink > 1n) {
-          if (seen.has(st.ino)) continue;
-          seen.add(st.ino);
+  // Beneath `root`, never through a symlink: diff/ is what a running container writes
+  // into, and a directory swapped for a symlink (to /, say) must not lead the walk into the host.
+  let dirs = 0;
+  const walk = async (rel: string): Promise<void> => {
+    if (++dirs % 64 === 0) await new Promise<void>((resolve) => setImmediate(resolve)); // one listing is one sync call
+    let listing;
+    try {
+      listing = statDirSync(rel, 0, root);
+    } catch (err) {
+      const code = errnoCode(err);
+      if (rel !== '' && (code === 'ELOOP' || code === 'EXDEV' || code === 'ENOENT' || code === 'ENOTDIR')) return; // swapped or gone since listed
+      throw err;
+    }
+    for (let i = 0; i < listing.names.length; i++) {
+      const f = i * STAT_FIELDS;
+      const type = listing.stats[f + STAT.mode]! & fsConstants.S_IFMT;
+      if (type === fsConstants.S_IFDIR) {
+        await walk(rel === '' ? listing.names[i]! : `${rel}/${listing.names[i]!}`);
+      } else if (type === fsConstants.S_IFREG) {
+        if (listing.stats[f + STAT.nlink]! > 1) {
+          const key = `${listing.stats[f + STAT.inoHi]}:${listing.stats[f + STAT.inoLo]}`;
+          if (seen.has(key)) continue;
+          seen.add(key);
         }
-        total += Number(st.size);
+        total += listing.stats[f + STAT.size]!;
       }
     }
   };
-  await walk(root);
+  await walk('');
   return total;
 }

@@ -22,7 +22,7 @@ import { probeOverlay, sweepProbeLeftovers } from './probe.js';
 import type { OverlayFeatures } from './probe.js';
 import { NativeDiff } from './diff.js';
 import {
-  CHOWN_COPIES_DIR, buildChownCopy, idmapScratchPrefix, idmappedBind, performIdmappedOverlay, planIdmappedOverlay,
+  CHOWN_COPIES_DIR, ScratchPool, buildChownCopy, idmapScratchPrefix, idmappedBind, performIdmappedOverlay, planIdmappedOverlay,
   removeChownCopies, sweepIdmapScratch, type IdmappedLower,
 } from './idmap.js';
 
@@ -113,6 +113,8 @@ export class Overlay2Driver implements StorageDriver {
   private quotas: LayerQuotas;
   /** Whether id-mapped mounts work here (null) or why not; asked on the first id-mapped get or status(). */
   private idmapVerdict: Promise<string | null> | undefined;
+  /** Scratch dirs where id-mapped lowers are attached while an overlay mounts, reused. */
+  private readonly scratch: ScratchPool;
   /** Layer xattrs, in the user.* namespace inside a user namespace (trusted.* needs CAP_SYS_ADMIN in the init namespace). */
   private readonly imageXattr: string;
   private readonly idmapXattr: string;
@@ -127,6 +129,7 @@ export class Overlay2Driver implements StorageDriver {
     this.imageXattr = userXattrName(IMAGE_LAYER_XATTR, features.userXattr);
     this.idmapXattr = userXattrName(IDMAP_XATTR, features.userXattr);
     this.quotas = new LayerQuotas(home, home); // layer dirs sit directly in the home, as moby's
+    this.scratch = new ScratchPool(home);
     this.locks = new StoreLocks(home, { timeoutMs: lockTimeoutMs, what: `overlay2 layer table of ${home}` });
     // mountLayer and unmountLayer take no layer lock (the store lock at most, for a link repair).
     this.mounts = new SharedMounts(home, this.locks, { mount: (id, opts) => this.mountLayer(id, opts), unmount: (id, path) => this.unmountLayer(id, path) }, { leafHooks: true });
@@ -298,7 +301,7 @@ export class Overlay2Driver implements StorageDriver {
         return moved;
       });
       if (trash === null) return;
-      await rm(trash, { recursive: true, force: true }).catch(() => undefined);
+      await sys.removeTree(trash).catch(() => undefined);
       await removeChownCopies(this.home, id);
       await this.mounts.forget(id);
       await this.locks.forgetLayer(id);
@@ -432,15 +435,19 @@ export class Overlay2Driver implements StorageDriver {
       await this.mountPoint(merged, () => (only.mapped ? idmappedBind(only.path, merged, maps, true) : performMount(planReadOnlyBind(only.path, merged))), id);
       return merged;
     }
-    const scratch = await mkdtemp(join(this.home, idmapScratchPrefix()));
+    const scratch = await this.scratch.take();
     const plan = planIdmappedOverlay({
-      scratch, lowers: shown, target: merged, newMountApi: this.features.newMountApi,
+      scratch: scratch.dir, lowers: shown, target: merged, newMountApi: this.features.newMountApi,
       upper: readOnly ? null : { upper: this.layout.diffDir(id), work: this.layout.workDir(id) },
       head: [...(this.features.indexOff ? [['index', 'off'] as [string, string]] : []), ...(this.features.userXattr ? [['userxattr', null] as [string, null]] : [])],
       tail: mountLabel ? [['context', `"${mountLabel}"`]] : [],
     });
     if (this.features.mountProgram) plan.spec.program = this.features.mountProgram;
-    await this.mountPoint(merged, () => performIdmappedOverlay(plan, maps, scratch), id);
+    try {
+      await this.mountPoint(merged, () => performIdmappedOverlay(plan, maps, scratch), id);
+    } finally {
+      await this.scratch.give(scratch);
+    }
     return merged;
   }
 
@@ -741,6 +748,7 @@ export class Overlay2Driver implements StorageDriver {
   /** Drops this driver's mount holds, unmounting what nobody else holds; holds no lock afterwards. */
   async cleanup(): Promise<void> {
     const errors = await this.mounts.releaseAll();
+    await this.scratch.drain();
     await this.locks.close();
     if (errors.length > 0) {
       throw new CairnError('ERR_LAYER_IN_USE', `overlay2 cleanup: ${errors.length} layer(s) could not be unmounted: ${errors.map((e) => (e as Error).message).join('; ')}`, { cause: errors[0] });

@@ -1,4 +1,4 @@
-import { mkdir, readdir, rename, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { copyTree, errnoCode, isProcessAlive, makeStagingDir, ownerOfToken, ownerToken, withUserNamespace } from '@cairnfs/core';
 import type { IdMappings } from '@cairnfs/core';
@@ -64,9 +64,9 @@ export interface IdmappedOverlayPlan {
 /** Pure: which id-mapped mounts to make and the overlay mount on top of them. */
 export function planIdmappedOverlay(req: IdmappedOverlayRequest): IdmappedOverlayPlan {
   const binds: Array<{ source: string; target: string }> = [];
-  const lowerdirs = req.lowers.map((l, i) => {
+  const lowerdirs = req.lowers.map((l) => {
     if (!l.mapped) return l.path;
-    const target = join(req.scratch, String(i));
+    const target = join(req.scratch, String(binds.length));
     binds.push({ source: l.path, target });
     return target;
   });
@@ -81,25 +81,61 @@ export function planIdmappedOverlay(req: IdmappedOverlayRequest): IdmappedOverla
 }
 
 /**
- * Makes the id-mapped mounts of `plan`, mounts the overlay on them, and detaches them
- * again (also when the overlay mount fails); the scratch dir is removed either way.
+ * A scratch dir of this process, how many numbered subdirs (0, 1, …) it already has, and
+ * whether a mount under it failed to come off (then it is left to the open-time sweep).
  */
-export async function performIdmappedOverlay(plan: IdmappedOverlayPlan, maps: IdMappings, scratch: string): Promise<void> {
+export interface Scratch { dir: string; slots: number; dirty?: boolean }
+
+/**
+ * This process's scratch dirs, kept between id-mapped gets: removing one (its numbered
+ * subdirs, each a mount point a moment ago) cost more than the mounts themselves. A dir
+ * whose mounts did not all come off is never reused or removed here (a recursive removal
+ * must not reach into a mount); the open-time sweep deals with it after this process.
+ */
+export class ScratchPool {
+  private readonly idle: Scratch[] = [];
+
+  constructor(private readonly home: string, private readonly keep = 4) {}
+
+  async take(): Promise<Scratch> {
+    return this.idle.pop() ?? { dir: await mkdtemp(join(this.home, idmapScratchPrefix())), slots: 0 };
+  }
+
+  async give(scratch: Scratch): Promise<void> {
+    if (scratch.dirty) return;
+    if (this.idle.length < this.keep) this.idle.push(scratch);
+    else await rm(scratch.dir, { recursive: true, force: true }).catch(() => undefined);
+  }
+
+  /** Removes the idle dirs (the driver's cleanup). */
+  async drain(): Promise<void> {
+    for (const s of this.idle.splice(0)) await rm(s.dir, { recursive: true, force: true }).catch(() => undefined);
+  }
+}
+
+/**
+ * Makes the id-mapped mounts of `plan` (under `scratch`, whose subdirs it makes as needed),
+ * mounts the overlay on them, and detaches them again (also when the overlay mount fails).
+ * A mount that does not come off marks the scratch dir dirty (never reused).
+ */
+export async function performIdmappedOverlay(plan: IdmappedOverlayPlan, maps: IdMappings, scratch: Scratch): Promise<void> {
   const attached: string[] = [];
   try {
     await withUserNamespace(maps, async (fd) => {
-      for (const b of plan.binds) {
-        await mkdir(b.target);
+      for (const [i, b] of plan.binds.entries()) {
+        if (i >= scratch.slots) {
+          await mkdir(b.target);
+          scratch.slots = i + 1;
+        }
         await sys.idmappedMount(b.source, b.target, fd, { readOnly: true });
         attached.push(b.target);
       }
     });
     await performMount(plan.spec);
   } finally {
-    // At once: each detach waits out an RCU grace period in the kernel (~3 ms here), and
-    // they wait on separate pool threads.
-    await Promise.all(attached.map((t) => detachMount(t).catch(() => undefined)));
-    await rm(scratch, { recursive: true, force: true }).catch(() => undefined);
+    // At once: each detach waits out an RCU grace period in the kernel, on its own pool thread.
+    const results = await Promise.allSettled(attached.map((t) => detachMount(t)));
+    if (results.some((r) => r.status === 'rejected')) scratch.dirty = true;
   }
 }
 
@@ -122,7 +158,7 @@ export async function buildChownCopy(home: string, view: string, dest: string, m
     await sys.shiftOwnership(staged, maps, true);
     await rename(staged, dest);
   } catch (err) {
-    await rm(staged, { recursive: true, force: true }).catch(() => undefined);
+    await sys.removeTree(staged).catch(() => undefined);
     if (errnoCode(err) === 'ENOTEMPTY' || errnoCode(err) === 'EEXIST') return; // another get built it meanwhile
     throw err;
   }
@@ -132,7 +168,7 @@ export async function buildChownCopy(home: string, view: string, dest: string, m
 export async function removeChownCopies(home: string, id: string): Promise<void> {
   const dir = join(home, CHOWN_COPIES_DIR);
   for (const name of await readdir(dir).catch(() => [] as string[])) {
-    if (name.startsWith(`${id}-`) && /^[0-9a-f]{16}$/.test(name.slice(id.length + 1))) await rm(join(dir, name), { recursive: true, force: true });
+    if (name.startsWith(`${id}-`) && /^[0-9a-f]{16}$/.test(name.slice(id.length + 1))) await sys.removeTree(join(dir, name));
   }
 }
 

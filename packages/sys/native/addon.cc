@@ -116,6 +116,8 @@ static Napi::Object InitCairnSys(Napi::Env env, Napi::Object exports) {
   cairn::InitTarPack(env, exports);
   cairn::InitOpenFile(env, exports);
   cairn::InitUserns(env, exports);
+  cairn::InitRemoveTree(env, exports);
+  cairn::InitAtCalls(env, exports);
   return exports;
 }
 

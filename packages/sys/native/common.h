@@ -105,6 +105,8 @@ void InitQuota(Napi::Env env, Napi::Object exports);  // quota.cc (xfs project q
 void InitWalk(Napi::Env env, Napi::Object exports);  // walk.cc (bulk lstat/xattr reads for diff and export)
 void InitTarPack(Napi::Env env, Napi::Object exports);  // tarpack.cc (layer export: tar written in the addon)
 void InitOpenFile(Napi::Env env, Napi::Object exports);  // openfile.cc (open a regular file beneath a root for reading, never through a link)
-void InitUserns(Napi::Env env, Napi::Object exports);  // userns.cc (user namespaces from id maps, id-mapped mounts, ownership shift)
+void InitUserns(Napi::Env env, Napi::Object exports);
+void InitRemoveTree(Napi::Env env, Napi::Object exports);  // removetree.cc (a tree deleted through fds, no symlink followed)
+void InitAtCalls(Napi::Env env, Napi::Object exports);  // atcalls.cc (the *at calls node:fs lacks, for the pure-JS applier)  // userns.cc (user namespaces from id maps, id-mapped mounts, ownership shift)
 
 }  // namespace cairn

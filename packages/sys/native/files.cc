@@ -1,13 +1,16 @@
 // Per-file calls a layer applier makes in hot loops: mknod, l*xattr (never following
-// symlinks), utimensat with nanoseconds, flock, and dev_t packing.
+// symlinks), utimensat with nanoseconds, flock, and dev_t packing; and the page population
+// of fresh read buffers.
 #include "common.h"
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
 
+#include <atomic>
 #include <cerrno>
 
 namespace cairn {
@@ -190,6 +193,25 @@ Napi::Value Makedev(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(gnu_dev_makedev(static_cast<unsigned>(maj), static_cast<unsigned>(min))));
 }
 
+// populateSync(buf): maps every whole page of buf's memory now, with one
+// MADV_POPULATE_WRITE, instead of one page fault per 4 KiB when a read() first writes
+// into it (on this kind of VM each fault traps: a fresh 1 MiB read buffer costs 256 of
+// them). Best effort: kernels before 5.14 (EINVAL) are not asked again.
+Napi::Value PopulateSync(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsTypedArray()) throw Napi::TypeError::New(info.Env(), "populateSync(buf: Uint8Array)");
+  Napi::Uint8Array buf = info[0].As<Napi::Uint8Array>();
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+  static std::atomic<bool> supported{true};
+  constexpr uintptr_t kPage = 4096;
+  auto start = reinterpret_cast<uintptr_t>(buf.Data());
+  uintptr_t a = (start + kPage - 1) & ~(kPage - 1);
+  uintptr_t e = (start + buf.ByteLength()) & ~(kPage - 1);
+  if (supported && e > a && madvise(reinterpret_cast<void*>(a), e - a, MADV_POPULATE_WRITE) != 0 && errno == EINVAL) supported = false;
+  return info.Env().Undefined();
+}
+
 }  // namespace
 
 void InitFiles(Napi::Env env, Napi::Object exports) {
@@ -209,6 +231,7 @@ void InitFiles(Napi::Env env, Napi::Object exports) {
   fn("major", Major);
   fn("minor", Minor);
   fn("makedev", Makedev);
+  fn("populateSync", PopulateSync);
 }
 
 }  // namespace cairn

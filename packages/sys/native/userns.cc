@@ -172,7 +172,7 @@ void DoIdmappedMount(const IdmapArgs& a, SysError& e) {
   if (syscall(__NR_mount_setattr, tree, "", AT_EMPTY_PATH | (a.recursive ? kAtRecursive : 0), &attr, sizeof(attr)) != 0) {
     PathError(e, errno, "mount_setattr", a.source);
     e.detail = "MOUNT_ATTR_IDMAP";
-  } else if (syscall(__NR_move_mount, tree, "", AT_FDCWD, a.target.c_str(), kMoveMountFEmptyPath) != 0) {
+  } else if (!a.target.empty() && syscall(__NR_move_mount, tree, "", AT_FDCWD, a.target.c_str(), kMoveMountFEmptyPath) != 0) {
     PathError(e, errno, "move_mount", a.source);
     e.dest = a.target;
     e.hasDest = true;
@@ -180,7 +180,8 @@ void DoIdmappedMount(const IdmapArgs& a, SysError& e) {
   close(tree);  // a detached tree that was never moved is freed with its fd
 }
 
-// idmappedMount(source, target, usernsFd, readOnly, recursive)
+// idmappedMount(source, target, usernsFd, readOnly, recursive); an empty target makes the
+// id-mapped clone and drops it unattached (a probe: whether this filesystem can be id-mapped)
 Napi::Value IdmappedMount(const Napi::CallbackInfo& info) {
   IdmapArgs a;
   a.source = ArgString(info, 0, "source");

@@ -37,6 +37,7 @@ export interface NativeBinding {
   major(dev: number | bigint): number;
   minor(dev: number | bigint): number;
   makedev(major: number, minor: number): number;
+  populateSync(buf: Uint8Array): void;
 
   // applier.ts (native/untar.cc)
   LayerApplier: new (root: string, whiteouts: number, noDevices: boolean, ownership: boolean, euid: number, egid: number, umask: number,
@@ -50,6 +51,23 @@ export interface NativeBinding {
   readFileIntoSync(path: string, buf: Uint8Array, offset: number, length: number): number;
   // openfile.ts (native/openfile.cc)
   openBeneathSync(root: number | string, rel: string, flags: number): BeneathFile;
+  // at.ts (native/atcalls.cc)
+  openDirBeneathSync(rootFd: number, rel: string): number;
+  openatSync(dirfd: number, name: string, flags: number, mode: number): number;
+  mkdiratSync(dirfd: number, name: string, mode: number): void;
+  mknodatSync(dirfd: number, name: string, mode: number, major: number, minor: number, exact: boolean): void;
+  symlinkatSync(target: string, dirfd: number, name: string): void;
+  linkatSync(olddirfd: number, oldname: string, newdirfd: number, newname: string): void;
+  unlinkatSync(dirfd: number, name: string, removeDir: boolean): void;
+  fchownFdSync(fd: number, uid: number, gid: number): void;
+  chmodFdSync(fd: number, mode: number, isDir: boolean): void;
+  haveChmodFdSync(): boolean;
+  utimensFdSync(fd: number, dirfd: number, name: string, atimeNs: bigint, mtimeNs: bigint): void;
+  setxattratSync(dirfd: number, name: string, key: string, value: Uint8Array): void;
+  readdirFdSync(dirfd: number): string[];
+  cloneFdSync(srcFd: number, dstFd: number): void;
+  copyFdSync(srcFd: number, dstFd: number): number;
+  copyFd(srcFd: number, dstFd: number): Promise<void>;
   // btrfs.ts (native/btrfs.cc)
   btrfsSubvolCreate(dir: string, name: string): Promise<void>;
   btrfsSnapshot(source: string, dir: string, name: string, readOnly: boolean): Promise<void>;
@@ -71,6 +89,7 @@ export interface NativeBinding {
   makeUserNamespaceSync(maps: IdRanges): number;
   idmappedMount(source: string, target: string, usernsFd: number, readOnly: boolean, recursive: boolean): Promise<void>;
   shiftOwnership(root: string, maps: IdRanges, toHost: boolean): Promise<void>;
+  removeTree(path: string): Promise<void>;
 }
 
 /** One range of an id map: `size` ids from `containerId` on stand for `hostId` on (core's IdMap). */

@@ -11,14 +11,19 @@ const KINDS: { [K in keyof NativeBinding]: 'function' | 'object' } = {
   lsetxattrSync: 'function', lgetxattrSync: 'function', llistxattrSync: 'function', lremovexattrSync: 'function',
   lsetxattr: 'function', lgetxattr: 'function', llistxattr: 'function', lremovexattr: 'function',
   lutimesNsSync: 'function', flockSync: 'function', major: 'function', minor: 'function', makedev: 'function',
+  populateSync: 'function',
   LayerApplier: 'function', tarLimits: 'object', TarPacker: 'function',
   statDirSync: 'function', statPathsSync: 'function', readFileIntoSync: 'function', openBeneathSync: 'function',
+  openDirBeneathSync: 'function', openatSync: 'function', mkdiratSync: 'function', mknodatSync: 'function',
+  symlinkatSync: 'function', linkatSync: 'function', unlinkatSync: 'function', fchownFdSync: 'function', chmodFdSync: 'function',
+  haveChmodFdSync: 'function', utimensFdSync: 'function', setxattratSync: 'function', readdirFdSync: 'function',
+  cloneFdSync: 'function', copyFdSync: 'function', copyFd: 'function',
   btrfsSubvolCreate: 'function', btrfsSnapshot: 'function', btrfsSubvolDestroy: 'function', btrfsGetFlags: 'function',
   btrfsSetFlags: 'function', btrfsSubvolId: 'function', btrfsSubvolChildren: 'function', btrfsFsInfo: 'function',
   btrfsQgroupLimit: 'function', btrfsQgroupDestroy: 'function',
   xfsGetProjectId: 'function', xfsSetProjectId: 'function', xfsSetProjectLimit: 'function', xfsGetProjectLimit: 'function',
   xfsQuotaState: 'function',
-  makeUserNamespaceSync: 'function', idmappedMount: 'function', shiftOwnership: 'function',
+  makeUserNamespaceSync: 'function', idmappedMount: 'function', shiftOwnership: 'function', removeTree: 'function',
 };
 
 test('the addon exports exactly the names NativeBinding types, each of the declared kind', () => {

@@ -11,7 +11,7 @@ import {
 } from '@cairnfs/core';
 import { NaiveDiff, NaiveDiffDriver, applyLayer } from '@cairnfs/archive';
 import type { ApplyDiffOptions, CreateOptions, DriverSetup, GetOptions, IdMappings, PutOptions, StorageDriver } from '@cairnfs/core';
-import { constants as sysConstants, mount, shiftOwnership, umount2 } from '@cairnfs/sys';
+import { constants as sysConstants, mount, removeTree, shiftOwnership, umount2 } from '@cairnfs/sys';
 import { VfsLayout } from './layout.js';
 import { layerMeta } from './meta.js';
 import type { LayerMeta } from './meta.js';
@@ -257,7 +257,7 @@ export class VfsDriver extends NaiveDiffDriver implements StorageDriver {
           t.set(id, { ...(claimed ?? { parent: parentId, kind, sealed: false }), committed: true });
         });
       } catch (err) {
-        if (staged) await rm(staged, { recursive: true, force: true }).catch(() => undefined);
+        if (staged) await removeTree(staged).catch(() => undefined);
         await this.table.write(`undo the create of layer ${id}`, async (t) => {
           if (t.get(id)?.committed) return;
           await layerMeta.remove(this.layout.metaPath(id));
@@ -294,9 +294,9 @@ export class VfsDriver extends NaiveDiffDriver implements StorageDriver {
         return moved;
       });
       if (trash === null) return;
-      await rm(trash, { recursive: true, force: true }).catch(() => undefined);
+      await removeTree(trash).catch(() => undefined);
       for (const name of await readdir(this.layout.copiesDir).catch(() => [] as string[])) {
-        if (name.startsWith(`${id}-`) && /^[0-9a-f]{16}$/.test(name.slice(id.length + 1))) await rm(join(this.layout.copiesDir, name), { recursive: true, force: true });
+        if (name.startsWith(`${id}-`) && /^[0-9a-f]{16}$/.test(name.slice(id.length + 1))) await removeTree(join(this.layout.copiesDir, name));
       }
       await this.mounts.forget(id);
       await this.locks.forgetLayer(id);
@@ -409,7 +409,7 @@ export class VfsDriver extends NaiveDiffDriver implements StorageDriver {
         await shiftOwnership(staged, maps, true);
         await rename(staged, copy);
       } catch (err) {
-        await rm(staged, { recursive: true, force: true }).catch(() => undefined);
+        await removeTree(staged).catch(() => undefined);
         throw translateSpaceError(err, `making a chown copy of vfs layer ${id}`);
       }
     }
@@ -457,7 +457,7 @@ export class VfsDriver extends NaiveDiffDriver implements StorageDriver {
         });
         await fsyncDir(staged);
       } catch (err) {
-        await rm(staged, { recursive: true, force: true }).catch(() => undefined);
+        await removeTree(staged).catch(() => undefined);
         throw translateSpaceError(err, `applying a diff to vfs layer ${id}`);
       }
       const trash = await this.table.write(`apply a diff to layer ${id}`, async (t) => {
@@ -474,7 +474,7 @@ export class VfsDriver extends NaiveDiffDriver implements StorageDriver {
         t.set(id, { ...done, committed: true });
         return moved;
       });
-      await rm(trash, { recursive: true, force: true }).catch(() => undefined);
+      await removeTree(trash).catch(() => undefined);
       return bytes;
     });
   }

@@ -1,0 +1,150 @@
+// removeTree(path): deletes a directory tree without ever following a symlink, for layer
+// trees a container may still be changing (a process that outlived its container, or a
+// layer of untrusted content). Node's recursive rm works by path: a directory swapped for
+// a symlink between its lstat and its readdir makes it delete what the link points to.
+// Here every entry is removed relative to its parent's fd, a directory is entered only
+// through openat(O_DIRECTORY | O_NOFOLLOW) and only when it is on the same mount (a
+// mount point inside the tree is never descended into: EBUSY names it; a btrfs
+// subvolume, another st_dev on the same mount, is descended into as rm would).
+#include "common.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#ifndef STATX_MNT_ID
+#define STATX_MNT_ID 0x00001000U
+#endif
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace cairn {
+
+namespace {
+
+// Deeper than any tree cairn makes (paths are bounded by PATH_MAX and the tar limits); a
+// deeper one is refused rather than allowed to exhaust fds.
+constexpr int kMaxDepth = 2048;
+
+// The mount a file is on: statx's mount id (Linux 5.8+), else its st_dev.
+bool MountOf(int fd, uint64_t* out) {
+  struct statx sx;
+  // A mount id of 0 is not one (an emulator that passes the mask on without the field).
+  if (statx(fd, "", AT_EMPTY_PATH, STATX_MNT_ID, &sx) == 0 && (sx.stx_mask & STATX_MNT_ID) && sx.stx_mnt_id != 0) {
+    *out = sx.stx_mnt_id;
+    return true;
+  }
+  struct stat st;
+  if (fstat(fd, &st) != 0) return false;
+  *out = static_cast<uint64_t>(st.st_dev) | (1ULL << 63);
+  return true;
+}
+
+struct Remover {
+  SysError& e;
+  uint64_t mount = 0;
+
+  bool Fail(int err, const char* syscall, const std::string& rel) {
+    PathError(e, err, syscall, rel);
+    return false;
+  }
+
+  // Empties the directory behind `dirfd` (an fd of `rel`).
+  bool Empty(int dirfd, const std::string& rel, int depth) {
+    if (depth > kMaxDepth) return Fail(ELOOP, "openat", rel);
+    int listfd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (listfd < 0) return Fail(errno, "openat", rel);
+    DIR* dir = fdopendir(listfd);
+    if (dir == nullptr) {
+      int err = errno;
+      close(listfd);
+      return Fail(err, "fdopendir", rel);
+    }
+    // Names first, removals after: unlinking while reading a directory stream may skip entries.
+    std::vector<std::string> names;
+    errno = 0;
+    while (struct dirent* d = readdir(dir)) {
+      if (std::strcmp(d->d_name, ".") == 0 || std::strcmp(d->d_name, "..") == 0) continue;
+      names.emplace_back(d->d_name);
+    }
+    int readErr = errno;
+    closedir(dir);
+    if (readErr != 0) return Fail(readErr, "readdir", rel);
+    for (const auto& name : names) {
+      if (!Entry(dirfd, name, rel.empty() ? name : rel + "/" + name, depth)) return false;
+    }
+    return true;
+  }
+
+  bool Entry(int dirfd, const std::string& name, const std::string& rel, int depth, bool again = false) {
+    if (unlinkat(dirfd, name.c_str(), 0) == 0 || errno == ENOENT) return true;
+    int unlinkErr = errno;
+    if (unlinkErr != EISDIR && unlinkErr != EPERM) return Fail(unlinkErr, "unlinkat", rel);
+    int child = openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (child < 0) {
+      if (errno == ENOENT) return true;
+      // Swapped for a non-directory since the unlink: remove that instead (once: an
+      // undeletable file, e.g. immutable, is reported, not retried forever).
+      if ((errno == ENOTDIR || errno == ELOOP) && !again && unlinkErr == EISDIR) return Entry(dirfd, name, rel, depth, true);
+      return Fail(errno == ENOTDIR || errno == ELOOP ? unlinkErr : errno, errno == ENOTDIR || errno == ELOOP ? "unlinkat" : "openat", rel);
+    }
+    uint64_t mnt = 0;
+    bool ok = true;
+    if (!MountOf(child, &mnt)) {
+      ok = Fail(errno, "statx", rel);
+    } else if (mnt != mount) {
+      ok = Fail(EBUSY, "removeTree", rel);
+      e.detail = "a mount point inside the tree; unmount it first";
+    } else {
+      ok = Empty(child, rel, depth + 1);
+    }
+    close(child);
+    if (!ok) return false;
+    if (unlinkat(dirfd, name.c_str(), AT_REMOVEDIR) == 0 || errno == ENOENT) return true;
+    return Fail(errno, "unlinkat", rel);
+  }
+};
+
+void DoRemoveTree(const std::string& path, SysError& e) {
+  std::string parent = ".", name = path;
+  size_t slash = path.find_last_of('/');
+  if (slash != std::string::npos) {
+    parent = slash == 0 ? "/" : path.substr(0, slash);
+    name = path.substr(slash + 1);
+  }
+  if (name.empty() || name == "." || name == "..") {
+    PathError(e, EINVAL, "removeTree", path);
+    return;
+  }
+  // The parent is cairn's own (a store's home); below it nothing is trusted.
+  int pfd = open(parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (pfd < 0) {
+    if (errno != ENOENT) PathError(e, errno, "open", parent);
+    return;
+  }
+  Remover r{e};
+  if (!MountOf(pfd, &r.mount)) {
+    PathError(e, errno, "statx", parent);
+  } else {
+    if (!r.Entry(pfd, name, name, 0) && !e.path.empty()) e.path = parent + "/" + e.path;
+  }
+  close(pfd);
+}
+
+// removeTree(path) → Promise<void>: on the thread pool; a missing path is not an error.
+Napi::Value RemoveTree(const Napi::CallbackInfo& info) {
+  std::string path = ArgString(info, 0, "path");
+  return RunAsync(info.Env(), "cairn.removeTree", [path](JobResult& r) { DoRemoveTree(path, r.error); });
+}
+
+}  // namespace
+
+void InitRemoveTree(Napi::Env env, Napi::Object exports) {
+  exports.Set("removeTree", Napi::Function::New(env, RemoveTree, "removeTree"));
+}
+
+}  // namespace cairn
