@@ -9,7 +9,7 @@ export type {
   DriverContext, DriverFactory, LayerRef, LayerLister,
 } from './driver.js';
 export { KeyedMutex } from './mutex.js';
-export { SharedMounts, describeHolds, type MountHooks, type HoldInfo } from './holds.js';
+export { SharedMounts, describeHolds, type MountHooks, type HoldInfo, type SharedMountsOptions } from './holds.js';
 export {
   STAGING_DIR, TRASH_DIR, makeStagingDir, fsyncDir, fsyncFile, commitStaged, discardDir, sweepLeftovers, writeFileAtomic,
   ownedName, parseOwnedName, isOwnerAlive, moveToTrash, type SweepOptions,
@@ -22,7 +22,7 @@ export {
 export { copyTree, type ReflinkMode, type CopyTreeOptions, type CopyTreeStats } from './copytree.js';
 export { listedExtras, lstatListed, type ListedExtras } from './listing.js';
 export {
-  STORE_LOCK_FILE, STATE_DIR, DEFAULT_LOCK_TIMEOUT_MS, StoreLocks, SharedTable, type StoreLocksOptions,
+  STORE_LOCK_FILE, STATE_DIR, DEFAULT_LOCK_TIMEOUT_MS, StoreLocks, SharedTable, type StoreLocksOptions, type LayerLockOptions,
 } from './storelock.js';
 export { flockHolders, type FlockHolder } from './flock.js';
 export { OpenSessions } from './sessions.js';

@@ -36,7 +36,11 @@ import { selfIdentity } from './proc.js';
  * with AsyncLocalStorage, so an operation that holds layer X (applyDiff) may call
  * another that takes layer X (get/put of the naive diff) without deadlocking on itself.
  * A frame is marked inactive when its lock is released, so a promise chain that outlives
- * its operation does not inherit a lock it no longer has.
+ * its operation does not inherit a lock it no longer has. The frames cost: on Node 20,
+ * while the storage is enabled every promise of the process runs a hook. So an operation
+ * on one layer whose work never comes back to that layer's lock (overlay2's get and put)
+ * may hold it *frameless* (LayerLockOptions), and the storage is disabled once no framed
+ * operation has run for a while: a process that gets and puts pays no hook.
  *
  * **In one process** concurrent operations queue in memory (FIFO; readers share) before
  * they touch flock, and that queue is not bounded by the timeout: our own operations
@@ -108,6 +112,39 @@ interface LockRecord {
 interface LayerFile {
   handle: FileHandle;
   page: Buffer;
+  /** The record area's text (null: empty), decoded once when the page is read and kept in step with our writes. */
+  record: string | null;
+  /**
+   * The holder record is in `page` but not yet on disk: it goes out with the first record
+   * write, in the same pwrite (see StoreLocks.layer's `holderWithRecord`).
+   */
+  holderPending: boolean;
+  /** Held by an operation without a frame (LayerLockOptions.frameless): its record is open to the instance. */
+  frameless: boolean;
+}
+
+/** A layer lock file kept open between operations, with its page buffer (re-read at the next lock). */
+interface IdleFile {
+  handle: FileHandle;
+  page: Buffer;
+}
+
+/** Options of {@link StoreLocks.layer}. */
+export interface LayerLockOptions {
+  /**
+   * The operation writes the layer's record (setLayerRecord) right after it takes the
+   * lock, before any work of unbounded length: the holder record then goes to disk with
+   * that write, one pwrite of the whole page instead of two. (SharedMounts' get does so.)
+   */
+  holderWithRecord?: boolean;
+  /**
+   * Hold the lock without an AsyncLocalStorage frame: for an operation on one layer whose
+   * work never takes, tries or checks that layer's lock again (overlay2's get and put: the
+   * mount hooks touch only the store lock). It may still be called from within an
+   * operation that holds the layer (reentrant as usual). Why: while any frame is live,
+   * Node 20 runs a hook on every promise the process makes; get and put make hundreds.
+   */
+  frameless?: boolean;
 }
 
 interface Frame {
@@ -119,6 +156,37 @@ interface Frame {
 }
 
 const held = new AsyncLocalStorage<readonly Frame[]>();
+
+/**
+ * Operations of this process running inside a frame (every StoreLocks instance). Once none
+ * has run for IDLE_DISABLE_MS the storage is disabled, which takes Node 20's promise hook
+ * away until the next frame (run() enables it again): a process that then only gets and
+ * puts (frameless) pays no hook on its promises. Not at once when the last frame ends:
+ * enabling the hook again costs more than an operation's worth of hooked promises, so a
+ * burst of framed operations keeps it. Nothing reads a frame after its operation ended
+ * (frames are marked inactive then), so forgetting them all loses nothing.
+ */
+let liveScopes = 0;
+let idleCheck: NodeJS.Timeout | null = null;
+const IDLE_DISABLE_MS = 50;
+
+function disableWhenIdle(): void {
+  idleCheck = null;
+  if (liveScopes === 0) held.disable();
+}
+
+/** Runs `fn` with `frames` added to the current ones; the caller calls scopeEnded() once it settled. */
+function runInScope<T>(frames: readonly Frame[], fn: () => Promise<T>): Promise<T> {
+  liveScopes++;
+  return held.run([...(held.getStore() ?? []), ...frames], fn);
+}
+
+function scopeEnded(): void {
+  if (--liveScopes === 0 && idleCheck === null) {
+    idleCheck = setTimeout(disableWhenIdle, IDLE_DISABLE_MS);
+    idleCheck.unref();
+  }
+}
 
 /** Layer lock files an instance keeps open between operations (see StoreLocks.idleFiles). */
 const MAX_IDLE_LAYER_FILES = 64;
@@ -191,13 +259,40 @@ class KeyedQueue {
   }
 }
 
-function padRecord(record: LockRecord): Buffer {
+function padRecord(record: LockRecord, buf: Buffer = Buffer.alloc(RECORD_BYTES)): Buffer {
   let text = JSON.stringify(record);
   if (text.length > RECORD_BYTES - 1) text = JSON.stringify({ ...record, op: (record.op ?? '').slice(0, 80) });
-  const buf = Buffer.alloc(RECORD_BYTES, 0x20);
-  buf.write(text, 0, 'utf8');
+  buf.fill(0x20, 0, RECORD_BYTES);
+  buf.write(text, 0, RECORD_BYTES - 1, 'utf8');
   buf[RECORD_BYTES - 1] = 0x0a;
   return buf;
+}
+
+/** Padding of a layer page's record area as our writes leave it (spaces), and a fresh file's (NULs). */
+const SPACE_PAD = Buffer.alloc(LAYER_RECORD_BYTES, 0x20);
+const NUL_PAD = Buffer.alloc(LAYER_RECORD_BYTES, 0);
+/** Long enough that a record's own text never holds a run of it in practice (checked anyway). */
+const PAD_PROBE = 32;
+
+/** Where the padding that runs to the end of `page` starts (native searches; a byte loop only over what is left). */
+function paddingStart(page: Buffer): number {
+  let end = page.length;
+  for (const pad of [SPACE_PAD, NUL_PAD]) {
+    let at = page.indexOf(pad.subarray(0, PAD_PROBE), RECORD_BYTES);
+    while (at >= 0 && page.compare(pad, 0, page.length - at, at) !== 0) at = page.indexOf(pad.subarray(0, PAD_PROBE), at + 1);
+    if (at >= 0) {
+      end = at;
+      break;
+    }
+  }
+  while (end > RECORD_BYTES && (page[end - 1] === 0x20 || page[end - 1] === 0x00 || (page[end - 1]! >= 0x09 && page[end - 1]! <= 0x0d))) end--;
+  return end;
+}
+
+/** The text of a layer page's record area without its padding (spaces, NULs of a fresh file); null when empty. */
+function recordText(page: Buffer): string | null {
+  const end = paddingStart(page);
+  return end === RECORD_BYTES ? null : page.toString('utf8', RECORD_BYTES, end);
 }
 
 /**
@@ -214,9 +309,10 @@ class LockFileIo {
     return this.sync ? readSync(handle.fd, buf, 0, length, 0) : (await handle.read(buf, 0, length, 0)).bytesRead;
   }
 
-  async write(handle: FileHandle, buf: Buffer, length: number, position: number): Promise<void> {
-    if (this.sync) writeSync(handle.fd, buf, 0, length, position);
-    else await handle.write(buf, 0, length, position);
+  /** Writes `length` bytes of `buf` from `offset` at file position `position`. */
+  async write(handle: FileHandle, buf: Buffer, length: number, position: number, offset = 0): Promise<void> {
+    if (this.sync) writeSync(handle.fd, buf, offset, length, position);
+    else await handle.write(buf, offset, length, position);
   }
 
   async nlink(handle: FileHandle): Promise<number> {
@@ -252,7 +348,7 @@ export class StoreLocks {
    * Layer lock files kept open, unlocked, between operations (least recently used first),
    * so that a get or put costs no open and close: an instance keeps at most this many.
    */
-  private readonly idleFiles = new Map<string, FileHandle>();
+  private readonly idleFiles = new Map<string, IdleFile>();
   /** In-process readers sharing one LOCK_SH, and the promise of getting it. */
   private readers = 0;
   private sharedGrant: Promise<void> | null = null;
@@ -337,7 +433,7 @@ export class StoreLocks {
    * `fn` may let go of one of them early with `unlock(id)` (vfs keeps the parent's lock
    * only while it registers a child).
    */
-  async layer<T>(ids: string | readonly string[], op: string, fn: (unlock: (id: string) => Promise<void>) => Promise<T>): Promise<T> {
+  async layer<T>(ids: string | readonly string[], op: string, fn: (unlock: (id: string) => Promise<void>) => Promise<T>, opts: LayerLockOptions = {}): Promise<T> {
     const wanted = [...new Set(typeof ids === 'string' ? [ids] : ids)].sort().filter((id) => !this.frame(`layer:${id}`));
     const noop = async () => undefined;
     if (wanted.length === 0) return fn(noop);
@@ -345,6 +441,7 @@ export class StoreLocks {
       throw new Error(`cairn internal error: ${op} asked for the lock of layer ${wanted.join(', ')} while holding the store lock (layer locks come first)`);
     }
     const taken = new Map<string, { release: () => void; frame: Frame }>();
+    let scoped = false;
     const unlock = async (id: string): Promise<void> => {
       const t = taken.get(id);
       if (!t) return;
@@ -352,23 +449,30 @@ export class StoreLocks {
       t.frame.active = false;
       const file = this.layerFiles.get(id);
       this.layerFiles.delete(id);
-      if (file) await this.putBack(id, file.handle);
+      if (file) await this.putBack(id, file);
       t.release();
     };
     try {
       for (const id of wanted) {
         const release = await this.layerQueue.acquire(id);
         try {
-          this.layerFiles.set(id, (await this.lockLayerFile(id, op, Date.now() + this.timeoutMs))!);
+          this.layerFiles.set(id, (await this.lockLayerFile(id, op, Date.now() + this.timeoutMs, opts.holderWithRecord === true))!);
           taken.set(id, { release, frame: { locks: this, key: `layer:${id}`, exclusive: true, active: true } });
         } catch (err) {
           release();
           throw err;
         }
       }
+      if (opts.frameless === true && wanted.length === 1) {
+        for (const t of taken.values()) t.frame.active = false;
+        this.layerFiles.get(wanted[0]!)!.frameless = true;
+        return await fn(unlock);
+      }
       const frames = [...taken.values()].map((t) => t.frame);
-      return await held.run([...(held.getStore() ?? []), ...frames], () => fn(unlock));
+      scoped = true;
+      return await runInScope(frames, () => fn(unlock));
     } finally {
+      if (scoped) scopeEnded();
       for (const id of [...taken.keys()].reverse()) await unlock(id);
     }
   }
@@ -385,14 +489,14 @@ export class StoreLocks {
     if (!release) return { ran: false };
     let file: LayerFile | null = null;
     try {
-      file = await this.lockLayerFile(id, op, null);
+      file = await this.lockLayerFile(id, op, null, false);
       if (!file) return { ran: false };
       this.layerFiles.set(id, file);
       return { ran: true, value: await this.inFrames([`layer:${id}`], fn) };
     } finally {
       if (file) {
         this.layerFiles.delete(id);
-        await this.putBack(id, file.handle);
+        await this.putBack(id, file);
       }
       release();
     }
@@ -414,20 +518,37 @@ export class StoreLocks {
    * empty. The current operation must hold the layer's lock.
    */
   layerRecord(id: string): string | null {
-    const file = this.heldFile(id);
-    const text = file.page.subarray(RECORD_BYTES).toString('utf8').replace(/[\s\0]+$/, '');
-    return text === '' ? null : text;
+    return this.heldFile(id).record;
   }
 
-  /** Replaces the layer's record area (null empties it) with one pwrite; RangeError when `text` does not fit. */
+  /**
+   * Replaces the layer's record area (null empties it) with one pwrite (of the whole page
+   * when the holder record is still to be written); RangeError when `text` does not fit.
+   */
   async setLayerRecord(id: string, text: string | null): Promise<void> {
     const file = this.heldFile(id);
-    const area = Buffer.alloc(LAYER_RECORD_BYTES, 0x20);
-    if (text !== null && area.write(text, 0, 'utf8') !== Buffer.byteLength(text)) {
+    if (text !== null && Buffer.byteLength(text) > LAYER_RECORD_BYTES) {
       throw new RangeError(`a ${Buffer.byteLength(text)}-byte record does not fit the ${LAYER_RECORD_BYTES} bytes of a layer lock file`);
     }
-    await this.io.write(file.handle, area, area.length, RECORD_BYTES);
-    area.copy(file.page, RECORD_BYTES);
+    const { page } = file;
+    page.fill(0x20, RECORD_BYTES);
+    if (text !== null) page.write(text, RECORD_BYTES, 'utf8');
+    // The page now differs from the file until the write lands; `record` says what is on disk.
+    if (file.holderPending) await this.io.write(file.handle, page, LAYER_LOCK_PAGE, 0, 0);
+    else await this.io.write(file.handle, page, LAYER_RECORD_BYTES, RECORD_BYTES, RECORD_BYTES);
+    file.holderPending = false;
+    file.record = text;
+  }
+
+  /**
+   * Writes the holder record now if it waits for the first record write (holderWithRecord):
+   * for an operation about to do something long before writing its record (an unmount).
+   */
+  async writeHolder(id: string): Promise<void> {
+    const file = this.heldFile(id);
+    if (!file.holderPending) return;
+    await this.io.write(file.handle, file.page, RECORD_BYTES, 0);
+    file.holderPending = false;
   }
 
   /**
@@ -442,9 +563,9 @@ export class StoreLocks {
   /** Closes the store lock file once nothing in this process uses it, and the idle layer lock files (driver cleanup). */
   async close(): Promise<void> {
     this.closed = true;
-    for (const [id, handle] of [...this.idleFiles]) {
+    for (const [id, idle] of [...this.idleFiles]) {
       this.idleFiles.delete(id);
-      await handle.close().catch(() => undefined);
+      await idle.handle.close().catch(() => undefined);
     }
     await this.closeIfIdle();
   }
@@ -461,24 +582,26 @@ export class StoreLocks {
   }
 
   /** Unlocks a layer lock file and keeps it open for the next operation on that layer (or closes it). */
-  private async putBack(id: string, handle: FileHandle): Promise<void> {
+  private async putBack(id: string, file: LayerFile): Promise<void> {
+    const { handle, page } = file;
     unflock(handle.fd);
     if (this.closed || this.idleFiles.has(id)) {
       await handle.close().catch(() => undefined);
       return;
     }
-    this.idleFiles.set(id, handle);
+    this.idleFiles.set(id, { handle, page });
     if (this.idleFiles.size > MAX_IDLE_LAYER_FILES) {
-      const [oldest, old] = this.idleFiles.entries().next().value as [string, FileHandle];
+      const [oldest, old] = this.idleFiles.entries().next().value as [string, IdleFile];
       this.idleFiles.delete(oldest);
-      await old.close().catch(() => undefined);
+      await old.handle.close().catch(() => undefined);
     }
   }
 
   private heldFile(id: string): LayerFile {
-    const file = this.holdsLayer(id) ? this.layerFiles.get(id) : undefined;
-    if (!file) throw new Error(`cairn internal error: the record of layer ${id} was used without its lock`);
-    return file;
+    const file = this.layerFiles.get(id);
+    // A frameless holder (see LayerLockOptions) has no frame to show: the record is its alone.
+    if (file && (file.frameless || this.holdsLayer(id))) return file;
+    throw new Error(`cairn internal error: the record of layer ${id} was used without its lock`);
   }
 
   private frame(key: string): Frame | undefined {
@@ -488,18 +611,20 @@ export class StoreLocks {
   private async inFrame<T>(key: string, exclusive: boolean, fn: () => Promise<T>): Promise<T> {
     const frame: Frame = { locks: this, key, exclusive, active: true };
     try {
-      return await held.run([...(held.getStore() ?? []), frame], fn);
+      return await runInScope([frame], fn);
     } finally {
       frame.active = false;
+      scopeEnded();
     }
   }
 
   private async inFrames<T>(keys: string[], fn: () => Promise<T>): Promise<T> {
     const frames: Frame[] = keys.map((key) => ({ locks: this, key, exclusive: true, active: true }));
     try {
-      return await held.run([...(held.getStore() ?? []), ...frames], fn);
+      return await runInScope(frames, fn);
     } finally {
       for (const f of frames) f.active = false;
+      scopeEnded();
     }
   }
 
@@ -557,12 +682,13 @@ export class StoreLocks {
    * Starts over when the file was unlinked while we waited (a remove of that layer: our
    * open file then has no name left).
    */
-  private async lockLayerFile(id: string, op: string, deadline: number | null): Promise<LayerFile | null> {
+  private async lockLayerFile(id: string, op: string, deadline: number | null, holderWithRecord: boolean): Promise<LayerFile | null> {
     const path = join(this.layerLockDir, id);
     await this.chooseIo();
     for (;;) {
-      let handle = this.idleFiles.get(id);
+      const idle = this.idleFiles.get(id);
       this.idleFiles.delete(id);
+      let handle = idle?.handle;
       try {
         handle ??= await open(path, fsConstants.O_RDWR | fsConstants.O_CREAT, 0o600);
       } catch (err) {
@@ -582,13 +708,15 @@ export class StoreLocks {
           await handle.close();
           continue;
         }
-        const page = Buffer.alloc(LAYER_LOCK_PAGE);
-        await this.io.read(handle, page, LAYER_LOCK_PAGE);
+        // The page buffer of the idle file is reused: what it held is stale, re-read here.
+        const page = idle?.page ?? Buffer.alloc(LAYER_LOCK_PAGE);
+        const bytesRead = await this.io.read(handle, page, LAYER_LOCK_PAGE);
+        if (bytesRead < LAYER_LOCK_PAGE) page.fill(0, bytesRead);
+        const record = recordText(page);
         const me = selfIdentity();
-        const holder = padRecord({ pid: me.pid, start: me.start, op, since: Date.now() });
-        await this.io.write(handle, holder, RECORD_BYTES, 0);
-        holder.copy(page, 0);
-        return { handle, page };
+        padRecord({ pid: me.pid, start: me.start, op, since: Date.now() }, page);
+        if (!holderWithRecord) await this.io.write(handle, page, RECORD_BYTES, 0);
+        return { handle, page, record, holderPending: holderWithRecord, frameless: false };
       } catch (err) {
         await handle.close().catch(() => undefined);
         throw err;

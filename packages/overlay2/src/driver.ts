@@ -3,7 +3,7 @@ import { chmod, chown, lchown, mkdir, mkdtemp, readFile, readdir, readlink, real
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import {
-  CairnError, SharedMounts, SharedTable, StoreLocks, assertValidId, commitStaged, discardDir, errnoCode, fsyncDir,
+  CairnError, SharedMounts, StoreLocks, assertValidId, commitStaged, discardDir, errnoCode, fsyncDir,
   fsyncFile, makeStagingDir, moveToTrash, normalizeParent, parseByteSize, readMountInfo, LayerQuotas, sweepLeftovers,
   secureDir, idMappingsKey, mapId, parseIdMappingsKey, probeIdmappedMounts, sameIdMappings, validateIdMappings,
 } from '@cairnfs/core';
@@ -96,8 +96,8 @@ export function parseOptions(options: Readonly<Record<string, string>>): Overlay
  * moby's overlay2, layout for layout (see layout.ts).
  *
  * ## Several processes (core's StoreLocks, SharedMounts)
- * The layout on disk is the layer table (nothing is cached but the seal marks, dropped
- * whenever another process wrote). create and remove run under the store write lock
+ * The layout on disk is the layer table (nothing is cached; the seal mark is read without
+ * a lock, see isImageLayer). create and remove run under the store write lock
  * (short: directories, small files, the `l/` link), so "has children?" never races a new
  * child and a link repair never sees a create half made; get/put and applyDiff under the
  * layer's lock, the mount shared by every process that gets the layer.
@@ -106,8 +106,6 @@ export class Overlay2Driver implements StorageDriver {
   readonly name = 'overlay2';
   readonly layout: Layout;
   private readonly locks: StoreLocks;
-  /** Image layers whose applyDiff is done (cache of the xattr), forgotten when another process writes. */
-  private readonly sealed: SharedTable<Set<string>>;
   private readonly mounts: SharedMounts;
   private readonly naive: NaiveDiff;
   private readonly native: NativeDiff;
@@ -133,8 +131,8 @@ export class Overlay2Driver implements StorageDriver {
     this.quotas = new LayerQuotas(home, home); // layer dirs sit directly in the home, as moby's
     this.scratch = new ScratchPool(home);
     this.locks = new StoreLocks(home, { timeoutMs: lockTimeoutMs, what: `overlay2 layer table of ${home}` });
-    this.sealed = new SharedTable(this.locks, async () => new Set<string>());
-    this.mounts = new SharedMounts(home, this.locks, { mount: (id, opts) => this.mountLayer(id, opts), unmount: (id, path) => this.unmountLayer(id, path) });
+    // mountLayer and unmountLayer take no layer lock (the store lock at most, for a link repair).
+    this.mounts = new SharedMounts(home, this.locks, { mount: (id, opts) => this.mountLayer(id, opts), unmount: (id, path) => this.unmountLayer(id, path) }, { leafHooks: true });
     this.naive = new NaiveDiff({
       get: (id, opts) => this.get(id, opts), put: (id) => this.put(id), parentOf: (id) => this.parentOf(id), storedIdMap: (id) => this.storedIdMap(id),
     }, { whiteouts: 'overlay' });
@@ -291,7 +289,7 @@ export class Overlay2Driver implements StorageDriver {
     await this.locks.layer(id, `remove layer ${id}`, async () => {
       if (!(await this.exists(id))) return; // as moby: removing what is not there succeeds
       await this.mounts.assertUnheld(id, 'remove');
-      const trash = await this.sealed.write(`remove layer ${id}`, async (sealed) => {
+      const trash = await this.locks.write(`remove layer ${id}`, async () => {
         if (!(await this.exists(id))) return null;
         const child = await this.findChild(id);
         if (child !== undefined) throw new CairnError('ERR_LAYER_IN_USE', `layer ${id} has a child layer ${child}; remove the child first`, { subject: id });
@@ -300,7 +298,6 @@ export class Overlay2Driver implements StorageDriver {
         // dangling l/ entry, which the next open sweeps.
         const moved = await moveToTrash(this.home, this.layout.layerDir(id), id);
         if (short !== undefined) await unlink(this.layout.linkPath(short)).catch(() => undefined);
-        sealed.delete(id);
         return moved;
       });
       if (trash === null) return;
@@ -340,7 +337,7 @@ export class Overlay2Driver implements StorageDriver {
   async mountSpecFor(id: string, mountLabel?: string): Promise<MountSpec | null> {
     const lowers = await this.readLowers(id);
     if (lowers.length === 0) {
-      return (await this.isImageLayer(id)) ? planReadOnlyBind(this.layout.diffDir(id), this.layout.mergedDir(id)) : null;
+      return this.isImageLayer(id) ? planReadOnlyBind(this.layout.diffDir(id), this.layout.mergedDir(id)) : null;
     }
     const program = this.features.mountProgram;
     const spec = planOverlayMount({
@@ -543,7 +540,7 @@ export class Overlay2Driver implements StorageDriver {
 
   /** An image layer (made with `create`, or a Docker layer that has children) has no upper when mounted. */
   private async isReadOnly(id: string): Promise<boolean> {
-    if (await this.isImageLayer(id)) return true;
+    if (this.isImageLayer(id)) return true;
     try {
       await stat(this.layout.committedFile(id));
       return true;
@@ -552,15 +549,22 @@ export class Overlay2Driver implements StorageDriver {
     }
   }
 
-  /** Made with `create` and applied: read-only from now on. */
-  private async isImageLayer(id: string): Promise<boolean> {
-    return this.sealed.read(`read the seal of layer ${id}`, async (sealed) => {
-      if (sealed.has(id)) return true;
-      const marked = await sys.lgetxattr(this.layout.layerDir(id), this.imageXattr).catch(() => null);
-      if (marked?.toString() !== 'applied') return false;
-      sealed.add(id);
-      return true;
-    });
+  /**
+   * Made with `create` and applied: read-only from now on. Read from the layer dir's xattr
+   * on every call, with no lock and no cache: the mark only ever goes from `created` to
+   * `applied` (sealIfImageLayer, in applyDiff under the layer's lock), so what one read
+   * returns is a state the layer had, and a get asks while holding the layer's lock, when
+   * it cannot change at all. A cache would need the store lock to know it is not stale (a
+   * layer removed and made again under the same id by another process): one lgetxattr on a
+   * local filesystem (microseconds, so synchronous, as StoreLocks reads its lock files) costs
+   * less than that lock.
+   */
+  private isImageLayer(id: string): boolean {
+    try {
+      return sys.lgetxattrSync(this.layout.layerDir(id), this.imageXattr)?.toString() === 'applied';
+    } catch {
+      return false; // no such layer: its callers report that
+    }
   }
 
   /** After applyDiff: an image layer becomes read-only (the contract), a container layer stays as it is. */

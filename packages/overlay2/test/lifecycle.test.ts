@@ -141,6 +141,36 @@ describeBackend('overlayfs', missing, () => {
     }
   });
 
+  test('the seal is read afresh: a layer another instance removed and made again under its id is writable until applied', async () => {
+    await d.create('base');
+    await d.applyDiff('base', null, await emptyTar());
+    const sealed = await d.get('base');
+    expect(sealed).toBe(join(h.home, 'base', 'merged'));
+    await d.put('base');
+    const other = await h.open(); // its own locks, as another process has
+    try {
+      await other.remove('base');
+      await other.create('base');
+      const fresh = await d.get('base');
+      try {
+        expect(fresh).toBe(join(h.home, 'base', 'diff')); // not applied yet: no read-only bind
+        await writeFile(join(fresh, 'x'), 'yes');
+      } finally {
+        await d.put('base');
+      }
+      await other.applyDiff('base', null, await emptyTar());
+      const again = await d.get('base');
+      try {
+        expect(again).toBe(join(h.home, 'base', 'merged'));
+        await expect(writeFile(join(again, 'y'), 'no')).rejects.toMatchObject({ code: 'EROFS' });
+      } finally {
+        await d.put('base');
+      }
+    } finally {
+      await other.cleanup();
+    }
+  });
+
   test('many concurrent gets and puts on one layer mount once and end unmounted', async () => {
     await d.createReadWrite('base');
     await d.createReadWrite('c', 'base');
