@@ -29,6 +29,8 @@ namespace {
 // Deeper than any tree cairn makes (paths are bounded by PATH_MAX and the tar limits); a
 // deeper one is refused rather than allowed to exhaust fds.
 constexpr int kMaxDepth = 2048;
+// Times one name is tried again when it changes type between two calls.
+constexpr int kMaxTries = 8;
 
 // The mount a file is on: statx's mount id (Linux 5.8+), else its st_dev.
 bool MountOf(int fd, uint64_t* out) {
@@ -80,16 +82,17 @@ struct Remover {
     return true;
   }
 
-  bool Entry(int dirfd, const std::string& name, const std::string& rel, int depth, bool again = false) {
+  bool Entry(int dirfd, const std::string& name, const std::string& rel, int depth, int tries = 0) {
     if (unlinkat(dirfd, name.c_str(), 0) == 0 || errno == ENOENT) return true;
     int unlinkErr = errno;
     if (unlinkErr != EISDIR && unlinkErr != EPERM) return Fail(unlinkErr, "unlinkat", rel);
     int child = openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (child < 0) {
       if (errno == ENOENT) return true;
-      // Swapped for a non-directory since the unlink: remove that instead (once: an
-      // undeletable file, e.g. immutable, is reported, not retried forever).
-      if ((errno == ENOTDIR || errno == ELOOP) && !again && unlinkErr == EISDIR) return Entry(dirfd, name, rel, depth, true);
+      // Swapped for a non-directory since the unlink: remove that instead (a few times: a
+      // name swapped back and forth by another process, or an undeletable file, is
+      // reported rather than retried forever).
+      if ((errno == ENOTDIR || errno == ELOOP) && tries < kMaxTries && unlinkErr == EISDIR) return Entry(dirfd, name, rel, depth, tries + 1);
       return Fail(errno == ENOTDIR || errno == ELOOP ? unlinkErr : errno, errno == ENOTDIR || errno == ELOOP ? "unlinkat" : "openat", rel);
     }
     uint64_t mnt = 0;
