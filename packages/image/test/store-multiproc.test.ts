@@ -133,10 +133,15 @@ describe.each(['vfs', 'overlay2'])('one layer store, two processes, on %s', (dri
     await writeDockerSave(join(work, 'small'), small, 'small:1');
     const [victim, other] = [await start(), await start()];
     await other.ask('import', join(work, 'small'));
+    const before = (await driverLayers(root, driverName)).length;
+    let settled = false;
     const doomed = victim.ask('import', join(work, 'big'));
-    doomed.catch(() => undefined);
-    await new Promise((r) => setTimeout(r, 400)); // inside the import (the 40 MiB layer)
+    doomed.then(() => { settled = true; }, () => { settled = true; });
+    // Killed inside the import: as soon as its first driver layer exists (a fixed delay
+    // let a fast import finish first).
+    while (!settled && (await driverLayers(root, driverName)).length === before) await new Promise((r) => setTimeout(r, 2));
     killChild(victim.child);
+    expect(settled).toBe(false);
     await victim.child.exited;
     // The other process goes on, within its lock timeout.
     const t0 = Date.now();
