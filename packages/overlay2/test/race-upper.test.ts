@@ -56,6 +56,9 @@ test('diffSize of an upper dir whose directory is swapped with a symlink to a ho
     swaps = (await racer.stop()).swaps;
   }
   console.log(`upper diffSize race (parent swap): ${swaps} swaps, sizes ${JSON.stringify(Object.fromEntries(sizes))}`);
-  expect([...sizes.keys()].filter((s) => s !== 10 && s !== 0)).toEqual([]);
+  // 10 (f once), 0 (d was the link when listed) or 20 (the directory was listed under both
+  // names, a swap between the two stats): a live container can make a walk see its own file
+  // twice, as du would; never a host byte (the 1 TiB file).
+  expect([...sizes.keys()].filter((s) => s !== 10 && s !== 0 && s !== 20)).toEqual([]);
   expect(swaps).toBeGreaterThan(0);
 }, 60_000);
