@@ -7,6 +7,7 @@ import { CairnError, errnoCode } from './errors.js';
 import { FS_MAGIC_FUSE } from './backingfs.js';
 import { flockHolders, flockUntil, tryFlock, unflock } from './flock.js';
 import { selfIdentity } from './proc.js';
+import { KeyedMutex } from './mutex.js';
 
 /**
  * # One store, many processes: the locks
@@ -229,36 +230,6 @@ class RwQueue {
   }
 }
 
-/** In-process exclusive queue per key, with a non-waiting try. */
-class KeyedQueue {
-  private readonly tails = new Map<string, Promise<void>>();
-
-  async acquire(key: string): Promise<() => void> {
-    const previous = this.tails.get(key) ?? Promise.resolve();
-    let release!: () => void;
-    const mine = new Promise<void>((resolve) => { release = resolve; });
-    const tail = previous.then(() => mine);
-    this.tails.set(key, tail);
-    await previous;
-    return () => {
-      release();
-      if (this.tails.get(key) === tail) this.tails.delete(key);
-    };
-  }
-
-  /** The release function when `key` is free right now, else null. */
-  tryAcquire(key: string): (() => void) | null {
-    if (this.tails.has(key)) return null;
-    let release!: () => void;
-    const tail = new Promise<void>((resolve) => { release = resolve; });
-    this.tails.set(key, tail);
-    return () => {
-      release();
-      if (this.tails.get(key) === tail) this.tails.delete(key);
-    };
-  }
-}
-
 function padRecord(record: LockRecord, buf: Buffer = Buffer.alloc(RECORD_BYTES)): Buffer {
   let text = JSON.stringify(record);
   if (text.length > RECORD_BYTES - 1) text = JSON.stringify({ ...record, op: (record.op ?? '').slice(0, 80) });
@@ -341,7 +312,7 @@ export class StoreLocks {
   private handle: FileHandle | null = null;
   private opening: Promise<FileHandle> | null = null;
   private readonly queue = new RwQueue();
-  private readonly layerQueue = new KeyedQueue();
+  private readonly layerQueue = new KeyedMutex();
   /** The open, locked file of each layer an operation of this instance holds (one per id: the queue is exclusive). */
   private readonly layerFiles = new Map<string, LayerFile>();
   /**
