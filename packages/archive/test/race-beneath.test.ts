@@ -12,7 +12,7 @@ import { copyTree, isCairnError } from '@cairnfs/core';
 import { Readable } from 'node:stream';
 import { applyLayer, changesBetween, diffSizeOf, encodeHeader, exportChanges, exportTree, tarTrailer, type TarHeaderInput } from '@cairnfs/archive';
 import { constants, mknodSync } from '@cairnfs/sys';
-import { killChild, raceListing, spawnTsChild, startSwapRacer } from '@cairnfs/testkit';
+import { killChild, lineWithin, raceListing, spawnTsChild, startSwapRacer } from '@cairnfs/testkit';
 import { isRoot, removeDir, streamToBuffer, tempDir } from './helpers.js';
 
 const ROUNDS = Number(process.env.CAIRN_RACE_ROUNDS) > 0 ? Number(process.env.CAIRN_RACE_ROUNDS) : 30;
@@ -203,17 +203,13 @@ describe('copyTree (vfs create and applyDiff, aufs, overlay2 id-mapped copies) o
     fs.mkdirSync(scratch);
     const racer = await startSwapRacer({ dir: join(layer, 'd'), a: 'f', b: 'z' });
     const child = spawnTsChild(fileURLToPath(new URL('./race-copy-child.ts', import.meta.url)), [layer, scratch, String(ROUNDS * 20)]);
-    let timer: NodeJS.Timeout | undefined;
-    const deadline = new Promise<'blocked'>((resolve) => { timer = setTimeout(() => resolve('blocked'), 20_000); });
     try {
-      const answer = await Promise.race([child.lines.next().then((l) => (l.done ? 'no answer' : l.value)), deadline]);
-      if (answer === 'blocked') killChild(child);
+      const answer = await lineWithin(child, 20_000);
       expect(answer).not.toBe('blocked');
       const { outcomes } = JSON.parse(answer) as { outcomes: Record<string, number> };
       console.log(`copyTree race (fifo): copies ${JSON.stringify(outcomes)}`);
       expect(Object.keys(outcomes).filter((k) => k !== 'ok' && k !== 'ERR_BACKEND_FAILED')).toEqual([]);
     } finally {
-      clearTimeout(timer);
       killChild(child);
       await child.exited;
       const { swaps } = await racer.stop();
@@ -239,16 +235,12 @@ describe('content check (contentCheckSinceSec) while the file compared is swappe
       mknodSync(join(layer, 'd', 'z'), constants.S_IFIFO | 0o644, 0, 0);
       const racer = await startSwapRacer({ dir: join(layer, 'd'), a: 'f', b: 'z' });
       const child = spawnTsChild(fileURLToPath(new URL('./race-changes-child.ts', import.meta.url)), [layer, parent, String(ROUNDS * 20), engine]);
-      let timer: NodeJS.Timeout | undefined;
-      const deadline = new Promise<'blocked'>((resolve) => { timer = setTimeout(() => resolve('blocked'), 20_000); });
       try {
-        const answer = await Promise.race([child.lines.next().then((l) => (l.done ? 'no answer' : l.value)), deadline]);
-        if (answer === 'blocked') killChild(child);
+        const answer = await lineWithin(child, 20_000);
         expect(answer).not.toBe('blocked');
         const { outcomes } = JSON.parse(answer) as { outcomes: Record<string, number>; modified: number };
         console.log(`content-check race (${engine}, fifo): walks ${JSON.stringify(outcomes)}`);
       } finally {
-        clearTimeout(timer);
         killChild(child);
         await child.exited;
         const { swaps } = await racer.stop();

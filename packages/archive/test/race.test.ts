@@ -15,7 +15,7 @@ import {
   applyLayer, encodeHeader, exportChanges, exportTree, readTar, tarTrailer, type TarHeaderInput,
 } from '@cairnfs/archive';
 import { lgetxattrSync, mknodSync, constants } from '@cairnfs/sys';
-import { killChild, spawnTsChild, startSwapRacer } from '@cairnfs/testkit';
+import { killChild, lineWithin, spawnTsChild, startSwapRacer } from '@cairnfs/testkit';
 import { isRoot, removeDir, tempDir } from './helpers.js';
 
 const ROUNDS = Number(process.env.CAIRN_RACE_ROUNDS) > 0 ? Number(process.env.CAIRN_RACE_ROUNDS) : 30;
@@ -163,18 +163,14 @@ describe('export while a regular file is swapped with a device or a fifo', () =>
     const layer = exportLayer('fifo');
     const racer = await startSwapRacer({ dir: join(layer, 'd'), a: 'f', b: 'z' });
     const child = spawnTsChild(fileURLToPath(new URL('./race-export-child.ts', import.meta.url)), [layer, String(ROUNDS * 5)]);
-    let timer: NodeJS.Timeout | undefined;
-    const deadline = new Promise<'blocked'>((resolve) => { timer = setTimeout(() => resolve('blocked'), 20_000); });
     try {
-      const answer = await Promise.race([child.lines.next().then((l) => (l.done ? 'no answer' : l.value)), deadline]);
-      if (answer === 'blocked') killChild(child);
+      const answer = await lineWithin(child, 20_000);
       expect(answer).not.toBe('blocked');
       const { outcomes, devBytes } = JSON.parse(answer) as { outcomes: Record<string, number>; devBytes: number };
       console.log(`export race (pure JS, fifo): exports ${JSON.stringify(outcomes)}`);
       expect(devBytes).toBe(0);
       expect(Object.keys(outcomes).filter((k) => k !== 'ok' && k !== 'ERR_INVALID_ARCHIVE')).toEqual([]);
     } finally {
-      clearTimeout(timer);
       killChild(child);
       await child.exited;
       const { swaps } = await racer.stop();

@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { upperChanges } from '@cairnfs/overlay2';
-import { raceListing, startSwapRacer } from '@cairnfs/testkit';
+import { plantUpperWithHostLink, raceListing, startSwapRacer } from '@cairnfs/testkit';
 import { regularFileBytes } from '../src/diff.js';
 
 const ROUNDS = Number(process.env.CAIRN_RACE_ROUNDS) > 0 ? Number(process.env.CAIRN_RACE_ROUNDS) : 30;
@@ -17,13 +17,7 @@ beforeEach(() => { work = fs.mkdtempSync(join(tmpdir(), 'cairn-overlay2-race-'))
 afterEach(() => { fs.rmSync(work, { recursive: true, force: true }); });
 
 test('a directory of the upper dir swapped with a symlink to a host directory: no host name in any change list', async () => {
-  const upper = join(work, 'upper');
-  const lower = join(work, 'lower');
-  const host = join(work, 'host');
-  for (const d of [join(upper, 'd'), join(lower, 'd'), host]) fs.mkdirSync(d, { recursive: true });
-  for (let i = 0; i < 32; i++) fs.writeFileSync(join(upper, 'd', `f${i}`), 'A');
-  for (let i = 0; i < 32; i++) fs.writeFileSync(join(host, `hostonly${i}`), 'host');
-  fs.symlinkSync(host, join(upper, 'evil'));
+  const { upper, lower } = plantUpperWithHostLink(work);
   const { hostNames, swaps, outcomes } = await raceListing({
     dir: upper, a: 'd', b: 'evil', rounds: ROUNDS * 20,
     walk: () => upperChanges(upper, [lower]),

@@ -261,6 +261,23 @@ export async function nextLine(w: CrashChild): Promise<string | null> {
 }
 
 /**
+ * The child's first stdout line, 'no answer' when it exits without one, or 'blocked' when
+ * none comes within `ms` (the child is then killed): for a child whose work would hang for
+ * ever if the code under test opened a fifo.
+ */
+export async function lineWithin(child: CrashChild, ms: number): Promise<string> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<'blocked'>((resolve) => { timer = setTimeout(() => resolve('blocked'), ms); });
+  try {
+    const answer = await Promise.race([nextLine(child).then((l) => l ?? 'no answer'), deadline]);
+    if (answer === 'blocked') killChild(child);
+    return answer;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
  * What could hold a trial up: the child's process group and any storage tool still
  * running, with their state and kernel wait channel (a `D` in a fuse or dm wait is a
  * process SIGKILL cannot end until the daemon answers).

@@ -5,7 +5,7 @@
 // race window of the code under test is hit thousands of times a second.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, renameSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -119,6 +119,22 @@ export async function startSwapRacer(opts: SwapRacerOptions): Promise<SwapRacer>
       return { swaps: Number(m[1]), tries: Number(m[2]) };
     },
   };
+}
+
+/**
+ * The tree of the upper-dir walk races, under `work`: `upper/d` (32 files), `lower/d`,
+ * `host` (32 `hostonly*` files) and `upper/evil` → host, ready for raceListing to swap
+ * `d` and `evil`.
+ */
+export function plantUpperWithHostLink(work: string): { upper: string; lower: string; host: string } {
+  const upper = join(work, 'upper');
+  const lower = join(work, 'lower');
+  const host = join(work, 'host');
+  for (const d of [join(upper, 'd'), join(lower, 'd'), host]) mkdirSync(d, { recursive: true });
+  for (let i = 0; i < 32; i++) writeFileSync(join(upper, 'd', `f${i}`), 'A');
+  for (let i = 0; i < 32; i++) writeFileSync(join(host, `hostonly${i}`), 'host');
+  symlinkSync(host, join(upper, 'evil'));
+  return { upper, lower, host };
 }
 
 export interface ListingRace {
