@@ -73,7 +73,7 @@ export async function freshStore(driverName = 'overlay2'): Promise<{ root: strin
   const root = await mkdtemp(join(tmpdir(), 'cairn-reg-store-'));
   const driver = await openDriver({ root, driver: driverName });
   const store = await LayerStore.open(driver);
-  return { root, driver, store, close: async () => { await driver.cleanup(); await rm(root, { recursive: true, force: true }); } };
+  return { root, driver, store, close: async () => { await store.close(); await driver.cleanup(); await rm(root, { recursive: true, force: true }); } };
 }
 
 /** The merged tree of an image, through a container layer made and removed for the look. */
