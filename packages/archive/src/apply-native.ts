@@ -67,11 +67,12 @@ export async function applyLayerNative(root: string, tar: Readable | AsyncIterab
   const tapped = tar instanceof TappedTar && tar.claim() ? tar : null;
   const file = tapped ? null : await wholeFileOf(tar);
   let inflight: Promise<void> | undefined;
+  let gzipped = false;
   const done = () => {
     const bytes = applier.finish();
     if (tapped) {
       const t = applier.tapEnd();
-      tapped.tap.onRecord(t.record);
+      tapped.tap.onRecord(t.record, gzipped);
       tapped.result = { digest: `sha256:${t.digest}`, exact: t.exact, bytes: t.bytes };
     }
     (opts.report ?? ((d) => reportDropped(root, d)))(applier.dropped);
@@ -83,7 +84,7 @@ export async function applyLayerNative(root: string, tar: Readable | AsyncIterab
       else applier.writeFrom(file.fd);
       return done();
     }
-    if (tapped) applier.tap(tapped.tap.maxLogicalBytes, tapped.tap.what);
+    if (tapped) gzipped = applier.tap(tapped.tap.maxLogicalBytes, tapped.tap.what, false, tapped.tap.rawRecords ?? false);
     if (tapped && isFileRange(tapped.source)) {
       // The applier reads the range itself (as tar reads its input), hashing and recording
       // every byte of it; the records so far go to the importer between slices.
@@ -93,7 +94,7 @@ export async function applyLayerNative(root: string, tar: Readable | AsyncIterab
         if (offThread) await applier.writeRangeAsync(fd, start + pos, n);
         else applier.writeRange(fd, start + pos, n);
         pos += n;
-        tapped.tap.onRecord(applier.takeRecord());
+        tapped.tap.onRecord(applier.takeRecord(), gzipped);
         tapped.tap.onBytes?.(n);
       }
       return done();
@@ -110,7 +111,7 @@ export async function applyLayerNative(root: string, tar: Readable | AsyncIterab
       if (!offThread) {
         applier.write(asBuffer(chunk));
         sinceTake += chunk.length;
-        if (tapped && sinceTake >= BATCH_BYTES) { tapped.tap.onRecord(applier.takeRecord()); sinceTake = 0; }
+        if (tapped && sinceTake >= BATCH_BYTES) { tapped.tap.onRecord(applier.takeRecord(), gzipped); sinceTake = 0; }
         continue;
       }
       batch.push(asBuffer(chunk));
@@ -118,7 +119,7 @@ export async function applyLayerNative(root: string, tar: Readable | AsyncIterab
       if (batchBytes < BATCH_BYTES) continue;
       if (inflight) {
         await inflight;
-        if (tapped) tapped.tap.onRecord(applier.takeRecord());
+        if (tapped) tapped.tap.onRecord(applier.takeRecord(), gzipped);
       }
       inflight = applier.writeAsync(batch);
       // It may fail while the next batch is being read; it is awaited then, and must not

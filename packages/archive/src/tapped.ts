@@ -18,8 +18,14 @@ export interface TarTap {
   maxLogicalBytes: number;
   /** Names the layer in messages ("layer sha256:…"). */
   what: string;
-  /** The tar-split records, uncompressed, in order, as they are made (image's SplitRecorder format). */
-  onRecord(records: Buffer): void;
+  /**
+   * The tar-split records (image's SplitRecorder format), in order, as they are made:
+   * with `gzipped`, the consecutive pieces of one gzip stream of them (the split file
+   * itself); else the records raw, for the importer to compress.
+   */
+  onRecord(records: Buffer, gzipped: boolean): void;
+  /** Tests: have the records handed out raw even where the addon could gzip them. */
+  rawRecords?: boolean;
   /** Input bytes read from a file range (progress). */
   onBytes?(n: number): void;
 }

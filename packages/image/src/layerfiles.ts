@@ -63,10 +63,12 @@ export async function applyBlob(driver: StorageDriver, cacheId: string, parentCa
       const feed: AsyncIterable<Buffer> = {
         [Symbol.asyncIterator]: () => ({ next: take, return: async () => ({ done: true, value: undefined }) }),
       };
-      let records: SplitGzip | undefined; // made on the native path's first records only
+      // The native path's split file: gzipped by the addon, or its raw records gzipped here.
+      const gzParts: Buffer[] = [];
+      let records: SplitGzip | undefined;
       const native: AsyncIterable<Uint8Array> = { [Symbol.asyncIterator]: () => ({ next: () => it.next(), return: async () => ({ done: true, value: undefined }) }) };
       const tar = new TappedTar(range ?? native, {
-        maxLogicalBytes, what, onRecord: (r) => (records ??= new SplitGzip()).write(r), onBytes,
+        maxLogicalBytes, what, onRecord: (r, gzipped) => { if (gzipped) gzParts.push(r); else (records ??= new SplitGzip()).write(r); }, onBytes,
       }, feed);
       let size: number;
       try {
@@ -81,7 +83,7 @@ export async function applyBlob(driver: StorageDriver, cacheId: string, parentCa
       if (tar.claimed) {
         if (!tar.result) throw new CairnError('ERR_BACKEND_FAILED', `the driver ${driver.name} returned from applyDiff of ${what} before its input ended`, { subject: diffId });
         ({ digest: got, exact, bytes: tarSize } = tar.result);
-        split = await (records ?? new SplitGzip()).finish();
+        split = records ? await records.finish() : Buffer.concat(gzParts);
         await it.return?.(undefined);
       } else {
         if (!rec || !hash) await take(); // a driver that read nothing: the digest is of the whole input still

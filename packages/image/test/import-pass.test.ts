@@ -36,9 +36,13 @@ interface Pass { digest: string; exact: boolean; bytes: number; records: Buffer 
  * The native pass: `data` applied into `layer` through a TappedTar, either as a byte range
  * of a file with junk before and after it, or as a stream of 700-byte chunks.
  */
-async function nativePass(work: string, layer: string, data: Buffer, how: 'range' | 'stream', opts: ApplyOptions = {}): Promise<Pass> {
+async function nativePass(work: string, layer: string, data: Buffer, how: 'range' | 'stream', opts: ApplyOptions = {}, rawRecords = false): Promise<Pass> {
   const records: Buffer[] = [];
-  const tap = { maxLogicalBytes: NO_CAP, what: 'test layer', onRecord: (r: Buffer) => records.push(Buffer.from(r)) };
+  let gz: boolean | undefined;
+  const tap = {
+    maxLogicalBytes: NO_CAP, what: 'test layer', rawRecords,
+    onRecord: (r: Buffer, gzipped: boolean) => { records.push(Buffer.from(r)); expect(gz ?? gzipped).toBe(gzipped); gz = gzipped; },
+  };
   const fallback: AsyncIterable<Uint8Array> = { [Symbol.asyncIterator]: () => { throw new Error('the JS fallback was taken'); } };
   let fd = -1;
   let source: ConstructorParameters<typeof TappedTar>[0];
@@ -57,7 +61,9 @@ async function nativePass(work: string, layer: string, data: Buffer, how: 'range
     if (fd >= 0) closeSync(fd);
   }
   expect(t.claimed).toBe(true);
-  return { ...t.result!, records: Buffer.concat(records) };
+  // Node exports zlib, so the addon gzips the records unless told not to.
+  expect(gz).toBe(!rawRecords);
+  return { ...t.result!, records: gz ? gunzipSync(Buffer.concat(records)) : Buffer.concat(records) };
 }
 
 /** The JS path: node:crypto and SplitRecorder over the same bytes in 700-byte chunks. */
@@ -198,10 +204,10 @@ describe('the import pass in the addon', () => {
     for (const [name, data] of [...gnuTarLayers(work), ['a name that is not UTF-8', invalidUtf8Layer()] as [string, Buffer]]) {
       const js = await jsPass(data);
       for (const how of ['range', 'stream'] as const) {
-        for (const offThread of [true, false]) {
-          const l = join(work, `l-${name.replace(/\W+/g, '-')}-${how}-${offThread}`);
+        for (const [offThread, raw] of [[true, false], [false, false], [true, true]]) {
+          const l = join(work, `l-${name.replace(/\W+/g, '-')}-${how}-${offThread}-${raw}`);
           mkdirSync(l);
-          const native = await nativePass(work, l, data, how, { offThread });
+          const native = await nativePass(work, l, data, how, { offThread }, raw);
           expect([name, how, offThread, native.digest]).toEqual([name, how, offThread, js.digest]);
           expectSamePass(native, js);
         }
@@ -216,9 +222,11 @@ describe('the import pass in the addon', () => {
     const data = Buffer.concat([tar(...parts), randomBytes(1500)]); // trailing bytes after the end marker are recorded too
     const js = await jsPass(data);
     for (const how of ['range', 'stream'] as const) {
-      const l = join(work, `l-${how}`);
-      mkdirSync(l);
-      expectSamePass(await nativePass(work, l, data, how), js);
+      for (const raw of [false, true]) {
+        const l = join(work, `l-${how}-${raw}`);
+        mkdirSync(l);
+        expectSamePass(await nativePass(work, l, data, how, {}, raw), js);
+      }
     }
   });
 

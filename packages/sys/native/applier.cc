@@ -121,9 +121,14 @@ void Applier::ReadRange(int fd, int64_t offset, int64_t length) {
   }
 }
 
-void Applier::Tap(int64_t maxLogical, std::string what, bool portableHash) {
+bool Applier::Tap(int64_t maxLogical, std::string what, bool portableHash, bool gzipRecords) {
   record_ = std::make_unique<SplitRecord>(maxLogical, std::move(what));
   hash_ = std::make_unique<Sha256>(portableHash);
+  if (gzipRecords) {
+    gzip_ = std::make_unique<RecordGzip>();
+    if (!gzip_->ok()) gzip_.reset();
+  }
+  return gzip_ != nullptr;
 }
 
 void Applier::TappedWrite(const uint8_t* data, size_t len) {
@@ -132,6 +137,16 @@ void Applier::TappedWrite(const uint8_t* data, size_t len) {
   record_->InputBegin(data, len);
   if (!reader_.finished()) reader_.Write(data, len);
   record_->InputEnd();
+  // Compressed in pieces that stay in cache between the recorder and zlib.
+  if (gzip_ && record_->pending() >= 256 * 1024) FlushRecord();
+}
+
+void Applier::FlushRecord() {
+  if (!gzip_ || !record_) return;
+  record_->TakeWith([&](const char* p, size_t n) {
+    gzip_->Write(reinterpret_cast<const uint8_t*>(p), n);
+    return 0;
+  });
 }
 
 // Removes a directory tree below dirfd without following any symlink in it.

@@ -44,6 +44,8 @@ class SplitRecord {
   // The input ended: the pending reference and raw run are closed.
   void Finish();
   bool exact() const { return exact_; }
+  // Bytes of records made and not yet taken.
+  size_t pending() const { return out_.size(); }
 
   // JS's Buffer.toString('utf8') then Buffer.from(…, 'utf8') (WHATWG: each maximal invalid subpart becomes U+FFFD).
   static std::string Utf8Sanitized(const std::string& s);

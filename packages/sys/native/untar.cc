@@ -126,6 +126,7 @@ class LayerApplier : public Napi::ObjectWrap<LayerApplier> {
         if (fd_ >= 0 && length_ < 0) owner_->applier_->ReadFrom(fd_);
         else if (fd_ >= 0) owner_->applier_->ReadRange(fd_, offset_, length_);
         for (const Chunk& c : chunks_) owner_->applier_->Write(c.data, c.len);
+        owner_->applier_->FlushRecord();
       } catch (const Failure& f) {
         failure_ = f;
         failed_ = true;
@@ -227,21 +228,38 @@ class LayerApplier : public Napi::ObjectWrap<LayerApplier> {
     return p;
   }
 
-  // tap(maxLogicalBytes, what, portableHash?): hash and record the tar-split from the first write on.
+  // tap(maxLogicalBytes, what, portableHash?, rawRecords?) → whether records come gzipped:
+  // hash and record the tar-split from the first write on.
   Napi::Value Tap(const Napi::CallbackInfo& info) {
     Applier* a = Get(info.Env());
     if (!info[0].IsNumber()) throw Napi::TypeError::New(info.Env(), "maxLogicalBytes must be a number");
     double max = info[0].As<Napi::Number>().DoubleValue();
     int64_t cap = max >= 9.2e18 ? INT64_MAX : static_cast<int64_t>(max);
-    a->Tap(cap, ArgString(info, 1, "what"), info.Length() > 2 && info[2].ToBoolean());
-    return info.Env().Undefined();
+    bool gz = a->Tap(cap, ArgString(info, 1, "what"), info.Length() > 2 && info[2].ToBoolean(), !(info.Length() > 3 && info[3].ToBoolean()));
+    return Napi::Boolean::New(info.Env(), gz);
   }
 
   // takeRecord() → Buffer: the tar-split records made since the last call (empty when untapped).
   Napi::Value TakeRecord(const Napi::CallbackInfo& info) {
     Applier* a = Get(info.Env());
     if (!a->record()) return Napi::Buffer<char>::New(info.Env(), 0);
-    return a->record()->TakeWith([&](const char* p, size_t n) { return Napi::Buffer<char>::Copy(info.Env(), p, n); });
+    try {
+      return TakeOut(info.Env(), a);
+    } catch (const Failure& f) {
+      throw FailureToJs(info.Env(), f);
+    }
+  }
+
+  // The records so far, gzipped or raw, copied out; the native buffer keeps its capacity.
+  static Napi::Buffer<char> TakeOut(Napi::Env env, Applier* a) {
+    if (a->gzip()) {
+      a->FlushRecord();
+      std::string& out = a->gzip()->out();
+      Napi::Buffer<char> b = Napi::Buffer<char>::Copy(env, out.data(), out.size());
+      out.clear();
+      return b;
+    }
+    return a->record()->TakeWith([&](const char* p, size_t n) { return Napi::Buffer<char>::Copy(env, p, n); });
   }
 
   // tapEnd() → { digest, exact, bytes, record }: after finish(), the input's sha256 (hex),
@@ -250,7 +268,16 @@ class LayerApplier : public Napi::ObjectWrap<LayerApplier> {
     Applier* a = Get(info.Env());
     if (!a->record()) throw Napi::Error::New(info.Env(), "LayerApplier is not tapped");
     a->record()->Finish();
-    Napi::Buffer<char> rest = a->record()->TakeWith([&](const char* p, size_t n) { return Napi::Buffer<char>::Copy(info.Env(), p, n); });
+    Napi::Buffer<char> rest;
+    try {
+      if (a->gzip()) {
+        a->FlushRecord();
+        a->gzip()->Finish();
+      }
+      rest = TakeOut(info.Env(), a);
+    } catch (const Failure& f) {
+      throw FailureToJs(info.Env(), f);
+    }
     Napi::Object o = Napi::Object::New(info.Env());
     o.Set("digest", Napi::String::New(info.Env(), a->hash()->HexDigest()));
     o.Set("exact", Napi::Boolean::New(info.Env(), a->record()->exact()));

@@ -80,10 +80,12 @@ export interface LayerApplier {
    * (SHA-256) and the layer's tar-split record is made, in the format of image's
    * SplitRecorder, on the thread that applies. An entry that takes the layer's files past
    * `maxLogicalBytes` (logical sizes) is refused with ERR_INVALID_ARCHIVE before it is
-   * written; `what` names the layer in that message.
+   * written; `what` names the layer in that message. Returns true when the records come
+   * as one gzip stream (compressed on the pool thread through Node's zlib), false when
+   * they come raw (`rawRecords`, or no zlib found).
    */
-  tap(maxLogicalBytes: number, what: string, portableHash?: boolean): void;
-  /** The tar-split records made since the last call (uncompressed). */
+  tap(maxLogicalBytes: number, what: string, portableHash?: boolean, rawRecords?: boolean): boolean;
+  /** The tar-split records made since the last call: the next piece of the gzip stream, or raw records. */
   takeRecord(): Buffer;
   /** After finish(): the sha256 (hex) of every byte written, whether the layer's files rebuild it, the bytes and the last records. */
   tapEnd(): ApplierTapResult;
