@@ -86,9 +86,8 @@ export async function applyBlob(driver: StorageDriver, cacheId: string, parentCa
         split = records ? await records.finish() : Buffer.concat(gzParts);
         await it.return?.(undefined);
       } else {
-        if (!rec || !hash) await take(); // a driver that read nothing: the digest is of the whole input still
+        // The drain above called take() at least once, which made both.
         split = await rec!.finish();
-        await records?.finish();
         got = `sha256:${hash!.digest('hex')}`;
         exact = rec!.exact;
       }
