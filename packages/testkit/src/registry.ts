@@ -35,6 +35,9 @@ function run(cmd: string, args: string[], opts: { input?: string; env?: NodeJS.P
       if (err) reject(new Error(`${cmd} ${args.join(' ')}: ${stderr.trim() || err.message}`));
       else resolve(stdout);
     });
+    // A command that exits without reading its input (htpasswd) makes the write fail with
+    // EPIPE: its exit status, above, is what says how it went.
+    p.stdin!.on('error', () => undefined);
     p.stdin!.end(opts.input ?? '');
   });
 }
