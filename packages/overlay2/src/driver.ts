@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { chmod, chown, lchown, mkdir, mkdtemp, readFile, readdir, readlink, realpath, rm, rmdir, stat, symlink, unlink, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import type { Readable } from 'node:stream';
 import {
   CairnError, SharedMounts, StoreLocks, assertValidId, commitStaged, discardDir, errnoCode, fsyncDir,
@@ -13,7 +13,7 @@ import * as sys from '@cairnfs/sys';
 import {
   COMMITTED_FILE_MODE, DEFAULT_MAX_DEPTH, DIFF_MODE, HOME_MODE, KERNEL_MAX_DEPTH, LAYER_DIR_MODE, LINK_FILE_MODE,
   LOWER_FILE_MODE, Layout, WORK_MODE, assertDepth, childLowers, formatLowerFile, generateShortName, idFromDirName,
-  parseLowerFile,
+  parseLowerFile, DIFF_DIR, WORK_DIR, layerDirName,
 } from './layout.js';
 import { ensureSymlink, idFromLinkTarget, listLayerIds, readLinkFile, repairLinks } from './links.js';
 import { detachMount, performMount, planOverlayMount, planReadOnlyBind } from './mount.js';
@@ -406,17 +406,21 @@ export class Overlay2Driver implements StorageDriver {
    */
   private async mountMapped(id: string, maps: IdMappings, mountLabel: string | undefined): Promise<string> {
     const readOnly = await this.isReadOnly(id);
-    const lowerIds = await Promise.all((await this.readLowers(id)).map((l) => this.idOfLower(l)));
-    const stack = readOnly ? [id, ...lowerIds] : lowerIds; // the dirs shown read-only, topmost first
+    const entries = await this.readLowers(id); // `l/<short>`, nearest parent first
+    const lowerIds = await Promise.all(entries.map((l) => this.idOfLower(l)));
+    // The dirs shown read-only, topmost first, as the home names them: through the short
+    // links, so 128 of them fit in a page of mount data relative to the home's clone.
+    const stack = readOnly ? [id, ...lowerIds] : lowerIds;
+    const rels = readOnly ? [join(layerDirName(id), DIFF_DIR), ...entries] : entries;
     const lowers: IdmappedLower[] = [];
-    for (const layer of stack) {
+    for (const [i, layer] of stack.entries()) {
       const stored = await this.storedIdMap(layer);
       if (stored && !sameIdMappings(stored, maps)) {
         throw new CairnError('ERR_INVALID_OPTION',
           `layer ${layer} is stored shifted by the id map ${idMappingsKey(stored)}; ${id} cannot be shown with ${idMappingsKey(maps)} (use the same idMappings, or apply the image again without them)`,
           { subject: id });
       }
-      lowers.push({ path: this.layout.diffDir(layer), mapped: stored === null });
+      lowers.push({ rel: rels[i]!, mapped: stored === null });
     }
     const merged = this.layout.mergedDir(id);
     if (!readOnly && stack.length === 0) {
@@ -427,24 +431,34 @@ export class Overlay2Driver implements StorageDriver {
       await this.mountPoint(merged, () => idmappedBind(this.layout.diffDir(id), merged, maps, false), id);
       return merged;
     }
-    if (!readOnly) await this.prepareUpper(id, maps, lowers[0]!);
+    if (!readOnly) await this.prepareUpper(id, maps, join(this.home, lowers[0]!.rel), lowers[0]!.mapped);
     const why = await this.idmapUnsupported();
-    const shown = why === null ? lowers : [{ path: await this.chownCopy(stack[0]!, stack.slice(1), lowers, maps), mapped: false }];
+    const shown = why === null ? lowers : [{ rel: relative(this.home, await this.chownCopy(stack[0]!, stack.slice(1), lowers, maps)), mapped: false }];
     if (shown.length === 1 && readOnly) {
-      const only = shown[0]!;
-      await this.mountPoint(merged, () => (only.mapped ? idmappedBind(only.path, merged, maps, true) : performMount(planReadOnlyBind(only.path, merged))), id);
+      const only = join(this.home, shown[0]!.rel);
+      await this.mountPoint(merged, () => (shown[0]!.mapped ? idmappedBind(only, merged, maps, true) : performMount(planReadOnlyBind(only, merged))), id);
       return merged;
     }
     const scratch = await this.scratch.take();
+    const dir = layerDirName(id);
     const plan = planIdmappedOverlay({
-      scratch: scratch.dir, lowers: shown, target: merged, newMountApi: this.features.newMountApi,
-      upper: readOnly ? null : { upper: this.layout.diffDir(id), work: this.layout.workDir(id) },
+      home: this.home, scratch: scratch.dir, lowers: shown, target: merged, newMountApi: this.features.newMountApi,
+      upper: readOnly ? null : { upper: join(dir, DIFF_DIR), work: join(dir, WORK_DIR) },
       head: [...(this.features.indexOff ? [['index', 'off'] as [string, string]] : []), ...(this.features.userXattr ? [['userxattr', null] as [string, null]] : [])],
       tail: mountLabel ? [['context', `"${mountLabel}"`]] : [],
     });
     if (this.features.mountProgram) plan.spec.program = this.features.mountProgram;
     try {
-      await this.mountPoint(merged, () => performIdmappedOverlay(plan, maps, scratch), id);
+      await this.mountPoint(merged, async () => {
+        try {
+          await performIdmappedOverlay(plan, maps, scratch);
+        } catch (err) {
+          // A lost l/ link shows up as ENOENT from the overlay mount: repair and try once more (as mountLayer).
+          if (errnoCode(err) !== 'ENOENT' || scratch.dirty) throw err;
+          await this.locks.write(`repair the links of layer ${id}`, () => repairLinks(this.layout));
+          await performIdmappedOverlay(plan, maps, scratch);
+        }
+      }, id);
     } finally {
       await this.scratch.give(scratch);
     }
@@ -474,7 +488,7 @@ export class Overlay2Driver implements StorageDriver {
   }
 
   /** Before the first mapped mount of a container layer: its upper root owned as the mapped lower root, the map recorded. */
-  private async prepareUpper(id: string, maps: IdMappings, top: IdmappedLower): Promise<void> {
+  private async prepareUpper(id: string, maps: IdMappings, topPath: string, topMapped: boolean): Promise<void> {
     const stored = await this.storedIdMap(id);
     if (stored) {
       if (sameIdMappings(stored, maps)) return;
@@ -483,9 +497,9 @@ export class Overlay2Driver implements StorageDriver {
         { subject: id });
     }
     await this.ensureMappable(id);
-    const st = await stat(top.path);
-    const uid = top.mapped ? mapId(maps.uidMap, st.uid, true) : st.uid;
-    const gid = top.mapped ? mapId(maps.gidMap, st.gid, true) : st.gid;
+    const st = await stat(topPath);
+    const uid = topMapped ? mapId(maps.uidMap, st.uid, true) : st.uid;
+    const gid = topMapped ? mapId(maps.gidMap, st.gid, true) : st.gid;
     if (uid === undefined || gid === undefined) {
       throw new CairnError('ERR_INVALID_OPTION', `the id map does not cover the owner ${st.uid}:${st.gid} of the image's root directory`, { subject: id });
     }
@@ -499,7 +513,7 @@ export class Overlay2Driver implements StorageDriver {
    * already stored shifted, the plain view is used.
    */
   private async chownCopy(top: string, below: readonly string[], lowers: readonly IdmappedLower[], maps: IdMappings): Promise<string> {
-    if (lowers.length === 1 && !lowers[0]!.mapped) return lowers[0]!.path;
+    if (lowers.length === 1 && !lowers[0]!.mapped) return join(this.home, lowers[0]!.rel);
     const hash = createHash('sha256').update(idMappingsKey(maps)).digest('hex').slice(0, 16);
     const dest = join(this.home, CHOWN_COPIES_DIR, `${top}-${hash}`);
     if (await stat(dest).then(() => true, () => false)) return dest;
@@ -515,7 +529,7 @@ export class Overlay2Driver implements StorageDriver {
     const view = join(scratch, 'view');
     await mkdir(view);
     try {
-      const plan = planIdmappedOverlay({ scratch, lowers: lowers.map((l) => ({ ...l, mapped: false })), upper: null, target: view, head: this.features.indexOff ? [['index', 'off']] : [], tail: [], newMountApi: this.features.newMountApi });
+      const plan = planIdmappedOverlay({ home: this.home, scratch, lowers: lowers.map((l) => ({ ...l, mapped: false })), upper: null, target: view, head: this.features.indexOff ? [['index', 'off']] : [], tail: [], newMountApi: this.features.newMountApi });
       await performMount(this.features.mountProgram ? { ...plan.spec, program: this.features.mountProgram } : plan.spec);
       await buildChownCopy(this.home, view, dest, maps);
     } finally {
