@@ -407,14 +407,23 @@ export class Overlay2Driver implements StorageDriver {
   private async mountMapped(id: string, maps: IdMappings, mountLabel: string | undefined): Promise<string> {
     const readOnly = await this.isReadOnly(id);
     const entries = await this.readLowers(id); // `l/<short>`, nearest parent first
-    const lowerIds = await Promise.all(entries.map((l) => this.idOfLower(l)));
+    // Each lower's id and stored map, all at once (two small syscalls each, on the pool).
+    const resolve = () => Promise.all(entries.map(async (l) => {
+      const layer = await this.idOfLower(l);
+      return { layer, stored: await this.storedIdMap(layer) };
+    }));
+    const lowerInfo = await resolve().catch(async (err: unknown) => {
+      // A lost l/ link: repaired and tried once more, as mountLayer does on the mount's ENOENT.
+      if (errnoCode(err) !== 'ENOENT') throw err;
+      await this.locks.write(`repair the links of layer ${id}`, () => repairLinks(this.layout));
+      return resolve();
+    });
     // The dirs shown read-only, topmost first, as the home names them: through the short
     // links, so 128 of them fit in a page of mount data relative to the home's clone.
-    const stack = readOnly ? [id, ...lowerIds] : lowerIds;
+    const stack = readOnly ? [{ layer: id, stored: await this.storedIdMap(id) }, ...lowerInfo] : lowerInfo;
     const rels = readOnly ? [join(layerDirName(id), DIFF_DIR), ...entries] : entries;
     const lowers: IdmappedLower[] = [];
-    for (const [i, layer] of stack.entries()) {
-      const stored = await this.storedIdMap(layer);
+    for (const [i, { layer, stored }] of stack.entries()) {
       if (stored && !sameIdMappings(stored, maps)) {
         throw new CairnError('ERR_INVALID_OPTION',
           `layer ${layer} is stored shifted by the id map ${idMappingsKey(stored)}; ${id} cannot be shown with ${idMappingsKey(maps)} (use the same idMappings, or apply the image again without them)`,
@@ -431,9 +440,29 @@ export class Overlay2Driver implements StorageDriver {
       await this.mountPoint(merged, () => idmappedBind(this.layout.diffDir(id), merged, maps, false), id);
       return merged;
     }
-    if (!readOnly) await this.prepareUpper(id, maps, join(this.home, lowers[0]!.rel), lowers[0]!.mapped);
+    const prepared = readOnly ? null : await this.prepareUpper(id, maps, join(this.home, lowers[0]!.rel), lowers[0]!.mapped);
+    const synced = prepared ? prepared.durable.then(() => null, (err: unknown) => err) : Promise.resolve(null);
+    let root: string;
+    try {
+      root = await this.mountMappedStack(id, maps, mountLabel, readOnly, stack, lowers);
+    } catch (err) {
+      await synced;
+      throw err;
+    }
+    const syncError = await synced;
+    if (syncError !== null) {
+      await this.unmountLayer(id, root).catch(() => undefined); // not handed out with its record not durable
+      throw syncError;
+    }
+    return root;
+  }
+
+  /** mountMapped's second half: mounts the resolved stack (id-mapped, or a chown copy where that cannot work). */
+  private async mountMappedStack(id: string, maps: IdMappings, mountLabel: string | undefined, readOnly: boolean,
+    stack: ReadonlyArray<{ layer: string }>, lowers: IdmappedLower[]): Promise<string> {
+    const merged = this.layout.mergedDir(id);
     const why = await this.idmapUnsupported();
-    const shown = why === null ? lowers : [{ rel: relative(this.home, await this.chownCopy(stack[0]!, stack.slice(1), lowers, maps)), mapped: false }];
+    const shown = why === null ? lowers : [{ rel: relative(this.home, await this.chownCopy(stack[0]!.layer, stack.slice(1).map((s) => s.layer), lowers, maps)), mapped: false }];
     if (shown.length === 1 && readOnly) {
       const only = join(this.home, shown[0]!.rel);
       await this.mountPoint(merged, () => (shown[0]!.mapped ? idmappedBind(only, merged, maps, true) : performMount(planReadOnlyBind(only, merged))), id);
@@ -449,16 +478,7 @@ export class Overlay2Driver implements StorageDriver {
     });
     if (this.features.mountProgram) plan.spec.program = this.features.mountProgram;
     try {
-      await this.mountPoint(merged, async () => {
-        try {
-          await performIdmappedOverlay(plan, maps, scratch);
-        } catch (err) {
-          // A lost l/ link shows up as ENOENT from the overlay mount: repair and try once more (as mountLayer).
-          if (errnoCode(err) !== 'ENOENT' || scratch.dirty) throw err;
-          await this.locks.write(`repair the links of layer ${id}`, () => repairLinks(this.layout));
-          await performIdmappedOverlay(plan, maps, scratch);
-        }
-      }, id);
+      await this.mountPoint(merged, () => performIdmappedOverlay(plan, maps, scratch), id);
     } finally {
       await this.scratch.give(scratch);
     }
@@ -487,11 +507,16 @@ export class Overlay2Driver implements StorageDriver {
     }
   }
 
-  /** Before the first mapped mount of a container layer: its upper root owned as the mapped lower root, the map recorded. */
-  private async prepareUpper(id: string, maps: IdMappings, topPath: string, topMapped: boolean): Promise<void> {
+  /**
+   * Before the first mapped mount of a container layer: its upper root owned as the mapped
+   * lower root, the map recorded. Returns the fsync that makes the record durable, started
+   * but not awaited: it runs while the overlay mounts, and get awaits it before returning
+   * (nothing is written through the container before that).
+   */
+  private async prepareUpper(id: string, maps: IdMappings, topPath: string, topMapped: boolean): Promise<{ durable: Promise<void> } | null> {
     const stored = await this.storedIdMap(id);
     if (stored) {
-      if (sameIdMappings(stored, maps)) return;
+      if (sameIdMappings(stored, maps)) return null;
       throw new CairnError('ERR_INVALID_OPTION',
         `layer ${id} was written through the id map ${idMappingsKey(stored)}; it cannot be mounted with ${idMappingsKey(maps)} — get it with the same idMappings`,
         { subject: id });
@@ -504,7 +529,8 @@ export class Overlay2Driver implements StorageDriver {
       throw new CairnError('ERR_INVALID_OPTION', `the id map does not cover the owner ${st.uid}:${st.gid} of the image's root directory`, { subject: id });
     }
     await lchown(this.layout.diffDir(id), uid, gid); // the upper's root: never through a link
-    await this.recordIdMap(id, maps);
+    await sys.lsetxattr(this.layout.layerDir(id), this.idmapXattr, Buffer.from(idMappingsKey(maps)));
+    return { durable: fsyncDir(this.layout.layerDir(id)) }; // wrapped: an async function would await a promise it returns
   }
 
   /**

@@ -1,7 +1,7 @@
 // Id-mapped gets through ONE id-mapped clone of the home, whatever the depth
 // (packages/overlay2/src/idmap.ts): mapped owners on files from every lower, one extra
 // mount while the overlay mounts, none after put; and the plan's mount data at depth 128.
-import { chown, stat, writeFile } from 'node:fs/promises';
+import { chown, lstat, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { readMountInfo } from '@cairnfs/core';
@@ -96,6 +96,25 @@ describeBackend('overlay', missing, () => {
       }
     }, 120_000);
   }
+});
+
+describeBackend('overlay', missing, () => {
+  test('an id-mapped get repairs a lost l/ link of a lower (as a plain get does) and shows that lower mapped', async () => {
+    const h = await makeHome();
+    try {
+      const d = await h.open();
+      await chain(d, 3);
+      await d.createReadWrite('c', 'L2');
+      const lost = (await d.readLowers('c'))[1]!; // L1's link
+      await unlink(join(h.home, lost));
+      const root = await d.get('c', { idMappings: maps });
+      expect((await stat(join(root, 'file-1'))).uid).toBe(100001);
+      expect((await lstat(join(h.home, lost))).isSymbolicLink()).toBe(true);
+      await d.put('c');
+    } finally {
+      await h.dispose();
+    }
+  });
 });
 
 describe('planIdmappedOverlay', () => {
