@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { readlinkSync } from 'node:fs';
 import { chmod, chown, lchown, mkdir, mkdtemp, readFile, readdir, readlink, realpath, rm, rmdir, stat, symlink, unlink, writeFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -384,6 +385,17 @@ export class Overlay2Driver implements StorageDriver {
     return raw === null ? null : parseIdMappingsKey(raw.toString(), `layer ${id}`);
   }
 
+  /** storedIdMap without the pool round trip (for the many lowers of one get). */
+  private storedIdMapSync(id: string): IdMappings | null {
+    let raw: Buffer | null;
+    try {
+      raw = sys.lgetxattrSync(this.layout.layerDir(id), this.idmapXattr);
+    } catch {
+      raw = null; // as storedIdMap: no such layer or no xattr support reads as unmapped
+    }
+    return raw === null ? null : parseIdMappingsKey(raw.toString(), `layer ${id}`);
+  }
+
   private async recordIdMap(id: string, maps: IdMappings): Promise<void> {
     await sys.lsetxattr(this.layout.layerDir(id), this.idmapXattr, Buffer.from(idMappingsKey(maps)));
     await fsyncDir(this.layout.layerDir(id));
@@ -407,17 +419,22 @@ export class Overlay2Driver implements StorageDriver {
   private async mountMapped(id: string, maps: IdMappings, mountLabel: string | undefined): Promise<string> {
     const readOnly = await this.isReadOnly(id);
     const entries = await this.readLowers(id); // `l/<short>`, nearest parent first
-    // Each lower's id and stored map, all at once (two small syscalls each, on the pool).
-    const resolve = () => Promise.all(entries.map(async (l) => {
-      const layer = await this.idOfLower(l);
-      return { layer, stored: await this.storedIdMap(layer) };
-    }));
-    const lowerInfo = await resolve().catch(async (err: unknown) => {
+    // Each lower's id (its l/ link) and stored map, read synchronously: two local syscalls
+    // of microseconds each, where going through the pool cost a round trip per call (about
+    // 8 ms at 128 lowers, more than the mounts); isImageLayer reads its xattr the same way.
+    const resolve = () => entries.map((l) => {
+      const layer = this.idOfLowerSync(l);
+      return { layer, stored: this.storedIdMapSync(layer) };
+    });
+    let lowerInfo: Array<{ layer: string; stored: IdMappings | null }>;
+    try {
+      lowerInfo = resolve();
+    } catch (err) {
       // A lost l/ link: repaired and tried once more, as mountLayer does on the mount's ENOENT.
       if (errnoCode(err) !== 'ENOENT') throw err;
       await this.locks.write(`repair the links of layer ${id}`, () => repairLinks(this.layout));
-      return resolve();
-    });
+      lowerInfo = resolve();
+    }
     // The dirs shown read-only, topmost first, as the home names them: through the short
     // links, so 128 of them fit in a page of mount data relative to the home's clone.
     const stack = readOnly ? [{ layer: id, stored: await this.storedIdMap(id) }, ...lowerInfo] : lowerInfo;
@@ -659,7 +676,14 @@ export class Overlay2Driver implements StorageDriver {
 
   /** Resolves an `l/<short>` entry to the layer id its symlink points at. */
   async idOfLower(entry: string): Promise<string> {
-    const target = await readlink(`${this.home}/${entry}`);
+    return this.layerOfLinkTarget(entry, await readlink(`${this.home}/${entry}`));
+  }
+
+  private idOfLowerSync(entry: string): string {
+    return this.layerOfLinkTarget(entry, readlinkSync(`${this.home}/${entry}`));
+  }
+
+  private layerOfLinkTarget(entry: string, target: string): string {
     const id = idFromLinkTarget(target);
     if (id === undefined) throw new CairnError('ERR_BACKEND_FAILED', `link ${entry} points at ${target}, not at a layer; remove the link and reopen the driver to have it rebuilt`, { subject: entry });
     return id;
