@@ -24,6 +24,7 @@ import { zfsCases } from '../bench/cases/zfs-layer.mjs';
 import { dmCases } from '../bench/cases/dm-layer.mjs';
 import { rssCase } from '../bench/cases/rss.mjs';
 import { importCases } from '../bench/cases/import.mjs';
+import { importRssCases } from '../bench/cases/import-rss.mjs';
 import { idmapGetCases, rootlessImportCases } from '../bench/cases/idmap.mjs';
 import { podmanIdmapCases } from '../bench/cases/podman.mjs';
 import { pullCases } from '../bench/cases/pull.mjs';
@@ -40,7 +41,7 @@ const check = flag('--check');
 const quick = flag('--quick') || check;
 const json = flag('--json');
 const pairs = Number(value('--pairs') ?? (check ? 3 : 5));
-const all = ['apply', 'export', 'changes', 'vfs-create', 'overlay2', 'multiproc', 'btrfs', 'zfs', 'dm', 'import', 'pull', 'idmap', 'rootless-import', 'rss'];
+const all = ['apply', 'export', 'changes', 'vfs-create', 'overlay2', 'multiproc', 'btrfs', 'zfs', 'dm', 'import', 'pull', 'idmap', 'rootless-import', 'rss', 'import-rss'];
 const boundsFile = join(dirname(fileURLToPath(import.meta.url)), '..', 'bench', 'bounds.json');
 const bounds = check ? loadBounds(boundsFile) : null;
 const only = (value('--only') ?? (check ? bounds.cases.join(',') : all.join(','))).split(',');
@@ -133,6 +134,9 @@ try {
     const pullCase = (base, where) => pullCases({ params: imageParams, base, where, pairs, cairn, image, dockerKit: dockerdKit, registryKit });
     if (!noDisk) report(await pullCase(scratch.dir('pull'), 'repo disk'));
     report(await pullCase(scratch.tmpfs('pull', 4096), 'tmpfs'));
+  }
+  if (only.includes('import-rss')) {
+    report(await importRssCases({ base: scratch.tmpfs('import-rss', quick ? 2048 : 4096), imageParams, gib: rssGiB, archive }));
   }
   if (only.includes('rss')) {
     report([rssCase({ base: scratch.dir('rss'), gib: rssGiB, archiveDist: pathToFileURL(dist('archive')).href, native: process.env.CAIRN_PURE_JS !== '1' })]);

@@ -1,7 +1,8 @@
 // One importImage of a docker-save tarball into a fresh overlay2 store, timed in-process;
-// prints { ms, cpuMs }. Run as root, or as a rootless user inside `cairn unshare` (then the
-// store goes in a temp dir of its own). Used by bench/cases/idmap.mjs.
-import { mkdtempSync, rmSync } from 'node:fs';
+// prints { ms, cpuMs, hwmMiB } (hwmMiB: the process's peak RSS, VmHWM). Run as root, or
+// as a rootless user inside `cairn unshare` (then the store goes in a temp
+// dir of its own). Used by bench/cases/idmap.mjs.
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { openDriver } from 'cairnfs';
 import { LayerStore } from '@cairnfs/image';
@@ -18,7 +19,8 @@ try {
   const cpu = process.cpuUsage(c0);
   await store.close();
   await driver.cleanup();
-  process.stdout.write(JSON.stringify({ ms, cpuMs: (cpu.user + cpu.system) / 1000 }) + '\n');
+  const hwmKiB = Number(/^VmHWM:\s+(\d+) kB$/m.exec(readFileSync('/proc/self/status', 'latin1'))?.[1] ?? NaN);
+  process.stdout.write(JSON.stringify({ ms, cpuMs: (cpu.user + cpu.system) / 1000, hwmMiB: hwmKiB / 1024 }) + '\n');
 } finally {
   if (!dirArg) rmSync(dir, { recursive: true, force: true });
 }

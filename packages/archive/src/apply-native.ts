@@ -14,8 +14,16 @@ import { CairnError, type ErrorCode } from '@cairnfs/core';
 import { asBuffer } from './read-tar.js';
 import type { ApplyOptions } from './apply-options.js';
 import { reportDropped } from './owners.js';
+import { TappedTar, isFileRange } from './tapped.js';
 
 const BATCH_BYTES = 2 << 20;
+/**
+ * Bytes of a file range read per pool-thread job on the tapped path: between jobs the
+ * tar-split records made so far go to the importer, so they never pile up in memory
+ * (a slice of small files makes records of a fifth of its size: kept small enough to stay
+ * in cache between the applier and the copy out).
+ */
+const RANGE_SLICE = 2 << 20;
 
 /**
  * The process umask as of the start of the current apply (it decides whether a new file's
@@ -56,30 +64,63 @@ export async function applyLayerNative(root: string, tar: Readable | AsyncIterab
   } catch (err) {
     throw explain(fromNative(err), '');
   }
-  const file = await wholeFileOf(tar);
+  const tapped = tar instanceof TappedTar && tar.claim() ? tar : null;
+  const file = tapped ? null : await wholeFileOf(tar);
   let inflight: Promise<void> | undefined;
+  let gzipped = false;
+  const done = () => {
+    const bytes = applier.finish();
+    if (tapped) {
+      const t = applier.tapEnd();
+      tapped.tap.onRecord(t.record, gzipped);
+      tapped.result = { digest: `sha256:${t.digest}`, exact: t.exact, bytes: t.bytes };
+    }
+    (opts.report ?? ((d) => reportDropped(root, d)))(applier.dropped);
+    return bytes;
+  };
   try {
     if (file !== null) {
       if (offThread) await applier.writeFromAsync(file.fd);
       else applier.writeFrom(file.fd);
-      const bytes = applier.finish();
-      (opts.report ?? ((d) => reportDropped(root, d)))(applier.dropped);
-      return bytes;
+      return done();
     }
+    if (tapped) gzipped = applier.tap(tapped.tap.maxLogicalBytes, tapped.tap.what, false, tapped.tap.rawRecords ?? false);
+    if (tapped && isFileRange(tapped.source)) {
+      // The applier reads the range itself (as tar reads its input), hashing and recording
+      // every byte of it; the records so far go to the importer between slices.
+      const { fd, start, length } = tapped.source;
+      for (let pos = 0; pos < length;) {
+        const n = Math.min(RANGE_SLICE, length - pos);
+        if (offThread) await applier.writeRangeAsync(fd, start + pos, n);
+        else applier.writeRange(fd, start + pos, n);
+        pos += n;
+        tapped.tap.onRecord(applier.takeRecord(), gzipped);
+        tapped.tap.onBytes?.(n);
+      }
+      return done();
+    }
+    const input = (tapped ? tapped.source : tar) as AsyncIterable<Uint8Array>;
     let batch: Buffer[] = [];
     let batchBytes = 0;
-    for await (const chunk of tar as AsyncIterable<Uint8Array>) {
-      // After the end-of-archive marker input is ignored; it is still drained so the
-      // producer (a decompressor, a socket) is not left blocked.
-      if (chunk.length === 0 || applier.finished) continue;
+    let sinceTake = 0;
+    for await (const chunk of input) {
+      // After the end-of-archive marker input is ignored (but a tapped applier still hashes
+      // and records it); it is drained so the producer (a decompressor, a socket) is not
+      // left blocked.
+      if (chunk.length === 0 || (!tapped && applier.finished)) continue;
       if (!offThread) {
         applier.write(asBuffer(chunk));
+        sinceTake += chunk.length;
+        if (tapped && sinceTake >= BATCH_BYTES) { tapped.tap.onRecord(applier.takeRecord(), gzipped); sinceTake = 0; }
         continue;
       }
       batch.push(asBuffer(chunk));
       batchBytes += chunk.length;
       if (batchBytes < BATCH_BYTES) continue;
-      if (inflight) await inflight;
+      if (inflight) {
+        await inflight;
+        if (tapped) tapped.tap.onRecord(applier.takeRecord(), gzipped);
+      }
       inflight = applier.writeAsync(batch);
       // It may fail while the next batch is being read; it is awaited then, and must not
       // count as an unhandled rejection meanwhile (Node would exit on one).
@@ -89,10 +130,8 @@ export async function applyLayerNative(root: string, tar: Readable | AsyncIterab
     }
     if (inflight) await inflight;
     inflight = undefined;
-    if (batch.length > 0 && !applier.finished) await applier.writeAsync(batch);
-    const bytes = applier.finish();
-    (opts.report ?? ((d) => reportDropped(root, d)))(applier.dropped);
-    return bytes;
+    if (batch.length > 0 && (tapped || !applier.finished)) await applier.writeAsync(batch);
+    return done();
   } catch (err) {
     // A failing input stream while a batch is applying: let the batch settle first.
     if (inflight) await inflight.catch(() => undefined);

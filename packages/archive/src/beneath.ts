@@ -7,6 +7,7 @@
 // into the layer (a symlink to a host directory, a device, a fifo) is "not there" or
 // "changed", never followed, opened or read.
 import { closeSync } from 'node:fs';
+import { CairnError, errnoCode } from '@cairnfs/core';
 import {
   STAT, STAT_FIELDS, WALK_LINKS, WALK_TYPES_ONLY, WALK_XATTRS, openBeneathSync, statDirSync, statPathsSync,
 } from '@cairnfs/sys';
@@ -48,7 +49,16 @@ function relOf(path: string): string {
 export function lstatBeneath(root: string, rel: string): BeneathNode | null {
   const r = relOf(rel);
   if (r === '') throw new Error('lstatBeneath: the root itself has no parent to resolve from');
-  const batch = statPathsSync(root, [r], WALK_XATTRS | WALK_LINKS);
+  let batch: ReturnType<typeof statPathsSync>;
+  try {
+    batch = statPathsSync(root, [r], WALK_XATTRS | WALK_LINKS);
+  } catch (err) {
+    // lstat said symlink, readlink found something else: the name changed in between.
+    if (errnoCode(err) !== 'EINVAL') throw err;
+    throw new CairnError('ERR_BACKEND_FAILED',
+      `Cannot read /${r} in ${root}: it changed while it was read (was the layer being modified, by a running container?). Nothing outside the layer was read; retry once it is quiet.`,
+      { subject: r, cause: err });
+  }
   const s = batch.stats;
   if (s[STAT.mode] === 0) return null;
   const xattrs = new Map<string, Buffer>();

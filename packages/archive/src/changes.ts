@@ -1,6 +1,6 @@
 import { constants as fsConstants, type BigIntStats } from 'node:fs';
 import { NativeTreeComparer, nativeDiffSize, sameContent } from './changes-native.js';
-import { errnoCode, sameXattrMaps, type Change } from '@cairnfs/core';
+import { CairnError, errnoCode, isCairnError, sameXattrMaps, type Change } from '@cairnfs/core';
 import { listBeneath, lstatBeneath, type BeneathNode, type NodeStat } from './beneath.js';
 
 const { S_IFMT, S_IFDIR, S_IFREG, S_IFLNK } = fsConstants;
@@ -29,14 +29,37 @@ const { S_IFMT, S_IFDIR, S_IFREG, S_IFLNK } = fsConstants;
  * File names that are not valid UTF-8 are not supported: Node decodes them lossily.
  */
 export async function changesBetween(layerDir: string, parentDir: string | null, opts: ChangesOptions = {}): Promise<Change[]> {
-  if (!usePureJs(opts)) {
-    const native = new NativeTreeComparer(layerDir, parentDir, opts.contentCheckSinceSec ?? null);
-    await native.compareDir('', parentDir !== null);
-    return native.result(); // already in sortChanges order: the walk visits names sorted
+  try {
+    if (!usePureJs(opts)) {
+      const native = new NativeTreeComparer(layerDir, parentDir, opts.contentCheckSinceSec ?? null);
+      await native.compareDir('', parentDir !== null);
+      return native.result(); // already in sortChanges order: the walk visits names sorted
+    }
+    const walker = new TreeComparer(layerDir, parentDir, opts.contentCheckSinceSec ?? null);
+    await walker.compareDir('', parentDir !== null);
+    return sortChanges(walker.changes);
+  } catch (err) {
+    throw walkFailure(err, layerDir);
   }
-  const walker = new TreeComparer(layerDir, parentDir, opts.contentCheckSinceSec ?? null);
-  await walker.compareDir('', parentDir !== null);
-  return sortChanges(walker.changes);
+}
+
+/**
+ * A walk's system error as a CairnError. The errors a name changing kind under the walk
+ * gives (a directory swapped for a symlink: ELOOP from the beneath-resolution; a symlink
+ * for a directory between lstat and readlink: EINVAL; gone: ENOENT) say that the layer
+ * was being modified, most likely by a running container.
+ */
+function walkFailure(err: unknown, layerDir: string): unknown {
+  const code = errnoCode(err);
+  if (isCairnError(err) || code === undefined) return err;
+  const path = (err as { path?: string }).path ?? layerDir;
+  if (code === 'ENOENT' && path === layerDir) {
+    return new CairnError('ERR_BACKEND_FAILED', `Cannot list the changes of ${layerDir}: it does not exist`, { subject: layerDir, cause: err });
+  }
+  const swapped = code === 'ENOENT' || code === 'ENOTDIR' || code === 'ELOOP' || code === 'EINVAL' || code === 'EXDEV';
+  return new CairnError('ERR_BACKEND_FAILED', swapped
+    ? `Cannot list the changes of ${layerDir}: ${path} changed while it was read (${code}; was the layer being modified, by a running container?). Nothing outside the layer was read; retry once it is quiet.`
+    : `Cannot list the changes of ${layerDir}: ${code} on ${path}`, { subject: path, cause: err });
 }
 
 export interface ChangesOptions {

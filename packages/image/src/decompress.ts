@@ -80,9 +80,11 @@ async function* decompressIterator(it: AsyncIterator<Uint8Array>, count: (n: num
   if (kind === 'none') {
     for await (const c of all()) { count(c.length); yield c; }
   } else if (kind === 'gzip') {
-    // 128 KiB output chunks instead of zlib's 16 KiB: an eighth of the hand-offs and of
-    // the per-chunk work downstream (hash, tar-split, apply); measured ~25 % less CPU.
-    const gunzip = createGunzip({ chunkSize: 128 * 1024 });
+    // 512 KiB output chunks instead of zlib's 16 KiB: a 32nd of the hand-offs between
+    // zlib's pool thread and this one, and of the per-chunk work downstream (128 KiB
+    // measured ~25 % less CPU than 16 KiB; 512 KiB another ~10 % of a gzip import and
+    // ~15 % of its event-loop time, docs/benchmarks.md, issue 19).
+    const gunzip = createGunzip({ chunkSize: 512 * 1024 });
     const src = Readable.from(all());
     src.on('error', (e) => gunzip.destroy(e));
     src.pipe(gunzip);

@@ -1,11 +1,14 @@
 // The file-level steps of recording layers in a layer store: applying a blob with its
 // digest and tar-split, and durable writes of new files and directories.
-import { createHash } from 'node:crypto';
+import { createHash, type Hash } from 'node:crypto';
+import { readSync } from 'node:fs';
 import { mkdir, open } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { CairnError, fsyncDir, type StorageDriver } from '@cairnfs/core';
-import { DEFAULT_MAX_UNCOMPRESSED_BYTES, decompressed } from './decompress.js';
-import { SplitRecorder } from './tarsplit.js';
+import { TappedTar, type TarFileRange } from '@cairnfs/archive';
+import { DEFAULT_MAX_UNCOMPRESSED_BYTES, decompressed, detectCompression } from './decompress.js';
+import { FileRange } from './source.js';
+import { SplitGzip, SplitRecorder } from './tarsplit.js';
 
 /** Writes a new file and fsyncs it (callers fsync its directory once all are written). */
 export async function writeSyncedFile(path: string, data: string | Buffer): Promise<void> {
@@ -29,40 +32,86 @@ export async function mkdirDurable(path: string): Promise<void> {
 /**
  * Applies one layer blob to the driver layer `cacheId`, hashing the uncompressed stream and
  * recording its tar-split as it passes to the driver; the diff id is checked once the
- * stream is read to the end.
+ * stream is read to the end, before the caller commits the layer.
+ *
+ * The hash and the record are made by the native applier in its own pass on the pool
+ * thread when the driver applies through applyLayer's native path (a TappedTar); for a
+ * plain blob that is a byte range of a file the applier also reads the range itself.
+ * Any other consumer of the tar gets the JS path: sha256 and SplitRecorder on this thread.
  */
 export async function applyBlob(driver: StorageDriver, cacheId: string, parentCacheId: string | null, diffId: string,
     blob: AsyncIterable<Uint8Array>, onBytes: (n: number) => void, maxUncompressedBytes?: number) {
-    const counted = (async function* () { for await (const c of blob) { onBytes(c.length); yield c; } })();
-    const it = decompressed(counted, { maxBytes: maxUncompressedBytes, what: `layer ${diffId}` })[Symbol.asyncIterator]();
-    const hash = createHash('sha256');
-    const rec = new SplitRecorder({ maxLogicalBytes: maxUncompressedBytes ?? DEFAULT_MAX_UNCOMPRESSED_BYTES, what: `layer ${diffId}` });
-    let tarSize = 0;
-    const take = async (): Promise<IteratorResult<Buffer>> => {
-      const r = await it.next();
-      if (!r.done) { hash.update(r.value); rec.write(r.value); tarSize += r.value.length; }
-      return r;
-    };
-    // The driver may stop reading at the end-of-archive marker; its return() must not
-    // close the source, since the digest covers every byte up to EOF.
-    const feed: AsyncIterable<Buffer> = {
-      [Symbol.asyncIterator]: () => ({ next: take, return: async () => ({ done: true, value: undefined }) }),
-    };
-    let size: number;
+    const what = `layer ${diffId}`;
+    const maxLogicalBytes = maxUncompressedBytes ?? DEFAULT_MAX_UNCOMPRESSED_BYTES;
     try {
-      size = await driver.applyDiff(cacheId, parentCacheId, feed);
-      while (!(await take()).done) { /* drain to EOF */ }
-    } catch (err) {
-      await it.return?.(undefined);
-      throw err;
+      const range = blob instanceof FileRange ? plainRange(blob, maxLogicalBytes) : undefined;
+      // A range is counted by the native pass as it reads (tap.onBytes), or by the JS path here.
+      const counted = (async function* () { for await (const c of blob) { onBytes(c.length); yield c; } })();
+      const it = decompressed(counted, { maxBytes: maxUncompressedBytes, what })[Symbol.asyncIterator]();
+      let hash: Hash | undefined;
+      let rec: SplitRecorder | undefined;
+      let tarSize = 0;
+      const take = async (): Promise<IteratorResult<Buffer>> => {
+        const r = await it.next();
+        hash ??= createHash('sha256');
+        rec ??= new SplitRecorder({ maxLogicalBytes, what });
+        if (!r.done) { hash.update(r.value); rec.write(r.value); tarSize += r.value.length; }
+        return r;
+      };
+      // The driver may stop reading at the end-of-archive marker; its return() must not
+      // close the source, since the digest covers every byte up to EOF.
+      const feed: AsyncIterable<Buffer> = {
+        [Symbol.asyncIterator]: () => ({ next: take, return: async () => ({ done: true, value: undefined }) }),
+      };
+      // The native path's split file: gzipped by the addon, or its raw records gzipped here.
+      const gzParts: Buffer[] = [];
+      let records: SplitGzip | undefined;
+      const native: AsyncIterable<Uint8Array> = { [Symbol.asyncIterator]: () => ({ next: () => it.next(), return: async () => ({ done: true, value: undefined }) }) };
+      const tar = new TappedTar(range ?? native, {
+        maxLogicalBytes, what, onRecord: (r, gzipped) => { if (gzipped) gzParts.push(r); else (records ??= new SplitGzip()).write(r); }, onBytes,
+      }, feed);
+      let size: number;
+      try {
+        size = await driver.applyDiff(cacheId, parentCacheId, tar);
+        if (!tar.claimed) while (!(await take()).done) { /* drain to EOF */ }
+      } catch (err) {
+        await it.return?.(undefined);
+        await records?.finish().catch(() => undefined);
+        throw err;
+      }
+      let got: string, exact: boolean, split: Buffer;
+      if (tar.claimed) {
+        if (!tar.result) throw new CairnError('ERR_BACKEND_FAILED', `the driver ${driver.name} returned from applyDiff of ${what} before its input ended`, { subject: diffId });
+        ({ digest: got, exact, bytes: tarSize } = tar.result);
+        split = records ? await records.finish() : Buffer.concat(gzParts);
+        await it.return?.(undefined);
+      } else {
+        // The drain above called take() at least once, which made both.
+        split = await rec!.finish();
+        got = `sha256:${hash!.digest('hex')}`;
+        exact = rec!.exact;
+      }
+      if (got !== diffId) {
+        throw new CairnError('ERR_INVALID_ARCHIVE',
+          `layer content does not match the image: its diff id is ${got}, the image config says ${diffId}; the image is corrupt or was tampered with`,
+          { subject: diffId });
+      }
+      return { size, tarSize, exact, split };
+    } finally {
+      if (blob instanceof FileRange) blob.close();
     }
-    const split = await rec.finish();
-    const got = `sha256:${hash.digest('hex')}`;
-    if (got !== diffId) {
-      throw new CairnError('ERR_INVALID_ARCHIVE',
-        `layer content does not match the image: its diff id is ${got}, the image config says ${diffId}; the image is corrupt or was tampered with`,
-        { subject: diffId });
-    }
-    return { size, tarSize, exact: rec.exact, split };
   }
 
+/**
+ * The range of a plain (uncompressed) blob the native applier can read itself, or
+ * undefined for a compressed one or one larger than the uncompressed-bytes cap (the stream
+ * path refuses that as it does any other bomb).
+ */
+function plainRange(blob: FileRange, maxBytes: number): TarFileRange | undefined {
+  const r = blob.open();
+  if (r.length > maxBytes) return undefined;
+  const head = Buffer.alloc(4);
+  const n = r.length === 0 ? 0 : readSync(r.fd, head, 0, Math.min(4, r.length), r.start);
+  if (detectCompression(head.subarray(0, n)) !== 'none') return undefined;
+  return { fd: r.fd, start: r.start, length: r.length };
+}

@@ -55,6 +55,40 @@ async function* readRange(fd: number, start: number, end: number): AsyncGenerato
   }
 }
 
+/**
+ * A blob that is a byte range of a file the source holds open (a layer.tar inside a docker
+ * save archive, a blob file of a layout): iterated, it streams the range in chunks; the
+ * importer may instead hand the range itself to the native applier (applyBlob), which
+ * reads it with pread as tar reads its input. It opens on first use; `close()` releases
+ * what it opened (iteration closes it at its end too).
+ */
+export class FileRange implements AsyncIterable<Uint8Array> {
+  private opened: { fd: number; start: number; length: number; close: () => void } | undefined;
+  private closed = false;
+  constructor(private readonly opener: () => { fd: number; start: number; length: number; close: () => void }) {}
+
+  open(): { fd: number; start: number; length: number } {
+    if (this.closed) throw new Error('FileRange: closed');
+    this.opened ??= this.opener();
+    return this.opened;
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.opened?.close();
+  }
+
+  async *[Symbol.asyncIterator](): AsyncGenerator<Uint8Array> {
+    const r = this.open();
+    try {
+      if (r.length > 0) yield* readRange(r.fd, r.start, r.start + r.length);
+    } finally {
+      this.close();
+    }
+  }
+}
+
 const clean = (p: string) => posix.normalize(`/${p}`).slice(1);
 
 const missing = (path: string) => new CairnError('ERR_INVALID_ARCHIVE',
@@ -128,15 +162,13 @@ class DirSource implements BlobSource {
     closeSync(f.fd);
     return f.size;
   }
-  async *stream(p: string): AsyncIterable<Uint8Array> {
-    const f = this.open(p);
-    if (!f) throw missing(p);
-    // The stream owns the fd from here, and reads only that checked inode.
-    try {
-      yield* readRange(f.fd, 0, Number.MAX_SAFE_INTEGER);
-    } finally {
-      closeSync(f.fd);
-    }
+  stream(p: string): AsyncIterable<Uint8Array> {
+    // The range owns the fd once opened, and reads only that checked inode (its size then).
+    return new FileRange(() => {
+      const f = this.open(p);
+      if (!f) throw missing(p);
+      return { fd: f.fd, start: 0, length: f.size, close: () => closeSync(f.fd) };
+    });
   }
   async close(): Promise<void> {
     closeSync(this.rootFd);
@@ -161,11 +193,12 @@ class TarSource implements BlobSource {
   async size(p: string): Promise<number | undefined> {
     return this.files.get(clean(p))?.size;
   }
-  async *stream(p: string): AsyncIterable<Uint8Array> {
-    const f = this.files.get(clean(p));
-    if (!f) throw missing(p);
-    if (f.size === 0) return;
-    yield* readRange(this.fh.fd, f.offset, f.offset + f.size);
+  stream(p: string): AsyncIterable<Uint8Array> {
+    return new FileRange(() => {
+      const f = this.files.get(clean(p));
+      if (!f) throw missing(p);
+      return { fd: this.fh.fd, start: f.offset, length: f.size, close: () => undefined };
+    });
   }
   async close(): Promise<void> {
     await this.fh.close();

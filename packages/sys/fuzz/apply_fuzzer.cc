@@ -53,9 +53,23 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto mode = static_cast<cairn::Whiteouts>(size % 3);
   try {
     cairn::Applier a(root, mode, /*noDevices=*/true, /*ownership=*/geteuid() == 0, geteuid(), getegid(), 022, /*legacy=*/false);
+    // Every other input goes through the image import's pass too (hash, tar-split record,
+    // logical-size cap), cut in two so the record sees content slices across chunks.
+    bool tapped = (size / 3) % 2 == 0;
+    if (tapped) a.Tap(int64_t{1} << 30, "fuzz layer", /*portableHash=*/true, /*gzipRecords=*/false);
     try {
-      a.Write(data, size);
+      if (tapped) {
+        a.Write(data, size / 2);
+        a.Write(data + size / 2, size - size / 2);
+      } else {
+        a.Write(data, size);
+      }
       a.Finish();
+      if (tapped) {
+        a.record()->Finish();
+        a.record()->TakeWith([](const char* p, size_t n) { return n > 0 ? p[n - 1] : 0; });
+        if (a.hash()->HexDigest().size() != 64) abort();
+      }
     } catch (const cairn::Failure&) {
       a.Abort();
     }

@@ -8,6 +8,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <memory>
@@ -77,12 +78,16 @@ void Applier::Abort() {
   if (pfd >= 0) unlinkat(pfd, file_base_.c_str(), 0);
 }
 
+uint8_t* Applier::ReadBuffer() {
+  if (!read_buf_) read_buf_.reset(new uint8_t[kRead]);
+  return read_buf_.get();
+}
+
 void Applier::ReadFrom(int fd) {
-  constexpr size_t kRead = 256 * 1024;  // stays in L2 between the read and the writes
-  std::unique_ptr<uint8_t[]> buf(new uint8_t[kRead]);
+  uint8_t* buf = ReadBuffer();
   off_t at = 0;
   while (!reader_.finished()) {
-    ssize_t n = pread(fd, buf.get(), kRead, at);
+    ssize_t n = pread(fd, buf, kRead, at);
     if (n < 0) {
       if (errno == EINTR) continue;
       Failure f;
@@ -92,10 +97,57 @@ void Applier::ReadFrom(int fd) {
     }
     if (n == 0) return;
     at += n;
-    Write(buf.get(), static_cast<size_t>(n));
+    Write(buf, static_cast<size_t>(n));
   }
 }
 
+void Applier::ReadRange(int fd, int64_t offset, int64_t length) {
+  uint8_t* buf = ReadBuffer();
+  int64_t done = 0;
+  while (done < length) {
+    size_t want = static_cast<size_t>(std::min<int64_t>(static_cast<int64_t>(kRead), length - done));
+    ssize_t n = pread(fd, buf, want, static_cast<off_t>(offset + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      Failure f;
+      f.sys.Set(errno, "read");
+      f.subject = current_name_;
+      throw f;
+    }
+    if (n == 0) return;
+    done += n;
+    Write(buf, static_cast<size_t>(n));
+    if (!record_ && reader_.finished()) return;  // untapped: nothing reads past the end marker
+  }
+}
+
+bool Applier::Tap(int64_t maxLogical, std::string what, bool portableHash, bool gzipRecords) {
+  record_ = std::make_unique<SplitRecord>(maxLogical, std::move(what));
+  hash_ = std::make_unique<Sha256>(portableHash);
+  if (gzipRecords) {
+    gzip_ = std::make_unique<RecordGzip>();
+    if (!gzip_->ok()) gzip_.reset();
+  }
+  return gzip_ != nullptr;
+}
+
+void Applier::TappedWrite(const uint8_t* data, size_t len) {
+  hash_->Update(data, len);
+  tapped_bytes_ += static_cast<int64_t>(len);
+  record_->InputBegin(data, len);
+  if (!reader_.finished()) reader_.Write(data, len);
+  record_->InputEnd();
+  // Compressed in pieces that stay in cache between the recorder and zlib.
+  if (gzip_ && record_->pending() >= 256 * 1024) FlushRecord();
+}
+
+void Applier::FlushRecord() {
+  if (!gzip_ || !record_) return;
+  record_->TakeWith([&](const char* p, size_t n) {
+    gzip_->Write(reinterpret_cast<const uint8_t*>(p), n);
+    return 0;
+  });
+}
 
 // Removes a directory tree below dirfd without following any symlink in it.
 void Applier::RemoveTree(int dirfd, const std::string& name, const std::string& rel) {
@@ -212,6 +264,7 @@ void Applier::Times(const Entry& e, timespec out[2]) {
 
 void Applier::OnEntry(Entry e) {
   current_name_ = e.name;
+  if (record_) record_->OnEntry(e);  // before anything is written: it may refuse the entry
   if (ownership_ && !owners_.Map(&e.uid, &e.gid)) {
     if (!owners_.Drop(EOVERFLOW, e.name, e.uid, e.gid)) dirs_.SysFail(EOVERFLOW, "chown", e.name);
     e.uid = euid_;  // ignoreChownErrors: the caller's own ids, which every chown below leaves as they are
@@ -341,6 +394,7 @@ const char* Applier::TypeName(char t) {
 }
 
 void Applier::OnData(const uint8_t* p, size_t n, int64_t position) {
+  if (record_) record_->OnData(p, n, position);
   if (file_fd_ < 0) return;
   size_t off = 0;
   while (off < n) {

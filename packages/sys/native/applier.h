@@ -15,8 +15,13 @@
 #include <unordered_set>
 #include <vector>
 
+#include <memory>
+
 #include "beneath.h"
 #include "owners.h"
+#include "record_gzip.h"
+#include "sha256.h"
+#include "split_record.h"
 #include "tar_reader.h"
 
 namespace cairn {
@@ -30,8 +35,29 @@ class Applier : public EntrySink {
   ~Applier() override { Release(); }
 
   void Release();
-  // Feeds raw tar bytes. After the end-of-archive marker, input is ignored.
-  void Write(const uint8_t* data, size_t len) { reader_.Write(data, len); }
+  // Feeds raw tar bytes. After the end-of-archive marker, input is ignored (but still
+  // hashed and recorded when tapped).
+  void Write(const uint8_t* data, size_t len) {
+    if (record_) TappedWrite(data, len);
+    else reader_.Write(data, len);
+  }
+  // The import pass: from now on every input byte is hashed (SHA-256) and the tar-split
+  // record is made (split_record.h), with the layer's files held to maxLogical bytes.
+  // Call before the first write.
+  // gzipRecords: compress the records here (through Node's zlib) when it can; Tap returns
+  // whether it does, else the records are handed out raw.
+  bool Tap(int64_t maxLogical, std::string what, bool portableHash, bool gzipRecords);
+  // Reads `length` bytes of `fd` from `offset` (pread; EOF ends it early) into the applier,
+  // to the end of the range even past the end-of-archive marker (a tapped apply hashes
+  // and records every byte of its input).
+  void ReadRange(int fd, int64_t offset, int64_t length);
+  SplitRecord* record() { return record_.get(); }
+  RecordGzip* gzip() { return gzip_.get(); }
+  // Compresses the records made so far (the end of each pool-thread job calls it, so the
+  // compression runs there and not on the JS thread).
+  void FlushRecord();
+  Sha256* hash() { return hash_.get(); }
+  int64_t tapped_bytes() const { return tapped_bytes_; }
   // The input ended: refuses a truncated archive, then sets directory times.
   void Finish();
   // Closes and removes a half-written file so no partial file keeps a final name.
@@ -101,6 +127,14 @@ class Applier : public EntrySink {
   bool file_in_setgid_ = false;
   Entry file_;
   OwnerPolicy owners_;
+  void TappedWrite(const uint8_t* data, size_t len);
+  uint8_t* ReadBuffer();
+  std::unique_ptr<SplitRecord> record_;
+  std::unique_ptr<Sha256> hash_;
+  std::unique_ptr<RecordGzip> gzip_;
+  int64_t tapped_bytes_ = 0;
+  std::unique_ptr<uint8_t[]> read_buf_;
+  static constexpr size_t kRead = 256 * 1024;  // stays in L2 between the read and the writes
 };
 
 }  // namespace cairn

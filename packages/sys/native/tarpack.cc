@@ -28,6 +28,7 @@
 #include <deque>
 #include <unordered_map>
 
+#include "nodevview.h"
 #include "nofollow.h"
 
 namespace cairn {
@@ -46,6 +47,8 @@ constexpr int kLegacy = 4;
 // would commit a layer deleting /etc/passwd. aufs branches, whose .wh. files are their
 // whiteouts, set it.
 constexpr int kKeepWhiteoutNames = 8;
+// Tests only: no nodev view (NodevView), as where this process may not clone mounts.
+constexpr int kNoNodevView = 16;
 constexpr size_t kBlock = 512;
 #ifdef MADV_POPULATE_WRITE
 constexpr int kMadvPopulateWrite = MADV_POPULATE_WRITE;
@@ -332,6 +335,13 @@ class Packer : public Napi::ObjectWrap<Packer> {
       PathError(e, errno, walk_ ? "scandir" : "open", root_path_);
       ThrowSysError(info.Env(), e);
     }
+    if (!(flags_ & (kLegacy | kNoNodevView))) {
+      if (int view = NodevView(fd); view >= 0) {
+        close(fd);
+        fd = view;
+        nodev_ = true;
+      }
+    }
     Level root;
     root.dir = fdopendir(fd);
     if (root.dir == nullptr) {
@@ -542,7 +552,8 @@ class Packer : public Napi::ObjectWrap<Packer> {
     return true;
   }
 
-  // The lstat of dirfd/base: 0 or an errno. Where regular files are reopened through
+  // The lstat of dirfd/base: 0 or an errno. In a nodev view (nodev_), a plain fstatat:
+  // OpenRegular then opens the name itself. Where regular files are reopened through
   // handles, the name is opened O_PATH|O_NOFOLLOW (a symlink gives the link itself; O_PATH
   // calls no device's open) and that fd fstat'ed, and *pathfd is that fd (the caller
   // closes it): the header is built from the very inode a regular file's content is then
@@ -550,7 +561,7 @@ class Packer : public Napi::ObjectWrap<Packer> {
   // less per file than an fstatat followed by that open. Otherwise a plain fstatat.
   int Lstat(int dirfd, const std::string& base, struct stat& st, int& pathfd) {
     pathfd = -1;
-    if (!handles_ || (flags_ & kLegacy)) return fstatat(dirfd, base.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 ? 0 : errno;
+    if (nodev_ || !handles_ || (flags_ & kLegacy)) return fstatat(dirfd, base.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 ? 0 : errno;
     int p = openat(dirfd, base.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
     if (p < 0) return errno;
     if (fstat(p, &st) != 0) {
@@ -844,18 +855,34 @@ class Packer : public Napi::ObjectWrap<Packer> {
   }
 
   // The regular file `st` describes (the lstat its header is built from), opened for
-  // reading; a name that no longer holds that very file is Changed. Where this process may
-  // (CAP_DAC_READ_SEARCH, a filesystem with file handles) the file is reopened from a
-  // handle of an O_PATH fd checked first, so nothing but that regular file is ever opened.
-  // Otherwise it is opened by name (O_NOFOLLOW|O_NONBLOCK|O_NOCTTY: no symlink followed,
-  // no fifo blocking, no tty taken) and checked before a byte is read: a device swapped in
-  // at that instant has its open called, never its content read.
+  // reading; a name that no longer holds that very file is Changed. In a nodev view (the
+  // root's mount cloned with MOUNT_ATTR_NODEV, where this process may clone mounts) the
+  // name is opened directly (O_NOFOLLOW|O_NONBLOCK|O_NOCTTY: no symlink followed, no fifo
+  // blocking, no tty taken) and checked before a byte is read: a device swapped in fails
+  // the open (EACCES) before its driver's open runs; a fifo opened at that instant is
+  // closed unread. That is 2 syscalls per file fewer than a handle reopen, 6 in all, as
+  // GNU tar's. Otherwise, where this process may (CAP_DAC_READ_SEARCH, a filesystem with
+  // file handles), the file is reopened from a handle of an O_PATH fd checked first, so
+  // nothing but that regular file is ever opened; failing both, by name as above, where a
+  // device swapped in at that instant has its open called, never its content read.
   // `pathfd`, when not -1, is the O_PATH fd `st` was fstat'ed from (Lstat): reopened as it
   // is, with no lookup by name and nothing to check; it stays open (the caller's).
   int OpenRegular(int dirfd, const std::string& base, const std::string& rel, const struct stat& st, int pathfd,
                   PackError& pe) {
     constexpr int kRead = O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC;
     int fd = -1;
+    if (nodev_) {
+      fd = openat(dirfd, base.c_str(), kRead | O_NOFOLLOW);
+      if (fd >= 0) return SameFile(fd, st) ? fd : ChangedFd(rel, pe);
+      // Opening a regular file never fails so: gone, a symlink or a socket in its place.
+      if (errno == ENOENT || errno == ELOOP || errno == ENXIO) return ChangedFd(rel, pe);
+      if (errno != EACCES) {
+        PathError(pe.sys, errno, "open", root_path_ + "/" + rel);
+        return -1;
+      }
+      // A device in its place (the view refuses to open devices), or a file this process
+      // may not read: the handle path below tells the two apart without opening a device.
+    }
     if (handles_ && !(flags_ & kLegacy)) {
       int p = pathfd;
       if (p < 0) {
@@ -896,12 +923,15 @@ class Packer : public Napi::ObjectWrap<Packer> {
       PathError(pe.sys, errno, "open", root_path_ + "/" + rel);
       return -1;
     }
+    return SameFile(fd, st) ? fd : ChangedFd(rel, pe);
+  }
+
+  // Whether the open `fd` is the regular file `st` describes; closes it if not.
+  static bool SameFile(int fd, const struct stat& st) {
     struct stat now;
-    if (fstat(fd, &now) != 0 || !S_ISREG(now.st_mode) || now.st_dev != st.st_dev || now.st_ino != st.st_ino) {
-      close(fd);
-      return ChangedFd(rel, pe);
-    }
-    return fd;
+    if (fstat(fd, &now) == 0 && S_ISREG(now.st_mode) && now.st_dev == st.st_dev && now.st_ino == st.st_ino) return true;
+    close(fd);
+    return false;
   }
 
   // A path replaced between its lstat and its open (or read): the archive would be
@@ -961,6 +991,7 @@ class Packer : public Napi::ObjectWrap<Packer> {
   size_t pad_ = 0;             // zero bytes after the content, to the block boundary
   std::vector<XattrKV> xattrs_;
   bool handles_ = true;        // files reopened through handles (until refused once)
+  bool nodev_ = false;         // levels_[0] is in a nodev clone of the root's mount (NodevView)
   bool opaque_ = false;
 };
 

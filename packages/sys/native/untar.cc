@@ -63,6 +63,11 @@ class LayerApplier : public Napi::ObjectWrap<LayerApplier> {
       InstanceMethod<&LayerApplier::WriteAsync>("writeAsync"),
       InstanceMethod<&LayerApplier::WriteFrom>("writeFrom"),
       InstanceMethod<&LayerApplier::WriteFromAsync>("writeFromAsync"),
+      InstanceMethod<&LayerApplier::WriteRange>("writeRange"),
+      InstanceMethod<&LayerApplier::WriteRangeAsync>("writeRangeAsync"),
+      InstanceMethod<&LayerApplier::Tap>("tap"),
+      InstanceMethod<&LayerApplier::TakeRecord>("takeRecord"),
+      InstanceMethod<&LayerApplier::TapEnd>("tapEnd"),
       InstanceMethod<&LayerApplier::Finish>("finish"),
       InstanceMethod<&LayerApplier::Abort>("abort"),
       InstanceMethod<&LayerApplier::Close>("close"),
@@ -106,18 +111,22 @@ class LayerApplier : public Napi::ObjectWrap<LayerApplier> {
  private:
   class WriteWorker : public Napi::AsyncWorker {
    public:
-    // Either `chunks` (kept alive by a reference to chunksValue) or, with fd >= 0, the input read from fd.
-    WriteWorker(Napi::Env env, LayerApplier* owner, Napi::Value chunksValue, std::vector<Chunk> chunks, int fd = -1)
+    // Either `chunks` (kept alive by a reference to chunksValue) or, with fd >= 0, the input
+    // read from fd: the whole file (length < 0) or `length` bytes from `offset`.
+    WriteWorker(Napi::Env env, LayerApplier* owner, Napi::Value chunksValue, std::vector<Chunk> chunks, int fd = -1,
+                int64_t offset = 0, int64_t length = -1)
         : Napi::AsyncWorker(env, "cairn.applyLayer"), deferred_(Napi::Promise::Deferred::New(env)),
-          owner_(owner), chunks_(std::move(chunks)), fd_(fd) {
+          owner_(owner), chunks_(std::move(chunks)), fd_(fd), offset_(offset), length_(length) {
       if (chunksValue.IsObject()) keep_ = Napi::Persistent(chunksValue);
       self_ = Napi::Persistent(owner->Value());
     }
     Napi::Promise Promise() { return deferred_.Promise(); }
     void Execute() override {
       try {
-        if (fd_ >= 0) owner_->applier_->ReadFrom(fd_);
+        if (fd_ >= 0 && length_ < 0) owner_->applier_->ReadFrom(fd_);
+        else if (fd_ >= 0) owner_->applier_->ReadRange(fd_, offset_, length_);
         for (const Chunk& c : chunks_) owner_->applier_->Write(c.data, c.len);
+        owner_->applier_->FlushRecord();
       } catch (const Failure& f) {
         failure_ = f;
         failed_ = true;
@@ -138,6 +147,7 @@ class LayerApplier : public Napi::ObjectWrap<LayerApplier> {
     LayerApplier* owner_;
     std::vector<Chunk> chunks_;
     int fd_;
+    int64_t offset_, length_;
     Napi::Reference<Napi::Value> keep_;
     Napi::ObjectReference self_;
     Failure failure_;
@@ -191,6 +201,91 @@ class LayerApplier : public Napi::ObjectWrap<LayerApplier> {
     return p;
   }
 
+  // writeRange(fd, offset, length): `length` bytes of fd from `offset` (pread), on this thread.
+  Napi::Value WriteRange(const Napi::CallbackInfo& info) {
+    Applier* a = Get(info.Env());
+    int fd = static_cast<int>(ArgInt(info, 0, "fd"));
+    int64_t offset = ArgInt(info, 1, "offset"), length = ArgInt(info, 2, "length");
+    if (offset < 0 || length < 0) throw Napi::RangeError::New(info.Env(), "offset and length must not be negative");
+    try {
+      a->ReadRange(fd, offset, length);
+    } catch (const Failure& f) {
+      throw FailureToJs(info.Env(), f);
+    }
+    return info.Env().Undefined();
+  }
+
+  // writeRangeAsync(fd, offset, length) → Promise: the same on a libuv pool thread.
+  Napi::Value WriteRangeAsync(const Napi::CallbackInfo& info) {
+    Get(info.Env());
+    int fd = static_cast<int>(ArgInt(info, 0, "fd"));
+    int64_t offset = ArgInt(info, 1, "offset"), length = ArgInt(info, 2, "length");
+    if (offset < 0 || length < 0) throw Napi::RangeError::New(info.Env(), "offset and length must not be negative");
+    auto* worker = new WriteWorker(info.Env(), this, info.Env().Undefined(), {}, fd, offset, length);
+    busy_ = true;
+    Napi::Promise p = worker->Promise();
+    worker->Queue();
+    return p;
+  }
+
+  // tap(maxLogicalBytes, what, portableHash?, rawRecords?) → whether records come gzipped:
+  // hash and record the tar-split from the first write on.
+  Napi::Value Tap(const Napi::CallbackInfo& info) {
+    Applier* a = Get(info.Env());
+    if (!info[0].IsNumber()) throw Napi::TypeError::New(info.Env(), "maxLogicalBytes must be a number");
+    double max = info[0].As<Napi::Number>().DoubleValue();
+    int64_t cap = max >= 9.2e18 ? INT64_MAX : static_cast<int64_t>(max);
+    bool gz = a->Tap(cap, ArgString(info, 1, "what"), info.Length() > 2 && info[2].ToBoolean(), !(info.Length() > 3 && info[3].ToBoolean()));
+    return Napi::Boolean::New(info.Env(), gz);
+  }
+
+  // takeRecord() → Buffer: the tar-split records made since the last call (empty when untapped).
+  Napi::Value TakeRecord(const Napi::CallbackInfo& info) {
+    Applier* a = Get(info.Env());
+    if (!a->record()) return Napi::Buffer<char>::New(info.Env(), 0);
+    try {
+      return TakeOut(info.Env(), a);
+    } catch (const Failure& f) {
+      throw FailureToJs(info.Env(), f);
+    }
+  }
+
+  // The records so far, gzipped or raw, copied out; the native buffer keeps its capacity.
+  static Napi::Buffer<char> TakeOut(Napi::Env env, Applier* a) {
+    if (a->gzip()) {
+      a->FlushRecord();
+      std::string& out = a->gzip()->out();
+      Napi::Buffer<char> b = Napi::Buffer<char>::Copy(env, out.data(), out.size());
+      out.clear();
+      return b;
+    }
+    return a->record()->TakeWith([&](const char* p, size_t n) { return Napi::Buffer<char>::Copy(env, p, n); });
+  }
+
+  // tapEnd() → { digest, exact, bytes, record }: after finish(), the input's sha256 (hex),
+  // whether its files rebuild it, the bytes read and the last records.
+  Napi::Value TapEnd(const Napi::CallbackInfo& info) {
+    Applier* a = Get(info.Env());
+    if (!a->record()) throw Napi::Error::New(info.Env(), "LayerApplier is not tapped");
+    a->record()->Finish();
+    Napi::Buffer<char> rest;
+    try {
+      if (a->gzip()) {
+        a->FlushRecord();
+        a->gzip()->Finish();
+      }
+      rest = TakeOut(info.Env(), a);
+    } catch (const Failure& f) {
+      throw FailureToJs(info.Env(), f);
+    }
+    Napi::Object o = Napi::Object::New(info.Env());
+    o.Set("digest", Napi::String::New(info.Env(), a->hash()->HexDigest()));
+    o.Set("exact", Napi::Boolean::New(info.Env(), a->record()->exact()));
+    o.Set("bytes", Napi::Number::New(info.Env(), static_cast<double>(a->tapped_bytes())));
+    o.Set("record", rest);
+    return o;
+  }
+
   Napi::Value Finish(const Napi::CallbackInfo& info) {
     Applier* a = Get(info.Env());
     try {
@@ -237,10 +332,22 @@ class LayerApplier : public Napi::ObjectWrap<LayerApplier> {
   std::unique_ptr<Applier> applier_;
 };
 
+// sha256Hex(chunks, portable?) → hex: the applier's SHA-256 on its own, for tests (libcrypto or the portable code).
+Napi::Value Sha256Hex(const Napi::CallbackInfo& info) {
+  std::vector<Chunk> chunks = ReadChunks(info, 0);
+  Sha256 h(info.Length() > 1 && info[1].ToBoolean());
+  for (const Chunk& c : chunks) h.Update(c.data, c.len);
+  return Napi::String::New(info.Env(), h.HexDigest());
+}
+
 }  // namespace
 
 void InitUntar(Napi::Env env, Napi::Object exports) {
   exports.Set("LayerApplier", LayerApplier::Define(env));
+  exports.Set("sha256Hex", Napi::Function::New(env, Sha256Hex, "sha256Hex"));
+  exports.Set("sha256Libcrypto", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+    return Napi::Boolean::New(info.Env(), Sha256::LibcryptoAvailable());
+  }, "sha256Libcrypto"));
   // The reader's caps (tar_reader.h), so archive's tests can hold tar-parser.ts to the same numbers.
   Napi::Object limits = Napi::Object::New(env);
   limits.Set("extendedHeader", Napi::Number::New(env, static_cast<double>(TarLimits::kExtendedHeader)));

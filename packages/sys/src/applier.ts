@@ -71,6 +71,24 @@ export interface LayerApplier {
   writeFrom(fd: number): void;
   /** The same on the libuv pool; `fd` must stay open until it settles. */
   writeFromAsync(fd: number): Promise<void>;
+  /** `length` bytes of `fd` from `offset` (pread; EOF ends it early), on this thread; tapped, to the end of the range. */
+  writeRange(fd: number, offset: number, length: number): void;
+  /** The same on the libuv pool; `fd` must stay open until it settles. */
+  writeRangeAsync(fd: number, offset: number, length: number): Promise<void>;
+  /**
+   * The import pass (call before the first write): every input byte from now on is hashed
+   * (SHA-256) and the layer's tar-split record is made, in the format of image's
+   * SplitRecorder, on the thread that applies. An entry that takes the layer's files past
+   * `maxLogicalBytes` (logical sizes) is refused with ERR_INVALID_ARCHIVE before it is
+   * written; `what` names the layer in that message. Returns true when the records come
+   * as one gzip stream (compressed on the pool thread through Node's zlib), false when
+   * they come raw (`rawRecords`, or no zlib found).
+   */
+  tap(maxLogicalBytes: number, what: string, portableHash?: boolean, rawRecords?: boolean): boolean;
+  /** The tar-split records made since the last call: the next piece of the gzip stream, or raw records. */
+  takeRecord(): Buffer;
+  /** After finish(): the sha256 (hex) of every byte written, whether the layer's files rebuild it, the bytes and the last records. */
+  tapEnd(): ApplierTapResult;
   finish(): number;
   abort(): void;
   close(): void;
@@ -82,6 +100,26 @@ export interface LayerApplier {
   /** What was left undone (read it before close()). */
   readonly dropped: ApplierDropped;
 }
+
+/** What a tapped apply saw (see {@link LayerApplier.tap}). */
+export interface ApplierTapResult {
+  digest: string;
+  exact: boolean;
+  bytes: number;
+  record: Buffer;
+}
+
+/**
+ * SHA-256 of `chunks` by the applier's own code (hex): through Node's libcrypto when its
+ * symbols are there ({@link sha256UsesLibcrypto}), else, or with `portable`, the addon's
+ * built-in implementation. For tests.
+ */
+export function applierSha256(chunks: Uint8Array | Uint8Array[], portable = false): string {
+  return native.sha256Hex(chunks, portable);
+}
+
+/** True when the applier hashes through Node's libcrypto (false with CAIRN_SHA256_PORTABLE=1). */
+export const sha256UsesLibcrypto = (): boolean => native.sha256Libcrypto();
 
 const WHITEOUT_MODES: Record<ApplierWhiteouts, number> = { delete: 0, overlay: 1, aufs: 2 };
 

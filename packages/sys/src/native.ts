@@ -43,6 +43,8 @@ export interface NativeBinding {
   LayerApplier: new (root: string, whiteouts: number, noDevices: boolean, ownership: boolean, euid: number, egid: number, umask: number,
     legacyKernel: boolean, idMappings: IdRanges | null, ignoreChownErrors: boolean, opaqueXattr: string | undefined) => LayerApplier;
   tarLimits: TarLimits;
+  sha256Hex: (chunks: Uint8Array | Uint8Array[], portable?: boolean) => string;
+  sha256Libcrypto: () => boolean;
   // tarpack.ts (native/tarpack.cc)
   TarPacker: new (root: string, flags: number, walk: boolean, idMappings: IdRanges | null) => TarPacker;
   // walk.ts (native/walk.cc)

@@ -23,6 +23,11 @@ export const PACK_LEGACY_KERNEL = 4;
  * must not be packed under it. For aufs branches, whose `.wh.` files are their whiteouts.
  */
 export const PACK_KEEP_WHITEOUT_NAMES = 8;
+/**
+ * {@link openTarPacker} flag, tests only: files reopened through handles, as where this
+ * process may not clone mounts (no nodev view of the root: see native/nodevview.h).
+ */
+export const PACK_NO_NODEV_VIEW = 16;
 
 /**
  * A tar packer on a layer directory. Entries are exactly those of `@cairnfs/core`'s

@@ -12,7 +12,7 @@ const KINDS: { [K in keyof NativeBinding]: 'function' | 'object' } = {
   lsetxattr: 'function', lgetxattr: 'function', llistxattr: 'function', lremovexattr: 'function',
   lutimesNsSync: 'function', flockSync: 'function', major: 'function', minor: 'function', makedev: 'function',
   populateSync: 'function',
-  LayerApplier: 'function', tarLimits: 'object', TarPacker: 'function',
+  LayerApplier: 'function', tarLimits: 'object', sha256Hex: 'function', sha256Libcrypto: 'function', TarPacker: 'function',
   statDirSync: 'function', statPathsSync: 'function', readFileIntoSync: 'function', openBeneathSync: 'function',
   openDirBeneathSync: 'function', openatSync: 'function', mkdiratSync: 'function', mknodatSync: 'function',
   symlinkatSync: 'function', linkatSync: 'function', unlinkatSync: 'function', fchownFdSync: 'function', chmodFdSync: 'function',
