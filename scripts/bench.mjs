@@ -26,6 +26,7 @@ import { rssCase } from '../bench/cases/rss.mjs';
 import { importCases } from '../bench/cases/import.mjs';
 import { importRssCases } from '../bench/cases/import-rss.mjs';
 import { idmapGetCases, rootlessImportCases } from '../bench/cases/idmap.mjs';
+import { podmanIdmapCases } from '../bench/cases/podman.mjs';
 import { pullCases } from '../bench/cases/pull.mjs';
 import { multiprocCases } from '../bench/cases/multiproc.mjs';
 
@@ -119,7 +120,11 @@ try {
     report(await importCase(scratch.tmpfs('import', 4096), 'tmpfs'));
   }
   if (only.includes('idmap')) {
-    report(await idmapGetCases({ base: scratch.dir('idmap'), pairs, cairn, image, imageParams, fileCounts: quick ? [imageParams.files] : [20000, 100000] }));
+    const fileCounts = quick ? [imageParams.files] : [20000, 100000];
+    report(await idmapGetCases({ base: scratch.dir('idmap'), pairs, cairn, image, imageParams, fileCounts }));
+    // podman's way on the same image (rootless, a chown copy per map): issue 18's comparison.
+    const podmanKit = await load('testkit', 'index.js');
+    report(await podmanIdmapCases({ base: scratch.dir('idmap'), pairs, cairn, image, imageParams, testkit: podmanKit, fileCounts }));
   }
   if (only.includes('rootless-import')) {
     const rootlessKit = await load('testkit', 'index.js');

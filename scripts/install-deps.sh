@@ -16,6 +16,7 @@
 #   gcc           the race tests' racer (C, built by the tests: one RENAME_EXCHANGE per loop)
 #   uidmap        newuidmap/newgidmap (setuid): rootless tests run `cairn unshare` as an unprivileged user
 #   fuse-overlayfs  overlay2.mount_program for rootless overlay2 where the kernel cannot mount overlay in a user namespace
+#   podman        the bench's comparison for id-mapped containers: rootless `podman create --uidmap` + `podman mount` (issue 18)
 set -euo pipefail
 
 packages=(btrfs-progs xfsprogs e2fsprogs util-linux attr tar zfs-fuse)
@@ -40,6 +41,9 @@ packages+=(docker-registry skopeo apache2-utils openssl)
 packages+=(gcc libc6-dev)
 # rootless: newuidmap/newgidmap for `cairn unshare`, fuse-overlayfs as overlay2.mount_program
 packages+=(uidmap fuse-overlayfs)
+# bench (idmap): podman's way to an id-mapped container, rootless, on a throw-away storage;
+# it brings buildah, conmon and slirp4netns (its systemd units are not started: no systemd here)
+packages+=(podman)
 
 # @cairnfs/sys prebuilt binaries: scripts/prebuild.sh compiles linux-x64 and linux-arm64 (g++ and
 # Debian's cross g++, which brings the arm64 glibc/libstdc++ too); scripts/arm64/test-sys.sh runs

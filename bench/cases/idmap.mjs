@@ -5,12 +5,13 @@
 //    fallback (what users get without id-mapped mounts: a copy of the image's view with
 //    every owner shifted; each timed round uses a map not seen before, so a copy is made),
 //    both against an ordinary `get` of a container on the same image in the same run. At
-//    20k and 100k files, to show which cost grows with the image.
+//    20k and 100k files, to show which cost grows with the image; and on a 128-layer
+//    stack of one-file layers, to show what grows with the depth.
 // 2. Importing the bench image rootless (as an unprivileged user inside `cairn unshare`,
 //    newuidmap with /etc/subuid ranges) vs the same import as real root, both in a child
 //    process that times only importImage, on the same filesystem, alternating.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { comparePair, summarize } from '../harness.mjs';
@@ -76,6 +77,32 @@ export async function idmapGetCases({ base, pairs, cairn, image, imageParams, fi
       }));
       await driver.cleanup();
     }
+  }
+  // Depth: a container on 128 lowers (one small file each), id-mapped vs plain. What an
+  // id-mapped get adds grows with the lowers (their stored maps, the id-mapped mounts), not
+  // with the files.
+  {
+    const depth = 128;
+    const driver = await cairn.openDriver({ root: `${base}/idmap-depth`, driver: 'overlay2', options: {} });
+    for (let i = 0; i < depth; i++) {
+      await driver.createReadWrite(`L${i}`, i === 0 ? null : `L${i - 1}`);
+      const root = await driver.get(`L${i}`);
+      writeFileSync(join(root, `file-${i}`), String(i));
+      await driver.put(`L${i}`);
+    }
+    let n = 0;
+    const round = async (opts) => {
+      const id = `c${n++}`;
+      await driver.createReadWrite(id, `L${depth - 1}`);
+      await driver.get(id, opts);
+      await driver.put(id);
+    };
+    results.push(await comparePair({
+      name: `id-mapped create+get+put, ${depth} layers`, pairs: Math.max(pairs, 10), referenceName: 'plain create+get+put',
+      cairn: () => round({ idMappings: shift(100000) }),
+      reference: () => round({}),
+    }));
+    await driver.cleanup();
   }
   return results;
 }

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
+import { readlinkSync } from 'node:fs';
 import { chmod, chown, lchown, mkdir, mkdtemp, readFile, readdir, readlink, realpath, rm, rmdir, stat, symlink, unlink, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import type { Readable } from 'node:stream';
 import {
   CairnError, SharedMounts, StoreLocks, assertValidId, commitStaged, discardDir, errnoCode, fsyncDir,
@@ -13,7 +14,7 @@ import * as sys from '@cairnfs/sys';
 import {
   COMMITTED_FILE_MODE, DEFAULT_MAX_DEPTH, DIFF_MODE, HOME_MODE, KERNEL_MAX_DEPTH, LAYER_DIR_MODE, LINK_FILE_MODE,
   LOWER_FILE_MODE, Layout, WORK_MODE, assertDepth, childLowers, formatLowerFile, generateShortName, idFromDirName,
-  parseLowerFile,
+  parseLowerFile, DIFF_DIR, WORK_DIR, layerDirName,
 } from './layout.js';
 import { ensureSymlink, idFromLinkTarget, listLayerIds, readLinkFile, repairLinks } from './links.js';
 import { detachMount, performMount, planOverlayMount, planReadOnlyBind } from './mount.js';
@@ -384,6 +385,17 @@ export class Overlay2Driver implements StorageDriver {
     return raw === null ? null : parseIdMappingsKey(raw.toString(), `layer ${id}`);
   }
 
+  /** storedIdMap without the pool round trip (for the many lowers of one get). */
+  private storedIdMapSync(id: string): IdMappings | null {
+    let raw: Buffer | null;
+    try {
+      raw = sys.lgetxattrSync(this.layout.layerDir(id), this.idmapXattr);
+    } catch {
+      raw = null; // as storedIdMap: no such layer or no xattr support reads as unmapped
+    }
+    return raw === null ? null : parseIdMappingsKey(raw.toString(), `layer ${id}`);
+  }
+
   private async recordIdMap(id: string, maps: IdMappings): Promise<void> {
     await sys.lsetxattr(this.layout.layerDir(id), this.idmapXattr, Buffer.from(idMappingsKey(maps)));
     await fsyncDir(this.layout.layerDir(id));
@@ -406,17 +418,35 @@ export class Overlay2Driver implements StorageDriver {
    */
   private async mountMapped(id: string, maps: IdMappings, mountLabel: string | undefined): Promise<string> {
     const readOnly = await this.isReadOnly(id);
-    const lowerIds = await Promise.all((await this.readLowers(id)).map((l) => this.idOfLower(l)));
-    const stack = readOnly ? [id, ...lowerIds] : lowerIds; // the dirs shown read-only, topmost first
+    const entries = await this.readLowers(id); // `l/<short>`, nearest parent first
+    // Each lower's id (its l/ link) and stored map, read synchronously: two local syscalls
+    // of microseconds each, where going through the pool cost a round trip per call (about
+    // 8 ms at 128 lowers, more than the mounts); isImageLayer reads its xattr the same way.
+    const resolve = () => entries.map((l) => {
+      const layer = this.idOfLowerSync(l);
+      return { layer, stored: this.storedIdMapSync(layer) };
+    });
+    let lowerInfo: Array<{ layer: string; stored: IdMappings | null }>;
+    try {
+      lowerInfo = resolve();
+    } catch (err) {
+      // A lost l/ link: repaired and tried once more, as mountLayer does on the mount's ENOENT.
+      if (errnoCode(err) !== 'ENOENT') throw err;
+      await this.locks.write(`repair the links of layer ${id}`, () => repairLinks(this.layout));
+      lowerInfo = resolve();
+    }
+    // The dirs shown read-only, topmost first, as the home names them: through the short
+    // links, so 128 of them fit in a page of mount data relative to the home's clone.
+    const stack = readOnly ? [{ layer: id, stored: await this.storedIdMap(id) }, ...lowerInfo] : lowerInfo;
+    const rels = readOnly ? [join(layerDirName(id), DIFF_DIR), ...entries] : entries;
     const lowers: IdmappedLower[] = [];
-    for (const layer of stack) {
-      const stored = await this.storedIdMap(layer);
+    for (const [i, { layer, stored }] of stack.entries()) {
       if (stored && !sameIdMappings(stored, maps)) {
         throw new CairnError('ERR_INVALID_OPTION',
           `layer ${layer} is stored shifted by the id map ${idMappingsKey(stored)}; ${id} cannot be shown with ${idMappingsKey(maps)} (use the same idMappings, or apply the image again without them)`,
           { subject: id });
       }
-      lowers.push({ path: this.layout.diffDir(layer), mapped: stored === null });
+      lowers.push({ rel: rels[i]!, mapped: stored === null });
     }
     const merged = this.layout.mergedDir(id);
     if (!readOnly && stack.length === 0) {
@@ -427,18 +457,39 @@ export class Overlay2Driver implements StorageDriver {
       await this.mountPoint(merged, () => idmappedBind(this.layout.diffDir(id), merged, maps, false), id);
       return merged;
     }
-    if (!readOnly) await this.prepareUpper(id, maps, lowers[0]!);
+    const prepared = readOnly ? null : await this.prepareUpper(id, maps, join(this.home, lowers[0]!.rel), lowers[0]!.mapped);
+    const synced = prepared ? prepared.durable.then(() => null, (err: unknown) => err) : Promise.resolve(null);
+    let root: string;
+    try {
+      root = await this.mountMappedStack(id, maps, mountLabel, readOnly, stack, lowers);
+    } catch (err) {
+      await synced;
+      throw err;
+    }
+    const syncError = await synced;
+    if (syncError !== null) {
+      await this.unmountLayer(id, root).catch(() => undefined); // not handed out with its record not durable
+      throw syncError;
+    }
+    return root;
+  }
+
+  /** mountMapped's second half: mounts the resolved stack (id-mapped, or a chown copy where that cannot work). */
+  private async mountMappedStack(id: string, maps: IdMappings, mountLabel: string | undefined, readOnly: boolean,
+    stack: ReadonlyArray<{ layer: string }>, lowers: IdmappedLower[]): Promise<string> {
+    const merged = this.layout.mergedDir(id);
     const why = await this.idmapUnsupported();
-    const shown = why === null ? lowers : [{ path: await this.chownCopy(stack[0]!, stack.slice(1), lowers, maps), mapped: false }];
+    const shown = why === null ? lowers : [{ rel: relative(this.home, await this.chownCopy(stack[0]!.layer, stack.slice(1).map((s) => s.layer), lowers, maps)), mapped: false }];
     if (shown.length === 1 && readOnly) {
-      const only = shown[0]!;
-      await this.mountPoint(merged, () => (only.mapped ? idmappedBind(only.path, merged, maps, true) : performMount(planReadOnlyBind(only.path, merged))), id);
+      const only = join(this.home, shown[0]!.rel);
+      await this.mountPoint(merged, () => (shown[0]!.mapped ? idmappedBind(only, merged, maps, true) : performMount(planReadOnlyBind(only, merged))), id);
       return merged;
     }
     const scratch = await this.scratch.take();
+    const dir = layerDirName(id);
     const plan = planIdmappedOverlay({
-      scratch: scratch.dir, lowers: shown, target: merged, newMountApi: this.features.newMountApi,
-      upper: readOnly ? null : { upper: this.layout.diffDir(id), work: this.layout.workDir(id) },
+      home: this.home, scratch: scratch.dir, lowers: shown, target: merged, newMountApi: this.features.newMountApi,
+      upper: readOnly ? null : { upper: join(dir, DIFF_DIR), work: join(dir, WORK_DIR) },
       head: [...(this.features.indexOff ? [['index', 'off'] as [string, string]] : []), ...(this.features.userXattr ? [['userxattr', null] as [string, null]] : [])],
       tail: mountLabel ? [['context', `"${mountLabel}"`]] : [],
     });
@@ -473,24 +524,30 @@ export class Overlay2Driver implements StorageDriver {
     }
   }
 
-  /** Before the first mapped mount of a container layer: its upper root owned as the mapped lower root, the map recorded. */
-  private async prepareUpper(id: string, maps: IdMappings, top: IdmappedLower): Promise<void> {
+  /**
+   * Before the first mapped mount of a container layer: its upper root owned as the mapped
+   * lower root, the map recorded. Returns the fsync that makes the record durable, started
+   * but not awaited: it runs while the overlay mounts, and get awaits it before returning
+   * (nothing is written through the container before that).
+   */
+  private async prepareUpper(id: string, maps: IdMappings, topPath: string, topMapped: boolean): Promise<{ durable: Promise<void> } | null> {
     const stored = await this.storedIdMap(id);
     if (stored) {
-      if (sameIdMappings(stored, maps)) return;
+      if (sameIdMappings(stored, maps)) return null;
       throw new CairnError('ERR_INVALID_OPTION',
         `layer ${id} was written through the id map ${idMappingsKey(stored)}; it cannot be mounted with ${idMappingsKey(maps)} — get it with the same idMappings`,
         { subject: id });
     }
     await this.ensureMappable(id);
-    const st = await stat(top.path);
-    const uid = top.mapped ? mapId(maps.uidMap, st.uid, true) : st.uid;
-    const gid = top.mapped ? mapId(maps.gidMap, st.gid, true) : st.gid;
+    const st = await stat(topPath);
+    const uid = topMapped ? mapId(maps.uidMap, st.uid, true) : st.uid;
+    const gid = topMapped ? mapId(maps.gidMap, st.gid, true) : st.gid;
     if (uid === undefined || gid === undefined) {
       throw new CairnError('ERR_INVALID_OPTION', `the id map does not cover the owner ${st.uid}:${st.gid} of the image's root directory`, { subject: id });
     }
     await lchown(this.layout.diffDir(id), uid, gid); // the upper's root: never through a link
-    await this.recordIdMap(id, maps);
+    await sys.lsetxattr(this.layout.layerDir(id), this.idmapXattr, Buffer.from(idMappingsKey(maps)));
+    return { durable: fsyncDir(this.layout.layerDir(id)) }; // wrapped: an async function would await a promise it returns
   }
 
   /**
@@ -499,7 +556,7 @@ export class Overlay2Driver implements StorageDriver {
    * already stored shifted, the plain view is used.
    */
   private async chownCopy(top: string, below: readonly string[], lowers: readonly IdmappedLower[], maps: IdMappings): Promise<string> {
-    if (lowers.length === 1 && !lowers[0]!.mapped) return lowers[0]!.path;
+    if (lowers.length === 1 && !lowers[0]!.mapped) return join(this.home, lowers[0]!.rel);
     const hash = createHash('sha256').update(idMappingsKey(maps)).digest('hex').slice(0, 16);
     const dest = join(this.home, CHOWN_COPIES_DIR, `${top}-${hash}`);
     if (await stat(dest).then(() => true, () => false)) return dest;
@@ -515,7 +572,7 @@ export class Overlay2Driver implements StorageDriver {
     const view = join(scratch, 'view');
     await mkdir(view);
     try {
-      const plan = planIdmappedOverlay({ scratch, lowers: lowers.map((l) => ({ ...l, mapped: false })), upper: null, target: view, head: this.features.indexOff ? [['index', 'off']] : [], tail: [], newMountApi: this.features.newMountApi });
+      const plan = planIdmappedOverlay({ home: this.home, scratch, lowers: lowers.map((l) => ({ ...l, mapped: false })), upper: null, target: view, head: this.features.indexOff ? [['index', 'off']] : [], tail: [], newMountApi: this.features.newMountApi });
       await performMount(this.features.mountProgram ? { ...plan.spec, program: this.features.mountProgram } : plan.spec);
       await buildChownCopy(this.home, view, dest, maps);
     } finally {
@@ -619,7 +676,14 @@ export class Overlay2Driver implements StorageDriver {
 
   /** Resolves an `l/<short>` entry to the layer id its symlink points at. */
   async idOfLower(entry: string): Promise<string> {
-    const target = await readlink(`${this.home}/${entry}`);
+    return this.layerOfLinkTarget(entry, await readlink(`${this.home}/${entry}`));
+  }
+
+  private idOfLowerSync(entry: string): string {
+    return this.layerOfLinkTarget(entry, readlinkSync(`${this.home}/${entry}`));
+  }
+
+  private layerOfLinkTarget(entry: string, target: string): string {
     const id = idFromLinkTarget(target);
     if (id === undefined) throw new CairnError('ERR_BACKEND_FAILED', `link ${entry} points at ${target}, not at a layer; remove the link and reopen the driver to have it rebuilt`, { subject: entry });
     return id;

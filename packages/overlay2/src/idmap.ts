@@ -1,53 +1,71 @@
 import { mkdir, mkdtemp, readdir, rename, rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { copyTree, errnoCode, isProcessAlive, makeStagingDir, ownerOfToken, ownerToken, withUserNamespace } from '@cairnfs/core';
 import type { IdMappings } from '@cairnfs/core';
 import * as sys from '@cairnfs/sys';
-import { detachMount, mountData, performMount, type MountSpec } from './mount.js';
+import { PAGE_SIZE, UNSAFE_PATH_CHARS, detachMount, mountData, performMount, type MountSpec } from './mount.js';
 
 /**
- * Id-mapped `get` for overlay2, containerd's way: every lower layer that is stored in
- * container ids is attached through an id-mapped mount (open_tree + mount_setattr with a
- * user namespace made from the maps), overlay is mounted on those, and the id-mapped
- * mounts are detached again at once (overlayfs keeps private clones of its layers, so the
- * mount stays correct). The upper dir cannot be id-mapped (the kernel answers EOVERFLOW
- * and overlay goes read-only), so it is kept in host ids: its root is chowned to the
- * mapped owner before the first mapped mount and the layer records the map (the driver's
- * idmap xattr), so diff maps its files back to container ids.
+ * Id-mapped `get` for overlay2: the lowers stored in container ids are shown to overlayfs
+ * through ONE id-mapped mount (open_tree + mount_setattr with a user namespace made from the
+ * maps) of the driver's home, attached under a scratch dir while overlay mounts and
+ * detached again at once (overlayfs keeps private clones of its layers, so the mount stays
+ * correct). Every lower of a layer lives in the home (`<id>/diff`, named by the `l/` short
+ * links, whose relative targets `../<id>/diff` resolve inside the clone), so one clone
+ * serves any depth: one attach and one detach per get, where containerd makes one per layer
+ * (each costs a mount and a detach that waits out an RCU grace period).
+ *
+ * What the clone exposes: the whole home, read-only and with owners shifted (every layer,
+ * other containers' upper and work dirs, the driver's records), for the moment between
+ * attach and detach. It is non-recursive, so no mount inside the home (another container's
+ * merged view, another get's clone) is in it; it sits in this process's scratch dir (0700,
+ * in the home, 0710, both root's), so only root can walk into it — and root can read the
+ * home itself anyway. A process killed in that moment leaves it attached under a scratch dir
+ * named with its pid and start time; the next open of the home (any process) detaches it.
+ *
+ * The upper dir cannot be id-mapped (the kernel answers EOVERFLOW and overlay goes
+ * read-only), so it is kept in host ids: its root is chowned to the mapped owner before the
+ * first mapped mount and the layer records the map (the driver's idmap xattr), so diff maps
+ * its files back to container ids.
  *
  * Where the filesystem or kernel cannot id-map, the fallback is a chown copy of the
  * lower view (see {@link buildChownCopy}), kept per image layer and map, and shared by
  * every container on that layer with that map.
  */
 
-/** Scratch dirs (in the home) where id-mapped lowers are attached while overlay mounts; swept at open. */
+/** Scratch dirs (in the home) where the id-mapped clone is attached while overlay mounts; swept at open. */
 export const IDMAP_SCRATCH_PREFIX = '.cairn-idmap-';
 
 /**
  * The mkdtemp prefix of this process's scratch dirs, `.cairn-idmap-<pid>.<start>@`: several
  * processes share a home, and a sweep must leave a live process's scratch (its id-mapped
- * lowers are attached there while its overlay mounts) alone.
+ * clone is attached there while its overlay mounts) alone.
  */
 export function idmapScratchPrefix(): string {
   return `${IDMAP_SCRATCH_PREFIX}${ownerToken()}@`;
 }
 /** Directory (in the home) of chown copies, `<layer id>-<map hash>`; removed with their layer. */
 export const CHOWN_COPIES_DIR = '.cairn-idmapped';
+/** Where in a scratch dir the home's id-mapped clone is attached (short: 128 lowers go through it). */
+export const CLONE_SLOT = '0';
 
 export interface IdmappedLower {
-  /** Absolute path of the lower dir. */
-  path: string;
-  /** Attach it id-mapped (stored in container ids); false = already in host ids of this map. */
+  /** The lower dir, relative to the home (`l/<short>`, `<id>/diff`, a chown copy's dir). */
+  rel: string;
+  /** Show it id-mapped (stored in container ids); false = already in host ids of this map. */
   mapped: boolean;
 }
 
 export interface IdmappedOverlayRequest {
-  /** An empty scratch directory (absolute) under which the id-mapped lowers are attached. */
+  /** The driver's home (absolute): every lower is in it. */
+  home: string;
+  /** A scratch directory (absolute, in the home) under which the home's id-mapped clone is attached. */
   scratch: string;
   /** Lower dirs, topmost first. */
   lowers: readonly IdmappedLower[];
-  /** Upper and work dirs (absolute); null for a read-only mount. */
+  /** Upper and work dirs relative to the home; null for a read-only mount. */
   upper: { upper: string; work: string } | null;
+  /** Absolute mount point. */
   target: string;
   head: Array<[string, string | null]>;
   tail: Array<[string, string | null]>;
@@ -56,41 +74,56 @@ export interface IdmappedOverlayRequest {
 }
 
 export interface IdmappedOverlayPlan {
-  /** Id-mapped mounts to make first: source → target (in the scratch dir). */
-  binds: Array<{ source: string; target: string }>;
+  /** The one id-mapped mount to make first (the home, at `<scratch>/0`); null when no lower is mapped. */
+  clone: { source: string; target: string } | null;
   spec: MountSpec;
 }
 
-/** Pure: which id-mapped mounts to make and the overlay mount on top of them. */
+/**
+ * Pure: the id-mapped clone to make and the overlay mount on top of it. Like
+ * planOverlayMount, in order: mount(2) with absolute paths when they fit in a page; mount(2)
+ * with paths relative to the clone (`l/<short>` for a mapped lower, `../../…` back into the
+ * home for the rest), which fits 128 lowers as moby's relative paths do; the new mount API
+ * with one `lowerdir+` per layer.
+ */
 export function planIdmappedOverlay(req: IdmappedOverlayRequest): IdmappedOverlayPlan {
-  const binds: Array<{ source: string; target: string }> = [];
-  const lowerdirs = req.lowers.map((l) => {
-    if (!l.mapped) return l.path;
-    const target = join(req.scratch, String(binds.length));
-    binds.push({ source: l.path, target });
-    return target;
-  });
-  const tailOpts = req.upper ? [['upperdir', req.upper.upper], ['workdir', req.upper.work]] as Array<[string, string]> : [];
-  const classic: Array<[string, string | null]> = [...req.head, ['lowerdir', lowerdirs.join(':')], ...tailOpts, ...req.tail];
-  const base = { type: 'overlay', source: 'overlay', target: req.target, cwd: null, readOnly: req.upper === null } as const;
-  if (mountData(classic).length < (req.pageSize ?? 4096) || !req.newMountApi) {
-    return { binds, spec: { ...base, method: 'mount', options: classic } };
+  const anyMapped = req.lowers.some((l) => l.mapped);
+  const clone = anyMapped ? { source: req.home, target: join(req.scratch, CLONE_SLOT) } : null;
+  const cloneDir = clone?.target ?? req.scratch;
+  const limit = (req.pageSize ?? PAGE_SIZE) - 1;
+  const base = { type: 'overlay', source: 'overlay', target: req.target, readOnly: req.upper === null } as const;
+  const options = (at: (rel: string, mapped: boolean) => string, joined: boolean): Array<[string, string | null]> => {
+    const lowerdirs = req.lowers.map((l) => at(l.rel, l.mapped));
+    const lower: Array<[string, string]> = joined ? [['lowerdir', lowerdirs.join(':')]] : lowerdirs.map((l) => ['lowerdir+', l]);
+    const tailOpts: Array<[string, string]> = req.upper ? [['upperdir', at(req.upper.upper, false)], ['workdir', at(req.upper.work, false)]] : [];
+    return [...req.head, ...lower, ...tailOpts, ...req.tail];
+  };
+  const absolute = (rel: string, mapped: boolean) => join(mapped ? cloneDir : req.home, rel);
+  if (!UNSAFE_PATH_CHARS.test(req.home)) {
+    const abs = options(absolute, true);
+    if (mountData(abs).length <= limit) return { clone, spec: { ...base, cwd: null, method: 'mount', options: abs } };
   }
-  const options: Array<[string, string | null]> = [...req.head, ...lowerdirs.map((l) => ['lowerdir+', l] as [string, string]), ...tailOpts, ...req.tail];
-  return { binds, spec: { ...base, method: 'fsmount', options } };
+  const rel = options((r, mapped) => (mapped ? r : relative(cloneDir, join(req.home, r))), true);
+  if (mountData(rel).length <= limit || !req.newMountApi) {
+    // cwd is the clone's mount point, made before the overlay mounts; without a clone the
+    // scratch dir itself (it exists), the paths then all lead back into the home.
+    return { clone, spec: { ...base, cwd: cloneDir, method: 'mount', options: rel } };
+  }
+  // Each fsconfig value is one path, never split on ':' or ',', so absolute paths are safe here.
+  return { clone, spec: { ...base, cwd: null, method: 'fsmount', options: options(absolute, false) } };
 }
 
 /**
- * A scratch dir of this process, how many numbered subdirs (0, 1, …) it already has, and
- * whether a mount under it failed to come off (then it is left to the open-time sweep).
+ * A scratch dir of this process, whether its clone slot (`0`) is made, and whether a mount
+ * under it failed to come off (then it is left to the open-time sweep).
  */
 export interface Scratch { dir: string; slots: number; dirty?: boolean }
 
 /**
- * This process's scratch dirs, kept between id-mapped gets: removing one (its numbered
- * subdirs, each a mount point a moment ago) cost more than the mounts themselves. A dir
- * whose mounts did not all come off is never reused or removed here (a recursive removal
- * must not reach into a mount); the open-time sweep deals with it after this process.
+ * This process's scratch dirs, kept between id-mapped gets: removing one (its slot a mount
+ * point a moment ago) cost more than the mount itself. A dir whose mount did not come off
+ * is never reused or removed here (a recursive removal must not reach into a mount); the
+ * open-time sweep deals with it after this process.
  */
 export class ScratchPool {
   private readonly idle: Scratch[] = [];
@@ -114,28 +147,26 @@ export class ScratchPool {
 }
 
 /**
- * Makes the id-mapped mounts of `plan` (under `scratch`, whose subdirs it makes as needed),
- * mounts the overlay on them, and detaches them again (also when the overlay mount fails).
- * A mount that does not come off marks the scratch dir dirty (never reused).
+ * Attaches the home's id-mapped clone of `plan` (in `scratch`, whose slot it makes when
+ * needed), mounts the overlay on it, and detaches the clone again (also when the overlay
+ * mount fails). A clone that does not come off marks the scratch dir dirty (never reused).
  */
 export async function performIdmappedOverlay(plan: IdmappedOverlayPlan, maps: IdMappings, scratch: Scratch): Promise<void> {
-  const attached: string[] = [];
+  const clone = plan.clone;
+  let attached = false;
   try {
-    await withUserNamespace(maps, async (fd) => {
-      for (const [i, b] of plan.binds.entries()) {
-        if (i >= scratch.slots) {
-          await mkdir(b.target);
-          scratch.slots = i + 1;
-        }
-        await sys.idmappedMount(b.source, b.target, fd, { readOnly: true });
-        attached.push(b.target);
+    if (clone) {
+      if (scratch.slots === 0) {
+        await mkdir(clone.target);
+        scratch.slots = 1;
       }
-    });
+      // Not recursive: mounts inside the home (merged views, other clones) stay out of it.
+      await withUserNamespace(maps, (fd) => sys.idmappedMount(clone.source, clone.target, fd, { readOnly: true }));
+      attached = true;
+    }
     await performMount(plan.spec);
   } finally {
-    // At once: each detach waits out an RCU grace period in the kernel, on its own pool thread.
-    const results = await Promise.allSettled(attached.map((t) => detachMount(t)));
-    if (results.some((r) => r.status === 'rejected')) scratch.dirty = true;
+    if (attached) await detachMount(clone!.target).catch(() => { scratch.dirty = true; });
   }
 }
 

@@ -14,6 +14,8 @@ export type { Overlay2Options } from './driver.js';
 export * from './layout.js';
 export { planOverlayMount, performMount, detachMount, mountData, PAGE_SIZE } from './mount.js';
 export type { MountSpec, OverlayMountRequest } from './mount.js';
+export { planIdmappedOverlay } from './idmap.js';
+export type { IdmappedLower, IdmappedOverlayPlan, IdmappedOverlayRequest } from './idmap.js';
 export { probeOverlay, inUserNamespace } from './probe.js';
 export type { OverlayFeatures, OverlayProbe } from './probe.js';
 export { upperChanges } from './changes.js';

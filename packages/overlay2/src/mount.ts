@@ -54,7 +54,7 @@ export interface OverlayMountRequest {
 export const PAGE_SIZE = 4096;
 
 /** Characters that overlayfs' option parser treats specially in paths. */
-const UNSAFE_PATH_CHARS = /[,:\\=\s"]/;
+export const UNSAFE_PATH_CHARS = /[,:\\=\s"]/;
 
 /** The `key[=value],…` string mount(2) receives. */
 export function mountData(options: ReadonlyArray<[string, string | null]>): string {

@@ -47,7 +47,7 @@ describeBackend('overlay', missing, () => {
         await d.put(`c${i}`);
       }
       expect(await scratchDirs()).toHaveLength(1);
-      expect((await readdir(join(h.home, (await scratchDirs())[0]!))).sort()).toEqual(['0', '1']); // empty slots, nothing mounted
+      expect((await readdir(join(h.home, (await scratchDirs())[0]!))).sort()).toEqual(['0']); // the home's clone's slot, empty: nothing mounted
       expect((await readMountInfo()).filter((m) => m.mountPoint.startsWith(`${h.home}/${IDMAP_SCRATCH_PREFIX}`))).toEqual([]);
       await d.cleanup();
       expect(await scratchDirs()).toEqual([]);
