@@ -1,5 +1,6 @@
 // mount(2), umount2(2) and the new mount API (fsopen/fsconfig/fsmount/move_mount).
 #include "common.h"
+#include "mountapi.h"
 
 #include <fcntl.h>
 #include <sched.h>
@@ -12,33 +13,11 @@
 #include <system_error>
 #include <thread>
 
-// Syscall numbers of the new mount API (Linux 5.2); one table for all architectures.
-#ifndef __NR_move_mount
-#define __NR_move_mount 429
-#endif
-#ifndef __NR_fsopen
-#define __NR_fsopen 430
-#endif
-#ifndef __NR_fsconfig
-#define __NR_fsconfig 431
-#endif
-#ifndef __NR_fsmount
-#define __NR_fsmount 432
-#endif
-
 namespace cairn {
 
 namespace {
 
-// Values from <linux/mount.h>; spelled out because glibc < 2.36 lacks them and glibc 2.36's
-// <sys/mount.h> clashes with <linux/mount.h>.
-constexpr unsigned kFsopenCloexec = 0x1;
-constexpr unsigned kFsconfigSetFlag = 0;
-constexpr unsigned kFsconfigSetString = 1;
-constexpr unsigned kFsconfigCmdCreate = 6;
-constexpr unsigned kFsmountCloexec = 0x1;
-constexpr unsigned kMountAttrRdonly = 0x1;
-constexpr unsigned kMoveMountFEmptyPath = 0x4;
+using namespace mountapi;
 
 struct Fd {
   int fd = -1;

@@ -4,6 +4,7 @@
 // a filesystem cannot be id-mapped).
 #include "common.h"
 #include "idmap.h"
+#include "mountapi.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -20,33 +21,11 @@
 #include <set>
 #include <utility>
 
-#ifndef __NR_open_tree
-#define __NR_open_tree 428
-#endif
-#ifndef __NR_move_mount
-#define __NR_move_mount 429
-#endif
-#ifndef __NR_mount_setattr
-#define __NR_mount_setattr 442
-#endif
-
 namespace cairn {
 
 namespace {
 
-// From <linux/mount.h> (spelled out: glibc's <sys/mount.h> and <linux/mount.h> clash).
-constexpr unsigned kOpenTreeClone = 1;
-constexpr unsigned kAtRecursive = 0x8000;
-constexpr unsigned kMoveMountFEmptyPath = 0x4;
-constexpr uint64_t kMountAttrRdonly = 0x1;
-constexpr uint64_t kMountAttrIdmap = 0x00100000;
-
-struct MountAttr {  // struct mount_attr, MOUNT_ATTR_SIZE_VER0
-  uint64_t attr_set;
-  uint64_t attr_clr;
-  uint64_t propagation;
-  uint64_t userns_fd;
-};
+using namespace mountapi;
 
 std::vector<IdRange> ArgRanges(Napi::Env env, Napi::Value v, const std::string& what) {
   std::vector<IdRange> out;
