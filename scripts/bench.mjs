@@ -41,7 +41,7 @@ const check = flag('--check');
 const quick = flag('--quick') || check;
 const json = flag('--json');
 const pairs = Number(value('--pairs') ?? (check ? 3 : 5));
-const all = ['apply', 'export', 'changes', 'vfs-create', 'overlay2', 'multiproc', 'btrfs', 'zfs', 'dm', 'import', 'pull', 'idmap', 'rootless-import', 'rss', 'import-rss'];
+const all = ['apply', 'export', 'changes', 'vfs-create', 'overlay2', 'multiproc', 'btrfs', 'zfs', 'dm', 'import', 'pull', 'idmap', 'idmap-copy', 'rootless-import', 'rss', 'import-rss'];
 const boundsFile = join(dirname(fileURLToPath(import.meta.url)), '..', 'bench', 'bounds.json');
 const bounds = check ? loadBounds(boundsFile) : null;
 const only = (value('--only') ?? (check ? bounds.cases.join(',') : all.join(','))).split(',');
@@ -119,12 +119,15 @@ try {
     if (!noDisk) report(await importCase(scratch.dir('import'), 'repo disk'));
     report(await importCase(scratch.tmpfs('import', 4096), 'tmpfs'));
   }
+  const idmapFileCounts = quick ? [imageParams.files] : [20000, 100000];
   if (only.includes('idmap')) {
-    const fileCounts = quick ? [imageParams.files] : [20000, 100000];
-    report(await idmapGetCases({ base: scratch.dir('idmap'), pairs, cairn, image, imageParams, fileCounts }));
+    report(await idmapGetCases({ base: scratch.dir('idmap'), pairs, cairn, image, imageParams, fileCounts: idmapFileCounts, copies: false }));
+  }
+  if (only.includes('idmap-copy')) {
+    report(await idmapGetCases({ base: scratch.dir('idmap'), pairs, cairn, image, imageParams, fileCounts: idmapFileCounts, mounts: false }));
     // podman's way on the same image (rootless, a chown copy per map): issue 18's comparison.
     const podmanKit = await load('testkit', 'index.js');
-    report(await podmanIdmapCases({ base: scratch.dir('idmap'), pairs, cairn, image, imageParams, testkit: podmanKit, fileCounts }));
+    report(await podmanIdmapCases({ base: scratch.dir('idmap'), pairs, cairn, image, imageParams, testkit: podmanKit, fileCounts: idmapFileCounts }));
   }
   if (only.includes('rootless-import')) {
     const rootlessKit = await load('testkit', 'index.js');

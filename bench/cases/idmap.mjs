@@ -29,7 +29,11 @@ async function storeWithImage({ cairn, image, root, archive, options }) {
   return { driver, top };
 }
 
-export async function idmapGetCases({ base, pairs, cairn, image, imageParams, fileCounts }) {
+/**
+ * `mounts`: id-mapped vs plain create+get+put at each file count and on 128 layers (a few
+ * seconds); `copies`: the chown-copy fallback vs plain (minutes at 100k files).
+ */
+export async function idmapGetCases({ base, pairs, cairn, image, imageParams, fileCounts, mounts = true, copies = true }) {
   const results = [];
   for (const files of fileCounts) {
     const img = await cachedImage({ ...imageParams, files });
@@ -41,7 +45,7 @@ export async function idmapGetCases({ base, pairs, cairn, image, imageParams, fi
       return id;
     };
     // id-mapped mounts vs plain, one store.
-    {
+    if (mounts) {
       const { driver, top } = await storeWithImage({ cairn, image, root: `${base}/idmap-${files}`, archive: img.plain, options: {} });
       results.push(await comparePair({
         name: `id-mapped create+get+put, ${label}`, pairs: Math.max(pairs, 10), referenceName: 'plain create+get+put',
@@ -59,7 +63,7 @@ export async function idmapGetCases({ base, pairs, cairn, image, imageParams, fi
       await driver.cleanup();
     }
     // The chown-copy fallback vs plain: a new map each round, so each round copies.
-    {
+    if (copies) {
       const { driver, top } = await storeWithImage({ cairn, image, root: `${base}/copy-${files}`, archive: img.plain, options: { 'overlay2.idmapped_mounts': 'false' } });
       let map = 1;
       results.push(await comparePair({
@@ -81,7 +85,7 @@ export async function idmapGetCases({ base, pairs, cairn, image, imageParams, fi
   // Depth: a container on 128 lowers (one small file each), id-mapped vs plain. What an
   // id-mapped get adds grows with the lowers (their stored maps, the id-mapped mounts), not
   // with the files.
-  {
+  if (mounts) {
     const depth = 128;
     const driver = await cairn.openDriver({ root: `${base}/idmap-depth`, driver: 'overlay2', options: {} });
     for (let i = 0; i < depth; i++) {

@@ -34,8 +34,21 @@ function wrapTest(fn) {
   return wrapped;
 }
 
+/** jest's describe.each: one describe per row, the row's values passed to the body. */
+function describeEach(rows) {
+  return (title, body) => {
+    for (const row of rows) {
+      const args = Array.isArray(row) ? row : [row];
+      nodeDescribe(eachTitle(title, args), () => body(...args));
+    }
+  };
+}
+
 Object.assign(globalThis, {
-  describe: Object.assign((name, body) => nodeDescribe(name, body), { skip: (name, body) => nodeDescribe.skip(name, body) }),
+  describe: Object.assign((name, body) => nodeDescribe(name, body), {
+    skip: (name, body) => nodeDescribe.skip(name, body),
+    each: describeEach,
+  }),
   test: wrapTest(nodeTest),
   it: wrapTest(nodeTest),
   beforeAll: (fn, timeout) => before(fn, timeout ? { timeout } : {}),
