@@ -1,12 +1,10 @@
-import { createHash } from 'node:crypto';
 import { readlinkSync } from 'node:fs';
-import { chmod, chown, lchown, mkdir, mkdtemp, readFile, readdir, readlink, realpath, rm, rmdir, stat, symlink, unlink, writeFile } from 'node:fs/promises';
-import { join, relative } from 'node:path';
+import { chmod, chown, mkdir, readFile, readlink, realpath, rmdir, stat, symlink, unlink, writeFile } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import {
   CairnError, SharedMounts, StoreLocks, assertValidId, commitStaged, discardDir, errnoCode, fsyncDir,
   fsyncFile, makeStagingDir, moveToTrash, normalizeParent, parseByteSize, readMountInfo, LayerQuotas, sweepLeftovers,
-  secureDir, idMappingsKey, mapId, parseIdMappingsKey, probeIdmappedMounts, sameIdMappings, validateIdMappings,
+  secureDir, idMappingsKey, probeIdmappedMounts, sameIdMappings, validateIdMappings,
 } from '@cairnfs/core';
 import { NaiveDiff } from '@cairnfs/archive';
 import type { ApplyDiffOptions, Change, CreateOptions, DriverSetup, GetOptions, IdMappings, PutOptions, StorageDriver } from '@cairnfs/core';
@@ -14,7 +12,7 @@ import * as sys from '@cairnfs/sys';
 import {
   COMMITTED_FILE_MODE, DEFAULT_MAX_DEPTH, DIFF_MODE, HOME_MODE, KERNEL_MAX_DEPTH, LAYER_DIR_MODE, LINK_FILE_MODE,
   LOWER_FILE_MODE, Layout, WORK_MODE, assertDepth, childLowers, formatLowerFile, generateShortName, idFromDirName,
-  parseLowerFile, DIFF_DIR, WORK_DIR, layerDirName,
+  parseLowerFile,
 } from './layout.js';
 import { ensureSymlink, idFromLinkTarget, listLayerIds, readLinkFile, repairLinks } from './links.js';
 import { detachMount, performMount, planOverlayMount, planReadOnlyBind } from './mount.js';
@@ -22,10 +20,8 @@ import type { MountSpec } from './mount.js';
 import { probeOverlay, sweepProbeLeftovers } from './probe.js';
 import type { OverlayFeatures } from './probe.js';
 import { NativeDiff } from './diff.js';
-import {
-  CHOWN_COPIES_DIR, ScratchPool, buildChownCopy, idmapScratchPrefix, idmappedBind, performIdmappedOverlay, planIdmappedOverlay,
-  removeChownCopies, sweepIdmapScratch, type IdmappedLower,
-} from './idmap.js';
+import { removeChownCopies, sweepIdmapScratch } from './idmap.js';
+import { MappedViews } from './mapped.js';
 
 /**
  * Marks a layer made with `create` (an image layer): `created` until its applyDiff is
@@ -114,8 +110,8 @@ export class Overlay2Driver implements StorageDriver {
   private quotas: LayerQuotas;
   /** Whether id-mapped mounts work here (null) or why not; asked on the first id-mapped get or status(). */
   private idmapVerdict: Promise<string | null> | undefined;
-  /** Scratch dirs where id-mapped lowers are attached while an overlay mounts, reused. */
-  private readonly scratch: ScratchPool;
+  /** get with idMappings. */
+  private readonly mapped: MappedViews;
   /** Layer xattrs, in the user.* namespace inside a user namespace (trusted.* needs CAP_SYS_ADMIN in the init namespace). */
   private readonly imageXattr: string;
   private readonly idmapXattr: string;
@@ -130,8 +126,12 @@ export class Overlay2Driver implements StorageDriver {
     this.imageXattr = userXattrName(IMAGE_LAYER_XATTR, features.userXattr);
     this.idmapXattr = userXattrName(IDMAP_XATTR, features.userXattr);
     this.quotas = new LayerQuotas(home, home); // layer dirs sit directly in the home, as moby's
-    this.scratch = new ScratchPool(home);
     this.locks = new StoreLocks(home, { timeoutMs: lockTimeoutMs, what: `overlay2 layer table of ${home}` });
+    this.mapped = new MappedViews({
+      home, layout: this.layout, locks: this.locks, features, idmapXattr: this.idmapXattr,
+      isReadOnly: (id) => this.isReadOnly(id), readLowers: (id) => this.readLowers(id), idOfLowerSync: (entry) => this.idOfLowerSync(entry),
+      unmountLayer: (id, path) => this.unmountLayer(id, path), idmapUnsupported: () => this.idmapUnsupported(),
+    });
     // mountLayer and unmountLayer take no layer lock (the store lock at most, for a link repair).
     this.mounts = new SharedMounts(home, this.locks, { mount: (id, opts) => this.mountLayer(id, opts), unmount: (id, path) => this.unmountLayer(id, path) }, { leafHooks: true });
     this.naive = new NaiveDiff({
@@ -353,7 +353,7 @@ export class Overlay2Driver implements StorageDriver {
   private async mountLayer(id: string, opts: GetOptions): Promise<string> {
     if (!(await this.exists(id))) throw new CairnError('ERR_LAYER_NOT_FOUND', `layer ${id} does not exist`, { subject: id });
     await this.ensureOwnLink(id);
-    if (opts.idMappings) return this.mountMapped(id, validateIdMappings(opts.idMappings), opts.mountLabel);
+    if (opts.idMappings) return this.mapped.mount(id, validateIdMappings(opts.idMappings), opts.mountLabel);
     const spec = await this.mountSpecFor(id, opts.mountLabel);
     // moby: a layer without lowers is used as is; there is nothing to overlay.
     if (spec === null) return this.layout.diffDir(id);
@@ -377,28 +377,11 @@ export class Overlay2Driver implements StorageDriver {
     return merged;
   }
 
-  // ---- id-mapped views (see idmap.ts) ------------------------------------------------
+  // ---- id-mapped views (mapped.ts decides what to mount, idmap.ts mounts it) ----------
 
   /** The id map layer `id`'s files are stored shifted by, or null (stored in container ids). */
-  async storedIdMap(id: string): Promise<IdMappings | null> {
-    const raw = await sys.lgetxattr(this.layout.layerDir(id), this.idmapXattr).catch(() => null);
-    return raw === null ? null : parseIdMappingsKey(raw.toString(), `layer ${id}`);
-  }
-
-  /** storedIdMap without the pool round trip (for the many lowers of one get). */
-  private storedIdMapSync(id: string): IdMappings | null {
-    let raw: Buffer | null;
-    try {
-      raw = sys.lgetxattrSync(this.layout.layerDir(id), this.idmapXattr);
-    } catch {
-      raw = null; // as storedIdMap: no such layer or no xattr support reads as unmapped
-    }
-    return raw === null ? null : parseIdMappingsKey(raw.toString(), `layer ${id}`);
-  }
-
-  private async recordIdMap(id: string, maps: IdMappings): Promise<void> {
-    await sys.lsetxattr(this.layout.layerDir(id), this.idmapXattr, Buffer.from(idMappingsKey(maps)));
-    await fsyncDir(this.layout.layerDir(id));
+  storedIdMap(id: string): Promise<IdMappings | null> {
+    return this.mapped.storedIdMap(id);
   }
 
   /** null when id-mapped mounts work here, else why the driver makes chown copies instead. */
@@ -408,178 +391,6 @@ export class Overlay2Driver implements StorageDriver {
         ? probeIdmappedMounts(this.home).catch((err: unknown) => `the id-mapped mount probe failed: ${(err as Error).message}`)
         : Promise.resolve('overlay2.idmapped_mounts=false');
     return this.idmapVerdict;
-  }
-
-  /**
-   * get with idMappings. Lowers stored in container ids are shown through id-mapped mounts
-   * (or, where those do not work, a chown copy of the lower view); lowers stored shifted by
-   * the same map are used as they are; another map is refused. The upper, when there is
-   * one, is kept in host ids: chowned at its root and recorded before its first mapped use.
-   */
-  private async mountMapped(id: string, maps: IdMappings, mountLabel: string | undefined): Promise<string> {
-    const readOnly = await this.isReadOnly(id);
-    const entries = await this.readLowers(id); // `l/<short>`, nearest parent first
-    // Each lower's id (its l/ link) and stored map, read synchronously: two local syscalls
-    // of microseconds each, where going through the pool cost a round trip per call (about
-    // 8 ms at 128 lowers, more than the mounts); isImageLayer reads its xattr the same way.
-    const resolve = () => entries.map((l) => {
-      const layer = this.idOfLowerSync(l);
-      return { layer, stored: this.storedIdMapSync(layer) };
-    });
-    let lowerInfo: Array<{ layer: string; stored: IdMappings | null }>;
-    try {
-      lowerInfo = resolve();
-    } catch (err) {
-      // A lost l/ link: repaired and tried once more, as mountLayer does on the mount's ENOENT.
-      if (errnoCode(err) !== 'ENOENT') throw err;
-      await this.locks.write(`repair the links of layer ${id}`, () => repairLinks(this.layout));
-      lowerInfo = resolve();
-    }
-    // The dirs shown read-only, topmost first, as the home names them: through the short
-    // links, so 128 of them fit in a page of mount data relative to the home's clone.
-    const stack = readOnly ? [{ layer: id, stored: await this.storedIdMap(id) }, ...lowerInfo] : lowerInfo;
-    const rels = readOnly ? [join(layerDirName(id), DIFF_DIR), ...entries] : entries;
-    const lowers: IdmappedLower[] = [];
-    for (const [i, { layer, stored }] of stack.entries()) {
-      if (stored && !sameIdMappings(stored, maps)) {
-        throw new CairnError('ERR_INVALID_OPTION',
-          `layer ${layer} is stored shifted by the id map ${idMappingsKey(stored)}; ${id} cannot be shown with ${idMappingsKey(maps)} (use the same idMappings, or apply the image again without them)`,
-          { subject: id });
-      }
-      lowers.push({ rel: rels[i]!, mapped: stored === null });
-    }
-    const merged = this.layout.mergedDir(id);
-    if (!readOnly && stack.length === 0) {
-      // A container layer without parents: its own dir, id-mapped writable (no overlay, so
-      // no EOVERFLOW): files are stored back in container ids, nothing to record.
-      if (await this.storedIdMap(id)) return this.layout.diffDir(id);
-      await this.ensureMappable(id);
-      await this.mountPoint(merged, () => idmappedBind(this.layout.diffDir(id), merged, maps, false), id);
-      return merged;
-    }
-    const prepared = readOnly ? null : await this.prepareUpper(id, maps, join(this.home, lowers[0]!.rel), lowers[0]!.mapped);
-    const synced = prepared ? prepared.durable.then(() => null, (err: unknown) => err) : Promise.resolve(null);
-    let root: string;
-    try {
-      root = await this.mountMappedStack(id, maps, mountLabel, readOnly, stack, lowers);
-    } catch (err) {
-      await synced;
-      throw err;
-    }
-    const syncError = await synced;
-    if (syncError !== null) {
-      await this.unmountLayer(id, root).catch(() => undefined); // not handed out with its record not durable
-      throw syncError;
-    }
-    return root;
-  }
-
-  /** mountMapped's second half: mounts the resolved stack (id-mapped, or a chown copy where that cannot work). */
-  private async mountMappedStack(id: string, maps: IdMappings, mountLabel: string | undefined, readOnly: boolean,
-    stack: ReadonlyArray<{ layer: string }>, lowers: IdmappedLower[]): Promise<string> {
-    const merged = this.layout.mergedDir(id);
-    const why = await this.idmapUnsupported();
-    const shown = why === null ? lowers : [{ rel: relative(this.home, await this.chownCopy(stack[0]!.layer, stack.slice(1).map((s) => s.layer), lowers, maps)), mapped: false }];
-    if (shown.length === 1 && readOnly) {
-      const only = join(this.home, shown[0]!.rel);
-      await this.mountPoint(merged, () => (shown[0]!.mapped ? idmappedBind(only, merged, maps, true) : performMount(planReadOnlyBind(only, merged))), id);
-      return merged;
-    }
-    const scratch = await this.scratch.take();
-    const dir = layerDirName(id);
-    const plan = planIdmappedOverlay({
-      home: this.home, scratch: scratch.dir, lowers: shown, target: merged, newMountApi: this.features.newMountApi,
-      upper: readOnly ? null : { upper: join(dir, DIFF_DIR), work: join(dir, WORK_DIR) },
-      head: [...(this.features.indexOff ? [['index', 'off'] as [string, string]] : []), ...(this.features.userXattr ? [['userxattr', null] as [string, null]] : [])],
-      tail: mountLabel ? [['context', `"${mountLabel}"`]] : [],
-    });
-    if (this.features.mountProgram) plan.spec.program = this.features.mountProgram;
-    try {
-      await this.mountPoint(merged, () => performIdmappedOverlay(plan, maps, scratch), id);
-    } finally {
-      await this.scratch.give(scratch);
-    }
-    return merged;
-  }
-
-  /** Makes the mount point, runs `mount`, and turns a failure into a CairnError (mount point removed). */
-  private async mountPoint(merged: string, mount: () => Promise<void>, id: string): Promise<void> {
-    await mkdir(merged, { mode: 0o700 }).catch((err) => { if (errnoCode(err) !== 'EEXIST') throw err; });
-    try {
-      await mount();
-    } catch (err) {
-      await rmdir(merged).catch(() => undefined);
-      if (err instanceof CairnError) throw err;
-      throw new CairnError(errnoCode(err) === 'EPERM' ? 'ERR_PREREQUISITES' : 'ERR_NOT_SUPPORTED',
-        `cannot mount layer ${id} with an id map: ${(err as Error).message}`, { subject: id, cause: err });
-    }
-  }
-
-  /** A layer whose files are in container ids must be empty to start being written in host ids. */
-  private async ensureMappable(id: string): Promise<void> {
-    if ((await readdir(this.layout.diffDir(id))).length > 0) {
-      throw new CairnError('ERR_INVALID_OPTION',
-        `layer ${id} already holds files written without an id map (in container ids); it can be mounted with idMappings only while empty — create a new container layer for the mapped container`,
-        { subject: id });
-    }
-  }
-
-  /**
-   * Before the first mapped mount of a container layer: its upper root owned as the mapped
-   * lower root, the map recorded. Returns the fsync that makes the record durable, started
-   * but not awaited: it runs while the overlay mounts, and get awaits it before returning
-   * (nothing is written through the container before that).
-   */
-  private async prepareUpper(id: string, maps: IdMappings, topPath: string, topMapped: boolean): Promise<{ durable: Promise<void> } | null> {
-    const stored = await this.storedIdMap(id);
-    if (stored) {
-      if (sameIdMappings(stored, maps)) return null;
-      throw new CairnError('ERR_INVALID_OPTION',
-        `layer ${id} was written through the id map ${idMappingsKey(stored)}; it cannot be mounted with ${idMappingsKey(maps)} — get it with the same idMappings`,
-        { subject: id });
-    }
-    await this.ensureMappable(id);
-    const st = await stat(topPath);
-    const uid = topMapped ? mapId(maps.uidMap, st.uid, true) : st.uid;
-    const gid = topMapped ? mapId(maps.gidMap, st.gid, true) : st.gid;
-    if (uid === undefined || gid === undefined) {
-      throw new CairnError('ERR_INVALID_OPTION', `the id map does not cover the owner ${st.uid}:${st.gid} of the image's root directory`, { subject: id });
-    }
-    await lchown(this.layout.diffDir(id), uid, gid); // the upper's root: never through a link
-    await sys.lsetxattr(this.layout.layerDir(id), this.idmapXattr, Buffer.from(idMappingsKey(maps)));
-    return { durable: fsyncDir(this.layout.layerDir(id)) }; // wrapped: an async function would await a promise it returns
-  }
-
-  /**
-   * The chown-copy fallback: the whole lower view of `top` (its dir over `below`) copied
-   * with owners shifted, kept in the home per layer and map and reused. When every lower is
-   * already stored shifted, the plain view is used.
-   */
-  private async chownCopy(top: string, below: readonly string[], lowers: readonly IdmappedLower[], maps: IdMappings): Promise<string> {
-    if (lowers.length === 1 && !lowers[0]!.mapped) return join(this.home, lowers[0]!.rel);
-    const hash = createHash('sha256').update(idMappingsKey(maps)).digest('hex').slice(0, 16);
-    const dest = join(this.home, CHOWN_COPIES_DIR, `${top}-${hash}`);
-    if (await stat(dest).then(() => true, () => false)) return dest;
-    if (lowers.some((l) => !l.mapped)) {
-      throw new CairnError('ERR_NOT_SUPPORTED', `a chown copy of layer ${top} cannot mix layers stored shifted and unshifted`, { subject: top });
-    }
-    if (below.length === 0) {
-      await buildChownCopy(this.home, this.layout.diffDir(top), dest, maps);
-      return dest;
-    }
-    // The plain read-only view of the stack, mounted in a scratch dir just for the copy.
-    const scratch = await mkdtemp(join(this.home, idmapScratchPrefix()));
-    const view = join(scratch, 'view');
-    await mkdir(view);
-    try {
-      const plan = planIdmappedOverlay({ home: this.home, scratch, lowers: lowers.map((l) => ({ ...l, mapped: false })), upper: null, target: view, head: this.features.indexOff ? [['index', 'off']] : [], tail: [], newMountApi: this.features.newMountApi });
-      await performMount(this.features.mountProgram ? { ...plan.spec, program: this.features.mountProgram } : plan.spec);
-      await buildChownCopy(this.home, view, dest, maps);
-    } finally {
-      await detachMount(view).catch(() => undefined);
-      await rm(scratch, { recursive: true, force: true });
-    }
-    return dest;
   }
 
   /** `path` null: a get died mid-mount; the merged dir is where it would have mounted. */
@@ -731,7 +542,7 @@ export class Overlay2Driver implements StorageDriver {
       } else {
         bytes = await this.naive.applyDiff(id, parent, tar, applyOpts);
       }
-      if (maps && !(await this.storedIdMap(id))) await this.recordIdMap(id, maps);
+      if (maps && !(await this.storedIdMap(id))) await this.mapped.recordIdMap(id, maps);
       await this.sealIfImageLayer(id);
       return bytes;
     });
@@ -812,7 +623,7 @@ export class Overlay2Driver implements StorageDriver {
   /** Drops this driver's mount holds, unmounting what nobody else holds; holds no lock afterwards. */
   async cleanup(): Promise<void> {
     const errors = await this.mounts.releaseAll();
-    await this.scratch.drain();
+    await this.mapped.drain();
     await this.locks.close();
     if (errors.length > 0) {
       throw new CairnError('ERR_LAYER_IN_USE', `overlay2 cleanup: ${errors.length} layer(s) could not be unmounted: ${errors.map((e) => (e as Error).message).join('; ')}`, { cause: errors[0] });
