@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <limits>
 #include <cerrno>
 #include <cstring>
 #include <memory>
@@ -84,21 +85,7 @@ uint8_t* Applier::ReadBuffer() {
 }
 
 void Applier::ReadFrom(int fd) {
-  uint8_t* buf = ReadBuffer();
-  off_t at = 0;
-  while (!reader_.finished()) {
-    ssize_t n = pread(fd, buf, kRead, at);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      Failure f;
-      f.sys.Set(errno, "read");
-      f.subject = current_name_;
-      throw f;
-    }
-    if (n == 0) return;
-    at += n;
-    Write(buf, static_cast<size_t>(n));
-  }
+  ReadRange(fd, 0, std::numeric_limits<int64_t>::max());  // to EOF
 }
 
 void Applier::ReadRange(int fd, int64_t offset, int64_t length) {
