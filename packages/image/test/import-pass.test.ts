@@ -11,13 +11,14 @@ import { readdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
-import { defaultRegistry, isValidId, openDriver, type StorageDriver } from '@cairnfs/core';
+import { defaultRegistry, isValidId, type StorageDriver } from '@cairnfs/core';
 import { TappedTar, applyLayer, encodeHeader, type ApplyOptions } from '@cairnfs/archive';
 import { overlay2Driver } from '@cairnfs/overlay2';
 import { vfsDriver } from '@cairnfs/vfs';
 import { LayerStore } from '@cairnfs/image';
 import { sampleLayers, tarDir, writeDockerSave, writeOciLayout } from '@cairnfs/testkit';
 import { SplitRecorder } from '../src/tarsplit.js';
+import { freshStore } from './registry-fixture.js';
 import { cases, entry, file, reseal, tar } from '../../archive/test/hostile-cases.js';
 
 for (const f of [vfsDriver, overlay2Driver]) defaultRegistry.register(f);
@@ -272,20 +273,17 @@ describe('the import pass in the addon', () => {
 });
 
 describe.each(['overlay2', 'vfs'])('importImage of plain layers through the range path (%s)', (driverName) => {
-  let root: string;
   let work: string;
+  let fresh: Awaited<ReturnType<typeof freshStore>>;
   let driver: StorageDriver;
   let store: LayerStore;
   beforeEach(async () => {
-    root = mkdtempSync(join(tmpdir(), 'cairn-import-pass-store-'));
     work = mkdtempSync(join(tmpdir(), 'cairn-import-pass-src-'));
-    driver = await openDriver({ root, driver: driverName });
-    store = await LayerStore.open(driver);
+    fresh = await freshStore(driverName);
+    ({ driver, store } = fresh);
   });
   afterEach(async () => {
-    await store.close();
-    await driver.cleanup();
-    rmSync(root, { recursive: true, force: true });
+    await fresh.close();
     rmSync(work, { recursive: true, force: true });
   });
 
