@@ -55,17 +55,27 @@ export function tarTree(dir, tarPath) {
  * repository's disk (same seed, same bytes), so repeated runs skip generation.
  * Returns { dir, tar, files, bytes }.
  */
-export async function cachedInput(name, params) {
-  const { existsSync, readFileSync, writeFileSync, rmSync } = await import('node:fs');
-  const cache = process.env.CAIRN_BENCH_CACHE ?? '/var/tmp/cairn-bench-inputs';
-  const key = `${name}-${params.files}-${params.totalBytes}-${params.seed ?? 42}`;
-  const root = join(cache, key);
+export function cachedInput(name, params) {
+  return cached(`${name}-${params.files}-${params.totalBytes}-${params.seed ?? 42}`, async (root) => {
+    const info = await makeTree(join(root, 'tree'), params);
+    const tar = tarTree(info.dir, join(root, 'layer.tar'));
+    return { dir: info.dir, tar, files: info.files, bytes: info.bytes };
+  });
+}
+
+/**
+ * What `build(root)` made for `key` in an earlier run, read from `root/done.json` in the
+ * cache directory (CAIRN_BENCH_CACHE, default /var/tmp/cairn-bench-inputs); else `root` is
+ * emptied, built and its result recorded (last, so an interrupted build is redone).
+ */
+export async function cached(key, build) {
+  const { existsSync, mkdirSync, readFileSync, writeFileSync, rmSync } = await import('node:fs');
+  const root = join(process.env.CAIRN_BENCH_CACHE ?? '/var/tmp/cairn-bench-inputs', key);
   const done = join(root, 'done.json');
   if (existsSync(done)) return JSON.parse(readFileSync(done, 'utf8'));
   rmSync(root, { recursive: true, force: true });
-  const info = await makeTree(join(root, 'tree'), params);
-  const tar = tarTree(info.dir, join(root, 'layer.tar'));
-  const result = { dir: info.dir, tar, files: info.files, bytes: info.bytes };
+  mkdirSync(root, { recursive: true });
+  const result = await build(root);
   writeFileSync(done, JSON.stringify(result));
   return result;
 }

@@ -5,23 +5,22 @@
 // docker-save tarball. Stores go to a tmpfs; the archives are read from the cache.
 import { execFileSync } from 'node:child_process';
 import { createHash, randomFillSync } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { rmrf } from '../env.mjs';
 import { cachedImage } from './import.mjs';
+import { cached } from '../inputs.mjs';
 
 const FILE_BYTES = 32 << 20;
 const CHUNK = 1 << 20;
 
 /** A docker-save tarball of one plain layer of `gib` GiB (random, so incompressible), kept in the bench cache. */
 function cachedBigLayerImage(gib, archive) {
-  const cache = process.env.CAIRN_BENCH_CACHE ?? '/var/tmp/cairn-bench-inputs';
-  const root = join(cache, `big-layer-${gib}`);
-  const done = join(root, 'done.json');
-  if (existsSync(done)) return JSON.parse(readFileSync(done, 'utf8'));
-  rmSync(root, { recursive: true, force: true });
-  mkdirSync(root, { recursive: true });
+  return cached(`big-layer-${gib}`, (root) => writeBigLayerImage(root, gib, archive));
+}
+
+function writeBigLayerImage(root, gib, archive) {
   const files = Math.max(1, Math.round((gib * 2 ** 30) / FILE_BYTES));
   const layerBytes = files * (512 + FILE_BYTES) + 1024;
   const path = join(root, 'image-plain.tar');
@@ -54,9 +53,7 @@ function cachedBigLayerImage(gib, archive) {
       pad(body.length);
     }
     put(archive.tarTrailer());
-    const result = { plain: path, bytes: layerBytes, files, imageId };
-    writeFileSync(done, JSON.stringify(result));
-    return result;
+    return { plain: path, bytes: layerBytes, files, imageId };
   } finally {
     closeSync(fd);
   }
@@ -76,7 +73,7 @@ function importInChild(archivePath, base) {
 
 export async function importRssCases({ base, imageParams, gib, archive }) {
   const image = await cachedImage(imageParams);
-  const big = cachedBigLayerImage(gib, archive);
+  const big = await cachedBigLayerImage(gib, archive);
   const results = [];
   for (const kind of ['plain', 'gzip']) {
     const r = importInChild(image[kind], base);

@@ -16,6 +16,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { cpuMs, summarize } from '../harness.mjs';
 import { rmrf, runReference } from '../env.mjs';
+import { cached } from '../inputs.mjs';
 
 const TAG = 'cairn-bench/import:latest';
 
@@ -102,13 +103,11 @@ const TAR_DETERMINISTIC = ['--sort=name', '--mtime=@1700000000', '--owner=0', '-
  * them, and gzip-compressed as registries serve them), kept in the bench cache. Returns
  * { plain, gzip, layers: [{ tar, gz }], files, bytes, imageId }.
  */
-export async function cachedImage(params) {
-  const cache = process.env.CAIRN_BENCH_CACHE ?? '/var/tmp/cairn-bench-inputs';
-  const root = join(cache, `image-${params.files}-${params.totalBytes}-${params.seed ?? 42}`);
-  const done = join(root, 'done.json');
-  if (existsSync(done)) return JSON.parse(readFileSync(done, 'utf8'));
-  rmSync(root, { recursive: true, force: true });
-  mkdirSync(root, { recursive: true });
+export function cachedImage(params) {
+  return cached(`image-${params.files}-${params.totalBytes}-${params.seed ?? 42}`, (root) => buildImage(root, params));
+}
+
+async function buildImage(root, params) {
   // Base layer half of everything, then smaller and smaller upper layers.
   const shares = [0.5, 0.25, 0.125, 0.075, 0.05];
   const layers = [];
@@ -153,9 +152,7 @@ export async function cachedImage(params) {
     execFileSync('tar', ['--format=ustar', ...TAR_DETERMINISTIC, '-C', stage, '-cf', archives[kind], 'manifest.json', `${imageId.slice(7)}.json`, ...layers.map((_, i) => `layer${i}`)]);
     rmSync(stage, { recursive: true, force: true });
   }
-  const result = { ...archives, layers, files, bytes, imageId };
-  writeFileSync(done, JSON.stringify(result));
-  return result;
+  return { ...archives, layers, files, bytes, imageId };
 }
 
 /**
