@@ -55,9 +55,7 @@ export function lstatBeneath(root: string, rel: string): BeneathNode | null {
   } catch (err) {
     // lstat said symlink, readlink found something else: the name changed in between.
     if (errnoCode(err) !== 'EINVAL') throw err;
-    throw new CairnError('ERR_BACKEND_FAILED',
-      `Cannot read /${r} in ${root}: it changed while it was read (was the layer being modified, by a running container?). Nothing outside the layer was read; retry once it is quiet.`,
-      { subject: r, cause: err });
+    throw changedWhileRead(`Cannot read /${r} in ${root}`, r, err);
   }
   const s = batch.stats;
   if (s[STAT.mode] === 0) return null;
@@ -65,6 +63,17 @@ export function lstatBeneath(root: string, rel: string): BeneathNode | null {
   for (let k = 0; k < batch.xattrs.length; k += 3) xattrs.set(batch.xattrs[k + 1] as string, batch.xattrs[k + 2] as Buffer);
   const link = batch.links.length > 0 ? (batch.links[1] as string) : undefined;
   return { st: toNodeStat(s, 0), xattrs, link };
+}
+
+/**
+ * A layer path that changed kind while it was being read (a directory swapped for a
+ * symlink, a symlink for a directory, a name gone): most likely a running container
+ * writing to the layer. `doing` says what failed ("Cannot …").
+ */
+export function changedWhileRead(doing: string, path: string, err: unknown): CairnError {
+  return new CairnError('ERR_BACKEND_FAILED',
+    `${doing}: ${path} changed while it was read (${errnoCode(err) ?? 'changed'}; was the layer being modified, by a running container?). Nothing outside the layer was read; retry once it is quiet.`,
+    { subject: path, cause: err });
 }
 
 /** The NodeStat of entry `i` of a stats array from @cairnfs/sys's bulk reader. */

@@ -1,7 +1,7 @@
 import { constants as fsConstants, type BigIntStats } from 'node:fs';
 import { NativeTreeComparer, nativeDiffSize, sameContent } from './changes-native.js';
 import { CairnError, errnoCode, isCairnError, sameXattrMaps, type Change } from '@cairnfs/core';
-import { listBeneath, lstatBeneath, type BeneathNode, type NodeStat } from './beneath.js';
+import { changedWhileRead, listBeneath, lstatBeneath, type BeneathNode, type NodeStat } from './beneath.js';
 
 const { S_IFMT, S_IFDIR, S_IFREG, S_IFLNK } = fsConstants;
 
@@ -56,10 +56,9 @@ function walkFailure(err: unknown, layerDir: string): unknown {
   if (code === 'ENOENT' && path === layerDir) {
     return new CairnError('ERR_BACKEND_FAILED', `Cannot list the changes of ${layerDir}: it does not exist`, { subject: layerDir, cause: err });
   }
-  const swapped = code === 'ENOENT' || code === 'ENOTDIR' || code === 'ELOOP' || code === 'EINVAL' || code === 'EXDEV';
-  return new CairnError('ERR_BACKEND_FAILED', swapped
-    ? `Cannot list the changes of ${layerDir}: ${path} changed while it was read (${code}; was the layer being modified, by a running container?). Nothing outside the layer was read; retry once it is quiet.`
-    : `Cannot list the changes of ${layerDir}: ${code} on ${path}`, { subject: path, cause: err });
+  const doing = `Cannot list the changes of ${layerDir}`;
+  if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'ELOOP' || code === 'EINVAL' || code === 'EXDEV') return changedWhileRead(doing, path, err);
+  return new CairnError('ERR_BACKEND_FAILED', `${doing}: ${code} on ${path}`, { subject: path, cause: err });
 }
 
 export interface ChangesOptions {

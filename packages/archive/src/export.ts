@@ -8,7 +8,7 @@ import { CairnError, errnoCode, mapId, type Change, type IdMappings } from '@cai
 import { changesBetween } from './changes.js';
 import type { TarEntryType } from './entry.js';
 import { WHITEOUT_OPAQUE, WHITEOUT_PREFIX, splitEntryPath } from './safe-path.js';
-import { listBeneath, lstatBeneath, openRegularBeneath, type BeneathNode } from './beneath.js';
+import { changedWhileRead, listBeneath, lstatBeneath, openRegularBeneath, type BeneathNode } from './beneath.js';
 import { BLOCK } from './tar-fields.js';
 import { encodeHeader, encodeHeaderInto, type TarHeaderInput } from './tar-writer.js';
 import { RECORDED_DEVICE_XATTR, parseRecordedDevice } from './owners.js';
@@ -156,11 +156,7 @@ function listDir(dir: string, rel: string): string[] {
     return listBeneath(dir, rel);
   } catch (err) {
     const code = errnoCode(err);
-    if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'ELOOP' || code === 'EXDEV') {
-      throw new CairnError('ERR_BACKEND_FAILED',
-        `Cannot export /${rel}: it is no longer a directory of ${dir} (was the layer modified during the export?); nothing outside the layer was read.`,
-        { subject: rel, cause: err });
-    }
+    if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'ELOOP' || code === 'EXDEV') throw changedWhileRead(`Cannot export /${rel} of ${dir}`, rel, err);
     throw err;
   }
 }
