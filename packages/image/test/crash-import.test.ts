@@ -263,6 +263,9 @@ describeBackend('root', process.getuid?.() === 0 ? null : 'the import kill trial
       const report = await runImportCrashTrials(factory, fs.dir, trialsFor(ciTrials), seed);
       console.log(`${factory.name} import kill trials (seed ${seed}): ${JSON.stringify(report)}`);
       expect(report.trials).toBe(trialsFor(ciTrials));
-      expect(report.finished).toBeLessThan(report.trials / 2);
+      // What makes the trials worth running is kills that land inside an import; how many
+      // plans finish first depends on the machine's load (4 of 20 here at load 1, 10 of 20
+      // under CI's parallel suites), so that is not what is asserted.
+      expect(report.killedDuring.import ?? 0).toBeGreaterThanOrEqual(report.trials / 4);
     }, 600_000);
 });
