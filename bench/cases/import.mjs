@@ -156,6 +156,43 @@ async function buildImage(root, params) {
 }
 
 /**
+ * The same image with zstd layers (`zstd -3`, the level `docker push --compression zstd`
+ * and containerd default to), as a docker-save tarball beside the others; cached on its own
+ * so the plain and gzip archives already made are kept. Adds { zstd, layers[i].zst }.
+ */
+async function withZstd(image, params) {
+  const made = await cached(`image-zstd-${params.files}-${params.totalBytes}-${params.seed ?? 42}`, (root) => {
+    const stage = join(root, 'stage');
+    mkdirSync(stage);
+    // The plain archive's manifest and config, with the layer paths renamed.
+    const config = `${image.imageId.slice(7)}.json`;
+    execFileSync('tar', ['-xf', image.plain, '-C', stage, 'manifest.json', config]);
+    const zst = image.layers.map((l, i) => {
+      const out = join(root, `layer${i}.tar.zst`);
+      execFileSync('zstd', ['-q', '-3', '-f', l.tar, '-o', out]);
+      mkdirSync(join(stage, `layer${i}`));
+      execFileSync('ln', [out, join(stage, `layer${i}/layer.tar.zst`)]);
+      return out;
+    });
+    const manifest = JSON.parse(readFileSync(join(stage, 'manifest.json'), 'utf8'));
+    manifest[0].Layers = image.layers.map((_, i) => `layer${i}/layer.tar.zst`);
+    writeFileSync(join(stage, 'manifest.json'), JSON.stringify(manifest));
+    const archive = join(root, 'image-zstd.tar');
+    execFileSync('tar', ['--format=ustar', ...TAR_DETERMINISTIC, '-C', stage, '-cf', archive, 'manifest.json', config, ...image.layers.map((_, i) => `layer${i}`)]);
+    rmSync(stage, { recursive: true, force: true });
+    return { zstd: archive, zst };
+  });
+  return { ...image, zstd: made.zstd, layers: image.layers.map((l, i) => ({ ...l, zst: made.zst[i] })) };
+}
+
+/** What `tar` is given for one layer of each kind. */
+const TAR_READS = {
+  plain: { flags: '-xf', file: (l) => l.tar, name: 'tar -xf ×5' },
+  gzip: { flags: '-xzf', file: (l) => l.gz, name: 'tar -xzf ×5' },
+  zstd: { flags: '--zstd -xf', file: (l) => l.zst, name: 'tar --zstd -xf ×5' },
+};
+
+/**
  * CPU ms of a process and all its live descendants (dockerd → containerd → shims), each
  * with its reaped children: dockerd re-executes itself to untar the archive and to apply
  * each layer (chrootarchive), and those children are gone but counted in cutime/cstime.
@@ -193,9 +230,9 @@ export function dockerLeftovers(dataRoot) {
  * `docker save` writes them) with every side writing under `base` (`where` names it).
  * `image` is @cairnfs/image, `testkit` testkit's dockerd module. Progress lines go to stderr.
  */
-export async function importCases({ params, base, where, pairs, cairn, image: imagePkg, testkit, kinds = ['gzip', 'plain'] }) {
+export async function importCases({ params, base, where, pairs, cairn, image: imagePkg, testkit, kinds = ['gzip', 'plain', 'zstd'] }) {
   const results = [];
-  const image = await cachedImage(params);
+  const image = kinds.includes('zstd') ? await withZstd(await cachedImage(params), params) : await cachedImage(params);
   const label = `5 layers, ${(image.bytes / 2 ** 20).toFixed(0)} MiB, ${image.files} files, ${where}`;
   const log = (line) => process.stderr.write(`${line}\n`);
   mkdirSync(base, { recursive: true });
@@ -230,7 +267,8 @@ export async function importCases({ params, base, where, pairs, cairn, image: im
           await driver.cleanup();
           rmrf(root);
         }
-        if (dockerd) {
+        // docker load is compared on what docker save writes (plain) and registries mostly serve (gzip).
+        if (dockerd && kind !== 'zstd') {
           const left = dockerLeftovers(dockerd.dataRoot);
           if (left.length) throw new Error(`dockerd's store is not empty before docker load (${left.slice(0, 3).join(', ')}…)`);
           const d0 = dockerCpu();
@@ -252,18 +290,19 @@ export async function importCases({ params, base, where, pairs, cairn, image: im
           const c0 = cpuMs();
           const t0 = performance.now();
           let tarCpu = 0;
-          for (const [l, layer] of image.layers.entries()) tarCpu += (await runReference('tar', [kind === 'gzip' ? '-xzf' : '-xf', kind === 'gzip' ? layer.gz : layer.tar, '-C', dirs[l]])).cpuMs;
+          const how = TAR_READS[kind];
+          for (const [l, layer] of image.layers.entries()) tarCpu += (await runReference('tar', [...how.flags.split(' '), how.file(layer), '-C', dirs[l]])).cpuMs;
           const wall = performance.now() - t0;
           const cpu = cpuMs() - c0 + tarCpu;
           if (i >= 0) { sides.tar.wall.push(wall); sides.tar.cpu.push(cpu); }
           for (const d of dirs) rmrf(d);
         }
-        if (i >= 0) log(`  import ${kind} pair ${i + 1}/${pairs}: cairn ${sides.cairn.wall.at(-1).toFixed(0)} ms${dockerd ? `, docker load ${sides.docker.wall.at(-1).toFixed(0)} ms` : ''}, tar ${sides.tar.wall.at(-1).toFixed(0)} ms`);
+        if (i >= 0) log(`  import ${kind} pair ${i + 1}/${pairs}: cairn ${sides.cairn.wall.at(-1).toFixed(0)} ms${dockerd && kind !== 'zstd' ? `, docker load ${sides.docker.wall.at(-1).toFixed(0)} ms` : ''}, tar ${sides.tar.wall.at(-1).toFixed(0)} ms`);
       }
       const name = `import ${label}, ${kind} layers`;
-      if (dockerd) results.push(summarize(`${name}: importImage`, 'docker load', sides.cairn.wall, sides.docker.wall, sides.cairn.cpu, sides.docker.cpu, pairs));
+      if (kind === 'zstd') { /* no docker side: see above */ } else if (dockerd) results.push(summarize(`${name}: importImage`, 'docker load', sides.cairn.wall, sides.docker.wall, sides.cairn.cpu, sides.docker.cpu, pairs));
       else results.push({ name: `${name}: importImage vs docker load`, skipped: dockerSkip });
-      results.push(summarize(`${name}: importImage`, kind === 'gzip' ? 'tar -xzf ×5' : 'tar -xf ×5', sides.cairn.wall, sides.tar.wall, sides.cairn.cpu, sides.tar.cpu, pairs));
+      results.push(summarize(`${name}: importImage`, TAR_READS[kind].name, sides.cairn.wall, sides.tar.wall, sides.cairn.cpu, sides.tar.cpu, pairs));
     }
   } finally {
     if (dockerd) await dockerd.stop();

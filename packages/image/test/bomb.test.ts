@@ -70,13 +70,15 @@ describe('decompression bombs on import (overlay2)', () => {
     store = await LayerStore.open(driver);
   });
   afterEach(async () => {
+    delete process.env.CAIRN_ZSTD_JS;
     await driver.cleanup();
     await rm(root, { recursive: true, force: true });
     await rm(work, { recursive: true, force: true });
   });
 
-  for (const [kind, make] of [['gzip', gzipBomb], ['zstd', zstdBomb]] as const) {
+  for (const [kind, make] of [['gzip', gzipBomb], ['zstd', zstdBomb], ['zstd (JS decoder, CAIRN_ZSTD_JS=1)', zstdBomb]] as const) {
     test(`a ${kind} bomb (256 MiB from a few hundred KiB) is refused at maxUncompressedBytes with nothing left behind`, async () => {
+      if (kind.includes('CAIRN_ZSTD_JS')) process.env.CAIRN_ZSTD_JS = '1'; // unset by afterEach
       const blob = await make();
       expect(blob.length).toBeLessThan(2 << 20);
       const src = await saveDirWith(work, blob);

@@ -43,13 +43,16 @@ describe.each(['vfs', 'overlay2'])('layer store on %s', (driverName) => {
     store = await LayerStore.open(driver);
   });
   afterEach(async () => {
+    delete process.env.CAIRN_ZSTD_JS;
     await driver.cleanup();
     await rm(root, { recursive: true, force: true });
     await rm(work, { recursive: true, force: true });
   });
 
-  test.each<[string, Compress]>([['docker-save tarball', 'none'], ['gzip OCI archive', 'gzip'], ['zstd OCI layout dir', 'zstd']])(
+  test.each<[string, Compress]>([['docker-save tarball', 'none'], ['gzip OCI archive', 'gzip'], ['zstd OCI layout dir', 'zstd'],
+    ['zstd OCI layout dir through the JS decoder (CAIRN_ZSTD_JS=1: no libzstd)', 'zstd']])(
     'imports a %s, builds the merged tree and exports every layer byte for byte', async (kind, how) => {
+      if (kind.includes('CAIRN_ZSTD_JS')) process.env.CAIRN_ZSTD_JS = '1'; // unset by afterEach
       const layers = await sampleLayers();
       const dir = join(work, 'img');
       let src = dir;

@@ -93,6 +93,11 @@ Napi::Value ResultValue(Napi::Env env, JobResult& r) {
     for (size_t i = 0; i < r.list.size(); i++) a.Set(static_cast<uint32_t>(i), Napi::String::New(env, r.list[i]));
     return a;
   }
+  if (r.hasNumbers) {
+    Napi::Array a = Napi::Array::New(env, r.numbers.size());
+    for (size_t i = 0; i < r.numbers.size(); i++) a.Set(static_cast<uint32_t>(i), Napi::Number::New(env, r.numbers[i]));
+    return a;
+  }
   return env.Undefined();
 }
 
@@ -118,6 +123,7 @@ static Napi::Object InitCairnSys(Napi::Env env, Napi::Object exports) {
   cairn::InitUserns(env, exports);
   cairn::InitRemoveTree(env, exports);
   cairn::InitAtCalls(env, exports);
+  cairn::InitZstd(env, exports);
   return exports;
 }
 

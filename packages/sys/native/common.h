@@ -87,6 +87,8 @@ struct JobResult {
   std::vector<char> bytes;
   bool hasList = false;                // resolve with string[]
   std::vector<std::string> list;
+  bool hasNumbers = false;             // resolve with number[]
+  std::vector<double> numbers;
 };
 
 // Runs `job` on the libuv thread pool and settles a Promise with its JobResult
@@ -107,6 +109,7 @@ void InitTarPack(Napi::Env env, Napi::Object exports);  // tarpack.cc (layer exp
 void InitOpenFile(Napi::Env env, Napi::Object exports);  // openfile.cc (open a regular file beneath a root for reading, never through a link)
 void InitUserns(Napi::Env env, Napi::Object exports);
 void InitRemoveTree(Napi::Env env, Napi::Object exports);  // removetree.cc (a tree deleted through fds, no symlink followed)
+void InitZstd(Napi::Env env, Napi::Object exports);  // zstd.cc (zstd blobs decoded through a libzstd found at run time)
 void InitAtCalls(Napi::Env env, Napi::Object exports);  // atcalls.cc (the *at calls node:fs lacks, for the pure-JS applier)  // userns.cc (user namespaces from id maps, id-mapped mounts, ownership shift)
 
 }  // namespace cairn

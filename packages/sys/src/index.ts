@@ -238,3 +238,4 @@ export * from './walk.js';
 export * from './tarpack.js';
 export * from './openfile.js';
 export * from './at.js';
+export * from './zstd.js';

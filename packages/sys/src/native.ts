@@ -15,6 +15,9 @@ import type { DirStats, StatBatch } from './walk.js';
  * names). src/index.ts and the modules it re-exports wrap it with documented functions;
  * nothing else reaches into the addon.
  */
+/** A zstd decoder of the addon (an opaque native handle). */
+export interface ZstdHandle { readonly __zstdDecoder: unique symbol }
+
 export interface NativeBinding {
   constants: NativeConstants;
   mount(source: string | null, target: string, fstype: string | null, flags: number, data: string | null): Promise<void>;
@@ -22,6 +25,10 @@ export interface NativeBinding {
   umount2(target: string, flags: number): Promise<void>;
   fsMount(fstype: string, source: string | null, params: Array<[string, string | null]>, target: string, readOnly: boolean, cwd: string | null): Promise<void>;
   hasNewMountApi(): boolean;
+  zstdLibrary(): string | null;
+  zstdCreate(): ZstdHandle;
+  zstdDecode(decoder: ZstdHandle, input: Uint8Array, offset: number, output: Uint8Array): Promise<[read: number, written: number, hint: number]>;
+  zstdFree(decoder: ZstdHandle): void;
   mknodSync(path: string, mode: number, major: number, minor: number): void;
   mknod(path: string, mode: number, major: number, minor: number): Promise<void>;
   lsetxattrSync(path: string, name: string, value: Uint8Array, flags: number | undefined): void;
