@@ -6,17 +6,15 @@ import { ZstdDataError, zstdDecompressed, zstdLibrary } from '@cairnfs/sys';
 
 const zstd = (input: Buffer, ...args: string[]): Buffer => execFileSync('zstd', ['-q', '-c', ...args], { input, maxBuffer: 1 << 30 });
 
-/** Text-like data that compresses (several MiB of words) with some random runs. */
+/** Data that compresses like text (words repeated) with some random runs that do not. */
 function sample(bytes: number): Buffer {
-  const words = ['layer', 'tar', 'overlay', 'whiteout', 'usr/lib', '\n', 'etc', 'cairn'];
-  const parts: Buffer[] = [];
-  let n = 0;
-  while (n < bytes) {
-    const p = Math.random() < 0.05 ? randomBytes(64) : Buffer.from(words[Math.floor(Math.random() * words.length)]! + ' ');
-    parts.push(p);
-    n += p.length;
+  const text = Buffer.from('layer tar overlay whiteout usr/lib\netc cairn opaque lower upper merged work '.repeat(900));
+  const out = Buffer.allocUnsafe(bytes);
+  for (let i = 0; i < bytes;) {
+    const run = Math.random() < 0.05 ? randomBytes(64) : text.subarray(Math.floor(Math.random() * 1000), 1000 + Math.floor(Math.random() * 4000));
+    i += run.copy(out, i);
   }
-  return Buffer.concat(parts).subarray(0, bytes);
+  return out;
 }
 
 async function* pieces(buf: Buffer, sizes: () => number): AsyncGenerator<Buffer> {
