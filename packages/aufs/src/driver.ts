@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import {
   CairnError, STAGING_DIR, SharedMounts, SharedTable, StoreLocks, assertValidId, copyTree, detectBackingFs, errnoCode,
-  fsyncDir, isValidId, makeStagingDir, moveToTrash, normalizeParent, ownedName, readMountInfo, sweepLeftovers,
+  fsyncDir, isValidId, makeStagingDir, removeMountPoint, moveToTrash, normalizeParent, ownedName, readMountInfo, sweepLeftovers,
   translateSpaceError, refuseIdMappings,
 } from '@cairnfs/core';
 import { NaiveDiff, applyLayer, exportChanges } from '@cairnfs/archive';
@@ -216,7 +216,7 @@ export class AufsDriver implements StorageDriver, LayerLister {
       });
       if (trash === null) return;
       await removeTree(trash).catch(() => undefined);
-      await rm(this.layout.mntDir(id), { recursive: true, force: true });
+      await removeMountPoint(this.layout.mntDir(id));
       await this.mounts.forget(id);
       await this.locks.forgetLayer(id);
     });

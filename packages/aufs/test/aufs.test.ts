@@ -1,4 +1,5 @@
-import { mkdir, mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -203,6 +204,22 @@ onKernelWithoutAufs('aufs driver on a kernel without aufs', () => {
     expect(await again.listLayers()).toEqual([{ id: 'a', parent: null }]);
     await again.remove('a');
     expect(await again.exists('a')).toBe(false);
+  });
+
+  test('remove never deletes through its mount point: files of a filesystem still mounted at mnt/<id> survive', async () => {
+    const d = await open();
+    await d.create('a', null);
+    const mnt = join(root, 'aufs', 'mnt', 'a');
+    await mkdir(mnt, { recursive: true });
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'cairn-test', mnt]);
+    try {
+      await writeFile(join(mnt, 'keep'), 'not the layer\'s');
+      await d.remove('a');
+      expect(await d.exists('a')).toBe(false);
+      expect(await readFile(join(mnt, 'keep'), 'utf8')).toBe('not the layer\'s');
+    } finally {
+      execFileSync('umount', [mnt]);
+    }
   });
 
   test('after cleanup every call is ERR_NOT_SUPPORTED (listLayers included) and cleanup again is a no-op', async () => {

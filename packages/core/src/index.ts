@@ -11,7 +11,7 @@ export type {
 export { KeyedMutex } from './mutex.js';
 export { SharedMounts, describeHolds, type MountHooks, type HoldInfo, type SharedMountsOptions } from './holds.js';
 export {
-  STAGING_DIR, TRASH_DIR, makeStagingDir, fsyncDir, fsyncFile, commitStaged, discardDir, sweepLeftovers, writeFileAtomic,
+  STAGING_DIR, TRASH_DIR, makeStagingDir, removeMountPoint, fsyncDir, fsyncFile, commitStaged, discardDir, sweepLeftovers, writeFileAtomic,
   ownedName, parseOwnedName, isOwnerAlive, moveToTrash, type SweepOptions,
 } from './staging.js';
 export { unescapeMountField, parseMountInfo, readMountInfo, findMountOf, type MountInfoEntry } from './mountinfo.js';

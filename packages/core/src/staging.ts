@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { constants as fsConstants } from 'node:fs';
-import { mkdir, open, readdir, rename, unlink } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rmdir, unlink } from 'node:fs/promises';
 import { basename, join, dirname } from 'node:path';
 import { removeTree } from '@cairnfs/sys';
 import { isValidId } from './ids.js';
@@ -55,6 +55,16 @@ export async function makeStagingDir(home: string, id: string, mode = 0o700): Pr
   const path = join(parent, uniqueName(id));
   await mkdir(path, { mode });
   return path;
+}
+
+/**
+ * Removes a layer's mount point once the layer is gone: rmdir, never a recursive removal,
+ * which would descend into whatever is still mounted there (a stale mount, another
+ * process's) and delete that filesystem's files. A dir that is busy or not empty stays;
+ * it is inert, and the layer's removal has happened either way.
+ */
+export async function removeMountPoint(path: string): Promise<void> {
+  await rmdir(path).catch(() => undefined);
 }
 
 /** fsyncs a directory so that a rename or create inside it survives power loss. */

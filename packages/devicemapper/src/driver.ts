@@ -1,10 +1,10 @@
 import { randomInt } from 'node:crypto';
-import { mkdir, readdir, rm, rmdir, stat } from 'node:fs/promises';
+import { mkdir, readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import {
   CairnError, OpenSessions, SharedMounts, SharedTable, StoreLocks, assertValidId, errnoCode, normalizeParent,
-  readMountInfo, refuseIdMappings,
+  readMountInfo, refuseIdMappings, removeMountPoint,
 } from '@cairnfs/core';
 import { NaiveDiff } from '@cairnfs/archive';
 import type { ApplyDiffOptions, Change, CreateOptions, DriverSetup, GetOptions, PutOptions, StorageDriver } from '@cairnfs/core';
@@ -259,7 +259,7 @@ export class DeviceMapperDriver implements StorageDriver {
       if (entry.startsWith('.') && entry.endsWith('.tmp')) await rm(join(this.layout.metaDir, entry), { force: true });
     }
     for (const entry of await readdir(this.layout.mntDir)) {
-      if (!entry.startsWith('.') && !this.layers.has(entry)) await rmdir(this.layout.mountPoint(entry)).catch(() => undefined);
+      if (!entry.startsWith('.') && !this.layers.has(entry)) await removeMountPoint(this.layout.mountPoint(entry));
     }
   }
 
@@ -589,7 +589,7 @@ export class DeviceMapperDriver implements StorageDriver {
     await layerRecord.remove(this.layout.layerMeta(id));
     this.layers.delete(id);
     await this.closeTransaction(tx);
-    await rm(this.layout.mountPoint(id), { recursive: true, force: true });
+    await removeMountPoint(this.layout.mountPoint(id));
   }
 
   async get(id: string, opts: GetOptions = {}): Promise<string> {
