@@ -40,17 +40,26 @@ test('the event loop keeps turning while 8 chains of 300 awaited async calls run
   // Each await needs the completion to come back through the event loop. Were the calls
   // synchronous, every promise would be settled on creation, the chains would finish in
   // microtasks and not one setImmediate turn would run before they end.
-  const chain = async (c: number): Promise<void> => {
+  const chain = async (round: number, c: number): Promise<void> => {
     for (let i = 0; i < 100; i++) {
-      await mknod(join(s.dir, `n${c}-${i}`), constants.S_IFIFO | 0o644, 0, 0);
+      await mknod(join(s.dir, `n${round}-${c}-${i}`), constants.S_IFIFO | 0o644, 0, 0);
       await lsetxattr(f, `user.k${c}`, Buffer.from([i]));
       expect(await lgetxattr(f, `user.k${c}`)).not.toBeNull();
     }
   };
-  await Promise.all(Array.from({ length: 8 }, (_, c) => chain(c)));
+  await Promise.all(Array.from({ length: 8 }, (_, c) => chain(0, c)));
   const { ticks, maxGapMs } = watch.stop();
   expect(ticks).toBeGreaterThan(50);
-  expect(maxGapMs).toBeLessThan(250);
+  // The longest gap, best of up to three rounds: a call that blocked the loop would do so in
+  // each, while a machine under load (CI's sanitizer step at load 10 saw 503 ms once) stalls
+  // the whole process only now and then.
+  let bestGapMs = maxGapMs;
+  for (let round = 1; round < 3 && bestGapMs >= 250; round++) {
+    const again = watchLoop();
+    await Promise.all(Array.from({ length: 8 }, (_, c) => chain(round, c)));
+    bestGapMs = Math.min(bestGapMs, again.stop().maxGapMs);
+  }
+  expect(bestGapMs).toBeLessThan(250);
   expect((await llistxattr(f)).length).toBe(8);
 });
 
