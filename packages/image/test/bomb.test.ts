@@ -100,6 +100,19 @@ describe('decompression bombs on import (overlay2)', () => {
     }, 120_000);
   }
 
+  test('a zstd layer whose frame asks for a 256 MiB window is ERR_INVALID_ARCHIVE before any of it is applied, and leaves nothing', async () => {
+    // zstd --long=28 on a stream of unknown size writes windowLog 28 in the frame header.
+    const z = spawn('sh', ['-c', 'head -c 4096 /dev/zero | zstd -q --long=28 -c'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const out: Buffer[] = [];
+    for await (const c of z.stdout) out.push(c as Buffer);
+    const src = await saveDirWith(work, Buffer.concat(out));
+    const err = await store.importImage(src).catch((e: unknown) => e);
+    expect(err).toMatchObject({ name: 'CairnError', code: 'ERR_INVALID_ARCHIVE' });
+    expect((err as Error).message).toMatch(/zstd.*memory/i);
+    expect(store.layers()).toEqual([]);
+    expect((await readdir(driver.home)).filter((n) => !n.startsWith('.') && n !== 'l')).toEqual([]);
+  });
+
   test('the same bomb imports as far as the diff id check when the limit allows it (the limit is what stopped it)', async () => {
     const src = await saveDirWith(work, await gzipBomb());
     const err = await store.importImage(src, { maxUncompressedBytes: 512 << 20 }).catch((e: unknown) => e);
