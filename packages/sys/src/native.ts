@@ -9,15 +9,15 @@ import type { BeneathFile } from './openfile.js';
 import type { TarPacker } from './tarpack.js';
 import type { DirStats, StatBatch } from './walk.js';
 
+/** A zstd decoder of the addon (an opaque native handle). */
+export interface ZstdHandle { readonly __zstdDecoder: unique symbol }
+
 /**
  * The raw addon surface, every export of cairn_sys.node with its exact argument types
  * (packages/sys/test/native-surface.test.ts checks that the addon exports exactly these
  * names). src/index.ts and the modules it re-exports wrap it with documented functions;
  * nothing else reaches into the addon.
  */
-/** A zstd decoder of the addon (an opaque native handle). */
-export interface ZstdHandle { readonly __zstdDecoder: unique symbol }
-
 export interface NativeBinding {
   constants: NativeConstants;
   mount(source: string | null, target: string, fstype: string | null, flags: number, data: string | null): Promise<void>;
