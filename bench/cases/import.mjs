@@ -257,7 +257,9 @@ export async function importCases({ params, base, where, pairs, cairn, image: im
       const archive = image[kind];
       const sides = { cairn: { wall: [], cpu: [] }, docker: { wall: [], cpu: [] }, tar: { wall: [], cpu: [] } };
       const dockerCpu = () => (dockerd ? treeCpuMs(dockerd.pid) : 0);
-
+      // docker load is compared on what docker save writes (plain) and registries mostly
+      // serve (gzip), where the case runs it at all (withDocker).
+      const dockerSide = withDocker && kind !== 'zstd';
       for (let i = -1; i < pairs; i++) {
         // cairn: a fresh overlay2 store each round, opened untimed (dockerd is running too).
         {
@@ -275,8 +277,7 @@ export async function importCases({ params, base, where, pairs, cairn, image: im
           await driver.cleanup();
           remove(root);
         }
-        // docker load is compared on what docker save writes (plain) and registries mostly serve (gzip).
-        if (dockerd && kind !== 'zstd') {
+        if (dockerSide && dockerd) {
           const left = dockerLeftovers(dockerd.dataRoot);
           if (left.length) throw new Error(`dockerd's store is not empty before docker load (${left.slice(0, 3).join(', ')}…)`);
           const d0 = dockerCpu();
@@ -305,11 +306,14 @@ export async function importCases({ params, base, where, pairs, cairn, image: im
           if (i >= 0) { sides.tar.wall.push(wall); sides.tar.cpu.push(cpu); }
           for (const d of dirs) remove(d);
         }
-        if (i >= 0) log(`  import ${kind} pair ${i + 1}/${pairs}: cairn ${sides.cairn.wall.at(-1).toFixed(0)} ms${dockerd && kind !== 'zstd' ? `, docker load ${sides.docker.wall.at(-1).toFixed(0)} ms` : ''}, tar ${sides.tar.wall.at(-1).toFixed(0)} ms`);
+        if (i >= 0) log(`  import ${kind} pair ${i + 1}/${pairs}: cairn ${sides.cairn.wall.at(-1).toFixed(0)} ms${dockerSide && dockerd ? `, docker load ${sides.docker.wall.at(-1).toFixed(0)} ms` : ''}, tar ${sides.tar.wall.at(-1).toFixed(0)} ms`);
       }
       const name = `import ${label}, ${kind} layers`;
-      if (kind === 'zstd' || !withDocker) { /* no docker side: see above */ } else if (dockerd) results.push(summarize(`${name}: importImage`, 'docker load', sides.cairn.wall, sides.docker.wall, sides.cairn.cpu, sides.docker.cpu, pairs));
-      else results.push({ name: `${name}: importImage vs docker load`, skipped: dockerSkip });
+      if (dockerSide) {
+        results.push(dockerd
+          ? summarize(`${name}: importImage`, 'docker load', sides.cairn.wall, sides.docker.wall, sides.cairn.cpu, sides.docker.cpu, pairs)
+          : { name: `${name}: importImage vs docker load`, skipped: dockerSkip });
+      }
       results.push(summarize(`${name}: importImage`, TAR_READS[kind].name, sides.cairn.wall, sides.tar.wall, sides.cairn.cpu, sides.tar.cpu, pairs));
     }
   } finally {
