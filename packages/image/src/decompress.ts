@@ -18,7 +18,7 @@ export function detectCompression(head: Uint8Array): Compression {
  * from the media type: docker save's layer.tar and mislabelled blobs exist). gzip runs
  * in zlib's thread pool, so it overlaps the JS-side hashing and applying; zstd in the
  * addon's, through a libzstd found at run time (Node's own from 22.15, else the system's),
- * and through fzstd (pure JS, 3-9× slower) where there is none.
+ * and through fzstd (pure JS, 2-3× the CPU of a whole import) where there is none.
  */
 export interface DecompressLimit {
   /** Most bytes the stream may decompress to; past it, ERR_INVALID_ARCHIVE (a decompression bomb). */
