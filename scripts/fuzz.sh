@@ -19,7 +19,8 @@ clang++ -std=c++17 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer \
   -I"$nodedir/include/node" -I"$napi" \
   packages/sys/fuzz/apply_fuzzer.cc "$native/tar_reader.cc" "$native/tar_fields.cc" \
   "$native/beneath.cc" "$native/applier.cc" "$native/nofollow.cc" \
-  "$native/sha256.cc" "$native/split_record.cc" "$native/record_gzip.cc" -ldl \
+  "$native/sha256.cc" "$native/split_record.cc" "$native/record_gzip.cc" \
+  "$native/node_zlib.cc" "$native/zstd_lib.cc" "$native/input_decoder.cc" -ldl \
   -o "$out/apply_fuzzer"
 
 work="$(mktemp -d)"

@@ -9,7 +9,7 @@
 // the producer not changing a chunk once it was handed over.
 import { ReadStream, fstatSync, readFileSync } from 'node:fs';
 import type { Readable } from 'node:stream';
-import { openLayerApplier, type LayerApplier } from '@cairnfs/sys';
+import { APPLIER_COMPRESSION, openLayerApplier, type LayerApplier } from '@cairnfs/sys';
 import { CairnError, type ErrorCode } from '@cairnfs/core';
 import { asBuffer } from './read-tar.js';
 import type { ApplyOptions } from './apply-options.js';
@@ -88,7 +88,11 @@ export async function applyLayerNative(root: string, tar: Readable | AsyncIterab
     if (tapped && isFileRange(tapped.source)) {
       // The applier reads the range itself (as tar reads its input), hashing and recording
       // every byte of it; the records so far go to the importer between slices.
-      const { fd, start, length } = tapped.source;
+      const { fd, start, length, compressed } = tapped.source;
+      if (compressed) {
+        const missing = applier.decompress(APPLIER_COMPRESSION[compressed.kind], compressed.maxBytes, tapped.tap.what);
+        if (missing !== null) throw new CairnError('ERR_BACKEND_FAILED', `cannot decode a ${compressed.kind} layer in the applier: ${missing}`);
+      }
       for (let pos = 0; pos < length;) {
         const n = Math.min(RANGE_SLICE, length - pos);
         if (offThread) await applier.writeRangeAsync(fd, start + pos, n);

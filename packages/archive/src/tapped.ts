@@ -6,11 +6,16 @@
 // record in JS. Either way the importer ends with the same digest, record and `exact`.
 import type { Buffer } from 'node:buffer';
 
-/** A byte range of an open file: what a plain layer blob in an image archive or layout is. */
+/** A byte range of an open file: what a layer blob in an image archive or layout is. */
 export interface TarFileRange {
   fd: number;
   start: number;
   length: number;
+  /**
+   * The range is a compressed blob the applier decodes in its pass (only where
+   * `applierDecodes` of @cairnfs/sys says it can), to at most `maxBytes` bytes.
+   */
+  compressed?: { kind: 'gzip' | 'zstd'; maxBytes: number };
 }
 
 export interface TarTap {

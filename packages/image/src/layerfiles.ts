@@ -5,6 +5,7 @@ import { readSync } from 'node:fs';
 import { mkdir, open } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { CairnError, fsyncDir, type StorageDriver } from '@cairnfs/core';
+import { applierDecodes } from '@cairnfs/sys';
 import { TappedTar, type TarFileRange } from '@cairnfs/archive';
 import { DEFAULT_MAX_UNCOMPRESSED_BYTES, decompressed, detectCompression } from './decompress.js';
 import { FileRange } from './source.js';
@@ -36,7 +37,8 @@ export async function mkdirDurable(path: string): Promise<void> {
  *
  * The hash and the record are made by the native applier in its own pass on the pool
  * thread when the driver applies through applyLayer's native path (a TappedTar); for a
- * plain blob that is a byte range of a file the applier also reads the range itself.
+ * blob that is a byte range of a file the applier also reads the range itself, and
+ * decodes it there when it is gzip or zstd.
  * Any other consumer of the tar gets the JS path: sha256 and SplitRecorder on this thread.
  */
 export async function applyBlob(driver: StorageDriver, cacheId: string, parentCacheId: string | null, diffId: string,
@@ -44,7 +46,7 @@ export async function applyBlob(driver: StorageDriver, cacheId: string, parentCa
     const what = `layer ${diffId}`;
     const maxLogicalBytes = maxUncompressedBytes ?? DEFAULT_MAX_UNCOMPRESSED_BYTES;
     try {
-      const range = blob instanceof FileRange ? plainRange(blob, maxLogicalBytes) : undefined;
+      const range = blob instanceof FileRange ? nativeRange(blob, maxLogicalBytes) : undefined;
       // A range is counted by the native pass as it reads (tap.onBytes), or by the JS path here.
       const counted = (async function* () { for await (const c of blob) { onBytes(c.length); yield c; } })();
       const it = decompressed(counted, { maxBytes: maxUncompressedBytes, what })[Symbol.asyncIterator]();
@@ -103,15 +105,17 @@ export async function applyBlob(driver: StorageDriver, cacheId: string, parentCa
   }
 
 /**
- * The range of a plain (uncompressed) blob the native applier can read itself, or
- * undefined for a compressed one or one larger than the uncompressed-bytes cap (the stream
- * path refuses that as it does any other bomb).
+ * The range of a blob the native applier can read itself: a plain one (unless it is larger
+ * than the uncompressed-bytes cap: the stream path refuses that as it does any other bomb),
+ * or a gzip or zstd one the applier can decode in its pass (bounded by the same cap);
+ * undefined otherwise, for the stream path.
  */
-function plainRange(blob: FileRange, maxBytes: number): TarFileRange | undefined {
+function nativeRange(blob: FileRange, maxBytes: number): TarFileRange | undefined {
   const r = blob.open();
-  if (r.length > maxBytes) return undefined;
   const head = Buffer.alloc(4);
   const n = r.length === 0 ? 0 : readSync(r.fd, head, 0, Math.min(4, r.length), r.start);
-  if (detectCompression(head.subarray(0, n)) !== 'none') return undefined;
-  return { fd: r.fd, start: r.start, length: r.length };
+  const kind = detectCompression(head.subarray(0, n));
+  const range = { fd: r.fd, start: r.start, length: r.length };
+  if (kind === 'none') return r.length > maxBytes ? undefined : range;
+  return applierDecodes(kind) ? { ...range, compressed: { kind, maxBytes } } : undefined;
 }

@@ -41,6 +41,9 @@ void Applier::Release() {
 }
 
 void Applier::Finish() {
+  // An untapped read stops at the end-of-archive marker, where the rest of the stream is
+  // not needed; a tapped one has read (and hashed) it all, so its end is checked.
+  if (decoder_ && (record_ || !reader_.finished())) decoder_->End();
   reader_.Finish();
   FinishDirectories();
 }
@@ -103,7 +106,8 @@ void Applier::ReadRange(int fd, int64_t offset, int64_t length) {
     }
     if (n == 0) return;
     done += n;
-    Write(buf, static_cast<size_t>(n));
+    if (decoder_) decoder_->Decode(buf, static_cast<size_t>(n), [this](const uint8_t* p, size_t m) { Write(p, m); });
+    else Write(buf, static_cast<size_t>(n));
     if (!record_ && reader_.finished()) return;  // untapped: nothing reads past the end marker
   }
 }

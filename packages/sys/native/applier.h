@@ -18,6 +18,7 @@
 #include <memory>
 
 #include "beneath.h"
+#include "input_decoder.h"
 #include "owners.h"
 #include "record_gzip.h"
 #include "sha256.h"
@@ -51,6 +52,10 @@ class Applier : public EntrySink {
   // to the end of the range even past the end-of-archive marker (a tapped apply hashes
   // and records every byte of its input).
   void ReadRange(int fd, int64_t offset, int64_t length);
+  // From now on the input read by ReadRange/ReadFrom is compressed and decoded here
+  // (input_decoder.h); what the hash, the record and the tar reader see is its output.
+  // Call before the first read.
+  void Decompress(std::unique_ptr<InputDecoder> decoder) { decoder_ = std::move(decoder); }
   SplitRecord* record() { return record_.get(); }
   RecordGzip* gzip() { return gzip_.get(); }
   // Compresses the records made so far (the end of each pool-thread job calls it, so the
@@ -58,7 +63,7 @@ class Applier : public EntrySink {
   void FlushRecord();
   Sha256* hash() { return hash_.get(); }
   int64_t tapped_bytes() const { return tapped_bytes_; }
-  // The input ended: refuses a truncated archive, then sets directory times.
+  // The input ended: refuses a truncated compressed stream or archive, then sets directory times.
   void Finish();
   // Closes and removes a half-written file so no partial file keeps a final name.
   void Abort();
@@ -132,6 +137,7 @@ class Applier : public EntrySink {
   std::unique_ptr<SplitRecord> record_;
   std::unique_ptr<Sha256> hash_;
   std::unique_ptr<RecordGzip> gzip_;
+  std::unique_ptr<InputDecoder> decoder_;
   int64_t tapped_bytes_ = 0;
   std::unique_ptr<uint8_t[]> read_buf_;
   static constexpr size_t kRead = 256 * 1024;  // stays in L2 between the read and the writes
