@@ -85,14 +85,15 @@ export async function applyLayerNative(root: string, tar: Readable | AsyncIterab
       return done();
     }
     if (tapped) gzipped = applier.tap(tapped.tap.maxLogicalBytes, tapped.tap.what, false, tapped.tap.rawRecords ?? false);
+    if (tapped?.compressed) {
+      const { kind, maxBytes } = tapped.compressed;
+      const missing = applier.decompress(APPLIER_COMPRESSION[kind], maxBytes, tapped.tap.what);
+      if (missing !== null) throw new CairnError('ERR_BACKEND_FAILED', `cannot decode a ${kind} layer in the applier: ${missing}`);
+    }
     if (tapped && isFileRange(tapped.source)) {
       // The applier reads the range itself (as tar reads its input), hashing and recording
       // every byte of it; the records so far go to the importer between slices.
-      const { fd, start, length, compressed } = tapped.source;
-      if (compressed) {
-        const missing = applier.decompress(APPLIER_COMPRESSION[compressed.kind], compressed.maxBytes, tapped.tap.what);
-        if (missing !== null) throw new CairnError('ERR_BACKEND_FAILED', `cannot decode a ${compressed.kind} layer in the applier: ${missing}`);
-      }
+      const { fd, start, length } = tapped.source;
       for (let pos = 0; pos < length;) {
         const n = Math.min(RANGE_SLICE, length - pos);
         if (offThread) await applier.writeRangeAsync(fd, start + pos, n);

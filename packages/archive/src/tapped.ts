@@ -11,11 +11,15 @@ export interface TarFileRange {
   fd: number;
   start: number;
   length: number;
-  /**
-   * The range is a compressed blob the applier decodes in its pass (only where
-   * `applierDecodes` of @cairnfs/sys says it can), to at most `maxBytes` bytes.
-   */
-  compressed?: { kind: 'gzip' | 'zstd'; maxBytes: number };
+}
+
+/**
+ * The source is a compressed blob, which the native applier decodes in its pass (offered
+ * only where `applierDecodes` of @cairnfs/sys says it can), to at most `maxBytes` bytes.
+ */
+export interface TarCompressed {
+  kind: 'gzip' | 'zstd';
+  maxBytes: number;
 }
 
 export interface TarTap {
@@ -47,8 +51,12 @@ export class TappedTar implements AsyncIterable<Uint8Array> {
   /** Set by the native pass once the input ended and the applier finished. */
   result: TapResult | undefined;
 
+  /**
+   * `source` is what the native pass reads (compressed when `compressed` says so);
+   * `fallback` the same layer as uncompressed tar bytes, for any other consumer.
+   */
   constructor(readonly source: TarFileRange | AsyncIterable<Uint8Array>, readonly tap: TarTap,
-    private readonly fallback: AsyncIterable<Uint8Array>) {}
+    private readonly fallback: AsyncIterable<Uint8Array>, readonly compressed?: TarCompressed) {}
 
   /** For the native applier: true (and the tar is its) unless someone iterated it already. */
   claim(): boolean {

@@ -106,8 +106,7 @@ void Applier::ReadRange(int fd, int64_t offset, int64_t length) {
     }
     if (n == 0) return;
     done += n;
-    if (decoder_) decoder_->Decode(buf, static_cast<size_t>(n), [this](const uint8_t* p, size_t m) { Write(p, m); });
-    else Write(buf, static_cast<size_t>(n));
+    Write(buf, static_cast<size_t>(n));
     if (!record_ && reader_.finished()) return;  // untapped: nothing reads past the end marker
   }
 }

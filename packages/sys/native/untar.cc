@@ -241,7 +241,7 @@ class LayerApplier : public Napi::ObjectWrap<LayerApplier> {
   }
 
   // decompress(kind 1 gzip | 2 zstd, maxOutputBytes, what) → null, or why it cannot (the
-  // library is missing): the input read from an fd is compressed and decoded in the pass.
+  // library is missing): the input (written or read from an fd) is compressed and decoded in the pass.
   Napi::Value Decompress(const Napi::CallbackInfo& info) {
     Applier* a = Get(info.Env());
     int64_t kind = ArgInt(info, 0, "kind");

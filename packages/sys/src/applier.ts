@@ -86,7 +86,7 @@ export interface LayerApplier {
    */
   tap(maxLogicalBytes: number, what: string, portableHash?: boolean, rawRecords?: boolean): boolean;
   /**
-   * From now on the input read from an fd (writeFrom, writeRange) is a compressed blob
+   * From now on the input (written, or read from an fd) is a compressed blob
    * (kind: {@link APPLIER_COMPRESSION}), decoded in the applier's own pass: what the hash,
    * the record and the tar reader see is its output. Output past `maxOutputBytes` is
    * ERR_INVALID_ARCHIVE (a decompression bomb, `what` names the blob); corrupt or truncated

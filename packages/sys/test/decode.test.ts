@@ -35,8 +35,12 @@ function layer(): { tar: Buffer; files: Map<string, Buffer> } {
 
 type Kind = keyof typeof APPLIER_COMPRESSION;
 
-/** Applies the blob in `blobFile` decoded in the pass, read in slices of `slice()` bytes; returns the applier after finish(). */
-async function applyBlob(blob: Buffer, kind: Kind, opts: { slice?: () => number; maxBytes?: number; tapped?: boolean; async?: boolean } = {}) {
+/**
+ * Applies `blob` decoded in the pass, in slices of `slice()` bytes: read from a file
+ * (writeRange, as an image archive's blob) or, with `written`, handed over as chunks
+ * (write, as a registry pull's stream); returns what finish() and tapEnd() said.
+ */
+async function applyBlob(blob: Buffer, kind: Kind, opts: { slice?: () => number; maxBytes?: number; tapped?: boolean; async?: boolean; written?: boolean } = {}) {
   const dir = join(s.dir, `out-${Math.random().toString(36).slice(2)}`);
   mkdirSync(dir);
   const file = join(s.dir, `blob-${Math.random().toString(36).slice(2)}`);
@@ -48,7 +52,9 @@ async function applyBlob(blob: Buffer, kind: Kind, opts: { slice?: () => number;
     expect(a.decompress(APPLIER_COMPRESSION[kind], opts.maxBytes ?? 2 ** 40, 'layer under test')).toBeNull();
     for (let pos = 0; pos < blob.length;) {
       const n = Math.max(1, Math.min(opts.slice?.() ?? blob.length, blob.length - pos));
-      if (opts.async) await a.writeRangeAsync(fd, pos, n);
+      if (opts.written && opts.async) await a.writeAsync(blob.subarray(pos, pos + n));
+      else if (opts.written) a.write(blob.subarray(pos, pos + n));
+      else if (opts.async) await a.writeRangeAsync(fd, pos, n);
       else a.writeRange(fd, pos, n);
       pos += n;
     }
@@ -95,9 +101,9 @@ describe.each([
     const blob = compress(tar);
     expect(blob.length).toBeLessThan(tar.length);
     for (const slice of [() => blob.length, () => 1 + Math.floor(Math.random() * 70_000), () => 1 + Math.floor(Math.random() * 9)]) {
-      for (const async of [false, true]) {
+      for (const [async, written] of [[false, false], [true, false], [false, true], [true, true]]) {
         if (slice() < 10 && async) continue; // a pool trip per few bytes: the sync run covers those cuts
-        const got = await applyBlob(blob, kind, { slice, async });
+        const got = await applyBlob(blob, kind, { slice, async, written });
         expectFiles(got.dir, files);
         expect(got.tap!.digest).toBe(sha256(tar));
         expect(got.tap!.bytes).toBe(tar.length);
@@ -113,11 +119,13 @@ describe.each([
     expect(got.bytes).toBe([...files.values()].reduce((n, b) => n + b.length, 0));
   });
 
-  test('a blob cut short is ERR_INVALID_ARCHIVE saying it is corrupt or truncated, not a shorter layer', async () => {
+  test('a blob cut short is ERR_INVALID_ARCHIVE saying it is corrupt or truncated, not a shorter layer (read or written)', async () => {
     const blob = compress(layer().tar);
-    const err = await failure(applyBlob(blob.subarray(0, blob.length - 1000), kind, { slice: () => 65_536 }));
-    expect(err.cairnCode).toBe('ERR_INVALID_ARCHIVE');
-    expect(err.message).toMatch(new RegExp(`a ${kind} layer blob is corrupt or truncated`));
+    for (const written of [false, true]) {
+      const err = await failure(applyBlob(blob.subarray(0, blob.length - 1000), kind, { slice: () => 65_536, written }));
+      expect(err.cairnCode).toBe('ERR_INVALID_ARCHIVE');
+      expect(err.message).toMatch(new RegExp(`a ${kind} layer blob is corrupt or truncated`));
+    }
   });
 
   test('a flipped byte in the middle is ERR_INVALID_ARCHIVE (a zlib or zstd checksum or format error)', async () => {
