@@ -25,6 +25,7 @@ import { dmCases } from '../bench/cases/dm-layer.mjs';
 import { rssCase } from '../bench/cases/rss.mjs';
 import { importCases } from '../bench/cases/import.mjs';
 import { importRssCases } from '../bench/cases/import-rss.mjs';
+import { exportImageCases } from '../bench/cases/export-image.mjs';
 import { idmapGetCases, rootlessImportCases } from '../bench/cases/idmap.mjs';
 import { podmanIdmapCases } from '../bench/cases/podman.mjs';
 import { pullCases } from '../bench/cases/pull.mjs';
@@ -41,7 +42,7 @@ const check = flag('--check');
 const quick = flag('--quick') || check;
 const json = flag('--json');
 const pairs = Number(value('--pairs') ?? (check ? 3 : 5));
-const all = ['apply', 'export', 'changes', 'vfs-create', 'overlay2', 'multiproc', 'btrfs', 'zfs', 'dm', 'import', 'pull', 'idmap', 'idmap-copy', 'rootless-import', 'rss', 'import-rss'];
+const all = ['apply', 'export', 'changes', 'vfs-create', 'overlay2', 'multiproc', 'btrfs', 'zfs', 'dm', 'import', 'export-image', 'pull', 'idmap', 'idmap-copy', 'rootless-import', 'rss', 'import-rss'];
 const boundsFile = join(dirname(fileURLToPath(import.meta.url)), '..', 'bench', 'bounds.json');
 const bounds = check ? loadBounds(boundsFile) : null;
 const only = (value('--only') ?? (check ? bounds.cases.join(',') : all.join(','))).split(',');
@@ -121,6 +122,11 @@ try {
     // load, is compared on tmpfs only.
     if (!noDisk) report(await importCase(scratch.dir('import'), 'repo disk', { withDocker: false, deferRemovals: true }));
     report(await importCase(scratch.tmpfs('import', 4096), 'tmpfs'));
+  }
+  if (only.includes('export-image')) {
+    const exportImageCase = (base, where) => exportImageCases({ params: imageParams, base, where, pairs, cairn, image });
+    if (!noDisk) report(await exportImageCase(scratch.dir('export-image'), 'repo disk'));
+    report(await exportImageCase(scratch.tmpfs('export-image', 4096), 'tmpfs'));
   }
   const idmapFileCounts = quick ? [imageParams.files] : [20000, 100000];
   if (only.includes('idmap')) {

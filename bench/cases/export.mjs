@@ -12,7 +12,7 @@ import { rmrf, runReference } from '../env.mjs';
  * createWriteStream pipeline measured ~100 ms more per 50 MB on this machine, spent in
  * Node's async write path, which is the consumer's cost, not export's.)
  */
-async function writeTo(stream, file) {
+export async function writeTo(stream, file) {
   const fd = openSync(file, 'w');
   try {
     for await (const chunk of stream) {

@@ -686,10 +686,9 @@ export class LayerStore {
     return Readable.from((async function* () {
       const parentCache = l.parent ? store.layer(l.parent).cacheId : null;
       if (!l.exact) { yield* await store.driver.diff(l.cacheId, parentCache); return; }
-      const split = await readFile(join(store.layout.layer(chainId), 'tar-split.gz'));
       const root = await store.driver.get(l.cacheId);
       try {
-        yield* reassemble(split, root, l.diffId);
+        yield* reassemble(join(store.layout.layer(chainId), 'tar-split.gz'), root, l.diffId);
       } finally {
         await store.driver.put(l.cacheId);
       }

@@ -11,25 +11,19 @@
 //   'F' u32 len, path, f64 position, f64 length   file content, read from the layer
 // ('S' is new with the hostile-image checks; splits without it are still read, their
 // files checked against their size on disk only.)
-import { createGzip, createGunzip } from 'node:zlib';
-import { closeSync, constants as fsConstants, openSync, read } from 'node:fs';
-import { promisify } from 'node:util';
+import { createGzip } from 'node:zlib';
+import { closeSync, constants as fsConstants, openSync } from 'node:fs';
 import { posix } from 'node:path';
-import { createHash } from 'node:crypto';
-import { Readable } from 'node:stream';
-import { CairnError, errnoCode } from '@cairnfs/core';
+import { CairnError, type ErrorCode } from '@cairnfs/core';
 import { TarParser, type TarEntry } from '@cairnfs/archive';
-import { fileTypeName, openBeneathSync } from '@cairnfs/sys';
+import { openSplitReplay, type SplitReplay } from '@cairnfs/sys';
 
-const readAsync = promisify(read);
 
 const RAW = 0x52;
 const SIZE = 0x53;
 const FILE = 0x46;
 /** Raw bytes per record and per hand-off to gzip: bounds what the recorder holds uncompressed. */
 const FLUSH_AT = 1 << 20;
-/** Longest path a record may carry (PATH_MAX is 4096; a larger one is a corrupt split). */
-const MAX_PATH_BYTES = 1 << 16;
 const WHITEOUT = '.wh.';
 
 export interface SplitRecorderOptions {
@@ -227,165 +221,49 @@ export class SplitRecorder {
   }
 }
 
-type Segment = { kind: 'raw'; bytes: Buffer } | { kind: 'size'; path: string; size: number } | { kind: 'file'; path: string; position: number; length: number };
-
-const corrupt = (why: string) => new CairnError('ERR_INVALID_ARCHIVE', `the tar-split record of this layer is corrupt (${why}); re-import the image`);
-
-/** The records of a split file, streamed (gunzip in zlib's pool; raw runs handed out in pieces as they arrive). */
-async function* records(split: Buffer): AsyncGenerator<Segment> {
-  let pending = Buffer.alloc(0);
-  let rawLeft = 0;
-  const gunzip = Readable.from([split]).pipe(createGunzip());
-  try {
-    for await (const c of gunzip as AsyncIterable<Buffer>) {
-      let chunk = pending.length ? Buffer.concat([pending, c]) : c;
-      pending = Buffer.alloc(0);
-      let i = 0;
-      while (i < chunk.length) {
-        if (rawLeft > 0) {
-          const n = Math.min(rawLeft, chunk.length - i);
-          yield { kind: 'raw', bytes: chunk.subarray(i, i + n) };
-          rawLeft -= n;
-          i += n;
-          continue;
-        }
-        if (chunk.length - i < 5) break;
-        const kind = chunk[i]!;
-        const len = chunk.readUInt32BE(i + 1);
-        if (kind === RAW) { rawLeft = len; i += 5; continue; }
-        if ((kind !== FILE && kind !== SIZE) || len > MAX_PATH_BYTES) throw corrupt(`record kind ${kind} of length ${len}`);
-        const need = 5 + len + (kind === FILE ? 16 : 8);
-        if (chunk.length - i < need) break;
-        const path = chunk.subarray(i + 5, i + 5 + len).toString('utf8');
-        const at = i + 5 + len;
-        if (kind === FILE) yield { kind: 'file', path, position: chunk.readDoubleBE(at), length: chunk.readDoubleBE(at + 8) };
-        else yield { kind: 'size', path, size: chunk.readDoubleBE(at) };
-        i += need;
-      }
-      pending = Buffer.from(chunk.subarray(i)); // at most one small record header: copied, never the chunk
-      chunk = pending;
-    }
-  } catch (err) {
-    if (err instanceof CairnError) throw err;
-    throw corrupt((err as Error).message);
-  }
-  if (pending.length > 0 || rawLeft > 0) throw corrupt('it ends inside a record');
-}
-
-/** A recorded file, opened and checked: a regular file of the recorded size, beneath the root. */
-interface OpenFile { path: string; fd: number; size: number }
-
-function refuse(path: string, what: string): CairnError {
-  return new CairnError('ERR_UNSAFE_ARCHIVE',
-    `cannot rebuild the layer tar: ${path} is ${what} in the layer now, not the regular file recorded at import; refusing to read it`,
-    { subject: path });
-}
-
-function changed(path: string, what: string): CairnError {
-  return new CairnError('ERR_INVALID_ARCHIVE',
-    `cannot rebuild the layer tar: ${path} ${what} since import; the layer was modified`, { subject: path });
-}
+/** Bytes per buffer the addon fills: large enough that a fill costs little next to its content. */
+const REPLAY_CHUNK = 1 << 20;
 
 /**
- * Opens `path` of the layer for reading through @cairnfs/sys's openBeneathSync: beneath the
- * root, no symlink anywhere on the way, a regular file (anything else is never opened),
- * of the recorded size when the split has it, long enough for the segment `end`.
+ * Rebuilds the original tar from its split file (`splitFile`, gzipped records) and the
+ * layer's files under `root`, in the addon (@cairnfs/sys's SplitReplay: every recorded
+ * file checked before the first byte, each read only through an fd opened beneath the root
+ * without following links and checked to be the regular file recorded), checking the
+ * result against `expectDigest`: a mismatch (the layer was changed on disk) ends the stream
+ * with ERR_INVALID_ARCHIVE rather than passing off other bytes.
  */
-function openRecorded(rootFd: number, path: string, expected: number | undefined, end: number): OpenFile {
-  const rel = posix.normalize(`/${path}`).slice(1);
-  let f;
-  try {
-    f = openBeneathSync(rootFd, rel);
-  } catch (err) {
-    const code = errnoCode(err);
-    if (code === 'ELOOP') throw refuse(path, 'a symlink (or reached through one)');
-    if (code === 'EXDEV') throw refuse(path, 'outside the layer');
-    if (code === 'ENOENT' || code === 'ENOTDIR') throw changed(path, 'is missing (no longer a file, or a parent is no longer a directory)');
-    throw err;
-  }
-  if (f.fd < 0) throw f.changed ? changed(path, 'was replaced while it was being opened') : refuse(path, fileTypeName(f.mode));
-  const bad = expected !== undefined && f.size !== expected ? `changed size (${f.size} bytes, ${expected} at import)`
-    : end > f.size ? `is shorter (${f.size} bytes) than a recorded segment ending at ${end}` : undefined;
-  if (bad) { closeSync(f.fd); throw changed(path, bad); }
-  return { path, fd: f.fd, size: f.size };
-}
-
-/**
- * Every recorded file, checked before the first byte is written: a layer that cannot be
- * rebuilt fails as a whole, not after passing off half an archive. Files are opened one
- * at a time (the fd closed at once), so a layer of a million files needs no fd per file.
- */
-async function verify(split: Buffer, rootFd: number): Promise<void> {
-  // A size record comes right before its file's segments, so the last one is all that matters.
-  let size: { path: string; size: number } | undefined;
-  let run: { path: string; end: number } | undefined;
-  const check = () => {
-    if (run) closeSync(openRecorded(rootFd, run.path, size?.path === run.path ? size.size : undefined, run.end).fd);
-    run = undefined;
-  };
-  for await (const s of records(split)) {
-    if (s.kind === 'size') {
-      check();
-      size = s;
-    } else if (s.kind === 'file') {
-      const end = s.position + s.length;
-      if (!(s.position >= 0 && s.length >= 0 && Number.isSafeInteger(end))) throw corrupt(`segment ${s.position}+${s.length} of ${s.path}`);
-      if (size?.path === s.path && end > size.size) throw corrupt(`segment ${s.position}+${s.length} of ${s.path} lies past its size ${size.size}`);
-      if (run && run.path !== s.path) check();
-      run = { path: s.path, end: Math.max(run?.end ?? 0, end) };
-    }
-  }
-  check();
-}
-
-/**
- * Rebuilds the original tar from its split description and the layer's files under
- * `root`, checking the result against `expectDigest`: a mismatch (the layer was changed
- * on disk) ends the stream with ERR_INVALID_ARCHIVE rather than passing off other bytes.
- * Every file is first checked (see {@link verify}); while streaming each is opened again
- * the same way, and only that checked fd is read.
- */
-export async function* reassemble(split: Buffer, root: string, expectDigest: string): AsyncGenerator<Buffer> {
+export async function* reassemble(splitFile: string, root: string, expectDigest: string): AsyncGenerator<Buffer> {
   const rootFd = openSync(root, fsConstants.O_RDONLY | fsConstants.O_DIRECTORY);
-  let open: OpenFile | undefined;
+  let splitFd = -1;
+  let replay: SplitReplay | undefined;
   try {
-    await verify(split, rootFd);
-    const hash = createHash('sha256');
-    const CHUNK = 1 << 20;
-    let expected: { path: string; size: number } | undefined;
-    for await (const seg of records(split)) {
-      if (seg.kind === 'raw') {
-        hash.update(seg.bytes);
-        yield seg.bytes;
-        continue;
-      }
-      if (seg.kind === 'size') { expected = seg; continue; }
-      const end = seg.position + seg.length;
-      if (open?.path !== seg.path) {
-        if (open) closeSync(open.fd);
-        open = undefined;
-        open = openRecorded(rootFd, seg.path, expected?.path === seg.path ? expected.size : undefined, end);
-      } else if (end > open.size) {
-        throw changed(seg.path, `is shorter (${open.size} bytes) than a recorded segment ending at ${end}`);
-      }
-      let done = 0;
-      while (done < seg.length) {
-        const want = Math.min(CHUNK, seg.length - done);
-        const buf = Buffer.allocUnsafe(want);
-        const { bytesRead } = await readAsync(open.fd, buf, 0, want, seg.position + done);
-        if (bytesRead === 0) throw changed(seg.path, 'became shorter');
-        const got = buf.subarray(0, bytesRead);
-        hash.update(got);
-        done += bytesRead;
-        yield got;
-      }
+    splitFd = openSync(splitFile, fsConstants.O_RDONLY);
+    replay = openSplitReplay(rootFd, splitFd);
+    for (;;) {
+      // A fresh buffer per chunk: the consumer may keep it (a Readable's contract).
+      const buf = Buffer.allocUnsafe(REPLAY_CHUNK);
+      const n = await fill(replay, buf);
+      if (n === 0) break;
+      yield n === buf.length ? buf : buf.subarray(0, n);
     }
-    const got = `sha256:${hash.digest('hex')}`;
+    const got = `sha256:${replay.digest().digest}`;
     if (got !== expectDigest) {
       throw new CairnError('ERR_INVALID_ARCHIVE', `the rebuilt layer tar has digest ${got}, not ${expectDigest}: the layer's files changed since import`, { subject: expectDigest });
     }
   } finally {
-    if (open) closeSync(open.fd);
+    replay?.close();
+    if (splitFd >= 0) closeSync(splitFd);
     closeSync(rootFd);
+  }
+}
+
+/** One fill, its failures as CairnErrors (an errno error keeps its code, with the entry it hit). */
+async function fill(replay: SplitReplay, buf: Buffer): Promise<number> {
+  try {
+    return await replay.fill(buf);
+  } catch (err) {
+    const e = err as { cairnCode?: ErrorCode; message: string; subject?: string };
+    if (e.cairnCode) throw new CairnError(e.cairnCode, e.message, e.subject ? { subject: e.subject } : {});
+    throw err;
   }
 }

@@ -124,6 +124,7 @@ static Napi::Object InitCairnSys(Napi::Env env, Napi::Object exports) {
   cairn::InitRemoveTree(env, exports);
   cairn::InitAtCalls(env, exports);
   cairn::InitZstd(env, exports);
+  cairn::InitSplitReplay(env, exports);
   return exports;
 }
 

@@ -38,6 +38,12 @@ class Fd {
   Fd& operator=(const Fd&) = delete;
   int get() const { return fd_; }
   bool ok() const { return fd_ >= 0; }
+  // Hands the fd over: it is no longer closed here.
+  int release() {
+    int fd = fd_;
+    fd_ = -1;
+    return fd;
+  }
 
  private:
   int fd_;
@@ -107,9 +113,10 @@ void InitQuota(Napi::Env env, Napi::Object exports);  // quota.cc (xfs project q
 void InitWalk(Napi::Env env, Napi::Object exports);  // walk.cc (bulk lstat/xattr reads for diff and export)
 void InitTarPack(Napi::Env env, Napi::Object exports);  // tarpack.cc (layer export: tar written in the addon)
 void InitOpenFile(Napi::Env env, Napi::Object exports);  // openfile.cc (open a regular file beneath a root for reading, never through a link)
-void InitUserns(Napi::Env env, Napi::Object exports);
+void InitUserns(Napi::Env env, Napi::Object exports);  // userns.cc (user namespaces from id maps, id-mapped mounts, ownership shift)
 void InitRemoveTree(Napi::Env env, Napi::Object exports);  // removetree.cc (a tree deleted through fds, no symlink followed)
 void InitZstd(Napi::Env env, Napi::Object exports);  // zstd.cc (zstd blobs decoded through a libzstd found at run time)
-void InitAtCalls(Napi::Env env, Napi::Object exports);  // atcalls.cc (the *at calls node:fs lacks, for the pure-JS applier)  // userns.cc (user namespaces from id maps, id-mapped mounts, ownership shift)
+void InitSplitReplay(Napi::Env env, Napi::Object exports);  // split_replay.cc (byte-exact layer export from a tar-split record)
+void InitAtCalls(Napi::Env env, Napi::Object exports);  // atcalls.cc (the *at calls node:fs lacks, for the pure-JS applier)
 
 }  // namespace cairn

@@ -15,6 +15,7 @@
 // Kernels before 5.6 (no openat2) get a per-component O_NOFOLLOW walk instead; there the
 // in-root mode degrades to strict (symlinks refused).
 #include "common.h"
+#include "openfile.h"
 
 #include <fcntl.h>
 #include <linux/openat2.h>
@@ -170,47 +171,67 @@ Napi::Value OpenBeneathSync(const Napi::CallbackInfo& info) {
     rootName = "<fd " + std::to_string(root) + ">";
   }
   Fd rootGuard(ownedRoot);
+  BeneathOpen f = OpenRegularBeneath(root, rel, flags);
+  if (f.err != 0) {
+    PathError(e, f.err, f.syscall, rel);
+    ThrowSysError(env, e);
+  }
+  Napi::Object o = StatObject(env, f.fd, f.st);
+  if (f.changed) o.Set("changed", Napi::Boolean::New(env, true));
+  return o;
+}
+
+}  // namespace
+
+BeneathOpen StatBeneath(int root, const std::string& rel, int flags) {
+  BeneathOpen r;
   Fd pathFd(OpenPath(root, rel, flags));
-  if (!pathFd.ok()) {
-    PathError(e, errno, "openat2", rel);
-    ThrowSysError(env, e);
+  if (!pathFd.ok() || fstat(pathFd.get(), &r.st) != 0) {
+    r.err = errno;
+    r.syscall = pathFd.ok() ? "fstat" : "openat2";
   }
-  struct stat st;
-  if (fstat(pathFd.get(), &st) != 0) {
-    PathError(e, errno, "fstat", rel);
-    ThrowSysError(env, e);
-  }
-  if (!S_ISREG(st.st_mode)) return StatObject(env, -1, st);
-  int fd = (flags & kNoHandles) ? -1 : ReopenByHandle(pathFd.get(), root);
-  if (fd >= 0) return StatObject(env, fd, st);  // the very inode checked above
-  fd = ReopenByName(root, rel, flags);
+  return r;
+}
+
+BeneathOpen OpenRegularBeneath(int root, const std::string& rel, int flags) {
+  BeneathOpen r;
+  auto fail = [&](const char* syscall) {
+    r.err = errno;
+    r.syscall = syscall;
+    return r;
+  };
+  Fd pathFd(OpenPath(root, rel, flags));
+  if (!pathFd.ok()) return fail("openat2");
+  if (fstat(pathFd.get(), &r.st) != 0) return fail("fstat");
+  if (!S_ISREG(r.st.st_mode)) return r;
+  r.fd = (flags & kNoHandles) ? -1 : ReopenByHandle(pathFd.get(), root);
+  if (r.fd >= 0) return r;  // the very inode checked above
+  int fd = ReopenByName(root, rel, flags);
   if (fd < 0) {
     if (errno == ENOENT || errno == ELOOP || errno == ENOTDIR) {
-      Napi::Object o = StatObject(env, -1, st);  // the name changed since it was checked
-      o.Set("changed", Napi::Boolean::New(env, true));
-      return o;
+      r.changed = true;  // the name changed since it was checked
+      return r;
     }
-    PathError(e, errno, "open", rel);
-    ThrowSysError(env, e);
+    return fail("open");
   }
   struct stat st2;
   if (fstat(fd, &st2) != 0) {
     int err = errno;
     close(fd);
-    PathError(e, err, "fstat", rel);
-    ThrowSysError(env, e);
+    errno = err;
+    return fail("fstat");
   }
-  if (st2.st_dev != st.st_dev || st2.st_ino != st.st_ino || !S_ISREG(st2.st_mode)) {
+  if (st2.st_dev != r.st.st_dev || st2.st_ino != r.st.st_ino || !S_ISREG(st2.st_mode)) {
     // Something else stands there now (a device swapped in had its open called, is never read).
     close(fd);
-    Napi::Object o = StatObject(env, -1, st2);
-    o.Set("changed", Napi::Boolean::New(env, true));
-    return o;
+    r.st = st2;
+    r.changed = true;
+    return r;
   }
-  return StatObject(env, fd, st2);
+  r.fd = fd;
+  r.st = st2;
+  return r;
 }
-
-}  // namespace
 
 void InitOpenFile(Napi::Env env, Napi::Object exports) {
   exports.Set("openBeneathSync", Napi::Function::New(env, OpenBeneathSync, "openBeneathSync"));

@@ -21,18 +21,6 @@ namespace cairn {
 
 namespace {
 
-Napi::Error FailureToJs(Napi::Env env, const Failure& f) {
-  if (!f.code.empty()) {
-    Napi::Error err = Napi::Error::New(env, f.message);
-    err.Value().Set("cairnCode", Napi::String::New(env, f.code));
-    err.Value().Set("subject", Napi::String::New(env, f.subject));
-    return err;
-  }
-  Napi::Error err = MakeSysError(env, f.sys);
-  err.Value().Set("entry", Napi::String::New(env, f.subject));
-  return err;
-}
-
 struct Chunk {
   const uint8_t* data;
   size_t len;
@@ -358,6 +346,18 @@ Napi::Value Sha256Hex(const Napi::CallbackInfo& info) {
 }
 
 }  // namespace
+
+Napi::Error FailureToJs(Napi::Env env, const Failure& f) {
+  if (!f.code.empty()) {
+    Napi::Error err = Napi::Error::New(env, f.message);
+    err.Value().Set("cairnCode", Napi::String::New(env, f.code));
+    err.Value().Set("subject", Napi::String::New(env, f.subject));
+    return err;
+  }
+  Napi::Error err = MakeSysError(env, f.sys);
+  err.Value().Set("entry", Napi::String::New(env, f.subject));
+  return err;
+}
 
 void InitUntar(Napi::Env env, Napi::Object exports) {
   exports.Set("LayerApplier", LayerApplier::Define(env));

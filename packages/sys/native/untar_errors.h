@@ -18,6 +18,10 @@ struct Failure {
   SysError sys;
 };
 
+// The JS error for a Failure (untar.cc): {cairnCode, message, subject} for an archive
+// fault, a Node-style errno error with `entry` for a failed syscall.
+Napi::Error FailureToJs(Napi::Env env, const Failure& f);
+
 // Control bytes as \xNN, so a hostile name cannot forge lines in a message.
 inline std::string Printable(const std::string& s) {
   std::string out;

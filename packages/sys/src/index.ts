@@ -234,6 +234,7 @@ export * from './btrfs.js';
 export * from './quota.js';
 
 export * from './applier.js';
+export * from './splitreplay.js';
 export * from './walk.js';
 export * from './tarpack.js';
 export * from './openfile.js';

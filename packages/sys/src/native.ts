@@ -4,6 +4,7 @@ import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { loadAddon } from './load.js';
 import type { LayerApplier, TarLimits } from './applier.js';
+import type { SplitReplay } from './splitreplay.js';
 import type { BtrfsChildSubvolume, BtrfsFsInfo } from './btrfs.js';
 import type { BeneathFile } from './openfile.js';
 import type { TarPacker } from './tarpack.js';
@@ -27,6 +28,7 @@ export interface NativeBinding {
   hasNewMountApi(): boolean;
   zstdLibrary(): string | null;
   decoderMissing(kind: number): string | null;
+  SplitReplay: new (rootFd: number, splitFd: number) => SplitReplay;
   zstdCreate(): ZstdHandle;
   zstdDecode(decoder: ZstdHandle, input: Uint8Array, offset: number, output: Uint8Array): Promise<[read: number, written: number, hint: number]>;
   zstdFree(decoder: ZstdHandle): void;

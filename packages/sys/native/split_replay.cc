@@ -1,0 +1,480 @@
+// Byte-exact layer export in the addon: a layer tar rebuilt from its tar-split file (the
+// records image's SplitRecorder and the applier's import pass make, gzipped: 'R' raw tar
+// bytes, 'S' a file's size, 'F' a range of a file's content) and the layer's files, into
+// caller-supplied buffers, one pool-thread call per buffer, hashed as it goes. The JS
+// version (one open through N-API, one async read and several stream hops per file) cost
+// 4× GNU tar's CPU for the same trees (docs/benchmarks.md, issue 19).
+//
+// The layer may be changing under a running container and its content is untrusted:
+// every file is opened beneath the root without following links and read only if it is
+// the regular file it was (openfile.h); before the first byte, a first pass checks every
+// recorded file (a layer that cannot be rebuilt fails whole, not halfway through an
+// archive); at the end the digest must be the layer's diff id. The split file is inflated
+// as it is read, a window at a time, so memory does not grow with the layer.
+#include <fcntl.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include <atomic>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "common.h"
+#include "node_zlib.h"
+#include "openfile.h"
+#include "sha256.h"
+#include "untar_errors.h"
+
+namespace cairn {
+
+namespace {
+
+constexpr uint8_t kRaw = 0x52, kSize = 0x53, kFile = 0x46;
+// Longest path a record may carry (PATH_MAX is 4096; a longer one means a corrupt split).
+constexpr uint32_t kMaxPath = 1 << 16;
+constexpr size_t kWindow = 256 * 1024;
+
+Failure Coded(const char* code, std::string message, std::string subject = "") {
+  Failure f;
+  f.code = code;
+  f.message = std::move(message);
+  f.subject = std::move(subject);
+  return f;
+}
+
+Failure Corrupt(const std::string& why) {
+  return Coded("ERR_INVALID_ARCHIVE", "the tar-split record of this layer is corrupt (" + why + "); re-import the image");
+}
+
+Failure Changed(const std::string& path, const std::string& what) {
+  return Coded("ERR_INVALID_ARCHIVE", "cannot rebuild the layer tar: " + Printable(path) + " " + what + " since import; the layer was modified", path);
+}
+
+const char* TypeName(mode_t mode) {
+  switch (mode & S_IFMT) {
+    case S_IFDIR: return "a directory";
+    case S_IFLNK: return "a symlink";
+    case S_IFBLK: return "a block device";
+    case S_IFCHR: return "a character device";
+    case S_IFIFO: return "a fifo";
+    case S_IFSOCK: return "a socket";
+    default: return "an unknown file type";
+  }
+}
+
+Failure Refused(const std::string& path, const std::string& what) {
+  return Coded("ERR_UNSAFE_ARCHIVE", "cannot rebuild the layer tar: " + Printable(path) + " is " + what +
+                                         " in the layer now, not the regular file recorded at import; refusing to read it", path);
+}
+
+// The path as tarsplit.ts opens it: posix.normalize('/' + path) without the leading '/'.
+std::string Normalized(const std::string& path) {
+  std::vector<std::string> parts;
+  size_t i = 0;
+  while (i <= path.size()) {
+    size_t j = path.find('/', i);
+    if (j == std::string::npos) j = path.size();
+    std::string c = path.substr(i, j - i);
+    if (c == "..") {
+      if (!parts.empty()) parts.pop_back();
+    } else if (!c.empty() && c != ".") {
+      parts.push_back(std::move(c));
+    }
+    i = j + 1;
+  }
+  std::string out;
+  for (const std::string& p : parts) {
+    if (!out.empty()) out.push_back('/');
+    out += p;
+  }
+  return out;
+}
+
+// The records of a split file, inflated from `fd` (pread from offset 0) a window at a time.
+class Records {
+ public:
+  struct Rec {
+    uint8_t kind = 0;
+    std::string path;
+    double a = 0, b = 0;  // S: size; F: position, length
+    uint32_t rawLen = 0;  // R: bytes that follow (read with Raw)
+  };
+
+  explicit Records(int fd) : fd_(fd), in_(new uint8_t[kWindow]) {
+    const NodeInflate& z = NodeZlibInflate();
+    if (!z.ok) throw Coded("ERR_BACKEND_FAILED", "rebuilding a layer tar needs Node's zlib, which was not found in this process");
+    std::memset(&s_, 0, sizeof s_);
+    if (z.init2(&s_, 15 + 16, ZLIB_VERSION, static_cast<int>(sizeof(z_stream))) != Z_OK)
+      throw Coded("ERR_BACKEND_FAILED", "zlib could not set up a decoder for the tar-split record");
+  }
+  ~Records() { NodeZlibInflate().end(&s_); }
+
+  // The next record (raw bytes are then taken with Raw), or false at the end.
+  bool Next(Rec& r) {
+    if (raw_left_ > 0) throw Corrupt("raw bytes left unread");  // a caller bug, never data
+    if (!Need(1)) return false;
+    if (!Need(5)) throw Corrupt("it ends inside a record");
+    const uint8_t* p = Data();
+    r.kind = p[0];
+    uint32_t len = (uint32_t(p[1]) << 24) | (uint32_t(p[2]) << 16) | (uint32_t(p[3]) << 8) | p[4];
+    if (r.kind == kRaw) {
+      pos_ += 5;
+      r.rawLen = len;
+      raw_left_ = len;
+      return true;
+    }
+    if ((r.kind != kFile && r.kind != kSize) || len > kMaxPath) throw Corrupt("record kind " + std::to_string(r.kind) + " of length " + std::to_string(len));
+    size_t need = 5 + len + (r.kind == kFile ? 16 : 8);
+    if (!Need(need)) throw Corrupt("it ends inside a record");
+    p = Data();
+    r.path.assign(reinterpret_cast<const char*>(p + 5), len);
+    r.a = Double(p + 5 + len);
+    r.b = r.kind == kFile ? Double(p + 5 + len + 8) : 0;
+    pos_ += need;
+    return true;
+  }
+
+  // Up to `max` of the current raw record's bytes, in place (valid until the next call).
+  size_t Raw(const uint8_t** out, size_t max) {
+    if (raw_left_ == 0) return 0;
+    if (!Need(1)) throw Corrupt("it ends inside a record");
+    size_t n = std::min<size_t>({max, raw_left_, win_.size() - pos_});
+    *out = Data();
+    pos_ += n;
+    raw_left_ -= n;
+    return n;
+  }
+
+  uint32_t raw_left() const { return raw_left_; }
+
+ private:
+  const uint8_t* Data() const { return reinterpret_cast<const uint8_t*>(win_.data()) + pos_; }
+
+  static double Double(const uint8_t* p) {
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) v = (v << 8) | p[i];
+    double d;
+    std::memcpy(&d, &v, sizeof d);
+    return d;
+  }
+
+  // At least n bytes in the window from pos_ (false when the stream ended first).
+  bool Need(size_t n) {
+    while (win_.size() - pos_ < n) {
+      if (ended_) return false;
+      win_.erase(0, pos_);
+      pos_ = 0;
+      Inflate();
+    }
+    return true;
+  }
+
+  // Inflates up to a window's worth more onto win_.
+  void Inflate() {
+    const NodeInflate& z = NodeZlibInflate();
+    size_t at = win_.size();
+    win_.resize(at + kWindow);
+    s_.next_out = reinterpret_cast<Bytef*>(&win_[at]);
+    s_.avail_out = static_cast<uInt>(kWindow);
+    while (s_.avail_out > 0 && !ended_) {
+      if (s_.avail_in == 0) {
+        ssize_t n;
+        do n = pread(fd_, in_.get(), kWindow, offset_);
+        while (n < 0 && errno == EINTR);
+        if (n < 0) throw Coded("ERR_BACKEND_FAILED", std::string("reading the tar-split record failed: ") + strerror(errno));
+        if (n == 0) {
+          if (!member_ended_) throw Corrupt("unexpected end of file");
+          ended_ = true;
+          break;
+        }
+        offset_ += n;
+        s_.next_in = in_.get();
+        s_.avail_in = static_cast<uInt>(n);
+      }
+      if (member_ended_) {
+        if (z.reset(&s_) != Z_OK) throw Corrupt("zlib could not start the next member");
+        member_ended_ = false;
+      }
+      int rc = z.inflate(&s_, Z_NO_FLUSH);
+      if (rc == Z_STREAM_END) member_ended_ = true;
+      else if (rc != Z_OK && !(rc == Z_BUF_ERROR && s_.avail_in == 0)) throw Corrupt(s_.msg != nullptr ? s_.msg : "zlib error " + std::to_string(rc));
+    }
+    win_.resize(at + kWindow - s_.avail_out);
+  }
+
+  int fd_;
+  z_stream s_;
+  std::unique_ptr<uint8_t[]> in_;
+  int64_t offset_ = 0;
+  bool member_ended_ = false, ended_ = false;
+  std::string win_;
+  size_t pos_ = 0;
+  uint32_t raw_left_ = 0;
+};
+
+struct Opened {
+  std::string path;
+  int fd = -1;
+  int64_t size = 0;
+};
+
+// Opens a recorded file: a regular file beneath the root, of the recorded size when known,
+// long enough for a segment ending at `end`. With checkOnly, it is only resolved and
+// checked (fd -1), not opened for reading.
+Opened OpenRecorded(int root, const std::string& path, const int64_t* expected, int64_t end, bool checkOnly = false) {
+  BeneathOpen f = checkOnly ? StatBeneath(root, Normalized(path), 0) : OpenRegularBeneath(root, Normalized(path), 0);
+  if (f.err == ELOOP) throw Refused(path, "a symlink (or reached through one)");
+  if (f.err == EXDEV) throw Refused(path, "outside the layer");
+  if (f.err == ENOENT || f.err == ENOTDIR) throw Changed(path, "is missing (no longer a file, or a parent is no longer a directory)");
+  if (f.err != 0) {
+    Failure e;
+    e.sys.Set(f.err, f.syscall);
+    e.subject = path;
+    throw e;
+  }
+  if (f.fd < 0 && (!checkOnly || !S_ISREG(f.st.st_mode)))
+    throw f.changed ? Changed(path, "was replaced while it was being opened") : Refused(path, TypeName(f.st.st_mode));
+  Fd guard(f.fd);
+  int64_t size = f.st.st_size;
+  if (expected != nullptr && size != *expected)
+    throw Changed(path, "changed size (" + std::to_string(size) + " bytes, " + std::to_string(*expected) + " at import)");
+  if (end > size) throw Changed(path, "is shorter (" + std::to_string(size) + " bytes) than a recorded segment ending at " + std::to_string(end));
+  return {path, guard.release(), size};
+}
+
+int64_t SegmentEnd(const Records::Rec& r) {
+  double end = r.a + r.b;
+  if (!(r.a >= 0 && r.b >= 0 && end <= 9007199254740991.0))
+    throw Corrupt("segment " + std::to_string(r.a) + "+" + std::to_string(r.b) + " of " + Printable(r.path));
+  return static_cast<int64_t>(end);
+}
+
+// The replay: Verify once, then Fill until it returns 0.
+class Replay {
+ public:
+  Replay(int root, int split) : root_(root), split_(split), out_(split), hash_(false) {}
+  ~Replay() {
+    if (file_.fd >= 0) close(file_.fd);
+  }
+
+  // Every recorded file checked (resolved and fstat'ed one at a time, nothing read), before any output.
+  void Verify() {
+    Records recs(split_);
+    Records::Rec r;
+    bool haveSize = false;
+    std::string sizePath;
+    int64_t size = 0;
+    std::string runPath;
+    int64_t runEnd = -1;
+    auto check = [&] {
+      if (runEnd >= 0) OpenRecorded(root_, runPath, haveSize && sizePath == runPath ? &size : nullptr, runEnd, /*checkOnly=*/true);
+      runEnd = -1;
+    };
+    while (recs.Next(r)) {
+      if (r.kind == kRaw) {
+        const uint8_t* p;
+        while (recs.Raw(&p, SIZE_MAX) > 0) {
+        }
+      } else if (r.kind == kSize) {
+        check();
+        haveSize = true;
+        sizePath = r.path;
+        size = static_cast<int64_t>(r.a);
+      } else {
+        int64_t end = SegmentEnd(r);
+        if (haveSize && sizePath == r.path && end > size)
+          throw Corrupt("segment " + std::to_string(static_cast<int64_t>(r.a)) + "+" + std::to_string(static_cast<int64_t>(r.b)) + " of " + Printable(r.path) + " lies past its size " + std::to_string(size));
+        if (runEnd >= 0 && runPath != r.path) check();
+        if (runEnd < 0) runPath = r.path;
+        runEnd = std::max(runEnd, end);
+      }
+    }
+    check();
+  }
+
+  // Writes the next bytes of the tar into buf; 0 once it is complete (and its digest checked).
+  size_t Fill(uint8_t* buf, size_t room) {
+    size_t at = 0;
+    while (at < room && !done_) {
+      if (out_.raw_left() > 0) {
+        const uint8_t* p;
+        size_t n = out_.Raw(&p, room - at);
+        std::memcpy(buf + at, p, n);
+        at += n;
+        continue;
+      }
+      if (file_left_ > 0) {
+        size_t want = static_cast<size_t>(std::min<int64_t>(file_left_, static_cast<int64_t>(room - at)));
+        ssize_t n = pread(file_.fd, buf + at, want, file_pos_);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {
+          Failure e;
+          e.sys.Set(errno, "read");
+          e.subject = file_.path;
+          throw e;
+        }
+        if (n == 0) throw Changed(file_.path, "became shorter");
+        at += static_cast<size_t>(n);
+        file_pos_ += n;
+        file_left_ -= n;
+        continue;
+      }
+      Records::Rec r;
+      if (!out_.Next(r)) {
+        done_ = true;
+        break;
+      }
+      if (r.kind == kSize) {
+        have_size_ = true;
+        size_path_ = r.path;
+        size_ = static_cast<int64_t>(r.a);
+      } else if (r.kind == kFile) {
+        int64_t end = SegmentEnd(r);
+        if (file_.fd < 0 || file_.path != r.path) {
+          if (file_.fd >= 0) close(file_.fd);
+          file_ = Opened{};
+          file_ = OpenRecorded(root_, r.path, have_size_ && size_path_ == r.path ? &size_ : nullptr, end);
+        } else if (end > file_.size) {
+          throw Changed(r.path, "is shorter (" + std::to_string(file_.size) + " bytes) than a recorded segment ending at " + std::to_string(end));
+        }
+        file_pos_ = static_cast<int64_t>(r.a);
+        file_left_ = static_cast<int64_t>(r.b);
+      }
+    }
+    hash_.Update(buf, at);
+    bytes_ += static_cast<int64_t>(at);
+    if (done_ && file_.fd >= 0) {
+      close(file_.fd);
+      file_.fd = -1;
+    }
+    return at;
+  }
+
+  bool done() const { return done_; }
+  std::string Digest() { return hash_.HexDigest(); }
+  int64_t bytes() const { return bytes_; }
+
+ private:
+  int root_, split_;
+  Records out_;
+  Sha256 hash_;
+  Opened file_;
+  int64_t file_pos_ = 0, file_left_ = 0;
+  bool have_size_ = false;
+  std::string size_path_;
+  int64_t size_ = 0;
+  bool done_ = false;
+  int64_t bytes_ = 0;
+};
+
+class SplitReplay : public Napi::ObjectWrap<SplitReplay> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "SplitReplay", {
+      InstanceMethod<&SplitReplay::Fill>("fill"),
+      InstanceMethod<&SplitReplay::Digest>("digest"),
+      InstanceMethod<&SplitReplay::Close>("close"),
+    });
+  }
+
+  // new SplitReplay(rootFd, splitFd): both stay the caller's, open until close().
+  explicit SplitReplay(const Napi::CallbackInfo& info) : Napi::ObjectWrap<SplitReplay>(info) {
+    int root = static_cast<int>(ArgInt(info, 0, "rootFd"));
+    int split = static_cast<int>(ArgInt(info, 1, "splitFd"));
+    try {
+      replay_ = std::make_unique<Replay>(root, split);
+    } catch (const Failure& f) {
+      throw FailureToJs(info.Env(), f);
+    }
+  }
+
+ private:
+  class FillWorker : public Napi::AsyncWorker {
+   public:
+    FillWorker(Napi::Env env, SplitReplay* owner, Napi::Uint8Array buf)
+        : Napi::AsyncWorker(env, "cairn.splitReplay"), deferred_(Napi::Promise::Deferred::New(env)), owner_(owner),
+          data_(buf.Data()), room_(buf.ByteLength()) {
+      keep_ = Napi::Persistent(buf);
+      self_ = Napi::Persistent(owner->Value());
+    }
+    Napi::Promise Promise() { return deferred_.Promise(); }
+    void Execute() override {
+      try {
+        if (!owner_->verified_) {
+          owner_->replay_->Verify();
+          owner_->verified_ = true;
+        }
+        n_ = owner_->replay_->Fill(data_, room_);
+      } catch (const Failure& f) {
+        failure_ = f;
+        failed_ = true;
+      }
+    }
+    void OnOK() override {
+      owner_->busy_ = false;
+      if (failed_) deferred_.Reject(FailureToJs(Env(), failure_).Value());
+      else deferred_.Resolve(Napi::Number::New(Env(), static_cast<double>(n_)));
+    }
+    void OnError(const Napi::Error& e) override {
+      owner_->busy_ = false;
+      deferred_.Reject(e.Value());
+    }
+
+   private:
+    Napi::Promise::Deferred deferred_;
+    SplitReplay* owner_;
+    uint8_t* data_;
+    size_t room_;
+    size_t n_ = 0;
+    Napi::Reference<Napi::Uint8Array> keep_;
+    Napi::ObjectReference self_;
+    Failure failure_;
+    bool failed_ = false;
+  };
+
+  void Usable(Napi::Env env) {
+    if (!replay_) throw Napi::Error::New(env, "SplitReplay is closed");
+    if (busy_) throw Napi::Error::New(env, "SplitReplay is busy: await the previous fill first");
+  }
+
+  // fill(buffer) → Promise<bytes written>: on the pool; 0 when the tar is complete. The
+  // first call checks every recorded file first.
+  Napi::Value Fill(const Napi::CallbackInfo& info) {
+    Usable(info.Env());
+    if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
+      throw Napi::TypeError::New(info.Env(), "fill needs a Buffer or Uint8Array");
+    auto* w = new FillWorker(info.Env(), this, info[0].As<Napi::Uint8Array>());
+    busy_ = true;
+    Napi::Promise p = w->Promise();
+    w->Queue();
+    return p;
+  }
+
+  // digest() → { digest: hex sha256 of every byte filled, bytes, done }
+  Napi::Value Digest(const Napi::CallbackInfo& info) {
+    Usable(info.Env());
+    Napi::Object o = Napi::Object::New(info.Env());
+    o.Set("done", Napi::Boolean::New(info.Env(), replay_->done()));
+    o.Set("bytes", Napi::Number::New(info.Env(), static_cast<double>(replay_->bytes())));
+    o.Set("digest", Napi::String::New(info.Env(), replay_->done() ? replay_->Digest() : ""));
+    return o;
+  }
+
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    if (replay_ && !busy_) replay_.reset();
+    return info.Env().Undefined();
+  }
+
+  std::unique_ptr<Replay> replay_;
+  bool verified_ = false;
+  bool busy_ = false;
+};
+
+}  // namespace
+
+void InitSplitReplay(Napi::Env env, Napi::Object exports) {
+  exports.Set("SplitReplay", SplitReplay::Define(env));
+}
+
+}  // namespace cairn

@@ -1,0 +1,31 @@
+// Byte-exact layer export in the addon (native/split_replay.cc).
+import { native } from './native.js';
+
+/** What a {@link SplitReplay} wrote so far; `digest` (hex sha256 of every byte) once `done`. */
+export interface SplitReplayState {
+  done: boolean;
+  bytes: number;
+  digest: string;
+}
+
+/**
+ * A layer tar rebuilt from its tar-split file (image's format, gzipped) and the layer's
+ * files under a root, written into caller buffers on the libuv pool. The first `fill`
+ * checks every recorded file (beneath the root, no link followed, a regular file of the
+ * recorded size) before it writes a byte; each file is then read only through an fd
+ * checked the same way. `fill` resolves to the bytes written, 0 once the tar is complete;
+ * failures are errors with `cairnCode` (ERR_INVALID_ARCHIVE: the record is corrupt or a
+ * file changed; ERR_UNSAFE_ARCHIVE: a file is now a link, device or directory) or
+ * Node-style errno errors with `entry`. Await each `fill` before the next; `close()`
+ * releases it (the fds stay the caller's).
+ */
+export interface SplitReplay {
+  fill(buffer: Uint8Array): Promise<number>;
+  digest(): SplitReplayState;
+  close(): void;
+}
+
+/** Opens a replay of the split file `splitFd` (read with pread from offset 0) over the directory `rootFd`. */
+export function openSplitReplay(rootFd: number, splitFd: number): SplitReplay {
+  return new native.SplitReplay(rootFd, splitFd);
+}

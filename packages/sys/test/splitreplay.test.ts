@@ -1,0 +1,118 @@
+// The byte-exact export in the addon (native/split_replay.cc) on its own: records written
+// here by hand in image's tar-split format, files in a scratch layer. (image's tarsplit,
+// store and hostile-export suites run it through the layer store.)
+import { createHash } from 'node:crypto';
+import { closeSync, mkdirSync, openSync, symlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
+import { openSplitReplay } from '@cairnfs/sys';
+import { scratch, type Scratch } from './helpers.js';
+
+let s: Scratch;
+beforeEach(async () => { s = await scratch(); });
+afterEach(async () => { await s.cleanup(); });
+
+const u32 = (n: number) => { const b = Buffer.alloc(4); b.writeUInt32BE(n); return b; };
+const f64 = (n: number) => { const b = Buffer.alloc(8); b.writeDoubleBE(n); return b; };
+const raw = (bytes: Buffer) => Buffer.concat([Buffer.from('R'), u32(bytes.length), bytes]);
+const size = (path: string, n: number) => Buffer.concat([Buffer.from('S'), u32(Buffer.byteLength(path)), Buffer.from(path), f64(n)]);
+const seg = (path: string, pos: number, len: number) => Buffer.concat([Buffer.from('F'), u32(Buffer.byteLength(path)), Buffer.from(path), f64(pos), f64(len)]);
+
+/** Replays `records` (gzipped here, in `members` gzip members) over `root` into `chunk`-byte buffers. */
+async function replay(root: string, records: Buffer[], opts: { chunk?: number; members?: number; gz?: Buffer } = {}) {
+  const all = Buffer.concat(records);
+  const members = opts.members ?? 1;
+  const step = Math.ceil(all.length / members);
+  const gz = opts.gz ?? Buffer.concat(Array.from({ length: members }, (_, i) => gzipSync(all.subarray(i * step, (i + 1) * step))));
+  const splitPath = join(s.dir, `split-${Math.random()}.gz`);
+  writeFileSync(splitPath, gz);
+  const rootFd = openSync(root, 'r');
+  const splitFd = openSync(splitPath, 'r');
+  const r = openSplitReplay(rootFd, splitFd);
+  const out: Buffer[] = [];
+  try {
+    for (;;) {
+      const buf = Buffer.alloc(opts.chunk ?? 1 << 20);
+      const n = await r.fill(buf);
+      if (n === 0) break;
+      out.push(buf.subarray(0, n));
+    }
+    return { data: Buffer.concat(out), state: r.digest() };
+  } catch (err) {
+    return { data: Buffer.concat(out), err: err as { cairnCode?: string; message: string } };
+  } finally {
+    r.close();
+    closeSync(rootFd);
+    closeSync(splitFd);
+  }
+}
+
+function layer(): { root: string; records: Buffer[]; tar: Buffer } {
+  const root = join(s.dir, 'layer');
+  mkdirSync(join(root, 'etc'), { recursive: true });
+  const big = Buffer.alloc(3 << 20);
+  for (let i = 0; i < big.length; i++) big[i] = (i * 31) & 0xff;
+  writeFileSync(join(root, 'etc/big'), big);
+  writeFileSync(join(root, 'etc/small'), 'hello');
+  const h1 = Buffer.alloc(512, 1);
+  const h2 = Buffer.alloc(512, 2);
+  const records = [raw(h1), size('etc/big', big.length), seg('etc/big', 0, 1 << 20), seg('etc/big', 1 << 20, big.length - (1 << 20)),
+    raw(h2), size('./etc//small', 5), seg('./etc//small', 0, 5), raw(Buffer.alloc(1024 + 507))];
+  const tar = Buffer.concat([h1, big, h2, Buffer.from('hello'), Buffer.alloc(1024 + 507)]);
+  return { root, records, tar };
+}
+
+test('rebuilds the bytes the records describe, whatever the buffer size and gzip members, with their sha256', async () => {
+  const { root, records, tar } = layer();
+  for (const [chunk, members] of [[1 << 20, 1], [4096, 3], [1000, 1], [513, 2]] as const) {
+    const got = await replay(root, records, { chunk, members });
+    expect(got.err).toBeUndefined();
+    expect(got.data.equals(tar)).toBe(true);
+    expect(got.state).toEqual({ done: true, bytes: tar.length, digest: createHash('sha256').update(tar).digest('hex') });
+  }
+});
+
+test('a recorded file that is now a symlink is ERR_UNSAFE_ARCHIVE before the first byte, and its target is not read', async () => {
+  const { root, records } = layer();
+  writeFileSync(join(s.dir, 'secret'), 'host secret');
+  const { rmSync } = await import('node:fs');
+  rmSync(join(root, 'etc/small'));
+  symlinkSync(join(s.dir, 'secret'), join(root, 'etc/small'));
+  const got = await replay(root, records);
+  expect(got.err?.cairnCode).toBe('ERR_UNSAFE_ARCHIVE');
+  expect(got.err?.message).toMatch(/etc\/\/small is a symlink/);
+  expect(got.data.length).toBe(0);
+});
+
+test('a file of another size than recorded, a missing one and a fifo are refused before any output', async () => {
+  const { root, records } = layer();
+  writeFileSync(join(root, 'etc/small'), 'hello, longer now');
+  let got = await replay(root, records);
+  expect(got.err).toMatchObject({ cairnCode: 'ERR_INVALID_ARCHIVE', message: expect.stringMatching(/changed size \(17 bytes, 5 at import\)/) });
+  expect(got.data.length).toBe(0);
+  const { rmSync } = await import('node:fs');
+  rmSync(join(root, 'etc/small'));
+  got = await replay(root, records);
+  expect(got.err).toMatchObject({ cairnCode: 'ERR_INVALID_ARCHIVE', message: expect.stringMatching(/is missing/) });
+  const { execFileSync } = await import('node:child_process');
+  execFileSync('mkfifo', [join(root, 'etc/small')]);
+  got = await replay(root, records);
+  expect(got.err).toMatchObject({ cairnCode: 'ERR_UNSAFE_ARCHIVE', message: expect.stringMatching(/is a fifo/) });
+});
+
+test('a path with .. is resolved inside the layer; a corrupt, cut or unknown record is ERR_INVALID_ARCHIVE', async () => {
+  const { root, records } = layer();
+  // '..' is resolved lexically first (as posix.normalize), so it stays inside: /etc/passwd
+  // of the layer, which does not exist.
+  let got = await replay(root, [size('../../../../etc/passwd', 5), seg('../../../../etc/passwd', 0, 5)]);
+  expect(got.err?.cairnCode).toBe('ERR_INVALID_ARCHIVE');
+  const gz = gzipSync(Buffer.concat(records));
+  got = await replay(root, records, { gz: gz.subarray(0, gz.length - 12) });
+  expect(got.err).toMatchObject({ cairnCode: 'ERR_INVALID_ARCHIVE', message: expect.stringMatching(/tar-split record of this layer is corrupt/) });
+  got = await replay(root, [raw(Buffer.alloc(10)), Buffer.from('X\0\0\0\x01a')]);
+  expect(got.err).toMatchObject({ cairnCode: 'ERR_INVALID_ARCHIVE', message: expect.stringMatching(/record kind 88/) });
+  got = await replay(root, [Buffer.concat([Buffer.from('R'), u32(100), Buffer.alloc(10)])]);
+  expect(got.err).toMatchObject({ cairnCode: 'ERR_INVALID_ARCHIVE', message: expect.stringMatching(/ends inside a record/) });
+  got = await replay(root, [size('etc/small', 5), seg('etc/small', 0, 9)]);
+  expect(got.err).toMatchObject({ cairnCode: 'ERR_INVALID_ARCHIVE', message: expect.stringMatching(/lies past its size/) });
+});
