@@ -8,8 +8,9 @@
 // (docs/benchmarks.md, "Issue 19: export chunk memory"). Where the consumer is cairn's
 // own and only writes the bytes to a file, nobody else can hold a chunk, so two buffers,
 // one being written while the packer fills the other, are enough.
-import { write } from 'node:fs';
+import { createWriteStream, write } from 'node:fs';
 import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 
 /** The size of each of the two buffers, and of the Readable's chunks (export.ts). */
 export const PACK_BUFFER = 256 * 1024;
@@ -54,7 +55,7 @@ async function writeAll(fd: number, buf: Uint8Array): Promise<void> {
  * thread pool). A stream fresh from exportChanges, exportOverlayUpper or exportTree on the
  * addon's packer, not yet read, is packed straight into two reused buffers, one written
  * while the packer fills the other; any other Readable (the pure-JS path, an image
- * export, a stream already read from) is written chunk by chunk. The bytes are the same
+ * export, a stream already read from) is piped to a write stream on `fd`. The bytes are the same
  * either way. The stream is destroyed at the end, success or not, so whatever its
  * producer holds (a driver's mounts for its diff) is released on its 'close'.
  */
@@ -84,7 +85,9 @@ export async function writeExportTo(stream: Readable, fd: number): Promise<void>
       await pending;
       return;
     }
-    for await (const chunk of stream) await writeAll(fd, chunk as Uint8Array);
+    // A write stream, whose writev gathers the small chunks (headers, padding) of other
+    // streams such as an image export into one syscall while a write is in flight.
+    await pipeline(stream, createWriteStream('', { fd, autoClose: false }));
   } finally {
     stream.destroy();
   }

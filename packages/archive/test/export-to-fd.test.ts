@@ -62,7 +62,7 @@ test('an exportChanges, exportTree and exportOverlayUpper written to an fd are t
   expect((await written(exportOverlayUpper(tree))).tar.equals(await bytes(exportOverlayUpper(tree)))).toBe(true);
 });
 
-test('streams that are not a fresh native export are copied chunk by chunk: the pure-JS path, any Readable', async () => {
+test('streams that are not a fresh native export are copied as they are: the pure-JS path, any Readable', async () => {
   const changes = await changesBetween(tree, null);
   const expected = await bytes(exportChanges(tree, changes));
   expect((await written(exportChanges(tree, changes, { pureJs: true }))).tar.equals(expected)).toBe(true);
