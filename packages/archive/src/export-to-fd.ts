@@ -8,9 +8,8 @@
 // (docs/benchmarks.md, "Issue 19: export chunk memory"). Where the consumer is cairn's
 // own and only writes the bytes to a file, nobody else can hold a chunk, so two buffers,
 // one being written while the packer fills the other, are enough.
-import { createWriteStream, write } from 'node:fs';
+import { write, writev } from 'node:fs';
 import type { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 
 /** The size of each of the two buffers, and of the Readable's chunks (export.ts). */
 export const PACK_BUFFER = 256 * 1024;
@@ -50,12 +49,24 @@ async function writeAll(fd: number, buf: Uint8Array): Promise<void> {
   }
 }
 
+/** `bufs` written whole to `fd`, in order (a short write continues where it stopped). */
+async function writevAll(fd: number, bufs: Uint8Array[]): Promise<void> {
+  const left = [...bufs];
+  while (left.length > 0) {
+    let n = await new Promise<number>((resolve, reject) => {
+      writev(fd, left, null, (err, written) => (err ? reject(err) : resolve(written)));
+    });
+    while (left.length > 0 && n >= left[0]!.length) n -= left.shift()!.length;
+    if (n > 0) left[0] = left[0]!.subarray(n);
+  }
+}
+
 /**
  * Writes an export stream to `fd` (a regular file or a blocking fd: writes go through the
  * thread pool). A stream fresh from exportChanges, exportOverlayUpper or exportTree on the
  * addon's packer, not yet read, is packed straight into two reused buffers, one written
  * while the packer fills the other; any other Readable (the pure-JS path, an image
- * export, a stream already read from) is piped to a write stream on `fd`. The bytes are the same
+ * export, a stream already read from) is written as it comes, small chunks gathered. The bytes are the same
  * either way. The stream is destroyed at the end, success or not, so whatever its
  * producer holds (a driver's mounts for its diff) is released on its 'close'.
  */
@@ -85,9 +96,20 @@ export async function writeExportTo(stream: Readable, fd: number): Promise<void>
       await pending;
       return;
     }
-    // A write stream, whose writev gathers the small chunks (headers, padding) of other
-    // streams such as an image export into one syscall while a write is in flight.
-    await pipeline(stream, createWriteStream('', { fd, autoClose: false }));
+    // Other streams (an image export) come in small chunks too (512-byte headers,
+    // padding, small files): gathered up to PACK_BUFFER bytes per writev.
+    let batch: Uint8Array[] = [];
+    let bytes = 0;
+    for await (const chunk of stream) {
+      batch.push(chunk as Uint8Array);
+      bytes += (chunk as Uint8Array).length;
+      if (bytes >= PACK_BUFFER) {
+        await writevAll(fd, batch);
+        batch = [];
+        bytes = 0;
+      }
+    }
+    if (batch.length > 0) await writevAll(fd, batch);
   } finally {
     stream.destroy();
   }

@@ -66,9 +66,25 @@ test('streams that are not a fresh native export are copied as they are: the pur
   const changes = await changesBetween(tree, null);
   const expected = await bytes(exportChanges(tree, changes));
   expect((await written(exportChanges(tree, changes, { pureJs: true }))).tar.equals(expected)).toBe(true);
-  const other = await written(Readable.from([Buffer.from('a'), Buffer.from('bc')]));
-  expect(other.tar.toString()).toBe('abc');
+  // Many small chunks, more than one gathered write's worth.
+  const parts = Array.from({ length: 2_000 }, (_, i) => randomBytes(1 + (i % 1_024)));
+  const other = await written(Readable.from(parts));
+  expect(other.tar.equals(Buffer.concat(parts))).toBe(true);
   expect(other.closed).toBe(true);
+});
+
+test('a failing stream of another kind rejects writeExportTo with its error and leaves the fd to its owner', async () => {
+  const failing = Readable.from((async function* () {
+    yield Buffer.from('partial');
+    throw Object.assign(new Error('no such image'), { code: 'ERR_IMAGE_NOT_FOUND' });
+  })());
+  const handle = await open(join(work, 'failed.tar'), 'w');
+  try {
+    await expect(writeExportTo(failing, handle.fd)).rejects.toMatchObject({ code: 'ERR_IMAGE_NOT_FOUND' });
+    expect((await handle.stat()).isFile()).toBe(true); // still open: the caller closes it
+  } finally {
+    await handle.close();
+  }
 });
 
 test('a stream already being read is not packed again from the start: writeExportTo writes what is left', async () => {
