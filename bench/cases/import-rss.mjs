@@ -1,6 +1,6 @@
 // Peak RSS of importImage (issue 19: at most 150 MiB), each import in a child of its own
 // (import-child.mjs, which reports VmHWM) so the bench's inputs and results do not count:
-// the bench image with plain and with gzip layers, and an image of one large plain layer
+// the bench image with plain, gzip and zstd layers, and an image of one large plain layer
 // (2 GiB; 0.5 GiB with --quick) of 32 MiB files, written straight into the cache as a
 // docker-save tarball. Stores go to a tmpfs; the archives are read from the cache.
 import { execFileSync } from 'node:child_process';
@@ -9,7 +9,7 @@ import { closeSync, mkdirSync, openSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { rmrf } from '../env.mjs';
-import { cachedImage } from './import.mjs';
+import { cachedImage, withZstd } from './import.mjs';
 import { cached } from '../inputs.mjs';
 
 const FILE_BYTES = 32 << 20;
@@ -72,10 +72,10 @@ function importInChild(archivePath, base) {
 }
 
 export async function importRssCases({ base, imageParams, gib, archive }) {
-  const image = await cachedImage(imageParams);
+  const image = await withZstd(await cachedImage(imageParams), imageParams);
   const big = await cachedBigLayerImage(gib, archive);
   const results = [];
-  for (const kind of ['plain', 'gzip']) {
+  for (const kind of ['plain', 'gzip', 'zstd']) {
     const r = importInChild(image[kind], base);
     results.push({ name: `peak RSS importing the bench image (${image.files} files, ${kind} layers)`, peakRssMiB: r.hwmMiB, bytes: image.bytes, ms: r.ms, cpuMs: r.cpuMs });
   }

@@ -160,7 +160,7 @@ async function buildImage(root, params) {
  * and containerd default to), as a docker-save tarball beside the others; cached on its own
  * so the plain and gzip archives already made are kept. Adds { zstd, layers[i].zst }.
  */
-async function withZstd(image, params) {
+export async function withZstd(image, params) {
   const made = await cached(`image-zstd-${params.files}-${params.totalBytes}-${params.seed ?? 42}`, (root) => {
     const stage = join(root, 'stage');
     mkdirSync(stage);

@@ -9,7 +9,7 @@
 // the producer not changing a chunk once it was handed over.
 import { ReadStream, fstatSync, readFileSync } from 'node:fs';
 import type { Readable } from 'node:stream';
-import { openLayerApplier, type LayerApplier } from '@cairnfs/sys';
+import { APPLIER_COMPRESSION, openLayerApplier, type LayerApplier } from '@cairnfs/sys';
 import { CairnError, type ErrorCode } from '@cairnfs/core';
 import { asBuffer } from './read-tar.js';
 import type { ApplyOptions } from './apply-options.js';
@@ -85,6 +85,11 @@ export async function applyLayerNative(root: string, tar: Readable | AsyncIterab
       return done();
     }
     if (tapped) gzipped = applier.tap(tapped.tap.maxLogicalBytes, tapped.tap.what, false, tapped.tap.rawRecords ?? false);
+    if (tapped?.compressed) {
+      const { kind, maxBytes } = tapped.compressed;
+      const missing = applier.decompress(APPLIER_COMPRESSION[kind], maxBytes, tapped.tap.what);
+      if (missing !== null) throw new CairnError('ERR_BACKEND_FAILED', `cannot decode a ${kind} layer in the applier: ${missing}`);
+    }
     if (tapped && isFileRange(tapped.source)) {
       // The applier reads the range itself (as tar reads its input), hashing and recording
       // every byte of it; the records so far go to the importer between slices.

@@ -8,7 +8,7 @@ export { encodeHeader, encodeHeaderInto, packEntries, tarTrailer, type TarHeader
 export { splitEntryPath, classifyWhiteout, type WhiteoutKind } from './safe-path.js';
 export type { ApplyOptions, WhiteoutMode } from './apply-options.js';
 export { applyLayer } from './apply.js';
-export { TappedTar, type TarFileRange, type TarTap, type TapResult } from './tapped.js';
+export { TappedTar, type TarCompressed, type TarFileRange, type TarTap, type TapResult } from './tapped.js';
 export { exportChanges, exportOverlayUpper, exportTree, type ExportOptions } from './export.js';
 export { writeExportTo } from './export-to-fd.js';
 export { changesBetween, diffSizeOf, sortChanges, statDiffers, type ChangesOptions } from './changes.js';

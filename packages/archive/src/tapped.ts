@@ -6,11 +6,20 @@
 // record in JS. Either way the importer ends with the same digest, record and `exact`.
 import type { Buffer } from 'node:buffer';
 
-/** A byte range of an open file: what a plain layer blob in an image archive or layout is. */
+/** A byte range of an open file: what a layer blob in an image archive or layout is. */
 export interface TarFileRange {
   fd: number;
   start: number;
   length: number;
+}
+
+/**
+ * The source is a compressed blob, which the native applier decodes in its pass (offered
+ * only where `applierDecodes` of @cairnfs/sys says it can), to at most `maxBytes` bytes.
+ */
+export interface TarCompressed {
+  kind: 'gzip' | 'zstd';
+  maxBytes: number;
 }
 
 export interface TarTap {
@@ -42,8 +51,12 @@ export class TappedTar implements AsyncIterable<Uint8Array> {
   /** Set by the native pass once the input ended and the applier finished. */
   result: TapResult | undefined;
 
+  /**
+   * `source` is what the native pass reads (compressed when `compressed` says so);
+   * `fallback` the same layer as uncompressed tar bytes, for any other consumer.
+   */
   constructor(readonly source: TarFileRange | AsyncIterable<Uint8Array>, readonly tap: TarTap,
-    private readonly fallback: AsyncIterable<Uint8Array>) {}
+    private readonly fallback: AsyncIterable<Uint8Array>, readonly compressed?: TarCompressed) {}
 
   /** For the native applier: true (and the tar is its) unless someone iterated it already. */
   claim(): boolean {

@@ -5,8 +5,9 @@ import { readSync } from 'node:fs';
 import { mkdir, open } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { CairnError, fsyncDir, type StorageDriver } from '@cairnfs/core';
-import { TappedTar, type TarFileRange } from '@cairnfs/archive';
-import { DEFAULT_MAX_UNCOMPRESSED_BYTES, decompressed, detectCompression } from './decompress.js';
+import { applierDecodes } from '@cairnfs/sys';
+import { TappedTar, type TarCompressed, type TarFileRange } from '@cairnfs/archive';
+import { DEFAULT_MAX_UNCOMPRESSED_BYTES, decompressed, detectCompression, type Compression } from './decompress.js';
 import { FileRange } from './source.js';
 import { SplitGzip, SplitRecorder } from './tarsplit.js';
 
@@ -36,7 +37,8 @@ export async function mkdirDurable(path: string): Promise<void> {
  *
  * The hash and the record are made by the native applier in its own pass on the pool
  * thread when the driver applies through applyLayer's native path (a TappedTar); for a
- * plain blob that is a byte range of a file the applier also reads the range itself.
+ * blob that is a byte range of a file the applier also reads the range itself; a gzip or
+ * zstd blob, read or streamed, it decodes there too.
  * Any other consumer of the tar gets the JS path: sha256 and SplitRecorder on this thread.
  */
 export async function applyBlob(driver: StorageDriver, cacheId: string, parentCacheId: string | null, diffId: string,
@@ -44,10 +46,15 @@ export async function applyBlob(driver: StorageDriver, cacheId: string, parentCa
     const what = `layer ${diffId}`;
     const maxLogicalBytes = maxUncompressedBytes ?? DEFAULT_MAX_UNCOMPRESSED_BYTES;
     try {
-      const range = blob instanceof FileRange ? plainRange(blob, maxLogicalBytes) : undefined;
+      const fileBlob = blob instanceof FileRange ? nativeRange(blob, maxLogicalBytes) : undefined;
       // A range is counted by the native pass as it reads (tap.onBytes), or by the JS path here.
       const counted = (async function* () { for await (const c of blob) { onBytes(c.length); yield c; } })();
-      const it = decompressed(counted, { maxBytes: maxUncompressedBytes, what })[Symbol.asyncIterator]();
+      // A stream's compression is known from its first bytes: a gzip or zstd stream the addon
+      // can decode goes to the applier compressed, to be decoded in its pass.
+      const raw = fileBlob ? undefined : await peeked(counted);
+      const inPass = raw && raw.kind !== 'none' && applierDecodes(raw.kind) ? { kind: raw.kind, maxBytes: maxLogicalBytes } : undefined;
+      const source: AsyncIterable<Uint8Array> = raw ? { [Symbol.asyncIterator]: () => raw.it } : counted;
+      const it = decompressed(source, { maxBytes: maxUncompressedBytes, what })[Symbol.asyncIterator]();
       let hash: Hash | undefined;
       let rec: SplitRecorder | undefined;
       let tarSize = 0;
@@ -66,16 +73,18 @@ export async function applyBlob(driver: StorageDriver, cacheId: string, parentCa
       // The native path's split file: gzipped by the addon, or its raw records gzipped here.
       const gzParts: Buffer[] = [];
       let records: SplitGzip | undefined;
-      const native: AsyncIterable<Uint8Array> = { [Symbol.asyncIterator]: () => ({ next: () => it.next(), return: async () => ({ done: true, value: undefined }) }) };
-      const tar = new TappedTar(range ?? native, {
+      const next = inPass ? () => raw!.it.next() : () => it.next();
+      const native: AsyncIterable<Uint8Array> = { [Symbol.asyncIterator]: () => ({ next, return: async () => ({ done: true, value: undefined }) }) };
+      const tar = new TappedTar(fileBlob?.range ?? native, {
         maxLogicalBytes, what, onRecord: (r, gzipped) => { if (gzipped) gzParts.push(r); else (records ??= new SplitGzip()).write(r); }, onBytes,
-      }, feed);
+      }, feed, fileBlob ? fileBlob.compressed : inPass);
       let size: number;
       try {
         size = await driver.applyDiff(cacheId, parentCacheId, tar);
         if (!tar.claimed) while (!(await take()).done) { /* drain to EOF */ }
       } catch (err) {
         await it.return?.(undefined);
+        await raw?.it.return?.(undefined); // when the native pass read it, `it` never started
         await records?.finish().catch(() => undefined);
         throw err;
       }
@@ -85,6 +94,7 @@ export async function applyBlob(driver: StorageDriver, cacheId: string, parentCa
         ({ digest: got, exact, bytes: tarSize } = tar.result);
         split = records ? await records.finish() : Buffer.concat(gzParts);
         await it.return?.(undefined);
+        await raw?.it.return?.(undefined);
       } else {
         // The drain above called take() at least once, which made both.
         split = await rec!.finish();
@@ -103,15 +113,38 @@ export async function applyBlob(driver: StorageDriver, cacheId: string, parentCa
   }
 
 /**
- * The range of a plain (uncompressed) blob the native applier can read itself, or
- * undefined for a compressed one or one larger than the uncompressed-bytes cap (the stream
- * path refuses that as it does any other bomb).
+ * The range of a blob the native applier can read itself: a plain one (unless it is larger
+ * than the uncompressed-bytes cap: the stream path refuses that as it does any other bomb),
+ * or a gzip or zstd one the applier can decode in its pass (bounded by the same cap);
+ * undefined otherwise, for the stream path.
  */
-function plainRange(blob: FileRange, maxBytes: number): TarFileRange | undefined {
+function nativeRange(blob: FileRange, maxBytes: number): { range: TarFileRange; compressed?: TarCompressed } | undefined {
   const r = blob.open();
-  if (r.length > maxBytes) return undefined;
   const head = Buffer.alloc(4);
   const n = r.length === 0 ? 0 : readSync(r.fd, head, 0, Math.min(4, r.length), r.start);
-  if (detectCompression(head.subarray(0, n)) !== 'none') return undefined;
-  return { fd: r.fd, start: r.start, length: r.length };
+  const kind = detectCompression(head.subarray(0, n));
+  const range = { fd: r.fd, start: r.start, length: r.length };
+  if (kind === 'none') return r.length > maxBytes ? undefined : { range };
+  return applierDecodes(kind) ? { range, compressed: { kind, maxBytes } } : undefined;
+}
+
+/**
+ * `stream` with its first non-empty chunk already read (to name its compression) and put
+ * back in front; closing the iterator closes the stream.
+ */
+async function peeked(stream: AsyncIterable<Uint8Array>): Promise<{ kind: Compression; it: AsyncIterator<Uint8Array> }> {
+  const src = stream[Symbol.asyncIterator]();
+  let first = await src.next();
+  while (!first.done && first.value.length === 0) first = await src.next();
+  let head: Uint8Array | undefined = first.done ? undefined : first.value;
+  const it: AsyncIterator<Uint8Array> = {
+    next: async () => {
+      if (head === undefined) return first.done ? { done: true, value: undefined } : src.next();
+      const value = head;
+      head = undefined;
+      return { done: false, value };
+    },
+    return: async () => { head = undefined; await src.return?.(); return { done: true, value: undefined }; },
+  };
+  return { kind: head ? detectCompression(head) : 'none', it };
 }

@@ -71,14 +71,19 @@ describe('decompression bombs on import (overlay2)', () => {
   });
   afterEach(async () => {
     delete process.env.CAIRN_ZSTD_JS;
+    delete process.env.CAIRN_DECODE_IN_JS;
     await driver.cleanup();
     await rm(root, { recursive: true, force: true });
     await rm(work, { recursive: true, force: true });
   });
 
-  for (const [kind, make] of [['gzip', gzipBomb], ['zstd', zstdBomb], ['zstd (JS decoder, CAIRN_ZSTD_JS=1)', zstdBomb]] as const) {
+  // gzip and zstd decoded in the applier's pass (the default for a blob in a file), by a
+  // stream (CAIRN_DECODE_IN_JS=1: zlib and the addon's zstd handle), and by fzstd.
+  for (const [kind, make] of [['gzip', gzipBomb], ['zstd', zstdBomb], ['gzip (stream, CAIRN_DECODE_IN_JS=1)', gzipBomb],
+    ['zstd (stream, CAIRN_DECODE_IN_JS=1)', zstdBomb], ['zstd (JS decoder, CAIRN_ZSTD_JS=1)', zstdBomb]] as const) {
     test(`a ${kind} bomb (256 MiB from a few hundred KiB) is refused at maxUncompressedBytes with nothing left behind`, async () => {
       if (kind.includes('CAIRN_ZSTD_JS')) process.env.CAIRN_ZSTD_JS = '1'; // unset by afterEach
+      if (kind.includes('CAIRN_DECODE_IN_JS')) process.env.CAIRN_DECODE_IN_JS = '1';
       const blob = await make();
       expect(blob.length).toBeLessThan(2 << 20);
       const src = await saveDirWith(work, blob);

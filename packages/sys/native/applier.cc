@@ -41,6 +41,9 @@ void Applier::Release() {
 }
 
 void Applier::Finish() {
+  // An untapped read stops at the end-of-archive marker, where the rest of the stream is
+  // not needed; a tapped one has read (and hashed) it all, so its end is checked.
+  if (decoder_ && (record_ || !reader_.finished())) decoder_->End();
   reader_.Finish();
   FinishDirectories();
 }

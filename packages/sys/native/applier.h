@@ -18,6 +18,7 @@
 #include <memory>
 
 #include "beneath.h"
+#include "input_decoder.h"
 #include "owners.h"
 #include "record_gzip.h"
 #include "sha256.h"
@@ -35,11 +36,11 @@ class Applier : public EntrySink {
   ~Applier() override { Release(); }
 
   void Release();
-  // Feeds raw tar bytes. After the end-of-archive marker, input is ignored (but still
-  // hashed and recorded when tapped).
+  // Feeds input: raw tar bytes, or compressed ones after Decompress. After the
+  // end-of-archive marker, input is ignored (but still hashed and recorded when tapped).
   void Write(const uint8_t* data, size_t len) {
-    if (record_) TappedWrite(data, len);
-    else reader_.Write(data, len);
+    if (decoder_) decoder_->Decode(data, len, [this](const uint8_t* p, size_t n) { Feed(p, n); });
+    else Feed(data, len);
   }
   // The import pass: from now on every input byte is hashed (SHA-256) and the tar-split
   // record is made (split_record.h), with the layer's files held to maxLogical bytes.
@@ -51,6 +52,10 @@ class Applier : public EntrySink {
   // to the end of the range even past the end-of-archive marker (a tapped apply hashes
   // and records every byte of its input).
   void ReadRange(int fd, int64_t offset, int64_t length);
+  // From now on the input (written or read) is compressed and decoded here
+  // (input_decoder.h); what the hash, the record and the tar reader see is its output.
+  // Call before the first write.
+  void Decompress(std::unique_ptr<InputDecoder> decoder) { decoder_ = std::move(decoder); }
   SplitRecord* record() { return record_.get(); }
   RecordGzip* gzip() { return gzip_.get(); }
   // Compresses the records made so far (the end of each pool-thread job calls it, so the
@@ -58,7 +63,7 @@ class Applier : public EntrySink {
   void FlushRecord();
   Sha256* hash() { return hash_.get(); }
   int64_t tapped_bytes() const { return tapped_bytes_; }
-  // The input ended: refuses a truncated archive, then sets directory times.
+  // The input ended: refuses a truncated compressed stream or archive, then sets directory times.
   void Finish();
   // Closes and removes a half-written file so no partial file keeps a final name.
   void Abort();
@@ -127,11 +132,17 @@ class Applier : public EntrySink {
   bool file_in_setgid_ = false;
   Entry file_;
   OwnerPolicy owners_;
+  // Raw tar bytes to the reader (and, tapped, the hash and the record).
+  void Feed(const uint8_t* data, size_t len) {
+    if (record_) TappedWrite(data, len);
+    else reader_.Write(data, len);
+  }
   void TappedWrite(const uint8_t* data, size_t len);
   uint8_t* ReadBuffer();
   std::unique_ptr<SplitRecord> record_;
   std::unique_ptr<Sha256> hash_;
   std::unique_ptr<RecordGzip> gzip_;
+  std::unique_ptr<InputDecoder> decoder_;
   int64_t tapped_bytes_ = 0;
   std::unique_ptr<uint8_t[]> read_buf_;
   static constexpr size_t kRead = 256 * 1024;  // stays in L2 between the read and the writes

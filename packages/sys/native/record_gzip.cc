@@ -1,49 +1,18 @@
 // gzip through Node's zlib, resolved at run time (record_gzip.h).
 #include "record_gzip.h"
 
-#include <dlfcn.h>
 #include <zlib.h>
 
 #include <cstring>
 #include <memory>
 
+#include "node_zlib.h"
 #include "untar_errors.h"
 
 namespace cairn {
 
-namespace {
-
-struct Zlib {
-  int (*init2)(z_streamp, int, int, int, int, int, const char*, int) = nullptr;
-  int (*deflate)(z_streamp, int) = nullptr;
-  int (*end)(z_streamp) = nullptr;
-  bool ok = false;
-};
-
-// Resolved once (thread-safe static init). The unprefixed names first, then Chromium's
-// Cr_z_ ones (Node 20 exports both).
-const Zlib& NodeZlib() {
-  static const Zlib z = [] {
-    Zlib r;
-    for (const char* prefix : {"", "Cr_z_"}) {
-      std::string p(prefix);
-      r.init2 = reinterpret_cast<decltype(r.init2)>(dlsym(RTLD_DEFAULT, (p + "deflateInit2_").c_str()));
-      r.deflate = reinterpret_cast<decltype(r.deflate)>(dlsym(RTLD_DEFAULT, (p + "deflate").c_str()));
-      r.end = reinterpret_cast<decltype(r.end)>(dlsym(RTLD_DEFAULT, (p + "deflateEnd").c_str()));
-      if (r.init2 && r.deflate && r.end) {
-        r.ok = true;
-        break;
-      }
-    }
-    return r;
-  }();
-  return z;
-}
-
-}  // namespace
-
 RecordGzip::RecordGzip() {
-  const Zlib& z = NodeZlib();
+  const NodeDeflate& z = NodeZlibDeflate();
   if (!z.ok) return;
   auto* s = new z_stream();
   std::memset(s, 0, sizeof *s);
@@ -58,7 +27,7 @@ RecordGzip::RecordGzip() {
 RecordGzip::~RecordGzip() {
   if (stream_ == nullptr) return;
   auto* s = static_cast<z_stream*>(stream_);
-  NodeZlib().end(s);
+  NodeZlibDeflate().end(s);
   delete s;
 }
 
@@ -72,7 +41,7 @@ void RecordGzip::Run(const uint8_t* p, size_t n, bool finish) {
   }
   finished_ = finish;
   auto* s = static_cast<z_stream*>(stream_);
-  const Zlib& z = NodeZlib();
+  const NodeDeflate& z = NodeZlibDeflate();
   s->next_in = const_cast<Bytef*>(p);
   s->avail_in = static_cast<uInt>(n);  // callers pass slices of a few MiB at most
   while (true) {

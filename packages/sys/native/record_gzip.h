@@ -2,7 +2,7 @@
 // file the image store keeps is a gzip of the records, and compressing them where they
 // are made hands JS a fifth of the bytes and spares the event loop zlib's stream
 // machinery (docs/benchmarks.md, issue 19). The addon does not link zlib: Node's own is
-// looked up at run time (dlsym; Node 20-24 export deflateInit2_/deflate/deflateEnd). Where
+// looked up at run time (dlsym; node_zlib.h). Where
 // it is absent, Available() is false and the applier hands out the raw records instead.
 #pragma once
 

@@ -66,6 +66,7 @@ class LayerApplier : public Napi::ObjectWrap<LayerApplier> {
       InstanceMethod<&LayerApplier::WriteRange>("writeRange"),
       InstanceMethod<&LayerApplier::WriteRangeAsync>("writeRangeAsync"),
       InstanceMethod<&LayerApplier::Tap>("tap"),
+      InstanceMethod<&LayerApplier::Decompress>("decompress"),
       InstanceMethod<&LayerApplier::TakeRecord>("takeRecord"),
       InstanceMethod<&LayerApplier::TapEnd>("tapEnd"),
       InstanceMethod<&LayerApplier::Finish>("finish"),
@@ -239,6 +240,22 @@ class LayerApplier : public Napi::ObjectWrap<LayerApplier> {
     return Napi::Boolean::New(info.Env(), gz);
   }
 
+  // decompress(kind 1 gzip | 2 zstd, maxOutputBytes, what) → null, or why it cannot (the
+  // library is missing): the input (written or read from an fd) is compressed and decoded in the pass.
+  Napi::Value Decompress(const Napi::CallbackInfo& info) {
+    Applier* a = Get(info.Env());
+    int64_t kind = ArgInt(info, 0, "kind");
+    if (kind != 1 && kind != 2) throw Napi::RangeError::New(info.Env(), "kind must be 1 (gzip) or 2 (zstd)");
+    if (!info[1].IsNumber()) throw Napi::TypeError::New(info.Env(), "maxOutputBytes must be a number");
+    double max = info[1].As<Napi::Number>().DoubleValue();
+    int64_t cap = max >= 9.2e18 ? INT64_MAX : static_cast<int64_t>(max);
+    std::string missing;
+    auto d = InputDecoder::Make(static_cast<InputCompression>(kind), cap, ArgString(info, 2, "what"), &missing);
+    if (!d) return Napi::String::New(info.Env(), missing);
+    a->Decompress(std::move(d));
+    return info.Env().Null();
+  }
+
   // takeRecord() → Buffer: the tar-split records made since the last call (empty when untapped).
   Napi::Value TakeRecord(const Napi::CallbackInfo& info) {
     Applier* a = Get(info.Env());
@@ -348,6 +365,12 @@ void InitUntar(Napi::Env env, Napi::Object exports) {
   exports.Set("sha256Libcrypto", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
     return Napi::Boolean::New(info.Env(), Sha256::LibcryptoAvailable());
   }, "sha256Libcrypto"));
+  // decoderMissing(kind 1 gzip | 2 zstd) → null, or why LayerApplier.decompress would refuse that kind.
+  exports.Set("decoderMissing", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+    std::string missing;
+    auto d = InputDecoder::Make(static_cast<InputCompression>(ArgInt(info, 0, "kind") == 2 ? 2 : 1), 0, "", &missing);
+    return d ? info.Env().Null() : Napi::String::New(info.Env(), missing);
+  }, "decoderMissing"));
   // The reader's caps (tar_reader.h), so archive's tests can hold tar-parser.ts to the same numbers.
   Napi::Object limits = Napi::Object::New(env);
   limits.Set("extendedHeader", Napi::Number::New(env, static_cast<double>(TarLimits::kExtendedHeader)));

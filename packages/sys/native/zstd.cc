@@ -1,74 +1,15 @@
-// zstd decompression for layer blobs, through a libzstd resolved at run time: the one Node
-// itself carries (Node 22.15 and later export its symbols), else the system's libzstd.so.1.
-// The addon links no compression library of its own; with neither present, JS falls back
-// to its pure-JS decoder (zstdLibrary() is null then).
-#include <dlfcn.h>
-
+// zstd decompression of blobs for JS, through the libzstd of zstd_lib.h (the applier's
+// in-pass decoder, input_decoder.h, uses the same library).
 #include <atomic>
 #include <stdexcept>
 #include <string>
 
 #include "common.h"
+#include "zstd_lib.h"
 
 namespace cairn {
 
 namespace {
-
-// The streaming buffers of zstd's stable API (zstd.h, since v1.0).
-struct ZstdIn {
-  const void* src;
-  size_t size;
-  size_t pos;
-};
-struct ZstdOut {
-  void* dst;
-  size_t size;
-  size_t pos;
-};
-
-// ZSTD_d_windowLogMax of the ZSTD_dParameter enum (stable since v1.4.0): frames asking a
-// larger window than 2^value bytes are refused, which bounds the decoder's memory.
-constexpr int kParamWindowLogMax = 100;
-// 2^27 = 128 MiB, zstd's own default limit for streaming decompression (ZSTD_WINDOWLOG_LIMIT_DEFAULT).
-constexpr int kWindowLogMax = 27;
-
-struct Zstd {
-  void* (*create)() = nullptr;
-  size_t (*free)(void*) = nullptr;
-  size_t (*setParameter)(void*, int, int) = nullptr;
-  size_t (*decompress)(void*, ZstdOut*, ZstdIn*) = nullptr;
-  unsigned (*isError)(size_t) = nullptr;
-  const char* (*errorName)(size_t) = nullptr;
-  const char* from = nullptr;  // where the symbols came from, for zstdLibrary()
-};
-
-bool Resolve(Zstd& z, void* handle) {
-  z.create = reinterpret_cast<decltype(z.create)>(dlsym(handle, "ZSTD_createDCtx"));
-  z.free = reinterpret_cast<decltype(z.free)>(dlsym(handle, "ZSTD_freeDCtx"));
-  z.setParameter = reinterpret_cast<decltype(z.setParameter)>(dlsym(handle, "ZSTD_DCtx_setParameter"));
-  z.decompress = reinterpret_cast<decltype(z.decompress)>(dlsym(handle, "ZSTD_decompressStream"));
-  z.isError = reinterpret_cast<decltype(z.isError)>(dlsym(handle, "ZSTD_isError"));
-  z.errorName = reinterpret_cast<decltype(z.errorName)>(dlsym(handle, "ZSTD_getErrorName"));
-  return z.create && z.free && z.setParameter && z.decompress && z.isError && z.errorName;
-}
-
-// Resolved once (thread-safe static init).
-const Zstd& Lib() {
-  static const Zstd lib = [] {
-    Zstd z;
-    if (Resolve(z, RTLD_DEFAULT)) {
-      z.from = "node";
-      return z;
-    }
-    void* h = dlopen("libzstd.so.1", RTLD_NOW | RTLD_LOCAL);
-    if (h != nullptr && Resolve(z, h)) {
-      z.from = "libzstd.so.1";
-      return z;
-    }
-    return Zstd{};
-  }();
-  return lib;
-}
 
 struct Decoder {
   void* ctx = nullptr;
@@ -77,7 +18,7 @@ struct Decoder {
 };
 
 void FreeDecoder(Napi::Env, Decoder* d) {
-  if (d->ctx != nullptr) Lib().free(d->ctx);
+  if (d->ctx != nullptr) ZstdLib().free(d->ctx);
   delete d;
 }
 
@@ -88,26 +29,18 @@ Decoder* DecoderArg(const Napi::CallbackInfo& info) {
 
 // zstdLibrary() → "node" | "libzstd.so.1" | null
 Napi::Value ZstdLibrary(const Napi::CallbackInfo& info) {
-  const char* from = Lib().from;
+  const char* from = ZstdLib().from;
   return from == nullptr ? info.Env().Null() : Napi::String::New(info.Env(), from);
 }
 
 // zstdCreate() → decoder (an External; freed by zstdFree or the GC)
 Napi::Value ZstdCreate(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  const Zstd& z = Lib();
-  if (z.from == nullptr) throw Napi::Error::New(env, "zstd: no libzstd in this process or on this system");
+  const char* error = nullptr;
+  void* ctx = NewZstdDecoder(&error);
+  if (ctx == nullptr) throw Napi::Error::New(env, std::string("zstd: ") + error);
   auto* d = new Decoder();
-  d->ctx = z.create();
-  if (d->ctx == nullptr) {
-    delete d;
-    throw Napi::Error::New(env, "zstd: out of memory creating a decoder");
-  }
-  size_t rc = z.setParameter(d->ctx, kParamWindowLogMax, kWindowLogMax);
-  if (z.isError(rc)) {
-    FreeDecoder(env, d);
-    throw Napi::Error::New(env, std::string("zstd: ") + z.errorName(rc));
-  }
+  d->ctx = ctx;
   return Napi::External<Decoder>::New(env, d, FreeDecoder);
 }
 
@@ -131,7 +64,7 @@ Napi::Value ZstdDecode(const Napi::CallbackInfo& info) {
   uint8_t* dst = out.Data();
   size_t dstLen = out.ByteLength();
   return RunAsync(env, "cairn.zstdDecode", [d, src, srcLen, dst, dstLen](JobResult& r) {
-    const Zstd& z = Lib();
+    const ZstdApi& z = ZstdLib();
     ZstdIn zin{src, srcLen, 0};
     ZstdOut zout{dst, dstLen, 0};
     size_t hint = 0;
@@ -154,7 +87,7 @@ Napi::Value ZstdDecode(const Napi::CallbackInfo& info) {
 Napi::Value ZstdFree(const Napi::CallbackInfo& info) {
   Decoder* d = DecoderArg(info);
   if (d->busy) throw Napi::Error::New(info.Env(), "zstd: the decoder is still decoding");
-  if (d->ctx != nullptr) Lib().free(d->ctx);
+  if (d->ctx != nullptr) ZstdLib().free(d->ctx);
   d->ctx = nullptr;
   return info.Env().Undefined();
 }

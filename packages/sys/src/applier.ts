@@ -85,6 +85,15 @@ export interface LayerApplier {
    * they come raw (`rawRecords`, or no zlib found).
    */
   tap(maxLogicalBytes: number, what: string, portableHash?: boolean, rawRecords?: boolean): boolean;
+  /**
+   * From now on the input (written, or read from an fd) is a compressed blob
+   * (kind: {@link APPLIER_COMPRESSION}), decoded in the applier's own pass: what the hash,
+   * the record and the tar reader see is its output. Output past `maxOutputBytes` is
+   * ERR_INVALID_ARCHIVE (a decompression bomb, `what` names the blob); corrupt or truncated
+   * input is ERR_INVALID_ARCHIVE too, the truncation found by finish(). Call before the
+   * first write. Returns null, or why it cannot (a library missing: see {@link applierDecodes}).
+   */
+  decompress(kind: number, maxOutputBytes: number, what: string): string | null;
   /** The tar-split records made since the last call: the next piece of the gzip stream, or raw records. */
   takeRecord(): Buffer;
   /** After finish(): the sha256 (hex) of every byte written, whether the layer's files rebuild it, the bytes and the last records. */
@@ -120,6 +129,19 @@ export function applierSha256(chunks: Uint8Array | Uint8Array[], portable = fals
 
 /** True when the applier hashes through Node's libcrypto (false with CAIRN_SHA256_PORTABLE=1). */
 export const sha256UsesLibcrypto = (): boolean => native.sha256Libcrypto();
+
+/** The kinds {@link LayerApplier.decompress} takes. */
+export const APPLIER_COMPRESSION = { gzip: 1, zstd: 2 } as const;
+
+/**
+ * Whether the applier can decode blobs of this compression in its own pass: gzip through
+ * Node's zlib, zstd through the libzstd `zstdLibrary()` finds. False with
+ * CAIRN_DECODE_IN_JS=1 (tests: the stream path), and for zstd with CAIRN_ZSTD_JS=1.
+ */
+export function applierDecodes(kind: keyof typeof APPLIER_COMPRESSION): boolean {
+  if (process.env.CAIRN_DECODE_IN_JS === '1' || (kind === 'zstd' && process.env.CAIRN_ZSTD_JS === '1')) return false;
+  return native.decoderMissing(APPLIER_COMPRESSION[kind]) === null;
+}
 
 const WHITEOUT_MODES: Record<ApplierWhiteouts, number> = { delete: 0, overlay: 1, aufs: 2 };
 

@@ -26,6 +26,7 @@ export interface NativeBinding {
   fsMount(fstype: string, source: string | null, params: Array<[string, string | null]>, target: string, readOnly: boolean, cwd: string | null): Promise<void>;
   hasNewMountApi(): boolean;
   zstdLibrary(): string | null;
+  decoderMissing(kind: number): string | null;
   zstdCreate(): ZstdHandle;
   zstdDecode(decoder: ZstdHandle, input: Uint8Array, offset: number, output: Uint8Array): Promise<[read: number, written: number, hint: number]>;
   zstdFree(decoder: ZstdHandle): void;

@@ -7,7 +7,7 @@ import { native, type NativeBinding } from '../src/native.js';
 const KINDS: { [K in keyof NativeBinding]: 'function' | 'object' } = {
   constants: 'object',
   mount: 'function', mountAt: 'function', umount2: 'function', fsMount: 'function', hasNewMountApi: 'function',
-  zstdLibrary: 'function', zstdCreate: 'function', zstdDecode: 'function', zstdFree: 'function',
+  zstdLibrary: 'function', decoderMissing: 'function', zstdCreate: 'function', zstdDecode: 'function', zstdFree: 'function',
   mknodSync: 'function', mknod: 'function',
   lsetxattrSync: 'function', lgetxattrSync: 'function', llistxattrSync: 'function', lremovexattrSync: 'function',
   lsetxattr: 'function', lgetxattr: 'function', llistxattr: 'function', lremovexattr: 'function',
