@@ -73,5 +73,6 @@ export function formatResult(r) {
   const f = (x) => x.toFixed(1).padStart(8);
   return `${r.name.padEnd(44)} cairn ${f(r.cairnMs.median)} ms [${r.cairnMs.min.toFixed(1)}–${r.cairnMs.max.toFixed(1)}]` +
     `   ${r.reference} ${f(r.referenceMs.median)} ms [${r.referenceMs.min.toFixed(1)}–${r.referenceMs.max.toFixed(1)}]` +
-    `   ratio ${r.ratio.toFixed(2)}×   cpu ${r.cairnCpuMs.toFixed(0)}/${r.referenceCpuMs.toFixed(0)} ms = ${r.cpuRatio.toFixed(2)}×`;
+    `   ratio ${r.ratio.toFixed(2)}×   cpu ${r.cairnCpuMs.toFixed(0)}/${r.referenceCpuMs.toFixed(0)} ms = ${r.cpuRatio.toFixed(2)}×` +
+    (r.cairnMajorGcs === undefined ? '' : `   mark-compacts ${r.cairnMajorGcs} in ${r.cairnRuns} runs`);
 }

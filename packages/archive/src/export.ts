@@ -12,6 +12,7 @@ import { changedWhileRead, listBeneath, lstatBeneath, openRegularBeneath, type B
 import { BLOCK } from './tar-fields.js';
 import { encodeHeader, encodeHeaderInto, type TarHeaderInput } from './tar-writer.js';
 import { RECORDED_DEVICE_XATTR, parseRecordedDevice } from './owners.js';
+import { PACK_BUFFER, registerDirect, type DirectPack } from './export-to-fd.js';
 
 /**
  * One entry to pack: a header and, for regular files, where its content is read from (a
@@ -73,7 +74,7 @@ function exportableXattr(name: string): boolean {
  * one open/read/close and no intermediate buffer or copy; measured against the 64 KiB
  * batches of packEntries this halved export's user CPU (docs/benchmarks.md).
  */
-const BATCH = 256 * 1024;
+const BATCH = PACK_BUFFER;
 
 /**
  * Packs the given changes of `dir` as an OCI layer tar: additions and modifications as
@@ -365,10 +366,20 @@ const PUSH_BATCH = 1024;
  * deletions flagged); with null, the packer walks the whole tree itself.
  */
 function packNative(dir: string, flags: number, changes: readonly Change[] | null, maps: IdMappings | null): Readable {
-  return Readable.from(nativeChunks(dir, flags, changes, maps), { objectMode: false, highWaterMark: 1 });
+  const pack: DirectPack = (next) => nativeChunks(dir, flags, changes, maps, next);
+  let claim = (): boolean => true;
+  // Each chunk a fresh buffer: a consumer may keep any of them.
+  const chunks = function* (): Generator<Buffer> {
+    if (claim()) yield* pack(() => Buffer.allocUnsafe(BATCH));
+  };
+  const stream = Readable.from(chunks(), { objectMode: false, highWaterMark: 1 });
+  // writeExportTo may pack this stream's archive into reused buffers instead (export-to-fd.ts).
+  claim = registerDirect(stream, pack);
+  return stream;
 }
 
-function* nativeChunks(dir: string, flags: number, changes: readonly Change[] | null, maps: IdMappings | null): Generator<Buffer> {
+/** The packer's archive, filled into the buffers `next` hands out (a new one after each full one is yielded). */
+function* nativeChunks(dir: string, flags: number, changes: readonly Change[] | null, maps: IdMappings | null, next: () => Buffer): Generator<Buffer> {
   let packer: TarPacker;
   try {
     packer = openTarPacker(dir, flags, changes === null, maps);
@@ -377,14 +388,14 @@ function* nativeChunks(dir: string, flags: number, changes: readonly Change[] | 
   }
   try {
     let ended = changes === null;
-    let next = 0;
-    let buf = Buffer.allocUnsafe(BATCH);
+    let at = 0;
+    let buf = next();
     let used = 0;
     for (;;) {
       used = packer.fill(buf, used);
-      if (used === BATCH) {
+      if (used === buf.length) {
         yield buf;
-        buf = Buffer.allocUnsafe(BATCH);
+        buf = next();
         used = 0;
         continue;
       }
@@ -394,8 +405,8 @@ function* nativeChunks(dir: string, flags: number, changes: readonly Change[] | 
       }
       const rels: string[] = [];
       const deletes = new Uint8Array(PUSH_BATCH);
-      while (rels.length < PUSH_BATCH && next < changes!.length) {
-        const change = changes![next++]!;
+      while (rels.length < PUSH_BATCH && at < changes!.length) {
+        const change = changes![at++]!;
         const rel = entryPath(change.path);
         if (rel === '') continue; // the root itself is not an entry of a changeset
         if (change.kind === 'delete') deletes[rels.length] = 1;

@@ -1,11 +1,11 @@
 // Where export and diff write their tar: a file (-o), or stdout when it is not a terminal.
 // A tar on a terminal is unreadable and can leave it in a bad state, so that is refused, as
 // `docker save` does.
-import { createWriteStream } from 'node:fs';
-import { rename, rm } from 'node:fs/promises';
+import { open, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { writeExportTo } from '@cairnfs/archive';
 import { UsageError } from './context.js';
 
 export const OUTPUT_FLAGS = '-o, --output <file>';
@@ -30,7 +30,14 @@ export async function writeTar(tar: Readable, output: string | undefined): Promi
   const target = resolve(output);
   const temp = join(dirname(target), `.${basename(target)}.${process.pid}.partial`);
   try {
-    await pipeline(tar, createWriteStream(temp, { mode: 0o644 }));
+    // writeExportTo packs a layer export straight into two reused buffers (no fresh
+    // buffer per chunk for V8 to collect: docs/benchmarks.md, "Issue 19: export chunk memory").
+    const file = await open(temp, 'w', 0o644);
+    try {
+      await writeExportTo(tar, file.fd);
+    } finally {
+      await file.close();
+    }
     await rename(temp, target);
   } catch (err) {
     await rm(temp, { force: true });
