@@ -40,8 +40,10 @@ import { KeyedMutex } from './mutex.js';
  * its operation does not inherit a lock it no longer has. The frames cost: on Node 20,
  * while the storage is enabled every promise of the process runs a hook. So an operation
  * on one layer whose work never comes back to that layer's lock (overlay2's get and put)
- * may hold it *frameless* (LayerLockOptions), and the storage is disabled once no framed
- * operation has run for a while: a process that gets and puts pays no hook.
+ * may hold it *frameless* (LayerLockOptions), as may a writer of the store lock whose work
+ * never asks for it again (`write`'s option; overlay2's create and remove hold both their
+ * locks so), and the storage is disabled once no framed operation has run for a while: a
+ * process that makes, gets, puts and removes overlay2 layers pays no hook.
  *
  * **In one process** concurrent operations queue in memory (FIFO; readers share) before
  * they touch flock, and that queue is not bounded by the timeout: our own operations
