@@ -218,7 +218,20 @@ export class SharedMounts {
 
   /** ERR_LAYER_IN_USE when anyone holds the layer; `doing` completes "cannot … layer X". */
   async assertUnheld(id: string, doing: string): Promise<void> {
-    const holds = await this.holds(id);
+    this.refuseHeld(id, doing, await this.holds(id));
+  }
+
+  /**
+   * assertUnheld for a caller that holds the layer's lock already, perhaps without a frame
+   * (overlay2's remove): the record it read with the lock, dead holds dropped on the way.
+   * Asking through the lock again would wait on that caller's own lock.
+   */
+  async assertUnheldLocked(id: string, doing: string): Promise<void> {
+    const record = await this.load(id, false);
+    this.refuseHeld(id, doing, record ? this.info(record) : []);
+  }
+
+  private refuseHeld(id: string, doing: string, holds: HoldInfo[]): void {
     if (holds.length > 0) {
       throw new CairnError('ERR_LAYER_IN_USE',
         `cannot ${doing} layer ${id}: it is mounted, held by ${describeHolds(holds)}; put() it first (a \`cairn mount\` ends with \`cairn umount\`)`,

@@ -40,8 +40,10 @@ import { KeyedMutex } from './mutex.js';
  * its operation does not inherit a lock it no longer has. The frames cost: on Node 20,
  * while the storage is enabled every promise of the process runs a hook. So an operation
  * on one layer whose work never comes back to that layer's lock (overlay2's get and put)
- * may hold it *frameless* (LayerLockOptions), and the storage is disabled once no framed
- * operation has run for a while: a process that gets and puts pays no hook.
+ * may hold it *frameless* (LayerLockOptions), as may a writer of the store lock whose work
+ * never asks for it again (`write`'s option; overlay2's create and remove hold both their
+ * locks so), and the storage is disabled once no framed operation has run for a while: a
+ * process that makes, gets, puts and removes overlay2 layers pays no hook.
  *
  * **In one process** concurrent operations queue in memory (FIFO; readers share) before
  * they touch flock, and that queue is not bounded by the timeout: our own operations
@@ -122,6 +124,8 @@ interface LayerFile {
   holderPending: boolean;
   /** Held by an operation without a frame (LayerLockOptions.frameless): its record is open to the instance. */
   frameless: boolean;
+  /** Unlinked by forgetLayer: closed when the lock is let go, never kept idle (nothing will lock that inode again). */
+  forgotten: boolean;
 }
 
 /** A layer lock file kept open between operations, with its page buffer (re-read at the next lock). */
@@ -286,8 +290,9 @@ class LockFileIo {
     else await handle.write(buf, offset, length, position);
   }
 
-  async nlink(handle: FileHandle): Promise<number> {
-    return this.sync ? fstatSync(handle.fd).nlink : (await handle.stat()).nlink;
+  /** The link count and size of the open file (one fstat). */
+  async stat(handle: FileHandle): Promise<{ nlink: number; size: number }> {
+    return this.sync ? fstatSync(handle.fd) : handle.stat();
   }
 }
 
@@ -371,8 +376,13 @@ export class StoreLocks {
     }
   }
 
-  /** Runs `fn` holding the store lock exclusively; bumps the generation as it takes it. */
-  async write<T>(op: string, fn: () => Promise<T>): Promise<T> {
+  /**
+   * Runs `fn` holding the store lock exclusively; bumps the generation as it takes it.
+   * `frameless`: as LayerLockOptions.frameless, for a writer whose work never reads,
+   * writes or checks the store lock again (it would wait on itself): overlay2's create
+   * and remove, so that a process making and removing layers runs no promise hook.
+   */
+  async write<T>(op: string, fn: () => Promise<T>, opts: { frameless?: boolean } = {}): Promise<T> {
     const current = this.frame('table');
     if (current?.exclusive) return fn();
     if (current) throw new Error(`cairn internal error: ${op} asked for the ${this.what} write lock while holding its read lock`);
@@ -389,7 +399,7 @@ export class StoreLocks {
       await this.io.write(handle, padRecord({ generation: after, pid: me.pid, start: me.start, op, since: Date.now() }), RECORD_BYTES, 0);
       this.bumpedFrom = before;
       this.gen = after;
-      return await this.inFrame('table', true, fn);
+      return await (opts.frameless === true ? fn() : this.inFrame('table', true, fn));
     } finally {
       this.bumpedFrom = Number.NaN;
       if (locked && this.handle) unflock(this.handle.fd);
@@ -527,8 +537,9 @@ export class StoreLocks {
    * see the class comment for why this is safe for those waiting on it.
    */
   async forgetLayer(id: string): Promise<void> {
-    if (!this.holdsLayer(id)) throw new Error(`cairn internal error: forgetLayer(${id}) without its lock`);
+    const file = this.heldFile(id);
     await unlink(join(this.layerLockDir, id)).catch(() => undefined);
+    file.forgotten = true;
   }
 
   /** Closes the store lock file once nothing in this process uses it, and the idle layer lock files (driver cleanup). */
@@ -555,11 +566,13 @@ export class StoreLocks {
   /** Unlocks a layer lock file and keeps it open for the next operation on that layer (or closes it). */
   private async putBack(id: string, file: LayerFile): Promise<void> {
     const { handle, page } = file;
-    unflock(handle.fd);
-    if (this.closed || this.idleFiles.has(id)) {
+    // An unlinked file is closed, which drops the flock too; kept idle it would take a
+    // slot from a live layer's file, and the next lock of this id would find it unlinked.
+    if (this.closed || this.idleFiles.has(id) || file.forgotten) {
       await handle.close().catch(() => undefined);
       return;
     }
+    unflock(handle.fd);
     this.idleFiles.set(id, { handle, page });
     if (this.idleFiles.size > MAX_IDLE_LAYER_FILES) {
       const [oldest, old] = this.idleFiles.entries().next().value as [string, IdleFile];
@@ -607,7 +620,7 @@ export class StoreLocks {
     for (;;) {
       const handle = await this.file();
       await this.waitFlock(handle, exclusive, this.lockPath, op, `the ${this.what}`);
-      if ((await this.io.nlink(handle)) > 0) return handle;
+      if ((await this.io.stat(handle)).nlink > 0) return handle;
       unflock(handle.fd);
       if (this.handle === handle) this.handle = null;
       await handle.close().catch(() => undefined);
@@ -675,19 +688,22 @@ export class StoreLocks {
           await handle.close();
           return null;
         }
-        if ((await this.io.nlink(handle)) === 0) {
+        const st = await this.io.stat(handle);
+        if (st.nlink === 0) {
           await handle.close();
           continue;
         }
         // The page buffer of the idle file is reused: what it held is stale, re-read here.
+        // Every writer writes under this lock, so the size seen now holds until we let go:
+        // an empty file (a layer's first lock, as in create) has nothing to read.
         const page = idle?.page ?? Buffer.alloc(LAYER_LOCK_PAGE);
-        const bytesRead = await this.io.read(handle, page, LAYER_LOCK_PAGE);
+        const bytesRead = st.size === 0 ? 0 : await this.io.read(handle, page, LAYER_LOCK_PAGE);
         if (bytesRead < LAYER_LOCK_PAGE) page.fill(0, bytesRead);
         const record = recordText(page);
         const me = selfIdentity();
         padRecord({ pid: me.pid, start: me.start, op, since: Date.now() }, page);
         if (!holderWithRecord) await this.io.write(handle, page, RECORD_BYTES, 0);
-        return { handle, page, record, holderPending: holderWithRecord, frameless: false };
+        return { handle, page, record, holderPending: holderWithRecord, frameless: false, forgotten: false };
       } catch (err) {
         await handle.close().catch(() => undefined);
         throw err;

@@ -1,7 +1,7 @@
 // The per-operation locks with a second real process (lock-child.ts): readers share,
 // writers exclude, waits end at lockTimeoutMs with ERR_LOCKED naming the holder, a
 // SIGKILLed holder releases everything, the generation makes another process reload.
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, readlink, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isCairnError, SharedTable, StoreLocks, STORE_LOCK_FILE } from '@cairnfs/core';
@@ -167,4 +167,25 @@ test('a removed layer\'s lock file is unlinked under its lock; a process waiting
   expect(await locks.tryLayer('gone', 'try', async () => undefined)).toEqual({ ran: false });
   c.proc.stdin!.write('release\n');
   await locks.close();
+});
+
+test('the lock file of a removed layer is closed when its remove lets go, not kept open among the idle ones; a kept layer\'s is', async () => {
+  const locks = locksOf(5000);
+  const openLockFiles = async (): Promise<string[]> => {
+    const out: string[] = [];
+    for (const fd of await readdir('/proc/self/fd')) {
+      const target = await readlink(`/proc/self/fd/${fd}`).catch(() => '');
+      if (target.startsWith(join(home, '.cairn', 'locks'))) out.push(target.slice(join(home, '.cairn', 'locks').length + 1));
+    }
+    return out.sort();
+  };
+  await locks.layer('kept', 'create layer kept', async () => undefined);
+  await locks.layer('gone', 'remove layer gone', async () => { await locks.forgetLayer('gone'); });
+  // Before: 'gone (deleted)' stayed open (and took one of the idle slots) until 64 other layers pushed it out.
+  expect(await openLockFiles()).toEqual(['kept']);
+  // A layer made again under that id gets a fresh file.
+  await locks.layer('gone', 'create layer gone', async () => undefined);
+  expect(await openLockFiles()).toEqual(['gone', 'kept']);
+  await locks.close();
+  expect(await openLockFiles()).toEqual([]);
 });

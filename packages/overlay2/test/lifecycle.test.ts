@@ -102,6 +102,21 @@ describeBackend('overlayfs', missing, () => {
     expect(existsSync(root)).toBe(false);
   });
 
+  test('a parent whose link file was deleted: a create on it rewrites the file from its l/ link (under the write lock create holds, without asking for it again) and mounts', async () => {
+    await d.create('base');
+    const short = await readFile(join(h.home, 'base', 'link'), 'utf8');
+    await unlink(join(h.home, 'base', 'link'));
+    // create holds its locks without frames: a nested request for the store lock would wait on itself (a hang, not an error).
+    await d.createReadWrite('child', 'base');
+    expect(await readFile(join(h.home, 'base', 'link'), 'utf8')).toBe(short);
+    expect(await readFile(join(h.home, 'child', 'lower'), 'utf8')).toBe(`l/${short}`);
+    const root = await d.get('child');
+    await writeFile(join(root, 'x'), 'y');
+    await d.put('child');
+    await d.remove('child');
+    expect(existsSync(join(h.home, 'child'))).toBe(false);
+  });
+
   test('a layer made with create mounts read-only (no upper) once applied; writes fail with EROFS', async () => {
     await d.create('base');
     await d.create('img', 'base');

@@ -55,37 +55,48 @@ struct Remover {
     return false;
   }
 
-  // Empties the directory behind `dirfd` (an fd of `rel`).
+  // getdents64's buffer, reused by every directory of the tree (names are copied out
+  // before a child is entered).
+  std::vector<char> buf = std::vector<char>(32 * 1024);
+
+  // Empties the directory behind `dirfd` (an fd of `rel`). Listed with getdents64 on that
+  // fd itself, not through a DIR stream: fdopendir would take the fd (closedir closes it,
+  // so a stream needs an fd of its own, an openat of "." and its close) and costs an fstat
+  // and two fcntl besides: five syscalls per directory. `dirfd` is fresh (offset 0) and
+  // used only with *at calls after this.
   bool Empty(int dirfd, const std::string& rel, int depth) {
     if (depth > kMaxDepth) return Fail(ELOOP, "openat", rel);
-    int listfd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (listfd < 0) return Fail(errno, "openat", rel);
-    DIR* dir = fdopendir(listfd);
-    if (dir == nullptr) {
-      int err = errno;
-      close(listfd);
-      return Fail(err, "fdopendir", rel);
+    // Names first, removals after: unlinking while reading a directory may skip entries.
+    // d_type says which names are directories (DT_UNKNOWN on some filesystems: then the
+    // unlink is tried first, as for any name).
+    std::vector<std::pair<std::string, bool>> names;
+    for (;;) {
+      ssize_t n = getdents64(dirfd, buf.data(), buf.size());
+      if (n < 0) return Fail(errno, "getdents64", rel);
+      if (n == 0) break;
+      for (ssize_t at = 0; at < n;) {
+        const auto* d = reinterpret_cast<const struct dirent64*>(buf.data() + at);
+        at += d->d_reclen;
+        if (std::strcmp(d->d_name, ".") == 0 || std::strcmp(d->d_name, "..") == 0) continue;
+        names.emplace_back(d->d_name, d->d_type == DT_DIR);
+      }
     }
-    // Names first, removals after: unlinking while reading a directory stream may skip entries.
-    std::vector<std::string> names;
-    errno = 0;
-    while (struct dirent* d = readdir(dir)) {
-      if (std::strcmp(d->d_name, ".") == 0 || std::strcmp(d->d_name, "..") == 0) continue;
-      names.emplace_back(d->d_name);
-    }
-    int readErr = errno;
-    closedir(dir);
-    if (readErr != 0) return Fail(readErr, "readdir", rel);
-    for (const auto& name : names) {
-      if (!Entry(dirfd, name, rel.empty() ? name : rel + "/" + name, depth)) return false;
+    for (const auto& [name, isDir] : names) {
+      if (!Entry(dirfd, name, rel.empty() ? name : rel + "/" + name, depth, 0, isDir)) return false;
     }
     return true;
   }
 
-  bool Entry(int dirfd, const std::string& name, const std::string& rel, int depth, int tries = 0) {
-    if (unlinkat(dirfd, name.c_str(), 0) == 0 || errno == ENOENT) return true;
-    int unlinkErr = errno;
-    if (unlinkErr != EISDIR && unlinkErr != EPERM) return Fail(unlinkErr, "unlinkat", rel);
+  // `listedDir`: the listing said directory, so the unlink that would fail with EISDIR is
+  // not tried (if it has become something else since, the openat says so and the name is
+  // unlinked as any other).
+  bool Entry(int dirfd, const std::string& name, const std::string& rel, int depth, int tries = 0, bool listedDir = false) {
+    int unlinkErr = EISDIR;
+    if (!listedDir) {
+      if (unlinkat(dirfd, name.c_str(), 0) == 0 || errno == ENOENT) return true;
+      unlinkErr = errno;
+      if (unlinkErr != EISDIR && unlinkErr != EPERM) return Fail(unlinkErr, "unlinkat", rel);
+    }
     int child = openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (child < 0) {
       if (errno == ENOENT) return true;
