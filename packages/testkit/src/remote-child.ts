@@ -43,7 +43,8 @@ async function handle(req: Request): Promise<unknown> {
     }
     case 'apply': {
       const tar = layerTar(req.layer as string, req.seed as number, req.bytes as number, req.whiteout as boolean);
-      return driver!.applyDiff(req.layer as string, undefined, Readable.from([tar]));
+      const pace = (req.paceMs as number | undefined) ?? 0;
+      return driver!.applyDiff(req.layer as string, undefined, pace > 0 ? Readable.from(paced(tar, pace)) : Readable.from([tar]));
     }
     case 'read': {
       const root = await driver!.get(req.layer as string);
@@ -78,4 +79,12 @@ for await (const line of createInterface({ input: process.stdin })) {
     (ok) => say({ id: req.id, ok: ok ?? null }),
     (err: unknown) => say({ id: req.id, err: { code: (err as { code?: string }).code ?? null, message: String((err as Error).message ?? err) } }),
   );
+}
+
+/** `tar` in 1 MiB pieces with `ms` between them. */
+async function* paced(tar: Buffer, ms: number): AsyncGenerator<Buffer> {
+  for (let at = 0; at < tar.length; at += 1 << 20) {
+    if (at > 0) await new Promise((r) => setTimeout(r, ms));
+    yield tar.subarray(at, at + (1 << 20));
+  }
 }

@@ -50,14 +50,21 @@ export class RemoteDriver {
     return this.send({ op: 'call', method, args }) as Promise<T>;
   }
 
-  /** applyDiff of testkit's layerTar(layer, seed, bytes, whiteout). */
-  apply(layer: string, seed: number, bytes: number, whiteout = false): Promise<number> {
-    return this.send({ op: 'apply', layer, seed, bytes, whiteout }) as Promise<number>;
+  /**
+   * applyDiff of testkit's layerTar(layer, seed, bytes, whiteout); with `paceMs`, the tar
+   * is handed over 1 MiB at a time with that pause between pieces, so the apply lasts long
+   * enough to be interrupted on a fast machine.
+   */
+  apply(layer: string, seed: number, bytes: number, whiteout = false, paceMs = 0): Promise<number> {
+    return this.send({ op: 'apply', layer, seed, bytes, whiteout, paceMs }) as Promise<number>;
   }
 
-  /** Like `apply`, but resolves `begun` as soon as the process has started on it (for a kill mid-apply). */
+  /**
+   * Like `apply`, paced (20 ms per MiB), but resolves `begun` as soon as the process has
+   * started on it (for a kill mid-apply).
+   */
   applyStarted(layer: string, seed: number, bytes: number): { begun: Promise<void>; done: Promise<number> } {
-    const done = this.apply(layer, seed, bytes);
+    const done = this.apply(layer, seed, bytes, false, 20);
     done.catch(() => undefined);
     return { begun: this.begun.get(this.nextId - 1)!, done };
   }
