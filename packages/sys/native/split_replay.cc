@@ -18,12 +18,12 @@
 #include <atomic>
 #include <cstring>
 #include <memory>
-#include <vector>
 
 #include "common.h"
 #include "node_zlib.h"
 #include "openfile.h"
 #include "sha256.h"
+#include "split_record.h"
 #include "untar_errors.h"
 
 namespace cairn {
@@ -68,27 +68,10 @@ Failure Refused(const std::string& path, const std::string& what) {
                                          " in the layer now, not the regular file recorded at import; refusing to read it", path);
 }
 
-// The path as tarsplit.ts opens it: posix.normalize('/' + path) without the leading '/'.
+// The path as tarsplit.ts opened it: posix.normalize('/' + path) without the leading '/'
+// ('..' resolved by name, never above the root).
 std::string Normalized(const std::string& path) {
-  std::vector<std::string> parts;
-  size_t i = 0;
-  while (i <= path.size()) {
-    size_t j = path.find('/', i);
-    if (j == std::string::npos) j = path.size();
-    std::string c = path.substr(i, j - i);
-    if (c == "..") {
-      if (!parts.empty()) parts.pop_back();
-    } else if (!c.empty() && c != ".") {
-      parts.push_back(std::move(c));
-    }
-    i = j + 1;
-  }
-  std::string out;
-  for (const std::string& p : parts) {
-    if (!out.empty()) out.push_back('/');
-    out += p;
-  }
-  return out;
+  return SplitRecord::NormalizeAbsolute("/" + path).substr(1);
 }
 
 // The records of a split file, inflated from `fd` (pread from offset 0) a window at a time.
