@@ -100,15 +100,25 @@ describe.each([
     const { tar, files } = layer();
     const blob = compress(tar);
     expect(blob.length).toBeLessThan(tar.length);
-    for (const slice of [() => blob.length, () => 1 + Math.floor(Math.random() * 70_000), () => 1 + Math.floor(Math.random() * 9)]) {
+    for (const slice of [() => blob.length, () => 1 + Math.floor(Math.random() * 70_000)]) {
       for (const [async, written] of [[false, false], [true, false], [false, true], [true, true]]) {
-        if (slice() < 10 && async) continue; // a pool trip per few bytes: the sync run covers those cuts
         const got = await applyBlob(blob, kind, { slice, async, written });
         expectFiles(got.dir, files);
         expect(got.tap!.digest).toBe(sha256(tar));
         expect(got.tap!.bytes).toBe(tar.length);
         expect(got.tap!.exact).toBe(true);
       }
+    }
+  });
+
+  test('a blob cut into pieces of 1 to 9 bytes decodes the same (each piece a separate read and write)', async () => {
+    const files = new Map([['a', Buffer.from('small text file '.repeat(3000))], ['b', randomBytes(20_000)]]);
+    const tar = Buffer.concat([...[...files].map(([name, body]) => entry(name, body)), trailer()]);
+    const blob = compress(tar);
+    for (const written of [false, true]) {
+      const got = await applyBlob(blob, kind, { slice: () => 1 + Math.floor(Math.random() * 9), written });
+      expectFiles(got.dir, files);
+      expect(got.tap!.digest).toBe(sha256(tar));
     }
   });
 
