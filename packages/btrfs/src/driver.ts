@@ -457,11 +457,16 @@ export class BtrfsDriver extends NaiveDiffDriver implements StorageDriver {
    */
   private async restoreUndo(id: string): Promise<void> {
     const dir = this.layout.subvolumesDir;
+    const undo = join(dir, this.layout.undoName(id));
+    // Looked for again now that the layer's lock is ours: the apply that made it may have
+    // finished, and removed it, between the directory listing and the lock. Rolling back
+    // then would trash the applied layer (a kill trial with a live second process found it).
+    if (!(await lstat(undo).then(() => true, () => false))) return;
     const path = this.layout.subvolume(id);
     const trash = this.layout.trashName(id);
     const present = await lstat(path).then(() => true, () => false);
     if (present) await rename(path, join(dir, trash));
-    await rename(join(dir, this.layout.undoName(id)), path);
+    await rename(undo, path);
     await fsyncDir(dir);
     const meta = await layerMeta.read(this.layout.metaFile(id)).catch(() => null);
     if (meta?.sizeBytes !== undefined) await this.limit(path, meta.sizeBytes, id);

@@ -45,6 +45,19 @@ describeBackend('btrfs', missing, () => {
       expect(await d.metadata('child')).toMatchObject({ Path: join(d.home, 'subvolumes', 'child'), Parent: 'base', ReadOnly: 'false' });
     });
 
+    test('the open-time roll-back of an interrupted apply leaves a layer alone whose apply finished since the listing (its undo snapshot gone)', async () => {
+      // The race a kill trial with a live second process found: an opener lists
+      // subvolumes/ and sees .undo-<id> of an apply still running; that apply finishes
+      // (removing the undo) and frees the lock; the opener takes the lock and rolls back.
+      // Called here directly at that point: the undo is gone, the layer is applied.
+      const d = h.driver;
+      await d.create('img');
+      await d.applyDiff('img', null, Readable.from([await tarOf([{ name: 'a', content: 'applied' }])]));
+      await (d as unknown as { restoreUndo(id: string): Promise<void> }).restoreUndo('img');
+      expect(await readFile(join(d.home, 'subvolumes', 'img', 'a'), 'utf8')).toBe('applied');
+      expect((await readdir(join(d.home, 'subvolumes'))).filter((n) => n.startsWith('.'))).toEqual([]);
+    });
+
     test('an image layer gets the subvolume read-only flag after applyDiff; applying again still works; its child is writable', async () => {
       const d = h.driver;
       await d.create('img');

@@ -267,6 +267,10 @@ export class ZfsDriver extends NaiveDiffDriver implements StorageDriver {
    */
   private async rollBackApply(id: string, layer: LayerState, undo: string): Promise<void> {
     const dataset = this.layout.dataset(id);
+    // Looked for again now that the layer's lock is ours: the apply that made the snapshot
+    // may have finished, and destroyed it, since the scan. (If the look itself fails, the
+    // snapshot stays, and the next open tries again.)
+    if (!(await this.commands.getProperties([undo], ['type']).then((rows) => rows.has(undo), () => false))) return;
     try {
       await retryWhileBusy(() => this.commands.zfs('rollback', undo));
     } catch (err) {
