@@ -109,7 +109,7 @@ async function runImportCrashTrials(factory: DriverFactory, base: string, trials
   const rnd = prng(seed);
   const pick = <T>(xs: T[]): T => xs[Math.floor(rnd() * xs.length)]!;
   let present = new Set<string>();
-  let planMs = 300; // a first guess (the steering below follows the real plans)
+  let opMs = 150; // how long one operation of a plan takes: a first guess, then a running average
   let openMs = 300;
   let warm: CrashChild = spawnTsChild(CHILD, [factory.name]);
   const fail = (trial: number, what: string): never => {
@@ -130,39 +130,44 @@ async function runImportCrashTrials(factory: DriverFactory, base: string, trials
       warm = spawnTsChild(CHILD, [factory.name]);
       child.proc.stdin!.end(JSON.stringify({ root, ops } satisfies ImportCrashPlan) + '\n');
       const t0 = Date.now();
+      // The kill lands during the open (one in ten), or within an operation picked at random,
+      // timed from its start: plans vary from a no-op re-import to three full imports, and
+      // a window over the whole plan let most of them finish once imports got faster.
+      // An operation that ends before its kill (a no-op re-import) passes the kill on to the next.
       const killEarly = rnd() < 0.1;
-      const delay = Math.floor(rnd() * (killEarly ? openMs : planMs));
-      const kill = (): void => { killChild(child); };
+      let target = Math.floor(rnd() * ops.length);
+      const delay = Math.floor(rnd() * openMs);
+      const beganAt = new Map<number, number>();
+      let fired = false;
+      const kill = (): void => { fired = true; killChild(child); };
       let timer: NodeJS.Timeout | undefined = killEarly ? setTimeout(kill, delay) : undefined;
       const begun = new Set<number>();
       const ended = new Set<number>();
       let opened = false;
       let done = false;
-      let openedAt = 0;
-      let doneMs = 0;
       for (let line = await nextLine(child); line !== null; line = await nextLine(child)) {
         const msg = JSON.parse(line) as { opened?: true; begin?: number; end?: number; error?: string; done?: true };
         if (msg.error !== undefined) fail(trial, `the child's own operation failed: ${msg.error}`);
         if (msg.opened) {
           opened = true;
-          openedAt = Date.now();
-          openMs = 0.8 * openMs + 0.2 * (openedAt - t0);
-          if (!killEarly) timer = setTimeout(kill, delay);
+          openMs = 0.8 * openMs + 0.2 * (Date.now() - t0);
         }
-        if (msg.begin !== undefined) begun.add(msg.begin);
-        if (msg.end !== undefined) ended.add(msg.end);
-        if (msg.done && !done) {
-          done = true;
-          doneMs = Date.now() - openedAt;
+        if (msg.begin !== undefined) {
+          begun.add(msg.begin);
+          beganAt.set(msg.begin, Date.now());
+          // Within the first 60 % of an average import: a shorter one still ends before many kills.
+          if (!killEarly && msg.begin === target) timer = setTimeout(kill, Math.floor(rnd() * 0.6 * opMs));
         }
+        if (msg.end !== undefined) {
+          ended.add(msg.end);
+          if (ops[msg.end]!.op === 'import') opMs = 0.8 * opMs + 0.2 * (Date.now() - beganAt.get(msg.end)!);
+          if (!killEarly && !fired && msg.end === target && target + 1 < ops.length) {
+            clearTimeout(timer);
+            target++;
+          }
+        }
+        if (msg.done) done = true;
       }
-      // The kill window follows the plans: plans vary from a no-op re-import to three full
-      // ones, so it is steered to let about a quarter finish (×0.85 per finished plan,
-      // ×1.05 per killed one balance there), stretched fast until the first one does. A
-      // finished plan also caps it at its own length: with few trials the steering alone
-      // is too slow to reach plans much shorter than the first guess.
-      if (opened && !killEarly) planMs *= done ? 0.85 : report.finished === 0 ? 1.25 : 1.05;
-      if (done && !killEarly) planMs = Math.max(20, Math.min(planMs, doneMs));
       clearTimeout(timer);
       await child.exited;
       report.trials++;
