@@ -10,7 +10,7 @@
 import { ReadStream, fstatSync, readFileSync } from 'node:fs';
 import type { Readable } from 'node:stream';
 import { APPLIER_COMPRESSION, openLayerApplier, type LayerApplier } from '@cairnfs/sys';
-import { CairnError, type ErrorCode } from '@cairnfs/core';
+import { CairnError, fromAddonFault } from '@cairnfs/core';
 import { asBuffer } from './read-tar.js';
 import type { ApplyOptions } from './apply-options.js';
 import { reportDropped } from './owners.js';
@@ -62,7 +62,7 @@ export async function applyLayerNative(root: string, tar: Readable | AsyncIterab
       ...(opts.userXattr ? { opaqueXattr: 'user.overlay.opaque' } : {}),
     });
   } catch (err) {
-    throw explain(fromNative(err), '');
+    throw explain(fromAddonFault(err), '');
   }
   const tapped = tar instanceof TappedTar && tar.claim() ? tar : null;
   const file = tapped ? null : await wholeFileOf(tar);
@@ -142,7 +142,7 @@ export async function applyLayerNative(root: string, tar: Readable | AsyncIterab
     if (inflight) await inflight.catch(() => undefined);
     applier.abort();
     const e = err as { entry?: string } | null;
-    throw explain(fromNative(err), typeof e?.entry === 'string' ? e.entry : applier.currentName);
+    throw explain(fromAddonFault(err), typeof e?.entry === 'string' ? e.entry : applier.currentName);
   } finally {
     applier.close();
     file?.stream.destroy(); // read through its fd here; closes it
@@ -180,13 +180,4 @@ async function wholeFileOf(tar: Readable | AsyncIterable<Uint8Array>): Promise<{
     return null; // not a real fd (a stream over a custom `fs`)
   }
   return { fd: s.fd, stream: s };
-}
-
-/** An archive fault from the addon becomes the CairnError it stands for. */
-function fromNative(err: unknown): unknown {
-  const e = err as { cairnCode?: string; subject?: string; message?: string } | null;
-  if (e && typeof e.cairnCode === 'string') {
-    return new CairnError(e.cairnCode as ErrorCode, e.message ?? 'invalid layer archive', { subject: e.subject ?? '' });
-  }
-  return err;
 }

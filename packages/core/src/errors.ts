@@ -67,6 +67,18 @@ export class CairnError extends Error {
   }
 }
 
+/**
+ * An archive fault the addon (@cairnfs/sys) threw, `{ cairnCode, message, subject }`, as the
+ * CairnError it stands for; anything else (an errno error) is returned as it is.
+ */
+export function fromAddonFault(err: unknown): unknown {
+  const e = err as { cairnCode?: string; subject?: string; message?: string } | null;
+  if (e && typeof e.cairnCode === 'string') {
+    return new CairnError(e.cairnCode as ErrorCode, e.message ?? 'invalid layer archive', { subject: e.subject ?? '' });
+  }
+  return err;
+}
+
 export function isCairnError(err: unknown, code?: ErrorCode): err is CairnError {
   return err instanceof CairnError && (code === undefined || err.code === code);
 }

@@ -14,7 +14,7 @@
 import { createGzip } from 'node:zlib';
 import { closeSync, constants as fsConstants, openSync } from 'node:fs';
 import { posix } from 'node:path';
-import { CairnError, type ErrorCode } from '@cairnfs/core';
+import { CairnError, fromAddonFault } from '@cairnfs/core';
 import { TarParser, type TarEntry } from '@cairnfs/archive';
 import { openSplitReplay, type SplitReplay } from '@cairnfs/sys';
 
@@ -257,13 +257,11 @@ export async function* reassemble(splitFile: string, root: string, expectDigest:
   }
 }
 
-/** One fill, its failures as CairnErrors (an errno error keeps its code, with the entry it hit). */
+/** One fill, its archive faults as CairnErrors (an errno error keeps its code, with the entry it hit). */
 async function fill(replay: SplitReplay, buf: Buffer): Promise<number> {
   try {
     return await replay.fill(buf);
   } catch (err) {
-    const e = err as { cairnCode?: ErrorCode; message: string; subject?: string };
-    if (e.cairnCode) throw new CairnError(e.cairnCode, e.message, e.subject ? { subject: e.subject } : {});
-    throw err;
+    throw fromAddonFault(err);
   }
 }
