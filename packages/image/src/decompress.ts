@@ -63,20 +63,30 @@ async function* decompressedUnbounded(input: AsyncIterable<Uint8Array>, count: (
   }
 }
 
-async function* decompressIterator(it: AsyncIterator<Uint8Array>, count: (n: number) => void): AsyncGenerator<Buffer> {
-  let first = await it.next();
-  while (!first.done && first.value.length === 0) first = await it.next();
-  if (first.done) return;
-  const rest: AsyncIterable<Uint8Array> = {
-    [Symbol.asyncIterator]: () => ({
-      next: () => it.next(),
-      return: async () => { await it.return?.(); return { done: true, value: undefined }; },
-    }),
+/**
+ * `src` with its first non-empty chunk already read (to name its compression) and put back
+ * in front; closing the returned iterator closes `src`.
+ */
+export async function peeked(src: AsyncIterator<Uint8Array>): Promise<{ kind: Compression; it: AsyncIterator<Uint8Array> }> {
+  let first = await src.next();
+  while (!first.done && first.value.length === 0) first = await src.next();
+  let head: Uint8Array | undefined = first.done ? undefined : first.value;
+  const it: AsyncIterator<Uint8Array> = {
+    next: async () => {
+      if (head === undefined) return first.done ? { done: true, value: undefined } : src.next();
+      const value = head;
+      head = undefined;
+      return { done: false, value };
+    },
+    return: async () => { head = undefined; await src.return?.(); return { done: true, value: undefined }; },
   };
-  const head = Buffer.from(first.value.buffer, first.value.byteOffset, first.value.byteLength);
-  const kind = detectCompression(head);
+  return { kind: head ? detectCompression(head) : 'none', it };
+}
+
+async function* decompressIterator(src: AsyncIterator<Uint8Array>, count: (n: number) => void): AsyncGenerator<Buffer> {
+  const { kind, it } = await peeked(src);
+  const rest: AsyncIterable<Uint8Array> = { [Symbol.asyncIterator]: () => it };
   async function* all(): AsyncGenerator<Buffer> {
-    yield head;
     for await (const c of rest) yield Buffer.from(c.buffer, c.byteOffset, c.byteLength);
   }
   if (kind === 'none') {

@@ -7,7 +7,7 @@ import { dirname } from 'node:path';
 import { CairnError, fsyncDir, type StorageDriver } from '@cairnfs/core';
 import { applierDecodes } from '@cairnfs/sys';
 import { TappedTar, type TarCompressed, type TarFileRange } from '@cairnfs/archive';
-import { DEFAULT_MAX_UNCOMPRESSED_BYTES, decompressed, detectCompression, type Compression } from './decompress.js';
+import { DEFAULT_MAX_UNCOMPRESSED_BYTES, decompressed, detectCompression, peeked } from './decompress.js';
 import { FileRange } from './source.js';
 import { SplitGzip, SplitRecorder } from './tarsplit.js';
 
@@ -51,7 +51,7 @@ export async function applyBlob(driver: StorageDriver, cacheId: string, parentCa
       const counted = (async function* () { for await (const c of blob) { onBytes(c.length); yield c; } })();
       // A stream's compression is known from its first bytes: a gzip or zstd stream the addon
       // can decode goes to the applier compressed, to be decoded in its pass.
-      const raw = fileBlob ? undefined : await peeked(counted);
+      const raw = fileBlob ? undefined : await peeked(counted[Symbol.asyncIterator]());
       const inPass = raw && raw.kind !== 'none' && applierDecodes(raw.kind) ? { kind: raw.kind, maxBytes: maxLogicalBytes } : undefined;
       const source: AsyncIterable<Uint8Array> = raw ? { [Symbol.asyncIterator]: () => raw.it } : counted;
       const it = decompressed(source, { maxBytes: maxUncompressedBytes, what })[Symbol.asyncIterator]();
@@ -126,25 +126,4 @@ function nativeRange(blob: FileRange, maxBytes: number): { range: TarFileRange; 
   const range = { fd: r.fd, start: r.start, length: r.length };
   if (kind === 'none') return r.length > maxBytes ? undefined : { range };
   return applierDecodes(kind) ? { range, compressed: { kind, maxBytes } } : undefined;
-}
-
-/**
- * `stream` with its first non-empty chunk already read (to name its compression) and put
- * back in front; closing the iterator closes the stream.
- */
-async function peeked(stream: AsyncIterable<Uint8Array>): Promise<{ kind: Compression; it: AsyncIterator<Uint8Array> }> {
-  const src = stream[Symbol.asyncIterator]();
-  let first = await src.next();
-  while (!first.done && first.value.length === 0) first = await src.next();
-  let head: Uint8Array | undefined = first.done ? undefined : first.value;
-  const it: AsyncIterator<Uint8Array> = {
-    next: async () => {
-      if (head === undefined) return first.done ? { done: true, value: undefined } : src.next();
-      const value = head;
-      head = undefined;
-      return { done: false, value };
-    },
-    return: async () => { head = undefined; await src.return?.(); return { done: true, value: undefined }; },
-  };
-  return { kind: head ? detectCompression(head) : 'none', it };
 }
