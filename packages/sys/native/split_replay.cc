@@ -5,9 +5,10 @@
 // version (one open through N-API, one async read and several stream hops per file) cost
 // 4× GNU tar's CPU for the same trees (docs/benchmarks.md, issue 19).
 //
-// The layer may be changing under a running container and its content is untrusted:
-// every file is opened beneath the root without following links and read only if it is
-// the regular file it was (openfile.h); before the first byte, a first pass checks every
+// The layer's content is untrusted: every file is reached through its directory, opened
+// beneath the root without following links (kept from one file to the next), opened
+// itself without following a link and read only if that fd is a regular file of the
+// recorded size — five calls per file, as GNU tar makes; before the first byte, a first pass checks every
 // recorded file (a layer that cannot be rebuilt fails whole, not halfway through an
 // archive); at the end the digest must be the layer's diff id. The split file is inflated
 // as it is read, a window at a time, so memory does not grow with the layer.
@@ -21,7 +22,7 @@
 
 #include "common.h"
 #include "node_zlib.h"
-#include "openfile.h"
+#include "beneath.h"
 #include "sha256.h"
 #include "split_record.h"
 #include "untar_errors.h"
@@ -202,28 +203,89 @@ struct Opened {
   int64_t size = 0;
 };
 
+// The directory of the last file opened, kept for the next: a layer's tar lists a
+// directory's files together, so most files cost no resolution of their parent.
+class ParentDir {
+ public:
+  explicit ParentDir(int root) : root_(root) {}
+  ~ParentDir() { Forget(); }
+  ParentDir(const ParentDir&) = delete;
+  ParentDir& operator=(const ParentDir&) = delete;
+
+  // An O_PATH fd of directory `dir` ("" is the root) resolved beneath the root without
+  // following a link (beneath.h), or -1 with errno set.
+  int Get(const std::string& dir) {
+    if (dir.empty()) return root_;
+    if (fd_ >= 0 && dir == dir_) return fd_;
+    Forget();
+    fd_ = OpenBeneath(root_, dir);
+    if (fd_ >= 0) dir_ = dir;
+    return fd_;
+  }
+
+ private:
+  void Forget() {
+    if (fd_ >= 0) close(fd_);
+    fd_ = -1;
+  }
+
+  int root_;
+  int fd_ = -1;
+  std::string dir_;
+};
+
 // Opens a recorded file: a regular file beneath the root, of the recorded size when known,
-// long enough for a segment ending at `end`. With checkOnly, it is only resolved and
-// checked (fd -1), not opened for reading.
-Opened OpenRecorded(int root, const std::string& path, const int64_t* expected, int64_t end, bool checkOnly = false) {
-  BeneathOpen f = checkOnly ? StatBeneath(root, Normalized(path), 0) : OpenRegularBeneath(root, Normalized(path), 0);
-  if (f.err == ELOOP) throw Refused(path, "a symlink (or reached through one)");
-  if (f.err == EXDEV) throw Refused(path, "outside the layer");
-  if (f.err == ENOENT || f.err == ENOTDIR) throw Changed(path, "is missing (no longer a file, or a parent is no longer a directory)");
-  if (f.err != 0) {
+// long enough for a segment ending at `end`. Its directory comes from `dirs`; the file
+// itself is opened O_NOFOLLOW|O_NONBLOCK|O_NOCTTY and fstat'ed, and read only if that fd is
+// a regular file. With checkOnly, it is only fstatat'ed (no fd), which is how Verify finds
+// a link, device or fifo before the first byte without opening it. (Opening by name is
+// what openfile.cc's fallback without file handles does too: only a process that may
+// write the layer's directory could swap a device in between Verify and the open, and
+// then its open is called but it is never read.)
+Opened OpenRecorded(ParentDir& dirs, const std::string& path, const int64_t* expected, int64_t end, bool checkOnly = false) {
+  const std::string rel = Normalized(path);
+  const size_t slash = rel.rfind('/');
+  const std::string base = slash == std::string::npos ? rel : rel.substr(slash + 1);
+  int err = 0;
+  const char* call = nullptr;
+  struct stat st {};
+  int dir = dirs.Get(slash == std::string::npos ? std::string() : rel.substr(0, slash));
+  int fileFd = -1;
+  if (dir < 0) {
+    err = errno;
+    call = "openat2";
+  } else if (checkOnly) {
+    if (fstatat(dir, base.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+      err = errno;
+      call = "fstatat";
+    }
+  } else {
+    do fileFd = openat(dir, base.c_str(), O_RDONLY | O_NONBLOCK | O_NOCTTY | O_NOFOLLOW | O_CLOEXEC);
+    while (fileFd < 0 && errno == EINTR);
+    if (fileFd < 0) {
+      err = errno;
+      call = "open";
+    } else if (fstat(fileFd, &st) != 0) {
+      err = errno;
+      call = "fstat";
+    }
+  }
+  Fd file(fileFd);
+  if (err == ELOOP) throw Refused(path, "a symlink (or reached through one)");
+  if (err == EXDEV) throw Refused(path, "outside the layer");
+  if (err == ENOENT || err == ENOTDIR) throw Changed(path, "is missing (no longer a file, or a parent is no longer a directory)");
+  if (err != 0) {
     Failure e;
-    e.sys.Set(f.err, f.syscall);
+    e.sys.Set(err, call);
     e.subject = path;
     throw e;
   }
-  if (f.fd < 0 && (!checkOnly || !S_ISREG(f.st.st_mode)))
-    throw f.changed ? Changed(path, "was replaced while it was being opened") : Refused(path, TypeName(f.st.st_mode));
-  Fd guard(f.fd);
-  int64_t size = f.st.st_size;
+  if (!S_ISREG(st.st_mode)) throw Refused(path, TypeName(st.st_mode));
+  int64_t size = st.st_size;
   if (expected != nullptr && size != *expected)
     throw Changed(path, "changed size (" + std::to_string(size) + " bytes, " + std::to_string(*expected) + " at import)");
   if (end > size) throw Changed(path, "is shorter (" + std::to_string(size) + " bytes) than a recorded segment ending at " + std::to_string(end));
-  return {path, guard.release(), size};
+  return {path, file.release(), size};
 }
 
 int64_t SegmentEnd(const Records::Rec& r) {
@@ -236,7 +298,7 @@ int64_t SegmentEnd(const Records::Rec& r) {
 // The replay: Verify once, then Fill until it returns 0.
 class Replay {
  public:
-  Replay(int root, int split) : root_(root), split_(split), out_(split), hash_(false) {}
+  Replay(int root, int split) : root_(root), split_(split), dirs_(root), out_(split), hash_(false) {}
   ~Replay() {
     if (file_.fd >= 0) close(file_.fd);
   }
@@ -251,7 +313,7 @@ class Replay {
     std::string runPath;
     int64_t runEnd = -1;
     auto check = [&] {
-      if (runEnd >= 0) OpenRecorded(root_, runPath, haveSize && sizePath == runPath ? &size : nullptr, runEnd, /*checkOnly=*/true);
+      if (runEnd >= 0) OpenRecorded(dirs_, runPath, haveSize && sizePath == runPath ? &size : nullptr, runEnd, /*checkOnly=*/true);
       runEnd = -1;
     };
     while (recs.Next(r)) {
@@ -317,7 +379,7 @@ class Replay {
         if (file_.fd < 0 || file_.path != r.path) {
           if (file_.fd >= 0) close(file_.fd);
           file_ = Opened{};
-          file_ = OpenRecorded(root_, r.path, have_size_ && size_path_ == r.path ? &size_ : nullptr, end);
+          file_ = OpenRecorded(dirs_, r.path, have_size_ && size_path_ == r.path ? &size_ : nullptr, end);
         } else if (end > file_.size) {
           throw Changed(r.path, "is shorter (" + std::to_string(file_.size) + " bytes) than a recorded segment ending at " + std::to_string(end));
         }
@@ -340,6 +402,7 @@ class Replay {
 
  private:
   int root_, split_;
+  ParentDir dirs_;
   Records out_;
   Sha256 hash_;
   Opened file_;

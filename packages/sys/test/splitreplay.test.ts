@@ -116,3 +116,59 @@ test('a path with .. is resolved inside the layer; a corrupt, cut or unknown rec
   got = await replay(root, [size('etc/small', 5), seg('etc/small', 0, 9)]);
   expect(got.err).toMatchObject({ cairnCode: 'ERR_INVALID_ARCHIVE', message: expect.stringMatching(/lies past its size/) });
 });
+
+test('a recorded file whose directory is now a symlink to a host directory (same names, same sizes) is ERR_UNSAFE_ARCHIVE before the first byte', async () => {
+  const { root, records } = layer();
+  const host = join(s.dir, 'host-etc');
+  mkdirSync(host);
+  writeFileSync(join(host, 'big'), Buffer.alloc(3 << 20, 0x48));
+  writeFileSync(join(host, 'small'), 'HOSTS');
+  const { renameSync } = await import('node:fs');
+  renameSync(join(root, 'etc'), join(s.dir, 'old-etc'));
+  symlinkSync(host, join(root, 'etc'));
+  const got = await replay(root, records);
+  expect(got.err).toMatchObject({ cairnCode: 'ERR_UNSAFE_ARCHIVE', message: expect.stringMatching(/etc\/big is a symlink \(or reached through one\)/) });
+  expect(got.data.length).toBe(0);
+});
+
+test.each([
+  ['a symlink to a host file of the same size', 'ERR_UNSAFE_ARCHIVE', /etc\/\/small is a symlink/],
+  ['a fifo (the fill does not block on it)', 'ERR_UNSAFE_ARCHIVE', /etc\/\/small is a fifo/],
+  ['a file of another size', 'ERR_INVALID_ARCHIVE', /changed size \(6 bytes, 5 at import\)/],
+])('a file checked before the first byte and replaced by %s before it is read: refused when opened, nothing of it read', async (what, code, message) => {
+  const { root, records } = layer();
+  writeFileSync(join(s.dir, 'secret'), 'HOSTS');
+  const splitPath = join(s.dir, 'split.gz');
+  writeFileSync(splitPath, gzipSync(Buffer.concat(records)));
+  const rootFd = openSync(root, 'r');
+  const splitFd = openSync(splitPath, 'r');
+  const r = openSplitReplay(rootFd, splitFd);
+  const out: Buffer[] = [];
+  let failure: { cairnCode?: string; message: string } | undefined;
+  try {
+    // The first fill checks every file, then writes the first header and the start of etc/big.
+    const first = Buffer.alloc(4096);
+    out.push(first.subarray(0, await r.fill(first)));
+    const { rmSync } = await import('node:fs');
+    const small = join(root, 'etc/small');
+    rmSync(small);
+    if (what.startsWith('a symlink')) symlinkSync(join(s.dir, 'secret'), small);
+    else if (what.startsWith('a fifo')) (await import('node:child_process')).execFileSync('mkfifo', [small]);
+    else writeFileSync(small, 'HOSTS!');
+    for (;;) {
+      const buf = Buffer.alloc(1 << 20);
+      const n = await r.fill(buf);
+      if (n === 0) break;
+      out.push(buf.subarray(0, n));
+    }
+  } catch (err) {
+    failure = err as { cairnCode?: string; message: string };
+  } finally {
+    r.close();
+    closeSync(rootFd);
+    closeSync(splitFd);
+  }
+  expect(failure).toMatchObject({ cairnCode: code, message: expect.stringMatching(message) });
+  expect(Buffer.concat(out).includes('HOSTS')).toBe(false);
+  expect(Buffer.concat(out).length).toBeGreaterThan(512);
+});
