@@ -9,16 +9,22 @@
 // own and only writes the bytes to a file, nobody else can hold a chunk, so two buffers,
 // one being written while the packer fills the other, are enough.
 import { write, writev } from 'node:fs';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 
 /** The size of each of the two buffers, and of the Readable's chunks (export.ts). */
 export const PACK_BUFFER = 256 * 1024;
 
-/** Packs the stream's archive into the buffers `next` hands out, yielding each filled part (see export.ts). */
-export type DirectPack = (next: () => Buffer) => Generator<Buffer>;
+/**
+ * Packs the stream's archive into the buffers `next` hands out, yielding each filled part
+ * (export.ts; image's exportImage, whose fills are async). It calls `next` for a buffer only
+ * after yielding the previous one, that is once the write of the one before is done.
+ */
+export type DirectPack = (next: () => Buffer) => Generator<Buffer> | AsyncGenerator<Buffer>;
 
 interface Direct {
   pack: DirectPack;
+  /** The size of the buffers it packs into. */
+  bytes: number;
   /** Set by whichever path starts the packer first: the stream's own reads, or writeExportTo. */
   taken: boolean;
 }
@@ -30,14 +36,29 @@ const directs = new WeakMap<Readable, Direct>();
  * Returns the claim the stream's own generator must make before it packs: false when
  * writeExportTo took the packing first.
  */
-export function registerDirect(stream: Readable, pack: DirectPack): () => boolean {
-  const direct: Direct = { pack, taken: false };
+function registerDirect(stream: Readable, pack: DirectPack, bytes: number): () => boolean {
+  const direct: Direct = { pack, bytes, taken: false };
   directs.set(stream, direct);
   return () => {
     if (direct.taken) return false;
     direct.taken = true;
     return true;
   };
+}
+
+/**
+ * The Readable of an export `pack` produces: each chunk a fresh `chunkBytes` buffer, since a
+ * consumer may keep any of them; unless writeExportTo takes it first, unread, and packs it
+ * into its two reused buffers instead.
+ */
+export function directStream(pack: DirectPack, chunkBytes: number): Readable {
+  let claim = (): boolean => true;
+  const chunks = async function* (): AsyncGenerator<Buffer> {
+    if (claim()) yield* pack(() => Buffer.allocUnsafe(chunkBytes));
+  };
+  const stream = Readable.from(chunks(), { objectMode: false, highWaterMark: 1 });
+  claim = registerDirect(stream, pack, chunkBytes);
+  return stream;
 }
 
 /** `buf` written whole to `fd` (a short write continues where it stopped). */
@@ -81,12 +102,12 @@ export async function writeExportTo(stream: Readable, fd: number): Promise<void>
       // `next` is called when the generator resumes, after the loop awaited that write.
       const next = (): Buffer => {
         turn ^= 1;
-        if (buffers[turn]!.length === 0) buffers[turn] = Buffer.allocUnsafe(PACK_BUFFER);
+        if (buffers[turn]!.length === 0) buffers[turn] = Buffer.allocUnsafe(direct.bytes);
         return buffers[turn]!;
       };
       let pending: Promise<void> = Promise.resolve();
       try {
-        for (const chunk of direct.pack(next)) {
+        for await (const chunk of direct.pack(next)) {
           await pending;
           pending = writeAll(fd, chunk);
         }

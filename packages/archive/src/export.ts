@@ -12,7 +12,7 @@ import { changedWhileRead, listBeneath, lstatBeneath, openRegularBeneath, type B
 import { BLOCK } from './tar-fields.js';
 import { encodeHeader, encodeHeaderInto, type TarHeaderInput } from './tar-writer.js';
 import { RECORDED_DEVICE_XATTR, parseRecordedDevice } from './owners.js';
-import { PACK_BUFFER, registerDirect, type DirectPack } from './export-to-fd.js';
+import { PACK_BUFFER, directStream } from './export-to-fd.js';
 
 /**
  * One entry to pack: a header and, for regular files, where its content is read from (a
@@ -366,16 +366,7 @@ const PUSH_BATCH = 1024;
  * deletions flagged); with null, the packer walks the whole tree itself.
  */
 function packNative(dir: string, flags: number, changes: readonly Change[] | null, maps: IdMappings | null): Readable {
-  const pack: DirectPack = (next) => nativeChunks(dir, flags, changes, maps, next);
-  let claim = (): boolean => true;
-  // Each chunk a fresh buffer: a consumer may keep any of them.
-  const chunks = function* (): Generator<Buffer> {
-    if (claim()) yield* pack(() => Buffer.allocUnsafe(BATCH));
-  };
-  const stream = Readable.from(chunks(), { objectMode: false, highWaterMark: 1 });
-  // writeExportTo may pack this stream's archive into reused buffers instead (export-to-fd.ts).
-  claim = registerDirect(stream, pack);
-  return stream;
+  return directStream((next) => nativeChunks(dir, flags, changes, maps, next), BATCH);
 }
 
 /** The packer's archive, filled into the buffers `next` hands out (a new one after each full one is yielded). */

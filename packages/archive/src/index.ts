@@ -10,6 +10,6 @@ export type { ApplyOptions, WhiteoutMode } from './apply-options.js';
 export { applyLayer } from './apply.js';
 export { TappedTar, type TarCompressed, type TarFileRange, type TarTap, type TapResult } from './tapped.js';
 export { exportChanges, exportOverlayUpper, exportTree, type ExportOptions } from './export.js';
-export { writeExportTo } from './export-to-fd.js';
+export { writeExportTo, directStream, type DirectPack } from './export-to-fd.js';
 export { changesBetween, diffSizeOf, sortChanges, statDiffers, type ChangesOptions } from './changes.js';
 export { NaiveDiff, NaiveDiffDriver, type NaiveDiffHost, type NaiveDiffOptions } from './naivediff.js';

@@ -8,7 +8,7 @@ import {
 } from '@cairnfs/core';
 import { NaiveDiff, applyLayer, exportChanges } from '@cairnfs/archive';
 import type { ApplyDiffOptions, Change, CreateOptions, DriverContext, GetOptions, PutOptions, StorageDriver } from '@cairnfs/core';
-import type { LayerLister, LayerRef } from '@cairnfs/core';
+import type { LayerFilesDir, LayerLister, LayerRef } from '@cairnfs/core';
 import { removeTree, umount2 } from '@cairnfs/sys';
 import { branchChanges, diffDirBytes, diffDirEntries } from './changes.js';
 import { AufsLayout, formatAncestors, parseAncestors } from './layout.js';
@@ -48,7 +48,7 @@ type Table = Map<string, LayerState>;
  * get/put under the layer's lock, which is also what an open checks before it repairs a
  * layer whose diff dir an apply that died left missing.
  */
-export class AufsDriver implements StorageDriver, LayerLister {
+export class AufsDriver implements StorageDriver, LayerLister, LayerFilesDir {
   readonly name = 'aufs';
   private readonly layout: AufsLayout;
   private readonly locks: StoreLocks;
@@ -192,6 +192,12 @@ export class AufsDriver implements StorageDriver, LayerLister {
     }
     await rename(tmp, this.layout.layersFile(id));
     await fsyncDir(this.layout.layersRoot);
+  }
+
+  /** LayerFilesDir: the layer's diff dir, what its applyDiff wrote, readable without a mount (moby's DiffGetter). */
+  async layerFilesDir(id: string): Promise<string> {
+    if (!(await this.exists(id))) throw new CairnError('ERR_LAYER_NOT_FOUND', `layer ${id} does not exist`, { subject: id });
+    return this.layout.diffDir(id);
   }
 
   async exists(id: string): Promise<boolean> {

@@ -7,7 +7,7 @@ import {
   fsyncDir, normalizeParent, attachIdmappedView, probeIdmappedMounts, readMountInfo, validateIdMappings,
 } from '@cairnfs/core';
 import { NaiveDiff, NaiveDiffDriver } from '@cairnfs/archive';
-import type { ApplyDiffOptions, CreateOptions, DriverSetup, GetOptions, PutOptions, StorageDriver } from '@cairnfs/core';
+import type { ApplyDiffOptions, CreateOptions, DriverSetup, GetOptions, PutOptions, StorageDriver, LayerFilesDir } from '@cairnfs/core';
 import {
   btrfsFsInfo, btrfsGetFlags, btrfsSetReadOnly, btrfsSnapshot, btrfsSubvolCreate, btrfsSubvolId, BTRFS_SUBVOL_RDONLY, constants as sysConstants, umount2,
   removeTree,
@@ -72,7 +72,7 @@ type Table = Map<string, LayerMeta>;
  * snapshot from being "restored" by another process's open. Staging and trash names
  * carry their process, so an open destroys only what dead processes left.
  */
-export class BtrfsDriver extends NaiveDiffDriver implements StorageDriver {
+export class BtrfsDriver extends NaiveDiffDriver implements StorageDriver, LayerFilesDir {
   readonly name = 'btrfs';
   private readonly layout: BtrfsLayout;
   private readonly locks: StoreLocks;
@@ -143,6 +143,12 @@ export class BtrfsDriver extends NaiveDiffDriver implements StorageDriver {
 
   createReadWrite(id: string, parent?: string | null, opts?: CreateOptions): Promise<void> {
     return this.createLayer(id, parent, opts, 'container');
+  }
+
+  /** LayerFilesDir: the layer's subvolume (its whole tree), readable without a `get` and its hold. */
+  async layerFilesDir(id: string): Promise<string> {
+    if (!(await this.exists(id))) throw new CairnError('ERR_LAYER_NOT_FOUND', `layer ${id} does not exist`, { subject: id });
+    return this.layout.subvolume(id);
   }
 
   async exists(id: string): Promise<boolean> {

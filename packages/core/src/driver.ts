@@ -225,3 +225,21 @@ export interface LayerRef {
 export interface LayerLister {
   listLayers(): Promise<LayerRef[]>;
 }
+
+/**
+ * Drivers that keep the files a layer's applyDiff wrote in a directory that can be read
+ * without mounting the layer (overlay2 and aufs: its diff dir; vfs and btrfs: its whole
+ * tree), as moby's overlay2 does for its DiffGetter. Optional: the image store reads a
+ * layer's files from there to rebuild its tar byte for byte, where other drivers must
+ * mount it (`get`). The directory is the driver's own: the caller only reads it, and keeps
+ * the layer from being removed meanwhile (the image store pins it).
+ */
+export interface LayerFilesDir {
+  /** The directory holding layer `id`'s files; ERR_LAYER_NOT_FOUND when there is no such layer. */
+  layerFilesDir(id: string): Promise<string>;
+}
+
+/** Whether `driver` offers {@link LayerFilesDir}. */
+export function hasLayerFilesDir(driver: object): driver is LayerFilesDir {
+  return typeof (driver as Partial<LayerFilesDir>).layerFilesDir === 'function';
+}

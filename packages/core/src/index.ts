@@ -6,8 +6,9 @@ export type { ErrorCode, CairnErrorDetails } from './errors.js';
 export { isValidId, assertValidId, normalizeParent } from './ids.js';
 export type {
   StorageDriver, CreateOptions, GetOptions, PutOptions, ApplyDiffOptions, IdMappings, IdMap, ChangeKind, Change, ProbeResult,
-  DriverContext, DriverFactory, LayerRef, LayerLister,
+  DriverContext, DriverFactory, LayerRef, LayerLister, LayerFilesDir,
 } from './driver.js';
+export { hasLayerFilesDir } from './driver.js';
 export { KeyedMutex } from './mutex.js';
 export { SharedMounts, describeHolds, type MountHooks, type HoldInfo, type SharedMountsOptions } from './holds.js';
 export {

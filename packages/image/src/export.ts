@@ -2,11 +2,13 @@
 // plus an OCI layout (oci-layout, index.json, blobs/sha256/…) over the same blobs, as
 // docker ≥ 25 writes it, so the result loads into docker, podman and containerd alike.
 // Layer blobs are the uncompressed tars, rebuilt byte for byte, named by their diff id.
-import { Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { CairnError } from '@cairnfs/core';
-import { encodeHeader, tarTrailer } from '@cairnfs/archive';
+import { directStream, encodeHeader, tarTrailer } from '@cairnfs/archive';
 import { hexOf, sha256Of } from './digest.js';
 import type { LayerInfo, LayerStore } from './store.js';
+import { PackBuffers } from './packbuffers.js';
+import { REPLAY_CHUNK } from './tarsplit.js';
 
 const LAYER_TYPE = 'application/vnd.oci.image.layer.v1.tar';
 const CONFIG_TYPE = 'application/vnd.oci.image.config.v1+json';
@@ -16,10 +18,10 @@ function pad(size: number): Buffer {
   return Buffer.alloc((512 - (size % 512)) % 512);
 }
 
-function* file(name: string, data: Buffer): Generator<Buffer> {
-  yield encodeHeader({ name, type: 'file', mode: 0o644, size: data.length });
-  yield data;
-  yield pad(data.length);
+function* file(out: PackBuffers, name: string, data: Buffer): Generator<Buffer> {
+  yield* out.put(encodeHeader({ name, type: 'file', mode: 0o644, size: data.length }));
+  yield* out.put(data);
+  yield* out.put(pad(data.length));
 }
 
 /**
@@ -43,17 +45,23 @@ export function notExact(what: string, l: LayerInfo): CairnError {
  * rebuild.
  */
 export function exportImage(store: LayerStore, refs: readonly string[]): Readable {
-  return Readable.from((async function* () {
-    for (const ref of refs) {
-      for (const chain of store.image(ref).layers) {
-        const l = store.layer(chain);
-        if (!l.exact) throw notExact(`image ${ref} cannot be exported`, l);
-      }
+  return directStream((next) => packImage(store, refs, next), REPLAY_CHUNK);
+}
+
+async function* packImage(store: LayerStore, refs: readonly string[], next: () => Buffer): AsyncGenerator<Buffer> {
+  for (const ref of refs) {
+    for (const chain of store.image(ref).layers) {
+      const l = store.layer(chain);
+      if (!l.exact) throw notExact(`image ${ref} cannot be exported`, l);
     }
+  }
+  const unpin = await store.pinLayers([...new Set(refs.flatMap((ref) => store.image(ref).layers))], `export ${refs.join(' ')}`);
+  try {
+    const out = new PackBuffers(next);
     const written = new Set<string>();
     const manifest: Array<{ Config: string; RepoTags: string[]; Layers: string[] }> = [];
     const index: Array<Record<string, unknown>> = [];
-    yield* file('oci-layout', Buffer.from('{"imageLayoutVersion":"1.0.0"}'));
+    yield* file(out, 'oci-layout', Buffer.from('{"imageLayoutVersion":"1.0.0"}'));
     for (const ref of refs) {
       const img = store.image(ref);
       const explicit = img.tags.includes(ref) || img.tags.includes(`${ref}:latest`);
@@ -68,21 +76,20 @@ export function exportImage(store: LayerStore, refs: readonly string[]): Readabl
         descs.push({ mediaType: LAYER_TYPE, digest: l.diffId, size: l.tarSize });
         if (written.has(path)) continue;
         written.add(path);
-        yield encodeHeader({ name: path, type: 'file', mode: 0o644, size: l.tarSize });
-        let n = 0;
-        for await (const c of store.exportLayer(chain)) { n += (c as Buffer).length; yield c as Buffer; }
+        yield* out.put(encodeHeader({ name: path, type: 'file', mode: 0o644, size: l.tarSize }));
+        const n = yield* store.replayLayer(chain, out);
         if (n !== l.tarSize) throw new Error(`layer ${chain} rebuilt to ${n} bytes, expected ${l.tarSize}`);
-        yield pad(n);
+        yield* out.put(pad(n));
       }
       const configPath = `blobs/sha256/${hexOf(img.id)}`;
-      if (!written.has(configPath)) { written.add(configPath); yield* file(configPath, config); }
+      if (!written.has(configPath)) { written.add(configPath); yield* file(out, configPath, config); }
       const ociManifest = Buffer.from(JSON.stringify({
         schemaVersion: 2, mediaType: MANIFEST_TYPE,
         config: { mediaType: CONFIG_TYPE, digest: img.id, size: config.length }, layers: descs,
       }));
       const mDigest = sha256Of(ociManifest);
       const mPath = `blobs/sha256/${hexOf(mDigest)}`;
-      if (!written.has(mPath)) { written.add(mPath); yield* file(mPath, ociManifest); }
+      if (!written.has(mPath)) { written.add(mPath); yield* file(out, mPath, ociManifest); }
       manifest.push({ Config: configPath, RepoTags: tags, Layers: layerPaths });
       const refNames = tags.length ? tags : [undefined];
       for (const t of refNames) {
@@ -92,8 +99,11 @@ export function exportImage(store: LayerStore, refs: readonly string[]): Readabl
         });
       }
     }
-    yield* file('index.json', Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests: index })));
-    yield* file('manifest.json', Buffer.from(JSON.stringify(manifest)));
-    yield tarTrailer();
-  })());
+    yield* file(out, 'index.json', Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests: index })));
+    yield* file(out, 'manifest.json', Buffer.from(JSON.stringify(manifest)));
+    yield* out.put(tarTrailer());
+    yield* out.end();
+  } finally {
+    await unpin();
+  }
 }

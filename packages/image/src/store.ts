@@ -7,8 +7,10 @@ import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
 import pLimit from 'p-limit';
 import {
-  CairnError, DEFAULT_LOCK_TIMEOUT_MS, SharedTable, StoreLocks, assertValidId, fsyncDir, isCairnError, secureDir, type StorageDriver,
+  CairnError, DEFAULT_LOCK_TIMEOUT_MS, SharedTable, StoreLocks, assertValidId, fsyncDir, hasLayerFilesDir, isCairnError, secureDir,
+  type StorageDriver,
 } from '@cairnfs/core';
+import { directStream } from '@cairnfs/archive';
 import { writeFileAtomic } from './atomic.js';
 import { applyBlob, mkdirDurable, writeSyncedFile } from './layerfiles.js';
 import { Pins, pinned, scratchName, writeIntent } from './claims.js';
@@ -21,7 +23,8 @@ import { pushImage, type PushOptions, type PushResult } from './registry/push.js
 import { DistributionMeta } from './registry/distmeta.js';
 import { StoreLayout } from './layout.js';
 import { openSource, type BlobSource } from './source.js';
-import { reassemble } from './tarsplit.js';
+import { REPLAY_CHUNK, replayInto } from './tarsplit.js';
+import { PackBuffers } from './packbuffers.js';
 import { hasAbandonedWork, sweepAbandoned } from './repair.js';
 import { loadState, resolveImage, saveRepositories, tagsOf, type StoreState } from './state.js';
 
@@ -436,11 +439,11 @@ export class LayerStore {
    * last. Its layers are pinned meanwhile (no rmi or gc elsewhere removes them under the upload).
    */
   async push(image: string, ref: string, opts: PushOptions = {}): Promise<PushResult> {
-    const pin = await this.write(`push ${image}`, () => this.pins.add(this.image(image).layers));
+    const unpin = await this.pinLayers(this.image(image).layers, `push ${image}`);
     try {
       return await pushImage(this, image, ref, opts);
     } finally {
-      await this.pins.drop(pin);
+      await unpin();
     }
   }
 
@@ -681,18 +684,60 @@ export class LayerStore {
    */
   exportLayer(chainId: string): Readable {
     const l = this.layer(chainId);
-    // eslint-disable-next-line @typescript-eslint/no-this-alias -- the generator below is not a method
-    const store = this;
-    return Readable.from((async function* () {
-      const parentCache = l.parent ? store.layer(l.parent).cacheId : null;
-      if (!l.exact) { yield* await store.driver.diff(l.cacheId, parentCache); return; }
-      const root = await store.driver.get(l.cacheId);
+    if (!l.exact) {
+      const parentCache = l.parent ? this.layer(l.parent).cacheId : null;
+      // eslint-disable-next-line @typescript-eslint/no-this-alias -- the generator below is not a method
+      const store = this;
+      return Readable.from((async function* () { yield* await store.driver.diff(l.cacheId, parentCache); })(), { objectMode: false });
+    }
+    return directStream((next) => this.packLayer(chainId, next), REPLAY_CHUNK);
+  }
+
+  private async *packLayer(chainId: string, next: () => Buffer): AsyncGenerator<Buffer> {
+    const unpin = await this.pinLayers([chainId], `export layer ${chainId}`);
+    try {
+      const out = new PackBuffers(next);
+      yield* this.replayLayer(chainId, out);
+      yield* out.end();
+    } finally {
+      await unpin();
+    }
+  }
+
+  /**
+   * @internal The exact layer's original tar into `out`'s buffers (exportLayer, exportImage),
+   * its files read where the driver keeps them unmounted (core's LayerFilesDir), else
+   * through a mount. The caller pins the layer. Returns the tar's size.
+   */
+  async *replayLayer(chainId: string, out: PackBuffers): AsyncGenerator<Buffer, number> {
+    const l = this.layer(chainId);
+    const split = join(this.layout.layer(chainId), 'tar-split.gz');
+    if (hasLayerFilesDir(this.driver)) return yield* replayInto(out, split, await this.driver.layerFilesDir(l.cacheId), l.diffId);
+    const root = await this.driver.get(l.cacheId);
+    try {
+      return yield* replayInto(out, split, root, l.diffId);
+    } finally {
+      await this.driver.put(l.cacheId);
+    }
+  }
+
+  /**
+   * @internal Pins `chains` as users for as long as this process needs them (an rmi or gc
+   * in any process leaves them); returns what drops the pin. The drop is a write, so that
+   * other processes' tables stop counting it at their next operation.
+   */
+  async pinLayers(chains: string[], why: string): Promise<() => Promise<void>> {
+    const pin = await this.write(why, () => this.pins.add(chains));
+    return async () => {
       try {
-        yield* reassemble(join(store.layout.layer(chainId), 'tar-split.gz'), root, l.diffId);
+        await this.write(`${why}: done`, async (s) => {
+          await this.pins.drop(pin);
+          s.pins = await this.pins.load();
+        });
       } finally {
-        await store.driver.put(l.cacheId);
+        await this.pins.drop(pin);
       }
-    })(), { objectMode: false });
+    };
   }
 
   /** The raw image config JSON. */

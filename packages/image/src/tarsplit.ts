@@ -17,6 +17,7 @@ import { posix } from 'node:path';
 import { CairnError, fromAddonFault } from '@cairnfs/core';
 import { TarParser, type TarEntry } from '@cairnfs/archive';
 import { openSplitReplay, type SplitReplay } from '@cairnfs/sys';
+import { PackBuffers } from './packbuffers.js';
 
 
 const RAW = 0x52;
@@ -221,18 +222,19 @@ export class SplitRecorder {
   }
 }
 
-/** Bytes per buffer the addon fills: large enough that a fill costs little next to its content. */
-const REPLAY_CHUNK = 1 << 20;
+/** Bytes per buffer of a public stream: large enough that a fill costs little next to its content. */
+export const REPLAY_CHUNK = 1 << 20;
 
 /**
  * Rebuilds the original tar from its split file (`splitFile`, gzipped records) and the
  * layer's files under `root`, in the addon (@cairnfs/sys's SplitReplay: every recorded
  * file checked before the first byte, each read only through an fd opened beneath the root
- * without following links and checked to be the regular file recorded), checking the
- * result against `expectDigest`: a mismatch (the layer was changed on disk) ends the stream
- * with ERR_INVALID_ARCHIVE rather than passing off other bytes.
+ * without following links and checked to be the regular file recorded), into `out`'s
+ * buffers, yielding each one it fills. The result is checked against `expectDigest`: a
+ * mismatch (the layer was changed on disk) ends it with ERR_INVALID_ARCHIVE rather than
+ * passing off other bytes. Returns the tar's size.
  */
-export async function* reassemble(splitFile: string, root: string, expectDigest: string): AsyncGenerator<Buffer> {
+export async function* replayInto(out: PackBuffers, splitFile: string, root: string, expectDigest: string): AsyncGenerator<Buffer, number> {
   const rootFd = openSync(root, fsConstants.O_RDONLY | fsConstants.O_DIRECTORY);
   let splitFd = -1;
   let replay: SplitReplay | undefined;
@@ -240,21 +242,28 @@ export async function* reassemble(splitFile: string, root: string, expectDigest:
     splitFd = openSync(splitFile, fsConstants.O_RDONLY);
     replay = openSplitReplay(rootFd, splitFd);
     for (;;) {
-      // A fresh buffer per chunk: the consumer may keep it (a Readable's contract).
-      const buf = Buffer.allocUnsafe(REPLAY_CHUNK);
-      const n = await fill(replay, buf);
+      const n = await fill(replay, out.room());
       if (n === 0) break;
-      yield n === buf.length ? buf : buf.subarray(0, n);
+      yield* out.advance(n);
     }
-    const got = `sha256:${replay.digest().digest}`;
+    const state = replay.digest();
+    const got = `sha256:${state.digest}`;
     if (got !== expectDigest) {
       throw new CairnError('ERR_INVALID_ARCHIVE', `the rebuilt layer tar has digest ${got}, not ${expectDigest}: the layer's files changed since import`, { subject: expectDigest });
     }
+    return state.bytes;
   } finally {
     replay?.close();
     if (splitFd >= 0) closeSync(splitFd);
     closeSync(rootFd);
   }
+}
+
+/** replayInto as a stream of its own: each chunk a fresh buffer (a consumer may keep it). */
+export async function* reassemble(splitFile: string, root: string, expectDigest: string): AsyncGenerator<Buffer> {
+  const out = new PackBuffers(() => Buffer.allocUnsafe(REPLAY_CHUNK));
+  yield* replayInto(out, splitFile, root, expectDigest);
+  yield* out.end();
 }
 
 /** One fill, its archive faults as CairnErrors (an errno error keeps its code, with the entry it hit). */

@@ -1,8 +1,9 @@
 import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { closeSync, openSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openDriver, defaultRegistry, isValidId, type StorageDriver } from '@cairnfs/core';
-import { readTar } from '@cairnfs/archive';
+import { readTar, writeExportTo } from '@cairnfs/archive';
 import { vfsDriver } from '@cairnfs/vfs';
 import { overlay2Driver } from '@cairnfs/overlay2';
 import { LayerStore, chainIds, exportImage } from '@cairnfs/image';
@@ -205,5 +206,47 @@ describe.each(['vfs', 'overlay2'])('layer store on %s', (driverName) => {
       await d2.cleanup();
       await rm(root2, { recursive: true, force: true });
     }
+  });
+
+  test('exportImage pins its layers while it streams (another store instance counts the pin), mounts none of them, and writeExportTo writes the same bytes', async () => {
+    // A 3 MiB file in the first layer: the export spans several chunks, so after the first
+    // the export is still running.
+    const big = join(work, 'big');
+    await (await import('node:fs/promises')).mkdir(big);
+    await writeFile(join(big, 'blob'), Buffer.alloc(3 << 20, 7));
+    tarDir(big, join(work, 'big.tar'));
+    const layers = [await readFile(join(work, 'big.tar')), ...await sampleLayers()];
+    await writeDockerSave(join(work, 'a'), layers, 'a:1');
+    const [img] = await store.importImage(join(work, 'a'));
+    const mountsUnder = async () => (await readFile('/proc/self/mountinfo', 'utf8')).split('\n').filter((l) => l.includes(driver.home)).length;
+    const before = img!.layers.map((c) => store.refcount(c));
+    const mountsBefore = await mountsUnder();
+    const whole = await collect(exportImage(store, ['a:1']));
+
+    const stream = exportImage(store, ['a:1']);
+    const it = stream[Symbol.asyncIterator]();
+    const first = await it.next();
+    expect(first.done).toBe(false);
+    const other = await LayerStore.open(driver);
+    try {
+      expect(img!.layers.map((c) => other.refcount(c))).toEqual(before.map((n) => n + 1));
+      expect(await mountsUnder()).toBe(mountsBefore);
+      const rest = [first.value as Buffer];
+      for (let r = await it.next(); !r.done; r = await it.next()) rest.push(r.value as Buffer);
+      expect(Buffer.concat(rest).equals(whole)).toBe(true);
+      await other.refresh();
+      expect(img!.layers.map((c) => other.refcount(c))).toEqual(before);
+    } finally {
+      await other.close();
+    }
+
+    const out = join(work, 'direct.tar');
+    const fd = openSync(out, 'w');
+    try {
+      await writeExportTo(exportImage(store, ['a:1']), fd);
+    } finally {
+      closeSync(fd);
+    }
+    expect((await readFile(out)).equals(whole)).toBe(true);
   });
 });

@@ -7,7 +7,7 @@ import {
   secureDir, idMappingsKey, probeIdmappedMounts, sameIdMappings, validateIdMappings,
 } from '@cairnfs/core';
 import { NaiveDiff } from '@cairnfs/archive';
-import type { ApplyDiffOptions, Change, CreateOptions, DriverSetup, GetOptions, IdMappings, PutOptions, StorageDriver } from '@cairnfs/core';
+import type { ApplyDiffOptions, Change, CreateOptions, DriverSetup, GetOptions, IdMappings, LayerFilesDir, PutOptions, StorageDriver } from '@cairnfs/core';
 import * as sys from '@cairnfs/sys';
 import {
   COMMITTED_FILE_MODE, DEFAULT_MAX_DEPTH, DIFF_MODE, HOME_MODE, KERNEL_MAX_DEPTH, LAYER_DIR_MODE, LINK_FILE_MODE,
@@ -109,7 +109,7 @@ const FRAMELESS = { frameless: true } as const;
  * child and a link repair never sees a create half made; get/put and applyDiff under the
  * layer's lock, the mount shared by every process that gets the layer.
  */
-export class Overlay2Driver implements StorageDriver {
+export class Overlay2Driver implements StorageDriver, LayerFilesDir {
   readonly name = 'overlay2';
   readonly layout: Layout;
   private readonly locks: StoreLocks;
@@ -285,6 +285,12 @@ export class Overlay2Driver implements StorageDriver {
       size = parseByteSize(value, 'storage option size');
     }
     return size;
+  }
+
+  /** LayerFilesDir: the layer's diff dir, what its applyDiff wrote, readable without a mount (moby's DiffGetter). */
+  async layerFilesDir(id: string): Promise<string> {
+    if (!(await this.exists(id))) throw new CairnError('ERR_LAYER_NOT_FOUND', `layer ${id} does not exist`, { subject: id });
+    return this.layout.diffDir(id);
   }
 
   async exists(id: string): Promise<boolean> {

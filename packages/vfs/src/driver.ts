@@ -10,7 +10,7 @@ import {
   probeIdmappedMounts, sameIdMappings, validateIdMappings, attachIdmappedView,
 } from '@cairnfs/core';
 import { NaiveDiff, NaiveDiffDriver, applyLayer } from '@cairnfs/archive';
-import type { ApplyDiffOptions, CreateOptions, DriverSetup, GetOptions, IdMappings, PutOptions, StorageDriver } from '@cairnfs/core';
+import type { ApplyDiffOptions, CreateOptions, DriverSetup, GetOptions, IdMappings, PutOptions, StorageDriver, LayerFilesDir } from '@cairnfs/core';
 import { constants as sysConstants, mount, removeTree, shiftOwnership, umount2 } from '@cairnfs/sys';
 import { VfsLayout } from './layout.js';
 import { layerMeta } from './meta.js';
@@ -64,7 +64,7 @@ type Table = Map<string, LayerState>;
  * (of any process) unmounts it. Container layers and image layers not yet applied are
  * handed out as plain directories.
  */
-export class VfsDriver extends NaiveDiffDriver implements StorageDriver {
+export class VfsDriver extends NaiveDiffDriver implements StorageDriver, LayerFilesDir {
   readonly name = 'vfs';
   private readonly layout: VfsLayout;
   private readonly locks: StoreLocks;
@@ -266,6 +266,12 @@ export class VfsDriver extends NaiveDiffDriver implements StorageDriver {
         throw translateSpaceError(err, `creating vfs layer ${id}`);
       }
     });
+  }
+
+  /** LayerFilesDir: the layer's directory (its whole tree), readable without the read-only view `get` mounts. */
+  async layerFilesDir(id: string): Promise<string> {
+    if (!(await this.exists(id))) throw new CairnError('ERR_LAYER_NOT_FOUND', `layer ${id} does not exist`, { subject: id });
+    return this.layout.layerPath(id);
   }
 
   async exists(id: string): Promise<boolean> {
