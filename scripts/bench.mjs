@@ -124,7 +124,7 @@ try {
     report(await importCase(scratch.tmpfs('import', 4096), 'tmpfs'));
   }
   if (only.includes('export-image')) {
-    const exportImageCase = (base, where) => exportImageCases({ params: imageParams, base, where, pairs, cairn, image });
+    const exportImageCase = (base, where) => exportImageCases({ params: imageParams, base, where, pairs, cairn, image, archive });
     if (!noDisk) report(await exportImageCase(scratch.dir('export-image'), 'repo disk'));
     report(await exportImageCase(scratch.tmpfs('export-image', 4096), 'tmpfs'));
   }

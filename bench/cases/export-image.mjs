@@ -1,15 +1,17 @@
 // exportImage of an imported image (issue 19): the byte-exact docker-save tarball of the
 // bench image (its 5 plain layers rebuilt from their tar-split records and the layers'
 // files) vs GNU `tar --format=pax -cf` of the same 5 layer trees (overlay2's diff dirs of
-// that store), one after the other; both write a file on the same filesystem.
-import { mkdirSync, statSync } from 'node:fs';
+// that store), one after the other; both write a file on the same filesystem. Two rows:
+// the public Readable read and written by the bench, and cairn's own writer (the CLI's
+// `save -o`), writeExportTo, which packs into two reused buffers.
+import { closeSync, mkdirSync, openSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { cpuMs, summarize } from '../harness.mjs';
 import { rmrf, runReference } from '../env.mjs';
 import { cachedImage } from './import.mjs';
 import { writeTo } from './export.mjs';
 
-export async function exportImageCases({ params, base, where, pairs, cairn, image: imagePkg }) {
+export async function exportImageCases({ params, base, where, pairs, cairn, image: imagePkg, archive }) {
   const image = await cachedImage(params);
   mkdirSync(base, { recursive: true });
   const driver = await cairn.openDriver({ root: join(base, 'store'), driver: 'overlay2' });
@@ -19,17 +21,28 @@ export async function exportImageCases({ params, base, where, pairs, cairn, imag
     const [img] = await store.importImage(image.plain);
     const trees = img.layers.map((chain) => join(driver.home, store.layer(chain).cacheId, 'diff'));
     const tarBytes = img.layers.reduce((n, chain) => n + store.layer(chain).tarSize, 0);
-    const sides = { cairn: { wall: [], cpu: [] }, tar: { wall: [], cpu: [] } };
+    const sides = { cairn: { wall: [], cpu: [] }, direct: { wall: [], cpu: [] }, tar: { wall: [], cpu: [] } };
+    const writers = {
+      cairn: (out) => writeTo(imagePkg.exportImage(store, [img.id]), out),
+      direct: async (out) => {
+        const fd = openSync(out, 'w');
+        try {
+          await archive.writeExportTo(imagePkg.exportImage(store, [img.id]), fd);
+        } finally {
+          closeSync(fd);
+        }
+      },
+    };
     for (let i = -1; i < pairs; i++) {
-      {
+      for (const [side, write] of Object.entries(writers)) {
         const out = join(base, `image-${i + 1}.tar`);
         const c0 = cpuMs();
         const t0 = performance.now();
-        await writeTo(imagePkg.exportImage(store, [img.id]), out);
+        await write(out);
         const wall = performance.now() - t0;
         const cpu = cpuMs() - c0;
         if (statSync(out).size < tarBytes) throw new Error(`exportImage wrote ${statSync(out).size} bytes, less than the layers' ${tarBytes}`);
-        if (i >= 0) { sides.cairn.wall.push(wall); sides.cairn.cpu.push(cpu); }
+        if (i >= 0) { sides[side].wall.push(wall); sides[side].cpu.push(cpu); }
         rmrf(out);
       }
       {
@@ -43,10 +56,13 @@ export async function exportImageCases({ params, base, where, pairs, cairn, imag
         if (i >= 0) { sides.tar.wall.push(wall); sides.tar.cpu.push(cpu); }
         for (const o of outs) rmrf(o);
       }
-      if (i >= 0) log(`  exportImage pair ${i + 1}/${pairs}: cairn ${sides.cairn.wall.at(-1).toFixed(0)} ms, tar ${sides.tar.wall.at(-1).toFixed(0)} ms`);
+      if (i >= 0) log(`  exportImage pair ${i + 1}/${pairs}: Readable ${sides.cairn.wall.at(-1).toFixed(0)} ms, writeExportTo ${sides.direct.wall.at(-1).toFixed(0)} ms, tar ${sides.tar.wall.at(-1).toFixed(0)} ms`);
     }
     const label = `5 layers, ${(image.bytes / 2 ** 20).toFixed(0)} MiB, ${image.files} files, ${where}`;
-    return [summarize(`exportImage ${label}: exportImage (byte-exact)`, 'tar -cf (pax) ×5', sides.cairn.wall, sides.tar.wall, sides.cairn.cpu, sides.tar.cpu, pairs)];
+    return [
+      summarize(`exportImage ${label}: exportImage (byte-exact)`, 'tar -cf (pax) ×5', sides.cairn.wall, sides.tar.wall, sides.cairn.cpu, sides.tar.cpu, pairs),
+      summarize(`exportImage ${label}: exportImage → writeExportTo`, 'tar -cf (pax) ×5', sides.direct.wall, sides.tar.wall, sides.direct.cpu, sides.tar.cpu, pairs),
+    ];
   } finally {
     await store.close();
     await driver.cleanup();
