@@ -6,7 +6,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['**/dist/**', '**/node_modules/**', 'docs/api/**', 'packages/sys/build/**', 'packages/sys/prebuilds/**'] },
+  { ignores: ['**/dist/**', '**/node_modules/**', 'docs/api/**', 'packages/sys/build/**', 'packages/sys/prebuilds/**', 'bench/.tmp/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
