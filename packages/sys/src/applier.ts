@@ -140,8 +140,17 @@ export const APPLIER_COMPRESSION = { gzip: 1, zstd: 2 } as const;
  */
 export function applierDecodes(kind: keyof typeof APPLIER_COMPRESSION): boolean {
   if (process.env.CAIRN_DECODE_IN_JS === '1' || (kind === 'zstd' && process.env.CAIRN_ZSTD_JS === '1')) return false;
-  return native.decoderMissing(APPLIER_COMPRESSION[kind]) === null;
+  // Asked once per kind: the addon answers by making a decoder, and what the process has
+  // loaded (Node's zlib, a libzstd) does not change.
+  let ok = decodable.get(kind);
+  if (ok === undefined) {
+    ok = native.decoderMissing(APPLIER_COMPRESSION[kind]) === null;
+    decodable.set(kind, ok);
+  }
+  return ok;
 }
+
+const decodable = new Map<keyof typeof APPLIER_COMPRESSION, boolean>();
 
 const WHITEOUT_MODES: Record<ApplierWhiteouts, number> = { delete: 0, overlay: 1, aufs: 2 };
 
