@@ -30,7 +30,7 @@ export async function writeTar(tar: Readable, output: string | undefined): Promi
   const target = resolve(output);
   const temp = join(dirname(target), `.${basename(target)}.${process.pid}.partial`);
   try {
-    // writeExportTo packs a layer export straight into two reused buffers (no fresh
+    // writeExportTo packs a layer or image export straight into two reused buffers (no fresh
     // buffer per chunk for V8 to collect: docs/benchmarks.md, "Issue 19: export chunk memory").
     const file = await open(temp, 'w', 0o644);
     try {
