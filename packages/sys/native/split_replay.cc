@@ -23,7 +23,7 @@
 #include "common.h"
 #include "node_zlib.h"
 #include "beneath.h"
-#include "sha256.h"
+#include "background_sha256.h"
 #include "split_record.h"
 #include "untar_errors.h"
 
@@ -35,6 +35,8 @@ constexpr uint8_t kRaw = 0x52, kSize = 0x53, kFile = 0x46;
 // Longest path a record may carry (PATH_MAX is 4096; a longer one means a corrupt split).
 constexpr uint32_t kMaxPath = 1 << 16;
 constexpr size_t kWindow = 256 * 1024;
+// Bytes written before they are handed to the hasher's thread (a hand-off costs a wake-up).
+constexpr size_t kHashStep = 128 * 1024;
 
 Failure Coded(const char* code, std::string message, std::string subject = "") {
   Failure f;
@@ -298,7 +300,7 @@ int64_t SegmentEnd(const Records::Rec& r) {
 // The replay: Verify once, then Fill until it returns 0.
 class Replay {
  public:
-  Replay(int root, int split) : root_(root), split_(split), dirs_(root), out_(split), hash_(false) {}
+  Replay(int root, int split) : root_(root), split_(split), dirs_(root), out_(split) {}
   ~Replay() {
     if (file_.fd >= 0) close(file_.fd);
   }
@@ -339,9 +341,22 @@ class Replay {
   }
 
   // Writes the next bytes of the tar into buf; 0 once it is complete (and its digest checked).
+  // What it wrote is hashed on the hasher's thread, a step behind the writing, and all of it
+  // before Fill returns (or throws: the caller may free buf then).
   size_t Fill(uint8_t* buf, size_t room) {
-    size_t at = 0;
+    size_t at = 0, handed = 0;
+    struct WaitForHash {
+      BackgroundSha256& h;
+      ~WaitForHash() { h.Wait(); }
+    } waitForHash{hash_};
+    auto handOver = [&](bool rest) {
+      if (at - handed >= kHashStep || (rest && at > handed)) {
+        hash_.Submit(buf + handed, at - handed);
+        handed = at;
+      }
+    };
     while (at < room && !done_) {
+      handOver(false);
       if (out_.raw_left() > 0) {
         const uint8_t* p;
         size_t n = out_.Raw(&p, room - at);
@@ -350,7 +365,8 @@ class Replay {
         continue;
       }
       if (file_left_ > 0) {
-        size_t want = static_cast<size_t>(std::min<int64_t>(file_left_, static_cast<int64_t>(room - at)));
+        // At most a hash step per read, so the hasher can follow close behind.
+        size_t want = static_cast<size_t>(std::min<int64_t>({file_left_, static_cast<int64_t>(room - at), static_cast<int64_t>(kHashStep)}));
         ssize_t n = pread(file_.fd, buf + at, want, file_pos_);
         if (n < 0 && errno == EINTR) continue;
         if (n < 0) {
@@ -387,7 +403,7 @@ class Replay {
         file_left_ = static_cast<int64_t>(r.b);
       }
     }
-    hash_.Update(buf, at);
+    handOver(true);
     bytes_ += static_cast<int64_t>(at);
     if (done_ && file_.fd >= 0) {
       close(file_.fd);
@@ -404,7 +420,7 @@ class Replay {
   int root_, split_;
   ParentDir dirs_;
   Records out_;
-  Sha256 hash_;
+  BackgroundSha256 hash_;
   Opened file_;
   int64_t file_pos_ = 0, file_left_ = 0;
   bool have_size_ = false;
