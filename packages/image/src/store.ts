@@ -705,9 +705,10 @@ export class LayerStore {
   }
 
   /**
-   * @internal The exact layer's original tar into `out`'s buffers (exportLayer, exportImage),
-   * its files read where the driver keeps them unmounted (core's LayerFilesDir), else
-   * through a mount. The caller pins the layer. Returns the tar's size.
+   * The exact layer's original tar into `out`'s buffers (exportLayer, exportImage), its
+   * files read where the driver keeps them unmounted (core's LayerFilesDir), else through
+   * a mount. The caller pins the layer. Returns the tar's size.
+   * @internal
    */
   async *replayLayer(chainId: string, out: PackBuffers): AsyncGenerator<Buffer, number> {
     const l = this.layer(chainId);
@@ -722,9 +723,10 @@ export class LayerStore {
   }
 
   /**
-   * @internal Pins `chains` as users for as long as this process needs them (an rmi or gc
-   * in any process leaves them); returns what drops the pin. The drop is a write, so that
-   * other processes' tables stop counting it at their next operation.
+   * Pins `chains` as users for as long as this process needs them (an rmi or gc in any
+   * process leaves them); returns what drops the pin. The drop is a write, so that other
+   * processes' tables stop counting it at their next operation.
+   * @internal
    */
   async pinLayers(chains: string[], why: string): Promise<() => Promise<void>> {
     const pin = await this.write(why, () => this.pins.add(chains));
