@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { isNativeError } from 'node:util/types';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { mount, umount2, constants } from '@cairnfs/sys';
+import { mount, umount2, constants, type SplitReplay } from '@cairnfs/sys';
 
 export interface Scratch {
   dir: string;
@@ -54,4 +54,14 @@ export function thrown(fn: () => unknown): Error {
     return e;
   }
   throw new Error('did not throw');
+}
+
+/** Fills fresh `chunk`-byte buffers from `replay` until it is done, pushing each filled part onto `out` (kept on a throw). */
+export async function drainReplay(replay: SplitReplay, out: Buffer[], chunk: number): Promise<void> {
+  for (;;) {
+    const buf = Buffer.alloc(chunk);
+    const n = await replay.fill(buf);
+    if (n === 0) return;
+    out.push(buf.subarray(0, n));
+  }
 }

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { constants, mknodSync, openSplitReplay } from '@cairnfs/sys';
 import { describeBackend, startSwapRacer } from '@cairnfs/testkit';
-import { scratch, type Scratch } from './helpers.js';
+import { drainReplay, scratch, type Scratch } from './helpers.js';
 
 const ROUNDS = 300;
 const SIZE = 128 << 10;
@@ -45,12 +45,7 @@ async function replayOnce(root: string, split: string): Promise<{ outcome: strin
   const out: Buffer[] = [];
   let outcome = 'ok';
   try {
-    for (;;) {
-      const buf = Buffer.alloc(64 << 10);
-      const n = await r.fill(buf);
-      if (n === 0) break;
-      out.push(buf.subarray(0, n));
-    }
+    await drainReplay(r, out, 64 << 10);
   } catch (err) {
     const e = err as { cairnCode?: string; code?: string };
     outcome = e.cairnCode ?? e.code ?? String(err);

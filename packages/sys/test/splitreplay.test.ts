@@ -6,7 +6,7 @@ import { closeSync, mkdirSync, openSync, symlinkSync, writeFileSync } from 'node
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { openSplitReplay } from '@cairnfs/sys';
-import { scratch, type Scratch } from './helpers.js';
+import { drainReplay, scratch, type Scratch } from './helpers.js';
 
 let s: Scratch;
 beforeEach(async () => { s = await scratch(); });
@@ -31,12 +31,7 @@ async function replay(root: string, records: Buffer[], opts: { chunk?: number; m
   const r = openSplitReplay(rootFd, splitFd);
   const out: Buffer[] = [];
   try {
-    for (;;) {
-      const buf = Buffer.alloc(opts.chunk ?? 1 << 20);
-      const n = await r.fill(buf);
-      if (n === 0) break;
-      out.push(buf.subarray(0, n));
-    }
+    await drainReplay(r, out, opts.chunk ?? 1 << 20);
     return { data: Buffer.concat(out), state: r.digest() };
   } catch (err) {
     return { data: Buffer.concat(out), err: err as { cairnCode?: string; message: string } };
@@ -155,12 +150,7 @@ test.each([
     if (what.startsWith('a symlink')) symlinkSync(join(s.dir, 'secret'), small);
     else if (what.startsWith('a fifo')) (await import('node:child_process')).execFileSync('mkfifo', [small]);
     else writeFileSync(small, 'HOSTS!');
-    for (;;) {
-      const buf = Buffer.alloc(1 << 20);
-      const n = await r.fill(buf);
-      if (n === 0) break;
-      out.push(buf.subarray(0, n));
-    }
+    await drainReplay(r, out, 1 << 20);
   } catch (err) {
     failure = err as { cairnCode?: string; message: string };
   } finally {
