@@ -183,16 +183,6 @@ Napi::Value OpenBeneathSync(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
-BeneathOpen StatBeneath(int root, const std::string& rel, int flags) {
-  BeneathOpen r;
-  Fd pathFd(OpenPath(root, rel, flags));
-  if (!pathFd.ok() || fstat(pathFd.get(), &r.st) != 0) {
-    r.err = errno;
-    r.syscall = pathFd.ok() ? "fstat" : "openat2";
-  }
-  return r;
-}
-
 BeneathOpen OpenRegularBeneath(int root, const std::string& rel, int flags) {
   BeneathOpen r;
   auto fail = [&](const char* syscall) {

@@ -23,8 +23,4 @@ struct BeneathOpen {
 // flags: 1 = resolve symlinks inside the root (BENEATH_IN_ROOT), 2 = tests only, no file handles.
 BeneathOpen OpenRegularBeneath(int root, const std::string& rel, int flags);
 
-// The first half of OpenRegularBeneath: what `rel` resolves to (fd always -1; err as there).
-// For a check that reads nothing: no fd for reading is made.
-BeneathOpen StatBeneath(int root, const std::string& rel, int flags);
-
 }  // namespace cairn

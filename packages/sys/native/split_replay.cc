@@ -8,9 +8,9 @@
 // The layer's content is untrusted: every file is reached through its directory, opened
 // beneath the root without following links (kept from one file to the next), opened
 // itself without following a link and read only if that fd is a regular file of the
-// recorded size — five calls per file, as GNU tar makes; before the first byte, a first pass checks every
-// recorded file (a layer that cannot be rebuilt fails whole, not halfway through an
-// archive); at the end the digest must be the layer's diff id. The split file is inflated
+// recorded size — five calls per file, as GNU tar makes. Before the first byte, a first
+// pass checks every recorded file (a layer that cannot be rebuilt fails whole, not halfway
+// through an archive); at the end the digest must be the layer's diff id. The split file is inflated
 // as it is read, a window at a time, so memory does not grow with the layer.
 #include <fcntl.h>
 #include <unistd.h>
@@ -300,7 +300,7 @@ int64_t SegmentEnd(const Records::Rec& r) {
 // The replay: Verify once, then Fill until it returns 0.
 class Replay {
  public:
-  Replay(int root, int split) : root_(root), split_(split), dirs_(root), out_(split) {}
+  Replay(int root, int split) : split_(split), dirs_(root), out_(split) {}
   ~Replay() {
     if (file_.fd >= 0) close(file_.fd);
   }
@@ -417,7 +417,7 @@ class Replay {
   int64_t bytes() const { return bytes_; }
 
  private:
-  int root_, split_;
+  int split_;
   ParentDir dirs_;
   Records out_;
   BackgroundSha256 hash_;
