@@ -17,7 +17,7 @@ import { posix } from 'node:path';
 import { CairnError, fromAddonFault } from '@cairnfs/core';
 import { TarParser, type TarEntry } from '@cairnfs/archive';
 import { openSplitReplay, type SplitReplay } from '@cairnfs/sys';
-import { PackBuffers } from './packbuffers.js';
+import type { PackBuffers } from './packbuffers.js';
 
 
 const RAW = 0x52;
@@ -257,13 +257,6 @@ export async function* replayInto(out: PackBuffers, splitFile: string, root: str
     if (splitFd >= 0) closeSync(splitFd);
     closeSync(rootFd);
   }
-}
-
-/** replayInto as a stream of its own: each chunk a fresh buffer (a consumer may keep it). */
-export async function* reassemble(splitFile: string, root: string, expectDigest: string): AsyncGenerator<Buffer> {
-  const out = new PackBuffers(() => Buffer.allocUnsafe(REPLAY_CHUNK));
-  yield* replayInto(out, splitFile, root, expectDigest);
-  yield* out.end();
 }
 
 /** One fill, its archive faults as CairnErrors (an errno error keeps its code, with the entry it hit). */

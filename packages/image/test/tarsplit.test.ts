@@ -7,7 +7,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CairnError } from '@cairnfs/core';
 import { TarParser, encodeHeader, tarTrailer, type TarHeaderInput } from '@cairnfs/archive';
-import { SplitRecorder, reassemble } from '../src/tarsplit.js';
+import { REPLAY_CHUNK, SplitRecorder, replayInto } from '../src/tarsplit.js';
+import { PackBuffers } from '../src/packbuffers.js';
 import { sha } from '@cairnfs/testkit';
 
 function symlinkTar(n: number): Buffer {
@@ -20,6 +21,13 @@ function symlinkTar(n: number): Buffer {
 async function record(tar: Buffer, rec = new SplitRecorder(), chunk = 64 * 1024): Promise<Buffer> {
   for (let i = 0; i < tar.length; i += chunk) rec.write(tar.subarray(i, i + chunk));
   return rec.finish();
+}
+
+/** The tar rebuilt from `splitFile` and `root`, in fresh chunks as exportLayer's Readable gives them. */
+async function* reassemble(splitFile: string, root: string, expectDigest: string): AsyncGenerator<Buffer> {
+  const out = new PackBuffers(() => Buffer.allocUnsafe(REPLAY_CHUNK));
+  yield* replayInto(out, splitFile, root, expectDigest);
+  yield* out.end();
 }
 
 /** The split written where reassemble reads it from: a file in the layer root (as good as any, its content is not read). */
