@@ -49,21 +49,22 @@ export function exportImage(store: LayerStore, refs: readonly string[]): Readabl
 }
 
 async function* packImage(store: LayerStore, refs: readonly string[], next: () => Buffer): AsyncGenerator<Buffer> {
-  for (const ref of refs) {
-    for (const chain of store.image(ref).layers) {
+  const images = refs.map((ref) => store.image(ref));
+  for (const [i, img] of images.entries()) {
+    for (const chain of img.layers) {
       const l = store.layer(chain);
-      if (!l.exact) throw notExact(`image ${ref} cannot be exported`, l);
+      if (!l.exact) throw notExact(`image ${refs[i]} cannot be exported`, l);
     }
   }
-  const unpin = await store.pinLayers([...new Set(refs.flatMap((ref) => store.image(ref).layers))], `export ${refs.join(' ')}`);
+  const unpin = await store.pinLayers([...new Set(images.flatMap((img) => img.layers))], `export ${refs.join(' ')}`);
   try {
     const out = new PackBuffers(next);
     const written = new Set<string>();
     const manifest: Array<{ Config: string; RepoTags: string[]; Layers: string[] }> = [];
     const index: Array<Record<string, unknown>> = [];
     yield* file(out, 'oci-layout', Buffer.from('{"imageLayoutVersion":"1.0.0"}'));
-    for (const ref of refs) {
-      const img = store.image(ref);
+    for (const [i, img] of images.entries()) {
+      const ref = refs[i]!;
       const explicit = img.tags.includes(ref) || img.tags.includes(`${ref}:latest`);
       const tags = explicit ? [img.tags.find((t) => t === ref || t === `${ref}:latest`)!] : img.tags;
       const config = await store.imageConfig(img.id);
