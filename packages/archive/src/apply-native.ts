@@ -68,8 +68,8 @@ export async function applyLayerNative(root: string, tar: Readable | AsyncIterab
   const file = tapped ? null : await wholeFileOf(tar);
   let inflight: Promise<void> | undefined;
   let gzipped = false;
-  const done = () => {
-    const bytes = applier.finish();
+  const done = async () => {
+    const bytes = offThread ? await applier.finishAsync() : applier.finish();
     if (tapped) {
       const t = applier.tapEnd();
       tapped.tap.onRecord(t.record, gzipped);
@@ -82,7 +82,7 @@ export async function applyLayerNative(root: string, tar: Readable | AsyncIterab
     if (file !== null) {
       if (offThread) await applier.writeFromAsync(file.fd);
       else applier.writeFrom(file.fd);
-      return done();
+      return await done();
     }
     if (tapped) gzipped = applier.tap(tapped.tap.maxLogicalBytes, tapped.tap.what, false, tapped.tap.rawRecords ?? false);
     if (tapped?.compressed) {
@@ -102,7 +102,7 @@ export async function applyLayerNative(root: string, tar: Readable | AsyncIterab
         tapped.tap.onRecord(applier.takeRecord(), gzipped);
         tapped.tap.onBytes?.(n);
       }
-      return done();
+      return await done();
     }
     const input = (tapped ? tapped.source : tar) as AsyncIterable<Uint8Array>;
     let batch: Buffer[] = [];
@@ -136,7 +136,7 @@ export async function applyLayerNative(root: string, tar: Readable | AsyncIterab
     if (inflight) await inflight;
     inflight = undefined;
     if (batch.length > 0 && (tapped || !applier.finished)) await applier.writeAsync(batch);
-    return done();
+    return await done();
   } catch (err) {
     // A failing input stream while a batch is applying: let the batch settle first.
     if (inflight) await inflight.catch(() => undefined);

@@ -61,6 +61,13 @@ function buildTree(root: string): string[] {
   fs.chownSync(p('sgid/rootfile'), 0, 0);
   fs.writeFileSync(p('sgid/all-perms'), 'umask must not cut these');
   fs.chmodSync(p('sgid/all-perms'), 0o777);
+  // Directories mkdir cannot make exact: one that would inherit setgid and the group,
+  // one whose mode the umask would cut.
+  fs.mkdirSync(p('sgid/plain'));
+  fs.chownSync(p('sgid/plain'), 0, 0);
+  fs.chmodSync(p('sgid/plain'), 0o755);
+  fs.mkdirSync(p('etc/group-writable'));
+  fs.chmodSync(p('etc/group-writable'), 0o775);
   const paths: string[] = [];
   const walk = (rel: string) => {
     for (const n of fs.readdirSync(p(rel)).sort()) {

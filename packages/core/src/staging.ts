@@ -1,8 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import { constants as fsConstants } from 'node:fs';
-import { mkdir, open, readdir, rename, rmdir, unlink } from 'node:fs/promises';
-import { basename, join, dirname } from 'node:path';
-import { removeTree } from '@cairnfs/sys';
+import { mkdir, readdir, rename, rmdir } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { fsyncPath, removeTree, renameDurable, replaceFile } from '@cairnfs/sys';
 import { isValidId } from './ids.js';
 import { isProcessAlive, ownerOfToken, ownerToken } from './proc.js';
 import type { ProcessIdentity } from './proc.js';
@@ -68,23 +67,13 @@ export async function removeMountPoint(path: string): Promise<void> {
 }
 
 /** fsyncs a directory so that a rename or create inside it survives power loss. */
-export async function fsyncDir(path: string): Promise<void> {
-  const handle = await open(path, fsConstants.O_RDONLY | fsConstants.O_DIRECTORY);
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
+export function fsyncDir(path: string): Promise<void> {
+  return fsyncPath(path, true);
 }
 
 /** fsyncs a file (by path) so its content is durable before the layer is reported done. */
-export async function fsyncFile(path: string): Promise<void> {
-  const handle = await open(path, fsConstants.O_RDONLY);
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
+export function fsyncFile(path: string): Promise<void> {
+  return fsyncPath(path, false);
 }
 
 /**
@@ -92,10 +81,8 @@ export async function fsyncFile(path: string): Promise<void> {
  * final path must not exist (rename(2) would replace an empty directory silently, so
  * callers check existence under their per-id lock first).
  */
-export async function commitStaged(staged: string, finalPath: string): Promise<void> {
-  await fsyncDir(staged);
-  await rename(staged, finalPath);
-  await fsyncDir(dirname(finalPath));
+export function commitStaged(staged: string, finalPath: string): Promise<void> {
+  return renameDurable(staged, finalPath, true);
 }
 
 /**
@@ -171,21 +158,8 @@ export async function sweepLeftovers(home: string, opts: SweepOptions = {}): Pro
  * skips both fsyncs, for records a power loss voids anyway (mount holds): still atomic
  * for every process that reads them.
  */
-export async function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o600, opts: { durable?: boolean } = {}): Promise<void> {
-  const durable = opts.durable ?? true;
-  const tmp = join(dirname(path), `.${basename(path)}.tmp`);
-  const handle = await open(tmp, 'w', mode);
-  try {
-    await handle.writeFile(data);
-    if (durable) await handle.sync();
-  } finally {
-    await handle.close();
-  }
-  try {
-    await rename(tmp, path);
-  } catch (err) {
-    await unlink(tmp).catch(() => undefined);
-    throw err;
-  }
-  if (durable) await fsyncDir(dirname(path));
+export function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o600, opts: { durable?: boolean } = {}): Promise<void> {
+  // One pool job for the whole write (sys replaceFile): ~45 µs of CPU per pool round trip
+  // made the 8 of open, write, fsync, close, rename and the directory's fsync add up.
+  return replaceFile(path, data, mode, opts.durable ?? true);
 }

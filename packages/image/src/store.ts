@@ -12,7 +12,7 @@ import {
 } from '@cairnfs/core';
 import { directStream } from '@cairnfs/archive';
 import { writeFileAtomic } from './atomic.js';
-import { applyBlob, mkdirDurable, writeSyncedFile } from './layerfiles.js';
+import { applyBlob, mkdirDurable, writeRecordDir } from './layerfiles.js';
 import { Pins, pinned, scratchName, writeIntent } from './claims.js';
 import { chainIdOf, chainIds, hexOf, sha256Of } from './digest.js';
 import { DEFAULT_MAX_UNCOMPRESSED_BYTES } from './decompress.js';
@@ -395,19 +395,13 @@ export class LayerStore {
 
   /** Records a layer in the layerdb (the caller holds the write lock); its intent goes with it. */
   private async commitLayer(s: StoreState, l: LayerInfo & { split?: Buffer }): Promise<void> {
-    const stage = join(this.layout.tmp, scratchName('layer'));
-    await mkdir(stage, { recursive: true });
     const files: Array<[string, string | Buffer]> = [
       ['diff', l.diffId], ['size', String(l.size)], ['tar-size', String(l.tarSize)],
       ['cache-id', l.cacheId], ['exact', String(l.exact)],
       ...(l.parent ? [['parent', l.parent] as [string, string]] : []),
       ...(l.split ? [['tar-split.gz', l.split] as [string, Buffer]] : []),
     ];
-    for (const [name, data] of files) await writeSyncedFile(join(stage, name), data);
-    await fsyncDir(stage);
-    await mkdirDurable(this.layout.layerDb);
-    await rename(stage, this.layout.layer(l.chainId));
-    await fsyncDir(this.layout.layerDb);
+    await writeRecordDir(join(this.layout.tmp, scratchName('layer')), files, this.layout.layer(l.chainId));
     await unlink(this.layout.intent(l.cacheId)).catch(() => undefined);
     const { split: _s, ...info } = l;
     s.layers.set(l.chainId, info);
@@ -469,16 +463,9 @@ export class LayerStore {
       await writeIntent(this.layout.intent(mountId), mountId);
       try {
         await this.driver.createReadWrite(mountId, parent ? this.layer(parent).cacheId : null);
-        const stage = join(this.layout.tmp, scratchName('mount'));
-        await mkdir(stage, { recursive: true });
-        // Durable before the rename names the container: else power loss can leave it with empty files.
-        await writeSyncedFile(join(stage, 'mount-id'), mountId);
-        await writeSyncedFile(join(stage, 'image'), img.id);
-        if (parent) await writeSyncedFile(join(stage, 'parent'), parent);
-        await fsyncDir(stage);
-        await mkdirDurable(this.layout.mounts);
-        await rename(stage, this.layout.mount(name));
-        await fsyncDir(this.layout.mounts);
+        await writeRecordDir(join(this.layout.tmp, scratchName('mount')), [
+          ['mount-id', mountId], ['image', img.id], ...(parent ? [['parent', parent] as const] : []),
+        ], this.layout.mount(name));
       } catch (err) {
         await this.driver.remove(mountId).catch(() => undefined);
         throw err;

@@ -114,6 +114,7 @@ static Napi::Object InitCairnSys(Napi::Env env, Napi::Object exports) {
   exports.Set("constants", cairn::Constants(env));
   cairn::InitMount(env, exports);
   cairn::InitFiles(env, exports);
+  cairn::InitDurable(env, exports);
   cairn::InitBtrfs(env, exports);
   cairn::InitUntar(env, exports);
   cairn::InitQuota(env, exports);

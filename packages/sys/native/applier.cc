@@ -292,14 +292,24 @@ void Applier::OnEntry(Entry e) {
 
   switch (e.type) {
     case '5': {
-      struct stat st;
-      bool there = dirs_.Lstat(parentRel, base, &st);
-      if (!there || !S_ISDIR(st.st_mode)) {
-        if (there) Remove(parentRel, base, st);
-        if (mkdirat(dirs_.Dir(parentRel), base.c_str(), 0700) != 0) dirs_.SysFail(errno, "mkdir", rel);
-        if (whited_out_.count(rel)) MakeOpaque(rel);
+      // mkdir gives a new directory its final mode when nothing of it is special, masked by
+      // the umask or inherited (setgid parent); else it starts 0700 and is chmodded.
+      bool exact = e.mode <= 0777 && (e.mode & umask_) == 0 && !dirs_.Setgid(parentRel);
+      mode_t createMode = exact ? static_cast<mode_t>(e.mode) : 0700;
+      // Made first, looked at only when something is there already (most entries are new).
+      bool made = mkdirat(dirs_.Dir(parentRel), base.c_str(), createMode) == 0;
+      if (!made && errno != EEXIST) dirs_.SysFail(errno, "mkdir", rel);
+      if (!made) {
+        struct stat st;
+        bool there = dirs_.Lstat(parentRel, base, &st);
+        if (!there || !S_ISDIR(st.st_mode)) {
+          if (there) Remove(parentRel, base, st);
+          if (mkdirat(dirs_.Dir(parentRel), base.c_str(), createMode) != 0) dirs_.SysFail(errno, "mkdir", rel);
+          made = true;
+        }
       }
-      DirMetadata(parentRel, base, e);
+      if (made && whited_out_.count(rel)) MakeOpaque(rel);
+      DirMetadata(parentRel, base, e, made && exact);
       return;
     }
     case '0': {
@@ -429,8 +439,17 @@ void Applier::OnEnd() {
 // A directory's owner, mode and xattrs (its times come last, FinishDirectories). It is
 // opened as an O_PATH fd with O_DIRECTORY|O_NOFOLLOW, so it is the real directory the
 // entry made or verified, and everything acts on that fd.
-void Applier::DirMetadata(const std::string& parentRel, const std::string& base, const Entry& e) {
+void Applier::DirMetadata(const std::string& parentRel, const std::string& base, const Entry& e, bool madeExact) {
   std::string rel = Beneath::Join(parentRel, base);
+  timespec ts[2];
+  Times(e, ts);
+  // Made just now with its mode by this process: its owner is ours already, unless the
+  // entry names another.
+  if (madeExact && e.xattrs.empty() && (!ownership_ || (e.uid == euid_ && e.gid == egid_))) {
+    dirs_.Remember(rel, false);
+    dir_times_.push_back({rel, ts[0], ts[1]});
+    return;
+  }
   int pfd = base.empty() ? -1 : dirs_.Dir(parentRel);
   int dfd = base.empty() ? dirs_.root() : openat(pfd, base.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   if (dfd < 0) dirs_.SysFail(errno, "open", rel);
@@ -449,8 +468,6 @@ void Applier::DirMetadata(const std::string& parentRel, const std::string& base,
     if (!base.empty()) CheckSame(pfd, base, rel, st);
   }
   dirs_.Remember(rel, (e.mode & S_ISGID) != 0);
-  timespec ts[2];
-  Times(e, ts);
   dir_times_.push_back({rel, ts[0], ts[1]});
 }
 
@@ -535,12 +552,17 @@ void Applier::Whiteout(const Entry& e, const std::string& parentRel, const std::
       return;
     }
     std::string rel = Beneath::Join(parentRel, *target);
-    RemoveIfPresent(parentRel, *target);
     whited_out_.insert(rel);
-    // What the kernel and moby leave for a deletion: a 0/0 char device, mode 0000.
-    int pfd = dirs_.Dir(parentRel);
-    if (mknodat(pfd, target->c_str(), S_IFCHR, 0) != 0) dirs_.SysFail(errno, "mknod", rel);
-    if (ownership_) {
+    // What the kernel and moby leave for a deletion: a 0/0 char device, mode 0000 (mknod
+    // applies no umask to it). Made first; what was there goes only when that fails.
+    if (mknodat(dirs_.Dir(parentRel), target->c_str(), S_IFCHR, 0) != 0) {
+      if (errno != EEXIST) dirs_.SysFail(errno, "mknod", rel);
+      RemoveIfPresent(parentRel, *target);
+      if (mknodat(dirs_.Dir(parentRel), target->c_str(), S_IFCHR, 0) != 0) dirs_.SysFail(errno, "mknod", rel);
+    }
+    // Ours already unless the entry names another owner or a setgid parent gave it its group.
+    if (ownership_ && (e.uid != euid_ || e.gid != egid_ || dirs_.Setgid(parentRel))) {
+      int pfd = dirs_.Dir(parentRel);
       struct stat st;
       Fd node(OpenMade(pfd, *target, rel, S_IFCHR, 0, &st));
       if (fchownat(node.get(), "", static_cast<uid_t>(e.uid), static_cast<gid_t>(e.gid), AT_EMPTY_PATH) != 0 && !owners_.Drop(errno, rel, e.uid, e.gid)) {
@@ -624,12 +646,21 @@ void Applier::RemoveNotUnpacked(const std::string& rel) {
 void Applier::FinishDirectories() {
   for (const DirTime& d : dir_times_) {
     timespec ts[2] = {d.atime, d.mtime};
-    if (!d.rel.empty() && !dirs_.Known(d.rel)) continue;
-    int fd = d.rel.empty() ? dirs_.root() : dirs_.OpenPath(d.rel);
-    if (fd < 0) continue;  // no longer a directory reachable without symlinks
-    Fd owned(d.rel.empty() ? -1 : fd);
-    // On the O_PATH fd of the directory; "." of it where the kernel refuses AT_EMPTY_PATH.
-    TimesAt(fd, fd, ".", ts, d.rel);
+    if (d.rel.empty()) {
+      // On the root's O_PATH fd; "." of it where the kernel refuses AT_EMPTY_PATH.
+      TimesAt(dirs_.root(), dirs_.root(), ".", ts, d.rel);
+      continue;
+    }
+    if (!dirs_.Known(d.rel)) continue;
+    // By name in its parent (a cached fd: directories are mostly finished next to their
+    // siblings), never following the name: a directory swapped meanwhile for a symlink
+    // or a file gets times of its own, inside the layer.
+    size_t slash = d.rel.rfind('/');
+    std::string parent = slash == std::string::npos ? std::string() : d.rel.substr(0, slash);
+    int pfd = dirs_.DirOrNeg(parent);
+    if (pfd < 0) continue;  // no longer a directory reachable without symlinks
+    const char* base = d.rel.c_str() + (slash == std::string::npos ? 0 : slash + 1);
+    if (utimensat(pfd, base, ts, AT_SYMLINK_NOFOLLOW) != 0 && errno != ENOENT) dirs_.SysFail(errno, "lutimes", d.rel);
   }
   dir_times_.clear();
 }

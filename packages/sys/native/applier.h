@@ -104,7 +104,7 @@ class Applier : public EntrySink {
   void TimesAt(int fd, int dirfd, const std::string& name, const timespec ts[2], const std::string& rel);
   void Times(const Entry& e, timespec out[2]);
   static const char* TypeName(char t);
-  void DirMetadata(const std::string& parentRel, const std::string& base, const Entry& e);
+  void DirMetadata(const std::string& parentRel, const std::string& base, const Entry& e, bool madeExact = false);
   void Metadata(const std::string& parentRel, const std::string& base, const Entry& e, mode_t kind, dev_t dev);
   void Whiteout(const Entry& e, const std::string& parentRel, const std::string* target);
   void DevicePlaceholder(const std::string& parentRel, const std::string& base, const Entry& e);

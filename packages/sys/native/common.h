@@ -107,6 +107,7 @@ Napi::Object Constants(Napi::Env env);
 
 void InitMount(Napi::Env env, Napi::Object exports);
 void InitFiles(Napi::Env env, Napi::Object exports);
+void InitDurable(Napi::Env env, Napi::Object exports);
 void InitBtrfs(Napi::Env env, Napi::Object exports);  // btrfs.cc (btrfs driver)
 void InitUntar(Napi::Env env, Napi::Object exports);  // untar.cc (layer apply: tar parse and file work)
 void InitQuota(Napi::Env env, Napi::Object exports);  // quota.cc (xfs project quotas)

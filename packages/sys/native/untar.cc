@@ -58,6 +58,7 @@ class LayerApplier : public Napi::ObjectWrap<LayerApplier> {
       InstanceMethod<&LayerApplier::TakeRecord>("takeRecord"),
       InstanceMethod<&LayerApplier::TapEnd>("tapEnd"),
       InstanceMethod<&LayerApplier::Finish>("finish"),
+      InstanceMethod<&LayerApplier::FinishAsync>("finishAsync"),
       InstanceMethod<&LayerApplier::Abort>("abort"),
       InstanceMethod<&LayerApplier::Close>("close"),
       InstanceAccessor<&LayerApplier::Finished>("finished"),
@@ -102,10 +103,11 @@ class LayerApplier : public Napi::ObjectWrap<LayerApplier> {
    public:
     // Either `chunks` (kept alive by a reference to chunksValue) or, with fd >= 0, the input
     // read from fd: the whole file (length < 0) or `length` bytes from `offset`.
+    // With `finish`, no input: the apply's end (finish()) on the pool thread.
     WriteWorker(Napi::Env env, LayerApplier* owner, Napi::Value chunksValue, std::vector<Chunk> chunks, int fd = -1,
-                int64_t offset = 0, int64_t length = -1)
+                int64_t offset = 0, int64_t length = -1, bool finish = false)
         : Napi::AsyncWorker(env, "cairn.applyLayer"), deferred_(Napi::Promise::Deferred::New(env)),
-          owner_(owner), chunks_(std::move(chunks)), fd_(fd), offset_(offset), length_(length) {
+          owner_(owner), chunks_(std::move(chunks)), fd_(fd), offset_(offset), length_(length), finish_(finish) {
       if (chunksValue.IsObject()) keep_ = Napi::Persistent(chunksValue);
       self_ = Napi::Persistent(owner->Value());
     }
@@ -116,6 +118,7 @@ class LayerApplier : public Napi::ObjectWrap<LayerApplier> {
         else if (fd_ >= 0) owner_->applier_->ReadRange(fd_, offset_, length_);
         for (const Chunk& c : chunks_) owner_->applier_->Write(c.data, c.len);
         owner_->applier_->FlushRecord();
+        if (finish_) owner_->applier_->Finish();
       } catch (const Failure& f) {
         failure_ = f;
         failed_ = true;
@@ -124,6 +127,7 @@ class LayerApplier : public Napi::ObjectWrap<LayerApplier> {
     void OnOK() override {
       owner_->busy_ = false;
       if (failed_) deferred_.Reject(FailureToJs(Env(), failure_).Value());
+      else if (finish_) deferred_.Resolve(Napi::Number::New(Env(), static_cast<double>(owner_->applier_->bytes())));
       else deferred_.Resolve(Env().Undefined());
     }
     void OnError(const Napi::Error& e) override {
@@ -137,6 +141,7 @@ class LayerApplier : public Napi::ObjectWrap<LayerApplier> {
     std::vector<Chunk> chunks_;
     int fd_;
     int64_t offset_, length_;
+    bool finish_;
     Napi::Reference<Napi::Value> keep_;
     Napi::ObjectReference self_;
     Failure failure_;
@@ -299,6 +304,17 @@ class LayerApplier : public Napi::ObjectWrap<LayerApplier> {
       throw FailureToJs(info.Env(), f);
     }
     return Napi::Number::New(info.Env(), static_cast<double>(a->bytes()));
+  }
+
+  // finishAsync() → Promise<bytes>: finish() on a libuv pool thread (the directory times
+  // are a syscall per directory).
+  Napi::Value FinishAsync(const Napi::CallbackInfo& info) {
+    Get(info.Env());
+    auto* worker = new WriteWorker(info.Env(), this, info.Env().Undefined(), {}, -1, 0, -1, true);
+    busy_ = true;
+    Napi::Promise p = worker->Promise();
+    worker->Queue();
+    return p;
   }
 
   Napi::Value Abort(const Napi::CallbackInfo& info) {

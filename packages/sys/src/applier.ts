@@ -99,6 +99,8 @@ export interface LayerApplier {
   /** After finish(): the sha256 (hex) of every byte written, whether the layer's files rebuild it, the bytes and the last records. */
   tapEnd(): ApplierTapResult;
   finish(): number;
+  /** The same on the libuv pool (a directory's times cost a syscall each); nothing else may be called until it settles. */
+  finishAsync(): Promise<number>;
   abort(): void;
   close(): void;
   /** True once the end-of-archive marker was read; later input is ignored. */

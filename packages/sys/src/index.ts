@@ -239,4 +239,5 @@ export * from './walk.js';
 export * from './tarpack.js';
 export * from './openfile.js';
 export * from './at.js';
+export * from './durable.js';
 export * from './zstd.js';

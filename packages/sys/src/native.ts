@@ -80,6 +80,11 @@ export interface NativeBinding {
   cloneFdSync(srcFd: number, dstFd: number): void;
   copyFdSync(srcFd: number, dstFd: number): number;
   copyFd(srcFd: number, dstFd: number): Promise<void>;
+  // durable.ts (native/durable.cc)
+  fsyncPath(path: string, isDirectory: boolean): Promise<void>;
+  replaceFile(path: string, data: string | Uint8Array, mode: number, durable: boolean): Promise<void>;
+  writeNewFiles(dir: string, names: string[], datas: Array<string | Uint8Array>, mode: number): Promise<void>;
+  renameDurable(from: string, to: string, syncFrom: boolean): Promise<void>;
   // btrfs.ts (native/btrfs.cc)
   btrfsSubvolCreate(dir: string, name: string): Promise<void>;
   btrfsSnapshot(source: string, dir: string, name: string, readOnly: boolean): Promise<void>;

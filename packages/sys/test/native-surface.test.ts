@@ -19,6 +19,7 @@ const KINDS: { [K in keyof NativeBinding]: 'function' | 'object' } = {
   symlinkatSync: 'function', linkatSync: 'function', unlinkatSync: 'function', fchownFdSync: 'function', chmodFdSync: 'function',
   haveChmodFdSync: 'function', utimensFdSync: 'function', setxattratSync: 'function', readdirFdSync: 'function',
   cloneFdSync: 'function', copyFdSync: 'function', copyFd: 'function',
+  fsyncPath: 'function', replaceFile: 'function', writeNewFiles: 'function', renameDurable: 'function',
   btrfsSubvolCreate: 'function', btrfsSnapshot: 'function', btrfsSubvolDestroy: 'function', btrfsGetFlags: 'function',
   btrfsSetFlags: 'function', btrfsSubvolId: 'function', btrfsSubvolChildren: 'function', btrfsFsInfo: 'function',
   btrfsQgroupLimit: 'function', btrfsQgroupDestroy: 'function',
