@@ -1,5 +1,5 @@
-import { readlinkSync } from 'node:fs';
-import { chmod, chown, mkdir, readFile, readlink, realpath, rmdir, stat, symlink, unlink, writeFile } from 'node:fs/promises';
+import { readFileSync, readlinkSync, statSync } from 'node:fs';
+import { chmod, chown, mkdir, readlink, realpath, rmdir, stat, symlink, unlink, writeFile } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import {
   CairnError, SharedMounts, StoreLocks, assertValidId, commitStaged, discardDir, errnoCode, fsyncDir,
@@ -296,7 +296,8 @@ export class Overlay2Driver implements StorageDriver, LayerFilesDir {
   async exists(id: string): Promise<boolean> {
     assertValidId(id);
     try {
-      return (await stat(this.layout.layerDir(id))).isDirectory();
+      // A stat of a local directory: synchronous, as readLowers.
+      return statSync(this.layout.layerDir(id)).isDirectory();
     } catch (err) {
       if (errnoCode(err) === 'ENOENT') return false;
       throw err;
@@ -493,10 +494,18 @@ export class Overlay2Driver implements StorageDriver, LayerFilesDir {
     return short;
   }
 
-  /** The layer's `lower` entries (`l/…`), nearest parent first; [] for a base layer. */
+  /**
+   * The layer's `lower` entries (`l/…`), nearest parent first; [] for a base layer. Read
+   * synchronously, as the layer's marks are (isImageLayer): a few hundred bytes of a local
+   * file, where a pool round trip per read added up over the lowers of every apply.
+   */
   async readLowers(id: string): Promise<string[]> {
+    return this.readLowersSync(id);
+  }
+
+  private readLowersSync(id: string): string[] {
     try {
-      return parseLowerFile(await readFile(this.layout.lowerFile(id), 'utf8'), id);
+      return parseLowerFile(readFileSync(this.layout.lowerFile(id), 'utf8'), id);
     } catch (err) {
       if (errnoCode(err) === 'ENOENT') return [];
       throw err;
@@ -512,7 +521,7 @@ export class Overlay2Driver implements StorageDriver, LayerFilesDir {
 
   /** Resolves an `l/<short>` entry to the layer id its symlink points at. */
   async idOfLower(entry: string): Promise<string> {
-    return this.layerOfLinkTarget(entry, await readlink(`${this.home}/${entry}`));
+    return this.idOfLowerSync(entry);
   }
 
   private idOfLowerSync(entry: string): string {
@@ -580,11 +589,11 @@ export class Overlay2Driver implements StorageDriver, LayerFilesDir {
    */
   private async applyMap(id: string, opts: ApplyDiffOptions): Promise<IdMappings | null> {
     const asked = opts.idMappings ? validateIdMappings(opts.idMappings) : null;
-    const lowerIds = await Promise.all((await this.readLowers(id)).map((l) => this.idOfLower(l)));
-    const held = await this.storedIdMap(id) ?? (lowerIds.length > 0 ? await this.storedIdMap(lowerIds[0]!) : null);
+    const lowerIds = this.readLowersSync(id).map((l) => this.idOfLowerSync(l));
+    const held = this.mapped.storedIdMapSync(id) ?? (lowerIds.length > 0 ? this.mapped.storedIdMapSync(lowerIds[0]!) : null);
     const maps = asked ?? held;
     for (const layer of [id, ...lowerIds]) {
-      const stored = await this.storedIdMap(layer);
+      const stored = this.mapped.storedIdMapSync(layer);
       const fresh = layer === id && stored === null; // the layer itself takes the map now
       if (!fresh && !sameIdMappings(stored, maps)) {
         throw new CairnError('ERR_INVALID_OPTION',
