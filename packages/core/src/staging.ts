@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
 import { mkdir, readdir, rename, rmdir } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fsyncPath, removeTree, renameDurable, replaceFile } from '@cairnfs/sys';
@@ -49,10 +50,11 @@ function uniqueName(id: string): string {
 
 /** Makes and returns a fresh, empty staging directory for `id`. */
 export async function makeStagingDir(home: string, id: string, mode = 0o700): Promise<string> {
+  // Synchronous: two local mkdirs cost microseconds, two pool round trips ~90 µs of CPU.
   const parent = join(home, STAGING_DIR);
-  await mkdir(parent, { recursive: true, mode: 0o700 });
+  mkdirSync(parent, { recursive: true, mode: 0o700 });
   const path = join(parent, uniqueName(id));
-  await mkdir(path, { mode });
+  mkdirSync(path, { mode });
   return path;
 }
 

@@ -1,9 +1,9 @@
-import { constants as fsConstants } from 'node:fs';
-import { chmod, mkdtemp, readdir, rename } from 'node:fs/promises';
+import { chmodSync, constants as fsConstants, mkdtempSync } from 'node:fs';
+import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { errnoCode, fsyncDir, type IdMappings } from '@cairnfs/core';
-import { STAT, STAT_FIELDS, removeTree, statDirSync } from '@cairnfs/sys';
+import { errnoCode, type IdMappings } from '@cairnfs/core';
+import { STAT, STAT_FIELDS, removeTree, renameDurable, statDirSync } from '@cairnfs/sys';
 import { applyLayer, exportOverlayUpper, type ApplyOptions } from '@cairnfs/archive';
 import type { Change } from '@cairnfs/core';
 import { upperChanges } from './changes.js';
@@ -38,12 +38,12 @@ export class NativeDiff {
     const diff = this.layout.diffDir(id);
     if (!staged) return applyLayer(diff, tar, { ...opts, whiteouts: 'overlay' });
     const layerDir = this.layout.layerDir(id);
-    const scratch = await mkdtemp(join(layerDir, APPLY_PREFIX));
+    // Made synchronously: a local mkdir and chmod cost microseconds, a pool round trip ~45 µs of CPU.
+    const scratch = mkdtempSync(join(layerDir, APPLY_PREFIX));
     try {
-      await chmod(scratch, 0o755);
+      chmodSync(scratch, 0o755);
       const bytes = await applyLayer(scratch, tar, { ...opts, whiteouts: 'overlay' });
-      await rename(scratch, diff); // diff/ is empty: rename(2) replaces it atomically
-      await fsyncDir(layerDir);
+      await renameDurable(scratch, diff); // diff/ is empty: rename(2) replaces it atomically
       return bytes;
     } catch (err) {
       await removeTree(scratch).catch(() => undefined);

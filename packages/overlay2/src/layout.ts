@@ -34,8 +34,8 @@ export const HOME_MODE = 0o710;
 export const LAYER_DIR_MODE = 0o710;
 export const DIFF_MODE = 0o755;
 export const WORK_MODE = 0o700;
+/** The `link` and `lower` files' mode (one: they are written together). */
 export const LINK_FILE_MODE = 0o644;
-export const LOWER_FILE_MODE = 0o644;
 export const COMMITTED_FILE_MODE = 0o600;
 
 /** moby's `maxDepth`: a layer may sit on at most this many lower layers unless raised. */

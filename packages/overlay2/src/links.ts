@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { readdir, readFile, readlink, symlink, unlink, writeFile } from 'node:fs/promises';
 import { errnoCode, isValidId } from '@cairnfs/core';
 import { LINK_FILE_MODE, Layout, generateShortName, idFromDirName, isShortName, parseLinkFile } from './layout.js';
@@ -29,6 +30,16 @@ export function idFromLinkTarget(target: string): string | undefined {
 export async function readLinkFile(layout: Layout, id: string): Promise<string | undefined> {
   try {
     return parseLinkFile(await readFile(layout.linkFile(id), 'utf8'));
+  } catch (err) {
+    if (errnoCode(err) === 'ENOENT') return undefined;
+    throw err;
+  }
+}
+
+/** readLinkFile without the pool round trip (a few bytes of a local file). */
+export function readLinkFileSync(layout: Layout, id: string): string | undefined {
+  try {
+    return parseLinkFile(readFileSync(layout.linkFile(id), 'utf8'));
   } catch (err) {
     if (errnoCode(err) === 'ENOENT') return undefined;
     throw err;
