@@ -1,5 +1,5 @@
-import { appendFileSync, chmodSync, chownSync, mkdirSync, readFileSync, readlinkSync, statSync, symlinkSync } from 'node:fs';
-import { chmod, mkdir, readlink, realpath, rmdir, stat, unlink } from 'node:fs/promises';
+import { appendFileSync, chmodSync, chownSync, mkdirSync, readFileSync, readlinkSync, rmdirSync, statSync, symlinkSync } from 'node:fs';
+import { chmod, mkdir, realpath, rmdir, stat, unlink } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import {
   CairnError, SharedMounts, StoreLocks, assertValidId, commitStaged, discardDir, errnoCode, fsyncDir,
@@ -389,7 +389,11 @@ export class Overlay2Driver implements StorageDriver, LayerFilesDir {
     // moby: a layer without lowers is used as is; there is nothing to overlay.
     if (spec === null) return this.layout.diffDir(id);
     const merged = this.layout.mergedDir(id);
-    await mkdir(merged, { mode: 0o700 }).catch((err) => { if (errnoCode(err) !== 'EEXIST') throw err; });
+    try {
+      mkdirSync(merged, { mode: 0o700 });
+    } catch (err) {
+      if (errnoCode(err) !== 'EEXIST') throw err;
+    }
     try {
       try {
         await performMount(spec);
@@ -434,14 +438,16 @@ export class Overlay2Driver implements StorageDriver, LayerFilesDir {
       // EINVAL: not a mount point any more (someone unmounted it behind our back).
       if (errnoCode(err) !== 'EINVAL' && errnoCode(err) !== 'ENOENT') throw err;
     }
-    await rmdir(path).catch(() => undefined);
+    try {
+      rmdirSync(path);
+    } catch { /* busy or not empty: left, as removeMountPoint does */ }
   }
 
   /** An image layer (made with `create`, or a Docker layer that has children) has no upper when mounted. */
   private async isReadOnly(id: string): Promise<boolean> {
     if (this.isImageLayer(id)) return true;
     try {
-      await stat(this.layout.committedFile(id));
+      statSync(this.layout.committedFile(id));
       return true;
     } catch {
       return false;
@@ -480,8 +486,10 @@ export class Overlay2Driver implements StorageDriver, LayerFilesDir {
 
   /** Repairs the layer's own `l/` link when it is missing or wrong (under the store write lock: l/ is shared). */
   private async ensureOwnLink(id: string): Promise<void> {
-    const short = await readLinkFile(this.layout, id);
-    if (short !== undefined && await linkIsRight(this.layout, id, short)) return;
+    // Checked synchronously (a small file and a readlink, microseconds each): every get
+    // asks, and a pool round trip apiece cost more CPU than the rest of a get+put.
+    const short = readLinkFileSync(this.layout, id);
+    if (short !== undefined && linkIsRight(this.layout, id, short)) return;
     await this.locks.write(`repair the link of layer ${id}`, async () => {
       const again = await readLinkFile(this.layout, id);
       if (again === undefined) await repairLinks(this.layout);
@@ -674,9 +682,9 @@ export class Overlay2Driver implements StorageDriver, LayerFilesDir {
 }
 
 /** True when `l/<short>` is the symlink to the layer's diff (read only: no lock needed). */
-async function linkIsRight(layout: Layout, id: string, short: string): Promise<boolean> {
+function linkIsRight(layout: Layout, id: string, short: string): boolean {
   try {
-    return (await readlink(layout.linkPath(short))) === layout.linkTarget(id);
+    return readlinkSync(layout.linkPath(short)) === layout.linkTarget(id);
   } catch {
     return false;
   }
