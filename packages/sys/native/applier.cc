@@ -330,8 +330,19 @@ void Applier::OnEntry(Entry e) {
     case '2': {
       if (e.linkname.empty()) InvalidEntry(e.name, "symlink entry \"" + Printable(e.name) + "\" has an empty target; the archive is corrupt");
       if (e.linkname.size() >= kPathMax) InvalidEntry(e.name, "symlink entry \"" + Printable(e.name) + "\" has a target longer than PATH_MAX (4096 bytes); the archive is corrupt");
-      RemoveIfPresent(parentRel, base);
-      if (symlinkat(e.linkname.c_str(), dirs_.Dir(parentRel), base.c_str()) != 0) dirs_.SysFail(errno, "symlink", rel);
+      // Made first; what was there goes only when that fails.
+      if (symlinkat(e.linkname.c_str(), dirs_.Dir(parentRel), base.c_str()) != 0) {
+        if (errno != EEXIST) dirs_.SysFail(errno, "symlink", rel);
+        RemoveIfPresent(parentRel, base);
+        if (symlinkat(e.linkname.c_str(), dirs_.Dir(parentRel), base.c_str()) != 0) dirs_.SysFail(errno, "symlink", rel);
+      }
+      if (e.xattrs.empty() && (!ownership_ || (e.uid == euid_ && e.gid == egid_ && !dirs_.Setgid(parentRel)))) {
+        // Ours already, as the entry wants it: only its times, by name, never followed.
+        timespec ts[2];
+        Times(e, ts);
+        if (utimensat(dirs_.Dir(parentRel), base.c_str(), ts, AT_SYMLINK_NOFOLLOW) != 0) dirs_.SysFail(errno, "lutimes", rel);
+        return;
+      }
       Metadata(parentRel, base, e, S_IFLNK, 0);
       return;
     }
