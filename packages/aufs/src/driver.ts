@@ -4,7 +4,7 @@ import type { Readable } from 'node:stream';
 import {
   CairnError, STAGING_DIR, SharedMounts, SharedTable, StoreLocks, assertValidId, copyTree, detectBackingFs, errnoCode,
   fsyncDir, isValidId, makeStagingDir, removeMountPoint, moveToTrash, normalizeParent, ownedName, readMountInfo, sweepLeftovers,
-  translateSpaceError, refuseIdMappings,
+  translateSpaceError, refuseIdMappings, layerNotFound,
 } from '@cairnfs/core';
 import { NaiveDiff, applyLayer, exportChanges } from '@cairnfs/archive';
 import type { ApplyDiffOptions, Change, CreateOptions, DriverContext, GetOptions, PutOptions, StorageDriver } from '@cairnfs/core';
@@ -196,7 +196,7 @@ export class AufsDriver implements StorageDriver, LayerLister, LayerFilesDir {
 
   /** LayerFilesDir: the layer's diff dir, what its applyDiff wrote, readable without a mount (moby's DiffGetter). */
   async layerFilesDir(id: string): Promise<string> {
-    if (!(await this.exists(id))) throw new CairnError('ERR_LAYER_NOT_FOUND', `layer ${id} does not exist`, { subject: id });
+    if (!(await this.exists(id))) throw layerNotFound(id);
     return this.layout.diffDir(id);
   }
 
@@ -350,7 +350,7 @@ export class AufsDriver implements StorageDriver, LayerLister, LayerFilesDir {
   private state(id: string): Promise<LayerState> {
     return this.table.read(`look up layer ${id}`, (t) => {
       const s = t.get(id);
-      if (!s) throw new CairnError('ERR_LAYER_NOT_FOUND', `layer ${id} does not exist in ${this.home}`, { subject: id });
+      if (!s) throw layerNotFound(id, `in ${this.home}`);
       return s;
     });
   }

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import {
   CairnError, SharedMounts, SharedTable, StoreLocks, assertValidId, detectBackingFs, errnoCode, formatByteSize,
-  fsyncDir, normalizeParent, attachIdmappedView, probeIdmappedMounts, readMountInfo, validateIdMappings,
+  fsyncDir, normalizeParent, attachIdmappedView, probeIdmappedMounts, readMountInfo, validateIdMappings, layerNotFound,
 } from '@cairnfs/core';
 import { NaiveDiff, NaiveDiffDriver } from '@cairnfs/archive';
 import type { ApplyDiffOptions, CreateOptions, DriverSetup, GetOptions, PutOptions, StorageDriver, LayerFilesDir } from '@cairnfs/core';
@@ -147,7 +147,7 @@ export class BtrfsDriver extends NaiveDiffDriver implements StorageDriver, Layer
 
   /** LayerFilesDir: the layer's subvolume (its whole tree), readable without a `get` and its hold. */
   async layerFilesDir(id: string): Promise<string> {
-    if (!(await this.exists(id))) throw new CairnError('ERR_LAYER_NOT_FOUND', `layer ${id} does not exist`, { subject: id });
+    if (!(await this.exists(id))) throw layerNotFound(id);
     return this.layout.subvolume(id);
   }
 
@@ -507,7 +507,7 @@ async function pathExists(path: string): Promise<boolean> {
 }
 
 function notFound(id: string): CairnError {
-  return new CairnError('ERR_LAYER_NOT_FOUND', `layer ${id} does not exist`, { subject: id });
+  return layerNotFound(id);
 }
 
 /** ERR_INCOMPATIBLE_FS for a home that is not on btrfs. */

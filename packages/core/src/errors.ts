@@ -68,6 +68,14 @@ export class CairnError extends Error {
 }
 
 /**
+ * The driver's "no such layer": ERR_LAYER_NOT_FOUND naming the layer, and `where` the
+ * driver looked when it is not the obvious place ("in /var/lib/cairn/vfs").
+ */
+export function layerNotFound(id: string, where?: string): CairnError {
+  return new CairnError('ERR_LAYER_NOT_FOUND', `layer ${id} does not exist${where ? ` ${where}` : ''}`, { subject: id });
+}
+
+/**
  * An archive fault the addon (@cairnfs/sys) threw, `{ cairnCode, message, subject }`, as the
  * CairnError it stands for; anything else (an errno error) is returned as it is.
  */

@@ -1,7 +1,7 @@
 // @cairnfs/core: the StorageDriver contract and the helpers every driver shares. The tar and
 // changeset engine is @cairnfs/archive; the syscalls are @cairnfs/sys. Every name below is
 // public API: nothing is exported by wildcard, so this file is the list a reviewer checks.
-export { ErrorCodes, CairnError, isCairnError, errnoCode, translateSpaceError, fromAddonFault } from './errors.js';
+export { ErrorCodes, CairnError, isCairnError, errnoCode, translateSpaceError, fromAddonFault, layerNotFound } from './errors.js';
 export type { ErrorCode, CairnErrorDetails } from './errors.js';
 export { isValidId, assertValidId, normalizeParent } from './ids.js';
 export type {

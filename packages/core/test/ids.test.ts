@@ -44,3 +44,11 @@ describe('space errors', () => {
     expect(translateSpaceError(eio, 'x')).toBe(eio);
   });
 });
+
+describe('layerNotFound', () => {
+  test('names the layer as subject and in the message, and where the driver looked when given', async () => {
+    const { layerNotFound } = await import('@cairnfs/core');
+    expect(layerNotFound('abc')).toMatchObject({ code: 'ERR_LAYER_NOT_FOUND', subject: 'abc', message: 'layer abc does not exist' });
+    expect(layerNotFound('abc', 'in /var/lib/cairn/vfs').message).toBe('layer abc does not exist in /var/lib/cairn/vfs');
+  });
+});

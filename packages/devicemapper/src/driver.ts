@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import {
   CairnError, OpenSessions, SharedMounts, SharedTable, StoreLocks, assertValidId, errnoCode, normalizeParent,
-  readMountInfo, refuseIdMappings, removeMountPoint,
+  readMountInfo, refuseIdMappings, removeMountPoint, layerNotFound,
 } from '@cairnfs/core';
 import { NaiveDiff } from '@cairnfs/archive';
 import type { ApplyDiffOptions, Change, CreateOptions, DriverSetup, GetOptions, PutOptions, StorageDriver } from '@cairnfs/core';
@@ -515,7 +515,7 @@ export class DeviceMapperDriver implements StorageDriver {
   /** The layer's record in the table as the running locked section sees it; ERR_LAYER_NOT_FOUND if gone. */
   private current(id: string): LayerMeta {
     const meta = this.liveLayer(id);
-    if (!meta) throw new CairnError('ERR_LAYER_NOT_FOUND', `layer ${id} does not exist`, { subject: id });
+    if (!meta) throw layerNotFound(id);
     return meta;
   }
 
@@ -612,7 +612,7 @@ export class DeviceMapperDriver implements StorageDriver {
   /** Activates and mounts the layer's device (under the layer's lock, see SharedMounts). */
   private async mountLayer(id: string, opts: GetOptions): Promise<string> {
     const { meta, fs } = await this.read(`mount layer ${id}`, () => ({ meta: this.liveLayer(id), fs: this.fs }));
-    if (!meta) throw new CairnError('ERR_LAYER_NOT_FOUND', `layer ${id} does not exist`, { subject: id });
+    if (!meta) throw layerNotFound(id);
     const name = this.deviceName(id);
     const table = thinTable(meta.size, this.pool.dev, meta.deviceId);
     if (!isActive(name)) await createDevice(name, table);
@@ -698,7 +698,7 @@ export class DeviceMapperDriver implements StorageDriver {
   async metadata(id: string): Promise<Record<string, string>> {
     assertValidId(id);
     const meta = await this.read(`read the metadata of layer ${id}`, () => this.liveLayer(id));
-    if (!meta) throw new CairnError('ERR_LAYER_NOT_FOUND', `layer ${id} does not exist`, { subject: id });
+    if (!meta) throw layerNotFound(id);
     return {
       DeviceId: String(meta.deviceId),
       DeviceSize: String(meta.size),

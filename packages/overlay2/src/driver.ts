@@ -4,7 +4,7 @@ import type { Readable } from 'node:stream';
 import {
   CairnError, SharedMounts, StoreLocks, assertValidId, commitStaged, discardDir, errnoCode, fsyncDir,
   makeStagingDir, moveToTrash, normalizeParent, parseByteSize, readMountInfo, LayerQuotas, sweepLeftovers,
-  secureDir, idMappingsKey, probeIdmappedMounts, sameIdMappings, validateIdMappings,
+  secureDir, idMappingsKey, probeIdmappedMounts, sameIdMappings, validateIdMappings, layerNotFound,
 } from '@cairnfs/core';
 import { NaiveDiff } from '@cairnfs/archive';
 import type { ApplyDiffOptions, Change, CreateOptions, DriverSetup, GetOptions, IdMappings, LayerFilesDir, PutOptions, StorageDriver } from '@cairnfs/core';
@@ -294,7 +294,7 @@ export class Overlay2Driver implements StorageDriver, LayerFilesDir {
 
   /** LayerFilesDir: the layer's diff dir, what its applyDiff wrote, readable without a mount (moby's DiffGetter). */
   async layerFilesDir(id: string): Promise<string> {
-    if (!(await this.exists(id))) throw new CairnError('ERR_LAYER_NOT_FOUND', `layer ${id} does not exist`, { subject: id });
+    if (!(await this.exists(id))) throw layerNotFound(id);
     return this.layout.diffDir(id);
   }
 
@@ -382,7 +382,7 @@ export class Overlay2Driver implements StorageDriver, LayerFilesDir {
   }
 
   private async mountLayer(id: string, opts: GetOptions): Promise<string> {
-    if (!(await this.exists(id))) throw new CairnError('ERR_LAYER_NOT_FOUND', `layer ${id} does not exist`, { subject: id });
+    if (!(await this.exists(id))) throw layerNotFound(id);
     await this.ensureOwnLink(id);
     if (opts.idMappings) return this.mapped.mount(id, validateIdMappings(opts.idMappings), opts.mountLabel);
     const spec = await this.mountSpecFor(id, opts.mountLabel);
@@ -632,7 +632,7 @@ export class Overlay2Driver implements StorageDriver, LayerFilesDir {
 
   private async assertLayer(id: string): Promise<void> {
     assertValidId(id);
-    if (!(await this.exists(id))) throw new CairnError('ERR_LAYER_NOT_FOUND', `layer ${id} does not exist`, { subject: id });
+    if (!(await this.exists(id))) throw layerNotFound(id);
   }
 
   // ---- reporting ----------------------------------------------------------------------

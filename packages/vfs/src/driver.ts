@@ -7,7 +7,7 @@ import {
   CairnError, STAGING_DIR, TRASH_DIR, SharedMounts, SharedTable, StoreLocks, assertValidId, commitStaged, copyTree,
   detectBackingFs, errnoCode, fsyncDir, isOwnerAlive, isValidId, LayerQuotas, makeStagingDir, moveToTrash, normalizeParent,
   parseByteSize, readMountInfo, sweepLeftovers, translateSpaceError, mountLabelOption, idMappingsKey, parseIdMappingsKey,
-  probeIdmappedMounts, sameIdMappings, validateIdMappings, attachIdmappedView,
+  probeIdmappedMounts, sameIdMappings, validateIdMappings, attachIdmappedView, layerNotFound,
 } from '@cairnfs/core';
 import { NaiveDiff, NaiveDiffDriver, applyLayer } from '@cairnfs/archive';
 import type { ApplyDiffOptions, CreateOptions, DriverSetup, GetOptions, IdMappings, PutOptions, StorageDriver, LayerFilesDir } from '@cairnfs/core';
@@ -270,7 +270,7 @@ export class VfsDriver extends NaiveDiffDriver implements StorageDriver, LayerFi
 
   /** LayerFilesDir: the layer's directory (its whole tree), readable without the read-only view `get` mounts. */
   async layerFilesDir(id: string): Promise<string> {
-    if (!(await this.exists(id))) throw new CairnError('ERR_LAYER_NOT_FOUND', `layer ${id} does not exist`, { subject: id });
+    if (!(await this.exists(id))) throw layerNotFound(id);
     return this.layout.layerPath(id);
   }
 
@@ -538,7 +538,7 @@ export class VfsDriver extends NaiveDiffDriver implements StorageDriver, LayerFi
   private committed(t: Table, id: string): LayerState {
     const layer = t.get(id);
     if (!layer?.committed) {
-      throw new CairnError('ERR_LAYER_NOT_FOUND', `layer ${id} does not exist in ${this.home}`, { subject: id });
+      throw layerNotFound(id, `in ${this.home}`);
     }
     return layer;
   }

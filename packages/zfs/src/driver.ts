@@ -2,7 +2,7 @@ import { mkdir, readdir, realpath, rmdir } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import {
   CairnError, SharedMounts, SharedTable, StoreLocks, assertValidId, normalizeParent, parseByteSize, readMountInfo,
-  translateSpaceError, refuseIdMappings,
+  translateSpaceError, refuseIdMappings, layerNotFound,
 } from '@cairnfs/core';
 import { NaiveDiff, NaiveDiffDriver } from '@cairnfs/archive';
 import type { ApplyDiffOptions, CreateOptions, DriverSetup, GetOptions, PutOptions, StorageDriver } from '@cairnfs/core';
@@ -543,7 +543,7 @@ export class ZfsDriver extends NaiveDiffDriver implements StorageDriver {
   private committed(t: Table, id: string): LayerState {
     const layer = t.layers.get(id);
     if (!layer) {
-      throw new CairnError('ERR_LAYER_NOT_FOUND', `layer ${id} does not exist under ${this.layout.fsname}`, { subject: id });
+      throw layerNotFound(id, `under ${this.layout.fsname}`);
     }
     return layer;
   }
