@@ -1,7 +1,7 @@
 // The file-level steps of recording layers in a layer store: applying a blob with its
 // digest and tar-split, and durable writes of new files and directories.
 import { createHash, type Hash } from 'node:crypto';
-import { readSync } from 'node:fs';
+import { mkdirSync, readSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { CairnError, fsyncDir, type StorageDriver } from '@cairnfs/core';
@@ -19,7 +19,7 @@ import { SplitGzip, SplitRecorder } from './tarsplit.js';
  * made 38 for a layer.
  */
 export async function writeRecordDir(stage: string, files: ReadonlyArray<readonly [string, string | Uint8Array]>, target: string): Promise<void> {
-  await mkdir(stage, { recursive: true });
+  mkdirSync(stage, { recursive: true }); // the store's scratch dir, local: microseconds
   await writeNewFiles(stage, files);
   await mkdirDurable(dirname(target));
   await renameDurable(stage, target);
