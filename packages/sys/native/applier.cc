@@ -195,6 +195,18 @@ void Applier::RemoveIfPresent(const std::string& parentRel, const std::string& b
   if (dirs_.Lstat(parentRel, base, &st)) Remove(parentRel, base, st);
 }
 
+template <typename Make>
+int Applier::CreateReplacing(const std::string& parentRel, const std::string& base, const char* syscall, Make make) {
+  // Made first, looked at only when something is there already (most entries are new).
+  int r = make(dirs_.Dir(parentRel));
+  if (r < 0 && errno == EEXIST) {
+    RemoveIfPresent(parentRel, base);
+    r = make(dirs_.Dir(parentRel));
+  }
+  if (r < 0) dirs_.SysFail(errno, syscall, Beneath::Join(parentRel, base));
+  return r;
+}
+
 // The xattrs of dirfd/name (the name never followed; "." is the directory itself).
 void Applier::SetXattrsAt(const Entry& e, int dirfd, const std::string& name, const std::string& rel) {
   for (const auto& [k, v] : e.xattrs) {
@@ -314,12 +326,9 @@ void Applier::OnEntry(Entry e) {
     }
     case '0': {
       bool inSetgid = dirs_.Setgid(parentRel);
-      int fd = openat(dirs_.Dir(parentRel), base.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, e.mode & 0777);
-      if (fd < 0 && errno == EEXIST) {
-        RemoveIfPresent(parentRel, base);
-        fd = openat(dirs_.Dir(parentRel), base.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, e.mode & 0777);
-      }
-      if (fd < 0) dirs_.SysFail(errno, "open", rel);
+      int fd = CreateReplacing(parentRel, base, "open", [&](int dirfd) {
+        return openat(dirfd, base.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, e.mode & 0777);
+      });
       file_fd_ = fd;
       file_parent_ = parentRel;
       file_base_ = base;
@@ -330,13 +339,8 @@ void Applier::OnEntry(Entry e) {
     case '2': {
       if (e.linkname.empty()) InvalidEntry(e.name, "symlink entry \"" + Printable(e.name) + "\" has an empty target; the archive is corrupt");
       if (e.linkname.size() >= kPathMax) InvalidEntry(e.name, "symlink entry \"" + Printable(e.name) + "\" has a target longer than PATH_MAX (4096 bytes); the archive is corrupt");
-      // Made first; what was there goes only when that fails.
-      if (symlinkat(e.linkname.c_str(), dirs_.Dir(parentRel), base.c_str()) != 0) {
-        if (errno != EEXIST) dirs_.SysFail(errno, "symlink", rel);
-        RemoveIfPresent(parentRel, base);
-        if (symlinkat(e.linkname.c_str(), dirs_.Dir(parentRel), base.c_str()) != 0) dirs_.SysFail(errno, "symlink", rel);
-      }
-      if (e.xattrs.empty() && (!ownership_ || (e.uid == euid_ && e.gid == egid_ && !dirs_.Setgid(parentRel)))) {
+      CreateReplacing(parentRel, base, "symlink", [&](int dirfd) { return symlinkat(e.linkname.c_str(), dirfd, base.c_str()); });
+      if (e.xattrs.empty() && !NeedsChown(e, dirs_.Setgid(parentRel))) {
         // Ours already, as the entry wants it: only its times, by name, never followed.
         timespec ts[2];
         Times(e, ts);
@@ -428,7 +432,7 @@ void Applier::OnEnd() {
   // A new file is already ours: chown only when the entry says otherwise (or a setgid
   // parent gave it another group); chmod when open's mode fell short (umask,
   // setuid/setgid/sticky) or after a chown, which clears setuid/setgid.
-  bool chown = ownership_ && (e.uid != euid_ || e.gid != egid_ || file_in_setgid_);
+  bool chown = NeedsChown(e, file_in_setgid_);
   bool chmod = chown || e.mode > 0777 || (e.mode & umask_) != 0;
   if (chown && fchown(fd, static_cast<uid_t>(e.uid), static_cast<gid_t>(e.gid)) != 0 && !owners_.Drop(errno, rel, e.uid, e.gid)) dirs_.SysFail(errno, "fchown", rel);
   if (chmod && fchmod(fd, e.mode) != 0) dirs_.SysFail(errno, "fchmod", rel);
@@ -456,7 +460,7 @@ void Applier::DirMetadata(const std::string& parentRel, const std::string& base,
   Times(e, ts);
   // Made just now with its mode by this process: its owner is ours already, unless the
   // entry names another.
-  if (madeExact && e.xattrs.empty() && (!ownership_ || (e.uid == euid_ && e.gid == egid_))) {
+  if (madeExact && e.xattrs.empty() && !NeedsChown(e, false)) {  // made exact: not in a setgid dir
     dirs_.Remember(rel, false);
     dir_times_.push_back({rel, ts[0], ts[1]});
     return;
@@ -565,14 +569,9 @@ void Applier::Whiteout(const Entry& e, const std::string& parentRel, const std::
     std::string rel = Beneath::Join(parentRel, *target);
     whited_out_.insert(rel);
     // What the kernel and moby leave for a deletion: a 0/0 char device, mode 0000 (mknod
-    // applies no umask to it). Made first; what was there goes only when that fails.
-    if (mknodat(dirs_.Dir(parentRel), target->c_str(), S_IFCHR, 0) != 0) {
-      if (errno != EEXIST) dirs_.SysFail(errno, "mknod", rel);
-      RemoveIfPresent(parentRel, *target);
-      if (mknodat(dirs_.Dir(parentRel), target->c_str(), S_IFCHR, 0) != 0) dirs_.SysFail(errno, "mknod", rel);
-    }
-    // Ours already unless the entry names another owner or a setgid parent gave it its group.
-    if (ownership_ && (e.uid != euid_ || e.gid != egid_ || dirs_.Setgid(parentRel))) {
+    // applies no umask to it).
+    CreateReplacing(parentRel, *target, "mknod", [&](int dirfd) { return mknodat(dirfd, target->c_str(), S_IFCHR, 0); });
+    if (NeedsChown(e, dirs_.Setgid(parentRel))) {
       int pfd = dirs_.Dir(parentRel);
       struct stat st;
       Fd node(OpenMade(pfd, *target, rel, S_IFCHR, 0, &st));

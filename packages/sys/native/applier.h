@@ -97,6 +97,13 @@ class Applier : public EntrySink {
   void RemoveTree(int dirfd, const std::string& name, const std::string& rel);
   void Remove(const std::string& parentRel, const std::string& base, const struct stat& st);
   void RemoveIfPresent(const std::string& parentRel, const std::string& base);
+  // make(fd of parentRel) creates base there, failing with EEXIST when something is; then
+  // what is there goes and make runs once more. Its result (>= 0), or a SysFail of `syscall`.
+  template <typename Make>
+  int CreateReplacing(const std::string& parentRel, const std::string& base, const char* syscall, Make make);
+  // A node this process just made is its own: it needs a chown when the entry names another
+  // owner or a setgid parent gave it that directory's group.
+  bool NeedsChown(const Entry& e, bool inSetgidDir) const { return ownership_ && (e.uid != euid_ || e.gid != egid_ || inSetgidDir); }
   void SetXattrsAt(const Entry& e, int dirfd, const std::string& name, const std::string& rel);
   int OpenMade(int parentfd, const std::string& base, const std::string& rel, mode_t kind, dev_t dev, struct stat* st);
   void CheckSame(int parentfd, const std::string& base, const std::string& rel, const struct stat& st);
