@@ -46,7 +46,9 @@ function describeEach(rows) {
 
 Object.assign(globalThis, {
   describe: Object.assign((name, body) => nodeDescribe(name, body), {
-    skip: (name, body) => nodeDescribe.skip(name, body),
+    // Only testkit's describeBackend skips, naming the missing backend in the title (and it
+    // fails instead under CAIRN_REQUIRE_ALL=1): node:test gets that title as the reason.
+    skip: (name, body) => nodeDescribe(name, { skip: name }, body),
     each: describeEach,
   }),
   test: wrapTest(nodeTest),
