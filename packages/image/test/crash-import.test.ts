@@ -134,8 +134,20 @@ async function runImportCrashTrials(factory: DriverFactory, base: string, trials
       // timed from its start: plans vary from a no-op re-import to three full imports, and
       // a window over the whole plan let most of them finish once imports got faster.
       // An operation that ends before its kill (a no-op re-import) passes the kill on to the next.
+      // The operation is picked among those with work to do: an import of an image the store
+      // has (before the plan, or from an earlier operation of it) is a no-op that ends before
+      // most kills, which then pass on, and a plan whose last operation is one finishes.
       const killEarly = rnd() < 0.1;
-      let target = Math.floor(rnd() * ops.length);
+      const had = new Set(present);
+      const working = ops.flatMap((o, i) => {
+        if (o.op === 'remove') had.delete(o.ref);
+        if (o.op !== 'import') return [i];
+        const tag = images.find((img) => img.path === o.path)!.tag;
+        if (had.has(tag)) return [];
+        had.add(tag);
+        return [i];
+      });
+      let target = working.length > 0 ? pick(working) : Math.floor(rnd() * ops.length);
       const delay = Math.floor(rnd() * openMs);
       const beganAt = new Map<number, number>();
       let fired = false;
@@ -155,8 +167,9 @@ async function runImportCrashTrials(factory: DriverFactory, base: string, trials
         if (msg.begin !== undefined) {
           begun.add(msg.begin);
           beganAt.set(msg.begin, Date.now());
-          // Within the first 60 % of an average import: a shorter one still ends before many kills.
-          if (!killEarly && msg.begin === target) timer = setTimeout(kill, Math.floor(rnd() * 0.6 * opMs));
+          // Within the first 45 % of an average import: a shorter one still ends before many
+          // kills (60 % let most plans finish once imports got a quarter faster).
+          if (!killEarly && msg.begin === target) timer = setTimeout(kill, Math.floor(rnd() * 0.45 * opMs));
         }
         if (msg.end !== undefined) {
           ended.add(msg.end);
