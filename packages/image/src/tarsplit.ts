@@ -7,6 +7,8 @@
 //
 // The split file is a gzip of records:
 //   'R' u32 len, bytes                      raw tar bytes
+//   'Z' u32 len                             that many raw zero bytes (the native applier's
+//                                           records: most header and padding bytes are zeros)
 //   'S' u32 len, path, f64 size             a file entry begins: its logical size (sparse: real size)
 //   'F' u32 len, path, f64 position, f64 length   file content, read from the layer
 // ('S' is new with the hostile-image checks; splits without it are still read, their

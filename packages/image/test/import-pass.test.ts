@@ -84,6 +84,7 @@ function parse(records: Buffer): Item[] {
     const len = records.readUInt32BE(i + 1);
     i += 5;
     if (kind === 'R') { out.push({ kind, bytes: records.subarray(i, i + len) }); i += len; continue; }
+    if (kind === 'Z') { out.push({ kind: 'R', bytes: Buffer.alloc(len) }); continue; }
     const path = records.subarray(i, i + len).toString('latin1'); // the bytes as recorded, not decoded
     i += len;
     if (kind === 'S') { out.push({ kind, path, size: records.readDoubleBE(i) }); i += 8; continue; }
@@ -226,7 +227,12 @@ describe('the import pass in the addon', () => {
       for (const raw of [false, true]) {
         const l = join(work, `l-${how}-${raw}`);
         mkdirSync(l);
-        expectSamePass(await nativePass(work, l, data, how, {}, raw), js);
+        const native = await nativePass(work, l, data, how, {}, raw);
+        expectSamePass(native, js);
+        // Headers, PAX records and padding are mostly zeros: the addon records those runs as
+        // 'Z' (5 bytes each), which deflate then need not read byte by byte.
+        expect(parse(native.records).length).toBeGreaterThan(parse(js.records).length);
+        expect(native.records.length).toBeLessThan(js.records.length / 3);
       }
     }
   });

@@ -4,6 +4,7 @@
 // raw runs, and for file content only a reference (path, position, length), so the tar
 // can be rebuilt byte for byte from the record and the applied files. Records:
 //   'R' u32 len, bytes              raw tar bytes (at most 1 MiB per record)
+//   'Z' u32 len                     that many raw zero bytes (at most 1 MiB per record)
 //   'S' u32 len, path, f64 size     a file entry begins: its logical size
 //   'F' u32 len, path, f64 position, f64 length
 // (big-endian; paths as JS sees them: the name's bytes decoded as UTF-8 with U+FFFD for
@@ -54,7 +55,12 @@ class SplitRecord {
 
  private:
   void Raw(const uint8_t* p, size_t n);
+  void Literal(const uint8_t* p, size_t n);
+  void Zeros(size_t n);
+  // Closes the open 'R' or 'Z' record (its length written).
   void CloseRaw();
+  void CloseLiteral();
+  void CloseZeros();
   void FlushFile();
   void U32(uint32_t v);
   void F64(double v);
@@ -63,6 +69,8 @@ class SplitRecord {
   std::string what_;
   std::string out_;
   int64_t raw_at_ = -1;  // offset in out_ of the open raw record's length field
+  int64_t zeros_at_ = -1;  // offset in out_ of the open zeros record's length field
+  size_t zeros_ = 0;       // zero bytes in the open zeros record
   bool has_file_ = false;
   std::string file_path_;
   int64_t file_position_ = 0, file_length_ = 0;

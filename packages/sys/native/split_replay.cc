@@ -1,6 +1,7 @@
 // Byte-exact layer export in the addon: a layer tar rebuilt from its tar-split file (the
 // records image's SplitRecorder and the applier's import pass make, gzipped: 'R' raw tar
-// bytes, 'S' a file's size, 'F' a range of a file's content) and the layer's files, into
+// bytes, 'Z' a run of raw zero bytes, 'S' a file's size, 'F' a range of a file's content)
+// and the layer's files, into
 // caller-supplied buffers, one pool-thread call per buffer, hashed as it goes. The JS
 // version (one open through N-API, one async read and several stream hops per file) cost
 // 4× GNU tar's CPU for the same trees (docs/benchmarks.md, issue 19).
@@ -31,7 +32,12 @@ namespace cairn {
 
 namespace {
 
-constexpr uint8_t kRaw = 0x52, kSize = 0x53, kFile = 0x46;
+constexpr uint8_t kRaw = 0x52, kSize = 0x53, kFile = 0x46, kZeros = 0x5a;
+// Most bytes one 'R' or 'Z' record may stand for (split_record.cc writes at most this).
+constexpr uint32_t kRawMax = 1 << 20;
+// What a 'Z' record's bytes are read from.
+constexpr size_t kZeroBlock = 64 * 1024;
+const uint8_t kZeroBytes[kZeroBlock] = {};
 // Longest path a record may carry (PATH_MAX is 4096; a longer one means a corrupt split).
 constexpr uint32_t kMaxPath = 1 << 16;
 constexpr size_t kWindow = 256 * 1024;
@@ -84,7 +90,7 @@ class Records {
     uint8_t kind = 0;
     std::string path;
     double a = 0, b = 0;  // S: size; F: position, length
-    uint32_t rawLen = 0;  // R: bytes that follow (read with Raw)
+    uint32_t rawLen = 0;  // R (and Z, which Next reports as R): raw bytes, read with Raw
   };
 
   explicit Records(int fd) : fd_(fd), in_(new uint8_t[kWindow]) {
@@ -104,8 +110,11 @@ class Records {
     const uint8_t* p = Data();
     r.kind = p[0];
     uint32_t len = (uint32_t(p[1]) << 24) | (uint32_t(p[2]) << 16) | (uint32_t(p[3]) << 8) | p[4];
-    if (r.kind == kRaw) {
+    if (r.kind == kRaw || r.kind == kZeros) {
+      if (r.kind == kZeros && len > kRawMax) throw Corrupt("a run of " + std::to_string(len) + " zero bytes");
       pos_ += 5;
+      zeros_ = r.kind == kZeros;
+      r.kind = kRaw;
       r.rawLen = len;
       raw_left_ = len;
       return true;
@@ -124,6 +133,12 @@ class Records {
   // Up to `max` of the current raw record's bytes, in place (valid until the next call).
   size_t Raw(const uint8_t** out, size_t max) {
     if (raw_left_ == 0) return 0;
+    if (zeros_) {
+      size_t n = std::min<size_t>({max, raw_left_, kZeroBlock});
+      *out = kZeroBytes;
+      raw_left_ -= n;
+      return n;
+    }
     if (!Need(1)) throw Corrupt("it ends inside a record");
     size_t n = std::min<size_t>({max, raw_left_, win_.size() - pos_});
     *out = Data();
@@ -197,6 +212,7 @@ class Records {
   std::string win_;
   size_t pos_ = 0;
   uint32_t raw_left_ = 0;
+  bool zeros_ = false;  // the current raw record is a 'Z'
 };
 
 struct Opened {

@@ -15,6 +15,7 @@ afterEach(async () => { await s.cleanup(); });
 const u32 = (n: number) => { const b = Buffer.alloc(4); b.writeUInt32BE(n); return b; };
 const f64 = (n: number) => { const b = Buffer.alloc(8); b.writeDoubleBE(n); return b; };
 const raw = (bytes: Buffer) => Buffer.concat([Buffer.from('R'), u32(bytes.length), bytes]);
+const zeros = (n: number) => Buffer.concat([Buffer.from('Z'), u32(n)]);
 const size = (path: string, n: number) => Buffer.concat([Buffer.from('S'), u32(Buffer.byteLength(path)), Buffer.from(path), f64(n)]);
 const seg = (path: string, pos: number, len: number) => Buffer.concat([Buffer.from('F'), u32(Buffer.byteLength(path)), Buffer.from(path), f64(pos), f64(len)]);
 
@@ -65,6 +66,23 @@ test('rebuilds the bytes the records describe, whatever the buffer size and gzip
     expect(got.data.equals(tar)).toBe(true);
     expect(got.state).toEqual({ done: true, bytes: tar.length, digest: createHash('sha256').update(tar).digest('hex') });
   }
+});
+
+test("'Z' records stand for runs of zero bytes between raw ones, up to 1 MiB each; a longer run is a corrupt split", async () => {
+  const { root, records, tar } = layer();
+  // The same tar with its trailing zeros (1,531 bytes) as a 'Z', and 1 MiB + 3 more zeros after it in two 'Z's.
+  const zeroed = [...records.slice(0, -1), zeros(1024 + 507), raw(Buffer.from([7])), zeros(1 << 20), zeros(3)];
+  const expected = Buffer.concat([tar, Buffer.from([7]), Buffer.alloc((1 << 20) + 3)]);
+  for (const [chunk, members] of [[1 << 20, 1], [4096, 3], [513, 2]] as const) {
+    const got = await replay(root, zeroed, { chunk, members });
+    expect(got.err).toBeUndefined();
+    expect(got.data.equals(expected)).toBe(true);
+    expect(got.state?.digest).toBe(createHash('sha256').update(expected).digest('hex'));
+  }
+  const tooLong = await replay(root, [...records, zeros((1 << 20) + 1)]);
+  expect(tooLong.err?.cairnCode).toBe('ERR_INVALID_ARCHIVE');
+  expect(tooLong.err?.message).toMatch(/corrupt \(a run of 1048577 zero bytes\)/);
+  expect(tooLong.data.length).toBe(0);
 });
 
 test('a recorded file that is now a symlink is ERR_UNSAFE_ARCHIVE before the first byte, and its target is not read', async () => {
