@@ -5,9 +5,15 @@
 // it must not trip on noise of a shared 2-CPU machine under load, only on a real regression.
 import { readFileSync } from 'node:fs';
 
-/** The bounds file: `{ margin: { wall, cpu }, note, cases, bounds: [{ name, reference, wall, cpu }] }`. */
+/** The bounds file: `{ margin: { wall, cpu }, note, cases, bounds: [{ case, name, reference, wall, cpu }] }`. */
 export function loadBounds(path) {
-  return JSON.parse(readFileSync(path, 'utf8'));
+  const spec = JSON.parse(readFileSync(path, 'utf8'));
+  // Each bound names the case that makes its result (`--only` runs judge only theirs); a
+  // bound whose case is not run by --check would never be judged.
+  for (const b of spec.bounds) {
+    if (!spec.cases.includes(b.case)) throw new Error(`bench/bounds.json: bound "${b.name}" names case ${JSON.stringify(b.case)}, which is not among the cases --check runs (${spec.cases.join(', ')})`);
+  }
+  return spec;
 }
 
 /**

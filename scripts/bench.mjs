@@ -161,7 +161,7 @@ try {
 if (json) console.log(JSON.stringify(out, null, 2));
 if (check) {
   // With --only, just the bounds of the cases that ran (a plain --check runs them all).
-  const judged = { ...bounds, bounds: bounds.bounds.filter((b) => only.some((c) => b.name.startsWith(`${c} `))) };
+  const judged = { ...bounds, bounds: bounds.bounds.filter((b) => only.includes(b.case)) };
   const failures = judge(out.results, judged);
   for (const f of failures) console.error(`bench check FAILED: ${f}`);
   // A bound can fail twice (wall and CPU): count bounds, not lines.
