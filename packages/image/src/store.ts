@@ -700,10 +700,12 @@ export class LayerStore {
   async *replayLayer(chainId: string, out: PackBuffers): AsyncGenerator<Buffer, number> {
     const l = this.layer(chainId);
     const split = join(this.layout.layer(chainId), 'tar-split.gz');
-    if (hasLayerFilesDir(this.driver)) return yield* replayInto(out, split, await this.driver.layerFilesDir(l.cacheId), l.diffId);
+    // Without a recorded tar size (no tar-size file, or 0) the rebuild is checked by its digest alone.
+    const size = l.tarSize > 0 ? l.tarSize : undefined;
+    if (hasLayerFilesDir(this.driver)) return yield* replayInto(out, split, await this.driver.layerFilesDir(l.cacheId), l.diffId, size);
     const root = await this.driver.get(l.cacheId);
     try {
-      return yield* replayInto(out, split, root, l.diffId);
+      return yield* replayInto(out, split, root, l.diffId, size);
     } finally {
       await this.driver.put(l.cacheId);
     }

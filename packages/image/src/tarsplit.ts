@@ -234,15 +234,16 @@ export const REPLAY_CHUNK = 1 << 20;
  * without following links and checked to be the regular file recorded), into `out`'s
  * buffers, yielding each one it fills. The result is checked against `expectDigest`: a
  * mismatch (the layer was changed on disk) ends it with ERR_INVALID_ARCHIVE rather than
- * passing off other bytes. Returns the tar's size.
+ * passing off other bytes; with `expectBytes` (the tar's size recorded at import), a split
+ * that rebuilds another size fails before the first byte. Returns the tar's size.
  */
-export async function* replayInto(out: PackBuffers, splitFile: string, root: string, expectDigest: string): AsyncGenerator<Buffer, number> {
+export async function* replayInto(out: PackBuffers, splitFile: string, root: string, expectDigest: string, expectBytes?: number): AsyncGenerator<Buffer, number> {
   const rootFd = openSync(root, fsConstants.O_RDONLY | fsConstants.O_DIRECTORY);
   let splitFd = -1;
   let replay: SplitReplay | undefined;
   try {
     splitFd = openSync(splitFile, fsConstants.O_RDONLY);
-    replay = openSplitReplay(rootFd, splitFd);
+    replay = openSplitReplay(rootFd, splitFd, expectBytes);
     for (;;) {
       const n = await fill(replay, out.room());
       if (n === 0) break;

@@ -313,10 +313,12 @@ int64_t SegmentEnd(const Records::Rec& r) {
   return static_cast<int64_t>(end);
 }
 
-// The replay: Verify once, then Fill until it returns 0.
+// The replay: Verify once, then Fill until it returns 0. `expected` is the tar's size as
+// recorded at import (-1: unknown): a split that would rebuild more or fewer bytes is
+// corrupt, found by Verify before the first byte and never exceeded by Fill.
 class Replay {
  public:
-  Replay(int root, int split) : split_(split), dirs_(root), out_(split) {}
+  Replay(int root, int split, int64_t expected) : split_(split), expected_(expected), dirs_(root), out_(split) {}
   ~Replay() {
     if (file_.fd >= 0) close(file_.fd);
   }
@@ -334,8 +336,10 @@ class Replay {
       if (runEnd >= 0) OpenRecorded(dirs_, runPath, haveSize && sizePath == runPath ? &size : nullptr, runEnd, /*checkOnly=*/true);
       runEnd = -1;
     };
+    int64_t total = 0;
     while (recs.Next(r)) {
       if (r.kind == kRaw) {
+        total += r.rawLen;
         const uint8_t* p;
         while (recs.Raw(&p, SIZE_MAX) > 0) {
         }
@@ -351,9 +355,11 @@ class Replay {
         if (runEnd >= 0 && runPath != r.path) check();
         if (runEnd < 0) runPath = r.path;
         runEnd = std::max(runEnd, end);
+        total += static_cast<int64_t>(r.b);
       }
     }
     check();
+    if (expected_ >= 0 && total != expected_) throw WrongSize(total);
   }
 
   // Writes the next bytes of the tar into buf; 0 once it is complete (and its digest checked).
@@ -421,6 +427,7 @@ class Replay {
     }
     handOver(true);
     bytes_ += static_cast<int64_t>(at);
+    if (expected_ >= 0 && (bytes_ > expected_ || (done_ && bytes_ != expected_))) throw WrongSize(bytes_);
     if (done_ && file_.fd >= 0) {
       close(file_.fd);
       file_.fd = -1;
@@ -433,7 +440,12 @@ class Replay {
   int64_t bytes() const { return bytes_; }
 
  private:
+  Failure WrongSize(int64_t bytes) const {
+    return Corrupt("it rebuilds " + std::to_string(bytes) + " bytes, not the " + std::to_string(expected_) + " recorded at import");
+  }
+
   int split_;
+  int64_t expected_;
   ParentDir dirs_;
   Records out_;
   BackgroundSha256 hash_;
@@ -456,12 +468,13 @@ class SplitReplay : public Napi::ObjectWrap<SplitReplay> {
     });
   }
 
-  // new SplitReplay(rootFd, splitFd): both stay the caller's, open until close().
+  // new SplitReplay(rootFd, splitFd, expectedBytes = -1): both fds stay the caller's, open until close().
   explicit SplitReplay(const Napi::CallbackInfo& info) : Napi::ObjectWrap<SplitReplay>(info) {
     int root = static_cast<int>(ArgInt(info, 0, "rootFd"));
     int split = static_cast<int>(ArgInt(info, 1, "splitFd"));
+    int64_t expected = info.Length() > 2 && !info[2].IsUndefined() ? ArgInt(info, 2, "expectedBytes") : -1;
     try {
-      replay_ = std::make_unique<Replay>(root, split);
+      replay_ = std::make_unique<Replay>(root, split, expected);
     } catch (const Failure& f) {
       throw FailureToJs(info.Env(), f);
     }

@@ -28,7 +28,7 @@ export interface NativeBinding {
   hasNewMountApi(): boolean;
   zstdLibrary(): string | null;
   decoderMissing(kind: number): string | null;
-  SplitReplay: new (rootFd: number, splitFd: number) => SplitReplay;
+  SplitReplay: new (rootFd: number, splitFd: number, expectedBytes?: number) => SplitReplay;
   zstdCreate(): ZstdHandle;
   zstdDecode(decoder: ZstdHandle, input: Uint8Array, offset: number, output: Uint8Array): Promise<[read: number, written: number, hint: number]>;
   zstdFree(decoder: ZstdHandle): void;

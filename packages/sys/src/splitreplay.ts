@@ -25,7 +25,12 @@ export interface SplitReplay {
   close(): void;
 }
 
-/** Opens a replay of the split file `splitFd` (read with pread from offset 0) over the directory `rootFd`. */
-export function openSplitReplay(rootFd: number, splitFd: number): SplitReplay {
-  return new native.SplitReplay(rootFd, splitFd);
+/**
+ * Opens a replay of the split file `splitFd` (read with pread from offset 0) over the
+ * directory `rootFd`. With `expectedBytes` (the tar's size recorded at import), a split
+ * that would rebuild another size is ERR_INVALID_ARCHIVE at the first `fill`, before any
+ * output, and no fill ever goes past that size.
+ */
+export function openSplitReplay(rootFd: number, splitFd: number, expectedBytes?: number): SplitReplay {
+  return new native.SplitReplay(rootFd, splitFd, expectedBytes);
 }

@@ -20,7 +20,7 @@ const size = (path: string, n: number) => Buffer.concat([Buffer.from('S'), u32(B
 const seg = (path: string, pos: number, len: number) => Buffer.concat([Buffer.from('F'), u32(Buffer.byteLength(path)), Buffer.from(path), f64(pos), f64(len)]);
 
 /** Replays `records` (gzipped here, in `members` gzip members) over `root` into `chunk`-byte buffers. */
-async function replay(root: string, records: Buffer[], opts: { chunk?: number; members?: number; gz?: Buffer } = {}) {
+async function replay(root: string, records: Buffer[], opts: { chunk?: number; members?: number; gz?: Buffer; expectedBytes?: number } = {}) {
   const all = Buffer.concat(records);
   const members = opts.members ?? 1;
   const step = Math.ceil(all.length / members);
@@ -29,7 +29,7 @@ async function replay(root: string, records: Buffer[], opts: { chunk?: number; m
   writeFileSync(splitPath, gz);
   const rootFd = openSync(root, 'r');
   const splitFd = openSync(splitPath, 'r');
-  const r = openSplitReplay(rootFd, splitFd);
+  const r = openSplitReplay(rootFd, splitFd, opts.expectedBytes);
   const out: Buffer[] = [];
   try {
     await drainReplay(r, out, opts.chunk ?? 1 << 20);
@@ -83,6 +83,23 @@ test("'Z' records stand for runs of zero bytes between raw ones, up to 1 MiB eac
   expect(tooLong.err?.cairnCode).toBe('ERR_INVALID_ARCHIVE');
   expect(tooLong.err?.message).toMatch(/corrupt \(a run of 1048577 zero bytes\)/);
   expect(tooLong.data.length).toBe(0);
+});
+
+test('with the size recorded at import, a split that rebuilds more or fewer bytes is ERR_INVALID_ARCHIVE before the first byte', async () => {
+  const { root, records, tar } = layer();
+  const exact = await replay(root, records, { expectedBytes: tar.length, chunk: 4096 });
+  expect(exact.err).toBeUndefined();
+  expect(exact.data.equals(tar)).toBe(true);
+  for (const [what, recs, bytes] of [['one zero byte more', [...records, zeros(1)], tar.length + 1], ['a padding block less', records.slice(0, -1), tar.length - 1531]] as const) {
+    const got = await replay(root, [...recs], { expectedBytes: tar.length });
+    expect([what, got.err?.cairnCode]).toEqual([what, 'ERR_INVALID_ARCHIVE']);
+    expect(got.err?.message).toMatch(new RegExp(`rebuilds ${bytes} bytes, not the ${tar.length} recorded at import`));
+    expect(got.data.length).toBe(0);
+  }
+  // 64 MiB of zeros claimed on top of a 1-byte layer: refused before any is written.
+  const flood = await replay(root, [raw(Buffer.from('x')), ...Array.from({ length: 64 }, () => zeros(1 << 20))], { expectedBytes: 1 });
+  expect(flood.err?.message).toMatch(/rebuilds 67108865 bytes, not the 1 recorded/);
+  expect(flood.data.length).toBe(0);
 });
 
 test('a recorded file that is now a symlink is ERR_UNSAFE_ARCHIVE before the first byte, and its target is not read', async () => {
