@@ -193,11 +193,7 @@ void SplitRecord::Literal(const uint8_t* p, size_t n) {
   if (n == 0) return;
   CloseZeros();
   while (n > 0) {
-    if (raw_at_ < 0) {
-      out_ += static_cast<char>(kRaw);
-      raw_at_ = static_cast<int64_t>(out_.size());
-      U32(0);
-    }
+    if (raw_at_ < 0) raw_at_ = Open(kRaw);
     size_t used = out_.size() - static_cast<size_t>(raw_at_) - 4;
     size_t take = n < kRawMax - used ? n : kRawMax - used;
     out_.append(reinterpret_cast<const char*>(p), take);
@@ -211,11 +207,7 @@ void SplitRecord::Zeros(size_t n) {
   if (n == 0) return;
   CloseLiteral();
   while (n > 0) {
-    if (zeros_at_ < 0) {
-      out_ += static_cast<char>(kZeros);
-      zeros_at_ = static_cast<int64_t>(out_.size());
-      U32(0);
-    }
+    if (zeros_at_ < 0) zeros_at_ = Open(kZeros);
     size_t take = n < kRawMax - zeros_ ? n : kRawMax - zeros_;
     zeros_ += take;
     n -= take;
@@ -230,17 +222,26 @@ void SplitRecord::CloseRaw() {
 
 void SplitRecord::CloseLiteral() {
   if (raw_at_ < 0) return;
-  uint32_t len = static_cast<uint32_t>(out_.size() - static_cast<size_t>(raw_at_) - 4);
-  for (int i = 0; i < 4; i++) out_[static_cast<size_t>(raw_at_) + i] = static_cast<char>(len >> (24 - 8 * i));
+  SetLength(raw_at_, static_cast<uint32_t>(out_.size() - static_cast<size_t>(raw_at_) - 4));
   raw_at_ = -1;
 }
 
 void SplitRecord::CloseZeros() {
   if (zeros_at_ < 0) return;
-  uint32_t len = static_cast<uint32_t>(zeros_);
-  for (int i = 0; i < 4; i++) out_[static_cast<size_t>(zeros_at_) + i] = static_cast<char>(len >> (24 - 8 * i));
+  SetLength(zeros_at_, static_cast<uint32_t>(zeros_));
   zeros_at_ = -1;
   zeros_ = 0;
+}
+
+int64_t SplitRecord::Open(uint8_t kind) {
+  out_ += static_cast<char>(kind);
+  int64_t at = static_cast<int64_t>(out_.size());
+  U32(0);
+  return at;
+}
+
+void SplitRecord::SetLength(int64_t at, uint32_t len) {
+  for (int i = 0; i < 4; i++) out_[static_cast<size_t>(at) + i] = static_cast<char>(len >> (24 - 8 * i));
 }
 
 void SplitRecord::FlushFile() {

@@ -61,6 +61,9 @@ class SplitRecord {
   void CloseRaw();
   void CloseLiteral();
   void CloseZeros();
+  // Starts a record of `kind` with a length field to be set when it closes; returns the field's offset.
+  int64_t Open(uint8_t kind);
+  void SetLength(int64_t at, uint32_t len);
   void FlushFile();
   void U32(uint32_t v);
   void F64(double v);
