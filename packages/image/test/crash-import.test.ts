@@ -110,6 +110,9 @@ async function runImportCrashTrials(factory: DriverFactory, base: string, trials
   const pick = <T>(xs: T[]): T => xs[Math.floor(rnd() * xs.length)]!;
   let present = new Set<string>();
   let opMs = 150; // how long one operation of a plan takes: a first guess, then a running average
+  // The same per kind of work (an import of one image with layers to make, a remove, a gc):
+  // the images differ in size and share layers, so one average aims short imports too late.
+  const opMsOf = new Map<string, number>();
   let openMs = 300;
   let warm: CrashChild = spawnTsChild(CHILD, [factory.name]);
   const fail = (trial: number, what: string): never => {
@@ -147,7 +150,14 @@ async function runImportCrashTrials(factory: DriverFactory, base: string, trials
         had.add(tag);
         return [i];
       });
-      let target = working.length > 0 ? pick(working) : Math.floor(rnd() * ops.length);
+      // Three in four aim at an import with work (what the trials are for), the rest at any
+      // operation with work (removes and gc have their own kill points).
+      const importing = working.filter((i) => ops[i]!.op === 'import');
+      let target = importing.length > 0 && rnd() < 0.75 ? pick(importing) : working.length > 0 ? pick(working) : Math.floor(rnd() * ops.length);
+      const workKey = (i: number): string => {
+        const o = ops[i]!;
+        return !working.includes(i) ? 'no-op' : o.op === 'import' ? `import ${o.path}` : o.op;
+      };
       const delay = Math.floor(rnd() * openMs);
       const beganAt = new Map<number, number>();
       let fired = false;
@@ -169,11 +179,14 @@ async function runImportCrashTrials(factory: DriverFactory, base: string, trials
           beganAt.set(msg.begin, Date.now());
           // Within the first 45 % of an average import: a shorter one still ends before many
           // kills (60 % let most plans finish once imports got a quarter faster).
-          if (!killEarly && msg.begin === target) timer = setTimeout(kill, Math.floor(rnd() * 0.45 * opMs));
+          if (!killEarly && msg.begin === target) timer = setTimeout(kill, Math.floor(rnd() * 0.45 * (opMsOf.get(workKey(target)) ?? opMs)));
         }
         if (msg.end !== undefined) {
           ended.add(msg.end);
-          if (ops[msg.end]!.op === 'import') opMs = 0.8 * opMs + 0.2 * (Date.now() - beganAt.get(msg.end)!);
+          const took = Date.now() - beganAt.get(msg.end)!;
+          if (ops[msg.end]!.op === 'import') opMs = 0.8 * opMs + 0.2 * took;
+          const key = workKey(msg.end);
+          opMsOf.set(key, 0.7 * (opMsOf.get(key) ?? took) + 0.3 * took);
           if (!killEarly && !fired && msg.end === target && target + 1 < ops.length) {
             clearTimeout(timer);
             target++;
