@@ -7,7 +7,7 @@ import { readdir } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { promisify } from 'node:util';
 import { btrfsDriver } from '@cairnfs/btrfs';
-import { describeBackend, loopFsMissing, makeLoopFs, runCrashTrials } from '@cairnfs/testkit';
+import { describeBackend, loopFsMissing, makeLoopFs, killedInsidePlans, runCrashTrials } from '@cairnfs/testkit';
 import type { LoopFs } from '@cairnfs/testkit';
 import { crashSeed, crashTrials } from './reliability-helpers.js';
 
@@ -53,7 +53,7 @@ describeBackend('btrfs', process.getuid?.() === 0 ? loopFsMissing('btrfs') : 'bt
     console.log(`btrfs crash trials (seed ${seed}): ${JSON.stringify(report)}`);
     expect(report.trials).toBe(crashTrials(40));
     // Most kills must land inside driver work, or the test proves little.
-    expect(report.finished).toBeLessThan(report.trials / 2);
+    expect(killedInsidePlans(report)).toBeGreaterThanOrEqual(report.trials / 3);
   }, 600_000);
 
   test(`btrfs survives ${crashTrials(30)} SIGKILLs while a second live process keeps working on the same root: it never fails nor waits past its lock timeout`, async () => {
