@@ -8,7 +8,7 @@ import { directStream, encodeHeader, tarTrailer } from '@cairnfs/archive';
 import { hexOf, sha256Of } from './digest.js';
 import type { LayerInfo, LayerStore } from './store.js';
 import { PackBuffers } from './packbuffers.js';
-import { REPLAY_CHUNK } from './tarsplit.js';
+import { type LayerReplay, REPLAY_CHUNK } from './tarsplit.js';
 
 const LAYER_TYPE = 'application/vnd.oci.image.layer.v1.tar';
 const CONFIG_TYPE = 'application/vnd.oci.image.config.v1+json';
@@ -57,6 +57,15 @@ async function* packImage(store: LayerStore, refs: readonly string[], next: () =
     }
   }
   const unpin = await store.pinLayers([...new Set(images.flatMap((img) => img.layers))], `export ${refs.join(' ')}`);
+  // The layers to write, in order, each once (by blob path); the next one's replay is
+  // opened, and its files checked, while the one before it streams.
+  const blobs = new Map<string, string>();
+  for (const chain of images.flatMap((img) => img.layers)) {
+    const blob = layerBlob(store.layer(chain));
+    if (!blobs.has(blob)) blobs.set(blob, chain);
+  }
+  const queue = [...blobs.values()];
+  let ahead: LayerReplay | undefined;
   try {
     const out = new PackBuffers(next);
     const written = new Set<string>();
@@ -72,13 +81,23 @@ async function* packImage(store: LayerStore, refs: readonly string[], next: () =
       const descs: Array<Record<string, unknown>> = [];
       for (const chain of img.layers) {
         const l = store.layer(chain);
-        const path = `blobs/sha256/${hexOf(l.diffId)}`;
+        const path = layerBlob(l);
         layerPaths.push(path);
         descs.push({ mediaType: LAYER_TYPE, digest: l.diffId, size: l.tarSize });
         if (written.has(path)) continue;
         written.add(path);
-        yield* out.put(encodeHeader({ name: path, type: 'file', mode: 0o644, size: l.tarSize }));
-        const n = yield* store.replayLayer(chain, out);
+        const replay = ahead ?? await store.openReplay(chain);
+        ahead = undefined;
+        let n: number;
+        try {
+          await replay.ready();
+          queue.shift();
+          if (queue.length > 0) ahead = await store.openReplay(queue[0]!);
+          yield* out.put(encodeHeader({ name: path, type: 'file', mode: 0o644, size: l.tarSize }));
+          n = yield* replay.into(out);
+        } finally {
+          await replay.close();
+        }
         if (n !== l.tarSize) throw new Error(`layer ${chain} rebuilt to ${n} bytes, expected ${l.tarSize}`);
         yield* out.put(pad(n));
       }
@@ -105,6 +124,11 @@ async function* packImage(store: LayerStore, refs: readonly string[], next: () =
     yield* out.put(tarTrailer());
     yield* out.end();
   } finally {
+    await ahead?.close();
     await unpin();
   }
+}
+
+function layerBlob(l: LayerInfo): string {
+  return `blobs/sha256/${hexOf(l.diffId)}`;
 }

@@ -23,7 +23,7 @@ import { pushImage, type PushOptions, type PushResult } from './registry/push.js
 import { DistributionMeta } from './registry/distmeta.js';
 import { StoreLayout } from './layout.js';
 import { openSource, type BlobSource } from './source.js';
-import { REPLAY_CHUNK, replayInto } from './tarsplit.js';
+import { LayerReplay, REPLAY_CHUNK } from './tarsplit.js';
 import { PackBuffers } from './packbuffers.js';
 import { hasAbandonedWork, sweepAbandoned } from './repair.js';
 import { loadState, resolveImage, saveRepositories, tagsOf, type StoreState } from './state.js';
@@ -698,16 +698,32 @@ export class LayerStore {
    * @internal
    */
   async *replayLayer(chainId: string, out: PackBuffers): AsyncGenerator<Buffer, number> {
+    const replay = await this.openReplay(chainId);
+    try {
+      return yield* replay.into(out);
+    } finally {
+      await replay.close();
+    }
+  }
+
+  /**
+   * The exact layer's replay (replayLayer), opened and its check started now, for a caller
+   * that streams another layer meanwhile (exportImage). The caller pins the layer and
+   * closes the replay.
+   * @internal
+   */
+  async openReplay(chainId: string): Promise<LayerReplay> {
     const l = this.layer(chainId);
     const split = join(this.layout.layer(chainId), 'tar-split.gz');
     // Without a recorded tar size (no tar-size file, or 0) the rebuild is checked by its digest alone.
     const size = l.tarSize > 0 ? l.tarSize : undefined;
-    if (hasLayerFilesDir(this.driver)) return yield* replayInto(out, split, await this.driver.layerFilesDir(l.cacheId), l.diffId, size);
+    if (hasLayerFilesDir(this.driver)) return LayerReplay.open(split, await this.driver.layerFilesDir(l.cacheId), l.diffId, size);
     const root = await this.driver.get(l.cacheId);
     try {
-      return yield* replayInto(out, split, root, l.diffId, size);
-    } finally {
+      return LayerReplay.open(split, root, l.diffId, size, () => this.driver.put(l.cacheId));
+    } catch (err) {
       await this.driver.put(l.cacheId);
+      throw err;
     }
   }
 

@@ -238,27 +238,72 @@ export const REPLAY_CHUNK = 1 << 20;
  * that rebuilds another size fails before the first byte. Returns the tar's size.
  */
 export async function* replayInto(out: PackBuffers, splitFile: string, root: string, expectDigest: string, expectBytes?: number): AsyncGenerator<Buffer, number> {
-  const rootFd = openSync(root, fsConstants.O_RDONLY | fsConstants.O_DIRECTORY);
-  let splitFd = -1;
-  let replay: SplitReplay | undefined;
+  const replay = LayerReplay.open(splitFile, root, expectDigest, expectBytes);
   try {
-    splitFd = openSync(splitFile, fsConstants.O_RDONLY);
-    replay = openSplitReplay(rootFd, splitFd, expectBytes);
+    return yield* replay.into(out);
+  } finally {
+    await replay.close();
+  }
+}
+
+/**
+ * One layer's rebuild (replayInto), opened before its turn: the check of every recorded
+ * file starts on the pool at once, so that an image export checks the next layer while
+ * the one before it streams. `close()` is owed on every path; it waits for the check.
+ */
+export class LayerReplay {
+  private readonly checked: Promise<void>;
+
+  private constructor(
+    private readonly replay: SplitReplay,
+    private readonly fds: number[],
+    private readonly expectDigest: string,
+    private readonly release?: () => Promise<void>,
+  ) {
+    this.checked = replay.verify().catch((err: unknown) => { throw fromAddonFault(err); });
+    // Its failure is the layer's, raised when its turn comes (ready or into).
+    this.checked.catch(() => undefined);
+  }
+
+  /** Opens the replay and starts its check; `release` runs at close (a driver's put). */
+  static open(splitFile: string, root: string, expectDigest: string, expectBytes?: number, release?: () => Promise<void>): LayerReplay {
+    const fds = [openSync(root, fsConstants.O_RDONLY | fsConstants.O_DIRECTORY)];
+    try {
+      fds.push(openSync(splitFile, fsConstants.O_RDONLY));
+      return new LayerReplay(openSplitReplay(fds[0]!, fds[1]!, expectBytes), fds, expectDigest, release);
+    } catch (err) {
+      for (const fd of fds) closeSync(fd);
+      throw err;
+    }
+  }
+
+  /** Resolves once every recorded file was found as recorded; rejects with why not. */
+  ready(): Promise<void> {
+    return this.checked;
+  }
+
+  /** The tar into `out`'s buffers, each yielded when full, its digest checked at the end; returns its size. */
+  async *into(out: PackBuffers): AsyncGenerator<Buffer, number> {
+    await this.checked;
     for (;;) {
-      const n = await fill(replay, out.room());
+      const n = await fill(this.replay, out.room());
       if (n === 0) break;
       yield* out.advance(n);
     }
-    const state = replay.digest();
+    const state = this.replay.digest();
     const got = `sha256:${state.digest}`;
-    if (got !== expectDigest) {
-      throw new CairnError('ERR_INVALID_ARCHIVE', `the rebuilt layer tar has digest ${got}, not ${expectDigest}: the layer's files changed since import`, { subject: expectDigest });
+    if (got !== this.expectDigest) {
+      throw new CairnError('ERR_INVALID_ARCHIVE', `the rebuilt layer tar has digest ${got}, not ${this.expectDigest}: the layer's files changed since import`, { subject: this.expectDigest });
     }
     return state.bytes;
-  } finally {
-    replay?.close();
-    if (splitFd >= 0) closeSync(splitFd);
-    closeSync(rootFd);
+  }
+
+  async close(): Promise<void> {
+    // The check may still be running on the pool, on these fds.
+    await this.checked.catch(() => undefined);
+    this.replay.close();
+    for (const fd of this.fds.splice(0)) closeSync(fd);
+    await this.release?.();
   }
 }
 

@@ -7,6 +7,7 @@
 // layer whose files were replaced within its own tar is marked inexact at import.
 import { mkdtemp, rm, symlink, truncate, unlink } from 'node:fs/promises';
 import { execFileSync } from 'node:child_process';
+import { readdirSync, readlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CairnError, defaultRegistry, openDriver, type StorageDriver } from '@cairnfs/core';
@@ -93,6 +94,48 @@ describe('byte-exact export of hostile layers (overlay2)', () => {
     expect(out.bytes.length).toBe(0);
     expect(out.error).toBeInstanceOf(CairnError);
     expect((out.error as CairnError).message).toMatch(why);
+  });
+
+  // exportImage checks each layer's files while the layer before it streams (export.ts).
+  async function threeLayers(name: string) {
+    const big = Buffer.alloc(3 << 20, 0x42);
+    const layers = [await tarOf([fileEntry('one', big)]), await tarOf([dirEntry('d'), fileEntry('d/x', 'SECOND-LAYER-CONTENT')]), await tarOf([fileEntry('three', 'third')])];
+    const [img] = await store.importImage(await saveDir(join(work, name), layers));
+    return img!;
+  }
+  const blobName = (chain: string) => `blobs/sha256/${store.layer(chain).diffId.slice('sha256:'.length)}`;
+
+  test('exportImage with the second layer\'s file now a symlink to a host file: the first layer streams, then the export fails before the second layer\'s header', async () => {
+    const img = await threeLayers('ahead-tamper');
+    await unlink(join(diffDir(img.layers[1]!), 'd/x'));
+    await symlink('/etc/passwd', join(diffDir(img.layers[1]!), 'd/x'));
+    const out = await drain(exportImage(store, [img.id]), 10_000);
+    expect((out.error as CairnError).code).toBe('ERR_UNSAFE_ARCHIVE');
+    expect((out.error as CairnError).message).toMatch(/d\/x is a symlink/);
+    expect(out.bytes.includes(blobName(img.layers[0]!))).toBe(true);
+    expect(out.bytes.length).toBeGreaterThanOrEqual(3 << 20);
+    expect(out.bytes.includes(blobName(img.layers[1]!))).toBe(false);
+    expect(out.bytes.includes('root:')).toBe(false);
+  });
+
+  test('exportImage dropped by its reader inside the first layer (the second one\'s check already started) leaves no fd open and no pin', async () => {
+    const img = await threeLayers('ahead-drop');
+    // This process's fds on the store's files (a replay holds its layer dir and its split file).
+    const fds = () => readdirSync('/proc/self/fd').filter((fd) => {
+      try { return readlinkSync(`/proc/self/fd/${fd}`).startsWith(root); } catch { return false; }
+    }).length;
+    const before = fds();
+    for (let i = 0; i < 3; i++) {
+      const stream = exportImage(store, [img.id]);
+      // 'close' comes once the export's own cleanup (its replays closed, its pin dropped) is done.
+      const closed = new Promise((resolve) => stream.once('close', resolve));
+      for await (const chunk of stream) { expect((chunk as Buffer).length).toBeGreaterThan(0); break; }
+      await closed;
+    }
+    expect(fds()).toBe(before);
+    // Unpinned: the image can be removed and its layers go with it.
+    await store.removeImage(img.id);
+    expect(store.layers().length).toBe(0);
   });
 
   test('a sparse file is rebuilt exactly, and its segments are checked against the file', async () => {

@@ -12,7 +12,8 @@
 // recorded size — five calls per file, as GNU tar makes. Before the first byte, a first
 // pass checks every recorded file (a layer that cannot be rebuilt fails whole, not halfway
 // through an archive); at the end the digest must be the layer's diff id. The split file is inflated
-// as it is read, a window at a time, so memory does not grow with the layer.
+// as it is read, a window at a time; the check pass keeps what it inflated, up to 8 MiB,
+// for the fills to read again, so memory stays bounded whatever the layer's size.
 #include <fcntl.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -25,6 +26,7 @@
 #include "node_zlib.h"
 #include "beneath.h"
 #include "background_sha256.h"
+#include "owned_job.h"
 #include "split_record.h"
 #include "untar_errors.h"
 
@@ -43,6 +45,10 @@ constexpr uint32_t kMaxPath = 1 << 16;
 constexpr size_t kWindow = 256 * 1024;
 // Bytes written before they are handed to the hasher's thread (a hand-off costs a wake-up).
 constexpr size_t kHashStep = 128 * 1024;
+// Most inflated record bytes the check pass keeps for the fills, so that they do not
+// inflate the split a second time (a split inflates at about 2 ms per MB; a layer of
+// 30,000 files makes about 8 MB of records). A larger split is inflated twice instead.
+constexpr size_t kKeepMax = 8 << 20;
 
 Failure Coded(const char* code, std::string message, std::string subject = "") {
   Failure f;
@@ -83,7 +89,8 @@ std::string Normalized(const std::string& path) {
   return SplitRecord::NormalizeAbsolute("/" + path).substr(1);
 }
 
-// The records of a split file, inflated from `fd` (pread from offset 0) a window at a time.
+// The records of a split file, inflated from `fd` (pread from offset 0) a window at a time,
+// or read from the bytes an earlier reader kept.
 class Records {
  public:
   struct Rec {
@@ -99,8 +106,28 @@ class Records {
     std::memset(&s_, 0, sizeof s_);
     if (z.init2(&s_, 15 + 16, ZLIB_VERSION, static_cast<int>(sizeof(z_stream))) != Z_OK)
       throw Coded("ERR_BACKEND_FAILED", "zlib could not set up a decoder for the tar-split record");
+    inflating_ = true;
   }
-  ~Records() { NodeZlibInflate().end(&s_); }
+  // The records in `inflated`, the whole split as TakeKept handed it over.
+  explicit Records(std::string inflated) : fd_(-1), member_ended_(true), ended_(true), win_(std::move(inflated)) {}
+  ~Records() {
+    if (inflating_) NodeZlibInflate().end(&s_);
+  }
+  Records(const Records&) = delete;
+  Records& operator=(const Records&) = delete;
+
+  // Keeps every inflated byte, for TakeKept, until they pass `max` (then the window is
+  // recycled as usual and nothing is kept).
+  void KeepUpTo(size_t max) { keep_max_ = max; }
+
+  // The whole inflated split, once read to its end within KeepUpTo's limit.
+  bool TakeKept(std::string* out) {
+    if (!ended_ || keep_max_ == 0) return false;
+    *out = std::move(win_);
+    win_.clear();
+    pos_ = 0;
+    return true;
+  }
 
   // The next record (raw bytes are then taken with Raw), or false at the end.
   bool Next(Rec& r) {
@@ -164,9 +191,12 @@ class Records {
   bool Need(size_t n) {
     while (win_.size() - pos_ < n) {
       if (ended_) return false;
-      win_.erase(0, pos_);
-      pos_ = 0;
+      if (keep_max_ == 0) {
+        win_.erase(0, pos_);
+        pos_ = 0;
+      }
       Inflate();
+      if (win_.size() > keep_max_) keep_max_ = 0;
     }
     return true;
   }
@@ -206,9 +236,11 @@ class Records {
 
   int fd_;
   z_stream s_;
+  bool inflating_ = false;
   std::unique_ptr<uint8_t[]> in_;
   int64_t offset_ = 0;
   bool member_ended_ = false, ended_ = false;
+  size_t keep_max_ = 0;
   std::string win_;
   size_t pos_ = 0;
   uint32_t raw_left_ = 0;
@@ -318,14 +350,17 @@ int64_t SegmentEnd(const Records::Rec& r) {
 // corrupt, found by Verify before the first byte and never exceeded by Fill.
 class Replay {
  public:
-  Replay(int root, int split, int64_t expected) : split_(split), expected_(expected), dirs_(root), out_(split) {}
+  Replay(int root, int split, int64_t expected) : split_(split), expected_(expected), dirs_(root) {}
   ~Replay() {
     if (file_.fd >= 0) close(file_.fd);
   }
 
-  // Every recorded file checked (resolved and fstat'ed one at a time, nothing read), before any output.
+  // Every recorded file checked (resolved and fstat'ed one at a time, nothing read), before
+  // any output. Once is enough; Fill needs it done.
   void Verify() {
+    if (out_) return;
     Records recs(split_);
+    recs.KeepUpTo(kKeepMax);
     Records::Rec r;
     bool haveSize = false;
     std::string sizePath;
@@ -360,12 +395,15 @@ class Replay {
     }
     check();
     if (expected_ >= 0 && total != expected_) throw WrongSize(total);
+    std::string kept;
+    out_ = recs.TakeKept(&kept) ? std::make_unique<Records>(std::move(kept)) : std::make_unique<Records>(split_);
   }
 
   // Writes the next bytes of the tar into buf; 0 once it is complete (and its digest checked).
   // What it wrote is hashed on the hasher's thread, a step behind the writing, and all of it
   // before Fill returns (or throws: the caller may free buf then).
   size_t Fill(uint8_t* buf, size_t room) {
+    Verify();
     size_t at = 0, handed = 0;
     struct WaitForHash {
       BackgroundSha256& h;
@@ -379,9 +417,9 @@ class Replay {
     };
     while (at < room && !done_) {
       handOver(false);
-      if (out_.raw_left() > 0) {
+      if (out_->raw_left() > 0) {
         const uint8_t* p;
-        size_t n = out_.Raw(&p, room - at);
+        size_t n = out_->Raw(&p, room - at);
         std::memcpy(buf + at, p, n);
         at += n;
         continue;
@@ -404,7 +442,7 @@ class Replay {
         continue;
       }
       Records::Rec r;
-      if (!out_.Next(r)) {
+      if (!out_->Next(r)) {
         done_ = true;
         break;
       }
@@ -447,7 +485,7 @@ class Replay {
   int split_;
   int64_t expected_;
   ParentDir dirs_;
-  Records out_;
+  std::unique_ptr<Records> out_;  // the records Fill reads, set once Verify passed
   BackgroundSha256 hash_;
   Opened file_;
   int64_t file_pos_ = 0, file_left_ = 0;
@@ -462,6 +500,7 @@ class SplitReplay : public Napi::ObjectWrap<SplitReplay> {
  public:
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "SplitReplay", {
+      InstanceMethod<&SplitReplay::Verify>("verify"),
       InstanceMethod<&SplitReplay::Fill>("fill"),
       InstanceMethod<&SplitReplay::Digest>("digest"),
       InstanceMethod<&SplitReplay::Close>("close"),
@@ -481,65 +520,35 @@ class SplitReplay : public Napi::ObjectWrap<SplitReplay> {
   }
 
  private:
-  class FillWorker : public Napi::AsyncWorker {
-   public:
-    FillWorker(Napi::Env env, SplitReplay* owner, Napi::Uint8Array buf)
-        : Napi::AsyncWorker(env, "cairn.splitReplay"), deferred_(Napi::Promise::Deferred::New(env)), owner_(owner),
-          data_(buf.Data()), room_(buf.ByteLength()) {
-      keep_ = Napi::Persistent(buf);
-      self_ = Napi::Persistent(owner->Value());
-    }
-    Napi::Promise Promise() { return deferred_.Promise(); }
-    void Execute() override {
-      try {
-        if (!owner_->verified_) {
-          owner_->replay_->Verify();
-          owner_->verified_ = true;
-        }
-        n_ = owner_->replay_->Fill(data_, room_);
-      } catch (const Failure& f) {
-        failure_ = f;
-        failed_ = true;
-      }
-    }
-    void OnOK() override {
-      owner_->busy_ = false;
-      if (failed_) deferred_.Reject(FailureToJs(Env(), failure_).Value());
-      else deferred_.Resolve(Napi::Number::New(Env(), static_cast<double>(n_)));
-    }
-    void OnError(const Napi::Error& e) override {
-      owner_->busy_ = false;
-      deferred_.Reject(e.Value());
-    }
-
-   private:
-    Napi::Promise::Deferred deferred_;
-    SplitReplay* owner_;
-    uint8_t* data_;
-    size_t room_;
-    size_t n_ = 0;
-    Napi::Reference<Napi::Uint8Array> keep_;
-    Napi::ObjectReference self_;
-    Failure failure_;
-    bool failed_ = false;
-  };
-
   void Usable(Napi::Env env) {
     if (!replay_) throw Napi::Error::New(env, "SplitReplay is closed");
     if (busy_) throw Napi::Error::New(env, "SplitReplay is busy: await the previous fill first");
   }
 
+  // verify() → Promise<void>: on the pool, every recorded file checked (what the first
+  // fill does otherwise), so that a caller can have it done ahead of its first fill.
+  Napi::Value Verify(const Napi::CallbackInfo& info) {
+    Usable(info.Env());
+    Replay* r = replay_.get();
+    return OwnedJob<SplitReplay>::Queue(info.Env(), "cairn.splitReplay", this, info.Env().Undefined(), [r]() -> std::optional<double> {
+      r->Verify();
+      return std::nullopt;
+    });
+  }
+
   // fill(buffer) → Promise<bytes written>: on the pool; 0 when the tar is complete. The
-  // first call checks every recorded file first.
+  // first call checks every recorded file first, unless verify() did.
   Napi::Value Fill(const Napi::CallbackInfo& info) {
     Usable(info.Env());
     if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
       throw Napi::TypeError::New(info.Env(), "fill needs a Buffer or Uint8Array");
-    auto* w = new FillWorker(info.Env(), this, info[0].As<Napi::Uint8Array>());
-    busy_ = true;
-    Napi::Promise p = w->Promise();
-    w->Queue();
-    return p;
+    Napi::Uint8Array buf = info[0].As<Napi::Uint8Array>();
+    Replay* r = replay_.get();
+    uint8_t* data = buf.Data();
+    size_t room = buf.ByteLength();
+    return OwnedJob<SplitReplay>::Queue(info.Env(), "cairn.splitReplay", this, buf, [r, data, room]() -> std::optional<double> {
+      return static_cast<double>(r->Fill(data, room));
+    });
   }
 
   // digest() → { digest: hex sha256 of every byte filled, bytes, done }
@@ -558,8 +567,9 @@ class SplitReplay : public Napi::ObjectWrap<SplitReplay> {
   }
 
   std::unique_ptr<Replay> replay_;
-  bool verified_ = false;
-  bool busy_ = false;
+
+ public:
+  bool busy_ = false;  // a job is running (OwnedJob)
 };
 
 }  // namespace

@@ -16,6 +16,7 @@
 #include "applier.h"
 #include "common.h"
 #include "idmap.h"
+#include "owned_job.h"
 
 namespace cairn {
 
@@ -99,54 +100,23 @@ class LayerApplier : public Napi::ObjectWrap<LayerApplier> {
   bool busy_ = false;
 
  private:
-  class WriteWorker : public Napi::AsyncWorker {
-   public:
-    // Either `chunks` (kept alive by a reference to chunksValue) or, with fd >= 0, the input
-    // read from fd: the whole file (length < 0) or `length` bytes from `offset`.
-    // With `finish`, no input: the apply's end (finish()) on the pool thread.
-    WriteWorker(Napi::Env env, LayerApplier* owner, Napi::Value chunksValue, std::vector<Chunk> chunks, int fd = -1,
-                int64_t offset = 0, int64_t length = -1, bool finish = false)
-        : Napi::AsyncWorker(env, "cairn.applyLayer"), deferred_(Napi::Promise::Deferred::New(env)),
-          owner_(owner), chunks_(std::move(chunks)), fd_(fd), offset_(offset), length_(length), finish_(finish) {
-      if (chunksValue.IsObject()) keep_ = Napi::Persistent(chunksValue);
-      self_ = Napi::Persistent(owner->Value());
-    }
-    Napi::Promise Promise() { return deferred_.Promise(); }
-    void Execute() override {
-      try {
-        if (fd_ >= 0 && length_ < 0) owner_->applier_->ReadFrom(fd_);
-        else if (fd_ >= 0) owner_->applier_->ReadRange(fd_, offset_, length_);
-        for (const Chunk& c : chunks_) owner_->applier_->Write(c.data, c.len);
-        owner_->applier_->FlushRecord();
-        if (finish_) owner_->applier_->Finish();
-      } catch (const Failure& f) {
-        failure_ = f;
-        failed_ = true;
-      }
-    }
-    void OnOK() override {
-      owner_->busy_ = false;
-      if (failed_) deferred_.Reject(FailureToJs(Env(), failure_).Value());
-      else if (finish_) deferred_.Resolve(Napi::Number::New(Env(), static_cast<double>(owner_->applier_->bytes())));
-      else deferred_.Resolve(Env().Undefined());
-    }
-    void OnError(const Napi::Error& e) override {
-      owner_->busy_ = false;
-      deferred_.Reject(e.Value());
-    }
-
-   private:
-    Napi::Promise::Deferred deferred_;
-    LayerApplier* owner_;
-    std::vector<Chunk> chunks_;
-    int fd_;
-    int64_t offset_, length_;
-    bool finish_;
-    Napi::Reference<Napi::Value> keep_;
-    Napi::ObjectReference self_;
-    Failure failure_;
-    bool failed_ = false;
-  };
+  // One pass of the applier on the pool: `chunks` (kept alive through `keep`), or with
+  // fd >= 0 the input read from fd (the whole file when length < 0, else `length` bytes
+  // from `offset`); then the records made so far are compressed, and with `finish` the
+  // apply ends (finish()) and the promise resolves to its byte count.
+  Napi::Promise Pass(Napi::Env env, Napi::Value keep, std::vector<Chunk> chunks, int fd = -1, int64_t offset = 0,
+                     int64_t length = -1, bool finish = false) {
+    Applier* a = applier_.get();
+    return OwnedJob<LayerApplier>::Queue(env, "cairn.applyLayer", this, keep, [=, chunks = std::move(chunks)]() -> std::optional<double> {
+      if (fd >= 0 && length < 0) a->ReadFrom(fd);
+      else if (fd >= 0) a->ReadRange(fd, offset, length);
+      for (const Chunk& c : chunks) a->Write(c.data, c.len);
+      a->FlushRecord();
+      if (!finish) return std::nullopt;
+      a->Finish();
+      return static_cast<double>(a->bytes());
+    });
+  }
 
   // write(chunk | chunk[]): applies synchronously on this thread.
   Napi::Value Write(const Napi::CallbackInfo& info) {
@@ -165,11 +135,7 @@ class LayerApplier : public Napi::ObjectWrap<LayerApplier> {
   Napi::Value WriteAsync(const Napi::CallbackInfo& info) {
     Get(info.Env());
     std::vector<Chunk> chunks = ReadChunks(info, 0);
-    auto* worker = new WriteWorker(info.Env(), this, info[0], std::move(chunks));
-    busy_ = true;
-    Napi::Promise p = worker->Promise();
-    worker->Queue();
-    return p;
+    return Pass(info.Env(), info[0], std::move(chunks));
   }
 
   // writeFrom(fd): the whole input read from fd (pread from offset 0), on this thread.
@@ -188,11 +154,7 @@ class LayerApplier : public Napi::ObjectWrap<LayerApplier> {
   Napi::Value WriteFromAsync(const Napi::CallbackInfo& info) {
     Get(info.Env());
     int fd = static_cast<int>(ArgInt(info, 0, "fd"));
-    auto* worker = new WriteWorker(info.Env(), this, info.Env().Undefined(), {}, fd);
-    busy_ = true;
-    Napi::Promise p = worker->Promise();
-    worker->Queue();
-    return p;
+    return Pass(info.Env(), info.Env().Undefined(), {}, fd);
   }
 
   // writeRange(fd, offset, length): `length` bytes of fd from `offset` (pread), on this thread.
@@ -215,11 +177,7 @@ class LayerApplier : public Napi::ObjectWrap<LayerApplier> {
     int fd = static_cast<int>(ArgInt(info, 0, "fd"));
     int64_t offset = ArgInt(info, 1, "offset"), length = ArgInt(info, 2, "length");
     if (offset < 0 || length < 0) throw Napi::RangeError::New(info.Env(), "offset and length must not be negative");
-    auto* worker = new WriteWorker(info.Env(), this, info.Env().Undefined(), {}, fd, offset, length);
-    busy_ = true;
-    Napi::Promise p = worker->Promise();
-    worker->Queue();
-    return p;
+    return Pass(info.Env(), info.Env().Undefined(), {}, fd, offset, length);
   }
 
   // tap(maxLogicalBytes, what, portableHash?, rawRecords?) → whether records come gzipped:
@@ -310,11 +268,7 @@ class LayerApplier : public Napi::ObjectWrap<LayerApplier> {
   // are a syscall per directory).
   Napi::Value FinishAsync(const Napi::CallbackInfo& info) {
     Get(info.Env());
-    auto* worker = new WriteWorker(info.Env(), this, info.Env().Undefined(), {}, -1, 0, -1, true);
-    busy_ = true;
-    Napi::Promise p = worker->Promise();
-    worker->Queue();
-    return p;
+    return Pass(info.Env(), info.Env().Undefined(), {}, -1, 0, -1, true);
   }
 
   Napi::Value Abort(const Napi::CallbackInfo& info) {

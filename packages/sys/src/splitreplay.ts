@@ -20,6 +20,12 @@ export interface SplitReplayState {
  * releases it (the fds stay the caller's).
  */
 export interface SplitReplay {
+  /**
+   * The check the first `fill` makes, on the pool now: for a caller that wants it done
+   * ahead of its first fill (an image export checks the next layer while one streams).
+   * Rejects as `fill` would. Done once; a later `fill` does not repeat it.
+   */
+  verify(): Promise<void>;
   fill(buffer: Uint8Array): Promise<number>;
   digest(): SplitReplayState;
   close(): void;

@@ -197,3 +197,63 @@ test.each([
   expect(Buffer.concat(out).includes('HOSTS')).toBe(false);
   expect(Buffer.concat(out).length).toBeGreaterThan(512);
 });
+
+/** Opens a replay of `records` (one gzip member) over `root`; the split file's path comes with it. */
+function openReplay(root: string, records: Buffer[]) {
+  const splitPath = join(s.dir, `split-${Math.random()}.gz`);
+  writeFileSync(splitPath, gzipSync(Buffer.concat(records)));
+  const fds = [openSync(root, 'r'), openSync(splitPath, 'r')];
+  const r = openSplitReplay(fds[0]!, fds[1]!);
+  return { r, splitPath, close: () => { r.close(); for (const fd of fds) closeSync(fd); } };
+}
+
+test('verify() makes the first fill\'s check ahead of it: a symlinked file rejects it with nothing written, and on a sound layer the fills after it write the same bytes', async () => {
+  const { root, records, tar } = layer();
+  const sound = openReplay(root, records);
+  try {
+    await sound.r.verify();
+    const out: Buffer[] = [];
+    await drainReplay(sound.r, out, 4096);
+    expect(Buffer.concat(out).equals(tar)).toBe(true);
+    expect(sound.r.digest().digest).toBe(createHash('sha256').update(tar).digest('hex'));
+  } finally {
+    sound.close();
+  }
+  const { rmSync } = await import('node:fs');
+  rmSync(join(root, 'etc/small'));
+  symlinkSync(join(s.dir, 'elsewhere'), join(root, 'etc/small'));
+  const bad = openReplay(root, records);
+  try {
+    await expect(bad.r.verify()).rejects.toMatchObject({ cairnCode: 'ERR_UNSAFE_ARCHIVE', message: expect.stringMatching(/etc\/\/small is a symlink/) });
+    await expect(bad.r.fill(Buffer.alloc(4096))).rejects.toMatchObject({ cairnCode: 'ERR_UNSAFE_ARCHIVE' });
+    expect(bad.r.digest().bytes).toBe(0);
+  } finally {
+    bad.close();
+  }
+});
+
+/** verify(), then (with `rewrite`) the split file overwritten, then every fill: what they wrote. */
+async function verifiedThenFilled(root: string, records: Buffer[], rewrite?: Buffer): Promise<Buffer> {
+  const replay = openReplay(root, records);
+  try {
+    await replay.r.verify();
+    if (rewrite) writeFileSync(replay.splitPath, gzipSync(rewrite));
+    const out: Buffer[] = [];
+    await drainReplay(replay.r, out, 1 << 20);
+    return Buffer.concat(out);
+  } finally {
+    replay.close();
+  }
+}
+
+test('the fills rebuild the records the check read: a split file rewritten after verify() changes nothing up to 8 MiB of records; a larger split is read again (memory stays bounded)', async () => {
+  const { root, records, tar } = layer();
+  const other = Buffer.from('R\0\0\0\x05other');
+  expect((await verifiedThenFilled(root, records, other)).equals(tar)).toBe(true);
+  // 9 MiB of raw records (in 1 MiB records) after the tar: past what the check keeps.
+  const tail = Buffer.alloc(9 << 20);
+  for (let i = 0; i < tail.length; i++) tail[i] = (i * 131 + (i >> 9)) & 0xff;
+  const bigRecords = [...records, ...Array.from({ length: 9 }, (_, i) => raw(tail.subarray(i << 20, (i + 1) << 20)))];
+  expect((await verifiedThenFilled(root, bigRecords)).equals(Buffer.concat([tar, tail]))).toBe(true);
+  expect((await verifiedThenFilled(root, bigRecords, other)).toString()).toBe('other');
+});
