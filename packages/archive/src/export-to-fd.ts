@@ -18,8 +18,12 @@ export const PACK_BUFFER = 256 * 1024;
  * Packs the stream's archive into the buffers `next` hands out, yielding each filled part
  * (export.ts; image's exportImage, whose fills are async). It calls `next` for a buffer only
  * after yielding the previous one, that is once the write of the one before is done.
+ * `reused` (writeExportTo): the buffers are two that take turns, and their consumer only
+ * writes each part to a file, changes none and keeps them all until the pack has ended, so
+ * the packer may still read a part it yielded (image's replay hashes it) until its next
+ * fill. Otherwise each part is the consumer's to keep or change once yielded.
  */
-export type DirectPack = (next: () => Buffer) => Generator<Buffer> | AsyncGenerator<Buffer>;
+export type DirectPack = (next: () => Buffer, reused: boolean) => Generator<Buffer> | AsyncGenerator<Buffer>;
 
 interface Direct {
   pack: DirectPack;
@@ -54,7 +58,7 @@ function registerDirect(stream: Readable, pack: DirectPack, bytes: number): () =
 export function directStream(pack: DirectPack, chunkBytes: number): Readable {
   let claim = (): boolean => true;
   const chunks = async function* (): AsyncGenerator<Buffer> {
-    if (claim()) yield* pack(() => Buffer.allocUnsafe(chunkBytes));
+    if (claim()) yield* pack(() => Buffer.allocUnsafe(chunkBytes), false);
   };
   const stream = Readable.from(chunks(), { objectMode: false, highWaterMark: 1 });
   claim = registerDirect(stream, pack, chunkBytes);
@@ -107,7 +111,7 @@ export async function writeExportTo(stream: Readable, fd: number): Promise<void>
       };
       let pending: Promise<void> = Promise.resolve();
       try {
-        for await (const chunk of direct.pack(next)) {
+        for await (const chunk of direct.pack(next, true)) {
           await pending;
           pending = writeAll(fd, chunk);
         }

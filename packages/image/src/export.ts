@@ -45,10 +45,10 @@ export function notExact(what: string, l: LayerInfo): CairnError {
  * rebuild.
  */
 export function exportImage(store: LayerStore, refs: readonly string[]): Readable {
-  return directStream((next) => packImage(store, refs, next), REPLAY_CHUNK);
+  return directStream((next, reused) => packImage(store, refs, new PackBuffers(next, reused)), REPLAY_CHUNK);
 }
 
-async function* packImage(store: LayerStore, refs: readonly string[], next: () => Buffer): AsyncGenerator<Buffer> {
+async function* packImage(store: LayerStore, refs: readonly string[], out: PackBuffers): AsyncGenerator<Buffer> {
   const images = refs.map((ref) => store.image(ref));
   for (const [i, img] of images.entries()) {
     for (const chain of img.layers) {
@@ -67,7 +67,6 @@ async function* packImage(store: LayerStore, refs: readonly string[], next: () =
   const queue = [...blobs.values()];
   let ahead: LayerReplay | undefined;
   try {
-    const out = new PackBuffers(next);
     const written = new Set<string>();
     const manifest: Array<{ Config: string; RepoTags: string[]; Layers: string[] }> = [];
     const index: Array<Record<string, unknown>> = [];

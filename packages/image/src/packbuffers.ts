@@ -9,7 +9,12 @@ export class PackBuffers {
   private buf: Buffer | null = null;
   private used = 0;
 
-  constructor(private readonly next: () => Buffer) {}
+  /**
+   * `reused`: the buffers are writeExportTo's two, which it only writes to a file and keeps
+   * until the pack ends (DirectPack in @cairnfs/archive): a fill's hash may then go on after
+   * the fill until the next one.
+   */
+  constructor(private readonly next: () => Buffer, readonly reused = false) {}
 
   /** The unfilled rest of the current buffer (a new one after the last was handed on). */
   room(): Buffer {

@@ -677,13 +677,12 @@ export class LayerStore {
       const store = this;
       return Readable.from((async function* () { yield* await store.driver.diff(l.cacheId, parentCache); })(), { objectMode: false });
     }
-    return directStream((next) => this.packLayer(chainId, next), REPLAY_CHUNK);
+    return directStream((next, reused) => this.packLayer(chainId, new PackBuffers(next, reused)), REPLAY_CHUNK);
   }
 
-  private async *packLayer(chainId: string, next: () => Buffer): AsyncGenerator<Buffer> {
+  private async *packLayer(chainId: string, out: PackBuffers): AsyncGenerator<Buffer> {
     const unpin = await this.pinLayers([chainId], `export layer ${chainId}`);
     try {
-      const out = new PackBuffers(next);
       yield* this.replayLayer(chainId, out);
       yield* out.end();
     } finally {

@@ -286,7 +286,7 @@ export class LayerReplay {
   async *into(out: PackBuffers): AsyncGenerator<Buffer, number> {
     await this.checked;
     for (;;) {
-      const n = await fill(this.replay, out.room());
+      const n = await fill(this.replay, out.room(), out.reused);
       if (n === 0) break;
       yield* out.advance(n);
     }
@@ -308,9 +308,9 @@ export class LayerReplay {
 }
 
 /** One fill, its archive faults as CairnErrors (an errno error keeps its code, with the entry it hit). */
-async function fill(replay: SplitReplay, buf: Buffer): Promise<number> {
+async function fill(replay: SplitReplay, buf: Buffer, lagHash: boolean): Promise<number> {
   try {
-    return await replay.fill(buf);
+    return await replay.fill(buf, lagHash);
   } catch (err) {
     throw fromAddonFault(err);
   }

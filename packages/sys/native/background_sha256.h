@@ -62,7 +62,9 @@ class BackgroundSha256 {
     std::unique_lock<std::mutex> lock(mutex_);
     for (;;) {
       work_.wait(lock, [this] { return stop_ || !queue_.empty(); });
-      if (queue_.empty()) return;  // stopping, nothing left
+      // Stopping: what is still queued is dropped, its bytes never read (their owner may
+      // be about to free them; a digest is only ever taken after Wait()).
+      if (stop_) return;
       Range r = queue_.front();
       queue_.pop_front();
       busy_ = true;

@@ -353,6 +353,8 @@ class Replay {
   Replay(int root, int split, int64_t expected) : split_(split), expected_(expected), dirs_(root) {}
   ~Replay() {
     if (file_.fd >= 0) close(file_.fd);
+    // A lagging hash (Fill's `lag`) is dropped: ~BackgroundSha256 waits only for the range
+    // it is reading, and the caller keeps that buffer until it closes the replay.
   }
 
   // Every recorded file checked (resolved and fstat'ed one at a time, nothing read), before
@@ -401,13 +403,21 @@ class Replay {
 
   // Writes the next bytes of the tar into buf; 0 once it is complete (and its digest checked).
   // What it wrote is hashed on the hasher's thread, a step behind the writing, and all of it
-  // before Fill returns (or throws: the caller may free buf then).
-  size_t Fill(uint8_t* buf, size_t room) {
+  // before Fill returns (or throws: the caller may free buf then), unless `lag`: then the
+  // hash of this fill's bytes may go on after it returns, until the next Fill (or the
+  // replay's end) waits for it, so that a slow hasher holds up no fill but the next. With
+  // `lag` the caller neither changes nor frees buf until it called Fill again or closed
+  // the replay (writeExportTo's own buffers, only written to a file meanwhile).
+  size_t Fill(uint8_t* buf, size_t room, bool lag) {
     Verify();
+    hash_.Wait();
     size_t at = 0, handed = 0;
     struct WaitForHash {
       BackgroundSha256& h;
-      ~WaitForHash() { h.Wait(); }
+      bool skip = false;
+      ~WaitForHash() {
+        if (!skip) h.Wait();
+      }
     } waitForHash{hash_};
     auto handOver = [&](bool rest) {
       if (at - handed >= kHashStep || (rest && at > handed)) {
@@ -466,6 +476,7 @@ class Replay {
     handOver(true);
     bytes_ += static_cast<int64_t>(at);
     if (expected_ >= 0 && (bytes_ > expected_ || (done_ && bytes_ != expected_))) throw WrongSize(bytes_);
+    waitForHash.skip = lag && !done_;
     if (done_ && file_.fd >= 0) {
       close(file_.fd);
       file_.fd = -1;
@@ -536,8 +547,9 @@ class SplitReplay : public Napi::ObjectWrap<SplitReplay> {
     });
   }
 
-  // fill(buffer) → Promise<bytes written>: on the pool; 0 when the tar is complete. The
-  // first call checks every recorded file first, unless verify() did.
+  // fill(buffer, lagHash = false) → Promise<bytes written>: on the pool; 0 when the tar is
+  // complete. The first call checks every recorded file first, unless verify() did. With
+  // lagHash, see Replay::Fill's `lag`.
   Napi::Value Fill(const Napi::CallbackInfo& info) {
     Usable(info.Env());
     if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
@@ -546,8 +558,9 @@ class SplitReplay : public Napi::ObjectWrap<SplitReplay> {
     Replay* r = replay_.get();
     uint8_t* data = buf.Data();
     size_t room = buf.ByteLength();
-    return OwnedJob<SplitReplay>::Queue(info.Env(), "cairn.splitReplay", this, buf, [r, data, room]() -> std::optional<double> {
-      return static_cast<double>(r->Fill(data, room));
+    bool lag = info.Length() > 1 && info[1].ToBoolean();
+    return OwnedJob<SplitReplay>::Queue(info.Env(), "cairn.splitReplay", this, buf, [r, data, room, lag]() -> std::optional<double> {
+      return static_cast<double>(r->Fill(data, room, lag));
     });
   }
 

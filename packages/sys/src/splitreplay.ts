@@ -26,7 +26,14 @@ export interface SplitReplay {
    * Rejects as `fill` would. Done once; a later `fill` does not repeat it.
    */
   verify(): Promise<void>;
-  fill(buffer: Uint8Array): Promise<number>;
+  /**
+   * With `lagHash`, the hash of what this fill wrote may go on after it resolves, until the
+   * next fill (the last one, resolving to 0, waits for all of it): the caller must neither
+   * change nor free `buffer` until its next fill or close() (image's exportImage through
+   * writeExportTo, whose two buffers are only written to a file). Without it, every byte is
+   * hashed before the promise settles and the buffer is the caller's at once.
+   */
+  fill(buffer: Uint8Array, lagHash?: boolean): Promise<number>;
   digest(): SplitReplayState;
   close(): void;
 }

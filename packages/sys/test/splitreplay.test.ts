@@ -257,3 +257,29 @@ test('the fills rebuild the records the check read: a split file rewritten after
   expect((await verifiedThenFilled(root, bigRecords)).equals(Buffer.concat([tar, tail]))).toBe(true);
   expect((await verifiedThenFilled(root, bigRecords, other)).toString()).toBe('other');
 });
+
+test('fill(buf, lagHash): the same bytes and digest at every buffer size; each fill has hashed the fill before it, and without lagHash its own bytes, so the caller may then overwrite that buffer', async () => {
+  const { root, records, tar } = layer();
+  const digest = createHash('sha256').update(tar).digest('hex');
+  for (const lag of [true, false]) {
+    for (const chunk of [1 << 20, 65536, 4096 + 7]) {
+      const replay = openReplay(root, records);
+      try {
+        const out: Buffer[] = [];
+        // Two buffers taking turns, as writeExportTo's do.
+        const buffers = [Buffer.alloc(chunk), Buffer.alloc(chunk)];
+        for (let turn = 0; ; turn ^= 1) {
+          const buf = buffers[turn]!;
+          const n = await replay.r.fill(buf, lag);
+          if (n === 0) break;
+          out.push(Buffer.from(buf.subarray(0, n)));
+          (lag ? buffers[turn ^ 1]! : buf).fill(0xee);
+        }
+        expect(Buffer.concat(out).equals(tar)).toBe(true);
+        expect(replay.r.digest()).toEqual({ done: true, bytes: tar.length, digest });
+      } finally {
+        replay.close();
+      }
+    }
+  }
+});
