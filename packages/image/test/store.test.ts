@@ -208,6 +208,45 @@ describe.each(['vfs', 'overlay2'])('layer store on %s', (driverName) => {
     }
   });
 
+  test('exportImage of two images sharing their base layer writes each layer blob once, each under its own digest, the Readable and writeExportTo alike, and both images import again', async () => {
+    const layers = await sampleLayers();
+    const extra = join(work, 'extra');
+    await (await import('node:fs/promises')).mkdir(extra);
+    await writeFile(join(extra, 'only-in-b'), 'b\n');
+    tarDir(extra, join(work, 'extra.tar'));
+    await writeDockerSave(join(work, 'a'), layers, 'a:1');
+    await writeDockerSave(join(work, 'b'), [layers[0]!, await readFile(join(work, 'extra.tar'))], 'b:1');
+    const [imgA] = await store.importImage(join(work, 'a'));
+    const [imgB] = await store.importImage(join(work, 'b'));
+    const whole = await collect(exportImage(store, ['a:1', 'b:1']));
+    const out = join(work, 'two.tar');
+    const fd = openSync(out, 'w');
+    try {
+      await writeExportTo(exportImage(store, ['a:1', 'b:1']), fd);
+    } finally {
+      closeSync(fd);
+    }
+    expect((await readFile(out)).equals(whole)).toBe(true);
+    const blobs: string[] = [];
+    for await (const item of readTar((async function* () { yield whole; })())) {
+      if (!item.header.name.startsWith('blobs/sha256/')) continue;
+      const body = Buffer.concat(await (async () => { const parts: Buffer[] = []; for await (const c of item.body) parts.push(c as Buffer); return parts; })());
+      expect(sha(body)).toBe(`sha256:${item.header.name.slice('blobs/sha256/'.length)}`);
+      blobs.push(item.header.name);
+    }
+    const layerBlobs = [...new Set([...imgA!.diffIds, ...imgB!.diffIds])].map((d) => `blobs/sha256/${d.slice(7)}`);
+    expect(blobs.filter((b) => layerBlobs.includes(b))).toEqual(layerBlobs);
+    const root2 = await mkdtemp(join(tmpdir(), 'cairn-image-3-'));
+    const d2 = await openDriver({ root: root2, driver: 'vfs' });
+    try {
+      const again = await (await LayerStore.open(d2)).importImage(out);
+      expect(again.map((i) => i.id).sort()).toEqual([imgA!.id, imgB!.id].sort());
+    } finally {
+      await d2.cleanup();
+      await rm(root2, { recursive: true, force: true });
+    }
+  });
+
   test('exportImage pins its layers while it streams (another store instance counts the pin), mounts none of them, and writeExportTo writes the same bytes', async () => {
     // A 3 MiB file in the first layer: the export spans several chunks, so after the first
     // the export is still running.
