@@ -1,5 +1,6 @@
-// Entry point of cairn_sys: the promise worker, the constants table and module init.
+// Entry point of cairn_sys: RunAsync (a pool job, value_job.h), the constants table and module init.
 #include "common.h"
+#include "value_job.h"
 
 #include <fcntl.h>
 #include <sys/file.h>
@@ -8,46 +9,6 @@
 #include <sys/xattr.h>
 
 namespace cairn {
-
-namespace {
-
-// One blocking job on the libuv pool; the promise settles on the JS thread.
-class Job : public Napi::AsyncWorker {
- public:
-  Job(Napi::Env env, const char* name, std::function<void(JobResult&)> job)
-      : Napi::AsyncWorker(env, name), deferred_(Napi::Promise::Deferred::New(env)), job_(std::move(job)) {}
-
-  Napi::Promise Promise() const { return deferred_.Promise(); }
-
- protected:
-  void Execute() override {
-    // An exception escaping a pool thread would abort the process; reject instead.
-    try {
-      job_(result_);
-    } catch (const std::exception& e) {
-      SetError(std::string("cairn_sys: ") + e.what());
-    }
-  }
-
-  void OnOK() override {
-    Napi::Env env = Env();
-    Napi::HandleScope scope(env);
-    if (result_.error.err != 0) {
-      deferred_.Reject(MakeSysError(env, result_.error).Value());
-    } else {
-      deferred_.Resolve(ResultValue(env, result_));
-    }
-  }
-
-  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
-
- private:
-  Napi::Promise::Deferred deferred_;
-  std::function<void(JobResult&)> job_;
-  JobResult result_;
-};
-
-}  // namespace
 
 Napi::Object Constants(Napi::Env env) {
   Napi::Object c = Napi::Object::New(env);
@@ -85,7 +46,7 @@ Napi::Object Constants(Napi::Env env) {
   return c;
 }
 
-Napi::Value ResultValue(Napi::Env env, JobResult& r) {
+Napi::Value ResultValue(Napi::Env env, const JobResult& r) {
   if (r.isNull) return env.Null();
   if (r.hasBytes) return Napi::Buffer<char>::Copy(env, r.bytes.data(), r.bytes.size());
   if (r.hasList) {
@@ -102,10 +63,13 @@ Napi::Value ResultValue(Napi::Env env, JobResult& r) {
 }
 
 Napi::Value RunAsync(Napi::Env env, const char* name, std::function<void(JobResult&)> job) {
-  Job* w = new Job(env, name, std::move(job));  // AsyncWorker deletes itself after OnOK/OnError
-  Napi::Promise p = w->Promise();
-  w->Queue();
-  return p;
+  return RunValue<JobResult>(
+      env, name,
+      [job = std::move(job)](JobResult& r, SysError& e) {
+        job(r);
+        e = r.error;
+      },
+      ResultValue);
 }
 
 }  // namespace cairn

@@ -3,6 +3,7 @@
 // limits. Struct layouts come from <linux/btrfs.h>. Every call opens what it needs,
 // issues the ioctl on the libuv pool and closes again, so no fd outlives a call.
 #include "common.h"
+#include "value_job.h"
 
 #include <fcntl.h>
 #include <linux/btrfs.h>
@@ -33,54 +34,6 @@ std::string ArgName(const Napi::CallbackInfo& info, size_t i, const char* name) 
   if (s.empty() || s == "." || s == ".." || s.find('/') != std::string::npos || s.size() > BTRFS_VOL_NAME_MAX)
     throw Napi::TypeError::New(info.Env(), std::string("The \"") + name + "\" argument must be one path component of 1-255 bytes");
   return s;
-}
-
-// Like RunAsync, but the result is built on the JS thread by `build` from whatever the job
-// stored in a shared state (numbers, objects): JobResult only carries buffers and lists.
-template <typename State>
-class ValueJob : public Napi::AsyncWorker {
- public:
-  using JobFn = std::function<void(State&, SysError&)>;
-  using BuildFn = std::function<Napi::Value(Napi::Env, const State&)>;
-  ValueJob(Napi::Env env, const char* name, JobFn job, BuildFn build)
-      : Napi::AsyncWorker(env, name), deferred_(Napi::Promise::Deferred::New(env)), job_(std::move(job)), build_(std::move(build)) {}
-  Napi::Promise Promise() const { return deferred_.Promise(); }
-
- protected:
-  void Execute() override {
-    // An exception escaping a pool thread would abort the process; reject instead.
-    try {
-      job_(state_, error_);
-    } catch (const std::exception& e) {
-      SetError(std::string("cairn_sys: ") + e.what());
-    }
-  }
-  void OnOK() override {
-    Napi::Env env = Env();
-    Napi::HandleScope scope(env);
-    if (error_.err != 0) {
-      deferred_.Reject(MakeSysError(env, error_).Value());
-    } else {
-      deferred_.Resolve(build_(env, state_));
-    }
-  }
-  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
-
- private:
-  Napi::Promise::Deferred deferred_;
-  JobFn job_;
-  BuildFn build_;
-  State state_{};
-  SysError error_;
-};
-
-template <typename State>
-Napi::Value RunValue(Napi::Env env, const char* name, typename ValueJob<State>::JobFn job,
-                     typename ValueJob<State>::BuildFn build) {
-  auto* w = new ValueJob<State>(env, name, std::move(job), std::move(build));
-  Napi::Promise p = w->Promise();
-  w->Queue();
-  return p;
 }
 
 // ---- create / snapshot / destroy ----

@@ -102,7 +102,7 @@ struct JobResult {
 Napi::Value RunAsync(Napi::Env env, const char* name, std::function<void(JobResult&)> job);
 
 // The JS value a successful JobResult stands for.
-Napi::Value ResultValue(Napi::Env env, JobResult& r);
+Napi::Value ResultValue(Napi::Env env, const JobResult& r);
 Napi::Object Constants(Napi::Env env);
 
 void InitMount(Napi::Env env, Napi::Object exports);

@@ -5,6 +5,7 @@
 // block device node (moby mknods `backingFsBlockDev` into its home for quotactl(2)).
 // Every call opens what it needs, issues the call on the libuv pool and closes again.
 #include "common.h"
+#include "value_job.h"
 
 #include <fcntl.h>
 #include <linux/dqblk_xfs.h>
@@ -36,42 +37,9 @@ int QuotactlFd(int fd, int cmd, uint32_t id, void* addr) {
   return static_cast<int>(syscall(SYS_quotactl_fd, fd, QCMD(cmd, PRJQUOTA), id, addr));
 }
 
-// A job whose result is one number (JobResult in common.h carries only buffers and lists).
-class NumberJob : public Napi::AsyncWorker {
- public:
-  using Fn = std::function<void(double&, SysError&)>;
-  NumberJob(Napi::Env env, const char* name, Fn fn)
-      : Napi::AsyncWorker(env, name), deferred_(Napi::Promise::Deferred::New(env)), fn_(std::move(fn)) {}
-  Napi::Promise Promise() const { return deferred_.Promise(); }
-
- protected:
-  void Execute() override {
-    try {
-      fn_(value_, error_);
-    } catch (const std::exception& e) {
-      SetError(std::string("cairn_sys: ") + e.what());
-    }
-  }
-  void OnOK() override {
-    Napi::Env env = Env();
-    Napi::HandleScope scope(env);
-    if (error_.err != 0) deferred_.Reject(MakeSysError(env, error_).Value());
-    else deferred_.Resolve(Napi::Number::New(env, value_));
-  }
-  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
-
- private:
-  Napi::Promise::Deferred deferred_;
-  Fn fn_;
-  double value_ = 0;
-  SysError error_;
-};
-
-Napi::Value RunNumber(Napi::Env env, const char* name, NumberJob::Fn fn) {
-  auto* w = new NumberJob(env, name, std::move(fn));
-  Napi::Promise p = w->Promise();
-  w->Queue();
-  return p;
+// A job whose result is one number.
+Napi::Value RunNumber(Napi::Env env, const char* name, std::function<void(double&, SysError&)> fn) {
+  return RunValue<double>(env, name, std::move(fn), [](Napi::Env e, const double& v) -> Napi::Value { return Napi::Number::New(e, v); });
 }
 
 uint32_t ArgProjectId(const Napi::CallbackInfo& info, size_t i) {
