@@ -46,8 +46,8 @@ function describeEach(rows) {
 
 Object.assign(globalThis, {
   describe: Object.assign((name, body) => nodeDescribe(name, body), {
-    // Only testkit's describeBackend skips, naming the missing backend in the title (and it
-    // fails instead under CAIRN_REQUIRE_ALL=1): node:test gets that title as the reason.
+    // Only testkit's describeBackend and testWhen skip, naming what is missing in the title
+    // (and fail instead under CAIRN_REQUIRE_ALL=1): node:test gets that title as the reason.
     skip: (name, body) => nodeDescribe(name, { skip: name }, body),
     each: describeEach,
   }),

@@ -4,7 +4,8 @@ import * as path from 'node:path';
 import { lgetxattrSync, lsetxattrSync, lutimesNsSync, mknodSync } from '@cairnfs/sys';
 import { type Change } from '@cairnfs/core';
 import { applyLayer, exportChanges, exportOverlayUpper, packEntries, type TarSourceEntry } from '@cairnfs/archive';
-import { chunked, gnuTar, isRoot, readAll, removeDir, snapshotTree, streamToBuffer, tempDir } from './helpers.js';
+import { testAsRoot } from '@cairnfs/testkit';
+import { chunked, gnuTar, readAll, removeDir, snapshotTree, streamToBuffer, tempDir } from './helpers.js';
 
 const ALL_BYTES = Buffer.from(Array.from({ length: 256 }, (_, i) => i));
 // VFS_CAP_REVISION_2 | effective, permitted = CAP_NET_BIND_SERVICE: a blob the kernel accepts.
@@ -14,7 +15,6 @@ let work: string;
 beforeEach(() => { work = tempDir('apply'); });
 afterEach(() => removeDir(work));
 
-const rootOnly = isRoot ? test : test.skip;
 
 /** Every kind of node a layer can hold, with awkward metadata. Returns its paths. */
 function buildTree(root: string): string[] {
@@ -89,7 +89,7 @@ function withoutRoot(tree: ReturnType<typeof snapshotTree>) {
 }
 
 describe('applyLayer', () => {
-  rootOnly('round trip: exportChanges of every path → applyLayer into an empty dir gives the identical tree', async () => {
+  testAsRoot('round trip: exportChanges of every path → applyLayer into an empty dir gives the identical tree', async () => {
     const src = path.join(work, 'src');
     const dst = path.join(work, 'dst');
     fs.mkdirSync(src);
@@ -102,7 +102,7 @@ describe('applyLayer', () => {
     expect(lgetxattrSync(path.join(dst, 'etc/cap'), 'security.capability')).toEqual(CAPABILITY);
   });
 
-  rootOnly('GNU tar extracts our export into the identical tree', async () => {
+  testAsRoot('GNU tar extracts our export into the identical tree', async () => {
     const src = path.join(work, 'src');
     const dst = path.join(work, 'dst');
     fs.mkdirSync(src);
@@ -186,7 +186,7 @@ describe('applyLayer', () => {
     await expect(applyLayer(dst, chunked(whole.subarray(0, 60_000), 8192))).rejects.toMatchObject({ code: 'ERR_INVALID_ARCHIVE' });
     expect(fs.readdirSync(dst)).toEqual(['done']);
   });
-  rootOnly('a full filesystem is ERR_NO_SPACE, and the half-written file is removed', async () => {
+  testAsRoot('a full filesystem is ERR_NO_SPACE, and the half-written file is removed', async () => {
     const small = path.join(work, 'small');
     fs.mkdirSync(small);
     execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=256k', 'tmpfs', small]);
@@ -235,7 +235,7 @@ describe('whiteouts', () => {
     expect(fs.readdirSync(dst).sort()).toEqual(['a', 'b']);
   });
 
-  rootOnly('overlay: whiteouts become 0/0 char devices and opaque xattrs, and a real overlay mount shows the deletions', async () => {
+  testAsRoot('overlay: whiteouts become 0/0 char devices and opaque xattrs, and a real overlay mount shows the deletions', async () => {
     const lower = path.join(work, 'lower');
     const upper = path.join(work, 'upper');
     const wd = path.join(work, 'work');
@@ -260,7 +260,7 @@ describe('whiteouts', () => {
   });
 
   for (const pureJs of [false, true]) {
-    rootOnly(`overlay (${pureJs ? 'pure JS' : 'native'}): a dir re-created after its whiteout in the same layer is opaque, with or without a dir entry`, async () => {
+    testAsRoot(`overlay (${pureJs ? 'pure JS' : 'native'}): a dir re-created after its whiteout in the same layer is opaque, with or without a dir entry`, async () => {
       const upper = path.join(work, 'upper');
       fs.mkdirSync(upper);
       await applyLayer(upper, packEntries([
@@ -309,7 +309,7 @@ describe('whiteouts', () => {
     expect(tar.equals(await streamToBuffer(exportChanges(src, [...changes].reverse())))).toBe(true);
   });
 
-  rootOnly("exportChanges with whiteouts: 'overlay' turns 0/0 char devices and opaque dirs into OCI whiteouts", async () => {
+  testAsRoot("exportChanges with whiteouts: 'overlay' turns 0/0 char devices and opaque dirs into OCI whiteouts", async () => {
     const upper = path.join(work, 'upper');
     fs.mkdirSync(path.join(upper, 'o'), { recursive: true });
     mknodSync(path.join(upper, 'gone'), fs.constants.S_IFCHR, 0, 0);
@@ -324,7 +324,7 @@ describe('whiteouts', () => {
     expect(plain.map((e) => [e.header.name, e.header.type])).toEqual([['gone', 'char'], ['null', 'char'], ['o/', 'dir']]);
   });
 
-  rootOnly('exportOverlayUpper packs a kernel-made upper dir; applying it in delete mode reproduces the merged view', async () => {
+  testAsRoot('exportOverlayUpper packs a kernel-made upper dir; applying it in delete mode reproduces the merged view', async () => {
     const lower = path.join(work, 'lower');
     const upper = path.join(work, 'upper');
     const wd = path.join(work, 'work');

@@ -3,7 +3,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { applyLayer } from '@cairnfs/archive';
-import { chunked, fingerprint, isRoot, removeDir, tempDir } from './helpers.js';
+import { notRoot, testWhen } from '@cairnfs/testkit';
+import { chunked, fingerprint, removeDir, tempDir } from './helpers.js';
 import { cases, dir, file, sym, tar } from './hostile-cases.js';
 
 // scripts/fuzz-corpus.mjs runs this file with CAIRN_FUZZ_CORPUS set: each case's tar
@@ -40,8 +41,7 @@ describe('hostile archives', () => {
   });
 
   for (const c of cases) {
-    const t = c.rootOnly && !isRoot ? test.skip : test;
-    t(`${c.code === 'ok' ? 'applies safely' : `refuses with ${c.code}`}: ${c.name}`, async () => {
+    testWhen(c.rootOnly ? notRoot : null, `${c.code === 'ok' ? 'applies safely' : `refuses with ${c.code}`}: ${c.name}`, async () => {
       const ctx = { canary, layer };
       c.prepare?.(ctx);
       const before = fingerprint(canary);

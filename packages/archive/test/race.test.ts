@@ -15,13 +15,10 @@ import {
   applyLayer, encodeHeader, exportChanges, exportTree, readTar, tarTrailer, type TarHeaderInput,
 } from '@cairnfs/archive';
 import { lgetxattrSync, mknodSync, constants } from '@cairnfs/sys';
-import { killChild, lineWithin, spawnTsChild, startSwapRacer } from '@cairnfs/testkit';
-import { isRoot, removeDir, tempDir } from './helpers.js';
+import { killChild, lineWithin, spawnTsChild, startSwapRacer, testAsRoot } from '@cairnfs/testkit';
+import { removeDir, tempDir } from './helpers.js';
 
 const ROUNDS = Number(process.env.CAIRN_RACE_ROUNDS) > 0 ? Number(process.env.CAIRN_RACE_ROUNDS) : 30;
-const root = isRoot;
-const rootTest = root ? test : test.skip;
-if (!root) console.log('archive-race: device nodes, chown and trusted.* xattrs need root; the apply cases are skipped');
 
 let work: string;
 beforeEach(() => { work = tempDir('race'); });
@@ -42,7 +39,7 @@ function count(outcomes: Map<string, number>, key: string): void {
 
 describe.each([['native', false], ['pure-JS', true]] as const)('%s apply while the name being made is swapped for a symlink to a host file', (engine, pureJs) => {
   for (const type of ['fifo', 'char'] as const) {
-    rootTest(`${type} entries (mode 6777, owner 1234, an xattr): the host canary keeps its mode, owner, times and xattrs`, async () => {
+    testAsRoot(`${type} entries (mode 6777, owner 1234, an xattr): the host canary keeps its mode, owner, times and xattrs`, async () => {
       const canary = join(work, 'canary');
       fs.writeFileSync(canary, 'host file', { mode: 0o600 });
       fs.chmodSync(canary, 0o600);
@@ -107,7 +104,7 @@ describe('export while a regular file is swapped with a device or a fifo', () =>
     { path: '/d', kind: 'modify' as const }, { path: '/d/f', kind: 'add' as const }, { path: '/d/z', kind: 'add' as const },
   ];
   for (const kind of ['zero', 'fifo'] as const) {
-    (kind === 'zero' ? rootTest : test)(`native packer, ${kind === 'zero' ? '/dev/zero' : 'a fifo'}: no byte of it in any output, every failure names the change`, async () => {
+    (kind === 'zero' ? testAsRoot : test)(`native packer, ${kind === 'zero' ? '/dev/zero' : 'a fifo'}: no byte of it in any output, every failure names the change`, async () => {
       const layer = exportLayer(kind);
       const racer = await startSwapRacer({ dir: join(layer, 'd'), a: 'f', b: 'z' });
       const outcomes = new Map<string, number>();
@@ -136,7 +133,7 @@ describe('export while a regular file is swapped with a device or a fifo', () =>
     }, 60_000);
   }
 
-  rootTest('pure-JS path, /dev/zero: no byte of it in any output', async () => {
+  testAsRoot('pure-JS path, /dev/zero: no byte of it in any output', async () => {
     const layer = exportLayer('zero');
     const racer = await startSwapRacer({ dir: join(layer, 'd'), a: 'f', b: 'z' });
     let devBytes = 0;

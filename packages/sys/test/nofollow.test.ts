@@ -6,6 +6,7 @@
 import { lstatSync, mkdirSync, readdirSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { PACK_LEGACY_KERNEL, PACK_PATH_ORDER, lgetxattrSync, llistxattrSync, openLayerApplier, openTarPacker, type LayerApplierOptions } from '@cairnfs/sys';
+import { testAsRoot } from '@cairnfs/testkit';
 import { scratch, type Scratch } from './helpers.js';
 import { entry, header, pax, paxRecord, trailer } from './tarbuild.js';
 
@@ -13,8 +14,6 @@ let s: Scratch;
 beforeEach(async () => { s = await scratch(); });
 afterEach(async () => { await s.cleanup(); });
 
-const root = process.getuid?.() === 0;
-const rootTest = root ? test : test.skip;
 const OPTS: LayerApplierOptions = { whiteouts: 'delete', noDevices: false, ownership: true, euid: 0, egid: 0, umask: 0o022 };
 
 function withXattr(name: string, value: string): Buffer {
@@ -66,7 +65,7 @@ function layerTar(): Buffer {
   ]);
 }
 
-rootTest('an apply with the legacy fallbacks makes exactly the tree the new calls make (modes, owners, xattrs, times)', () => {
+testAsRoot('an apply with the legacy fallbacks makes exactly the tree the new calls make (modes, owners, xattrs, times)', () => {
   const tar = layerTar();
   apply(join(s.dir, 'new'), tar, OPTS);
   apply(join(s.dir, 'old'), tar, { ...OPTS, legacyKernel: true });
@@ -80,7 +79,7 @@ rootTest('an apply with the legacy fallbacks makes exactly the tree the new call
   expect(JSON.parse(made['file']!)).toMatchObject({ mode: '104755', uid: '1234' });
 });
 
-rootTest('legacy fallback: a device whose setuid bit a chown would clear is refused (ERR_NOT_SUPPORTED), not made wrong', () => {
+testAsRoot('legacy fallback: a device whose setuid bit a chown would clear is refused (ERR_NOT_SUPPORTED), not made wrong', () => {
   const tar = Buffer.concat([header('dev', { type: '3', mode: 0o4666, ...ids }), trailer()]);
   apply(join(s.dir, 'new'), tar, OPTS);
   expect(lstatSync(join(s.dir, 'new', 'dev')).mode & 0o7777).toBe(0o4666);
@@ -109,7 +108,7 @@ function pack(dir: string, flags: number): Buffer {
   return Buffer.concat(parts);
 }
 
-rootTest('an export with the legacy fallbacks (xattrs read on a helper thread, files opened by name) gives the same bytes', () => {
+testAsRoot('an export with the legacy fallbacks (xattrs read on a helper thread, files opened by name) gives the same bytes', () => {
   const dir = join(s.dir, 'tree');
   apply(dir, layerTar(), OPTS);
   const bytes = pack(dir, PACK_PATH_ORDER);

@@ -10,20 +10,49 @@ import { join } from 'node:path';
  */
 export function describeBackend(backend: string, missing: string | null, body: () => void): void {
   record(backend, missing);
-  if (missing === null) {
-    describe(`[${backend}]`, body);
-    return;
-  }
-  if (process.env.CAIRN_REQUIRE_ALL === '1') {
-    describe(`[${backend}]`, () => {
+  gate(`backend ${backend}`, missing,
+    () => describe(`[${backend}]`, () => {
       test(`backend ${backend} is available (CAIRN_REQUIRE_ALL=1)`, () => {
         throw new Error(`backend ${backend} is required but missing: ${missing}`);
       });
-    });
+    }),
+    (skipped) => (skipped ? describe.skip : describe)(`[${backend}]${skipped ? ` (skipped: ${missing})` : ''}`, body));
+}
+
+/**
+ * One test gated on a prerequisite that is not a backend (root, a kernel API), as
+ * describeBackend gates a block: `missing` is null when it is met, else what is missing;
+ * then the test is skipped with that in its title, or with CAIRN_REQUIRE_ALL=1 it fails
+ * saying so.
+ */
+export function testWhen(missing: string | null, name: string, fn: Parameters<typeof test>[1], timeout?: number): void {
+  gate(`"${name}"`, missing,
+    () => test(`${name} (CAIRN_REQUIRE_ALL=1)`, () => {
+      throw new Error(`this test requires ${missing}, which is missing here`);
+    }),
+    (skipped) => (skipped ? test.skip : test)(skipped ? `${name} (skipped: ${missing})` : name, fn, timeout));
+}
+
+/** A test that needs root: testWhen(notRoot, …). */
+export function testAsRoot(name: string, fn: Parameters<typeof test>[1], timeout?: number): void {
+  testWhen(notRoot, name, fn, timeout);
+}
+
+/** What a root-only test is missing when this process is not root (testWhen's `missing`), or null. */
+export const notRoot: string | null = process.getuid?.() === 0
+  ? null
+  : 'root (as in CI: chown to other owners, device nodes, xattrs in the trusted namespace)';
+
+// Runs the block or test (`define(false)`); where `missing` is set, fails it under
+// CAIRN_REQUIRE_ALL=1 (`failing`), else defines it skipped, saying why.
+function gate(what: string, missing: string | null, failing: () => void, define: (skipped: boolean) => void): void {
+  if (missing === null) {
+    define(false);
+  } else if (process.env.CAIRN_REQUIRE_ALL === '1') {
+    failing();
   } else {
-    // Only outside CI: the block is skipped, named with what is missing.
-    console.warn(`skipping [${backend}] tests: ${missing}`);
-    describe.skip(`[${backend}] (skipped: ${missing})`, body);
+    console.warn(`skipping ${what}: ${missing}`);
+    define(true);
   }
 }
 
