@@ -697,12 +697,7 @@ export class LayerStore {
    * @internal
    */
   async *replayLayer(chainId: string, out: PackBuffers): AsyncGenerator<Buffer, number> {
-    const replay = await this.openReplay(chainId);
-    try {
-      return yield* replay.into(out);
-    } finally {
-      await replay.close();
-    }
+    return yield* (await this.openReplay(chainId)).intoThenClose(out);
   }
 
   /**

@@ -228,28 +228,16 @@ export class SplitRecorder {
 export const REPLAY_CHUNK = 1 << 20;
 
 /**
- * Rebuilds the original tar from its split file (`splitFile`, gzipped records) and the
- * layer's files under `root`, in the addon (@cairnfs/sys's SplitReplay: every recorded
- * file checked before the first byte, each read only through an fd opened beneath the root
- * without following links and checked to be the regular file recorded), into `out`'s
- * buffers, yielding each one it fills. The result is checked against `expectDigest`: a
- * mismatch (the layer was changed on disk) ends it with ERR_INVALID_ARCHIVE rather than
- * passing off other bytes; with `expectBytes` (the tar's size recorded at import), a split
- * that rebuilds another size fails before the first byte. Returns the tar's size.
- */
-export async function* replayInto(out: PackBuffers, splitFile: string, root: string, expectDigest: string, expectBytes?: number): AsyncGenerator<Buffer, number> {
-  const replay = LayerReplay.open(splitFile, root, expectDigest, expectBytes);
-  try {
-    return yield* replay.into(out);
-  } finally {
-    await replay.close();
-  }
-}
-
-/**
- * One layer's rebuild (replayInto), opened before its turn: the check of every recorded
- * file starts on the pool at once, so that an image export checks the next layer while
- * the one before it streams. `close()` is owed on every path; it waits for the check.
+ * One layer's original tar, rebuilt from its split file (gzipped records) and the layer's
+ * files under a root, in the addon (@cairnfs/sys's SplitReplay: every recorded file
+ * checked before the first byte, each read only through an fd opened beneath the root
+ * without following links and checked to be the regular file recorded), into a
+ * PackBuffers' buffers. The result is checked against the layer's digest: a mismatch (the
+ * layer was changed on disk) ends it with ERR_INVALID_ARCHIVE rather than passing off other
+ * bytes; with the tar's size recorded at import, a split that rebuilds another size fails
+ * before the first byte. The check starts on the pool as soon as the replay is opened, so
+ * that an image export checks the next layer while the one before it streams. `close()` is
+ * owed on every path; it waits for the check.
  */
 export class LayerReplay {
   private readonly checked: Promise<void>;
@@ -296,6 +284,15 @@ export class LayerReplay {
       throw new CairnError('ERR_INVALID_ARCHIVE', `the rebuilt layer tar has digest ${got}, not ${this.expectDigest}: the layer's files changed since import`, { subject: this.expectDigest });
     }
     return state.bytes;
+  }
+
+  /** into(), then close() however it ends: a replay used once, at once (exportLayer). */
+  async *intoThenClose(out: PackBuffers): AsyncGenerator<Buffer, number> {
+    try {
+      return yield* this.into(out);
+    } finally {
+      await this.close();
+    }
   }
 
   async close(): Promise<void> {

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CairnError } from '@cairnfs/core';
 import { TarParser, encodeHeader, tarTrailer, type TarHeaderInput } from '@cairnfs/archive';
-import { REPLAY_CHUNK, SplitRecorder, replayInto } from '../src/tarsplit.js';
+import { LayerReplay, REPLAY_CHUNK, SplitRecorder } from '../src/tarsplit.js';
 import { PackBuffers } from '../src/packbuffers.js';
 import { sha } from '@cairnfs/testkit';
 
@@ -26,7 +26,7 @@ async function record(tar: Buffer, rec = new SplitRecorder(), chunk = 64 * 1024)
 /** The tar rebuilt from `splitFile` and `root`, in fresh chunks as exportLayer's Readable gives them. */
 async function* reassemble(splitFile: string, root: string, expectDigest: string): AsyncGenerator<Buffer> {
   const out = new PackBuffers(() => Buffer.allocUnsafe(REPLAY_CHUNK));
-  yield* replayInto(out, splitFile, root, expectDigest);
+  yield* LayerReplay.open(splitFile, root, expectDigest).intoThenClose(out);
   yield* out.end();
 }
 
