@@ -7,6 +7,7 @@
 
 #include <functional>
 #include <optional>
+#include <string>
 #include <utility>
 
 #include "untar_errors.h"
@@ -40,6 +41,10 @@ class OwnedJob : public Napi::AsyncWorker {
     } catch (const Failure& f) {
       failure_ = f;
       failed_ = true;
+    } catch (const std::exception& e) {
+      // Anything else escaping a pool thread would abort the process (an allocation failing:
+      // the replay keeps up to 8 MiB of records); it rejects instead, as ValueJob's do.
+      SetError(std::string("cairn_sys: ") + e.what());
     }
   }
   void OnOK() override {
