@@ -196,20 +196,40 @@ Napi::Value Makedev(const Napi::CallbackInfo& info) {
 // populateSync(buf): maps every whole page of buf's memory now, with one
 // MADV_POPULATE_WRITE, instead of one page fault per 4 KiB when a read() first writes
 // into it (on this kind of VM each fault traps: a fresh 1 MiB read buffer costs 256 of
-// them). Best effort: kernels before 5.14 (EINVAL) are not asked again.
+// them). Best effort, and says how it went: 0 when populated, else madvise's errno.
+// Whether the kernel knows the advice (5.14+) is asked once, on a page of our own: an
+// EINVAL for one caller's buffer (a mapping that cannot be populated) must not turn the
+// populate off for every later buffer of the process. EINTR (a fatal signal pending) and
+// ENOMEM are tried once more.
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23  // Linux 5.14; older headers lack the name
+#endif
+
+bool KernelPopulates() {
+  static const bool known = [] {
+    void* page = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (page == MAP_FAILED) return true;  // cannot tell: let the callers' calls say
+    bool ok = madvise(page, 4096, MADV_POPULATE_WRITE) == 0 || errno != EINVAL;
+    munmap(page, 4096);
+    return ok;
+  }();
+  return known;
+}
+
 Napi::Value PopulateSync(const Napi::CallbackInfo& info) {
   if (info.Length() < 1 || !info[0].IsTypedArray()) throw Napi::TypeError::New(info.Env(), "populateSync(buf: Uint8Array)");
   Napi::Uint8Array buf = info[0].As<Napi::Uint8Array>();
-#ifndef MADV_POPULATE_WRITE
-#define MADV_POPULATE_WRITE 23
-#endif
-  static std::atomic<bool> supported{true};
+  if (!KernelPopulates()) return Napi::Number::New(info.Env(), EINVAL);
   constexpr uintptr_t kPage = 4096;
   auto start = reinterpret_cast<uintptr_t>(buf.Data());
   uintptr_t a = (start + kPage - 1) & ~(kPage - 1);
   uintptr_t e = (start + buf.ByteLength()) & ~(kPage - 1);
-  if (supported && e > a && madvise(reinterpret_cast<void*>(a), e - a, MADV_POPULATE_WRITE) != 0 && errno == EINVAL) supported = false;
-  return info.Env().Undefined();
+  int err = 0;
+  for (int attempt = 0; e > a && attempt < 2; attempt++) {
+    err = madvise(reinterpret_cast<void*>(a), e - a, MADV_POPULATE_WRITE) == 0 ? 0 : errno;
+    if (err != EINTR && err != ENOMEM) break;
+  }
+  return Napi::Number::New(info.Env(), err);
 }
 
 }  // namespace

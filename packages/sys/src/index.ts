@@ -159,7 +159,6 @@ export function minor(dev: number | bigint): number {
   return native.minor(dev);
 }
 
-/** Packs a dev_t as glibc's gnu_dev_makedev. */
 /**
  * `Buffer.allocUnsafe(size)` with its memory mapped up front (one MADV_POPULATE_WRITE):
  * for a fresh read buffer that a read() fills at once, this replaces one page fault per
@@ -172,6 +171,7 @@ export function allocPopulated(size: number): Buffer {
   return buf;
 }
 
+/** Packs a dev_t as glibc's gnu_dev_makedev. */
 export function makedev(major: number, minor: number): number {
   return native.makedev(major, minor);
 }

@@ -47,7 +47,8 @@ export interface NativeBinding {
   major(dev: number | bigint): number;
   minor(dev: number | bigint): number;
   makedev(major: number, minor: number): number;
-  populateSync(buf: Uint8Array): void;
+  /** 0 when buf's whole pages are now mapped; else madvise's errno (best effort). */
+  populateSync(buf: Uint8Array): number;
 
   // applier.ts (native/untar.cc)
   LayerApplier: new (root: string, whiteouts: number, noDevices: boolean, ownership: boolean, euid: number, egid: number, umask: number,
