@@ -25,6 +25,7 @@ import { dmCases } from '../bench/cases/dm-layer.mjs';
 import { rssCase } from '../bench/cases/rss.mjs';
 import { importCases } from '../bench/cases/import.mjs';
 import { importRssCases } from '../bench/cases/import-rss.mjs';
+import { importFloorCases } from '../bench/cases/import-floor.mjs';
 import { exportImageCases } from '../bench/cases/export-image.mjs';
 import { idmapGetCases, rootlessImportCases } from '../bench/cases/idmap.mjs';
 import { podmanIdmapCases } from '../bench/cases/podman.mjs';
@@ -42,7 +43,7 @@ const check = flag('--check');
 const quick = flag('--quick') || check;
 const json = flag('--json');
 const pairs = Number(value('--pairs') ?? (check ? 3 : 5));
-const all = ['apply', 'export', 'changes', 'vfs-create', 'overlay2', 'multiproc', 'btrfs', 'zfs', 'dm', 'import', 'export-image', 'pull', 'idmap', 'idmap-copy', 'rootless-import', 'rss', 'import-rss'];
+const all = ['apply', 'export', 'changes', 'vfs-create', 'overlay2', 'multiproc', 'btrfs', 'zfs', 'dm', 'import', 'import-floor', 'export-image', 'pull', 'idmap', 'idmap-copy', 'rootless-import', 'rss', 'import-rss'];
 const boundsFile = join(dirname(fileURLToPath(import.meta.url)), '..', 'bench', 'bounds.json');
 const bounds = check ? loadBounds(boundsFile) : null;
 const only = (value('--only') ?? (check ? bounds.cases.join(',') : all.join(','))).split(',');
@@ -124,6 +125,7 @@ try {
     // --check guards the ratios against tar only: docker load is a comparison, not a bound.
     report(await importCase(scratch.tmpfs('import', 4096), 'tmpfs', check ? { withDocker: false } : {}));
   }
+  if (only.includes('import-floor')) report(await importFloorCases({ params: imageParams, base: scratch.tmpfs('import-floor', 4096), pairs, sys }));
   if (only.includes('export-image')) {
     const exportImageCase = (base, where) => exportImageCases({ params: imageParams, base, where, pairs, cairn, image, archive });
     if (!noDisk) report(await exportImageCase(scratch.dir('export-image'), 'repo disk'));
