@@ -345,6 +345,13 @@ int64_t SegmentEnd(const Records::Rec& r) {
   return static_cast<int64_t>(end);
 }
 
+// An 'S' record's size, checked before it becomes an integer (a NaN or a value out of
+// int64_t's range would be undefined behaviour to convert).
+int64_t RecordedSize(const Records::Rec& r) {
+  if (!(r.a >= 0 && r.a <= 9007199254740991.0)) throw Corrupt("size " + std::to_string(r.a) + " of " + Printable(r.path));
+  return static_cast<int64_t>(r.a);
+}
+
 // The replay: Verify once, then Fill until it returns 0. `expected` is the tar's size as
 // recorded at import (-1: unknown): a split that would rebuild more or fewer bytes is
 // corrupt, found by Verify before the first byte and never exceeded by Fill.
@@ -374,9 +381,16 @@ class Replay {
       runEnd = -1;
     };
     int64_t total = 0;
+    // Summed as they come, so that no run of records, however long, overflows the total:
+    // past the recorded size (or 2^53 when it is unknown) the split is refused at once.
+    const int64_t most = expected_ >= 0 ? expected_ : int64_t{9007199254740991};
+    auto count = [&](int64_t n) {
+      total += n;
+      if (total > most) throw Corrupt("it rebuilds more than the " + std::to_string(most) + " bytes " + (expected_ >= 0 ? "recorded at import" : "a layer may hold"));
+    };
     while (recs.Next(r)) {
       if (r.kind == kRaw) {
-        total += r.rawLen;
+        count(r.rawLen);
         const uint8_t* p;
         while (recs.Raw(&p, SIZE_MAX) > 0) {
         }
@@ -384,7 +398,7 @@ class Replay {
         check();
         haveSize = true;
         sizePath = r.path;
-        size = static_cast<int64_t>(r.a);
+        size = RecordedSize(r);
       } else {
         int64_t end = SegmentEnd(r);
         if (haveSize && sizePath == r.path && end > size)
@@ -392,7 +406,7 @@ class Replay {
         if (runEnd >= 0 && runPath != r.path) check();
         if (runEnd < 0) runPath = r.path;
         runEnd = std::max(runEnd, end);
-        total += static_cast<int64_t>(r.b);
+        count(static_cast<int64_t>(r.b));
       }
     }
     check();
@@ -459,7 +473,7 @@ class Replay {
       if (r.kind == kSize) {
         have_size_ = true;
         size_path_ = r.path;
-        size_ = static_cast<int64_t>(r.a);
+        size_ = RecordedSize(r);
       } else if (r.kind == kFile) {
         int64_t end = SegmentEnd(r);
         if (file_.fd < 0 || file_.path != r.path) {
