@@ -39,6 +39,7 @@ skips=(
   "a recorded file whose directory is now a symlink to a host directory|qemu-user resolves symlinks of openat2 paths itself: RESOLVE_NO_SYMLINKS is not what the kernel gets"
   "replaying while the directory d is swapped with a symlink to a host directory|qemu-user resolves symlinks of openat2 paths itself: RESOLVE_NO_SYMLINKS is not what the kernel gets"
   "a populated 64 MiB buffer is resident at once|qemu-user does not pass madvise(MADV_POPULATE_WRITE) to the kernel"
+  "allocPopulated hands out a populated buffer|qemu-user does not pass madvise(MADV_POPULATE_WRITE) to the kernel"
   "CAIRN_SHA256_PORTABLE=1 makes the applier use its own implementation|it starts a child node, which this host runs only through qemu-aarch64 by name (no binfmt_misc); the portable SHA-256 itself runs in-process above"
 )
 skip_args=()

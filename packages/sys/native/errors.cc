@@ -104,6 +104,14 @@ int64_t ArgOptInt(const Napi::CallbackInfo& info, size_t i, const char* name, in
   return ArgInt(info, i, name);
 }
 
+int64_t ArgByteCap(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  if (!info[i].IsNumber()) ThrowType(info.Env(), name, "a non-negative number");
+  double d = info[i].As<Napi::Number>().DoubleValue();
+  // NaN and negatives refused before the cast (undefined behaviour for NaN and below -2^63).
+  if (!(d >= 0)) ThrowType(info.Env(), name, "a non-negative number");
+  return d >= 9.2e18 ? INT64_MAX : static_cast<int64_t>(d);
+}
+
 uint64_t ArgUint64(const Napi::CallbackInfo& info, size_t i, const char* name) {
   if (info[i].IsBigInt()) {
     bool lossless = false;

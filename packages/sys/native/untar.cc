@@ -184,9 +184,7 @@ class LayerApplier : public Napi::ObjectWrap<LayerApplier> {
   // hash and record the tar-split from the first write on.
   Napi::Value Tap(const Napi::CallbackInfo& info) {
     Applier* a = Get(info.Env());
-    if (!info[0].IsNumber()) throw Napi::TypeError::New(info.Env(), "maxLogicalBytes must be a number");
-    double max = info[0].As<Napi::Number>().DoubleValue();
-    int64_t cap = max >= 9.2e18 ? INT64_MAX : static_cast<int64_t>(max);
+    int64_t cap = ArgByteCap(info, 0, "maxLogicalBytes");
     bool gz = a->Tap(cap, ArgString(info, 1, "what"), info.Length() > 2 && info[2].ToBoolean(), !(info.Length() > 3 && info[3].ToBoolean()));
     return Napi::Boolean::New(info.Env(), gz);
   }
@@ -197,9 +195,7 @@ class LayerApplier : public Napi::ObjectWrap<LayerApplier> {
     Applier* a = Get(info.Env());
     int64_t kind = ArgInt(info, 0, "kind");
     if (kind != 1 && kind != 2) throw Napi::RangeError::New(info.Env(), "kind must be 1 (gzip) or 2 (zstd)");
-    if (!info[1].IsNumber()) throw Napi::TypeError::New(info.Env(), "maxOutputBytes must be a number");
-    double max = info[1].As<Napi::Number>().DoubleValue();
-    int64_t cap = max >= 9.2e18 ? INT64_MAX : static_cast<int64_t>(max);
+    int64_t cap = ArgByteCap(info, 1, "maxOutputBytes");
     std::string missing;
     auto d = InputDecoder::Make(static_cast<InputCompression>(kind), cap, ArgString(info, 2, "what"), &missing);
     if (!d) return Napi::String::New(info.Env(), missing);

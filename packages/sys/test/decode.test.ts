@@ -202,3 +202,19 @@ test('decompress refuses an unknown kind', () => {
     a.close();
   }
 });
+
+test('the byte limits of tap and decompress refuse NaN and negatives (a TypeError, not a cast); Infinity means no limit', () => {
+  const dir = join(s.dir, 'caps');
+  mkdirSync(dir);
+  const a: LayerApplier = openLayerApplier(dir, OPTS);
+  try {
+    for (const bad of [NaN, -1, -1e300, -Infinity]) {
+      expect(() => a.tap(bad, 'x')).toThrow(/"maxLogicalBytes" argument must be a non-negative number/);
+      expect(() => a.decompress(APPLIER_COMPRESSION.gzip, bad, 'x')).toThrow(/"maxOutputBytes" argument must be a non-negative number/);
+    }
+    expect(a.tap(Infinity, 'x')).toBe(true);
+    expect(a.decompress(APPLIER_COMPRESSION.gzip, Infinity, 'x')).toBeNull();
+  } finally {
+    a.close();
+  }
+});

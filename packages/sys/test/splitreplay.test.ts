@@ -7,17 +7,12 @@ import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { openSplitReplay } from '@cairnfs/sys';
 import { drainReplay, scratch, type Scratch } from './helpers.js';
+import { raw, seg, size, u32, zeros } from './splitrecords.js';
 
 let s: Scratch;
 beforeEach(async () => { s = await scratch(); });
 afterEach(async () => { await s.cleanup(); });
 
-const u32 = (n: number) => { const b = Buffer.alloc(4); b.writeUInt32BE(n); return b; };
-const f64 = (n: number) => { const b = Buffer.alloc(8); b.writeDoubleBE(n); return b; };
-const raw = (bytes: Buffer) => Buffer.concat([Buffer.from('R'), u32(bytes.length), bytes]);
-const zeros = (n: number) => Buffer.concat([Buffer.from('Z'), u32(n)]);
-const size = (path: string, n: number) => Buffer.concat([Buffer.from('S'), u32(Buffer.byteLength(path)), Buffer.from(path), f64(n)]);
-const seg = (path: string, pos: number, len: number) => Buffer.concat([Buffer.from('F'), u32(Buffer.byteLength(path)), Buffer.from(path), f64(pos), f64(len)]);
 
 /** Replays `records` (gzipped here, in `members` gzip members) over `root` into `chunk`-byte buffers. */
 async function replay(root: string, records: Buffer[], opts: { chunk?: number; members?: number; gz?: Buffer; expectedBytes?: number } = {}) {
