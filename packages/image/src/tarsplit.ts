@@ -145,7 +145,8 @@ export class SplitRecorder {
     this.flushFile();
     this.closeRaw();
     this.current = entry;
-    const key = posix.normalize(`/${entry.name}`);
+    // Without a trailing slash: `a/` (a directory) written over an earlier file `a` replaces it.
+    const key = posix.normalize(`/${entry.name}`).replace(/(.)\/$/, '$1');
     const slash = key.lastIndexOf('/');
     const base = key.slice(slash + 1);
     // A whiteout `.wh.x` in the same tar removes (or, in overlay form, replaces) x.

@@ -19,7 +19,7 @@ import { LayerStore } from '@cairnfs/image';
 import { sampleLayers, tarDir, writeDockerSave, writeOciLayout } from '@cairnfs/testkit';
 import { SplitRecorder } from '../src/tarsplit.js';
 import { freshStore } from './registry-fixture.js';
-import { cases, entry, file, reseal, tar } from '../../archive/test/hostile-cases.js';
+import { cases, dir, entry, file, reseal, sym, tar } from '../../archive/test/hostile-cases.js';
 
 for (const f of [vfsDriver, overlay2Driver]) defaultRegistry.register(f);
 
@@ -214,6 +214,30 @@ describe('the import pass in the addon', () => {
           expectSamePass(native, js);
         }
       }
+    }
+  });
+
+  test('exact decided by normalised names as SplitRecorder decides it: a file named again through ./, // or a trailing slash, whiteouts of earlier files, opaque markers, a name written over by a link or a dir', async () => {
+    const layers: Array<[string, Buffer, boolean]> = [
+      ['distinct names', tar(dir('d/'), file('d/a'), file('./d/b'), file('e')), true],
+      ['one file through ./ and //', tar(file('a'), file('./a')), false],
+      ['doubled slashes', tar(dir('d/'), file('d/x'), file('d//x')), false],
+      ['a whiteout of an earlier file', tar(dir('d/'), file('d/x'), file('d/.wh.x', '')), false],
+      ['a whiteout of a name not in the layer', tar(dir('d/'), file('d/.wh.x', ''), file('d/y')), true],
+      ['an opaque marker', tar(dir('d/'), file('d/x'), file('d/.wh..wh..opq', '')), true],
+      ['a whiteout with content', tar(dir('d/'), file('d/.wh.x', 'content')), false],
+      ['a symlink over a file', tar(file('a'), sym('a', 'elsewhere')), false],
+      ['a dir named like a file, trailing slash', tar(file('a'), dir('a/')), false],
+      ['a dir named twice', tar(dir('d'), dir('./d/')), true],
+      ['a whiteout at the root of an earlier root file', tar(file('x'), file('.wh.x', '')), false],
+    ];
+    for (const [name, data, exact] of layers) {
+      const js = await jsPass(data);
+      expect([name, js.exact]).toEqual([name, exact]);
+      const l = join(work, `exact-${name.replace(/\W+/g, '-')}`);
+      mkdirSync(l);
+      const native = await nativePass(work, l, data, 'range');
+      expect([name, native.exact]).toEqual([name, exact]);
     }
   });
 

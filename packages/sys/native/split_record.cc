@@ -121,6 +121,8 @@ void SplitRecord::OnEntry(const Entry& e) {
   CloseRaw();
   std::string name = Utf8Sanitized(e.name);
   std::string key = NormalizeAbsolute(name);
+  // Without a trailing slash: `a/` (a directory) written over an earlier file `a` replaces it.
+  if (key.size() > 1 && key.back() == '/') key.pop_back();
   size_t slash = key.rfind('/');
   std::string base = key.substr(slash + 1);
   bool whiteout = StartsWith(base, kWhiteout);
