@@ -65,6 +65,19 @@ describe('byte-exact export of hostile layers (overlay2)', () => {
     expect((imageOut.error as CairnError).message).toMatch(/cannot be rebuilt byte for byte/);
   });
 
+  test('a file replaced by a directory `x/` later in the same tar: inexact, exportLayer gives the driver\'s diff, exportImage refuses before its first byte', async () => {
+    const { img, chain } = await importLayer([fileEntry('x', CONTENT), { header: { name: 'x/', type: 'dir', mode: 0o755 } }], 'dirover');
+    expect(store.layer(chain).exact).toBe(false);
+    const out = await drain(store.exportLayer(chain));
+    expect(out.error).toBeUndefined();
+    const types: string[] = [];
+    for await (const { header } of readTar((async function* () { yield out.bytes; })())) types.push(`${header.name}:${header.type}`);
+    expect(types).toEqual(['x/:dir']);
+    const imageOut = await drain(exportImage(store, [img.id]));
+    expect(imageOut.bytes.length).toBe(0);
+    expect((imageOut.error as CairnError).code).toBe('ERR_NOT_SUPPORTED');
+  });
+
   test('a file replaced by a fifo later in the same tar: export neither hangs nor blocks a thread', async () => {
     const { img, chain } = await importLayer([fileEntry('x', CONTENT), { header: { name: 'x', type: 'fifo', mode: 0o600 } }], 'fifo');
     const started = Date.now();

@@ -113,6 +113,7 @@ describe('tar-split recorder', () => {
     ['a fifo over a file', [{ name: './x', type: 'fifo', mode: 0o644 }]],
     ['a whiteout of a file of the same layer', [{ name: '.wh.x', type: 'file', mode: 0o644, size: 0 }]],
     ['a whiteout with content', [{ name: 'd/.wh.z', type: 'file', mode: 0o644, size: 5 }]],
+    ['a directory over a file, named with a trailing slash', [{ name: 'x/', type: 'dir', mode: 0o755 }]],
   ])('a layer is marked inexact by %s', async (_what, later) => {
     const parts: Buffer[] = [encodeHeader({ name: 'y', type: 'file', mode: 0o644, size: 0 }), encodeHeader({ name: 'x', type: 'file', mode: 0o644, size: 3 }), Buffer.alloc(512)];
     for (const h of later) { parts.push(encodeHeader(h)); if (h.size) parts.push(Buffer.alloc(512)); }
