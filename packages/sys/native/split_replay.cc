@@ -28,6 +28,7 @@
 #include "background_sha256.h"
 #include "owned_job.h"
 #include "split_record.h"
+#include "tar_fields.h"
 #include "untar_errors.h"
 
 namespace cairn {
@@ -340,7 +341,7 @@ Opened OpenRecorded(ParentDir& dirs, const std::string& path, const int64_t* exp
 
 int64_t SegmentEnd(const Records::Rec& r) {
   double end = r.a + r.b;
-  if (!(r.a >= 0 && r.b >= 0 && end <= 9007199254740991.0))
+  if (!(r.a >= 0 && r.b >= 0 && end <= static_cast<double>(kMaxSafeInteger)))
     throw Corrupt("segment " + std::to_string(r.a) + "+" + std::to_string(r.b) + " of " + Printable(r.path));
   return static_cast<int64_t>(end);
 }
@@ -348,7 +349,7 @@ int64_t SegmentEnd(const Records::Rec& r) {
 // An 'S' record's size, checked before it becomes an integer (a NaN or a value out of
 // int64_t's range would be undefined behaviour to convert).
 int64_t RecordedSize(const Records::Rec& r) {
-  if (!(r.a >= 0 && r.a <= 9007199254740991.0)) throw Corrupt("size " + std::to_string(r.a) + " of " + Printable(r.path));
+  if (!(r.a >= 0 && r.a <= static_cast<double>(kMaxSafeInteger))) throw Corrupt("size " + std::to_string(r.a) + " of " + Printable(r.path));
   return static_cast<int64_t>(r.a);
 }
 
@@ -383,7 +384,7 @@ class Replay {
     int64_t total = 0;
     // Summed as they come, so that no run of records, however long, overflows the total:
     // past the recorded size (or 2^53 when it is unknown) the split is refused at once.
-    const int64_t most = expected_ >= 0 ? expected_ : int64_t{9007199254740991};
+    const int64_t most = expected_ >= 0 ? expected_ : kMaxSafeInteger;
     auto count = [&](int64_t n) {
       total += n;
       if (total > most) throw Corrupt("it rebuilds more than the " + std::to_string(most) + " bytes " + (expected_ >= 0 ? "recorded at import" : "a layer may hold"));
