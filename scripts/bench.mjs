@@ -127,7 +127,7 @@ try {
   }
   if (only.includes('import-floor')) report(await importFloorCases({ params: imageParams, base: scratch.tmpfs('import-floor', 4096), pairs, sys }));
   if (only.includes('export-image')) {
-    const exportImageCase = (base, where) => exportImageCases({ params: imageParams, base, where, pairs, cairn, image, archive });
+    const exportImageCase = (base, where) => exportImageCases({ params: imageParams, base, where, pairs, cairn, image, archive, sys });
     if (!noDisk) report(await exportImageCase(scratch.dir('export-image'), 'repo disk'));
     report(await exportImageCase(scratch.tmpfs('export-image', 4096), 'tmpfs'));
   }
