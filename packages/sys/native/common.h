@@ -67,7 +67,7 @@ bool ArgOptString(const Napi::CallbackInfo& info, size_t i, const char* name, st
 int64_t ArgInt(const Napi::CallbackInfo& info, size_t i, const char* name);
 int64_t ArgOptInt(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t dflt);
 uint64_t ArgUint64(const Napi::CallbackInfo& info, size_t i, const char* name);
-// A byte limit: a non-negative number, Infinity (or anything from 2^63 on) meaning none.
+// A byte limit: a non-negative number; Infinity (anything from 9.2e18, near 2^63) is none.
 int64_t ArgByteCap(const Napi::CallbackInfo& info, size_t i, const char* name);
 std::vector<char> ArgBytes(const Napi::CallbackInfo& info, size_t i, const char* name);
 int64_t ArgBigInt64(const Napi::CallbackInfo& info, size_t i, const char* name);

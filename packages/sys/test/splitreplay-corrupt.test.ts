@@ -18,7 +18,6 @@ let s: Scratch;
 beforeAll(async () => { s = await scratch(); });
 afterAll(async () => { await s.cleanup(); });
 
-
 // Short enough that any segment of the host file read would carry it whole.
 const SECRET = 'H0$T';
 
@@ -83,8 +82,10 @@ function mutate(records: Buffer[], pick: (n: number) => number): Buffer {
     case 3: // a few bytes anywhere
       for (let i = 0, n = 1 + pick(4); i < n; i++) rec[pick(rec.length)] = pick(256);
       break;
-    case 4: // cut
-      return Buffer.concat(recs).subarray(0, pick(Buffer.concat(recs).length));
+    case 4: { // cut
+      const whole = Buffer.concat(recs);
+      return whole.subarray(0, pick(whole.length));
+    }
     case 5: // doubled
       recs.splice(at, 0, rec);
       break;

@@ -13,7 +13,6 @@ let s: Scratch;
 beforeEach(async () => { s = await scratch(); });
 afterEach(async () => { await s.cleanup(); });
 
-
 /** Replays `records` (gzipped here, in `members` gzip members) over `root` into `chunk`-byte buffers. */
 async function replay(root: string, records: Buffer[], opts: { chunk?: number; members?: number; gz?: Buffer; expectedBytes?: number } = {}) {
   const all = Buffer.concat(records);
