@@ -17,6 +17,17 @@ import { rmrf, runReference } from '../env.mjs';
 import { cachedImage } from './import.mjs';
 import { writeTo } from './export.mjs';
 
+/**
+ * Wall and CPU ms of `run`; what it resolves to (a reference tool's own CPU, run in a child
+ * and not counted in this process) is added to the CPU.
+ */
+async function timed(run) {
+  const c0 = cpuMs();
+  const t0 = performance.now();
+  const childCpu = (await run()) ?? 0;
+  return { wall: performance.now() - t0, cpu: cpuMs() - c0 + childCpu };
+}
+
 /** `bytes` written into a new file `out` from `buffer`, a buffer at a time. */
 function writeOnly(buffer, bytes, out) {
   const fd = openSync(out, 'w');
@@ -57,17 +68,20 @@ export async function exportImageCases({ params, base, where, pairs, cairn, imag
   const log = (line) => process.stderr.write(`${line}\n`);
   try {
     const [img] = await store.importImage(image.plain);
-    const trees = img.layers.map((chain) => join(driver.home, store.layer(chain).cacheId, 'diff'));
-    const tarBytes = img.layers.reduce((n, chain) => n + store.layer(chain).tarSize, 0);
     // The store's layerdb, where LayerStore.open puts it for this driver (docs/images.md).
     const layerDb = join(dirname(driver.home), 'image', driver.name, 'layerdb', 'sha256');
-    const layers = img.layers.map((chain, l) => {
+    const layers = img.layers.map((chain) => {
       const info = store.layer(chain);
-      return { tree: trees[l], split: join(layerDb, chain.slice('sha256:'.length), 'tar-split.gz'), tarSize: info.tarSize, diffId: info.diffId };
+      return {
+        tree: join(driver.home, info.cacheId, 'diff'), split: join(layerDb, chain.slice('sha256:'.length), 'tar-split.gz'),
+        tarSize: info.tarSize, diffId: info.diffId,
+      };
     });
+    const trees = layers.map((l) => l.tree);
+    const tarBytes = layers.reduce((n, l) => n + l.tarSize, 0);
     const replayBuffer = Buffer.allocUnsafe(1 << 20);
     const layerTars = image.layers.map((l) => readFileSync(l.tar));
-    const sides = { cairn: { wall: [], cpu: [] }, direct: { wall: [], cpu: [] }, replay: { wall: [], cpu: [] }, write: { wall: [], cpu: [] }, sha: { wall: [], cpu: [] }, tar: { wall: [], cpu: [] } };
+    const sides = Object.fromEntries(['cairn', 'direct', 'replay', 'write', 'sha', 'tar'].map((side) => [side, { wall: [], cpu: [] }]));
     const writers = {
       cairn: (out) => writeTo(imagePkg.exportImage(store, [img.id]), out),
       direct: async (out) => {
@@ -80,46 +94,37 @@ export async function exportImageCases({ params, base, where, pairs, cairn, imag
       },
     };
     for (let i = -1; i < pairs; i++) {
+      const keep = (side, t) => { if (i >= 0) { sides[side].wall.push(t.wall); sides[side].cpu.push(t.cpu); } };
       for (const [side, write] of Object.entries(writers)) {
         const out = join(base, `image-${i + 1}.tar`);
-        const c0 = cpuMs();
-        const t0 = performance.now();
-        await write(out);
-        const wall = performance.now() - t0;
-        const cpu = cpuMs() - c0;
+        const t = await timed(() => write(out));
         if (statSync(out).size < tarBytes) throw new Error(`exportImage wrote ${statSync(out).size} bytes, less than the layers' ${tarBytes}`);
-        if (i >= 0) { sides[side].wall.push(wall); sides[side].cpu.push(cpu); }
+        keep(side, t);
         rmrf(out);
       }
-      {
-        const outs = trees.map((_, l) => join(base, `tar-${i + 1}-${l}.tar`));
-        const c0 = cpuMs();
-        const t0 = performance.now();
+      const outs = trees.map((_, l) => join(base, `tar-${i + 1}-${l}.tar`));
+      keep('tar', await timed(async () => {
         let tarCpu = 0;
         for (const [l, tree] of trees.entries()) tarCpu += (await runReference('tar', ['--format=pax', '-C', tree, '-cf', outs[l], '.'])).cpuMs;
-        const wall = performance.now() - t0;
-        const cpu = cpuMs() - c0 + tarCpu;
-        if (i >= 0) { sides.tar.wall.push(wall); sides.tar.cpu.push(cpu); }
-        for (const o of outs) rmrf(o);
-      }
+        return tarCpu;
+      }));
+      for (const o of outs) rmrf(o);
       const writeOut = join(base, `write-${i + 1}.tar`);
-      for (const [side, run] of [['replay', () => replayOnly(sys, layers, replayBuffer)], ['write', async () => writeOnly(replayBuffer, tarBytes, writeOut)], ['sha', async () => { for (const b of layerTars) sys.applierSha256(b); }]]) {
-        const c0 = cpuMs();
-        const t0 = performance.now();
-        await run();
-        if (i >= 0) { sides[side].wall.push(performance.now() - t0); sides[side].cpu.push(cpuMs() - c0); }
-      }
+      keep('replay', await timed(() => replayOnly(sys, layers, replayBuffer)));
+      keep('write', await timed(async () => writeOnly(replayBuffer, tarBytes, writeOut)));
+      keep('sha', await timed(async () => { for (const b of layerTars) sys.applierSha256(b); }));
       rmrf(writeOut);
       if (i >= 0) log(`  exportImage pair ${i + 1}/${pairs}: Readable ${sides.cairn.wall.at(-1).toFixed(0)} ms, writeExportTo ${sides.direct.wall.at(-1).toFixed(0)} ms, tar ${sides.tar.wall.at(-1).toFixed(0)} ms`);
     }
     const label = `5 layers, ${(image.bytes / 2 ** 20).toFixed(0)} MiB, ${image.files} files, ${where}`;
-    return [
-      summarize(`exportImage ${label}: exportImage (byte-exact)`, 'tar -cf (pax) ×5', sides.cairn.wall, sides.tar.wall, sides.cairn.cpu, sides.tar.cpu, pairs),
-      summarize(`exportImage ${label}: exportImage → writeExportTo`, 'tar -cf (pax) ×5', sides.direct.wall, sides.tar.wall, sides.direct.cpu, sides.tar.cpu, pairs),
-      summarize(`exportImage ${label}: floor part, the replay into one buffer, written nowhere`, 'tar -cf (pax) ×5', sides.replay.wall, sides.tar.wall, sides.replay.cpu, sides.tar.cpu, pairs),
-      summarize(`exportImage ${label}: floor part, the tar's bytes written from one buffer`, 'tar -cf (pax) ×5', sides.write.wall, sides.tar.wall, sides.write.cpu, sides.tar.cpu, pairs),
-      summarize(`exportImage ${label}: floor part, sha256 alone, in memory`, 'tar -cf (pax) ×5', sides.sha.wall, sides.tar.wall, sides.sha.cpu, sides.tar.cpu, pairs),
+    const rows = [
+      ['cairn', 'exportImage (byte-exact)'],
+      ['direct', 'exportImage → writeExportTo'],
+      ['replay', 'floor part, the replay into one buffer, written nowhere'],
+      ['write', "floor part, the tar's bytes written from one buffer"],
+      ['sha', 'floor part, sha256 alone, in memory'],
     ];
+    return rows.map(([side, what]) => summarize(`exportImage ${label}: ${what}`, 'tar -cf (pax) ×5', sides[side].wall, sides.tar.wall, sides[side].cpu, sides.tar.cpu, pairs));
   } finally {
     await store.close();
     await driver.cleanup();

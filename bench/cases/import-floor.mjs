@@ -2,17 +2,18 @@
 // and no JavaScript between slices. The addon's LayerApplier runs synchronously on this
 // thread over each plain layer file of the bench image, 2 MiB per call as importImage's
 // range path does: untapped (the files alone), tapped with raw records (+ SHA-256 of every
-// byte + the tar-split record), and tapped as importImage taps (the record gzipped). A
-// fourth row is the files and the digest with no record: each slice read into one reused
+// byte + the tar-split record), and tapped as importImage taps (the record gzipped). One
+// more row is the files and the digest with no record: each slice read into one reused
 // buffer, hashed through Node's crypto (the same libcrypto the addon calls) and applied
-// from it, the least any import that checks the digest before committing can do. A fifth
+// from it, the least any import that checks the digest before committing can do. The last
 // is SHA-256 alone over the same bytes, read into memory beforehand: what the digest check
 // costs whoever does it. All against `tar -xf` of the same five layers into empty dirs on
 // the same tmpfs, alternating.
 //
-// The rows answer whether a goal on import's CPU is within reach: a goal below the third
-// row cannot be met by anything the store does, and the fourth row is the part of it no
-// applier can save while the digest is checked before a layer is committed.
+// The rows answer whether a goal on import's CPU is within reach: a goal below the
+// gzipped-record row cannot be met by anything the store does, one below the no-record row
+// not by any import that checks the digest, and SHA-256 alone is the part no applier can
+// save while the digest is checked before a layer is committed.
 import { createHash } from 'node:crypto';
 import { closeSync, fstatSync, mkdirSync, openSync, readFileSync, readSync } from 'node:fs';
 import { join } from 'node:path';
